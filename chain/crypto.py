@@ -1,0 +1,206 @@
+"""Hashing and signatures: keccak, EIP-712 (PROTOCOL 3), secp256k1, Ed25519, dev keys.
+
+The EIP-712 digest is computed directly from the type tables in `chain.types` (all fields
+are static types, so the encoding is a flat concatenation) and signatures are recovered with
+coincurve. The test vectors, produced by ethers.js, and a cross-check against eth-account
+keep both honest.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import coincurve
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from eth_hash.auto import keccak as _keccak
+from eth_utils import to_checksum_address
+
+from chain import wire
+from chain.errors import InvalidSignature
+from chain.types import Message, SignedTx, signer_of
+
+DOMAIN_NAME = "AegisAI"
+DOMAIN_VERSION = "1"
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SIGNATURE_LENGTH = 65
+
+
+def keccak(data: bytes) -> bytes:
+    return _keccak(data)
+
+
+@lru_cache(maxsize=64)
+def domain_separator(chain_id: int) -> bytes:
+    type_hash = keccak(b"EIP712Domain(string name,string version,uint256 chainId)")
+    return keccak(
+        type_hash
+        + keccak(DOMAIN_NAME.encode())
+        + keccak(DOMAIN_VERSION.encode())
+        + chain_id.to_bytes(32, "big")
+    )
+
+
+@lru_cache(maxsize=16)
+def _type_hash(cls: type) -> bytes:
+    fields = ",".join(f"{abi} {name}" for name, _attr, abi in cls.FIELDS)  # type: ignore[attr-defined]
+    return keccak(f"{cls.TYPE}({fields})".encode())  # type: ignore[attr-defined]
+
+
+def _encode_field(abi: str, value: object) -> bytes:
+    if abi == "address":
+        assert isinstance(value, str)
+        return b"\x00" * 12 + bytes.fromhex(value[2:])
+    if abi.startswith("uint"):
+        assert isinstance(value, int)
+        return value.to_bytes(32, "big")
+    if abi == "bool":
+        return (1 if value else 0).to_bytes(32, "big")
+    if abi == "bytes32":
+        assert isinstance(value, bytes)
+        return value
+    if abi == "bytes":
+        assert isinstance(value, str)
+        return keccak(wire.decode_bytes_field(value))
+    if abi == "string":
+        assert isinstance(value, str)
+        return keccak(value.encode())
+    raise ValueError(f"unsupported EIP-712 type {abi}")
+
+
+def struct_hash(msg: Message) -> bytes:
+    parts = [_type_hash(type(msg))]
+    parts.extend(_encode_field(abi, getattr(msg, attr)) for _name, attr, abi in msg.FIELDS)
+    return keccak(b"".join(parts))
+
+
+def digest(msg: Message, chain_id: int) -> bytes:
+    """The EIP-712 signable hash of `msg`; for SubmitTask this is the taskHash."""
+    return keccak(b"\x19\x01" + domain_separator(chain_id) + struct_hash(msg))
+
+
+def tx_hash(msg_digest: bytes, signature: bytes) -> bytes:
+    return keccak(msg_digest + signature)
+
+
+def address_of_public_key(public_key: coincurve.PublicKey) -> str:
+    return to_checksum_address(keccak(public_key.format(compressed=False)[1:])[-20:])
+
+
+def address_of_private_key(private_key: bytes) -> str:
+    return address_of_public_key(coincurve.PrivateKey(private_key).public_key)
+
+
+def sign_digest(msg_digest: bytes, private_key: bytes) -> bytes:
+    """65-byte r || s || v signature (v = 27/28) over a 32-byte digest."""
+    sig = coincurve.PrivateKey(private_key).sign_recoverable(msg_digest, hasher=None)
+    return sig[:64] + bytes([sig[64] + 27])
+
+
+def recover_digest(msg_digest: bytes, signature: bytes) -> str:
+    """The address that signed `msg_digest`; InvalidSignature for malformed signatures."""
+    if len(signature) != SIGNATURE_LENGTH:
+        raise InvalidSignature(f"signature must be {SIGNATURE_LENGTH} bytes, got {len(signature)}")
+    v = signature[64]
+    if v not in (27, 28):
+        raise InvalidSignature(f"signature v must be 27 or 28, got {v}")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    if not 0 < r < SECP256K1_N or not 0 < s <= SECP256K1_N // 2:
+        raise InvalidSignature("signature r or s out of range (s must be in the lower half)")
+    try:
+        public_key = coincurve.PublicKey.from_signature_and_message(
+            signature[:64] + bytes([v - 27]), msg_digest, hasher=None
+        )
+    except Exception as exc:
+        raise InvalidSignature("signature does not recover to a public key") from exc
+    return address_of_public_key(public_key)
+
+
+def sign_message(msg: Message, chain_id: int, private_key: bytes) -> SignedTx:
+    msg_digest = digest(msg, chain_id)
+    signature = sign_digest(msg_digest, private_key)
+    return SignedTx(msg, signature, msg_digest, tx_hash(msg_digest, signature), signer_of(msg))
+
+
+def verify_message(msg: Message, chain_id: int, signature: bytes) -> SignedTx:
+    """Recover the signer of `msg` and check that it is the message's own signer field."""
+    msg_digest = digest(msg, chain_id)
+    recovered = recover_digest(msg_digest, signature)
+    expected = signer_of(msg)
+    if recovered != expected:
+        raise InvalidSignature(
+            "signature recovers to another address than the signer field",
+            expected=expected,
+            recovered=recovered,
+        )
+    return SignedTx(msg, signature, msg_digest, tx_hash(msg_digest, signature), expected)
+
+
+def personal_message_hash(text: str) -> bytes:
+    """EIP-191 personal_sign hash of a text message."""
+    data = text.encode()
+    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+
+
+# Ed25519 consensus keys (PROTOCOL 2 and 6)
+
+
+def consensus_seed(account_private_key: bytes) -> bytes:
+    """The 32-byte Ed25519 seed of a validator: keccak256 of its account private key."""
+    return keccak(account_private_key)
+
+
+def ed25519_private_key(seed: bytes) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def ed25519_public_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def ed25519_verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+    except Exception:
+        return False
+    return True
+
+
+# Dev keys (PROTOCOL 2): m/44'/60'/0'/0/i from a mnemonic
+
+
+@lru_cache(maxsize=1024)
+def dev_private_key(mnemonic: str, index: int) -> bytes:
+    from eth_account import Account as EthAccount
+
+    EthAccount.enable_unaudited_hdwallet_features()
+    acct = EthAccount.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{index}")
+    return bytes(acct.key)
+
+
+def eth_keys_backend_name() -> str:
+    """The eth-keys backend in use; the pure-Python fallback is about 30x slower."""
+    from eth_keys.backends import get_backend
+
+    return type(get_backend()).__name__
+
+
+# Consensus messages (PROTOCOL 6)
+
+VOTE_TYPES = {"proposal": 0, "prevote": 1, "precommit": 2}
+
+
+def vote_sign_bytes(chain_id: int, height: int, round_: int, vote_type: str, block_hash: bytes) -> bytes:
+    """Canonical bytes a validator signs: a domain tag, then the fields at fixed widths."""
+    return (
+        b"inferchain/vote/v1"
+        + chain_id.to_bytes(8, "big")
+        + height.to_bytes(8, "big")
+        + round_.to_bytes(4, "big")
+        + bytes([VOTE_TYPES[vote_type]])
+        + block_hash
+    )

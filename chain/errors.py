@@ -1,0 +1,156 @@
+"""The one exception tree of the chain.
+
+Every failure the chain can report derives from `ChainError`. Each class carries typed
+attributes and a `data()` dict that tells a caller what was wrong; `rpc/errors.py` maps the
+classes to JSON-RPC codes (PROTOCOL 5.3) in one table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ChainError(Exception):
+    """Root of every error the chain raises on purpose."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def data(self) -> dict[str, Any]:
+        return {"reason": self.reason}
+
+
+class InvalidTransaction(ChainError):
+    """A transaction or call that breaks a rule. It changes nothing."""
+
+
+class InvalidParams(InvalidTransaction):
+    """A parameter is missing, of the wrong type, or out of range."""
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(f"{param}: {reason}")
+        self.param = param
+        self.detail = reason
+
+    def data(self) -> dict[str, Any]:
+        return {"param": self.param, "reason": self.detail}
+
+
+class NonceMismatch(InvalidTransaction):
+    def __init__(self, address: str, expected: int, got: int) -> None:
+        super().__init__(f"nonce {got} is not the next nonce {expected} of {address}")
+        self.address = address
+        self.expected = expected
+        self.got = got
+
+    def data(self) -> dict[str, Any]:
+        return {"address": self.address, "expected": self.expected, "got": self.got}
+
+
+class UnknownTask(InvalidTransaction):
+    """A result or verdict names a task the chain does not know."""
+
+    def __init__(self, task_hash: str) -> None:
+        super().__init__(f"no task {task_hash}")
+        self.task_hash = task_hash
+
+    def data(self) -> dict[str, Any]:
+        return {"taskHash": self.task_hash, "reason": self.reason}
+
+
+class InsufficientBalance(InvalidTransaction):
+    def __init__(self, address: str, needed: int, available: int, what: str = "balance") -> None:
+        super().__init__(f"{address} needs {needed} but has {available} in {what}")
+        self.address = address
+        self.needed = needed
+        self.available = available
+        self.what = what
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "needed": str(self.needed),
+            "available": str(self.available),
+            "of": self.what,
+        }
+
+
+class InvalidSignature(InvalidTransaction):
+    def __init__(self, reason: str, expected: str | None = None, recovered: str | None = None):
+        super().__init__(reason)
+        self.expected = expected
+        self.recovered = recovered
+
+    def data(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reason": self.reason}
+        if self.expected is not None:
+            out["expected"] = self.expected
+        if self.recovered is not None:
+            out["recovered"] = self.recovered
+        return out
+
+
+class NotEligible(InvalidTransaction):
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(reason)
+        self.address = address
+
+    def data(self) -> dict[str, Any]:
+        return {"address": self.address, "reason": self.reason}
+
+
+class DuplicateSubmission(InvalidTransaction):
+    def __init__(self, tx_hash: str, reason: str) -> None:
+        super().__init__(reason)
+        self.tx_hash = tx_hash
+
+    def data(self) -> dict[str, Any]:
+        return {"txHash": self.tx_hash, "reason": self.reason}
+
+
+class TaskNotFound(ChainError):
+    """queryTask for a hash that is malformed or names no task."""
+
+    def __init__(self, task_hash: str, reason: str = "no such task") -> None:
+        super().__init__(reason)
+        self.task_hash = task_hash
+
+    def data(self) -> dict[str, Any]:
+        return {"requestHash": self.task_hash, "reason": self.reason}
+
+
+class NotFound(ChainError):
+    """A block or transaction that does not exist (reads answer with invalid params)."""
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(reason)
+        self.param = param
+
+    def data(self) -> dict[str, Any]:
+        return {"param": self.param, "reason": self.reason}
+
+
+class MempoolFull(ChainError):
+    def __init__(self, capacity: int) -> None:
+        super().__init__(f"the mempool holds its maximum of {capacity} transactions")
+        self.capacity = capacity
+
+    def data(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "reason": self.reason, "retry": True}
+
+
+class GenesisError(ChainError):
+    """genesis.json is missing a field or holds a bad value; the node does not start."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"genesis field '{field}': {reason}")
+        self.field = field
+
+
+class StorageError(ChainError):
+    """The ledger cannot be opened or is inconsistent."""
+
+
+class AppHashMismatch(ChainError):
+    """Re-executing a block gave another state than the block commits to."""

@@ -1,0 +1,436 @@
+"""The ledger: blocks, transactions, state and indexes in LevelDB (plyvel).
+
+Storage sits behind a small interface (`KeyValueStore`: get, iterate, atomic batch). Each
+block is written in one `write_batch(transaction=True, sync=True)` with its state changes,
+indexes and the new head, so a killed process reopens at its last committed block with the
+same appHash. `MemoryStore` is the in-memory twin for reference models in property tests.
+
+Key layout (big-endian integers, raw 20-byte addresses and 32-byte hashes):
+  s/...                  consensus state (see chain.state), enters the appHash
+  meta/head              {height, hash, appHash, time}
+  meta/genesis           genesis hash
+  blk/<h:8>              block with its hash and its commit
+  bhash/<hash>           height of a block hash
+  tx/<hash>              {tx, height, index, status}
+  sender/<addr><nonce:8> taskHash of that sender's task with that nonce
+  hist/<state key><h:8>  value of an account or node record after block h
+  vote/<h:8><r:4><t:1>   this validator's own signed vote at (height, round, type)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import plyvel
+
+from chain import crypto, rules, wire
+from chain.errors import StorageError
+from chain.genesis import Genesis
+from chain.state import (
+    ACCOUNT,
+    NODE,
+    OPEN_TASK,
+    STATE_PREFIX,
+    State,
+    decode_account,
+    decode_task,
+    encode_write_set,
+    get_supply,
+)
+from chain.types import ZERO_ADDRESS, ZERO_HASH, Block, SignedTx, Task, Vote
+
+log = logging.getLogger(__name__)
+
+HEAD = b"meta/head"
+GENESIS_HASH = b"meta/genesis"
+BLOCK = b"blk/"
+BLOCK_HASH = b"bhash/"
+TX = b"tx/"
+SENDER_TASK = b"sender/"
+HISTORY = b"hist/"
+OWN_VOTE = b"vote/"
+VERSIONED_PREFIXES = (ACCOUNT, NODE)
+
+
+class KeyValueStore(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def iterate(
+        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def write(self, changes: Mapping[bytes, bytes | None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LevelDBStore:
+    """A LevelDB directory; one process at a time (LevelDB's LOCK file)."""
+
+    def __init__(self, path: str | Path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = plyvel.DB(str(path), create_if_missing=True)
+        except plyvel.IOError as exc:
+            if "LOCK" in str(exc):
+                raise StorageError(
+                    f"the data directory {path} is in use by another process "
+                    "(LevelDB holds its LOCK); stop that node or choose another --data-dir"
+                ) from exc
+            raise StorageError(f"cannot open the ledger in {path}: {exc}") from exc
+        except plyvel.CorruptionError as exc:
+            raise StorageError(f"the ledger in {path} is corrupted: {exc}") from exc
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(key)
+        return value
+
+    def iterate(
+        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        if start is None:
+            yield from self._db.iterator(prefix=prefix, reverse=reverse)
+        elif reverse:
+            yield from self._db.iterator(start=prefix, stop=start, include_stop=True, reverse=True)
+        else:
+            yield from self._db.iterator(start=start, stop=_prefix_end(prefix))
+
+    def write(self, changes: Mapping[bytes, bytes | None]) -> None:
+        with self._db.write_batch(transaction=True, sync=True) as batch:
+            for key, value in changes.items():
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()
+
+
+class MemoryStore:
+    """The in-memory twin of LevelDBStore, for reference models in property tests only."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def iterate(
+        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        keys = sorted(k for k in self._data if k.startswith(prefix))
+        if start is not None:
+            keys = [k for k in keys if (k <= start if reverse else k >= start)]
+        for key in reversed(keys) if reverse else keys:
+            yield key, self._data[key]
+
+    def write(self, changes: Mapping[bytes, bytes | None]) -> None:
+        for key, value in changes.items():
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = value
+
+    def close(self) -> None:
+        pass
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return None
+
+
+def h8(height: int) -> bytes:
+    return height.to_bytes(8, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    height: int
+    hash: bytes
+    app_hash: bytes
+    time: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    tx: SignedTx
+    height: int | None
+    index: int | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlock:
+    block: Block
+    hash: bytes
+    commit: tuple[Vote, ...]
+
+
+# Encoding of blocks and votes
+
+
+def vote_to_json(vote: Vote) -> dict[str, Any]:
+    return {
+        "chainId": vote.chain_id,
+        "height": vote.height,
+        "round": vote.round,
+        "type": vote.type,
+        "blockHash": wire.hex0x(vote.block_hash),
+        "validator": vote.validator,
+        "signature": wire.hex0x(vote.signature),
+    }
+
+
+def vote_from_json(obj: dict[str, Any]) -> Vote:
+    return Vote(
+        chain_id=obj["chainId"],
+        height=obj["height"],
+        round=obj["round"],
+        type=obj["type"],
+        block_hash=bytes.fromhex(obj["blockHash"][2:]),
+        validator=obj["validator"],
+        signature=bytes.fromhex(obj["signature"][2:]),
+    )
+
+
+def block_header_json(block: Block) -> dict[str, Any]:
+    return {
+        "height": block.height,
+        "time": block.time,
+        "proposer": block.proposer,
+        "prevHash": wire.hex0x(block.prev_hash),
+        "txs": [wire.hex0x(h) for h in block.txs],
+        "appHash": wire.hex0x(block.app_hash),
+        "lastCommit": [vote_to_json(v) for v in block.last_commit],
+    }
+
+
+def block_hash(block: Block) -> bytes:
+    return crypto.keccak(orjson.dumps(block_header_json(block), option=orjson.OPT_SORT_KEYS))
+
+
+def block_from_json(obj: dict[str, Any]) -> Block:
+    return Block(
+        height=obj["height"],
+        time=obj["time"],
+        proposer=obj["proposer"],
+        prev_hash=bytes.fromhex(obj["prevHash"][2:]),
+        txs=tuple(bytes.fromhex(h[2:]) for h in obj["txs"]),
+        app_hash=bytes.fromhex(obj["appHash"][2:]),
+        last_commit=tuple(vote_from_json(v) for v in obj["lastCommit"]),
+    )
+
+
+def next_app_hash(prev_app_hash: bytes, write_set: Sequence[tuple[bytes, bytes | None]]) -> bytes:
+    """appHash(h) = keccak256(appHash(h-1) || keccak256(canonical write set of block h))."""
+    return crypto.keccak(prev_app_hash + crypto.keccak(encode_write_set(write_set)))
+
+
+class Ledger:
+    """The committed chain over a KeyValueStore: one atomic batch per block."""
+
+    def __init__(self, store: KeyValueStore, genesis: Genesis) -> None:
+        self.store = store
+        self.genesis = genesis
+        stored = store.get(GENESIS_HASH)
+        if stored is None:
+            self._write_genesis()
+        elif stored != genesis.hash:
+            raise StorageError(
+                f"the data directory holds the chain with genesis {wire.hex0x(stored)}, "
+                f"but the genesis file is {wire.hex0x(genesis.hash)}; "
+                "use another --data-dir or start fresh"
+            )
+        self.head = self._load_head()
+
+    @classmethod
+    def open(cls, path: str | Path, genesis: Genesis) -> Ledger:
+        store = LevelDBStore(path)
+        try:
+            return cls(store, genesis)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _load_head(self) -> Head:
+        raw = self.store.get(HEAD)
+        if raw is None:
+            raise StorageError("the ledger has a genesis hash but no head: it is damaged")
+        obj = orjson.loads(raw)
+        return Head(
+            obj["height"],
+            bytes.fromhex(obj["hash"][2:]),
+            bytes.fromhex(obj["appHash"][2:]),
+            obj["time"],
+        )
+
+    def _write_genesis(self) -> None:
+        state = State(self.store)
+        rules.apply_genesis(state, self.genesis)
+        write_set = state.write_set()
+        app_hash = next_app_hash(ZERO_HASH, write_set)
+        block = Block(
+            height=0,
+            time=self.genesis.genesis_time,
+            proposer=ZERO_ADDRESS,
+            prev_hash=ZERO_HASH,
+            txs=(),
+            app_hash=app_hash,
+        )
+        changes = dict(write_set)
+        changes[GENESIS_HASH] = self.genesis.hash
+        self._add_block(changes, block, self.genesis.hash, (), write_set, app_hash)
+        self.store.write(changes)
+
+    def _add_block(
+        self,
+        changes: dict[bytes, bytes | None],
+        block: Block,
+        hash_: bytes,
+        commit: Sequence[Vote],
+        write_set: Sequence[tuple[bytes, bytes | None]],
+        app_hash: bytes,
+    ) -> None:
+        obj = block_header_json(block)
+        obj["hash"] = wire.hex0x(hash_)
+        obj["commit"] = [vote_to_json(v) for v in commit]
+        changes[BLOCK + h8(block.height)] = orjson.dumps(obj)
+        changes[BLOCK_HASH + hash_] = h8(block.height)
+        for key, value in write_set:
+            if key.startswith(VERSIONED_PREFIXES):
+                changes[HISTORY + key + h8(block.height)] = value if value is not None else b""
+        changes[HEAD] = orjson.dumps(
+            {
+                "height": block.height,
+                "hash": wire.hex0x(hash_),
+                "appHash": wire.hex0x(app_hash),
+                "time": block.time,
+            }
+        )
+
+    def commit_block(
+        self,
+        block: Block,
+        commit: Sequence[Vote],
+        txs: Sequence[tuple[SignedTx, str]],
+        write_set: Sequence[tuple[bytes, bytes | None]],
+        extra: Mapping[bytes, bytes] | None = None,
+    ) -> Head:
+        """Write a block, its transactions (with status), its state changes and the new head."""
+        if block.height != self.head.height + 1 or block.prev_hash != self.head.hash:
+            raise StorageError(
+                f"block {block.height} does not follow the head {self.head.height}"
+            )
+        app_hash = next_app_hash(self.head.app_hash, write_set)
+        hash_ = block_hash(block)
+        changes: dict[bytes, bytes | None] = dict(write_set)
+        for index, (tx, status) in enumerate(txs):
+            changes[TX + tx.hash] = orjson.dumps(
+                {
+                    "tx": wire.signed_tx_to_json(tx),
+                    "height": block.height,
+                    "index": index,
+                    "status": status,
+                }
+            )
+            if status == "committed" and tx.message.TYPE == "SubmitTask":
+                changes[SENDER_TASK + bytes.fromhex(tx.signer[2:]) + h8(tx.nonce or 0)] = tx.digest
+        if extra:
+            changes.update(extra)
+        self._add_block(changes, block, hash_, commit, write_set, app_hash)
+        self.store.write(changes)
+        self.head = Head(block.height, hash_, app_hash, block.time)
+        return self.head
+
+    # Reads
+
+    def get_block(self, height: int) -> StoredBlock | None:
+        raw = self.store.get(BLOCK + h8(height))
+        if raw is None:
+            return None
+        obj = orjson.loads(raw)
+        return StoredBlock(
+            block_from_json(obj),
+            bytes.fromhex(obj["hash"][2:]),
+            tuple(vote_from_json(v) for v in obj["commit"]),
+        )
+
+    def height_of_block_hash(self, hash_: bytes) -> int | None:
+        raw = self.store.get(BLOCK_HASH + hash_)
+        return None if raw is None else int.from_bytes(raw, "big")
+
+    def get_tx(self, tx_hash: bytes) -> TxRecord | None:
+        raw = self.store.get(TX + tx_hash)
+        if raw is None:
+            return None
+        obj = orjson.loads(raw)
+        return TxRecord(wire.signed_tx_from_json(obj["tx"]), obj["height"], obj["index"], obj["status"])
+
+    def get_task(self, task_hash: bytes) -> Task | None:
+        raw = self.store.get(b"s/task/" + task_hash)
+        return None if raw is None else decode_task(raw)
+
+    def state_at(self, key: bytes, height: int) -> bytes | None:
+        """The value of a versioned state key (accounts, nodes) after block `height`."""
+        prefix = HISTORY + key
+        for _k, value in self.store.iterate(prefix, start=prefix + h8(height), reverse=True):
+            return value or None
+        return None
+
+    def task_hashes_of_sender(self, address: str) -> Iterator[bytes]:
+        for _key, value in self.store.iterate(SENDER_TASK + bytes.fromhex(address[2:])):
+            yield value
+
+    def iter_state(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        assert prefix.startswith(STATE_PREFIX)
+        return self.store.iterate(prefix)
+
+    def open_task_hashes(self) -> Iterator[bytes]:
+        for key, _value in self.store.iterate(OPEN_TASK):
+            yield key[len(OPEN_TASK) :]
+
+    def has_open_tasks(self) -> bool:
+        return any(True for _ in self.store.iterate(OPEN_TASK))
+
+    def supply_check(self) -> tuple[int, int]:
+        """(held, expected) of the supply invariant over the committed state (PROTOCOL 4.10)."""
+        accounts = (decode_account(v) for _k, v in self.store.iterate(ACCOUNT))
+        escrow = (
+            task.fee
+            for task in (self.get_task(h) for h in self.open_task_hashes())
+            if task is not None and task.settlement is None
+        )
+        return rules.supply_check(accounts, escrow, get_supply(self.store))
+
+    # Own votes (PROTOCOL 6: persisted before they are sent)
+
+    def own_vote(self, height: int, round_: int, vote_type: int) -> Vote | None:
+        raw = self.store.get(OWN_VOTE + h8(height) + round_.to_bytes(4, "big") + bytes([vote_type]))
+        return None if raw is None else vote_from_json(orjson.loads(raw))
+
+    def save_own_vote(self, vote: Vote, vote_type: int) -> None:
+        key = OWN_VOTE + h8(vote.height) + vote.round.to_bytes(4, "big") + bytes([vote_type])
+        self.store.write({key: orjson.dumps(vote_to_json(vote))})
+
+
+def close_quietly(ledger: Ledger | None) -> None:
+    if ledger is not None:
+        with contextlib.suppress(Exception):
+            ledger.close()

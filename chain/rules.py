@@ -1,0 +1,316 @@
+"""The protocol's state transition as pure functions over a `State` (PROTOCOL 3 and 4).
+
+No I/O, no clock: a block's height, time and proposer come in as a `BlockContext`. The same
+inputs give the same writes on every validator. Each `apply_*` checks everything before it
+writes, and `apply_tx` runs on a scratch overlay, so a rejected transaction changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from chain import wire
+from chain.errors import (
+    ChainError,
+    DuplicateSubmission,
+    InsufficientBalance,
+    InvalidParams,
+    NonceMismatch,
+    NotEligible,
+)
+from chain.genesis import Genesis, Params
+from chain.state import (
+    State,
+    get_account,
+    get_node,
+    get_supply,
+    get_task,
+    get_validator,
+    put_account,
+    put_node,
+    put_supply,
+    put_task,
+    put_validator,
+)
+from chain.types import (
+    Account,
+    RegisterResourceNode,
+    ResourceNodeInfo,
+    SignedTx,
+    Stake,
+    SubmitTask,
+    Task,
+    Transfer,
+    Unstake,
+    ValidatorInfo,
+)
+
+MAX_MODELS_LENGTH = 1024
+MAX_ENDPOINT_LENGTH = 256
+MODEL_OPTION_RANGES: dict[str, tuple[float, float, type]] = {
+    "temperature": (0.0, 2.0, float),
+    "top_p": (0.0, 1.0, float),
+    "max_tokens": (1, 8192, int),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    height: int
+    time: int
+    proposer: str
+
+
+# Genesis
+
+
+def apply_genesis(state: State, genesis: Genesis) -> None:
+    """Write the initial state: balances, stakes, validators, resource nodes, supply."""
+    accounts: dict[str, Account] = {}
+    for item in genesis.accounts:
+        accounts[item.address] = Account(balance=item.balance)
+    for val in genesis.validators:
+        acct = accounts.get(val.address, Account())
+        accounts[val.address] = Account(acct.balance, acct.stake + val.stake, acct.nonce)
+        put_validator(state, ValidatorInfo(val.address, val.consensus_pub_key, val.url))
+    for node in genesis.resource_nodes:
+        acct = accounts.get(node.address, Account())
+        accounts[node.address] = Account(acct.balance, acct.stake + node.stake, acct.nonce)
+        put_node(state, node.address, ResourceNodeInfo(node.models, node.endpoint, False))
+    for address, acct in accounts.items():
+        put_account(state, address, acct)
+    put_supply(state, genesis.supply, 0, 0)
+
+
+# Transactions
+
+
+def apply_tx(state: State, params: Params, ctx: BlockContext, tx: SignedTx) -> None:
+    """Apply one verified transaction; raises InvalidTransaction and then writes nothing."""
+    size = tx_size(tx)
+    if size > params.max_tx_bytes:
+        raise InvalidParams("(transaction)", f"{size} bytes exceeds maxTxBytes {params.max_tx_bytes}")
+    scratch = state.child()
+    msg = tx.message
+    if isinstance(msg, SubmitTask):
+        apply_submit_task(scratch, params, ctx, tx, msg)
+    elif isinstance(msg, Transfer):
+        apply_transfer(scratch, msg)
+    elif isinstance(msg, Stake):
+        apply_stake(scratch, msg)
+    elif isinstance(msg, Unstake):
+        apply_unstake(scratch, params, msg)
+    elif isinstance(msg, RegisterResourceNode):
+        apply_register(scratch, msg)
+    else:
+        raise ChainError(f"{msg.TYPE} is not executed by this chain version")
+    state.merge(scratch)
+
+
+def tx_size(tx: SignedTx) -> int:
+    """Bytes of the transaction's canonical JSON: its wire params plus the signature."""
+    params = wire.message_to_params(tx.message)
+    params["signature"] = wire.hex0x(tx.signature)
+    return len(orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
+
+
+def check_nonce(account: Account, address: str, nonce: int) -> None:
+    if nonce != account.nonce:
+        raise NonceMismatch(address, account.nonce, nonce)
+
+
+def task_fee(params: Params, target_count: int) -> int:
+    return params.task_base_fee + params.task_fee_per_node * target_count
+
+
+def parse_json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object a bytes field holds, or None when it holds something else."""
+    try:
+        value = json.loads(wire.decode_bytes_field(text).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def validate_model_options(text: str) -> str | None:
+    """Check JSON modelOptions (PROTOCOL 4.2) and return the model it names, if any."""
+    options = parse_json_object(text)
+    if options is None:
+        return None
+    for key, (low, high, kind) in MODEL_OPTION_RANGES.items():
+        if key not in options:
+            continue
+        value = options[key]
+        param = f"modelOptions.{key}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidParams(param, f"expected a number, got {type(value).__name__}")
+        if kind is int and not isinstance(value, int):
+            raise InvalidParams(param, "expected an integer")
+        if not low <= value <= high:
+            raise InvalidParams(param, f"must be between {low} and {high}")
+    model = options.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidParams("modelOptions.model", "expected a string")
+    return model
+
+
+def max_fee_of(text: str) -> int | None:
+    fee_params = parse_json_object(text)
+    if fee_params is None or "maxFee" not in fee_params:
+        return None
+    return wire.parse_uint(fee_params["maxFee"], "feeParams.maxFee")
+
+
+def apply_submit_task(
+    state: State, params: Params, ctx: BlockContext, tx: SignedTx, msg: SubmitTask
+) -> None:
+    account = get_account(state, msg.sender)
+    check_nonce(account, msg.sender, msg.nonce)
+    if not 1 <= msg.target_count <= params.max_target_count:
+        raise InvalidParams("targetCount", f"must be between 1 and {params.max_target_count}")
+    model = validate_model_options(msg.model_options)
+    fee = task_fee(params, msg.target_count)
+    max_fee = max_fee_of(msg.fee_params)
+    if max_fee is not None and fee > max_fee:
+        raise InvalidParams("feeParams.maxFee", f"the fee {fee} exceeds maxFee {max_fee}")
+    if get_task(state, tx.digest) is not None:
+        raise DuplicateSubmission(wire.hex0x(tx.hash), "this task exists already")
+    if account.balance < fee:
+        raise InsufficientBalance(msg.sender, fee, account.balance)
+    put_account(state, msg.sender, Account(account.balance - fee, account.stake, account.nonce + 1))
+    put_task(
+        state,
+        Task(
+            task_hash=tx.digest,
+            tx_hash=tx.hash,
+            sender=msg.sender,
+            nonce=msg.nonce,
+            schema=msg.schema,
+            target_count=msg.target_count,
+            prompts=msg.prompts,
+            model_options=msg.model_options,
+            sid=msg.sid,
+            fee_params=msg.fee_params,
+            fee=fee,
+            model=model,
+            created_height=ctx.height,
+            created_at=ctx.time,
+        ),
+    )
+
+
+def _require_positive(amount: int) -> None:
+    if amount == 0:
+        raise InvalidParams("amount", "must be greater than 0")
+
+
+def apply_transfer(state: State, msg: Transfer) -> None:
+    account = get_account(state, msg.sender)
+    check_nonce(account, msg.sender, msg.nonce)
+    _require_positive(msg.amount)
+    if account.balance < msg.amount:
+        raise InsufficientBalance(msg.sender, msg.amount, account.balance)
+    put_account(
+        state, msg.sender, Account(account.balance - msg.amount, account.stake, account.nonce + 1)
+    )
+    receiver = get_account(state, msg.to)
+    put_account(state, msg.to, Account(receiver.balance + msg.amount, receiver.stake, receiver.nonce))
+
+
+def apply_stake(state: State, msg: Stake) -> None:
+    account = get_account(state, msg.sender)
+    check_nonce(account, msg.sender, msg.nonce)
+    _require_positive(msg.amount)
+    if account.balance < msg.amount:
+        raise InsufficientBalance(msg.sender, msg.amount, account.balance)
+    put_account(
+        state,
+        msg.sender,
+        Account(account.balance - msg.amount, account.stake + msg.amount, account.nonce + 1),
+    )
+
+
+def apply_unstake(state: State, params: Params, msg: Unstake) -> None:
+    account = get_account(state, msg.sender)
+    check_nonce(account, msg.sender, msg.nonce)
+    _require_positive(msg.amount)
+    if account.stake < msg.amount:
+        raise InsufficientBalance(msg.sender, msg.amount, account.stake, what="stake")
+    remaining = account.stake - msg.amount
+    if get_validator(state, msg.sender) is not None and remaining < params.min_validator_stake:
+        raise NotEligible(
+            msg.sender,
+            f"a validator keeps at least minValidatorStake {params.min_validator_stake} staked",
+        )
+    put_account(
+        state,
+        msg.sender,
+        Account(account.balance + msg.amount, remaining, account.nonce + 1),
+    )
+
+
+def apply_register(state: State, msg: RegisterResourceNode) -> None:
+    account = get_account(state, msg.sender)
+    check_nonce(account, msg.sender, msg.nonce)
+    models = [m.strip() for m in msg.models.split(",")]
+    if len(msg.models) > MAX_MODELS_LENGTH or not models or any(not m for m in models):
+        raise InvalidParams("models", "a comma-separated list of model names, or *")
+    endpoint = msg.endpoint
+    if len(endpoint) > MAX_ENDPOINT_LENGTH or (
+        endpoint and not endpoint.startswith(("http://", "https://"))
+    ):
+        raise InvalidParams("endpoint", "empty, or an http(s) URL of at most 256 characters")
+    if get_validator(state, msg.sender) is not None:
+        raise NotEligible(msg.sender, "a validator cannot also be a resource node")
+    existing = get_node(state, msg.sender)
+    jailed = existing.jailed if existing is not None else False
+    put_node(state, msg.sender, ResourceNodeInfo(",".join(models), endpoint, jailed))
+    put_account(state, msg.sender, Account(account.balance, account.stake, account.nonce + 1))
+
+
+# End of block
+
+
+def end_block(
+    state: State, params: Params, ctx: BlockContext, commit_signers: Sequence[str]
+) -> None:
+    """Mint the block reward for the validators whose precommits the block carries (4.9)."""
+    reward = params.block_reward
+    if reward == 0:
+        return
+    signers = sorted(set(commit_signers))
+    stakes = [get_account(state, address).stake for address in signers]
+    total = sum(stakes)
+    paid = 0
+    if total > 0:
+        for address, stake in zip(signers, stakes, strict=True):
+            share = reward * stake // total
+            if share:
+                _credit(state, address, share)
+                paid += share
+    if reward - paid:
+        _credit(state, ctx.proposer, reward - paid)
+    genesis_supply, minted, burned = get_supply(state)
+    put_supply(state, genesis_supply, minted + reward, burned)
+
+
+def _credit(state: State, address: str, amount: int) -> None:
+    account = get_account(state, address)
+    put_account(state, address, Account(account.balance + amount, account.stake, account.nonce))
+
+
+# The supply invariant (PROTOCOL 4.10)
+
+
+def supply_check(
+    accounts: Iterable[Account], escrowed: Iterable[int], supply: tuple[int, int, int]
+) -> tuple[int, int]:
+    """(held, expected): held = balances + stakes + escrow; expected = genesis + minted - burned."""
+    held = sum(a.balance + a.stake for a in accounts) + sum(escrowed)
+    genesis_supply, minted, burned = supply
+    return held, genesis_supply + minted - burned

@@ -1,0 +1,246 @@
+"""The state as the rules see it: typed records over a key-value view with a write set.
+
+`State` reads through to a base reader (the committed LevelDB store, or another State) and
+keeps its own writes. `child()` gives a scratch overlay for one transaction: merged on
+success, dropped on failure, so a rejected transaction changes nothing. The sorted write set
+of a block is what the appHash commits to (PROTOCOL 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import orjson
+
+from chain.types import Account, ResourceNodeInfo, Task, ValidatorInfo
+
+# State keys (everything under b"s/" is consensus state and enters the appHash).
+STATE_PREFIX = b"s/"
+ACCOUNT = b"s/acct/"
+NODE = b"s/node/"
+VALIDATOR = b"s/val/"
+TASK = b"s/task/"
+OPEN_TASK = b"s/open/"
+SUPPLY = b"s/supply"
+
+
+class Reader(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+
+class State:
+    """A view over `base` that records writes; `None` in the write set is a delete."""
+
+    __slots__ = ("_base", "_writes")
+
+    def __init__(self, base: Reader) -> None:
+        self._base = base
+        self._writes: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._writes:
+            return self._writes[key]
+        return self._base.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._writes[key] = None
+
+    def child(self) -> State:
+        return State(self)
+
+    def merge(self, child: State) -> None:
+        self._writes.update(child._writes)
+
+    def writes(self) -> dict[bytes, bytes | None]:
+        return self._writes
+
+    def write_set(self) -> list[tuple[bytes, bytes | None]]:
+        return sorted(self._writes.items())
+
+
+def encode_write_set(pairs: Iterable[tuple[bytes, bytes | None]]) -> bytes:
+    """Canonical encoding: per pair, len(key) u32 || key || (0x00 | 0x01 len u32 value)."""
+    out = bytearray()
+    for key, value in pairs:
+        out += len(key).to_bytes(4, "big") + key
+        if value is None:
+            out += b"\x00"
+        else:
+            out += b"\x01" + len(value).to_bytes(4, "big") + value
+    return bytes(out)
+
+
+def _addr_key(prefix: bytes, address: str) -> bytes:
+    return prefix + bytes.fromhex(address[2:])
+
+
+def _load(raw: bytes | None) -> dict[str, Any] | None:
+    return None if raw is None else orjson.loads(raw)
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+# Accounts
+
+
+def account_key(address: str) -> bytes:
+    return _addr_key(ACCOUNT, address)
+
+
+def get_account(state: Reader, address: str) -> Account:
+    obj = _load(state.get(account_key(address)))
+    if obj is None:
+        return Account()
+    return Account(int(obj["balance"]), int(obj["stake"]), obj["nonce"])
+
+
+def decode_account(raw: bytes) -> Account:
+    obj = orjson.loads(raw)
+    return Account(int(obj["balance"]), int(obj["stake"]), obj["nonce"])
+
+
+def put_account(state: State, address: str, account: Account) -> None:
+    state.put(
+        account_key(address),
+        _dump({"balance": str(account.balance), "stake": str(account.stake), "nonce": account.nonce}),
+    )
+
+
+# Resource nodes and validators
+
+
+def node_key(address: str) -> bytes:
+    return _addr_key(NODE, address)
+
+
+def get_node(state: Reader, address: str) -> ResourceNodeInfo | None:
+    obj = _load(state.get(node_key(address)))
+    return None if obj is None else decode_node_obj(obj)
+
+
+def decode_node_obj(obj: dict[str, Any]) -> ResourceNodeInfo:
+    return ResourceNodeInfo(obj["models"], obj["endpoint"], obj["jailed"])
+
+
+def put_node(state: State, address: str, node: ResourceNodeInfo) -> None:
+    state.put(
+        node_key(address),
+        _dump({"models": node.models, "endpoint": node.endpoint, "jailed": node.jailed}),
+    )
+
+
+def validator_key(address: str) -> bytes:
+    return _addr_key(VALIDATOR, address)
+
+
+def get_validator(state: Reader, address: str) -> ValidatorInfo | None:
+    obj = _load(state.get(validator_key(address)))
+    if obj is None:
+        return None
+    return ValidatorInfo(address, bytes.fromhex(obj["consensusPubKey"]), obj["url"])
+
+
+def put_validator(state: State, info: ValidatorInfo) -> None:
+    state.put(
+        validator_key(info.address),
+        _dump({"consensusPubKey": info.consensus_pub_key.hex(), "url": info.url}),
+    )
+
+
+# Tasks
+
+
+def task_key(task_hash: bytes) -> bytes:
+    return TASK + task_hash
+
+
+def encode_task(task: Task) -> bytes:
+    return _dump(
+        {
+            "taskHash": task.task_hash.hex(),
+            "txHash": task.tx_hash.hex(),
+            "sender": task.sender,
+            "nonce": task.nonce,
+            "schema": task.schema,
+            "targetCount": task.target_count,
+            "prompts": task.prompts,
+            "modelOptions": task.model_options,
+            "SID": task.sid.hex(),
+            "feeParams": task.fee_params,
+            "fee": str(task.fee),
+            "model": task.model,
+            "createdHeight": task.created_height,
+            "createdAt": task.created_at,
+            "status": task.status,
+            "finishedHeight": task.finished_height,
+            "finishedAt": task.finished_at,
+            "response": task.response,
+            "verificationCount": task.verification_count,
+            "executionInfo": list(task.execution_info),
+            "settlement": task.settlement,
+        }
+    )
+
+
+def decode_task(raw: bytes) -> Task:
+    obj = orjson.loads(raw)
+    return Task(
+        task_hash=bytes.fromhex(obj["taskHash"]),
+        tx_hash=bytes.fromhex(obj["txHash"]),
+        sender=obj["sender"],
+        nonce=obj["nonce"],
+        schema=obj["schema"],
+        target_count=obj["targetCount"],
+        prompts=obj["prompts"],
+        model_options=obj["modelOptions"],
+        sid=bytes.fromhex(obj["SID"]),
+        fee_params=obj["feeParams"],
+        fee=int(obj["fee"]),
+        model=obj["model"],
+        created_height=obj["createdHeight"],
+        created_at=obj["createdAt"],
+        status=obj["status"],
+        finished_height=obj["finishedHeight"],
+        finished_at=obj["finishedAt"],
+        response=obj["response"],
+        verification_count=obj["verificationCount"],
+        execution_info=tuple(obj["executionInfo"]),
+        settlement=obj["settlement"],
+    )
+
+
+def get_task(state: Reader, task_hash: bytes) -> Task | None:
+    raw = state.get(task_key(task_hash))
+    return None if raw is None else decode_task(raw)
+
+
+def put_task(state: State, task: Task) -> None:
+    state.put(task_key(task.task_hash), encode_task(task))
+    if task.status in ("submitted", "processing", "completed"):
+        state.put(OPEN_TASK + task.task_hash, b"")
+    else:
+        state.delete(OPEN_TASK + task.task_hash)
+
+
+# Supply counters (PROTOCOL 4.10)
+
+
+def get_supply(state: Reader) -> tuple[int, int, int]:
+    """(genesis supply, minted, burned)."""
+    obj = _load(state.get(SUPPLY))
+    if obj is None:
+        return (0, 0, 0)
+    return (int(obj["genesis"]), int(obj["minted"]), int(obj["burned"]))
+
+
+def put_supply(state: State, genesis: int, minted: int, burned: int) -> None:
+    state.put(
+        SUPPLY,
+        _dump({"genesis": str(genesis), "minted": str(minted), "burned": str(burned)}),
+    )

@@ -1,0 +1,173 @@
+"""Wire encodings (PROTOCOL 1): parsing what clients send, rendering what they read.
+
+Every parser raises `InvalidParams` naming the parameter, so a bad value never reaches the
+rules. Amounts are decimal strings on the wire (JSON integers are accepted on input), bytes
+fields are strings that are hex when `0x`-prefixed valid hex and UTF-8 text otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from chain.errors import InvalidParams, InvalidSignature
+from chain.types import MESSAGE_TYPES, Message, SignedTx
+
+HEX_BYTES = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
+HEX_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+HEX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+DECIMAL = re.compile(r"^(?:0|[1-9][0-9]*)$")
+MAX_DECIMAL_DIGITS = 78  # 2**256 has 78 digits
+
+
+def hex0x(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def decode_bytes_field(value: str) -> bytes:
+    """The bytes a bytes field stands for: hex when `0x`-prefixed valid hex, else UTF-8."""
+    if HEX_BYTES.match(value):
+        return bytes.fromhex(value[2:])
+    return value.encode("utf-8", errors="surrogatepass")
+
+
+def checksum(address_bytes: bytes) -> str:
+    return to_checksum_address(address_bytes)
+
+
+def parse_address(value: Any, param: str) -> str:
+    if not isinstance(value, str) or not HEX_ADDRESS.match(value):
+        raise InvalidParams(param, "expected an address: 0x followed by 40 hex digits")
+    body = value[2:]
+    canonical = to_checksum_address(value)
+    if body != body.lower() and body != body.upper() and canonical != value:
+        raise InvalidParams(param, f"mixed-case address with a wrong EIP-55 checksum: {value}")
+    return canonical
+
+
+def parse_hash(value: Any, param: str) -> bytes:
+    if not isinstance(value, str) or not HEX_HASH.match(value):
+        raise InvalidParams(param, "expected a hash: 0x followed by 64 hex digits")
+    return bytes.fromhex(value[2:])
+
+
+def parse_uint(value: Any, param: str, bits: int = 256) -> int:
+    """A non-negative integer given as a JSON integer or a decimal string."""
+    if isinstance(value, bool):
+        raise InvalidParams(param, "expected an integer, got a boolean")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        if len(value) > MAX_DECIMAL_DIGITS or not DECIMAL.match(value):
+            raise InvalidParams(param, "expected a decimal integer string such as \"1000\"")
+        number = int(value)
+    else:
+        raise InvalidParams(param, f"expected an integer, got {type(value).__name__}")
+    if number < 0:
+        raise InvalidParams(param, "must not be negative")
+    if number >= 1 << bits:
+        raise InvalidParams(param, f"does not fit in uint{bits}")
+    return number
+
+
+def parse_int(value: Any, param: str, low: int, high: int) -> int:
+    """A JSON integer within [low, high] (heights, limits, timestamps)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParams(param, f"expected an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidParams(param, f"must be between {low} and {high}")
+    return value
+
+
+def parse_bool(value: Any, param: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidParams(param, f"expected true or false, got {type(value).__name__}")
+    return value
+
+
+def parse_string(value: Any, param: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidParams(param, f"expected a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidParams(param, "not valid Unicode text") from exc
+    return value
+
+
+def parse_signature(value: Any) -> bytes:
+    if not isinstance(value, str) or not HEX_BYTES.match(value):
+        raise InvalidSignature("signature must be a 0x-prefixed hex string of 65 bytes")
+    raw = bytes.fromhex(value[2:])
+    if len(raw) != 65:
+        raise InvalidSignature(f"signature must be 65 bytes, got {len(raw)}")
+    return raw
+
+
+_PARSERS = {
+    "address": parse_address,
+    "uint64": lambda v, p: parse_uint(v, p, 64),
+    "uint256": parse_uint,
+    "bytes": parse_string,
+    "string": parse_string,
+    "bytes32": parse_hash,
+    "bool": parse_bool,
+}
+
+OPTIONAL_DEFAULTS: dict[str, Any] = {"SID": "0x" + "00" * 32, "feeParams": "", "proof": ""}
+
+
+def message_from_params(cls: type[Message], params: dict[str, Any]) -> Message:
+    """Build a message from wire params; unknown or missing params are InvalidParams."""
+    names = {name for name, _attr, _abi in cls.FIELDS}
+    for key in params:
+        if key not in names:
+            raise InvalidParams(key, f"unknown parameter for {cls.TYPE}")
+    values: dict[str, Any] = {}
+    for name, attr, abi in cls.FIELDS:
+        if name in params:
+            raw = params[name]
+        elif name in OPTIONAL_DEFAULTS:
+            raw = OPTIONAL_DEFAULTS[name]
+        else:
+            raise InvalidParams(name, "missing")
+        values[attr] = _PARSERS[abi](raw, name)
+    return cls(**values)
+
+
+def render_field(abi: str, value: Any) -> Any:
+    if abi == "bytes32":
+        return hex0x(value)
+    if abi == "uint256":
+        return str(value)
+    return value
+
+
+def message_to_params(msg: Message) -> dict[str, Any]:
+    return {name: render_field(abi, getattr(msg, attr)) for name, attr, abi in msg.FIELDS}
+
+
+def signed_tx_to_json(tx: SignedTx) -> dict[str, Any]:
+    return {
+        "type": tx.message.TYPE,
+        "message": message_to_params(tx.message),
+        "signature": hex0x(tx.signature),
+        "signer": tx.signer,
+        "digest": hex0x(tx.digest),
+        "hash": hex0x(tx.hash),
+    }
+
+
+def signed_tx_from_json(obj: dict[str, Any]) -> SignedTx:
+    """Rebuild a stored transaction without recovering its signature again."""
+    cls = MESSAGE_TYPES[obj["type"]]
+    return SignedTx(
+        message=message_from_params(cls, obj["message"]),
+        signature=bytes.fromhex(obj["signature"][2:]),
+        digest=bytes.fromhex(obj["digest"][2:]),
+        hash=bytes.fromhex(obj["hash"][2:]),
+        signer=obj["signer"],
+    )
+
