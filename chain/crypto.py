@@ -194,7 +194,9 @@ def eth_keys_backend_name() -> str:
 VOTE_TYPES = {"proposal": 0, "prevote": 1, "precommit": 2}
 
 
-def vote_sign_bytes(chain_id: int, height: int, round_: int, vote_type: str, block_hash: bytes) -> bytes:
+def vote_sign_bytes(
+    chain_id: int, height: int, round_: int, vote_type: str, block_hash: bytes
+) -> bytes:
     """Canonical bytes a validator signs: a domain tag, then the fields at fixed widths."""
     return (
         b"inferchain/vote/v1"

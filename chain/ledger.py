@@ -335,9 +335,7 @@ class Ledger:
     ) -> Head:
         """Write a block, its transactions (with status), its state changes and the new head."""
         if block.height != self.head.height + 1 or block.prev_hash != self.head.hash:
-            raise StorageError(
-                f"block {block.height} does not follow the head {self.head.height}"
-            )
+            raise StorageError(f"block {block.height} does not follow the head {self.head.height}")
         app_hash = next_app_hash(self.head.app_hash, write_set)
         hash_ = block_hash(block)
         changes: dict[bytes, bytes | None] = dict(write_set)
@@ -381,7 +379,9 @@ class Ledger:
         if raw is None:
             return None
         obj = orjson.loads(raw)
-        return TxRecord(wire.signed_tx_from_json(obj["tx"]), obj["height"], obj["index"], obj["status"])
+        return TxRecord(
+            wire.signed_tx_from_json(obj["tx"]), obj["height"], obj["index"], obj["status"]
+        )
 
     def get_task(self, task_hash: bytes) -> Task | None:
         raw = self.store.get(b"s/task/" + task_hash)

@@ -16,7 +16,7 @@ from chain.errors import InvalidTransaction, MempoolFull
 from chain.genesis import Params
 from chain.rules import BlockContext
 from chain.state import Reader, State, get_account
-from chain.types import SignedTx
+from chain.types import SignedTx, SubmitTask
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Mempool:
         self._txs: dict[bytes, SignedTx] = {}
         self._sizes: dict[bytes, int] = {}
         self._bytes = 0
+        self._tasks: dict[bytes, SignedTx] = {}
         self._pending = State(committed)
 
     def __len__(self) -> int:
@@ -49,6 +50,10 @@ class Mempool:
 
     def get(self, tx_hash: bytes) -> SignedTx | None:
         return self._txs.get(tx_hash)
+
+    def pending_task(self, task_hash: bytes) -> SignedTx | None:
+        """The admitted, not yet committed SubmitTask whose taskHash is `task_hash`."""
+        return self._tasks.get(task_hash)
 
     @property
     def pending_state(self) -> Reader:
@@ -67,6 +72,8 @@ class Mempool:
         self._txs[tx.hash] = tx
         self._sizes[tx.hash] = size
         self._bytes += size
+        if isinstance(tx.message, SubmitTask):
+            self._tasks[tx.digest] = tx
 
     def take(self, limit: int) -> list[SignedTx]:
         """The first `limit` transactions in admission order (they stay until committed)."""
@@ -83,14 +90,17 @@ class Mempool:
         Returns the transactions that no longer apply and were dropped.
         """
         for tx_hash in included:
-            self._txs.pop(tx_hash, None)
+            tx = self._txs.pop(tx_hash, None)
             self._bytes -= self._sizes.pop(tx_hash, 0)
+            if tx is not None:
+                self._tasks.pop(tx.digest, None)
         self._pending = State(self._committed)
         if not self._txs:
             return []
         remaining = list(self._txs.values())
         self._txs.clear()
         self._sizes.clear()
+        self._tasks.clear()
         self._bytes = 0
         dropped = []
         for tx in remaining:

@@ -85,9 +85,7 @@ class Node:
         self.params = genesis.params
         self.data_dir = Path(data_dir)
         self.validator = validator
-        self.block_time_ms = (
-            self.params.block_time_ms if block_time_ms is None else block_time_ms
-        )
+        self.block_time_ms = self.params.block_time_ms if block_time_ms is None else block_time_ms
         self.check_invariants = check_invariants
         self._clock = clock
         self._mempool_capacity = mempool_capacity
@@ -118,9 +116,7 @@ class Node:
         self._ledger = Ledger.open(self.data_dir, self.genesis)
         self._mempool = Mempool(self._ledger.store, self.params, self._mempool_capacity)
         head = self._ledger.head
-        log.info(
-            "ledger open at height %d, appHash 0x%s", head.height, head.app_hash.hex()
-        )
+        log.info("ledger open at height %d, appHash 0x%s", head.height, head.app_hash.hex())
 
     async def run_forever(self) -> None:
         if len(self.genesis.validators) != 1:

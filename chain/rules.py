@@ -94,7 +94,9 @@ def apply_tx(state: State, params: Params, ctx: BlockContext, tx: SignedTx) -> N
     """Apply one verified transaction; raises InvalidTransaction and then writes nothing."""
     size = tx_size(tx)
     if size > params.max_tx_bytes:
-        raise InvalidParams("(transaction)", f"{size} bytes exceeds maxTxBytes {params.max_tx_bytes}")
+        raise InvalidParams(
+            "(transaction)", f"{size} bytes exceeds maxTxBytes {params.max_tx_bytes}"
+        )
     scratch = state.child()
     msg = tx.message
     if isinstance(msg, SubmitTask):
@@ -219,7 +221,9 @@ def apply_transfer(state: State, msg: Transfer) -> None:
         state, msg.sender, Account(account.balance - msg.amount, account.stake, account.nonce + 1)
     )
     receiver = get_account(state, msg.to)
-    put_account(state, msg.to, Account(receiver.balance + msg.amount, receiver.stake, receiver.nonce))
+    put_account(
+        state, msg.to, Account(receiver.balance + msg.amount, receiver.stake, receiver.nonce)
+    )
 
 
 def apply_stake(state: State, msg: Stake) -> None:

@@ -23,6 +23,9 @@ VALIDATOR = b"s/val/"
 TASK = b"s/task/"
 OPEN_TASK = b"s/open/"
 SUPPLY = b"s/supply"
+TASK_STATS = b"s/stats"
+TASK_STATUSES = ("submitted", "processing", "completed", "verified", "failed")
+OPEN_STATUSES = ("submitted", "processing", "completed")
 
 
 class Reader(Protocol):
@@ -94,10 +97,8 @@ def account_key(address: str) -> bytes:
 
 
 def get_account(state: Reader, address: str) -> Account:
-    obj = _load(state.get(account_key(address)))
-    if obj is None:
-        return Account()
-    return Account(int(obj["balance"]), int(obj["stake"]), obj["nonce"])
+    raw = state.get(account_key(address))
+    return Account() if raw is None else decode_account(raw)
 
 
 def decode_account(raw: bytes) -> Account:
@@ -108,7 +109,9 @@ def decode_account(raw: bytes) -> Account:
 def put_account(state: State, address: str, account: Account) -> None:
     state.put(
         account_key(address),
-        _dump({"balance": str(account.balance), "stake": str(account.stake), "nonce": account.nonce}),
+        _dump(
+            {"balance": str(account.balance), "stake": str(account.stake), "nonce": account.nonce}
+        ),
     )
 
 
@@ -120,11 +123,12 @@ def node_key(address: str) -> bytes:
 
 
 def get_node(state: Reader, address: str) -> ResourceNodeInfo | None:
-    obj = _load(state.get(node_key(address)))
-    return None if obj is None else decode_node_obj(obj)
+    raw = state.get(node_key(address))
+    return None if raw is None else decode_node(raw)
 
 
-def decode_node_obj(obj: dict[str, Any]) -> ResourceNodeInfo:
+def decode_node(raw: bytes) -> ResourceNodeInfo:
+    obj = orjson.loads(raw)
     return ResourceNodeInfo(obj["models"], obj["endpoint"], obj["jailed"])
 
 
@@ -221,11 +225,27 @@ def get_task(state: Reader, task_hash: bytes) -> Task | None:
 
 
 def put_task(state: State, task: Task) -> None:
-    state.put(task_key(task.task_hash), encode_task(task))
-    if task.status in ("submitted", "processing", "completed"):
+    """Write a task, keeping the open-task index and the per-status counts in step."""
+    key = task_key(task.task_hash)
+    old = state.get(key)
+    old_status = None if old is None else orjson.loads(old)["status"]
+    if old_status != task.status:
+        stats = get_task_stats(state)
+        if old_status is not None:
+            stats[old_status] -= 1
+        stats[task.status] += 1
+        state.put(TASK_STATS, _dump(stats))
+    state.put(key, encode_task(task))
+    if task.status in OPEN_STATUSES:
         state.put(OPEN_TASK + task.task_hash, b"")
     else:
         state.delete(OPEN_TASK + task.task_hash)
+
+
+def get_task_stats(state: Reader) -> dict[str, int]:
+    """Tasks by status (PROTOCOL 5.2 taskStats, without the total)."""
+    obj = _load(state.get(TASK_STATS))
+    return {status: 0 for status in TASK_STATUSES} if obj is None else obj
 
 
 # Supply counters (PROTOCOL 4.10)

@@ -61,7 +61,7 @@ def parse_uint(value: Any, param: str, bits: int = 256) -> int:
         number = value
     elif isinstance(value, str):
         if len(value) > MAX_DECIMAL_DIGITS or not DECIMAL.match(value):
-            raise InvalidParams(param, "expected a decimal integer string such as \"1000\"")
+            raise InvalidParams(param, 'expected a decimal integer string such as "1000"')
         number = int(value)
     else:
         raise InvalidParams(param, f"expected an integer, got {type(value).__name__}")
@@ -137,16 +137,20 @@ def message_from_params(cls: type[Message], params: dict[str, Any]) -> Message:
     return cls(**values)
 
 
-def render_field(abi: str, value: Any) -> Any:
+AMOUNT_FIELDS = frozenset({"amount"})
+
+
+def render_field(name: str, abi: str, value: Any) -> Any:
+    """Wire form of a message field: amounts as decimal strings, bytes32 as hex."""
     if abi == "bytes32":
         return hex0x(value)
-    if abi == "uint256":
+    if name in AMOUNT_FIELDS:
         return str(value)
     return value
 
 
 def message_to_params(msg: Message) -> dict[str, Any]:
-    return {name: render_field(abi, getattr(msg, attr)) for name, attr, abi in msg.FIELDS}
+    return {name: render_field(name, abi, getattr(msg, attr)) for name, attr, abi in msg.FIELDS}
 
 
 def signed_tx_to_json(tx: SignedTx) -> dict[str, Any]:
@@ -170,4 +174,3 @@ def signed_tx_from_json(obj: dict[str, Any]) -> SignedTx:
         hash=bytes.fromhex(obj["hash"][2:]),
         signer=obj["signer"],
     )
-

@@ -1,0 +1,148 @@
+"""Run a validator: `python -m rpc --genesis genesis.json --data-dir DIR --port N`.
+
+With the shipped dev genesis no key option is needed: the validator key derives from the
+dev mnemonic (PROTOCOL 2). On start it prints, like anvil, the RPC URL, the chain id and the
+dev accounts with their private keys; it stops cleanly on SIGINT and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from chain import crypto, wire
+from chain.errors import ChainError
+from chain.genesis import Genesis, load_genesis
+from chain.node import Node, ValidatorKey, dev_validator_key
+from rpc.server import RpcServer
+
+log = logging.getLogger("inferchain")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rpc", description="An inferchain validator")
+    parser.add_argument("--genesis", default="genesis.json", help="genesis file")
+    parser.add_argument("--data-dir", default=".data/dev", help="ledger directory (LevelDB)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8545, help="RPC port; 0 picks a free one")
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--validator", type=int, metavar="K", help="act as validator K of a dev genesis"
+    )
+    keys.add_argument(
+        "--validator-key",
+        metavar="FILE",
+        help="file holding the validator's account private key (hex)",
+    )
+    parser.add_argument(
+        "--block-time", type=int, metavar="MS", help="override params.blockTimeMs (0: automine)"
+    )
+    parser.add_argument(
+        "--check-invariants",
+        action="store_true",
+        help="check the supply invariant after every block (slower; for tests)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="do not print the dev accounts")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    return parser.parse_args(argv)
+
+
+def validator_key(args: argparse.Namespace, genesis: Genesis) -> ValidatorKey:
+    if args.validator_key:
+        try:
+            text = Path(args.validator_key).read_text().strip()
+            key = bytes.fromhex(text.removeprefix("0x"))
+        except (OSError, ValueError) as exc:
+            raise ChainError(f"cannot read a hex private key from {args.validator_key}") from exc
+        return ValidatorKey.from_account_key(key)
+    return dev_validator_key(genesis, args.validator)
+
+
+def banner(genesis: Genesis, node: Node, url: str) -> str:
+    lines = [
+        "",
+        f"inferchain validator {node.validator.address}",
+        f"Chain ID:      {genesis.chain_id} ({genesis.symbol})",
+        f"Genesis hash:  {wire.hex0x(genesis.hash)}",
+        f"Height:        {node.head.height}",
+        f"Block time:    {node.block_time_ms} ms"
+        + (" (automine)" if not node.block_time_ms else ""),
+    ]
+    if node.dev_keys:
+        store = node.ledger.store
+        from chain.state import get_account
+
+        lines += ["", "Available accounts (unlocked, dev mode)", "=" * 40]
+        for i, address in enumerate(node.dev_keys):
+            balance = get_account(store, address).balance
+            lines.append(f"({i}) {address} ({balance / 10**18:g} {genesis.symbol})")
+        lines += ["", "Private keys", "=" * 40]
+        for i, key in enumerate(node.dev_keys.values()):
+            lines.append(f"({i}) {wire.hex0x(key)}")
+    lines += ["", f"Listening on {url}", ""]
+    return "\n".join(lines)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    genesis = load_genesis(args.genesis)
+    node = Node(
+        genesis,
+        args.data_dir,
+        validator_key(args, genesis),
+        block_time_ms=args.block_time,
+        check_invariants=args.check_invariants,
+    )
+    backend = crypto.eth_keys_backend_name()
+    if "CoinCurve" not in backend:
+        log.warning("eth-keys uses %s, not coincurve: signatures are about 30x slower", backend)
+    await node.setup()
+    runner = web.AppRunner(RpcServer(node).app, access_log=None)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"http://{args.host}:{port}"
+        if args.quiet:
+            print(f"Listening on {url}", flush=True)
+        else:
+            print(banner(genesis, node, url), flush=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, node.stop)
+        await node.run_forever()
+        log.info("stopping at height %d", node.head.height)
+    finally:
+        await runner.cleanup()
+        await node.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return asyncio.run(serve(args))
+    except ChainError as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

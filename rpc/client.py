@@ -1,0 +1,795 @@
+"""The one client library of inferchain: sign and send through it (ARCHITECTURE, "One client").
+
+Tests, scripts, resource nodes and dApp users all talk to a validator through
+`InferchainClient`: JSON-RPC 2.0 calls, batches and notifications over one aiohttp session,
+thin wrappers for every read of PROTOCOL 5.1/5.2, EIP-712 signing of every transaction type
+(PROTOCOL 3) with a local per-address nonce counter, and polling helpers that wait for a
+condition with a deadline instead of sleeping a fixed time.
+
+Signing needs no server: `sign_params` and `presign` turn a `chain.types` message into the wire
+params (with `signature`) and its transaction hash, so a test can sign many transactions before
+a clock starts and send them later with `InferchainClient.send_signed`.
+
+Errors: a JSON-RPC error response raises `RpcError` (code, message, data as the server sent
+them); anything below JSON-RPC (connection refused, timeout, an HTTP status without a JSON-RPC
+body, a body that is not a JSON-RPC response) raises `TransportError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import aiohttp
+import orjson
+
+from chain import crypto, wire
+from chain.errors import InvalidParams
+from chain.types import (
+    ZERO_HASH,
+    Message,
+    RegisterResourceNode,
+    SignedTx,
+    Stake,
+    SubmitInferenceResult,
+    SubmitTask,
+    SubmitVerification,
+    Transfer,
+    Unstake,
+)
+
+logger = logging.getLogger(__name__)
+
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEFAULT_TIMEOUT = 30.0
+NONCE_ERROR_CODE = -32000
+INTERNAL_ERROR_CODE = -32603
+POLL_INTERVAL_START = 0.02
+POLL_INTERVAL_MAX = 0.2
+POLL_INTERVAL_GROWTH = 1.5
+TX_DONE_STATUSES = ("committed", "late")
+TASK_DONE_STATUSES = ("verified", "failed")
+
+# The JSON-RPC method that carries each message type (PROTOCOL 5.1, 5.2).
+METHOD_OF_TYPE: dict[str, str] = {
+    SubmitTask.TYPE: "submitTask",
+    SubmitInferenceResult.TYPE: "submitInferenceResult",
+    SubmitVerification.TYPE: "submitVerification",
+    Transfer.TYPE: "transfer",
+    Stake.TYPE: "stake",
+    Unstake.TYPE: "unstake",
+    RegisterResourceNode.TYPE: "registerResourceNode",
+}
+
+Params = dict[str, Any] | list[Any] | None
+
+
+class RpcError(Exception):
+    """A JSON-RPC error response: `code`, `message` and `data` exactly as the server sent them."""
+
+    def __init__(self, code: int, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(code, message, data)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def __str__(self) -> str:
+        return f"JSON-RPC error {self.code}: {self.message} (data: {self.data!r})"
+
+    @classmethod
+    def from_response(cls, error: Any) -> RpcError:
+        """Build from the `error` member of a response, tolerating a malformed one."""
+        if not isinstance(error, dict):
+            return cls(INTERNAL_ERROR_CODE, f"malformed error object: {error!r}", None)
+        code = error.get("code")
+        message = error.get("message")
+        data = error.get("data")
+        return cls(
+            code if isinstance(code, int) and not isinstance(code, bool) else INTERNAL_ERROR_CODE,
+            message if isinstance(message, str) else repr(message),
+            data if isinstance(data, dict) or data is None else {"value": data},
+        )
+
+
+class TransportError(Exception):
+    """The exchange failed below JSON-RPC: connection, timeout, HTTP status, or a bad body."""
+
+    def __init__(self, status: int | None, text: str) -> None:
+        super().__init__(status, text)
+        self.status = status
+        self.text = text
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status}" if self.status is not None else "no HTTP response"
+        return f"transport error ({where}): {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Wallet:
+    """A secp256k1 key and its EIP-55 address. The key never appears in repr()."""
+
+    private_key: bytes = field(repr=False)
+    address: str
+
+    @classmethod
+    def from_key(cls, key: str | bytes) -> Wallet:
+        """From 32 raw bytes or a hex string (with or without `0x`)."""
+        if isinstance(key, str):
+            text = key[2:] if key[:2] in ("0x", "0X") else key
+            try:
+                raw = bytes.fromhex(text)
+            except ValueError as exc:
+                raise ValueError("private key: not a hex string") from exc
+        else:
+            raw = bytes(key)
+        if len(raw) != 32:
+            raise ValueError(f"private key must be 32 bytes, got {len(raw)}")
+        try:
+            address = crypto.address_of_private_key(raw)
+        except Exception as exc:  # coincurve rejects zero and keys >= the curve order
+            raise ValueError("private key is not a valid secp256k1 key") from exc
+        return cls(private_key=raw, address=address)
+
+    @classmethod
+    def from_mnemonic(cls, mnemonic: str, index: int = 0) -> Wallet:
+        """The account on m/44'/60'/0'/0/index of a BIP-39 mnemonic (PROTOCOL 2)."""
+        return cls.from_key(crypto.dev_private_key(mnemonic, index))
+
+    @classmethod
+    def dev(cls, index: int = 0) -> Wallet:
+        """Dev account `index` of the shipped genesis (accounts 0..9, validators 100 + k,
+        resource nodes 200 + k)."""
+        return cls.from_mnemonic(DEV_MNEMONIC, index)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskReceipt:
+    """What submitTask answered: the transaction hash and the task hash (the EIP-712 digest)."""
+
+    tx_hash: str
+    task_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedTx:
+    """A signed transaction ready to send: the method, its wire params and the SignedTx."""
+
+    method: str
+    params: dict[str, Any]
+    signed: SignedTx
+
+    @property
+    def tx_hash(self) -> str:
+        return wire.hex0x(self.signed.hash)
+
+    @property
+    def digest(self) -> str:
+        """The EIP-712 digest; for a SubmitTask this is the taskHash."""
+        return wire.hex0x(self.signed.digest)
+
+
+# Pure helpers: no server needed
+
+
+def method_for(msg: Message) -> str:
+    """The JSON-RPC method that submits `msg`."""
+    return METHOD_OF_TYPE[msg.TYPE]
+
+
+def message_params(msg: Message) -> dict[str, Any]:
+    """The wire params of `msg` (no signature).
+
+    `chain.wire.message_to_params` renders every uint256 as a decimal string; PROTOCOL 1 asks
+    that only of amounts, and the upstream API and the EIP-712 vectors send `targetCount` as a
+    JSON integer, so the client does too (a node accepts both).
+    """
+    params = wire.message_to_params(msg)
+    if isinstance(msg, SubmitTask):
+        params["targetCount"] = msg.target_count
+    return params
+
+
+def params_of_signed(signed: SignedTx) -> dict[str, Any]:
+    """The wire params of a signed transaction: its message fields plus `signature`."""
+    return message_params(signed.message) | {"signature": wire.hex0x(signed.signature)}
+
+
+def presign(msg: Message, chain_id: int, private_key: bytes) -> PresignedTx:
+    """Sign `msg` for `chain_id`; the result carries the method, params and tx hash."""
+    signed = crypto.sign_message(msg, chain_id, private_key)
+    return PresignedTx(method_for(msg), params_of_signed(signed), signed)
+
+
+def sign_params(msg: Message, chain_id: int, private_key: bytes) -> dict[str, Any]:
+    """The wire params of `msg` with its `signature`; `presign` also gives the tx hash."""
+    return presign(msg, chain_id, private_key).params
+
+
+def pending_tasks_message(address: str, timestamp: int) -> str:
+    """The text a resource node personal_signs to call queryPendingTasks (PROTOCOL 5.1)."""
+    return f"queryPendingTasks:{_checksum(address, 'ResourceAddress')}:{timestamp}"
+
+
+def sign_pending_tasks_query(wallet: Wallet, timestamp: int) -> str:
+    """EIP-191 signature (0x + 130 hex) of `pending_tasks_message` by `wallet`."""
+    text = pending_tasks_message(wallet.address, timestamp)
+    signature = crypto.sign_digest(crypto.personal_message_hash(text), wallet.private_key)
+    return wire.hex0x(signature)
+
+
+def pending_tasks_params(
+    wallet: Wallet, timestamp: int | None = None, limit: int | None = None
+) -> dict[str, Any]:
+    """Signed queryPendingTasks params; `timestamp` defaults to now (Unix seconds)."""
+    stamp = int(time.time()) if timestamp is None else timestamp
+    params: dict[str, Any] = {
+        "ResourceAddress": wallet.address,
+        "TimeStamp": stamp,
+        "Signature": sign_pending_tasks_query(wallet, stamp),
+    }
+    if limit is not None:
+        params["limit"] = limit
+    return params
+
+
+def _checksum(address: str, param: str) -> str:
+    """EIP-55 form of `address`; ValueError (not a chain error) for a bad one."""
+    try:
+        return wire.parse_address(address, param)
+    except InvalidParams as exc:
+        raise ValueError(f"{param}: {exc.detail}") from exc
+
+
+def _hash_bytes(value: str | bytes, param: str) -> bytes:
+    if isinstance(value, bytes):
+        if len(value) != 32:
+            raise ValueError(f"{param}: expected 32 bytes, got {len(value)}")
+        return value
+    try:
+        return wire.parse_hash(value, param)
+    except InvalidParams as exc:
+        raise ValueError(f"{param}: {exc.detail}") from exc
+
+
+def _amount(value: int, param: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{param}: expected a non-negative int in base units, got {value!r}")
+    return value
+
+
+def _encode(payload: Any) -> bytes:
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        # orjson refuses integers beyond 64 bits; tests may send such values on purpose.
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _decode(body: bytes) -> Any:
+    # The stdlib parser keeps big integers exact; orjson would turn them into floats.
+    return json.loads(body)
+
+
+class InferchainClient:
+    """Async client of one validator's JSON-RPC API (PROTOCOL 5).
+
+    Use as `async with InferchainClient(url) as client: ...`. One aiohttp session serves every
+    request; it is created on first use unless one is passed in, and `close()` closes it only
+    if this client created it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ids = itertools.count(1)
+        self._chain_id: int | None = None
+        self._nonces: dict[str, int] = {}
+        self._nonce_locks: dict[str, asyncio.Lock] = {}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session if this client created it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            if not self._owns_session:
+                raise RuntimeError("the session passed to InferchainClient is gone")
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    # Transport
+
+    async def _post(self, payload: Any) -> tuple[int, bytes]:
+        try:
+            async with self._get_session().post(
+                self.url + "/",
+                data=_encode(payload),
+                headers={"Content-Type": "application/json"},
+                timeout=self._timeout,
+            ) as resp:
+                return resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransportError(None, f"POST {self.url}/ failed: {exc!r}") from exc
+
+    async def _get(self, path: str) -> tuple[int, bytes]:
+        try:
+            async with self._get_session().get(self.url + path, timeout=self._timeout) as resp:
+                return resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransportError(None, f"GET {self.url}{path} failed: {exc!r}") from exc
+
+    @staticmethod
+    def _parse_body(status: int, body: bytes) -> Any:
+        try:
+            return _decode(body)
+        except ValueError as exc:
+            text = body[:500].decode("utf-8", errors="replace")
+            raise TransportError(status, f"response is not JSON: {text!r}") from exc
+
+    async def call(self, method: str, params: Params = None) -> Any:
+        """One JSON-RPC request; its result, or RpcError for an error response."""
+        request_id = next(self._ids)
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": request_id}
+        if params is not None:
+            request["params"] = params
+        logger.debug("-> %s #%d %r", method, request_id, params)
+        status, body = await self._post(request)
+        response = self._parse_body(status, body)
+        if not isinstance(response, dict) or ("result" not in response and "error" not in response):
+            raise TransportError(status, f"not a JSON-RPC response: {body[:500]!r}")
+        if "error" in response:
+            error = RpcError.from_response(response["error"])
+            logger.debug("<- %s #%d %s", method, request_id, error)
+            raise error
+        if status != 200:
+            raise TransportError(status, f"JSON-RPC result with HTTP status {status}")
+        if response.get("id") != request_id:
+            raise TransportError(
+                status, f"response id {response.get('id')!r} does not match {request_id}"
+            )
+        return response["result"]
+
+    async def batch(self, calls: list[tuple[str, Params]]) -> list[Any | RpcError]:
+        """Send `calls` in one HTTP request; results (or RpcError values) in call order."""
+        if not calls:
+            return []
+        ids = [next(self._ids) for _ in calls]
+        requests: list[dict[str, Any]] = []
+        for request_id, (method, params) in zip(ids, calls, strict=True):
+            request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": request_id}
+            if params is not None:
+                request["params"] = params
+            requests.append(request)
+        logger.debug("-> batch of %d calls", len(requests))
+        status, body = await self._post(requests)
+        responses = self._parse_body(status, body)
+        if isinstance(responses, dict) and "error" in responses:
+            raise RpcError.from_response(responses["error"])  # the batch as a whole was refused
+        if not isinstance(responses, list):
+            raise TransportError(status, f"batch response is not a list: {body[:500]!r}")
+        by_id: dict[Any, dict[str, Any]] = {}
+        for item in responses:
+            if isinstance(item, dict) and ("result" in item or "error" in item):
+                by_id[item.get("id")] = item
+        missing = [request_id for request_id in ids if request_id not in by_id]
+        if missing:
+            raise TransportError(status, f"batch response lacks the answers for ids {missing}")
+        results: list[Any | RpcError] = []
+        for request_id in ids:
+            item = by_id[request_id]
+            if "error" in item:
+                results.append(RpcError.from_response(item["error"]))
+            else:
+                results.append(item["result"])
+        return results
+
+    async def notify(self, method: str, params: Params = None) -> None:
+        """A JSON-RPC notification (no id); the server answers HTTP 204 with no body."""
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            request["params"] = params
+        status, body = await self._post(request)
+        if status != 204:
+            text = body[:500].decode("utf-8", errors="replace")
+            raise TransportError(status, f"a notification expects HTTP 204, got {text!r}")
+
+    # Reads (PROTOCOL 5.2, 5.1)
+
+    async def chain_id(self) -> int:
+        """The chain id; asked once, then cached (it signs every transaction)."""
+        if self._chain_id is None:
+            self._chain_id = int(await self.call("chainId"))
+        return self._chain_id
+
+    async def genesis_hash(self) -> str:
+        """Not cached: a changed genesis hash is how a client notices a reset chain."""
+        result: str = await self.call("genesisHash")
+        return result
+
+    async def block_number(self) -> int:
+        return int(await self.call("blockNumber"))
+
+    async def get_block(self, height: int | str = "latest") -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("getBlock", {"height": height})
+        return result
+
+    async def get_transaction(self, tx_hash: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("getTransaction", {"txHash": tx_hash})
+        return result
+
+    async def get_account(self, address: str, block_height: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"address": address}
+        if block_height is not None:
+            params["blockHeight"] = block_height
+        result: dict[str, Any] = await self.call("getAccount", params)
+        return result
+
+    async def get_validators(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.call("getValidators")
+        return result
+
+    async def get_resource_nodes(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.call("getResourceNodes")
+        return result
+
+    async def task_stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("taskStats")
+        return result
+
+    async def query_task(self, task_hash: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("queryTask", {"taskHash": task_hash})
+        return result
+
+    async def query_pending_tasks(
+        self, wallet_or_address: Wallet | str, limit: int | None = None, signed: bool = True
+    ) -> list[dict[str, Any]]:
+        """Tasks this resource node can act on; signed (EIP-191) unless `signed=False`."""
+        params: dict[str, Any]
+        if signed:
+            if not isinstance(wallet_or_address, Wallet):
+                raise ValueError("a signed queryPendingTasks needs a Wallet, not only an address")
+            params = pending_tasks_params(wallet_or_address, limit=limit)
+        else:
+            if isinstance(wallet_or_address, Wallet):
+                address = wallet_or_address.address
+            else:
+                address = _checksum(wallet_or_address, "ResourceAddress")
+            params = {"ResourceAddress": address, "TimeStamp": int(time.time())}
+            if limit is not None:
+                params["limit"] = limit
+        result: list[dict[str, Any]] = await self.call("queryPendingTasks", params)
+        return result
+
+    async def get_tx(self, tx_hash: str) -> dict[str, Any] | None:
+        """GET /tx/<hash> (PROTOCOL 5.1); None when the node does not know the hash (404)."""
+        status, body = await self._get(f"/tx/{tx_hash}")
+        if status == 404:
+            return None
+        if status != 200:
+            text = body[:500].decode("utf-8", errors="replace")
+            raise TransportError(status, f"GET /tx/{tx_hash}: {text}")
+        result = self._parse_body(status, body)
+        if not isinstance(result, dict):
+            raise TransportError(status, f"GET /tx/{tx_hash} did not return an object")
+        return result
+
+    async def health(self) -> dict[str, Any]:
+        """GET /health."""
+        status, body = await self._get("/health")
+        if status != 200:
+            text = body[:500].decode("utf-8", errors="replace")
+            raise TransportError(status, f"GET /health: {text}")
+        result = self._parse_body(status, body)
+        if not isinstance(result, dict):
+            raise TransportError(status, "GET /health did not return an object")
+        return result
+
+    # Nonces
+
+    async def next_nonce(self, address: str) -> int:
+        """The nonce for the next transaction of `address`, and count it as used.
+
+        The first use asks the node (`getAccount(...).pendingNonce`, which counts the mempool);
+        later uses count locally, so a burst of sends costs no extra round trips. An
+        "Invalid nonce" error (-32000) resets the counter to the node's `data.expected`.
+        """
+        address = _checksum(address, "address")
+        if address not in self._nonces:
+            lock = self._nonce_locks.setdefault(address, asyncio.Lock())
+            async with lock:
+                if address not in self._nonces:
+                    self._nonces[address] = await self._fetch_pending_nonce(address)
+        nonce = self._nonces[address]
+        self._nonces[address] = nonce + 1
+        return nonce
+
+    async def _fetch_pending_nonce(self, address: str) -> int:
+        account = await self.get_account(address)
+        if "pendingNonce" in account:
+            return int(account["pendingNonce"])
+        logger.warning(
+            "getAccount(%s) has no pendingNonce; using the committed nonce, which misses "
+            "transactions still in the mempool",
+            address,
+        )
+        return int(account["nonce"])
+
+    def reset_nonce(self, address: str) -> None:
+        """Forget the local counter of `address`; its next use asks the node again."""
+        self._nonces.pop(_checksum(address, "address"), None)
+
+    def _note_nonce_error(self, params: Params, error: RpcError) -> None:
+        if error.code != NONCE_ERROR_CODE or not isinstance(params, dict):
+            return
+        sender = params.get("sender")
+        if not isinstance(sender, str):
+            return
+        try:
+            address = _checksum(sender, "sender")
+        except ValueError:
+            return
+        expected = (error.data or {}).get("expected")
+        if isinstance(expected, str) and expected.isdigit():
+            expected = int(expected)
+        if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+            self._nonces.pop(address, None)  # no usable hint: ask the node next time
+            return
+        self._nonces[address] = expected
+        logger.info("nonce of %s reset to %d after: %s", address, expected, error)
+
+    # Sending
+
+    async def send_signed(self, method: str, params: dict[str, Any]) -> Any:
+        """Send presigned params (see `presign`); an Invalid nonce error resets the counter."""
+        try:
+            return await self.call(method, params)
+        except RpcError as exc:
+            self._note_nonce_error(params, exc)
+            raise
+
+    async def send_presigned(self, tx: PresignedTx) -> Any:
+        return await self.send_signed(tx.method, tx.params)
+
+    async def _send_account_tx(
+        self, wallet: Wallet, build: Callable[[int], Message], nonce: int | None
+    ) -> tuple[PresignedTx, Any]:
+        auto = nonce is None
+        used = await self.next_nonce(wallet.address) if nonce is None else nonce
+        tx = presign(build(used), await self.chain_id(), wallet.private_key)
+        try:
+            result = await self.send_signed(tx.method, tx.params)
+        except RpcError as exc:
+            # A rejected call changes nothing: give the nonce back if nothing came after it.
+            # (An Invalid nonce error already set the counter to the node's expectation.)
+            if (
+                auto
+                and exc.code != NONCE_ERROR_CODE
+                and self._nonces.get(wallet.address) == used + 1
+            ):
+                self._nonces[wallet.address] = used
+            raise
+        except TransportError:
+            if auto:
+                self.reset_nonce(wallet.address)  # accepted or not is unknown: ask the node
+            raise
+        if not auto and wallet.address in self._nonces:
+            self._nonces[wallet.address] = max(self._nonces[wallet.address], used + 1)
+        return tx, result
+
+    @staticmethod
+    def _check_tx_hash(tx: PresignedTx, result: Any) -> str:
+        if not isinstance(result, dict) or not isinstance(result.get("txHash"), str):
+            raise ValueError(f"{tx.method} answered {result!r}, expected an object with txHash")
+        if result["txHash"].lower() != tx.tx_hash:
+            raise ValueError(
+                f"server bug: {tx.method} answered txHash {result['txHash']}, but "
+                f"keccak256(digest || signature) is {tx.tx_hash} (PROTOCOL 3)"
+            )
+        return tx.tx_hash
+
+    async def submit_task(
+        self,
+        wallet: Wallet,
+        *,
+        prompts: str,
+        schema: str = "text",
+        model_options: str = "",
+        target_count: int = 1,
+        sid: bytes = ZERO_HASH,
+        fee_params: str = "",
+        nonce: int | None = None,
+    ) -> TaskReceipt:
+        """Sign and send a SubmitTask; checks that the node's taskHash is the EIP-712 digest."""
+        if len(sid) != 32:
+            raise ValueError(f"sid must be 32 bytes, got {len(sid)}")
+
+        def build(n: int) -> Message:
+            return SubmitTask(
+                sender=wallet.address,
+                nonce=n,
+                schema=schema,
+                target_count=target_count,
+                prompts=prompts,
+                model_options=model_options,
+                sid=sid,
+                fee_params=fee_params,
+            )
+
+        tx, result = await self._send_account_tx(wallet, build, nonce)
+        tx_hash = self._check_tx_hash(tx, result)
+        for key in ("taskHash", "requestHash"):
+            got = result.get(key)
+            if not isinstance(got, str) or got.lower() != tx.digest:
+                raise ValueError(
+                    f"server bug: submitTask answered {key} {got!r}, but the EIP-712 digest "
+                    f"of the task is {tx.digest} (PROTOCOL 3: taskHash = digest)"
+                )
+        return TaskReceipt(tx_hash=tx_hash, task_hash=tx.digest)
+
+    async def transfer(self, wallet: Wallet, to: str, amount: int, nonce: int | None = None) -> str:
+        """Sign and send a Transfer of `amount` base units; returns the txHash."""
+        recipient = _checksum(to, "to")
+        value = _amount(amount, "amount")
+
+        def build(n: int) -> Message:
+            return Transfer(sender=wallet.address, nonce=n, to=recipient, amount=value)
+
+        tx, result = await self._send_account_tx(wallet, build, nonce)
+        return self._check_tx_hash(tx, result)
+
+    async def stake(self, wallet: Wallet, amount: int, nonce: int | None = None) -> str:
+        value = _amount(amount, "amount")
+
+        def build(n: int) -> Message:
+            return Stake(sender=wallet.address, nonce=n, amount=value)
+
+        tx, result = await self._send_account_tx(wallet, build, nonce)
+        return self._check_tx_hash(tx, result)
+
+    async def unstake(self, wallet: Wallet, amount: int, nonce: int | None = None) -> str:
+        value = _amount(amount, "amount")
+
+        def build(n: int) -> Message:
+            return Unstake(sender=wallet.address, nonce=n, amount=value)
+
+        tx, result = await self._send_account_tx(wallet, build, nonce)
+        return self._check_tx_hash(tx, result)
+
+    async def register_resource_node(
+        self, wallet: Wallet, models: str, endpoint: str, nonce: int | None = None
+    ) -> str:
+        """Register `wallet` as a resource node serving `models` (comma-separated, `*` = all)."""
+
+        def build(n: int) -> Message:
+            return RegisterResourceNode(
+                sender=wallet.address, nonce=n, models=models, endpoint=endpoint
+            )
+
+        tx, result = await self._send_account_tx(wallet, build, nonce)
+        return self._check_tx_hash(tx, result)
+
+    async def submit_inference_result(
+        self, wallet: Wallet, task_hash: str | bytes, result: str, proof: str = ""
+    ) -> bool:
+        """True when accepted, False when the task no longer takes results (PROTOCOL 4.3).
+
+        The transaction hash (in `executionInfo[].txHash`) is `presign(...).tx_hash`.
+        """
+        msg = SubmitInferenceResult(
+            task_hash=_hash_bytes(task_hash, "taskHash"),
+            resource_node=wallet.address,
+            result=result,
+            proof=proof,
+        )
+        tx = presign(msg, await self.chain_id(), wallet.private_key)
+        return self._check_bool(tx.method, await self.send_signed(tx.method, tx.params))
+
+    async def submit_verification(
+        self, wallet: Wallet, task_hash: str | bytes, submitter: str, valid: bool
+    ) -> bool:
+        """True when accepted, False when that result no longer takes verdicts."""
+        msg = SubmitVerification(
+            task_hash=_hash_bytes(task_hash, "taskHash"),
+            verifier=wallet.address,
+            submitter=_checksum(submitter, "submitter"),
+            valid=bool(valid),
+        )
+        tx = presign(msg, await self.chain_id(), wallet.private_key)
+        return self._check_bool(tx.method, await self.send_signed(tx.method, tx.params))
+
+    @staticmethod
+    def _check_bool(method: str, result: Any) -> bool:
+        if not isinstance(result, bool):
+            raise ValueError(f"server bug: {method} answered {result!r}, expected true or false")
+        return result
+
+    # Waiting: poll a condition until a deadline, never a fixed sleep
+
+    async def _poll(
+        self,
+        probe: Callable[[], Awaitable[Any]],
+        done: Callable[[Any], bool],
+        timeout: float,
+        describe: Callable[[Any], str],
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        interval = POLL_INTERVAL_START
+        while True:
+            value = await probe()
+            if done(value):
+                return value
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"after {timeout:.2f} s: {describe(value)}")
+            await asyncio.sleep(min(interval, remaining))
+            interval = min(interval * POLL_INTERVAL_GROWTH, POLL_INTERVAL_MAX)
+
+    async def wait_for_tx(
+        self,
+        tx_hash: str,
+        timeout: float = 10.0,
+        statuses: Iterable[str] = TX_DONE_STATUSES,
+    ) -> dict[str, Any]:
+        """Poll GET /tx/<hash> until its status is one of `statuses`; TimeoutError otherwise."""
+        wanted = tuple(statuses)
+
+        def describe(tx: dict[str, Any] | None) -> str:
+            seen = "unknown to the node (404)" if tx is None else f"status {tx.get('status')!r}"
+            return f"transaction {tx_hash} is {seen}, waiting for {wanted}"
+
+        result: dict[str, Any] = await self._poll(
+            lambda: self.get_tx(tx_hash),
+            lambda tx: tx is not None and tx.get("status") in wanted,
+            timeout,
+            describe,
+        )
+        return result
+
+    async def wait_for_block(self, height: int, timeout: float = 10.0) -> int:
+        """Poll blockNumber until it reaches `height`; returns the height seen."""
+        result: int = await self._poll(
+            self.block_number,
+            lambda number: number >= height,
+            timeout,
+            lambda number: f"block number is {number}, waiting for {height}",
+        )
+        return result
+
+    async def wait_for_task(
+        self,
+        task_hash: str,
+        timeout: float = 60.0,
+        statuses: Iterable[str] = TASK_DONE_STATUSES,
+    ) -> dict[str, Any]:
+        """Poll queryTask until the task's status is one of `statuses` (default: decided)."""
+        wanted = tuple(statuses)
+        result: dict[str, Any] = await self._poll(
+            lambda: self.query_task(task_hash),
+            lambda task: task.get("status") in wanted,
+            timeout,
+            lambda task: f"task {task_hash} is {task.get('status')!r}, waiting for {wanted}",
+        )
+        return result

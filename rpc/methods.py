@@ -1,0 +1,369 @@
+"""The JSON-RPC methods (PROTOCOL 5.1 and 5.2): parameter binding, calls into the node,
+and rendering of ledger values for the wire.
+
+Each method is declared once with its parameters in upstream order (for positional calls)
+and its aliases (`requestHash` for `taskHash`, `response` for `result`). Handlers are plain
+synchronous functions of (node, params): they never await, so calls in a batch apply in
+order and admission never interleaves with block production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chain import crypto, rules, wire
+from chain import state as st
+from chain.errors import (
+    InvalidParams,
+    InvalidSignature,
+    NotFound,
+    TaskNotFound,
+)
+from chain.ledger import TxRecord, block_header_json, vote_to_json
+from chain.node import Node
+from chain.types import (
+    Account,
+    Message,
+    RegisterResourceNode,
+    ResourceNodeInfo,
+    SignedTx,
+    Stake,
+    SubmitTask,
+    Task,
+    Transfer,
+    Unstake,
+)
+
+Params = dict[str, Any]
+Handler = Callable[[Node, Params], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    """A method's parameters in positional order, the required ones, and aliases."""
+
+    handler: Handler
+    names: tuple[str, ...] = ()
+    required: frozenset[str] = frozenset()
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def bind(self, args: list[Any], kwargs: dict[str, Any]) -> Params:
+        if args:
+            if len(args) > len(self.names):
+                raise InvalidParams(
+                    "params", f"at most {len(self.names)} positional params: {list(self.names)}"
+                )
+            params = dict(zip(self.names, args, strict=False))
+        else:
+            params = {}
+            for key, value in kwargs.items():
+                name = self.aliases.get(key, key)
+                if name not in self.names:
+                    raise InvalidParams(key, f"unknown parameter; expected {list(self.names)}")
+                if name in params:
+                    raise InvalidParams(key, f"given twice, as {name} and as an alias")
+                params[name] = value
+        for name in self.names:
+            if name in self.required and name not in params:
+                raise InvalidParams(name, "missing")
+        return params
+
+
+# Transactions
+
+
+def _wire_name(cls: type[Message], attr: str) -> str:
+    return next(name for name, a, _abi in cls.FIELDS if a == attr)
+
+
+def admit(node: Node, cls: type[Message], params: Params) -> SignedTx:
+    """Verify (or, for an unlocked dev account, sign) a transaction and admit it."""
+    fields = dict(params)
+    signature = fields.pop("signature", None)
+    signer_param = _wire_name(cls, cls.SIGNER)
+    has_nonce = any(name == "nonce" for name, _a, _t in cls.FIELDS)
+    if signature is None:
+        signer = wire.parse_address(fields.get(signer_param), signer_param)
+        if signer not in node.dev_keys:
+            reason = "missing signature"
+            if node.dev_keys:
+                reason += f"; {signer} is not an unlocked dev account"
+            raise InvalidSignature(reason)
+        if has_nonce and "nonce" not in fields:
+            fields["nonce"] = node.mempool.next_nonce(signer)
+        tx = node.dev_sign(wire.message_from_params(cls, fields))
+    else:
+        msg = wire.message_from_params(cls, fields)
+        tx = crypto.verify_message(msg, node.genesis.chain_id, wire.parse_signature(signature))
+    node.submit(tx)
+    return tx
+
+
+def tx_method(cls: type[Message], render: Callable[[SignedTx], Any]) -> MethodSpec:
+    names = (*tuple(name for name, _a, _t in cls.FIELDS), "signature")
+    optional = set(wire.OPTIONAL_DEFAULTS) | {"signature", "nonce"}
+    aliases = {"requestHash": "taskHash", "response": "result"}
+    return MethodSpec(
+        handler=lambda node, params: render(admit(node, cls, params)),
+        names=names,
+        required=frozenset(n for n in names if n not in optional),
+        aliases={a: c for a, c in aliases.items() if c in names},
+    )
+
+
+def _task_receipt(tx: SignedTx) -> dict[str, str]:
+    task_hash = wire.hex0x(tx.digest)
+    return {"txHash": wire.hex0x(tx.hash), "taskHash": task_hash, "requestHash": task_hash}
+
+
+def _tx_receipt(tx: SignedTx) -> dict[str, str]:
+    return {"txHash": wire.hex0x(tx.hash)}
+
+
+# Rendering
+
+
+def render_task(task: Task) -> dict[str, Any]:
+    return {
+        "status": task.status,
+        "response": task.response,
+        "verificationCount": task.verification_count,
+        "taskHash": wire.hex0x(task.task_hash),
+        "requestHash": wire.hex0x(task.task_hash),
+        "sender": task.sender,
+        "nonce": task.nonce,
+        "schema": task.schema,
+        "targetCount": task.target_count,
+        "prompts": task.prompts,
+        "modelOptions": task.model_options,
+        "SID": wire.hex0x(task.sid),
+        "feeParams": task.fee_params,
+        "fee": str(task.fee),
+        "createdHeight": task.created_height,
+        "createdAt": task.created_at,
+        "finishedHeight": task.finished_height,
+        "finishedAt": task.finished_at,
+        "executionInfo": list(task.execution_info),
+        "txHash": wire.hex0x(task.tx_hash),
+        "settlement": task.settlement,
+    }
+
+
+def render_pending_task(node: Node, tx: SignedTx) -> dict[str, Any]:
+    """A task whose SubmitTask waits in the mempool: `submitted`, no block yet."""
+    msg = tx.message
+    assert isinstance(msg, SubmitTask)
+    task = Task(
+        task_hash=tx.digest,
+        tx_hash=tx.hash,
+        sender=msg.sender,
+        nonce=msg.nonce,
+        schema=msg.schema,
+        target_count=msg.target_count,
+        prompts=msg.prompts,
+        model_options=msg.model_options,
+        sid=msg.sid,
+        fee_params=msg.fee_params,
+        fee=rules.task_fee(node.params, msg.target_count),
+        model=None,
+        created_height=0,
+        created_at=0,
+    )
+    out = render_task(task)
+    out["createdHeight"] = None
+    out["createdAt"] = None
+    return out
+
+
+def render_tx(record: TxRecord) -> dict[str, Any]:
+    """The GET /tx/<hash> object (PROTOCOL 5.1)."""
+    msg = record.tx.message
+    task_hash = getattr(msg, "task_hash", None)
+    if isinstance(msg, SubmitTask):
+        task_hash = record.tx.digest
+    payload: dict[str, Any] = {}
+    if msg.TX_TYPE == "inference":
+        payload = {"inference_result": msg.result, "proof_of_inference": msg.proof}  # type: ignore[union-attr]
+    return {
+        "signer": record.tx.signer,
+        "tx_type": msg.TX_TYPE,
+        "associated_task": None if task_hash is None else wire.hex0x(task_hash),
+        "payload": payload,
+        "blockHeight": record.height,
+        "status": record.status,
+    }
+
+
+def render_block(node: Node, height: int) -> dict[str, Any]:
+    stored = node.ledger.get_block(height)
+    if stored is None:
+        raise NotFound("height", f"no block {height}; the head is {node.head.height}")
+    out = block_header_json(stored.block)
+    out["hash"] = wire.hex0x(stored.hash)
+    out["commit"] = [vote_to_json(v) for v in stored.commit]
+    return out
+
+
+# Handlers
+
+
+def chain_id(node: Node, _params: Params) -> int:
+    return node.genesis.chain_id
+
+
+def genesis_hash(node: Node, _params: Params) -> str:
+    return wire.hex0x(node.genesis.hash)
+
+
+def block_number(node: Node, _params: Params) -> int:
+    return node.head.height
+
+
+def parse_height(node: Node, value: Any, param: str) -> int:
+    if value == "latest":
+        return node.head.height
+    if value == "earliest":
+        return 0
+    height = wire.parse_int(value, param, 0, 2**63 - 1)
+    if height > node.head.height:
+        raise NotFound(param, f"no block {height} yet; the head is {node.head.height}")
+    return height
+
+
+def get_block(node: Node, params: Params) -> dict[str, Any]:
+    return render_block(node, parse_height(node, params.get("height", "latest"), "height"))
+
+
+def _tx_hash_param(params: Params) -> bytes:
+    return wire.parse_hash(params["txHash"], "txHash")
+
+
+def get_transaction(node: Node, params: Params) -> dict[str, Any]:
+    tx_hash = _tx_hash_param(params)
+    record = node.tx_record(tx_hash)
+    if record is None:
+        raise NotFound("txHash", "no transaction with this hash")
+    out = render_tx(record)
+    out["txHash"] = wire.hex0x(tx_hash)
+    out["type"] = record.tx.message.TYPE
+    out["params"] = wire.message_to_params(record.tx.message) | {
+        "signature": wire.hex0x(record.tx.signature)
+    }
+    out["index"] = record.index
+    return out
+
+
+def _render_account(
+    address: str, account: Account, node_info: ResourceNodeInfo | None
+) -> dict[str, Any]:
+    return {
+        "address": address,
+        "balance": str(account.balance),
+        "stake": str(account.stake),
+        "nonce": account.nonce,
+        "jailed": node_info.jailed if node_info is not None else False,
+        "resourceNode": None
+        if node_info is None
+        else {"models": node_info.models, "endpoint": node_info.endpoint},
+    }
+
+
+def get_account(node: Node, params: Params) -> dict[str, Any]:
+    address = wire.parse_address(params["address"], "address")
+    height = params.get("blockHeight")
+    if height is None or height == "latest":
+        store = node.ledger.store
+        out = _render_account(address, st.get_account(store, address), st.get_node(store, address))
+        out["blockHeight"] = node.head.height
+        out["pendingNonce"] = node.mempool.next_nonce(address)
+        return out
+    at = parse_height(node, height, "blockHeight")
+    raw_account = node.ledger.state_at(st.account_key(address), at)
+    raw_node = node.ledger.state_at(st.node_key(address), at)
+    out = _render_account(
+        address,
+        Account() if raw_account is None else st.decode_account(raw_account),
+        None if raw_node is None else st.decode_node(raw_node),
+    )
+    out["blockHeight"] = at
+    return out
+
+
+def get_validators(node: Node, _params: Params) -> list[dict[str, Any]]:
+    store = node.ledger.store
+    out = []
+    for val in node.genesis.validators:
+        info = st.get_validator(store, val.address)
+        if info is None:
+            continue
+        out.append(
+            {
+                "address": info.address,
+                "consensusPubKey": info.consensus_pub_key.hex(),
+                "stake": str(st.get_account(store, info.address).stake),
+                "url": info.url,
+            }
+        )
+    return out
+
+
+def get_resource_nodes(node: Node, _params: Params) -> list[dict[str, Any]]:
+    store = node.ledger.store
+    out = []
+    for key, raw in node.ledger.iter_state(st.NODE):
+        address = wire.checksum(key[len(st.NODE) :])
+        info = st.decode_node(raw)
+        out.append(
+            {
+                "address": address,
+                "stake": str(st.get_account(store, address).stake),
+                "models": info.models,
+                "endpoint": info.endpoint,
+                "jailed": info.jailed,
+            }
+        )
+    return out
+
+
+def task_stats(node: Node, _params: Params) -> dict[str, int]:
+    stats = st.get_task_stats(node.ledger.store)
+    return {"total": sum(stats.values()), **stats}
+
+
+def query_task(node: Node, params: Params) -> dict[str, Any]:
+    raw = params["taskHash"]
+    try:
+        task_hash = wire.parse_hash(raw, "taskHash")
+    except InvalidParams as exc:
+        raise TaskNotFound(str(raw)[:80], f"malformed: {exc.detail}") from exc
+    task = node.ledger.get_task(task_hash)
+    if task is not None:
+        return render_task(task)
+    pending = node.mempool.pending_task(task_hash)
+    if pending is not None:
+        return render_pending_task(node, pending)
+    raise TaskNotFound(wire.hex0x(task_hash))
+
+
+METHODS: dict[str, MethodSpec] = {
+    "chainId": MethodSpec(chain_id),
+    "genesisHash": MethodSpec(genesis_hash),
+    "blockNumber": MethodSpec(block_number),
+    "getBlock": MethodSpec(get_block, ("height",)),
+    "getTransaction": MethodSpec(get_transaction, ("txHash",), frozenset({"txHash"})),
+    "getAccount": MethodSpec(get_account, ("address", "blockHeight"), frozenset({"address"})),
+    "getValidators": MethodSpec(get_validators),
+    "getResourceNodes": MethodSpec(get_resource_nodes),
+    "taskStats": MethodSpec(task_stats),
+    "queryTask": MethodSpec(
+        query_task, ("taskHash",), frozenset({"taskHash"}), {"requestHash": "taskHash"}
+    ),
+    "submitTask": tx_method(SubmitTask, _task_receipt),
+    "transfer": tx_method(Transfer, _tx_receipt),
+    "stake": tx_method(Stake, _tx_receipt),
+    "unstake": tx_method(Unstake, _tx_receipt),
+    "registerResourceNode": tx_method(RegisterResourceNode, _tx_receipt),
+}
+METHODS["submitRequest"] = METHODS["submitTask"]

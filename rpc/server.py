@@ -1,0 +1,192 @@
+"""The validator's HTTP face: JSON-RPC 2.0 on POST / and /rpc, plus GET /tx/<hash>,
+GET /health.
+
+Requests are parsed here (orjson) so that every shape the JSON-RPC 2.0 specification
+describes gets its own answer: a parse error, an invalid request inside a batch, an empty
+batch, notifications (HTTP 204 when nothing is to be answered). Each valid call is dispatched
+through jsonrpcserver; batch items run one after the other, in order. Chain errors map to
+the error table in `rpc.errors`; anything else is logged and answered -32603 without detail.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+from jsonrpcserver import Error, Success
+from jsonrpcserver.async_main import dispatch_to_serializable
+from jsonrpcserver.result import Result
+
+from chain import wire
+from chain.errors import ChainError, InvalidParams
+from chain.node import Node
+from rpc import errors
+from rpc.methods import METHODS, MethodSpec, render_tx
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 5 * 1024 * 1024
+MAX_BATCH = 1000
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _failure(failure: errors.RpcFailure) -> Result:
+    return Error(failure.code, failure.message, failure.data)
+
+
+def _jsonrpc_method(name: str, spec: MethodSpec) -> Any:
+    async def call(node: Node, *args: Any, **kwargs: Any) -> Result:
+        try:
+            params = spec.bind(list(args), kwargs)
+            return Success(spec.handler(node, params))
+        except ChainError as exc:
+            return _failure(errors.error_for(exc))
+        except Exception:
+            log.exception("method %s failed", name)
+            return _failure(errors.internal_error())
+
+    return call
+
+
+async def _unknown_method(_node: Node, *_args: Any, **_kwargs: Any) -> Result:
+    raise AssertionError("replaced per call")  # pragma: no cover
+
+
+class MethodTable(dict[str, Any]):
+    """jsonrpcserver's method lookup; an unknown name answers -32601 with a data object."""
+
+    def __missing__(self, name: str) -> Any:
+        async def unknown(_node: Node, *_args: Any, **_kwargs: Any) -> Result:
+            return _failure(errors.method_not_found(name))
+
+        return unknown
+
+
+def build_methods() -> MethodTable:
+    return MethodTable({name: _jsonrpc_method(name, spec) for name, spec in METHODS.items()})
+
+
+def _error_response(failure: errors.RpcFailure, request_id: Any = None) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "error": failure.to_json(), "id": request_id}
+
+
+def _request_problem(item: Any) -> str | None:
+    """Why `item` is not a valid JSON-RPC 2.0 request object, or None if it is."""
+    if not isinstance(item, dict):
+        return "a request must be a JSON object"
+    if item.get("jsonrpc") != "2.0":
+        return 'the member "jsonrpc" must be exactly "2.0"'
+    if not isinstance(item.get("method"), str):
+        return 'the member "method" must be a string'
+    if "params" in item and not isinstance(item["params"], list | dict):
+        return 'the member "params" must be an array or an object'
+    if "id" in item and (
+        isinstance(item["id"], bool) or not isinstance(item["id"], str | int | float | None)
+    ):
+        return 'the member "id" must be a string, a number or null'
+    extra = set(item) - {"jsonrpc", "method", "params", "id"}
+    if extra:
+        return f"unknown members {sorted(extra)}"
+    return None
+
+
+def _valid_id(item: Any) -> Any:
+    if isinstance(item, dict):
+        rid = item.get("id")
+        if not isinstance(rid, bool) and isinstance(rid, str | int | float):
+            return rid
+    return None
+
+
+class RpcServer:
+    """The aiohttp application around one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.methods = build_methods()
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.app.router.add_post("/", self.handle_rpc)
+        self.app.router.add_post("/rpc", self.handle_rpc)
+        self.app.router.add_get("/tx/{tx_hash}", self.handle_get_tx)
+        self.app.router.add_get("/health", self.handle_health)
+
+    async def dispatch_one(self, item: Any) -> dict[str, Any] | None:
+        problem = _request_problem(item)
+        if problem is not None:
+            return _error_response(errors.invalid_request(problem), _valid_id(item))
+        response: dict[str, Any] | None = await dispatch_to_serializable(
+            item,
+            methods=self.methods,
+            context=self.node,
+            deserializer=lambda request: request,
+            validator=lambda request: request,
+        )
+        return response
+
+    async def dispatch(self, payload: Any) -> Any:
+        """The response object(s) for a parsed request body; None for nothing to answer."""
+        if not isinstance(payload, list):
+            return await self.dispatch_one(payload)
+        if not payload:
+            return _error_response(errors.invalid_request("an empty batch"))
+        if len(payload) > MAX_BATCH:
+            return _error_response(
+                errors.invalid_request(
+                    f"a batch holds at most {MAX_BATCH} calls", limit=MAX_BATCH, got=len(payload)
+                )
+            )
+        responses = []
+        for item in payload:
+            response = await self.dispatch_one(item)
+            if response is not None:
+                responses.append(response)
+        return responses or None
+
+    async def handle_rpc(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            failure = errors.invalid_request(
+                f"the body exceeds {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES
+            )
+            return _json(_error_response(failure), status=413)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _json(_error_response(errors.parse_error(f"invalid JSON: {exc}")))
+        result = await self.dispatch(payload)
+        if result is None:
+            return web.Response(status=204)
+        return _json(result)
+
+    async def handle_get_tx(self, request: web.Request) -> web.Response:
+        try:
+            tx_hash = wire.parse_hash(request.match_info["tx_hash"], "tx_hash")
+        except InvalidParams as exc:
+            return _json({"error": exc.reason}, status=400)
+        record = self.node.tx_record(tx_hash)
+        if record is None:
+            return _json({"error": f"no transaction {wire.hex0x(tx_hash)}"}, status=404)
+        return _json(render_tx(record))
+
+    async def handle_health(self, _request: web.Request) -> web.Response:
+        head = self.node.head
+        return _json(
+            {
+                "status": "ok",
+                "chainId": self.node.genesis.chain_id,
+                "genesisHash": wire.hex0x(self.node.genesis.hash),
+                "height": head.height,
+                "blockHash": wire.hex0x(head.hash),
+                "appHash": wire.hex0x(head.app_hash),
+                "time": head.time,
+                "mempool": len(self.node.mempool),
+                "validator": self.node.validator.address,
+            }
+        )
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, headers=JSON_HEADERS)
