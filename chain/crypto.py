@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from eth_hash.auto import keccak as _keccak
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from chain import wire
 from chain.errors import InvalidSignature
-from chain.types import Message, SignedTx, signer_of
+from chain.types import MESSAGE_TYPES, Message, SignedTx, signer_of
 
 DOMAIN_NAME = "AegisAI"
 DOMAIN_VERSION = "1"
@@ -44,10 +44,12 @@ def domain_separator(chain_id: int) -> bytes:
     )
 
 
-@lru_cache(maxsize=16)
-def _type_hash(cls: type) -> bytes:
-    fields = ",".join(f"{abi} {name}" for name, _attr, abi in cls.FIELDS)  # type: ignore[attr-defined]
-    return keccak(f"{cls.TYPE}({fields})".encode())  # type: ignore[attr-defined]
+_TYPE_HASHES: dict[str, bytes] = {
+    name: keccak(
+        f"{name}({','.join(f'{abi} {field}' for field, _attr, abi in cls.FIELDS)})".encode()
+    )
+    for name, cls in MESSAGE_TYPES.items()
+}
 
 
 def _encode_field(abi: str, value: object) -> bytes:
@@ -72,7 +74,7 @@ def _encode_field(abi: str, value: object) -> bytes:
 
 
 def struct_hash(msg: Message) -> bytes:
-    parts = [_type_hash(type(msg))]
+    parts = [_TYPE_HASHES[msg.TYPE]]
     parts.extend(_encode_field(abi, getattr(msg, attr)) for _name, attr, abi in msg.FIELDS)
     return keccak(b"".join(parts))
 

@@ -77,7 +77,7 @@ class Mempool:
 
     def take(self, limit: int) -> list[SignedTx]:
         """The first `limit` transactions in admission order (they stay until committed)."""
-        out = []
+        out: list[SignedTx] = []
         for tx in self._txs.values():
             if len(out) >= limit:
                 break

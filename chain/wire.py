@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from chain.errors import InvalidParams, InvalidSignature
 from chain.types import MESSAGE_TYPES, Message, SignedTx
