@@ -37,9 +37,12 @@ def _failure(failure: errors.RpcFailure) -> Result:
 
 
 def _jsonrpc_method(name: str, spec: MethodSpec) -> Any:
-    async def call(node: Node, *args: Any, **kwargs: Any) -> Result:
+    # The node arrives as the first positional argument (jsonrpcserver's context); taking it
+    # from *args keeps every named param, even one called "node", a plain keyword.
+    async def call(*args: Any, **kwargs: Any) -> Result:
+        node, positional = args[0], list(args[1:])
         try:
-            params = spec.bind(list(args), kwargs)
+            params = spec.bind(positional, kwargs)
             return Success(spec.handler(node, params))
         except ChainError as exc:
             return _failure(errors.error_for(exc))
@@ -50,15 +53,11 @@ def _jsonrpc_method(name: str, spec: MethodSpec) -> Any:
     return call
 
 
-async def _unknown_method(_node: Node, *_args: Any, **_kwargs: Any) -> Result:
-    raise AssertionError("replaced per call")  # pragma: no cover
-
-
 class MethodTable(dict[str, Any]):
     """jsonrpcserver's method lookup; an unknown name answers -32601 with a data object."""
 
     def __missing__(self, name: str) -> Any:
-        async def unknown(_node: Node, *_args: Any, **_kwargs: Any) -> Result:
+        async def unknown(*_args: Any, **_kwargs: Any) -> Result:
             return _failure(errors.method_not_found(name))
 
         return unknown
