@@ -63,6 +63,8 @@ def parse_uint(value: Any, param: str, bits: int = 256) -> int:
         if len(value) > MAX_DECIMAL_DIGITS or not DECIMAL.match(value):
             raise InvalidParams(param, 'expected a decimal integer string such as "1000"')
         number = int(value)
+    elif isinstance(value, float) and value.is_integer() and abs(value) >= 2**63:
+        raise InvalidParams(param, "too large for a JSON number: send it as a decimal string")
     else:
         raise InvalidParams(param, f"expected an integer, got {type(value).__name__}")
     if number < 0:

@@ -183,16 +183,8 @@ def method_for(msg: Message) -> str:
 
 
 def message_params(msg: Message) -> dict[str, Any]:
-    """The wire params of `msg` (no signature).
-
-    `chain.wire.message_to_params` renders every uint256 as a decimal string; PROTOCOL 1 asks
-    that only of amounts, and the upstream API and the EIP-712 vectors send `targetCount` as a
-    JSON integer, so the client does too (a node accepts both).
-    """
-    params = wire.message_to_params(msg)
-    if isinstance(msg, SubmitTask):
-        params["targetCount"] = msg.target_count
-    return params
+    """The wire params of `msg` (no signature)."""
+    return wire.message_to_params(msg)
 
 
 def params_of_signed(signed: SignedTx) -> dict[str, Any]:
