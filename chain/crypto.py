@@ -123,9 +123,13 @@ def recover_digest(msg_digest: bytes, signature: bytes) -> str:
 
 
 def sign_message(msg: Message, chain_id: int, private_key: bytes) -> SignedTx:
+    """Sign `msg`; the key must be the one of the message's signer field."""
+    signer = signer_of(msg)
+    if address_of_private_key(private_key) != signer:
+        raise ValueError(f"this key does not belong to the signer {signer} of the message")
     msg_digest = digest(msg, chain_id)
     signature = sign_digest(msg_digest, private_key)
-    return SignedTx(msg, signature, msg_digest, tx_hash(msg_digest, signature), signer_of(msg))
+    return SignedTx(msg, signature, msg_digest, tx_hash(msg_digest, signature), signer)
 
 
 def verify_message(msg: Message, chain_id: int, signature: bytes) -> SignedTx:

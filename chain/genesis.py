@@ -6,13 +6,16 @@ Every problem stops the node with a `GenesisError` that names the field (PROTOCO
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from chain import crypto, wire
-from chain.errors import ChainError, GenesisError
+from chain.errors import GenesisError, InvalidParams
+
+ED25519_KEY_HEX = re.compile(r"(?:0x)?[0-9a-fA-F]{64}")
 
 # Dev key derivation indices on m/44'/60'/0'/0/i (PROTOCOL 2).
 VALIDATOR_KEY_OFFSET = 100
@@ -146,15 +149,15 @@ def _amount(value: Any, where: str) -> int:
         raise GenesisError(where, "expected an amount as a decimal string")
     try:
         return wire.parse_uint(value, where)
-    except ChainError as exc:
-        raise GenesisError(where, exc.reason) from exc
+    except InvalidParams as exc:
+        raise GenesisError(where, exc.detail) from exc
 
 
 def _address(value: Any, where: str) -> str:
     try:
         return wire.parse_address(value, where)
-    except ChainError as exc:
-        raise GenesisError(where, exc.reason) from exc
+    except InvalidParams as exc:
+        raise GenesisError(where, exc.detail) from exc
 
 
 def _int(value: Any, where: str, low: int = 0, high: int = 2**63 - 1) -> int:
@@ -235,21 +238,22 @@ def parse_genesis(raw: Any) -> Genesis:
         if address in seen:
             raise GenesisError(f"{where}.address", f"{address} is listed twice")
         seen.add(address)
-        accounts.append(GenesisAccount(address, _amount(_field(item, "balance", where), where)))
+        _known_keys(item, where, {"address", "balance"})
+        balance = _amount(_field(item, "balance", where), f"{where}.balance")
+        accounts.append(GenesisAccount(address, balance))
 
     validators = []
     staked: set[str] = set()
     for i, item in enumerate(_list(raw, "validators")):
         where = f"validators[{i}]"
         address = _address(_field(item, "address", where), f"{where}.address")
+        _known_keys(item, where, {"address", "consensusPubKey", "stake", "url"})
         key_hex = _text(_field(item, "consensusPubKey", where), f"{where}.consensusPubKey")
-        key_body = key_hex[2:] if key_hex.startswith("0x") else key_hex
-        try:
-            pub_key = bytes.fromhex(key_body)
-        except ValueError as exc:
-            raise GenesisError(f"{where}.consensusPubKey", "not hex") from exc
-        if len(pub_key) != 32:
-            raise GenesisError(f"{where}.consensusPubKey", "an Ed25519 public key is 32 bytes")
+        if not ED25519_KEY_HEX.fullmatch(key_hex):
+            raise GenesisError(
+                f"{where}.consensusPubKey", "an Ed25519 public key: 64 hex digits (32 bytes)"
+            )
+        pub_key = bytes.fromhex(key_hex.removeprefix("0x"))
         stake = _amount(_field(item, "stake", where), f"{where}.stake")
         if stake < params.min_validator_stake:
             raise GenesisError(f"{where}.stake", "below params.minValidatorStake")
@@ -266,6 +270,7 @@ def parse_genesis(raw: Any) -> Genesis:
     nodes = []
     for i, item in enumerate(_list(raw, "resourceNodes", required=False)):
         where = f"resourceNodes[{i}]"
+        _known_keys(item, where, {"address", "stake", "models", "endpoint"})
         address = _address(_field(item, "address", where), f"{where}.address")
         if address in staked:
             raise GenesisError(f"{where}.address", f"{address} already has a stake")
@@ -285,6 +290,7 @@ def parse_genesis(raw: Any) -> Genesis:
     dev = None
     if "dev" in raw:
         dev_raw = raw["dev"]
+        _known_keys(dev_raw, "dev", {"mnemonic", "accounts"})
         mnemonic = _text(_field(dev_raw, "mnemonic", "dev"), "dev.mnemonic")
         count = _int(dev_raw.get("accounts", 10), "dev.accounts", 0, 100)
         try:
@@ -305,6 +311,14 @@ def parse_genesis(raw: Any) -> Genesis:
         hash=genesis_hash(raw),
         raw=raw,
     )
+
+
+def _known_keys(item: Any, where: str, known: set[str]) -> None:
+    if not isinstance(item, dict):
+        raise GenesisError(where, "expected an object")
+    for key in item:
+        if key not in known:
+            raise GenesisError(f"{where}.{key}", f"unknown field; expected {sorted(known)}")
 
 
 def _list(raw: dict[str, Any], key: str, required: bool = True) -> list[Any]:

@@ -15,10 +15,10 @@ from eth_utils.address import to_checksum_address
 from chain.errors import InvalidParams, InvalidSignature
 from chain.types import MESSAGE_TYPES, Message, SignedTx
 
-HEX_BYTES = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
-HEX_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-HEX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
-DECIMAL = re.compile(r"^(?:0|[1-9][0-9]*)$")
+HEX_BYTES = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
+HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+HEX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
+DECIMAL = re.compile(r"0|[1-9][0-9]*")
 MAX_DECIMAL_DIGITS = 78  # 2**256 has 78 digits
 
 
@@ -28,7 +28,7 @@ def hex0x(data: bytes) -> str:
 
 def decode_bytes_field(value: str) -> bytes:
     """The bytes a bytes field stands for: hex when `0x`-prefixed valid hex, else UTF-8."""
-    if HEX_BYTES.match(value):
+    if HEX_BYTES.fullmatch(value):
         return bytes.fromhex(value[2:])
     return value.encode("utf-8", errors="surrogatepass")
 
@@ -38,7 +38,7 @@ def checksum(address_bytes: bytes) -> str:
 
 
 def parse_address(value: Any, param: str) -> str:
-    if not isinstance(value, str) or not HEX_ADDRESS.match(value):
+    if not isinstance(value, str) or not HEX_ADDRESS.fullmatch(value):
         raise InvalidParams(param, "expected an address: 0x followed by 40 hex digits")
     body = value[2:]
     canonical = to_checksum_address(value)
@@ -48,7 +48,7 @@ def parse_address(value: Any, param: str) -> str:
 
 
 def parse_hash(value: Any, param: str) -> bytes:
-    if not isinstance(value, str) or not HEX_HASH.match(value):
+    if not isinstance(value, str) or not HEX_HASH.fullmatch(value):
         raise InvalidParams(param, "expected a hash: 0x followed by 64 hex digits")
     return bytes.fromhex(value[2:])
 
@@ -60,7 +60,7 @@ def parse_uint(value: Any, param: str, bits: int = 256) -> int:
     if isinstance(value, int):
         number = value
     elif isinstance(value, str):
-        if len(value) > MAX_DECIMAL_DIGITS or not DECIMAL.match(value):
+        if len(value) > MAX_DECIMAL_DIGITS or not DECIMAL.fullmatch(value):
             raise InvalidParams(param, 'expected a decimal integer string such as "1000"')
         number = int(value)
     elif isinstance(value, float) and value.is_integer() and abs(value) >= 2**63:
@@ -100,7 +100,7 @@ def parse_string(value: Any, param: str) -> str:
 
 
 def parse_signature(value: Any) -> bytes:
-    if not isinstance(value, str) or not HEX_BYTES.match(value):
+    if not isinstance(value, str) or not HEX_BYTES.fullmatch(value):
         raise InvalidSignature("signature must be a 0x-prefixed hex string of 65 bytes")
     raw = bytes.fromhex(value[2:])
     if len(raw) != 65:
