@@ -337,6 +337,8 @@ def load_genesis(path: str | Path) -> Genesis:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise GenesisError("(file)", f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise GenesisError("(file)", f"{path} is not UTF-8 text: {exc.reason}") from exc
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:

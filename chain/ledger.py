@@ -30,7 +30,7 @@ import orjson
 import plyvel
 
 from chain import crypto, rules, wire
-from chain.errors import StorageError
+from chain.errors import AppHashMismatch, StorageError
 from chain.genesis import Genesis
 from chain.state import (
     ACCOUNT,
@@ -74,7 +74,10 @@ class LevelDBStore:
     """A LevelDB directory; one process at a time (LevelDB's LOCK file)."""
 
     def __init__(self, path: str | Path) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot use {path} as the data directory: {exc.strerror}") from exc
         try:
             self._db = plyvel.DB(str(path), create_if_missing=True)
         except plyvel.IOError as exc:
@@ -94,12 +97,25 @@ class LevelDBStore:
     def iterate(
         self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
-        if start is None:
-            yield from self._db.iterator(prefix=prefix, reverse=reverse)
-        elif reverse:
-            yield from self._db.iterator(start=prefix, stop=start, include_stop=True, reverse=True)
-        else:
-            yield from self._db.iterator(start=start, stop=_prefix_end(prefix))
+        end = _prefix_end(prefix)
+        if not reverse:
+            lower = prefix if start is None or start < prefix else start
+            yield from self._db.iterator(start=lower, stop=end)
+            return
+        # Reverse scans give plyvel only an upper bound: with a lower bound it skips a key
+        # equal to that bound when it is the only one in range.
+        upper = end if start is None else start + b"\x00"
+        if end is not None and upper is not None and end < upper:
+            upper = end
+        scan = (
+            self._db.iterator(reverse=True, stop=upper)
+            if upper
+            else self._db.iterator(reverse=True)
+        )
+        for key, value in scan:
+            if not key.startswith(prefix):
+                return
+            yield key, value
 
     def write(self, changes: Mapping[bytes, bytes | None]) -> None:
         with self._db.write_batch(transaction=True, sync=True) as batch:
@@ -336,6 +352,11 @@ class Ledger:
         """Write a block, its transactions (with status), its state changes and the new head."""
         if block.height != self.head.height + 1 or block.prev_hash != self.head.hash:
             raise StorageError(f"block {block.height} does not follow the head {self.head.height}")
+        if block.app_hash != self.head.app_hash:
+            raise AppHashMismatch(
+                f"block {block.height} commits to appHash {wire.hex0x(block.app_hash)}, "
+                f"but the state after block {self.head.height} is {wire.hex0x(self.head.app_hash)}"
+            )
         app_hash = next_app_hash(self.head.app_hash, write_set)
         hash_ = block_hash(block)
         changes: dict[bytes, bytes | None] = dict(write_set)

@@ -65,9 +65,9 @@ class Mempool:
 
     def admit(self, tx: SignedTx, ctx: BlockContext) -> None:
         """Admit `tx` or raise (InvalidTransaction, MempoolFull); a refusal changes nothing."""
-        if len(self._txs) >= self.capacity or self._bytes >= self.capacity_bytes:
-            raise MempoolFull(self.capacity)
         size = rules.tx_size(tx)
+        if len(self._txs) >= self.capacity or self._bytes + size > self.capacity_bytes:
+            raise MempoolFull(self.capacity)
         rules.apply_tx(self._pending, self._params, ctx, tx)
         self._txs[tx.hash] = tx
         self._sizes[tx.hash] = size

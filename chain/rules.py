@@ -118,7 +118,11 @@ def tx_size(tx: SignedTx) -> int:
     """Bytes of the transaction's canonical JSON: its wire params plus the signature."""
     params = wire.message_to_params(tx.message)
     params["signature"] = wire.hex0x(tx.signature)
-    return len(orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
+    try:
+        return len(orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
+    except TypeError:  # an integer beyond 64 bits, which orjson does not write
+        text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return len(text.encode())
 
 
 def check_nonce(account: Account, address: str, nonce: int) -> None:

@@ -107,7 +107,10 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ChainError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
         server = site._server
         assert server is not None
         port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

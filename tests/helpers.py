@@ -86,27 +86,27 @@ class ValidatorProcess:
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
 
     def start(self) -> str:
-        log = self.log_path.open("a")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rpc",
-                "--genesis",
-                str(self.genesis_path),
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                "0",
-                "--quiet",
-                *self.extra,
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "rpc",
+                    "--genesis",
+                    str(self.genesis_path),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    "0",
+                    "--quiet",
+                    *self.extra,
+                ],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         assert self.proc.stdout is not None
         line = _readline_with_timeout(self.proc, PROCESS_START_TIMEOUT)
         if not line.startswith("Listening on "):
