@@ -134,18 +134,27 @@ def task_fee(params: Params, target_count: int) -> int:
     return params.task_base_fee + params.task_fee_per_node * target_count
 
 
-def parse_json_object(text: str) -> dict[str, Any] | None:
-    """The JSON object a bytes field holds, or None when it holds something else."""
+def parse_json_object(text: str, param: str) -> dict[str, Any] | None:
+    """The JSON object a bytes field holds; None when it holds something else.
+
+    A field that starts like an object (`{`) but is not valid JSON (RFC 8259: no NaN, no
+    Infinity, nesting at most 1024 deep) is refused rather than taken as opaque bytes: it is
+    almost certainly a mistake, and nodes would read it differently.
+    """
+    raw = wire.decode_bytes_field(text)
     try:
-        value = json.loads(wire.decode_bytes_field(text).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if raw.lstrip().startswith(b"{"):
+            reason = f"starts like a JSON object but is not valid JSON: {exc}"
+            raise InvalidParams(param, reason) from exc
         return None
     return value if isinstance(value, dict) else None
 
 
 def validate_model_options(text: str) -> str | None:
     """Check JSON modelOptions (PROTOCOL 4.2) and return the model it names, if any."""
-    options = parse_json_object(text)
+    options = parse_json_object(text, "modelOptions")
     if options is None:
         return None
     for key, (low, high, kind) in MODEL_OPTION_RANGES.items():
@@ -166,7 +175,7 @@ def validate_model_options(text: str) -> str | None:
 
 
 def max_fee_of(text: str) -> int | None:
-    fee_params = parse_json_object(text)
+    fee_params = parse_json_object(text, "feeParams")
     if fee_params is None or "maxFee" not in fee_params:
         return None
     return wire.parse_uint(fee_params["maxFee"], "feeParams.maxFee")

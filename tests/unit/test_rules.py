@@ -313,10 +313,26 @@ def test_model_options_out_of_range(state: State, options: dict[str, Any], key: 
     assert exc.param == f"modelOptions.{key}"
 
 
-@pytest.mark.parametrize("text", ['{"temperature": NaN}', '{"temperature": Infinity}'])
-def test_model_options_non_finite_numbers_are_rejected(state: State, text: str) -> None:
-    exc = rejects(state, task_msg(model_options=text), InvalidParams)
-    assert exc.param == "modelOptions.temperature"
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("modelOptions", '{"temperature": NaN}'),
+        ("modelOptions", '{"temperature": Infinity}'),
+        ("modelOptions", '{"model": "m",}'),
+        ("modelOptions", "  {" * 2000 + "}" * 2000),
+        ("feeParams", '{"maxFee": 1'),
+    ],
+    ids=["NaN", "Infinity", "trailing-comma", "nested-2000", "unterminated"],
+)
+def test_broken_json_objects_are_rejected(state: State, field: str, text: str) -> None:
+    attr = "model_options" if field == "modelOptions" else "fee_params"
+    exc = rejects(state, task_msg(**{attr: text}), InvalidParams)
+    assert exc.param == field
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", "0x00ff", '"a string"', "12"])
+def test_model_options_that_are_not_an_object_are_opaque(state: State, text: str) -> None:
+    apply(state, task_msg(model_options=text))
 
 
 def test_exactly_the_fee_is_enough(state: State) -> None:

@@ -1,0 +1,300 @@
+"""Wrong types for every param of every method: the answer is a JSON-RPC error from the table
+of PROTOCOL 5.3 (never -32603, never an HTTP error), with a data object naming the param, the
+call changes nothing, and the node keeps serving.
+
+Transaction methods are checked twice. Signed by a key that is not unlocked (resource node 0),
+a value of the right type but another content leaves a signature that no longer matches
+(-32004), a value of the wrong type is invalid params (-32602). In dev mode (an unlocked
+sender, no signature), a value of the wrong type is -32602 and nothing is admitted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from chain.types import RegisterResourceNode, Stake, SubmitTask, Transfer, Unstake
+from rpc.client import RpcError, sign_params
+from rpc.methods import METHODS
+from tests.helpers import LocalChain
+from tests.rpc.support import (
+    CHAIN_ID,
+    DEAD,
+    DEV0,
+    NODE0,
+    assert_error_shape,
+    snapshot,
+    task_params,
+)
+
+UNKNOWN_HASH = "0x" + "5a" * 32
+OUT_OF_SCOPE = {
+    "submitInferenceResult",
+    "submitResponse",
+    "submitVerification",
+    "queryPendingTasks",
+}
+NO_PARAMS = (
+    "chainId",
+    "genesisHash",
+    "blockNumber",
+    "getValidators",
+    "getResourceNodes",
+    "taskStats",
+)
+
+TASK_KINDS = {
+    "sender": "address",
+    "nonce": "uint64",
+    "schema": "bytes",
+    "targetCount": "uint256",
+    "prompts": "bytes",
+    "modelOptions": "bytes",
+    "SID": "bytes32",
+    "feeParams": "bytes",
+    "signature": "signature",
+}
+# method -> param -> kind, params in upstream (positional) order
+KINDS: dict[str, dict[str, str]] = {
+    "getBlock": {"height": "height"},
+    "getTransaction": {"txHash": "hash"},
+    "getAccount": {"address": "address", "blockHeight": "blockHeight"},
+    "queryTask": {"taskHash": "taskHash"},
+    "submitTask": TASK_KINDS,
+    "submitRequest": TASK_KINDS,
+    "transfer": {
+        "sender": "address",
+        "nonce": "uint64",
+        "to": "address",
+        "amount": "uint256",
+        "signature": "signature",
+    },
+    "stake": {
+        "sender": "address",
+        "nonce": "uint64",
+        "amount": "uint256",
+        "signature": "signature",
+    },
+    "unstake": {
+        "sender": "address",
+        "nonce": "uint64",
+        "amount": "uint256",
+        "signature": "signature",
+    },
+    "registerResourceNode": {
+        "sender": "address",
+        "nonce": "uint64",
+        "models": "string",
+        "endpoint": "string",
+        "signature": "signature",
+    },
+}
+KINDS.update({method: {"bogus": "unknown"} for method in NO_PARAMS})
+TX_METHODS = {"submitTask", "submitRequest", "transfer", "stake", "unstake", "registerResourceNode"}
+
+
+def _signed(msg: Any) -> dict[str, Any]:
+    return sign_params(msg, CHAIN_ID, NODE0.private_key)
+
+
+_TASK = _signed(
+    SubmitTask(
+        sender=NODE0.address,
+        nonce=0,
+        schema="text",
+        target_count=2,
+        prompts="hello",
+        model_options='{"temperature":0.5}',
+        sid=b"\x11" * 32,
+        fee_params='{"maxFee":"100000000000000000"}',
+    )
+)
+BASE: dict[str, dict[str, Any]] = {
+    "getBlock": {"height": 0},
+    "getTransaction": {"txHash": UNKNOWN_HASH},
+    "getAccount": {"address": DEV0.address, "blockHeight": 0},
+    "queryTask": {"taskHash": UNKNOWN_HASH},
+    "submitTask": _TASK,
+    "submitRequest": _TASK,
+    "transfer": _signed(Transfer(NODE0.address, 0, DEAD, 1000)),
+    "stake": _signed(Stake(NODE0.address, 0, 1000)),
+    "unstake": _signed(Unstake(NODE0.address, 0, 1000)),
+    "registerResourceNode": _signed(
+        RegisterResourceNode(NODE0.address, 0, "*", "http://127.0.0.1:9300")
+    ),
+}
+BASE.update({method: {} for method in NO_PARAMS})
+DEV_BASE: dict[str, dict[str, Any]] = {
+    "submitTask": task_params(DEV0.address),
+    "submitRequest": task_params(DEV0.address),
+    "transfer": {"sender": DEV0.address, "to": DEAD, "amount": "1000"},
+    "stake": {"sender": DEV0.address, "amount": "1000"},
+    "unstake": {"sender": DEV0.address, "amount": "1000"},
+    "registerResourceNode": {"sender": DEV0.address, "models": "*", "endpoint": ""},
+}
+
+# None of these equals a base value, so a value of the right type still changes the message.
+WRONG_VALUES: list[Any] = [
+    None, True, False, 1.5, -1, -(2**63), 2**63, 2**64, 2**256, 10**30 + 0.5,
+    "x", "", "0x", "7", "-1", "1e3", " 7", "0x7", "latest", "0x" + "zz" * 20,
+    "0x" + "ab" * 20 + "\n", "\u0000", [], [7], {}, {"a": 1},
+]  # fmt: skip
+
+HEX = re.compile(r"0x[0-9a-fA-F]*")
+DECIMAL = re.compile(r"0|[1-9][0-9]*")
+
+
+def well_typed(kind: str, value: Any) -> bool:
+    """Whether `value` is a valid value of `kind` (PROTOCOL 1, 5.2), independently of the node."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind in ("bytes", "string"):
+        return isinstance(value, str)
+    if kind in ("uint64", "uint256"):
+        bits = 64 if kind == "uint64" else 256
+        if is_int:  # JSON integers up to 64 bits are exact; beyond, send decimal strings
+            return 0 <= value < 2**64
+        return isinstance(value, str) and bool(DECIMAL.fullmatch(value)) and int(value) < 2**bits
+    if kind == "blockHeight":
+        return value is None or value == "latest" or (is_int and value == 0)
+    if kind == "height":
+        return value == "latest" or (is_int and value == 0)
+    return False  # address, hash, bytes32, taskHash, signature, unknown: none of WRONG_VALUES
+
+
+def expected_codes(method: str, kind: str, value: Any, signed: bool) -> set[int] | None:
+    """The error codes allowed for `value`; None when the call must succeed."""
+    if kind == "signature":
+        return {-32004}
+    if well_typed(kind, value):
+        if method in TX_METHODS:
+            return {-32004} if signed else None
+        return None
+    if kind == "taskHash":
+        return {-32003} if isinstance(value, str) else {-32003, -32602}
+    return {-32602}
+
+
+def _label(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 40 else text[:37] + "..."
+
+
+def test_the_table_covers_every_method_in_scope() -> None:
+    """A method added to the node without a row here fails this test."""
+    assert set(METHODS) - OUT_OF_SCOPE == set(KINDS)
+    for method, kinds in KINDS.items():
+        params = set(kinds) - {"bogus"}
+        assert set(BASE[method]) == params, method  # every param is mutated from a valid base
+        if method in DEV_BASE:
+            assert set(DEV_BASE[method]) <= params
+
+
+@pytest.mark.parametrize("method", sorted(TX_METHODS))
+async def test_signed_base_params_are_accepted(chain: LocalChain, method: str) -> None:
+    """The bases the table mutates are valid: an error below is caused by the mutation."""
+    result = await chain.client.call(method, BASE[method])
+    assert re.fullmatch(r"0x[0-9a-f]{64}", result["txHash"])
+    if method == "unstake":
+        await chain.client.call("stake", DEV_BASE["stake"])
+    result = await chain.client.call(method, DEV_BASE[method])
+    assert re.fullmatch(r"0x[0-9a-f]{64}", result["txHash"])
+
+
+async def _check_table(
+    chain: LocalChain, method: str, param: str, calls: list[tuple[Any, Any, set[int] | None]]
+) -> None:
+    """Send `calls` (value, params, allowed codes) in one batch and check every answer."""
+    client = chain.client
+    before = await snapshot(client, NODE0.address, DEV0.address)
+    answers = await client.batch([(method, params) for _value, params, _codes in calls])
+    problems = []
+    for (value, params, codes), answer in zip(calls, answers, strict=True):
+        where = f"{method} {param}={_label(value)} params={type(params).__name__}"
+        if codes is None:
+            if isinstance(answer, RpcError):
+                problems.append(f"{where}: expected a result, got {answer}")
+            continue
+        if not isinstance(answer, RpcError):
+            problems.append(f"{where}: expected an error in {codes}, got result {answer!r}")
+            continue
+        try:
+            assert_error_shape(answer)
+        except AssertionError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if answer.code not in codes:
+            problems.append(f"{where}: code {answer.code} not in {codes}: {answer}")
+        elif (
+            answer.code == -32602
+            and isinstance(params, dict)
+            and answer.data is not None
+            and answer.data.get("param") != param
+        ):
+            problems.append(f"{where}: data does not name {param}: {answer.data}")
+    assert not problems, "\n".join(problems)
+    if all(codes is not None for _v, _p, codes in calls):
+        assert await snapshot(client, NODE0.address, DEV0.address) == before
+    assert await client.call("chainId") == CHAIN_ID
+
+
+@pytest.mark.parametrize(("method", "param"), [(m, p) for m, kinds in KINDS.items() for p in kinds])
+async def test_wrong_types_by_name(chain: LocalChain, method: str, param: str) -> None:
+    kind = KINDS[method][param]
+    calls = [
+        (value, {**BASE[method], param: value}, expected_codes(method, kind, value, signed=True))
+        for value in WRONG_VALUES
+    ]
+    await _check_table(chain, method, param, calls)
+
+
+@pytest.mark.parametrize(
+    ("method", "param"),
+    [(m, p) for m, kinds in KINDS.items() for p in kinds if m not in NO_PARAMS],
+)
+async def test_wrong_types_by_position(chain: LocalChain, method: str, param: str) -> None:
+    """The same values in upstream positional order (PROTOCOL 5)."""
+    kind = KINDS[method][param]
+    order = list(KINDS[method])
+    calls = []
+    for value in WRONG_VALUES:
+        named = {**BASE[method], param: value}
+        positional = [named.get(name) for name in order]
+        calls.append((value, positional, expected_codes(method, kind, value, signed=True)))
+    await _check_table(chain, method, param, calls)
+
+
+@pytest.mark.parametrize(
+    ("method", "param"),
+    [(m, p) for m in sorted(TX_METHODS) for p in KINDS[m] if p != "signature"],
+)
+async def test_wrong_types_in_dev_mode(chain: LocalChain, method: str, param: str) -> None:
+    kind = KINDS[method][param]
+    calls = [
+        (value, {**DEV_BASE[method], param: value}, {-32602})
+        for value in WRONG_VALUES
+        if not well_typed(kind, value)
+    ]
+    await _check_table(chain, method, param, calls)
+
+
+@pytest.mark.parametrize("method", NO_PARAMS)
+async def test_no_param_methods_refuse_positional_values(chain: LocalChain, method: str) -> None:
+    calls = [(value, [value], {-32602}) for value in WRONG_VALUES]
+    await _check_table(chain, method, "(positional)", calls)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [10**400, -(10**400), "\ud800", "a\udfffb"],
+    ids=["1e400", "-1e400", "lone high surrogate", "lone low surrogate"],
+)
+async def test_values_json_parsers_may_refuse(chain: LocalChain, value: Any) -> None:
+    """Numbers beyond double range and strings with lone surrogates (RFC 8259 leaves both to
+    the parser): a parse error or invalid params, and the node keeps serving."""
+    with pytest.raises(RpcError) as info:
+        await chain.client.call("submitTask", task_params(DEV0.address, nonce=value, prompts=value))
+    assert_error_shape(info.value)
+    assert info.value.code in (-32700, -32602)
+    assert await chain.client.call("chainId") == CHAIN_ID
