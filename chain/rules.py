@@ -198,24 +198,28 @@ def apply_submit_task(
     if account.balance < fee:
         raise InsufficientBalance(msg.sender, fee, account.balance)
     put_account(state, msg.sender, Account(account.balance - fee, account.stake, account.nonce + 1))
-    put_task(
-        state,
-        Task(
-            task_hash=tx.digest,
-            tx_hash=tx.hash,
-            sender=msg.sender,
-            nonce=msg.nonce,
-            schema=msg.schema,
-            target_count=msg.target_count,
-            prompts=msg.prompts,
-            model_options=msg.model_options,
-            sid=msg.sid,
-            fee_params=msg.fee_params,
-            fee=fee,
-            model=model,
-            created_height=ctx.height,
-            created_at=ctx.time,
-        ),
+    put_task(state, new_task(tx, fee, model, ctx))
+
+
+def new_task(tx: SignedTx, fee: int, model: str | None, ctx: BlockContext | None) -> Task:
+    """The task a SubmitTask creates; without a block context it is still in the mempool."""
+    msg = tx.message
+    assert isinstance(msg, SubmitTask)
+    return Task(
+        task_hash=tx.digest,
+        tx_hash=tx.hash,
+        sender=msg.sender,
+        nonce=msg.nonce,
+        schema=msg.schema,
+        target_count=msg.target_count,
+        prompts=msg.prompts,
+        model_options=msg.model_options,
+        sid=msg.sid,
+        fee_params=msg.fee_params,
+        fee=fee,
+        model=model,
+        created_height=None if ctx is None else ctx.height,
+        created_at=None if ctx is None else ctx.time,
     )
 
 

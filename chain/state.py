@@ -164,46 +164,49 @@ def task_key(task_hash: bytes) -> bytes:
     return TASK + task_hash
 
 
+def task_to_json(task: Task) -> dict[str, Any]:
+    """A task in its wire form (PROTOCOL 5.1 queryTask), which is also how it is stored."""
+    return {
+        "status": task.status,
+        "response": task.response,
+        "verificationCount": task.verification_count,
+        "taskHash": "0x" + task.task_hash.hex(),
+        "sender": task.sender,
+        "nonce": task.nonce,
+        "schema": task.schema,
+        "targetCount": task.target_count,
+        "prompts": task.prompts,
+        "modelOptions": task.model_options,
+        "SID": "0x" + task.sid.hex(),
+        "feeParams": task.fee_params,
+        "fee": str(task.fee),
+        "model": task.model,
+        "createdHeight": task.created_height,
+        "createdAt": task.created_at,
+        "finishedHeight": task.finished_height,
+        "finishedAt": task.finished_at,
+        "executionInfo": list(task.execution_info),
+        "txHash": "0x" + task.tx_hash.hex(),
+        "settlement": task.settlement,
+    }
+
+
 def encode_task(task: Task) -> bytes:
-    return _dump(
-        {
-            "taskHash": task.task_hash.hex(),
-            "txHash": task.tx_hash.hex(),
-            "sender": task.sender,
-            "nonce": task.nonce,
-            "schema": task.schema,
-            "targetCount": task.target_count,
-            "prompts": task.prompts,
-            "modelOptions": task.model_options,
-            "SID": task.sid.hex(),
-            "feeParams": task.fee_params,
-            "fee": str(task.fee),
-            "model": task.model,
-            "createdHeight": task.created_height,
-            "createdAt": task.created_at,
-            "status": task.status,
-            "finishedHeight": task.finished_height,
-            "finishedAt": task.finished_at,
-            "response": task.response,
-            "verificationCount": task.verification_count,
-            "executionInfo": list(task.execution_info),
-            "settlement": task.settlement,
-        }
-    )
+    return _dump(task_to_json(task))
 
 
 def decode_task(raw: bytes) -> Task:
     obj = orjson.loads(raw)
     return Task(
-        task_hash=bytes.fromhex(obj["taskHash"]),
-        tx_hash=bytes.fromhex(obj["txHash"]),
+        task_hash=bytes.fromhex(obj["taskHash"][2:]),
+        tx_hash=bytes.fromhex(obj["txHash"][2:]),
         sender=obj["sender"],
         nonce=obj["nonce"],
         schema=obj["schema"],
         target_count=obj["targetCount"],
         prompts=obj["prompts"],
         model_options=obj["modelOptions"],
-        sid=bytes.fromhex(obj["SID"]),
+        sid=bytes.fromhex(obj["SID"][2:]),
         fee_params=obj["feeParams"],
         fee=int(obj["fee"]),
         model=obj["model"],

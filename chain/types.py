@@ -233,8 +233,8 @@ class Task:
     fee_params: str
     fee: int
     model: str | None
-    created_height: int
-    created_at: int
+    created_height: int | None  # None while its SubmitTask waits in the mempool
+    created_at: int | None
     status: str = "submitted"
     finished_height: int | None = None
     finished_at: int | None = None

@@ -126,55 +126,18 @@ def _tx_receipt(tx: SignedTx) -> dict[str, str]:
 
 
 def render_task(task: Task) -> dict[str, Any]:
-    return {
-        "status": task.status,
-        "response": task.response,
-        "verificationCount": task.verification_count,
-        "taskHash": wire.hex0x(task.task_hash),
-        "requestHash": wire.hex0x(task.task_hash),
-        "sender": task.sender,
-        "nonce": task.nonce,
-        "schema": task.schema,
-        "targetCount": task.target_count,
-        "prompts": task.prompts,
-        "modelOptions": task.model_options,
-        "SID": wire.hex0x(task.sid),
-        "feeParams": task.fee_params,
-        "fee": str(task.fee),
-        "createdHeight": task.created_height,
-        "createdAt": task.created_at,
-        "finishedHeight": task.finished_height,
-        "finishedAt": task.finished_at,
-        "executionInfo": list(task.execution_info),
-        "txHash": wire.hex0x(task.tx_hash),
-        "settlement": task.settlement,
-    }
+    out = st.task_to_json(task)
+    out["requestHash"] = out["taskHash"]
+    return out
 
 
 def render_pending_task(node: Node, tx: SignedTx) -> dict[str, Any]:
     """A task whose SubmitTask waits in the mempool: `submitted`, no block yet."""
     msg = tx.message
     assert isinstance(msg, SubmitTask)
-    task = Task(
-        task_hash=tx.digest,
-        tx_hash=tx.hash,
-        sender=msg.sender,
-        nonce=msg.nonce,
-        schema=msg.schema,
-        target_count=msg.target_count,
-        prompts=msg.prompts,
-        model_options=msg.model_options,
-        sid=msg.sid,
-        fee_params=msg.fee_params,
-        fee=rules.task_fee(node.params, msg.target_count),
-        model=None,
-        created_height=0,
-        created_at=0,
-    )
-    out = render_task(task)
-    out["createdHeight"] = None
-    out["createdAt"] = None
-    return out
+    fee = rules.task_fee(node.params, msg.target_count)
+    model = rules.validate_model_options(msg.model_options)
+    return render_task(rules.new_task(tx, fee, model, None))
 
 
 def render_tx(record: TxRecord) -> dict[str, Any]:
