@@ -19,7 +19,6 @@ Key layout (big-endian integers, raw 20-byte addresses and 32-byte hashes):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -415,8 +414,10 @@ class Ledger:
             return value or None
         return None
 
-    def task_hashes_of_sender(self, address: str) -> Iterator[bytes]:
-        for _key, value in self.store.iterate(SENDER_TASK + bytes.fromhex(address[2:])):
+    def task_hashes_of_sender(self, address: str, from_nonce: int = 0) -> Iterator[bytes]:
+        """The hashes of the tasks `address` submitted, by nonce, from `from_nonce` on."""
+        prefix = SENDER_TASK + bytes.fromhex(address[2:])
+        for _key, value in self.store.iterate(prefix, start=prefix + h8(from_nonce)):
             yield value
 
     def iter_state(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -449,9 +450,3 @@ class Ledger:
     def save_own_vote(self, vote: Vote, vote_type: int) -> None:
         key = OWN_VOTE + h8(vote.height) + vote.round.to_bytes(4, "big") + bytes([vote_type])
         self.store.write({key: orjson.dumps(vote_to_json(vote))})
-
-
-def close_quietly(ledger: Ledger | None) -> None:
-    if ledger is not None:
-        with contextlib.suppress(Exception):
-            ledger.close()

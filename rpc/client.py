@@ -454,6 +454,14 @@ class InferchainClient:
         result: dict[str, Any] = await self.call("queryTask", {"taskHash": task_hash})
         return result
 
+    async def get_tasks_by_sender(
+        self, address: str, from_nonce: int = 0, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The committed tasks of `address`, by nonce (queryTask objects)."""
+        params = {"address": address, "fromNonce": from_nonce, "limit": limit}
+        result: list[dict[str, Any]] = await self.call("getTasksBySender", params)
+        return result
+
     async def query_pending_tasks(
         self, wallet_or_address: Wallet | str, limit: int | None = None, signed: bool = True
     ) -> list[dict[str, Any]]:

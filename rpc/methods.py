@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from chain import crypto, rules, wire
@@ -102,7 +103,7 @@ def admit(node: Node, cls: type[Message], params: Params) -> SignedTx:
 
 
 def tx_method(cls: type[Message], render: Callable[[SignedTx], Any]) -> MethodSpec:
-    names = (*tuple(name for name, _a, _t in cls.FIELDS), "signature")
+    names = (*(name for name, _a, _t in cls.FIELDS), "signature")
     optional = set(wire.OPTIONAL_DEFAULTS) | {"signature", "nonce"}
     aliases = {"requestHash": "taskHash", "response": "result"}
     return MethodSpec(
@@ -310,6 +311,22 @@ def query_task(node: Node, params: Params) -> dict[str, Any]:
     raise TaskNotFound(wire.hex0x(task_hash))
 
 
+MAX_TASKS_PER_CALL = 1000
+
+
+def get_tasks_by_sender(node: Node, params: Params) -> list[dict[str, Any]]:
+    """The committed tasks of a sender, by nonce (an extension: dApps list their own tasks)."""
+    address = wire.parse_address(params["address"], "address")
+    from_nonce = wire.parse_uint(params.get("fromNonce", 0), "fromNonce", 64)
+    limit = wire.parse_int(params.get("limit", 100), "limit", 1, MAX_TASKS_PER_CALL)
+    out = []
+    for task_hash in islice(node.ledger.task_hashes_of_sender(address, from_nonce), limit):
+        task = node.ledger.get_task(task_hash)
+        if task is not None:
+            out.append(render_task(task))
+    return out
+
+
 METHODS: dict[str, MethodSpec] = {
     "chainId": MethodSpec(chain_id),
     "genesisHash": MethodSpec(genesis_hash),
@@ -320,6 +337,9 @@ METHODS: dict[str, MethodSpec] = {
     "getValidators": MethodSpec(get_validators),
     "getResourceNodes": MethodSpec(get_resource_nodes),
     "taskStats": MethodSpec(task_stats),
+    "getTasksBySender": MethodSpec(
+        get_tasks_by_sender, ("address", "fromNonce", "limit"), frozenset({"address"})
+    ),
     "queryTask": MethodSpec(
         query_task, ("taskHash",), frozenset({"taskHash"}), {"requestHash": "taskHash"}
     ),

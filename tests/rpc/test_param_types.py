@@ -62,6 +62,7 @@ KINDS: dict[str, dict[str, str]] = {
     "getTransaction": {"txHash": "hash"},
     "getAccount": {"address": "address", "blockHeight": "blockHeight"},
     "queryTask": {"taskHash": "taskHash"},
+    "getTasksBySender": {"address": "address", "fromNonce": "uint64", "limit": "limit"},
     "submitTask": TASK_KINDS,
     "submitRequest": TASK_KINDS,
     "transfer": {
@@ -116,6 +117,7 @@ BASE: dict[str, dict[str, Any]] = {
     "getTransaction": {"txHash": UNKNOWN_HASH},
     "getAccount": {"address": DEV0.address, "blockHeight": 0},
     "queryTask": {"taskHash": UNKNOWN_HASH},
+    "getTasksBySender": {"address": DEV0.address, "fromNonce": 3, "limit": 5},
     "submitTask": _TASK,
     "submitRequest": _TASK,
     "transfer": _signed(Transfer(NODE0.address, 0, DEAD, 1000)),
@@ -160,6 +162,8 @@ def well_typed(kind: str, value: Any) -> bool:
         return value is None or value == "latest" or (is_int and value == 0)
     if kind == "height":
         return value == "latest" or (is_int and value == 0)
+    if kind == "limit":
+        return is_int and 1 <= value <= 1000
     return False  # address, hash, bytes32, taskHash, signature, unknown: none of WRONG_VALUES
 
 

@@ -356,3 +356,23 @@ async def test_resource_node_record_at_a_past_height(chain: LocalChain) -> None:
     assert before["resourceNode"] is None and before["nonce"] == 0
     after = await client.get_account(DEV1.address, tx["blockHeight"])
     assert after["resourceNode"] == {"models": "m1", "endpoint": "http://127.0.0.1:9500"}
+
+
+async def test_get_tasks_by_sender_lists_committed_tasks_by_nonce(chain: LocalChain) -> None:
+    client = chain.client
+    mine = [await client.submit_task(DEV1, prompts=f"task {i}") for i in range(4)]
+    other = await client.submit_task(DEV0, prompts="someone else's")
+    for receipt in [*mine, other]:
+        await committed(chain, receipt.tx_hash)
+
+    listed = await client.call("getTasksBySender", {"address": DEV1.address})
+    assert [t["taskHash"] for t in listed] == [r.task_hash for r in mine]
+    assert [t["nonce"] for t in listed] == [0, 1, 2, 3]
+    assert listed[2] == await client.query_task(mine[2].task_hash)
+
+    page = await client.get_tasks_by_sender(DEV1.address.lower(), from_nonce=1, limit=2)
+    assert [t["taskHash"] for t in page] == [r.task_hash for r in mine[1:3]]
+    assert await client.call("getTasksBySender", [STRANGER.address]) == []
+    error = await rpc_error(client, "getTasksBySender", {"address": DEV1.address, "limit": 0})
+    assert error.code == -32602
+    assert error.data is not None and error.data["param"] == "limit"
