@@ -146,6 +146,11 @@ def verify_message(msg: Message, chain_id: int, signature: bytes) -> SignedTx:
     return SignedTx(msg, signature, msg_digest, tx_hash(msg_digest, signature), expected)
 
 
+def task_seed(task_hash: bytes, node_address: str) -> int:
+    """A node's inference seed: int(keccak256(taskHash || address)[:8]) (PROTOCOL 4.4)."""
+    return int.from_bytes(keccak(task_hash + bytes.fromhex(node_address[2:]))[:8], "big")
+
+
 def personal_message_hash(text: str) -> bytes:
     """EIP-191 personal_sign hash of a text message."""
     data = text.encode()
