@@ -109,6 +109,18 @@ class DuplicateSubmission(InvalidTransaction):
         return {"txHash": self.tx_hash, "reason": self.reason}
 
 
+class TaskClosed(InvalidTransaction):
+    """A well-formed result or verdict that comes too late: no open slot, the result is
+    decided, or the deadline passed. The RPC answers `false`; in a block the tx is `late`."""
+
+    def __init__(self, task_hash: str, reason: str) -> None:
+        super().__init__(reason)
+        self.task_hash = task_hash
+
+    def data(self) -> dict[str, Any]:
+        return {"taskHash": self.task_hash, "reason": self.reason}
+
+
 class TaskNotFound(ChainError):
     """queryTask for a hash that is malformed or names no task."""
 

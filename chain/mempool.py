@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from chain import rules
 from chain.errors import InvalidTransaction, MempoolFull
 from chain.genesis import Params
-from chain.rules import BlockContext
 from chain.state import Reader, State, get_account
-from chain.types import SignedTx, SubmitTask
+from chain.types import BlockContext, SignedTx, SubmitTask
 
 log = logging.getLogger(__name__)
 

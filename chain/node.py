@@ -23,9 +23,8 @@ from chain.errors import ChainError, GenesisError, InvalidTransaction
 from chain.genesis import RESOURCE_NODE_KEY_OFFSET, VALIDATOR_KEY_OFFSET, Genesis
 from chain.ledger import Head, Ledger, TxRecord, block_hash
 from chain.mempool import DEFAULT_CAPACITY, Mempool
-from chain.rules import BlockContext
 from chain.state import State
-from chain.types import Block, Message, SignedTx, Vote, signer_of
+from chain.types import Block, BlockContext, Message, SignedTx, Vote, signer_of
 
 log = logging.getLogger(__name__)
 

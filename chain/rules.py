@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from chain import wire
+from chain import tasks, wire
 from chain.errors import (
-    ChainError,
     DuplicateSubmission,
     InsufficientBalance,
     InvalidParams,
@@ -39,10 +37,12 @@ from chain.state import (
 )
 from chain.types import (
     Account,
+    BlockContext,
     RegisterResourceNode,
     ResourceNodeInfo,
     SignedTx,
     Stake,
+    SubmitInferenceResult,
     SubmitTask,
     Task,
     Transfer,
@@ -57,13 +57,6 @@ MODEL_OPTION_RANGES: dict[str, tuple[float, float, type]] = {
     "top_p": (0.0, 1.0, float),
     "max_tokens": (1, 8192, int),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class BlockContext:
-    height: int
-    time: int
-    proposer: str
 
 
 # Genesis
@@ -104,13 +97,15 @@ def apply_tx(state: State, params: Params, ctx: BlockContext, tx: SignedTx) -> N
     elif isinstance(msg, Transfer):
         apply_transfer(scratch, msg)
     elif isinstance(msg, Stake):
-        apply_stake(scratch, msg)
+        apply_stake(scratch, params, msg)
     elif isinstance(msg, Unstake):
         apply_unstake(scratch, params, msg)
     elif isinstance(msg, RegisterResourceNode):
         apply_register(scratch, msg)
+    elif isinstance(msg, SubmitInferenceResult):
+        tasks.apply_result(scratch, params, ctx, tx, msg)
     else:
-        raise ChainError(f"{msg.TYPE} is not executed by this chain version")
+        tasks.apply_verification(scratch, params, ctx, tx, msg)
     state.merge(scratch)
 
 
@@ -198,7 +193,9 @@ def apply_submit_task(
     if account.balance < fee:
         raise InsufficientBalance(msg.sender, fee, account.balance)
     put_account(state, msg.sender, Account(account.balance - fee, account.stake, account.nonce + 1))
-    put_task(state, new_task(tx, fee, model, ctx))
+    task = new_task(tx, fee, model, ctx)
+    put_task(state, task)
+    tasks.schedule_deadlines(state, params, task)
 
 
 def new_task(tx: SignedTx, fee: int, model: str | None, ctx: BlockContext | None) -> Task:
@@ -243,17 +240,15 @@ def apply_transfer(state: State, msg: Transfer) -> None:
     )
 
 
-def apply_stake(state: State, msg: Stake) -> None:
+def apply_stake(state: State, params: Params, msg: Stake) -> None:
     account = get_account(state, msg.sender)
     check_nonce(account, msg.sender, msg.nonce)
     _require_positive(msg.amount)
     if account.balance < msg.amount:
         raise InsufficientBalance(msg.sender, msg.amount, account.balance)
-    put_account(
-        state,
-        msg.sender,
-        Account(account.balance - msg.amount, account.stake + msg.amount, account.nonce + 1),
-    )
+    staked = Account(account.balance - msg.amount, account.stake + msg.amount, account.nonce + 1)
+    put_account(state, msg.sender, staked)
+    tasks.restore_if_restaked(state, params, msg.sender, staked)
 
 
 def apply_unstake(state: State, params: Params, msg: Unstake) -> None:
@@ -263,6 +258,7 @@ def apply_unstake(state: State, params: Params, msg: Unstake) -> None:
     if account.stake < msg.amount:
         raise InsufficientBalance(msg.sender, msg.amount, account.stake, what="stake")
     remaining = account.stake - msg.amount
+    tasks.unstake_guard(state, params, msg.sender, remaining)
     if get_validator(state, msg.sender) is not None and remaining < params.min_validator_stake:
         raise NotEligible(
             msg.sender,
@@ -300,7 +296,9 @@ def apply_register(state: State, msg: RegisterResourceNode) -> None:
 def end_block(
     state: State, params: Params, ctx: BlockContext, commit_signers: Sequence[str]
 ) -> None:
-    """Mint the block reward for the validators whose precommits the block carries (4.9)."""
+    """Close the deadlines due at this height (4.7), then mint the block reward for the
+    validators whose precommits the block carries (4.9)."""
+    tasks.process_deadlines(state, params, ctx)
     reward = params.block_reward
     if reward == 0:
         return

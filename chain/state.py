@@ -24,6 +24,8 @@ TASK = b"s/task/"
 OPEN_TASK = b"s/open/"
 SUPPLY = b"s/supply"
 TASK_STATS = b"s/stats"
+DUE = b"s/due/"
+BUSY = b"s/busy/"
 TASK_STATUSES = ("submitted", "processing", "completed", "verified", "failed")
 OPEN_STATUSES = ("submitted", "processing", "completed")
 
@@ -249,6 +251,50 @@ def get_task_stats(state: Reader) -> dict[str, int]:
     """Tasks by status (PROTOCOL 5.2 taskStats, without the total)."""
     obj = _load(state.get(TASK_STATS))
     return {status: 0 for status in TASK_STATUSES} if obj is None else obj
+
+
+# Deadlines: the tasks whose compute or verify deadline is a given height
+
+
+def due_key(height: int) -> bytes:
+    return DUE + height.to_bytes(8, "big")
+
+
+def get_due(state: Reader, height: int) -> list[bytes]:
+    raw = state.get(due_key(height))
+    return [] if raw is None else [bytes.fromhex(h) for h in orjson.loads(raw)]
+
+
+def add_due(state: State, height: int, task_hash: bytes) -> None:
+    due = get_due(state, height)
+    if task_hash not in due:
+        due.append(task_hash)
+        state.put(due_key(height), orjson.dumps([h.hex() for h in due]))
+
+
+def clear_due(state: State, height: int) -> None:
+    state.delete(due_key(height))
+
+
+# Undecided work per node (PROTOCOL 4.11: the Unstake guard)
+
+
+def busy_key(address: str) -> bytes:
+    return _addr_key(BUSY, address)
+
+
+def get_busy(state: Reader, address: str) -> int:
+    raw = state.get(busy_key(address))
+    return 0 if raw is None else int(raw)
+
+
+def add_busy(state: State, address: str, delta: int) -> None:
+    count = get_busy(state, address) + delta
+    assert count >= 0, f"undecided work of {address} below zero"
+    if count:
+        state.put(busy_key(address), str(count).encode())
+    else:
+        state.delete(busy_key(address))
 
 
 # Supply counters (PROTOCOL 4.10)

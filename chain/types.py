@@ -245,6 +245,15 @@ class Task:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockContext:
+    """What the rules know of the block they run in (no clock of their own)."""
+
+    height: int
+    time: int
+    proposer: str
+
+
+@dataclass(frozen=True, slots=True)
 class Vote:
     """A signed prevote or precommit (PROTOCOL 6); `block_hash` empty means nil."""
 

@@ -42,7 +42,13 @@ from chain.types import (
 )
 
 MNEMONIC = "test test test test test test test test test test test junk"
-RAW_GENESIS = dev_genesis(mnemonic=MNEMONIC, params=Params(block_time_ms=0), resource_nodes=2)
+# Tasks here only escrow their fee: their deadlines lie beyond any run of this machine (the
+# task lifecycle has its own machine in test_settlement_machine.py).
+RAW_GENESIS = dev_genesis(
+    mnemonic=MNEMONIC,
+    params=Params(block_time_ms=0, compute_deadline_blocks=10**6),
+    resource_nodes=2,
+)
 GENESIS = parse_genesis(RAW_GENESIS)
 VALIDATOR_KEY = dev_validator_key(GENESIS, None)
 

@@ -1,0 +1,401 @@
+"""The task lifecycle of PoS+W (PROTOCOL 4.2 to 4.8, 4.11) as pure functions over a State.
+
+Results fill a task's slots in inclusion order; verdicts weigh stake for and against a result;
+a decided result frees its slot (rejected) or counts (verified); a task is decided once no
+result is undecided and no slot is open or its compute deadline has passed; deadlines are
+kept in an index by height, so a block only touches the tasks due in it. Settlement pays by
+rank, slashes, jails, refunds, mints and burns to the last base unit, and records how.
+
+A result entry of `Task.execution_info` (its wire form, also how it is stored):
+  {rank, resourceNode, result, proof, seed, txHash, height, status, decidedHeight,
+   verifications: [{verifier, valid, txHash, height, seq}]}
+`status`: 0 pending, 1 verifying, 2 verified, 3 rejected, 4 unverified. `seq` orders verdicts
+across the task by inclusion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from chain import crypto, wire
+from chain.errors import (
+    DuplicateSubmission,
+    InvalidParams,
+    NotEligible,
+    TaskClosed,
+    UnknownTask,
+)
+from chain.genesis import Params
+from chain.state import (
+    State,
+    add_busy,
+    add_due,
+    clear_due,
+    get_account,
+    get_busy,
+    get_due,
+    get_node,
+    get_supply,
+    get_task,
+    put_account,
+    put_node,
+    put_supply,
+    put_task,
+)
+from chain.types import (
+    Account,
+    BlockContext,
+    ResourceNodeInfo,
+    SignedTx,
+    SubmitInferenceResult,
+    SubmitVerification,
+    Task,
+)
+
+PENDING, VERIFYING, VERIFIED, REJECTED, UNVERIFIED = 0, 1, 2, 3, 4
+UNDECIDED = (PENDING, VERIFYING)
+FINAL_STATUSES = ("verified", "failed")
+BPS = 10_000
+
+Entry = dict[str, Any]
+
+
+def compute_deadline(params: Params, task: Task) -> int:
+    """The last height at which the task takes results."""
+    assert task.created_height is not None
+    return task.created_height + params.compute_deadline_blocks
+
+
+def verify_deadline(params: Params, task: Task) -> int:
+    """The last height at which the task's results take verdicts."""
+    return compute_deadline(params, task) + params.verify_deadline_blocks
+
+
+def schedule_deadlines(state: State, params: Params, task: Task) -> None:
+    add_due(state, compute_deadline(params, task), task.task_hash)
+    add_due(state, verify_deadline(params, task), task.task_hash)
+
+
+def open_slots(task: Task) -> int:
+    taken = sum(1 for e in task.execution_info if e["status"] != REJECTED)
+    return task.target_count - taken
+
+
+def ineligibility(
+    node: ResourceNodeInfo | None, stake: int, params: Params, model: str | None
+) -> str | None:
+    """Why a node may not compute or verify for a model (PROTOCOL 4.2), or None."""
+    if node is None:
+        return "not a registered resource node"
+    if node.jailed:
+        return "the node is jailed"
+    if stake < params.min_node_stake:
+        return f"stake {stake} is below minNodeStake {params.min_node_stake}"
+    if not node.serves(model):
+        return f"the node does not serve the model {model!r}"
+    return None
+
+
+def check_eligible(state: State, params: Params, address: str, model: str | None) -> None:
+    reason = ineligibility(
+        get_node(state, address), get_account(state, address).stake, params, model
+    )
+    if reason is not None:
+        raise NotEligible(address, reason)
+
+
+def _progress_status(task: Task) -> str:
+    if not task.execution_info:
+        return "submitted"
+    return "processing" if open_slots(task) > 0 else "completed"
+
+
+def _known_task(state: State, task_hash: bytes) -> Task:
+    task = get_task(state, task_hash)
+    if task is None:
+        raise UnknownTask(wire.hex0x(task_hash))
+    return task
+
+
+# Results
+
+
+def apply_result(
+    state: State, params: Params, ctx: BlockContext, tx: SignedTx, msg: SubmitInferenceResult
+) -> None:
+    task = _known_task(state, msg.task_hash)
+    check_eligible(state, params, msg.resource_node, task.model)
+    if any(e["resourceNode"] == msg.resource_node for e in task.execution_info):
+        raise DuplicateSubmission(wire.hex0x(tx.hash), "this node already answered this task")
+    task_hex = wire.hex0x(task.task_hash)
+    if task.status in FINAL_STATUSES:
+        raise TaskClosed(task_hex, f"the task is {task.status}")
+    if ctx.height > compute_deadline(params, task):
+        raise TaskClosed(task_hex, "the compute deadline has passed")
+    if open_slots(task) == 0:
+        raise TaskClosed(task_hex, "every slot of the task is taken")
+    entry: Entry = {
+        "rank": len(task.execution_info) + 1,
+        "resourceNode": msg.resource_node,
+        "result": msg.result,
+        "proof": msg.proof,
+        "seed": str(crypto.task_seed(task.task_hash, msg.resource_node)),
+        "txHash": wire.hex0x(tx.hash),
+        "height": ctx.height,
+        "status": PENDING,
+        "decidedHeight": None,
+        "verifications": [],
+    }
+    add_busy(state, msg.resource_node, 1)
+    task = replace(task, execution_info=(*task.execution_info, entry))
+    task = replace(task, status=_progress_status(task))
+    put_task(state, maybe_decide_task(state, params, ctx, task, compute_closed=False))
+
+
+# Verdicts
+
+
+def apply_verification(
+    state: State, params: Params, ctx: BlockContext, tx: SignedTx, msg: SubmitVerification
+) -> None:
+    task = _known_task(state, msg.task_hash)
+    if msg.verifier == msg.submitter:
+        raise NotEligible(msg.verifier, "a node cannot verify its own result")
+    check_eligible(state, params, msg.verifier, task.model)
+    index = next(
+        (i for i, e in enumerate(task.execution_info) if e["resourceNode"] == msg.submitter), None
+    )
+    if index is None:
+        raise InvalidParams("submitter", f"{msg.submitter} has no result in this task")
+    entry = task.execution_info[index]
+    if any(v["verifier"] == msg.verifier for v in entry["verifications"]):
+        raise DuplicateSubmission(wire.hex0x(tx.hash), "this node already gave a verdict here")
+    task_hex = wire.hex0x(task.task_hash)
+    if entry["status"] not in UNDECIDED:
+        raise TaskClosed(task_hex, "the result is decided already")
+    if ctx.height > verify_deadline(params, task):
+        raise TaskClosed(task_hex, "the verify deadline has passed")
+    seq = 1 + sum(len(e["verifications"]) for e in task.execution_info)
+    verdict = {
+        "verifier": msg.verifier,
+        "valid": msg.valid,
+        "txHash": wire.hex0x(tx.hash),
+        "height": ctx.height,
+        "seq": seq,
+    }
+    entry = {**entry, "status": VERIFYING, "verifications": [*entry["verifications"], verdict]}
+    add_busy(state, msg.verifier, 1)
+    entry = decide_result(state, params, ctx, entry, at_deadline=False)
+    entries = list(task.execution_info)
+    entries[index] = entry
+    task = replace(task, execution_info=tuple(entries))
+    task = replace(task, status=_progress_status(task))
+    put_task(state, maybe_decide_task(state, params, ctx, task, compute_closed=False))
+
+
+def weigh(state: State, entry: Entry) -> tuple[int, int]:
+    """(for, against): the submitter's and valid verifiers' stake, the others' stake (4.6)."""
+    stake_for = get_account(state, entry["resourceNode"]).stake
+    stake_against = 0
+    for verdict in entry["verifications"]:
+        stake = get_account(state, verdict["verifier"]).stake
+        if verdict["valid"]:
+            stake_for += stake
+        else:
+            stake_against += stake
+    return stake_for, stake_against
+
+
+def decide_result(
+    state: State, params: Params, ctx: BlockContext, entry: Entry, *, at_deadline: bool
+) -> Entry:
+    """Decide an undecided result if the rule allows; returns the (possibly) updated entry."""
+    if entry["status"] not in UNDECIDED:
+        return entry
+    verdicts = entry["verifications"]
+    outcome: int | None = None
+    if verdicts and (at_deadline or len(verdicts) >= params.verification_quorum):
+        stake_for, stake_against = weigh(state, entry)
+        if stake_for > stake_against:
+            outcome = VERIFIED
+        elif stake_against > stake_for:
+            outcome = REJECTED
+    if outcome is None and at_deadline:
+        outcome = UNVERIFIED
+    if outcome is None:
+        return entry
+    add_busy(state, entry["resourceNode"], -1)
+    for verdict in verdicts:
+        add_busy(state, verdict["verifier"], -1)
+    return {**entry, "status": outcome, "decidedHeight": ctx.height}
+
+
+# Deciding the task
+
+
+def maybe_decide_task(
+    state: State, params: Params, ctx: BlockContext, task: Task, *, compute_closed: bool
+) -> Task:
+    """Decide and settle the task once nothing is undecided and no result can come (4.7)."""
+    if task.status in FINAL_STATUSES:
+        return task
+    if any(e["status"] in UNDECIDED for e in task.execution_info):
+        return task
+    if open_slots(task) > 0 and not compute_closed:
+        return task
+    return settle(state, params, ctx, task)
+
+
+def process_deadlines(state: State, params: Params, ctx: BlockContext) -> None:
+    """End of block: the tasks whose compute or verify deadline is this height."""
+    due = get_due(state, ctx.height)
+    if not due:
+        return
+    for task_hash in due:
+        task = get_task(state, task_hash)
+        if task is None or task.status in FINAL_STATUSES:
+            continue
+        if ctx.height >= verify_deadline(params, task):
+            entries = tuple(
+                decide_result(state, params, ctx, e, at_deadline=True) for e in task.execution_info
+            )
+            task = replace(task, execution_info=entries)
+            task = replace(task, status=_progress_status(task))
+        put_task(state, maybe_decide_task(state, params, ctx, task, compute_closed=True))
+    clear_due(state, ctx.height)
+
+
+# Settlement (PROTOCOL 4.8)
+
+
+def rank_weights(count: int, decay_bps: int) -> list[int]:
+    weights = [BPS] if count else []
+    while len(weights) < count:
+        weights.append(weights[-1] * (BPS - decay_bps) // BPS)
+    return weights
+
+
+def split_by_rank(pool: int, recipients: list[str], decay_bps: int) -> list[int]:
+    """share_i = pool * w_i // sum(w), in rank order; nothing when there is no recipient."""
+    weights = rank_weights(len(recipients), decay_bps)
+    total = sum(weights)
+    return [pool * w // total for w in weights] if total else []
+
+
+def _slash(state: State, address: str, bps: int) -> int:
+    account = get_account(state, address)
+    amount = account.stake * bps // BPS
+    if amount:
+        put_account(state, address, replace(account, stake=account.stake - amount))
+    return amount
+
+
+def _jail_if_below_minimum(state: State, params: Params, address: str) -> None:
+    node = get_node(state, address)
+    below = get_account(state, address).stake < params.min_node_stake
+    if node is not None and not node.jailed and below:
+        put_node(state, address, replace(node, jailed=True))
+
+
+def _credit(state: State, address: str, amount: int) -> None:
+    account = get_account(state, address)
+    put_account(state, address, replace(account, balance=account.balance + amount))
+
+
+def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
+    """Pay, slash, jail, refund, mint and burn for a decided task; returns the final task."""
+    results = sorted(task.execution_info, key=lambda e: e["rank"])
+    valid = [e for e in results if e["status"] == VERIFIED]
+    fee = task.fee
+    reward = params.network_reward_per_task if valid else 0
+
+    slashed: list[dict[str, Any]] = []
+    winners: list[tuple[int, str]] = []
+    for entry in results:
+        if entry["status"] not in (VERIFIED, REJECTED):
+            continue
+        if entry["status"] == REJECTED and params.slashing:
+            address = entry["resourceNode"]
+            amount = _slash(state, address, params.result_slash_bps)
+            slashed.append({"address": address, "amount": amount, "reason": "result"})
+        for verdict in entry["verifications"]:
+            if verdict["valid"] == (entry["status"] == VERIFIED):
+                winners.append((verdict["seq"], verdict["verifier"]))
+            elif params.slashing:
+                address = verdict["verifier"]
+                amount = _slash(state, address, params.verifier_slash_bps)
+                slashed.append({"address": address, "amount": amount, "reason": "verdict"})
+    for address in dict.fromkeys(s["address"] for s in slashed):
+        _jail_if_below_minimum(state, params, address)
+    total_slashed = sum(s["amount"] for s in slashed)
+
+    pool_compute = (fee + reward) * params.compute_share_bps // BPS
+    pool_verify = fee + reward - pool_compute + total_slashed
+    computers = [e["resourceNode"] for e in valid]
+    verifiers = [address for _seq, address in sorted(winners)]
+    compute_shares = split_by_rank(pool_compute, computers, params.rank_decay_bps)
+    verify_shares = split_by_rank(pool_verify, verifiers, params.rank_decay_bps)
+    payouts: list[dict[str, Any]] = []
+    for role, recipients, shares in (
+        ("compute", computers, compute_shares),
+        ("verify", verifiers, verify_shares),
+    ):
+        for rank, (address, amount) in enumerate(zip(recipients, shares, strict=True), 1):
+            if amount:
+                _credit(state, address, amount)
+            payouts.append({"address": address, "amount": amount, "role": role, "rank": rank})
+
+    # What is not paid out goes back to where it came from, pool by pool, pro rata to the
+    # pool's sources: fee -> refunded, reward -> not minted, slashes -> burned.
+    unpaid_compute = pool_compute - sum(compute_shares)
+    unpaid_verify = pool_verify - sum(verify_shares)
+    burned = unpaid_verify * total_slashed // pool_verify if pool_verify else 0
+    from_fee_and_reward = unpaid_compute + unpaid_verify - burned
+    unminted = from_fee_and_reward * reward // (fee + reward) if fee + reward else 0
+    refund = from_fee_and_reward - unminted
+    if refund:
+        _credit(state, task.sender, refund)
+    genesis_supply, minted, burned_before = get_supply(state)
+    put_supply(state, genesis_supply, minted + reward - unminted, burned_before + burned)
+
+    verified = bool(valid)
+    response = valid[0] if verified else None
+    return replace(
+        task,
+        status="verified" if verified else "failed",
+        response=None if response is None else response["result"],
+        verification_count=0
+        if response is None
+        else sum(1 for v in response["verifications"] if v["valid"]),
+        finished_height=ctx.height,
+        finished_at=ctx.time,
+        settlement={
+            "height": ctx.height,
+            "fee": str(fee),
+            "networkReward": str(reward - unminted),
+            "slashed": [{**s, "amount": str(s["amount"])} for s in slashed],
+            "payouts": [{**p, "amount": str(p["amount"])} for p in payouts],
+            "refund": str(refund),
+            "burned": str(burned),
+        },
+    )
+
+
+def unstake_guard(state: State, params: Params, address: str, remaining: int) -> None:
+    """Unstake may not take a node below minNodeStake while it has undecided work (4.11)."""
+    if remaining < params.min_node_stake and get_node(state, address) is not None:
+        busy = get_busy(state, address)
+        if busy:
+            raise NotEligible(
+                address,
+                f"{busy} undecided results or verdicts: the stake may not drop below "
+                f"minNodeStake {params.min_node_stake} until they are decided",
+            )
+
+
+def restore_if_restaked(state: State, params: Params, address: str, account: Account) -> None:
+    """A jailed node whose stake is back at minNodeStake is no longer jailed."""
+    node = get_node(state, address)
+    if node is not None and node.jailed and account.stake >= params.min_node_stake:
+        put_node(state, address, replace(node, jailed=False))
