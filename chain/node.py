@@ -186,6 +186,10 @@ class Node:
     def head(self) -> Head:
         return self.ledger.head
 
+    def now(self) -> float:
+        """The node clock (Unix seconds); rules never read it, only block times."""
+        return self._clock()
+
     def next_context(self) -> BlockContext:
         head = self.ledger.head
         return BlockContext(

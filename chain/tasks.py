@@ -82,25 +82,23 @@ def open_slots(task: Task) -> int:
     return task.target_count - taken
 
 
-def ineligibility(
-    node: ResourceNodeInfo | None, stake: int, params: Params, model: str | None
-) -> str | None:
-    """Why a node may not compute or verify for a model (PROTOCOL 4.2), or None."""
+def standing_problem(node: ResourceNodeInfo | None, stake: int, params: Params) -> str | None:
+    """Why a node may not compute or verify at all (PROTOCOL 4.2), or None."""
     if node is None:
         return "not a registered resource node"
     if node.jailed:
         return "the node is jailed"
     if stake < params.min_node_stake:
         return f"stake {stake} is below minNodeStake {params.min_node_stake}"
-    if not node.serves(model):
-        return f"the node does not serve the model {model!r}"
     return None
 
 
 def check_eligible(state: State, params: Params, address: str, model: str | None) -> None:
-    reason = ineligibility(
-        get_node(state, address), get_account(state, address).stake, params, model
-    )
+    """An eligible node: registered, staked, not jailed, and serving the task's model."""
+    node = get_node(state, address)
+    reason = standing_problem(node, get_account(state, address).stake, params)
+    if reason is None and node is not None and not node.serves(model):
+        reason = f"the node does not serve the model {model!r}"
     if reason is not None:
         raise NotEligible(address, reason)
 
@@ -399,3 +397,38 @@ def restore_if_restaked(state: State, params: Params, address: str, account: Acc
     node = get_node(state, address)
     if node is not None and node.jailed and account.stake >= params.min_node_stake:
         put_node(state, address, replace(node, jailed=False))
+
+
+# The work open for one node (queryPendingTasks, PROTOCOL 5.1)
+
+
+def pending_work(
+    state: State, params: Params, address: str, height: int, task_hashes: list[bytes]
+) -> list[tuple[Task, bool, list[Entry]]]:
+    """For each open task: (task, may compute, results it may verify) at block `height`.
+
+    Raises NotEligible when the node cannot act at all (not registered, stake, jailed).
+    """
+    node = get_node(state, address)
+    reason = standing_problem(node, get_account(state, address).stake, params)
+    if reason is not None or node is None:
+        raise NotEligible(address, reason or "not a registered resource node")
+    work = []
+    for task_hash in task_hashes:
+        task = get_task(state, task_hash)
+        if task is None or task.status in FINAL_STATUSES or not node.serves(task.model):
+            continue
+        answered = any(e["resourceNode"] == address for e in task.execution_info)
+        compute = not answered and open_slots(task) > 0 and height <= compute_deadline(params, task)
+        verify = []
+        if height <= verify_deadline(params, task):
+            verify = [
+                e
+                for e in task.execution_info
+                if e["status"] in UNDECIDED
+                and e["resourceNode"] != address
+                and all(v["verifier"] != address for v in e["verifications"])
+            ]
+        if compute or verify:
+            work.append((task, compute, verify))
+    return work

@@ -10,20 +10,22 @@ order and admission never interleaves with block production.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any
 
-from chain import crypto, rules, wire
+from chain import crypto, rules, tasks, wire
 from chain import state as st
 from chain.errors import (
     InvalidParams,
     InvalidSignature,
     NotFound,
+    TaskClosed,
     TaskNotFound,
 )
 from chain.ledger import TxRecord, block_header_json, vote_to_json
 from chain.node import Node
+from chain.schema import postprocess
 from chain.types import (
     Account,
     Message,
@@ -31,7 +33,9 @@ from chain.types import (
     ResourceNodeInfo,
     SignedTx,
     Stake,
+    SubmitInferenceResult,
     SubmitTask,
+    SubmitVerification,
     Task,
     Transfer,
     Unstake,
@@ -114,6 +118,19 @@ def tx_method(cls: type[Message], render: Callable[[SignedTx], Any]) -> MethodSp
     )
 
 
+def bool_tx_method(cls: type[Message]) -> MethodSpec:
+    """Results and verdicts answer true, or false when the task no longer takes them."""
+    spec = tx_method(cls, lambda _tx: True)
+
+    def handler(node: Node, params: Params) -> bool:
+        try:
+            return bool(spec.handler(node, params))
+        except TaskClosed:
+            return False
+
+    return replace(spec, handler=handler)
+
+
 def _task_receipt(tx: SignedTx) -> dict[str, str]:
     task_hash = wire.hex0x(tx.digest)
     return {"txHash": wire.hex0x(tx.hash), "taskHash": task_hash, "requestHash": task_hash}
@@ -127,8 +144,20 @@ def _tx_receipt(tx: SignedTx) -> dict[str, str]:
 
 
 def render_task(task: Task) -> dict[str, Any]:
+    """The queryTask object: the stored task plus what reads derive from it (the
+    postprocessed form of each result, and every verdict in one list)."""
     out = st.task_to_json(task)
     out["requestHash"] = out["taskHash"]
+    out["executionInfo"] = [
+        {**entry, "postprocessed": postprocess(task.schema, entry["result"]).to_json()}
+        for entry in out["executionInfo"]
+    ]
+    out["verificationInfos"] = [
+        {**verdict, "submitter": entry["resourceNode"]}
+        for entry in task.execution_info
+        for verdict in entry["verifications"]
+    ]
+    out["verificationInfos"].sort(key=lambda v: v["seq"])
     return out
 
 
@@ -311,6 +340,60 @@ def query_task(node: Node, params: Params) -> dict[str, Any]:
     raise TaskNotFound(wire.hex0x(task_hash))
 
 
+PENDING_TIMESTAMP_WINDOW_S = 300
+MAX_PENDING_LIMIT = 1000
+
+
+def check_pending_signature(node: Node, address: str, timestamp: int, signature: Any) -> None:
+    """The optional EIP-191 signature of `queryPendingTasks:<address>:<TimeStamp>`."""
+    raw = wire.parse_signature(signature)
+    message = f"queryPendingTasks:{address}:{timestamp}"
+    recovered = crypto.recover_digest(crypto.personal_message_hash(message), raw)
+    if recovered != address:
+        raise InvalidSignature(
+            f"the signature of {message!r} recovers to another address",
+            expected=address,
+            recovered=recovered,
+        )
+    skew = timestamp - node.now()
+    if abs(skew) > PENDING_TIMESTAMP_WINDOW_S:
+        raise InvalidSignature(
+            f"TimeStamp {timestamp} is {abs(skew):.0f} s "
+            f"{'ahead of' if skew > 0 else 'behind'} the node clock; "
+            f"at most {PENDING_TIMESTAMP_WINDOW_S} s are allowed"
+        )
+
+
+def query_pending_tasks(node: Node, params: Params) -> list[dict[str, Any]]:
+    address = wire.parse_address(params["ResourceAddress"], "ResourceAddress")
+    timestamp = wire.parse_int(params["TimeStamp"], "TimeStamp", 0, 2**63 - 1)
+    limit = wire.parse_int(params.get("limit", 100), "limit", 1, MAX_PENDING_LIMIT)
+    if params.get("Signature") is not None:
+        check_pending_signature(node, address, timestamp, params["Signature"])
+    state = node.mempool.pending_state
+    work = tasks.pending_work(
+        state, node.params, address, node.head.height + 1, list(node.ledger.open_task_hashes())
+    )
+    node_bytes = bytes.fromhex(address[2:])
+    work.sort(key=lambda item: crypto.keccak(node_bytes + item[0].task_hash))
+    out = []
+    for task, compute, verify in work[:limit]:
+        item = render_task(task)
+        item["seed"] = str(crypto.task_seed(task.task_hash, address))
+        item["compute"] = compute
+        item["verify"] = [
+            {
+                "submitter": e["resourceNode"],
+                "result": e["result"],
+                "seed": e["seed"],
+                "rank": e["rank"],
+            }
+            for e in verify
+        ]
+        out.append(item)
+    return out
+
+
 MAX_TASKS_PER_CALL = 1000
 
 
@@ -348,5 +431,13 @@ METHODS: dict[str, MethodSpec] = {
     "stake": tx_method(Stake, _tx_receipt),
     "unstake": tx_method(Unstake, _tx_receipt),
     "registerResourceNode": tx_method(RegisterResourceNode, _tx_receipt),
+    "submitInferenceResult": bool_tx_method(SubmitInferenceResult),
+    "submitVerification": bool_tx_method(SubmitVerification),
+    "queryPendingTasks": MethodSpec(
+        query_pending_tasks,
+        ("ResourceAddress", "TimeStamp", "Signature", "limit"),
+        frozenset({"ResourceAddress", "TimeStamp"}),
+    ),
 }
 METHODS["submitRequest"] = METHODS["submitTask"]
+METHODS["submitResponse"] = METHODS["submitInferenceResult"]

@@ -110,6 +110,7 @@ class RpcServer:
         self.app.router.add_post("/rpc", self.handle_rpc)
         self.app.router.add_get("/tx/{tx_hash}", self.handle_get_tx)
         self.app.router.add_get("/health", self.handle_health)
+        self.app.router.add_get("/queryPendingTasks", self.handle_get_pending)
 
     async def dispatch_one(self, item: Any) -> dict[str, Any] | None:
         problem = _request_problem(item)
@@ -170,6 +171,24 @@ class RpcServer:
             return _json({"error": f"no transaction {wire.hex0x(tx_hash)}"}, status=404)
         return _json(render_tx(record))
 
+    async def handle_get_pending(self, request: web.Request) -> web.Response:
+        """GET /queryPendingTasks?ResourceAddress=..&TimeStamp=..[&Signature=..][&limit=..]
+        in the upstream shape {code, message, result}; errors carry the JSON-RPC code."""
+        params: dict[str, Any] = dict(request.query)
+        try:
+            for name in ("TimeStamp", "limit"):
+                if name in params:
+                    params[name] = _query_int(params[name], name)
+            spec = METHODS["queryPendingTasks"]
+            result = spec.handler(self.node, spec.bind([], params))
+        except ChainError as exc:
+            failure = errors.error_for(exc)
+            return _json(failure.to_json() | {"result": None}, status=400)
+        except Exception:
+            log.exception("GET /queryPendingTasks failed")
+            return _json(errors.internal_error().to_json() | {"result": None}, status=500)
+        return _json({"code": 0, "message": "success", "result": result})
+
     async def handle_health(self, _request: web.Request) -> web.Response:
         head = self.node.head
         return _json(
@@ -185,6 +204,12 @@ class RpcServer:
                 "validator": self.node.validator.address,
             }
         )
+
+
+def _query_int(text: str, name: str) -> int:
+    if not wire.DECIMAL.fullmatch(text) or len(text) > 19:
+        raise InvalidParams(name, "expected a decimal integer")
+    return int(text)
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
