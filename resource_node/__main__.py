@@ -1,0 +1,213 @@
+"""Run a resource node: `python -m resource_node --rpc URL (--key FILE | --dev-index I)`.
+
+It polls the validator for tasks, computes results with its backend, verifies other nodes'
+results, and serves its status on loopback. When ready it prints `Resource node 0x... ready`
+and `Status on http://127.0.0.1:PORT` on stdout; it stops cleanly on SIGINT and SIGTERM
+(exit 0). Bad options exit 2 with a message that names the option.
+
+`--dev-index I` is resource node I of a dev genesis: account 200 + I of the mnemonic on
+m/44'/60'/0'/0/i (PROTOCOL 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from chain.genesis import RESOURCE_NODE_KEY_OFFSET
+from resource_node.backends import (
+    BACKEND_NAMES,
+    Backend,
+    make_backend,
+    parse_backend_options,
+)
+from resource_node.backends.faults import Faults
+from resource_node.state import StateError
+from resource_node.status import StatusServer
+from resource_node.worker import ResourceNode, WorkerConfig
+from rpc.client import DEV_MNEMONIC, InferchainClient, Wallet
+
+log = logging.getLogger("resource_node")
+
+DEFAULT_RPC_TIMEOUT = 10.0
+BAD_CONFIG_EXIT = 2
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSetup:
+    """Everything the command line decides, checked before anything starts."""
+
+    rpc: str
+    wallet: Wallet
+    backend: Backend
+    faults: Faults
+    config: WorkerConfig
+    status_port: int
+    rpc_timeout: float
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m resource_node", description="An inferchain resource node"
+    )
+    parser.add_argument("--rpc", required=True, metavar="URL", help="validator RPC base URL")
+    keys = parser.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--key", metavar="FILE", help="file holding the node's private key (hex)")
+    keys.add_argument(
+        "--dev-index",
+        type=int,
+        metavar="I",
+        help="resource node I of a dev genesis (account 200 + I of --mnemonic)",
+    )
+    parser.add_argument(
+        "--mnemonic", default=DEV_MNEMONIC, help="mnemonic for --dev-index (default: the dev one)"
+    )
+    parser.add_argument(
+        "--models", default="*", help="comma-separated models to serve (default *: all)"
+    )
+    parser.add_argument(
+        "--backend", default="deterministic", choices=BACKEND_NAMES, help="inference backend"
+    )
+    parser.add_argument(
+        "--backend-opt",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="backend option, repeatable (deterministic: tokens_per_second, default_max_tokens; "
+        "openai: base_url, api_key, timeout, model)",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="wrong[:P], lazy, silent, slow:S, crash:N; comma-separated or repeated",
+    )
+    parser.add_argument("--concurrency", type=int, default=4, help="inferences at a time")
+    parser.add_argument("--poll-interval", type=float, default=0.2, metavar="S", help="seconds")
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where to remember submissions across restarts (default: memory only)",
+    )
+    parser.add_argument(
+        "--status-port", type=int, default=0, metavar="P", help="status port (0: a free one)"
+    )
+    parser.add_argument(
+        "--rpc-timeout", type=float, default=DEFAULT_RPC_TIMEOUT, metavar="S", help="seconds"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="log level"
+    )
+    return parser.parse_args(argv)
+
+
+def load_wallet(args: argparse.Namespace) -> Wallet:
+    """The node's key, from --key FILE or --dev-index I; ValueError naming the option."""
+    if args.key:
+        try:
+            text = Path(args.key).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"--key {args.key}: cannot read it ({exc.strerror})") from exc
+        try:
+            return Wallet.from_key(text)
+        except ValueError as exc:
+            raise ValueError(f"--key {args.key}: {exc}") from exc
+    if args.dev_index < 0:
+        raise ValueError(f"--dev-index must not be negative, got {args.dev_index}")
+    try:
+        return Wallet.from_mnemonic(args.mnemonic, RESOURCE_NODE_KEY_OFFSET + args.dev_index)
+    except Exception as exc:  # eth-account raises several types for a bad mnemonic
+        raise ValueError(f"--mnemonic: not a valid BIP-39 mnemonic ({exc})") from exc
+
+
+def build_setup(args: argparse.Namespace) -> NodeSetup:
+    """Check every option; ValueError with a message that names the bad one."""
+    if not args.rpc.startswith(("http://", "https://")):
+        raise ValueError(f"--rpc: expected an http(s) URL, got {args.rpc!r}")
+    models = tuple(model.strip() for model in args.models.split(",") if model.strip())
+    if not models:
+        raise ValueError("--models: give at least one model, or * for all")
+    if not 0 <= args.status_port <= 65535:
+        raise ValueError(f"--status-port must be between 0 and 65535, got {args.status_port}")
+    if not args.rpc_timeout > 0:
+        raise ValueError(f"--rpc-timeout must be positive, got {args.rpc_timeout}")
+    if not args.poll_interval > 0:
+        raise ValueError(f"--poll-interval must be positive, got {args.poll_interval}")
+    if args.concurrency < 1:
+        raise ValueError(f"--concurrency must be at least 1, got {args.concurrency}")
+    config = WorkerConfig(
+        poll_interval=args.poll_interval,
+        concurrency=args.concurrency,
+        models=models,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+    )
+    return NodeSetup(
+        rpc=args.rpc,
+        wallet=load_wallet(args),
+        backend=make_backend(args.backend, parse_backend_options(args.backend_opt)),
+        faults=Faults.parse(args.fault),
+        config=config,
+        status_port=args.status_port,
+        rpc_timeout=args.rpc_timeout,
+    )
+
+
+async def serve(setup: NodeSetup) -> int:
+    client = InferchainClient(setup.rpc, timeout=setup.rpc_timeout)
+    node = ResourceNode(
+        client, setup.wallet, setup.backend, faults=setup.faults, config=setup.config
+    )
+    status = StatusServer(node.info, port=setup.status_port)
+    try:
+        await node.setup()
+        await status.setup()
+        print(f"Resource node {node.address} ready", flush=True)
+        print(f"Status on {status.url}", flush=True)
+
+        def stop() -> None:
+            node.stop()
+            status.stop()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        await asyncio.gather(node.run_forever(), status.run_forever())
+        log.info("stopping: %s", node.stats())
+    finally:
+        await status.cleanup()
+        await node.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        setup = build_setup(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return BAD_CONFIG_EXIT
+    try:
+        return asyncio.run(serve(setup))
+    except (StateError, OSError) as exc:
+        log.error("%s", exc)
+        return BAD_CONFIG_EXIT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,597 @@
+"""The resource node's worker: poll the validator, compute, submit results, verify others.
+
+Every poll interval the node asks `queryPendingTasks` (signed, PROTOCOL 5.1) for the tasks it
+can act on, in its privilege order. For a task marked `compute` it runs the backend with its
+own seed (PROTOCOL 4.4) and submits the signed result; for each entry of `verify` it recomputes
+the submitter's result with the submitter's seed and submits `valid = (keccak(own output) ==
+keccak(result))` (PROTOCOL 4.5). Work runs concurrently, bounded by a semaphore.
+
+Answers: `true` is accepted, `false` means the task or result no longer takes submissions
+(closed), -32006 means it was already done: all three are recorded in the submission log
+(`resource_node.state`) and never sent again, also after a restart. An unreachable (transport
+error) or busy (-32007) validator is retried with jittered exponential backoff, and the node
+keeps running across validator restarts. Other rejections and backend failures count as
+failed and are retried after a per-item cooldown.
+
+Lifecycle as every service here: `setup()`, `run_forever()`, `stop()`, `cleanup()`;
+`run_once()` is one poll-and-act cycle for tests and scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from chain import crypto, wire
+from chain.errors import InvalidParams
+from chain.schema import postprocess
+from resource_node.backends import (
+    Backend,
+    BackendError,
+    InferenceRequest,
+    close_backend,
+    request_from_task,
+)
+from resource_node.backends.faults import Faults
+from resource_node.state import SubmissionLog, state_path
+from rpc.client import InferchainClient, RpcError, TransportError, Wallet
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_CODE = -32006
+BUSY_CODE = -32007
+CRASH_EXIT_CODE = 3
+MAX_COOLDOWNS = 4096
+
+# What a piece of work is about: ("result", taskHash) or ("verdict", taskHash, submitter).
+WorkKey = tuple[str, ...]
+Sleep = Callable[[float], Awaitable[None]]
+Work = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Knobs of the worker; the defaults suit a local testnet."""
+
+    poll_interval: float = 0.2
+    concurrency: int = 4
+    limit: int = 100
+    models: tuple[str, ...] = ("*",)
+    state_dir: Path | None = None
+    backoff_initial: float = 0.5
+    backoff_max: float = 5.0
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
+    shutdown_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.poll_interval > 0:
+            raise ValueError(f"poll interval must be positive, got {self.poll_interval}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if not 1 <= self.limit <= 1000:
+            raise ValueError(f"limit must be between 1 and 1000, got {self.limit}")
+        if not self.models:
+            raise ValueError("models: give at least one model, or * for all")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    """Counters of one node. `done` counts answered results, `verified` answered verdicts."""
+
+    in_flight: int = 0
+    done: int = 0
+    failed: int = 0
+    verified: int = 0
+    postprocess_errors: int = 0
+    results_accepted: int = 0
+    results_closed: int = 0
+    results_duplicate: int = 0
+    verdicts_accepted: int = 0
+    verdicts_closed: int = 0
+    verdicts_duplicate: int = 0
+    polls: int = 0
+    poll_errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """What one poll did: tasks listed, work started, and the poll error if there was one."""
+
+    tasks: int = 0
+    results: int = 0
+    verdicts: int = 0
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Counters:
+    done: int = 0
+    failed: int = 0
+    verified: int = 0
+    postprocess_errors: int = 0
+    results: dict[str, int] = field(
+        default_factory=lambda: {"accepted": 0, "closed": 0, "duplicate": 0}
+    )
+    verdicts: dict[str, int] = field(
+        default_factory=lambda: {"accepted": 0, "closed": 0, "duplicate": 0}
+    )
+    polls: int = 0
+    poll_errors: int = 0
+    results_sent: int = 0
+
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def same_output(output: str, result: str) -> bool:
+    """PROTOCOL 4.5: keccak(own output) == keccak(result), over the bytes the strings encode."""
+    own = crypto.keccak(wire.decode_bytes_field(output))
+    theirs = crypto.keccak(wire.decode_bytes_field(result))
+    return own == theirs
+
+
+class ResourceNode:
+    """One resource node. It takes ownership of `client` and `backend` (closed in cleanup).
+
+    `sleep` is handed to fault wrappers (slow), `rng` jitters the backoff and
+    `exit_process` ends the process for the crash fault: all injectable for tests.
+    """
+
+    def __init__(
+        self,
+        client: InferchainClient,
+        wallet: Wallet,
+        backend: Backend,
+        *,
+        faults: Faults | None = None,
+        config: WorkerConfig | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        exit_process: Callable[[int], Any] = os._exit,
+    ) -> None:
+        self.client = client
+        self.wallet = wallet
+        self.backend = backend
+        self.faults = faults or Faults()
+        self.config = config or WorkerConfig()
+        self._compute_backend = self.faults.compute_backend(backend, sleep)
+        self._verify_backend = self.faults.verify_backend(backend, sleep)
+        self._rng = rng or random.Random()
+        self._exit_process = exit_process
+        self._serves_all = "*" in self.config.models
+        self.submissions = SubmissionLog(wallet.address)
+        self._semaphore = asyncio.Semaphore(self.config.concurrency)
+        self._stopping = asyncio.Event()
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._active: set[WorkKey] = set()
+        self._cooldown: dict[WorkKey, tuple[int, float]] = {}
+        self._counters = _Counters()
+        self._failures = 0  # consecutive polls that could not reach the validator
+        self._chain_checked = False
+        self.last_error: str | None = None
+
+    @property
+    def address(self) -> str:
+        return self.wallet.address
+
+    # Lifecycle
+
+    async def setup(self) -> None:
+        """Load the submission log from the state directory (StateError if it is unreadable)."""
+        path = None
+        if self.config.state_dir is not None:
+            path = state_path(self.config.state_dir, self.address)
+        self.submissions = SubmissionLog.load(self.address, path)
+        log.info(
+            "resource node %s: backend %s, models %s, faults %s, %d tasks remembered%s",
+            self.address,
+            self.backend.name,
+            ",".join(self.config.models),
+            ",".join(self.faults.describe()) or "none",
+            len(self.submissions),
+            f" ({path})" if path else "",
+        )
+        if self.faults.silent:
+            log.warning("fault silent: this node never submits results or verdicts")
+
+    async def run_forever(self) -> None:
+        """Poll and act until `stop()`; the validator being away only slows the polling."""
+        while not self._stopping.is_set():
+            try:
+                await self.poll()
+            except Exception as exc:  # a bug or a full disk must not end the node: log, back off
+                log.exception("poll failed unexpectedly")
+                self._counters.poll_errors += 1
+                self._back_off("poll failed unexpectedly", exc)
+            delay = self.next_delay()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def cleanup(self) -> None:
+        """Let work in flight finish (up to the shutdown grace), then close backend and client."""
+        if self._jobs:
+            _done, pending = await asyncio.wait(set(self._jobs), timeout=self.config.shutdown_grace)
+            for job in pending:
+                job.cancel()
+            if pending:
+                log.warning("cancelled %d jobs still running at shutdown", len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        await close_backend(self.backend)
+        await self.client.close()
+
+    async def run_once(self) -> CycleReport:
+        """One poll, then wait for all the work it started."""
+        report, jobs = await self._poll()
+        if jobs:
+            await asyncio.gather(*jobs)
+        return report
+
+    async def poll(self) -> CycleReport:
+        """One poll; the work it starts runs in the background."""
+        report, _jobs = await self._poll()
+        return report
+
+    # Status
+
+    def stats(self) -> NodeStats:
+        c = self._counters
+        return NodeStats(
+            in_flight=len(self._active),
+            done=c.done,
+            failed=c.failed,
+            verified=c.verified,
+            postprocess_errors=c.postprocess_errors,
+            results_accepted=c.results["accepted"],
+            results_closed=c.results["closed"],
+            results_duplicate=c.results["duplicate"],
+            verdicts_accepted=c.verdicts["accepted"],
+            verdicts_closed=c.verdicts["closed"],
+            verdicts_duplicate=c.verdicts["duplicate"],
+            polls=c.polls,
+            poll_errors=c.poll_errors,
+        )
+
+    def info(self) -> dict[str, Any]:
+        """The GET /info document of the status server."""
+        s = self.stats()
+        return {
+            "address": self.address,
+            "models": list(self.config.models),
+            "backend": self.backend.name,
+            "faults": self.faults.describe(),
+            "inFlight": s.in_flight,
+            "done": s.done,
+            "failed": s.failed,
+            "verified": s.verified,
+            "postprocessErrors": s.postprocess_errors,
+            "validator": self.client.url,
+            "results": {
+                "accepted": s.results_accepted,
+                "closed": s.results_closed,
+                "duplicate": s.results_duplicate,
+            },
+            "verdicts": {
+                "accepted": s.verdicts_accepted,
+                "closed": s.verdicts_closed,
+                "duplicate": s.verdicts_duplicate,
+            },
+            "polls": s.polls,
+            "pollErrors": s.poll_errors,
+            "lastError": self.last_error,
+        }
+
+    def next_delay(self) -> float:
+        """The poll interval, or a jittered exponential backoff while the validator is away."""
+        if self._failures == 0:
+            return self.config.poll_interval
+        base = min(
+            self.config.backoff_max,
+            self.config.backoff_initial * (1 << min(self._failures - 1, 30)),
+        )
+        return max(self.config.poll_interval, base * (0.5 + 0.5 * self._rng.random()))
+
+    # Polling
+
+    def _back_off(self, what: str, exc: Exception, *, polling: bool = True) -> None:
+        """The validator is away or busy: back off. Failed submissions only make sure the next
+        poll backs off; consecutive failed polls make the backoff grow."""
+        self._failures = self._failures + 1 if polling else max(self._failures, 1)
+        self._chain_checked = False  # it may come back as a reset chain
+        self.last_error = f"{what}: {exc}"
+        quiet = self._failures not in (1, 10) and self._failures % 100 != 0
+        level = logging.DEBUG if quiet else logging.WARNING
+        log.log(level, "%s (attempt %d, backing off): %s", what, self._failures, exc)
+
+    async def _check_chain(self) -> None:
+        """Once per (re)connection: forget the submission log if the chain was reset."""
+        if self._chain_checked:
+            return
+        try:
+            genesis = await self.client.genesis_hash()
+        except RpcError as exc:
+            log.debug("genesisHash unavailable (%s); cannot detect chain resets", exc)
+            self._chain_checked = True
+            return
+        known = self.submissions.genesis_hash
+        if known is None:
+            self.submissions.genesis_hash = genesis
+            self.submissions.save()
+        elif known != genesis:
+            log.warning(
+                "the chain was reset (genesis hash %s, was %s): forgetting %d remembered tasks",
+                genesis,
+                known,
+                len(self.submissions),
+            )
+            self.submissions.reset(genesis)
+        self._chain_checked = True
+
+    async def _poll(self) -> tuple[CycleReport, list[asyncio.Task[None]]]:
+        self._counters.polls += 1
+        try:
+            await self._check_chain()
+            tasks = await self.client.query_pending_tasks(self.wallet, limit=self.config.limit)
+        except TransportError as exc:
+            self._counters.poll_errors += 1
+            self._back_off("validator unreachable", exc)
+            return CycleReport(error=str(exc)), []
+        except RpcError as exc:
+            self._counters.poll_errors += 1
+            # busy (-32007), or e.g. not eligible (-32005, jailed): do not hammer it either
+            what = "validator busy" if exc.code == BUSY_CODE else "queryPendingTasks refused"
+            self._back_off(what, exc)
+            return CycleReport(error=str(exc)), []
+        if not isinstance(tasks, list):
+            self._counters.poll_errors += 1
+            what = f"queryPendingTasks answered {type(tasks).__name__}, not a list"
+            self._back_off(what, ValueError(repr(tasks)[:200]))
+            return CycleReport(error=what), []
+        if self._failures:
+            log.info("validator %s reachable again", self.client.url)
+        self._failures = 0
+        return self._dispatch(tasks)
+
+    def _dispatch(self, tasks: list[Any]) -> tuple[CycleReport, list[asyncio.Task[None]]]:
+        jobs: list[asyncio.Task[None]] = []
+        results = verdicts = 0
+        for task in tasks:
+            task_hash = self._task_hash(task)
+            if task_hash is None or not self._serves(task):
+                continue
+            if self.faults.silent:
+                log.debug("silent: ignoring task %s", task_hash)
+                continue
+            if task.get("compute") is True:
+                key: WorkKey = ("result", task_hash)
+                if not self.submissions.has_result(task_hash) and self._may_start(key):
+                    jobs.append(self._start(key, partial(self._compute, key, task, task_hash)))
+                    results += 1
+            entries = task.get("verify")
+            for entry in entries if isinstance(entries, list) else []:
+                submitter = self._submitter(task_hash, entry)
+                if submitter is None:
+                    continue
+                key = ("verdict", task_hash, submitter.lower())
+                if self.submissions.has_verdict(task_hash, submitter) or not self._may_start(key):
+                    continue
+                work = partial(self._verify, key, task, task_hash, submitter, entry)
+                jobs.append(self._start(key, work))
+                verdicts += 1
+        return CycleReport(tasks=len(tasks), results=results, verdicts=verdicts), jobs
+
+    def _task_hash(self, task: Any) -> str | None:
+        if not isinstance(task, dict):
+            log.warning("queryPendingTasks listed a non-object: %r", task)
+            return None
+        try:
+            return wire.hex0x(wire.parse_hash(task.get("taskHash"), "taskHash"))
+        except InvalidParams:
+            log.warning("queryPendingTasks listed a task with a bad taskHash: %r", task)
+            return None
+
+    def _submitter(self, task_hash: str, entry: Any) -> str | None:
+        try:
+            if not isinstance(entry, dict) or not isinstance(entry.get("result"), str):
+                raise InvalidParams("verify", "not an object with submitter and result")
+            submitter = wire.parse_address(entry.get("submitter"), "submitter")
+        except InvalidParams as exc:
+            log.warning("task %s: bad verify entry %r: %s", task_hash, entry, exc)
+            return None
+        if submitter == self.address:
+            return None  # never verify our own result (PROTOCOL 4.5)
+        return submitter
+
+    def _serves(self, task: dict[str, Any]) -> bool:
+        if self._serves_all:
+            return True
+        model = request_from_task(task, 0).model if isinstance(task.get("prompts"), str) else None
+        return model is None or model in self.config.models
+
+    def _may_start(self, key: WorkKey) -> bool:
+        if key in self._active:
+            return False
+        cooling = self._cooldown.get(key)
+        return cooling is None or asyncio.get_running_loop().time() >= cooling[1]
+
+    def _start(self, key: WorkKey, work: Work) -> asyncio.Task[None]:
+        self._active.add(key)
+        job = asyncio.create_task(self._guarded(key, work))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+        return job
+
+    async def _guarded(self, key: WorkKey, work: Work) -> None:
+        try:
+            async with self._semaphore:
+                await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not stop the node: count it, keep going
+            log.exception("%s for task %s failed unexpectedly", key[0], key[1])
+            self._fail(key, f"unexpected {exc!r}")
+        finally:
+            self._active.discard(key)
+
+    def _fail(self, key: WorkKey, reason: str) -> None:
+        self._counters.failed += 1
+        failures = self._cooldown.get(key, (0, 0.0))[0] + 1
+        delay = min(self.config.retry_max, self.config.retry_initial * (1 << min(failures - 1, 30)))
+        now = asyncio.get_running_loop().time()
+        if len(self._cooldown) >= MAX_COOLDOWNS:  # forget work whose cooldown has passed
+            self._cooldown = {k: v for k, v in self._cooldown.items() if v[1] > now}
+        self._cooldown[key] = (failures, now + delay)
+        self.last_error = f"{key[0]} for task {key[1]}: {reason}"
+
+    def _succeed(self, key: WorkKey) -> None:
+        self._cooldown.pop(key, None)
+
+    # Seeds and checks
+
+    def _seed(self, task: dict[str, Any], task_hash: str, node: str, reported: Any) -> int:
+        """The seed of `node` for the task, computed here (PROTOCOL 4.4); a different seed
+        reported by the validator is logged and ignored."""
+        seed = crypto.task_seed(bytes.fromhex(task_hash[2:]), node)
+        if reported is not None and str(reported) != str(seed):
+            log.warning(
+                "task %s: the validator reports seed %s for %s, PROTOCOL 4.4 gives %d; using %d",
+                task_hash,
+                reported,
+                node,
+                seed,
+                seed,
+            )
+        return seed
+
+    def _check_postprocess(self, task: dict[str, Any], result: str, whose: str) -> None:
+        task_schema = task.get("schema")
+        if not isinstance(task_schema, str):
+            return
+        processed = postprocess(task_schema, result)
+        if processed.error is not None:
+            self._counters.postprocess_errors += 1
+            log.warning(
+                "task %s: %s result does not fit its schema %r: %s",
+                task.get("taskHash"),
+                whose,
+                task_schema,
+                processed.error,
+            )
+
+    # Work
+
+    async def _infer(self, backend: Backend, key: WorkKey, request: InferenceRequest) -> str | None:
+        try:
+            return await backend.infer(request)
+        except BackendError as exc:
+            log.warning("%s for task %s: backend failed: %s", key[0], key[1], exc)
+            self._fail(key, f"backend: {exc}")
+            return None
+
+    def _rejected(self, key: WorkKey, exc: RpcError | TransportError | ValueError) -> None:
+        """A submission that got no true/false/-32006 answer."""
+        if isinstance(exc, TransportError):
+            self._back_off(f"submitting {key[0]} for task {key[1]}", exc, polling=False)
+        elif isinstance(exc, RpcError) and exc.code == BUSY_CODE:
+            what = f"submitting {key[0]} for task {key[1]}: validator busy"
+            self._back_off(what, exc, polling=False)
+        else:
+            log.warning("%s for task %s rejected: %s", key[0], key[1], exc)
+            self._fail(key, str(exc))
+
+    async def _compute(self, key: WorkKey, task: dict[str, Any], task_hash: str) -> None:
+        seed = self._seed(task, task_hash, self.address, task.get("seed"))
+        output = await self._infer(self._compute_backend, key, request_from_task(task, seed))
+        if output is None:
+            return
+        try:
+            accepted = await self.client.submit_inference_result(self.wallet, task_hash, output)
+        except RpcError as exc:
+            if exc.code != DUPLICATE_CODE:
+                self._rejected(key, exc)
+                return
+            outcome = "duplicate"
+        except (TransportError, ValueError) as exc:
+            self._rejected(key, exc)
+            return
+        else:
+            outcome = "accepted" if accepted else "closed"
+        self.submissions.record_result(task_hash, outcome)
+        self._succeed(key)
+        self._check_postprocess(task, output, "own")
+        self._counters.done += 1
+        self._counters.results[outcome] += 1
+        log.info("result for task %s: %s (%d chars)", task_hash, outcome, len(output))
+        if outcome != "duplicate":
+            self._counters.results_sent += 1
+            self._maybe_crash()
+
+    async def _verify(
+        self,
+        key: WorkKey,
+        task: dict[str, Any],
+        task_hash: str,
+        submitter: str,
+        entry: dict[str, Any],
+    ) -> None:
+        result: str = entry["result"]
+        if self.faults.lazy:
+            valid = True
+        else:
+            seed = self._seed(task, task_hash, submitter, entry.get("seed"))
+            output = await self._infer(self._verify_backend, key, request_from_task(task, seed))
+            if output is None:
+                return
+            valid = same_output(output, result)
+        try:
+            accepted = await self.client.submit_verification(
+                self.wallet, task_hash, submitter, valid
+            )
+        except RpcError as exc:
+            if exc.code != DUPLICATE_CODE:
+                self._rejected(key, exc)
+                return
+            outcome = "duplicate"
+        except (TransportError, ValueError) as exc:
+            self._rejected(key, exc)
+            return
+        else:
+            outcome = "accepted" if accepted else "closed"
+        self.submissions.record_verdict(task_hash, submitter, valid, outcome)
+        self._succeed(key)
+        self._check_postprocess(task, result, f"{submitter}'s")
+        self._counters.verified += 1
+        self._counters.verdicts[outcome] += 1
+        log.info(
+            "verdict on %s's result for task %s: valid=%s, %s%s",
+            submitter,
+            task_hash,
+            str(valid).lower(),
+            outcome,
+            " (lazy)" if self.faults.lazy else "",
+        )
+
+    def _maybe_crash(self) -> None:
+        limit = self.faults.crash_after
+        if limit is not None and self._counters.results_sent >= limit:
+            log.error("fault crash:%d: exiting with status %d", limit, CRASH_EXIT_CODE)
+            _flush_logs()
+            self._exit_process(CRASH_EXIT_CODE)

@@ -1,0 +1,501 @@
+"""Resource node backends: the deterministic model, the OpenAI-compatible client (against a
+stub server on loopback that stands in for the outside server), and the fault wrappers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from chain.schema import postprocess
+from resource_node.backends import (
+    BackendError,
+    InferenceRequest,
+    make_backend,
+    parse_backend_options,
+    prompt_text,
+    request_from_task,
+)
+from resource_node.backends.deterministic import DEFAULT_MAX_TOKENS, DeterministicBackend
+from resource_node.backends.faults import (
+    WRONG_MARKER,
+    Faults,
+    SlowBackend,
+    WrongBackend,
+)
+from resource_node.backends.openai_compat import OpenAIBackend
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_TIMEOUT = 10.0  # a bound so a broken timeout fails the test instead of hanging it
+
+REQUEST = InferenceRequest(
+    model="demo",
+    prompts='{"prompt":"Hello"}',
+    model_options={"model": "demo", "temperature": 0.5},
+    seed=12345678901234567890,
+    max_tokens=8,
+)
+
+
+def word_count(output: str) -> int:
+    return len(output.rstrip(".").split())
+
+
+@dataclass
+class RecordingSleep:
+    """An injected clock: records how long the code asked to wait, and does not wait."""
+
+    calls: list[float] = field(default_factory=list)
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+# Deterministic backend
+
+
+async def test_deterministic_same_inputs_same_output() -> None:
+    first = await DeterministicBackend().infer(REQUEST)
+    second = await DeterministicBackend().infer(replace(REQUEST))
+    assert first == second
+    assert first.strip()
+
+
+async def test_deterministic_pinned_vector() -> None:
+    """Every node must compute the same text: a change of the algorithm shows here."""
+    assert await DeterministicBackend().infer(REQUEST) == "Quiet noise bright and token over."
+
+
+async def test_deterministic_bytes_fields_count_by_their_bytes() -> None:
+    as_hex = "0x" + REQUEST.prompts.encode().hex()
+    backend = DeterministicBackend()
+    assert await backend.infer(replace(REQUEST, prompts=as_hex)) == await backend.infer(REQUEST)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seed": REQUEST.seed + 1},
+        {"prompts": '{"prompt":"Hello!"}'},
+        {"model": "other"},
+        {"model_options": {"model": "demo", "temperature": 0.6}},
+    ],
+    ids=["seed", "prompts", "model", "modelOptions"],
+)
+async def test_deterministic_each_input_changes_output(change: dict[str, Any]) -> None:
+    backend = DeterministicBackend()
+    assert await backend.infer(replace(REQUEST, **change)) != await backend.infer(REQUEST)
+
+
+def test_deterministic_identical_across_processes() -> None:
+    code = (
+        "import asyncio, json, sys\n"
+        "from resource_node.backends import InferenceRequest\n"
+        "from resource_node.backends.deterministic import DeterministicBackend\n"
+        "req = InferenceRequest(**json.loads(sys.argv[1]))\n"
+        "print(asyncio.run(DeterministicBackend().infer(req)), end='')\n"
+    )
+    fields = {
+        "model": REQUEST.model,
+        "prompts": REQUEST.prompts,
+        "model_options": REQUEST.model_options,
+        "seed": 987654321,
+        "max_tokens": 20,
+        "schema": "json",
+    }
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "12345"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(fields)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out == DeterministicBackend().compute(InferenceRequest(**fields))[0]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 8, 100])
+def test_deterministic_honours_max_tokens(limit: int) -> None:
+    backend = DeterministicBackend()
+    counts = set()
+    for seed in range(40):
+        output, tokens = backend.compute(replace(REQUEST, seed=seed, max_tokens=limit))
+        assert 1 <= word_count(output) <= limit
+        assert word_count(output) == tokens
+        counts.add(tokens)
+    if limit >= 3:
+        assert len(counts) > 1, "the length should depend on the inputs too"
+
+
+def test_deterministic_default_token_limit() -> None:
+    for seed in range(40):
+        output, _ = DeterministicBackend().compute(replace(REQUEST, seed=seed, max_tokens=None))
+        assert 1 <= word_count(output) <= DEFAULT_MAX_TOKENS
+    small = DeterministicBackend(default_max_tokens=2)
+    assert word_count(small.compute(replace(REQUEST, max_tokens=None))[0]) <= 2
+
+
+@pytest.mark.parametrize("schema", ["json", "JSON", "json-v1", '{"type":"json"}', "0x6a736f6e"])
+async def test_deterministic_json_schema_output_parses(schema: str) -> None:
+    backend = DeterministicBackend()
+    output = await backend.infer(replace(REQUEST, schema=schema))
+    processed = postprocess(schema, output)
+    assert processed.error is None
+    assert processed.value == {"answer": await backend.infer(REQUEST)}
+
+
+@pytest.mark.parametrize("schema", ["text", "text-generation-v1", "anything"])
+async def test_deterministic_text_schema_output_is_plain_text(schema: str) -> None:
+    output = await DeterministicBackend().infer(replace(REQUEST, schema=schema))
+    assert postprocess(schema, output).value == output
+    with pytest.raises(ValueError):
+        json.loads(output)
+
+
+async def test_simulated_speed_awaits_on_the_injected_clock() -> None:
+    sleep = RecordingSleep()
+    backend = DeterministicBackend(tokens_per_second=4.0, sleep=sleep)
+    output = await backend.infer(REQUEST)
+    assert sleep.calls == [word_count(output) / 4.0]
+    assert output == await DeterministicBackend().infer(REQUEST)
+
+
+async def test_instant_by_default() -> None:
+    sleep = RecordingSleep()
+    await DeterministicBackend(sleep=sleep).infer(REQUEST)
+    assert sleep.calls == []
+
+
+def test_deterministic_options() -> None:
+    backend = make_backend(
+        "deterministic", {"tokens_per_second": "12.5", "default_max_tokens": "7"}
+    )
+    assert isinstance(backend, DeterministicBackend)
+    assert (backend.tokens_per_second, backend.default_max_tokens) == (12.5, 7)
+    for bad in ({"speed": "1"}, {"tokens_per_second": "fast"}, {"tokens_per_second": "-1"}):
+        with pytest.raises(ValueError, match=r"speed|tokens_per_second"):
+            make_backend("deterministic", bad)
+    with pytest.raises(ValueError, match="default_max_tokens"):
+        make_backend("deterministic", {"default_max_tokens": "0"})
+    with pytest.raises(ValueError, match="unknown backend"):
+        make_backend("gpt", {})
+
+
+def test_parse_backend_options() -> None:
+    assert parse_backend_options(["a=1", "base_url=http://x:1/v1?q=a=b"]) == {
+        "a": "1",
+        "base_url": "http://x:1/v1?q=a=b",
+    }
+    for bad in ("novalue", "=x"):
+        with pytest.raises(ValueError, match="key=value"):
+            parse_backend_options([bad])
+
+
+# Requests from task objects
+
+
+def test_request_from_task() -> None:
+    task = {
+        "taskHash": "0x" + "11" * 32,
+        "prompts": '{"prompt":"Hi"}',
+        "modelOptions": '{"model":"llama","max_tokens":5,"temperature":0.2}',
+        "schema": "json",
+        "model": "llama",
+    }
+    request = request_from_task(task, 42)
+    assert request == InferenceRequest(
+        model="llama",
+        prompts='{"prompt":"Hi"}',
+        model_options={"model": "llama", "max_tokens": 5, "temperature": 0.2},
+        seed=42,
+        max_tokens=5,
+        schema="json",
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "expected", "max_tokens"),
+    [
+        ("", {}, None),
+        ("not json", {}, None),
+        ("[1, 2]", {}, None),
+        ("0x" + b'{"max_tokens":3}'.hex(), {"max_tokens": 3}, 3),
+        ('{"max_tokens":true}', {"max_tokens": True}, None),
+        ('{"max_tokens":0}', {"max_tokens": 0}, None),
+    ],
+)
+def test_request_model_options(
+    options: str, expected: dict[str, Any], max_tokens: int | None
+) -> None:
+    request = request_from_task({"prompts": "p", "modelOptions": options, "schema": "text"}, 1)
+    assert request.model_options == expected
+    assert request.max_tokens == max_tokens
+    assert request.model is None
+
+
+@pytest.mark.parametrize(
+    ("prompts", "text"),
+    [
+        ('{"prompt":"Tell me"}', "Tell me"),
+        ('{"question":"Tell me"}', '{"question":"Tell me"}'),
+        ('{"prompt":3}', '{"prompt":3}'),
+        ("plain words", "plain words"),
+        ("0x" + "héllo".encode().hex(), "héllo"),
+    ],
+)
+def test_prompt_text(prompts: str, text: str) -> None:
+    assert prompt_text(prompts) == text
+
+
+# OpenAI-compatible backend against a stub server
+
+
+@dataclass
+class StubServer:
+    """A stand-in for an outside OpenAI-compatible server, on 127.0.0.1."""
+
+    url: str = ""
+    mode: str = "ok"
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    never: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        if self.mode == "hang":
+            await self.never.wait()  # never set: the client's timeout must end it
+        if self.mode == "error":
+            return web.json_response({"error": {"message": "model exploded"}}, status=500)
+        if self.mode == "not_json":
+            return web.Response(text="<html>gateway</html>")
+        if self.mode == "no_choices":
+            return web.json_response({"choices": []})
+        content = f"echo: {body['messages'][0]['content']}"
+        return web.json_response(
+            {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+        )
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[StubServer]:
+    server = StubServer()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", server.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    server.url = f"http://127.0.0.1:{port}"
+    try:
+        yield server
+    finally:
+        server.never.set()
+        await runner.cleanup()
+
+
+async def infer(backend: OpenAIBackend, request: InferenceRequest) -> str:
+    try:
+        return await asyncio.wait_for(backend.infer(request), TEST_TIMEOUT)
+    finally:
+        await backend.aclose()
+
+
+async def test_openai_request_shape_and_answer(stub: StubServer) -> None:
+    backend = make_backend("openai", {"base_url": stub.url, "api_key": "sk-test"})
+    assert isinstance(backend, OpenAIBackend)
+    request = replace(REQUEST, model_options={"temperature": 0.3, "top_p": 0.9}, seed=77)
+    assert await infer(backend, request) == "echo: Hello"
+    [seen] = stub.requests
+    assert seen["path"] == "/v1/chat/completions"
+    assert seen["headers"]["Authorization"] == "Bearer sk-test"
+    assert seen["body"] == {
+        "model": "demo",
+        "messages": [{"role": "user", "content": "Hello"}],
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "max_tokens": 8,
+        "seed": 77,
+    }
+
+
+async def test_openai_passes_only_the_options_present(stub: StubServer) -> None:
+    backend = OpenAIBackend(stub.url)
+    request = InferenceRequest(model=None, prompts="plain prompt", model_options={}, seed=5)
+    assert await infer(backend, request) == "echo: plain prompt"
+    [seen] = stub.requests
+    assert seen["body"] == {
+        "messages": [{"role": "user", "content": "plain prompt"}],
+        "seed": 5,
+    }
+    assert "Authorization" not in seen["headers"]
+
+
+async def test_openai_model_override_and_v1_base_url(stub: StubServer) -> None:
+    backend = OpenAIBackend(stub.url + "/v1/", model="served-model")
+    await infer(backend, REQUEST)
+    [seen] = stub.requests
+    assert seen["path"] == "/v1/chat/completions"
+    assert seen["body"]["model"] == "served-model"
+
+
+async def test_openai_seed_fits_a_signed_64_bit_integer(stub: StubServer) -> None:
+    await infer(OpenAIBackend(stub.url), replace(REQUEST, seed=2**64 - 1))
+    assert stub.requests[0]["body"]["seed"] == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "match"),
+    [("error", "HTTP 500"), ("not_json", "not JSON"), ("no_choices", "choices")],
+)
+async def test_openai_bad_answers_raise_backend_error(
+    stub: StubServer, mode: str, match: str
+) -> None:
+    stub.mode = mode
+    with pytest.raises(BackendError, match=match):
+        await infer(OpenAIBackend(stub.url), REQUEST)
+
+
+async def test_openai_timeout_raises_backend_error(stub: StubServer) -> None:
+    stub.mode = "hang"
+    with pytest.raises(BackendError, match=r"no answer within 0\.2 s"):
+        await infer(OpenAIBackend(stub.url, timeout=0.2), REQUEST)
+    assert len(stub.requests) == 1
+
+
+async def test_openai_connection_refused_raises_backend_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(BackendError, match="failed"):
+        await infer(OpenAIBackend(f"http://127.0.0.1:{port}", timeout=5), REQUEST)
+
+
+def test_openai_options() -> None:
+    with pytest.raises(ValueError, match="base_url"):
+        make_backend("openai", {})
+    with pytest.raises(ValueError, match="base_url"):
+        make_backend("openai", {"base_url": "localhost:8000"})
+    with pytest.raises(ValueError, match="temperature"):
+        make_backend("openai", {"base_url": "http://h", "temperature": "1"})
+    with pytest.raises(ValueError, match="timeout"):
+        make_backend("openai", {"base_url": "http://h", "timeout": "0"})
+    backend = make_backend("openai", {"base_url": "http://h:1", "timeout": "3", "model": "m"})
+    assert isinstance(backend, OpenAIBackend)
+    assert (backend.url, backend.timeout, backend.model) == (
+        "http://h:1/v1/chat/completions",
+        3.0,
+        "m",
+    )
+
+
+# Faults
+
+
+@pytest.mark.parametrize(
+    ("specs", "faults"),
+    [
+        ([], Faults()),
+        (["wrong:0.5"], Faults(wrong=0.5)),
+        (["wrong"], Faults(wrong=1.0)),
+        (["lazy", "silent"], Faults(lazy=True, silent=True)),
+        (["slow:2.0,crash:5"], Faults(slow=2.0, crash_after=5)),
+        (["wrong:0.25, lazy", "slow:0.5"], Faults(wrong=0.25, lazy=True, slow=0.5)),
+    ],
+)
+def test_fault_specs(specs: list[str], faults: Faults) -> None:
+    parsed = Faults.parse(specs)
+    assert parsed == faults
+    assert Faults.parse(parsed.describe()) == parsed
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "byzantine",
+        "wrong:2",
+        "wrong:-0.1",
+        "wrong:x",
+        "wrong:nan",
+        "lazy:1",
+        "slow",
+        "slow:-1",
+        "crash",
+        "crash:0",
+        "crash:1.5",
+        "lazy,lazy",
+    ],
+)
+def test_bad_fault_specs(spec: str) -> None:
+    with pytest.raises(ValueError):
+        Faults.parse([spec])
+
+
+async def test_wrong_with_probability_one_always_differs() -> None:
+    honest = DeterministicBackend()
+    wrong = WrongBackend(honest, 1.0)
+    for seed in range(50):
+        request = replace(REQUEST, seed=seed)
+        expected = await honest.infer(request)
+        got = await wrong.infer(request)
+        assert got != expected
+        assert got == expected + WRONG_MARKER
+
+
+async def test_wrong_with_probability_zero_never_differs() -> None:
+    honest = DeterministicBackend()
+    wrong = WrongBackend(honest, 0.0)
+    for seed in range(50):
+        request = replace(REQUEST, seed=seed)
+        assert await wrong.infer(request) == await honest.infer(request)
+
+
+async def test_wrong_is_reproducible_per_seed() -> None:
+    honest = DeterministicBackend()
+    first, second = WrongBackend(honest, 0.5), WrongBackend(DeterministicBackend(), 0.5)
+    wrong_seeds = set()
+    for seed in range(200):
+        request = replace(REQUEST, seed=seed)
+        out = await first.infer(request)
+        assert out == await second.infer(request)
+        if out != await honest.infer(request):
+            wrong_seeds.add(seed)
+    assert 0 < len(wrong_seeds) < 200
+
+
+async def test_wrong_applies_to_results_not_to_verification() -> None:
+    faults = Faults.parse(["wrong:1"])
+    honest = DeterministicBackend()
+    assert await faults.compute_backend(honest).infer(REQUEST) != await honest.infer(REQUEST)
+    assert await faults.verify_backend(honest).infer(REQUEST) == await honest.infer(REQUEST)
+
+
+async def test_slow_adds_latency_on_the_injected_clock() -> None:
+    sleep = RecordingSleep()
+    honest = DeterministicBackend()
+    slowed = Faults.parse(["slow:2.0"]).compute_backend(honest, sleep)
+    assert isinstance(slowed, SlowBackend)
+    assert await slowed.infer(REQUEST) == await honest.infer(REQUEST)
+    assert sleep.calls == [2.0]
+    verify_sleep = RecordingSleep()
+    await Faults.parse(["slow:2.0"]).verify_backend(honest, verify_sleep).infer(REQUEST)
+    assert verify_sleep.calls == [2.0]
+
+
+def test_no_faults_leave_the_backend_alone() -> None:
+    honest = DeterministicBackend()
+    assert Faults().compute_backend(honest) is honest
+    assert Faults().verify_backend(honest) is honest
+    assert Faults().describe() == []
