@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,45 +76,52 @@ async def local_chain(
         await node.cleanup()
 
 
-class ValidatorProcess:
-    """`python -m rpc` in its own process, on an ephemeral port."""
+class ServiceProcess:
+    """A long-running service of the project in its own process; `start()` returns once it
+    printed its ready line (the value after `ready_prefix`, e.g. its URL)."""
 
-    def __init__(self, genesis_path: Path, data_dir: Path, *extra: str) -> None:
-        self.genesis_path = genesis_path
-        self.data_dir = data_dir
-        self.extra = extra
-        self.proc: subprocess.Popen[str] | None = None
+    ready_prefix = ""
+
+    def __init__(self, command: list[str], log_path: Path) -> None:
+        self.command = command
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
-        self.log_path = data_dir.parent / f"{data_dir.name}.log"
 
     def start(self) -> str:
         with self.log_path.open("a") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "rpc",
-                    "--genesis",
-                    str(self.genesis_path),
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--port",
-                    "0",
-                    "--quiet",
-                    *self.extra,
-                ],
+                [sys.executable, *self.command],
                 cwd=REPO,
                 stdout=subprocess.PIPE,
                 stderr=log,
-                text=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        assert self.proc.stdout is not None
-        line = _readline_with_timeout(self.proc, PROCESS_START_TIMEOUT)
-        if not line.startswith("Listening on "):
-            raise RuntimeError(f"validator did not start: {line!r}; see {self.log_path}")
-        self.url = line.removeprefix("Listening on ").strip()
+        line = self._read_until_ready(PROCESS_START_TIMEOUT)
+        self.url = line.removeprefix(self.ready_prefix).strip()
         return self.url
+
+    def _read_until_ready(self, timeout: float) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        buffer = b""
+        while True:
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                if line.startswith(self.ready_prefix):
+                    return line
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(left, 0))
+            if not ready:
+                raise TimeoutError(f"{self.command[:2]} not ready in {timeout} s: {self.log_path}")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError(
+                    f"{self.command[:2]} exited before it was ready: {self.log_path}"
+                )
+            buffer += chunk
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -132,18 +141,30 @@ class ValidatorProcess:
             self.proc.stdout.close()
 
 
-def _readline_with_timeout(proc: subprocess.Popen[str], timeout: float) -> str:
-    import selectors
+class ValidatorProcess(ServiceProcess):
+    """`python -m rpc` in its own process, on an ephemeral port."""
 
-    assert proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        if not selector.select(timeout):
-            raise TimeoutError(f"no output from the validator within {timeout} s")
-        return proc.stdout.readline()
-    finally:
-        selector.close()
+    ready_prefix = "Listening on "
+
+    def __init__(self, genesis_path: Path, data_dir: Path, *extra: str) -> None:
+        self.genesis_path = genesis_path
+        self.data_dir = data_dir
+        self.extra = extra
+        command = ["-m", "rpc", "--genesis", str(genesis_path), "--data-dir", str(data_dir)]
+        command += ["--port", "0", "--quiet", *extra]
+        super().__init__(command, data_dir.parent / f"{data_dir.name}.log")
+
+
+class ResourceNodeProcess(ServiceProcess):
+    """`python -m resource_node` for dev resource node `index`; `url` is its status URL."""
+
+    ready_prefix = "Status on "
+
+    def __init__(self, rpc_url: str, index: int, state_dir: Path, *extra: str) -> None:
+        self.index = index
+        command = ["-m", "resource_node", "--rpc", rpc_url, "--dev-index", str(index)]
+        command += ["--state-dir", str(state_dir), "--status-port", "0", *extra]
+        super().__init__(command, state_dir.parent / f"{state_dir.name}.log")
 
 
 def write_genesis(path: Path, genesis: Genesis) -> Path:
