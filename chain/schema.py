@@ -1,13 +1,15 @@
 """What a task's `schema` says about its output: the `postprocessed` form of a result.
 
 The schema is a bytes field (PROTOCOL 1). This module reads the common forms: a name such as
-`text`, `text-generation-v1`, `json` or `json-v1`, or a JSON object with a `type` member
-(`{"type": "json"}`). Anything else is treated as text. A result that does not parse as its
-schema says is reported with an error, never hidden.
+`text`, `text-generation-v1`, `json` or `json-v1`, a JSON object with a `type` member
+(`{"type": "json"}`), or a JSON Schema document (type object or array, or `properties`).
+Anything else is treated as text. A result that does not parse as its schema says is
+reported with an error, never hidden.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +43,12 @@ def schema_kind(schema: str) -> str:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return TEXT
-        declared = obj.get("type") if isinstance(obj, dict) else None
+        if not isinstance(obj, dict):
+            return TEXT
+        declared = obj.get("type")
         name = declared.lower() if isinstance(declared, str) else ""
+        if name in ("object", "array") or "properties" in obj or "$schema" in obj:
+            return JSON  # a JSON Schema document
     if name == JSON or name.startswith(("json-", "json_")) or name == "application/json":
         return JSON
     return TEXT
@@ -58,6 +64,8 @@ def postprocess(schema: str, result: str) -> Postprocessed:
     if kind == TEXT:
         return Postprocessed(kind, text)
     try:
-        return Postprocessed(kind, orjson.loads(text))
+        orjson.loads(text)  # RFC 8259 and a bounded depth, before the exact parse below
     except orjson.JSONDecodeError as exc:
         return Postprocessed(kind, None, f"the result is not valid JSON: {exc}")
+    # The standard parser keeps integers of any size exact (orjson would make them floats).
+    return Postprocessed(kind, json.loads(text))

@@ -148,7 +148,8 @@ def apply_result(
     add_busy(state, msg.resource_node, 1)
     task = replace(task, execution_info=(*task.execution_info, entry))
     task = replace(task, status=_progress_status(task))
-    put_task(state, maybe_decide_task(state, params, ctx, task, compute_closed=False))
+    closed = ctx.height > compute_deadline(params, task)
+    put_task(state, maybe_decide_task(state, params, ctx, task, compute_closed=closed))
 
 
 # Verdicts
@@ -189,7 +190,8 @@ def apply_verification(
     entries[index] = entry
     task = replace(task, execution_info=tuple(entries))
     task = replace(task, status=_progress_status(task))
-    put_task(state, maybe_decide_task(state, params, ctx, task, compute_closed=False))
+    closed = ctx.height > compute_deadline(params, task)
+    put_task(state, maybe_decide_task(state, params, ctx, task, compute_closed=closed))
 
 
 def weigh(state: State, entry: Entry) -> tuple[int, int]:

@@ -10,6 +10,7 @@ the error table in `rpc.errors`; anything else is logged and answered -32603 wit
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -213,4 +214,8 @@ def _query_int(text: str, name: str) -> int:
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(obj), status=status, headers=JSON_HEADERS)
+    try:
+        body = orjson.dumps(obj)
+    except TypeError:  # an integer beyond 64 bits (e.g. in a postprocessed result)
+        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return web.Response(body=body, status=status, headers=JSON_HEADERS)

@@ -13,8 +13,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from eth_hash.auto import keccak
 
-from rpc.client import InferchainClient, RpcError, Wallet
+from chain.types import SubmitInferenceResult, SubmitVerification
+from rpc.client import InferchainClient, PresignedTx, RpcError, Wallet, presign
 from tests.helpers import LocalChain
 
 VECTORS_FILE = Path(__file__).resolve().parents[1] / "vectors" / "eip712.json"
@@ -38,6 +40,8 @@ DEV1 = Wallet.dev(1)
 VALIDATOR = Wallet.dev(100)  # validator 0: staked, not unlocked
 NODE0 = Wallet.dev(200)  # resource node 0: funded and staked, not unlocked
 NODE1 = Wallet.dev(201)
+NODE2 = Wallet.dev(202)
+NODES = (NODE0, NODE1, NODE2)
 STRANGER = Wallet.from_key("0x" + "42" * 32)  # no balance, no stake, not unlocked
 DEAD = "0x000000000000000000000000000000000000dEaD"
 
@@ -137,3 +141,34 @@ async def committed(chain: LocalChain, tx_hash: str) -> dict[str, Any]:
     tx = await chain.client.wait_for_tx(tx_hash)
     assert tx["status"] == "committed", tx
     return tx
+
+
+# Results and verdicts (PROTOCOL 4)
+
+
+def result_tx(wallet: Wallet, task_hash: str, result: str, proof: str = "") -> PresignedTx:
+    """A SubmitInferenceResult signed by `wallet`; its `tx_hash` is the executionInfo txHash."""
+    msg = SubmitInferenceResult(bytes.fromhex(task_hash[2:]), wallet.address, result, proof)
+    return presign(msg, CHAIN_ID, wallet.private_key)
+
+
+def verdict_tx(wallet: Wallet, task_hash: str, submitter: str, valid: bool) -> PresignedTx:
+    msg = SubmitVerification(bytes.fromhex(task_hash[2:]), wallet.address, submitter, valid)
+    return presign(msg, CHAIN_ID, wallet.private_key)
+
+
+def node_seed(task_hash: str, address: str) -> int:
+    """PROTOCOL 4.4, computed here: int(keccak256(taskHash || nodeAddress)[:8]), big-endian."""
+    return int.from_bytes(keccak(bytes.fromhex(task_hash[2:] + address[2:]))[:8], "big")
+
+
+def privilege_key(address: str, task_hash: str) -> bytes:
+    """PROTOCOL 5.1: queryPendingTasks order, keccak256(ResourceAddress || taskHash)."""
+    return keccak(bytes.fromhex(address[2:]) + bytes.fromhex(task_hash[2:]))
+
+
+def mine(chain: LocalChain, blocks: int = 1) -> int:
+    """Produce `blocks` blocks on a chain started with run=False; returns the new height."""
+    for _ in range(blocks):
+        chain.node.produce_block()
+    return chain.node.head.height

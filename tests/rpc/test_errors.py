@@ -1,10 +1,13 @@
-"""Every error code reachable through the account-transaction API (PROTOCOL 5.3), each with a
-`data` object, and a rejected call changes nothing: the sender's account (with its pending
-nonce), the task counters and the mempool are the same before and after."""
+"""Every error code reachable through the account-transaction API, results, verdicts and
+queryPendingTasks (PROTOCOL 5.3), each with a `data` object, and a rejected call changes
+nothing: the sender's account (with its pending nonce), the task counters and the mempool are
+the same before and after. The errors that need a task on the chain are in test_lifecycle.py
+and test_pending.py."""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,17 @@ import aiohttp
 import pytest
 
 from chain import crypto, wire
-from chain.types import Message, RegisterResourceNode, Stake, SubmitTask, Transfer, Unstake
-from rpc.client import RpcError, Wallet, sign_params
+from chain.types import (
+    Message,
+    RegisterResourceNode,
+    Stake,
+    SubmitInferenceResult,
+    SubmitTask,
+    SubmitVerification,
+    Transfer,
+    Unstake,
+)
+from rpc.client import RpcError, Wallet, pending_tasks_message, pending_tasks_params, sign_params
 from tests.helpers import LocalChain, local_chain
 from tests.rpc.support import (
     CHAIN_ID,
@@ -92,6 +104,29 @@ def high_s(signature: str) -> str:
 
 NODE0_TRANSFER = signed(NODE0, Transfer(NODE0.address, 0, DEAD, 1))
 GOOD_SIG = NODE0_TRANSFER["signature"]
+UNKNOWN_TASK = bytes.fromhex(UNKNOWN_HASH[2:])
+RESULT_MSG = SubmitInferenceResult(UNKNOWN_TASK, NODE0.address, "r", "p")
+VERDICT_MSG = SubmitVerification(UNKNOWN_TASK, NODE0.address, NODE1.address, True)
+NODE0_RESULT = signed(NODE0, RESULT_MSG)
+NODE0_VERDICT = signed(NODE0, VERDICT_MSG)
+RESULT_VECTOR = {
+    **vector("submitInferenceResult")["message"],
+    "signature": vector("submitInferenceResult")["signature"],
+}
+VERDICT_VECTOR = {
+    **vector("submitVerification, valid")["message"],
+    "signature": vector("submitVerification, valid")["signature"],
+}
+
+
+def pending_signed_by(wallet: Wallet, address: str, stamp: int) -> dict[str, Any]:
+    """queryPendingTasks params for `address`, personal_signed by `wallet`."""
+    text = pending_tasks_message(address, stamp)
+    signature = crypto.sign_digest(crypto.personal_message_hash(text), wallet.private_key)
+    return {"ResourceAddress": address, "TimeStamp": stamp, "Signature": "0x" + signature.hex()}
+
+
+NOW = int(time.time())
 
 APP_CASES: dict[str, Case] = {
     # -32000 Invalid nonce
@@ -236,6 +271,104 @@ APP_CASES: dict[str, Case] = {
         {"address": VALIDATOR.address},
         (VALIDATOR.address,),
     ),
+    # Results, verdicts and queryPendingTasks
+    "result for an unknown task": Case(
+        "submitInferenceResult", NODE0_RESULT, -32001, {"taskHash": UNKNOWN_HASH}
+    ),
+    "result for an unknown task, upstream names": Case(
+        "submitResponse",
+        {
+            **without(NODE0_RESULT, "taskHash", "result"),
+            "requestHash": UNKNOWN_HASH,
+            "response": "r",
+        },
+        -32001,
+        {"taskHash": UNKNOWN_HASH},
+    ),
+    "result for an unknown task, dev mode": Case(
+        "submitInferenceResult",
+        {"taskHash": UNKNOWN_HASH, "resourceNode": DEV0.address, "result": "r"},
+        -32001,
+    ),
+    "result vector on a fresh chain": Case(
+        "submitInferenceResult",
+        RESULT_VECTOR,
+        -32001,
+        {"taskHash": RESULT_VECTOR["taskHash"]},
+    ),
+    "verdict for an unknown task": Case(
+        "submitVerification", NODE0_VERDICT, -32001, {"taskHash": UNKNOWN_HASH}
+    ),
+    "verdict for an unknown task, requestHash": Case(
+        "submitVerification",
+        {**without(NODE0_VERDICT, "taskHash"), "requestHash": UNKNOWN_HASH},
+        -32001,
+    ),
+    "verdict vector on a fresh chain": Case(
+        "submitVerification",
+        VERDICT_VECTOR,
+        -32001,
+        {"taskHash": VERDICT_VECTOR["taskHash"]},
+    ),
+    "result signed by another key": Case(
+        "submitInferenceResult",
+        {**NODE0_RESULT, "signature": foreign_signature(NODE1, RESULT_MSG)},
+        -32004,
+        {"expected": NODE0.address, "recovered": NODE1.address},
+    ),
+    "result without signature, not a dev account": Case(
+        "submitInferenceResult", without(NODE0_RESULT, "signature"), -32004
+    ),
+    "result with a null signature, not a dev account": Case(
+        "submitResponse", {**NODE0_RESULT, "signature": None}, -32004
+    ),
+    "result for another chainId": Case(
+        "submitInferenceResult", signed(NODE0, RESULT_MSG, chain_id=1), -32004
+    ),
+    "result with a transfer's signature": Case(
+        "submitInferenceResult", {**NODE0_RESULT, "signature": GOOD_SIG}, -32004
+    ),
+    "verdict signed by another key": Case(
+        "submitVerification",
+        {**NODE0_VERDICT, "signature": foreign_signature(DEV0, VERDICT_MSG)},
+        -32004,
+        {"expected": NODE0.address, "recovered": DEV0.address},
+    ),
+    "verdict without signature, not a dev account": Case(
+        "submitVerification", without(NODE0_VERDICT, "signature"), -32004
+    ),
+    "pending tasks signed by another key": Case(
+        "queryPendingTasks",
+        pending_signed_by(NODE1, NODE0.address, NOW),
+        -32004,
+        {"expected": NODE0.address, "recovered": NODE1.address},
+    ),
+    "pending tasks with a transfer's signature": Case(
+        "queryPendingTasks",
+        {"ResourceAddress": NODE0.address, "TimeStamp": NOW, "Signature": GOOD_SIG},
+        -32004,
+    ),
+    "pending tasks signed a day ago": Case(
+        "queryPendingTasks", pending_tasks_params(NODE0, NOW - 86_400), -32004
+    ),
+    "pending tasks signed for tomorrow": Case(
+        "queryPendingTasks", pending_tasks_params(NODE0, NOW + 86_400), -32004
+    ),
+    "pending tasks of an unregistered address": Case(
+        "queryPendingTasks",
+        {"ResourceAddress": STRANGER.address, "TimeStamp": NOW},
+        -32005,
+        {"address": STRANGER.address},
+    ),
+    "pending tasks of a validator": Case(
+        "queryPendingTasks",
+        {"ResourceAddress": VALIDATOR.address, "TimeStamp": NOW},
+        -32005,
+        {"address": VALIDATOR.address},
+    ),
+    "pending tasks of a dev account, positional": Case(
+        "queryPendingTasks", [DEV0.address, NOW], -32005, {"address": DEV0.address}
+    ),
 }
 
 
@@ -275,12 +408,9 @@ async def test_the_same_signed_transaction_twice(chain: LocalChain) -> None:
 
 def _invalid_cases() -> list[Any]:
     cases = []
-    account_types = {"SubmitTask", "Transfer", "Stake", "Unstake", "RegisterResourceNode"}
     for case in json.loads((VECTORS_FILE.parent / "invalid.json").read_text()):
         base = vector(case["base"])
         mutation = case["mutation"]
-        if base["type"] not in account_types:
-            continue  # results and verdicts are not in this issue's scope
         if mutation["kind"] == "chainId" and mutation["value"] != CHAIN_ID:
             continue  # the replay target is another chain than this one
         if mutation.get("value", 0) is None and base["signerIndex"] < 10:
@@ -327,6 +457,8 @@ METHOD_OF_TYPE = {
     "Stake": "stake",
     "Unstake": "unstake",
     "RegisterResourceNode": "registerResourceNode",
+    "SubmitInferenceResult": "submitInferenceResult",
+    "SubmitVerification": "submitVerification",
 }
 
 
@@ -584,6 +716,19 @@ BASE_PARAMS: dict[str, dict[str, Any]] = {
     "stake": {"sender": DEV0.address, "amount": "1"},
     "unstake": {"sender": DEV0.address, "amount": "1"},
     "registerResourceNode": {"sender": DEV0.address, "models": "*", "endpoint": ""},
+    "submitInferenceResult": {
+        "taskHash": UNKNOWN_HASH,
+        "resourceNode": DEV0.address,
+        "result": "r",
+    },
+    "submitResponse": {"taskHash": UNKNOWN_HASH, "resourceNode": DEV0.address, "result": "r"},
+    "submitVerification": {
+        "taskHash": UNKNOWN_HASH,
+        "verifier": DEV0.address,
+        "submitter": NODE0.address,
+        "valid": True,
+    },
+    "queryPendingTasks": {"ResourceAddress": NODE0.address, "TimeStamp": NOW, "limit": 5},
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "getTransaction": ("txHash",),
@@ -595,6 +740,10 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "stake": ("sender", "amount"),
     "unstake": ("sender", "amount"),
     "registerResourceNode": ("sender", "models", "endpoint"),
+    "submitInferenceResult": ("taskHash", "resourceNode", "result"),
+    "submitResponse": ("taskHash", "resourceNode", "result"),
+    "submitVerification": ("taskHash", "verifier", "submitter", "valid"),
+    "queryPendingTasks": ("ResourceAddress", "TimeStamp"),
 }
 POSITIONAL_LIMIT = {
     "getBlock": 1,
@@ -607,6 +756,10 @@ POSITIONAL_LIMIT = {
     "stake": 4,
     "unstake": 4,
     "registerResourceNode": 5,
+    "submitInferenceResult": 5,
+    "submitResponse": 5,
+    "submitVerification": 5,
+    "queryPendingTasks": 4,
 }
 
 
@@ -644,6 +797,48 @@ async def test_alias_and_name_together(chain: LocalChain) -> None:
     params = {"taskHash": UNKNOWN_HASH, "requestHash": UNKNOWN_HASH}
     error = await check_rejected(chain, Case("queryTask", params, -32602))
     assert error.data is not None and error.data.get("param") in ("taskHash", "requestHash")
+    for method, params, names in [
+        ("submitInferenceResult", {**NODE0_RESULT, "requestHash": UNKNOWN_HASH}, "taskHash"),
+        ("submitResponse", {**NODE0_RESULT, "response": "r"}, "result"),
+        ("submitVerification", {**NODE0_VERDICT, "requestHash": UNKNOWN_HASH}, "taskHash"),
+    ]:
+        error = await check_rejected(chain, Case(method, params, -32602))
+        assert error.data is not None
+        assert error.data.get("param") in (names, "requestHash", "response")
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "param"),
+    [
+        ("submitResponse", {**NODE0_RESULT, "taskHash": "0x12"}, "taskHash"),
+        ("submitInferenceResult", {**NODE0_RESULT, "resourceNode": "0x12"}, "resourceNode"),
+        (
+            "submitInferenceResult",
+            {**NODE0_RESULT, "resourceNode": wrong_checksum(NODE0.address)},
+            "resourceNode",
+        ),
+        ("submitVerification", {**NODE0_VERDICT, "valid": "true"}, "valid"),
+        ("submitVerification", {**NODE0_VERDICT, "valid": 1}, "valid"),
+        ("submitVerification", {**NODE0_VERDICT, "submitter": "0x"}, "submitter"),
+        ("queryPendingTasks", {"ResourceAddress": "0x12", "TimeStamp": NOW}, "ResourceAddress"),
+        ("queryPendingTasks", {"ResourceAddress": NODE0.address, "TimeStamp": -1}, "TimeStamp"),
+        (
+            "queryPendingTasks",
+            {"ResourceAddress": NODE0.address, "TimeStamp": str(NOW)},
+            "TimeStamp",
+        ),
+        ("queryPendingTasks", {**BASE_PARAMS["queryPendingTasks"], "limit": 0}, "limit"),
+        ("queryPendingTasks", {**BASE_PARAMS["queryPendingTasks"], "limit": 1001}, "limit"),
+    ],
+    ids=["short taskHash", "short resourceNode", "resourceNode checksum", "valid string",
+         "valid 1", "submitter 0x", "short ResourceAddress", "TimeStamp -1",
+         "TimeStamp string", "limit 0", "limit 1001"],
+)  # fmt: skip
+async def test_invalid_lifecycle_params(
+    chain: LocalChain, method: str, params: dict[str, Any], param: str
+) -> None:
+    error = await check_rejected(chain, Case(method, params, -32602, {"param": param}))
+    assert error.data is not None and error.data.get("reason")
 
 
 # -32600 Invalid Request and -32700 Parse error (raw bodies the client cannot send)

@@ -6,6 +6,11 @@ Transaction methods are checked twice. Signed by a key that is not unlocked (res
 a value of the right type but another content leaves a signature that no longer matches
 (-32004), a value of the wrong type is invalid params (-32602). In dev mode (an unlocked
 sender, no signature), a value of the wrong type is -32602 and nothing is admitted.
+
+Results and verdicts are signed over a task that exists only once a test submits it (BASE_TASK):
+on the fresh chain of the table tests their unchanged base is an unknown task (-32001), which
+shows that parsing and the signature check come first. queryPendingTasks is signed (EIP-191)
+over ResourceAddress and TimeStamp; its Signature is optional, so null is an unsigned query.
 """
 
 from __future__ import annotations
@@ -15,8 +20,16 @@ from typing import Any
 
 import pytest
 
-from chain.types import RegisterResourceNode, Stake, SubmitTask, Transfer, Unstake
-from rpc.client import RpcError, sign_params
+from chain.types import (
+    RegisterResourceNode,
+    Stake,
+    SubmitInferenceResult,
+    SubmitTask,
+    SubmitVerification,
+    Transfer,
+    Unstake,
+)
+from rpc.client import RpcError, pending_tasks_params, presign, sign_params
 from rpc.methods import METHODS
 from tests.helpers import LocalChain
 from tests.rpc.support import (
@@ -24,18 +37,17 @@ from tests.rpc.support import (
     DEAD,
     DEV0,
     NODE0,
+    NODE1,
+    NODE2,
     assert_error_shape,
+    committed,
+    result_tx,
     snapshot,
     task_params,
 )
 
 UNKNOWN_HASH = "0x" + "5a" * 32
-OUT_OF_SCOPE = {
-    "submitInferenceResult",
-    "submitResponse",
-    "submitVerification",
-    "queryPendingTasks",
-}
+OUT_OF_SCOPE: set[str] = set()
 NO_PARAMS = (
     "chainId",
     "genesisHash",
@@ -54,6 +66,13 @@ TASK_KINDS = {
     "modelOptions": "bytes",
     "SID": "bytes32",
     "feeParams": "bytes",
+    "signature": "signature",
+}
+RESULT_KINDS = {
+    "taskHash": "bytes32",
+    "resourceNode": "address",
+    "result": "bytes",
+    "proof": "bytes",
     "signature": "signature",
 }
 # method -> param -> kind, params in upstream (positional) order
@@ -91,9 +110,35 @@ KINDS: dict[str, dict[str, str]] = {
         "endpoint": "string",
         "signature": "signature",
     },
+    "submitInferenceResult": RESULT_KINDS,
+    "submitResponse": RESULT_KINDS,
+    "submitVerification": {
+        "taskHash": "bytes32",
+        "verifier": "address",
+        "submitter": "address",
+        "valid": "bool",
+        "signature": "signature",
+    },
+    "queryPendingTasks": {
+        "ResourceAddress": "address",
+        "TimeStamp": "timestamp",
+        "Signature": "optional signature",
+        "limit": "limit",
+    },
 }
 KINDS.update({method: {"bogus": "unknown"} for method in NO_PARAMS})
-TX_METHODS = {"submitTask", "submitRequest", "transfer", "stake", "unstake", "registerResourceNode"}
+RESULT_METHODS = {"submitInferenceResult", "submitResponse", "submitVerification"}
+TX_METHODS = {
+    "submitTask",
+    "submitRequest",
+    "transfer",
+    "stake",
+    "unstake",
+    "registerResourceNode",
+    *RESULT_METHODS,
+}
+# The params a queryPendingTasks signature covers: changing them breaks the signature.
+SIGNED_READ_PARAMS = {"queryPendingTasks": {"ResourceAddress", "TimeStamp"}}
 
 
 def _signed(msg: Any) -> dict[str, Any]:
@@ -112,6 +157,16 @@ _TASK = _signed(
         fee_params='{"maxFee":"100000000000000000"}',
     )
 )
+# A task of node 1 (nonce 0); the base result and verdict name it. The verdict judges the
+# result of node 2, which test_result_and_verdict_bases_are_accepted submits first.
+BASE_TASK = presign(
+    SubmitTask(NODE1.address, 0, "text", 2, "base task", '{"model":"demo"}'),
+    CHAIN_ID,
+    NODE1.private_key,
+)
+_RESULT = _signed(
+    SubmitInferenceResult(BASE_TASK.signed.digest, NODE0.address, "Bonjour", proof="0xabcd")
+)
 BASE: dict[str, dict[str, Any]] = {
     "getBlock": {"height": 0},
     "getTransaction": {"txHash": UNKNOWN_HASH},
@@ -126,6 +181,12 @@ BASE: dict[str, dict[str, Any]] = {
     "registerResourceNode": _signed(
         RegisterResourceNode(NODE0.address, 0, "*", "http://127.0.0.1:9300")
     ),
+    "submitInferenceResult": _RESULT,
+    "submitResponse": _RESULT,
+    "submitVerification": _signed(
+        SubmitVerification(BASE_TASK.signed.digest, NODE0.address, NODE2.address, False)
+    ),
+    "queryPendingTasks": pending_tasks_params(NODE0, limit=5),  # refreshed by base_params
 }
 BASE.update({method: {} for method in NO_PARAMS})
 DEV_BASE: dict[str, dict[str, Any]] = {
@@ -135,7 +196,27 @@ DEV_BASE: dict[str, dict[str, Any]] = {
     "stake": {"sender": DEV0.address, "amount": "1000"},
     "unstake": {"sender": DEV0.address, "amount": "1000"},
     "registerResourceNode": {"sender": DEV0.address, "models": "*", "endpoint": ""},
+    "submitInferenceResult": {
+        "taskHash": UNKNOWN_HASH,
+        "resourceNode": DEV0.address,
+        "result": "r",
+    },
+    "submitResponse": {"taskHash": UNKNOWN_HASH, "resourceNode": DEV0.address, "result": "r"},
+    "submitVerification": {
+        "taskHash": UNKNOWN_HASH,
+        "verifier": DEV0.address,
+        "submitter": NODE1.address,
+        "valid": True,
+    },
 }
+
+
+def base_params(method: str) -> dict[str, Any]:
+    """BASE[method]; queryPendingTasks signed now, so its TimeStamp is within the window."""
+    if method == "queryPendingTasks":
+        return pending_tasks_params(NODE0, limit=5)
+    return BASE[method]
+
 
 # None of these equals a base value, so a value of the right type still changes the message.
 WRONG_VALUES: list[Any] = [
@@ -153,6 +234,10 @@ def well_typed(kind: str, value: Any) -> bool:
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if kind in ("bytes", "string"):
         return isinstance(value, str)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "timestamp":
+        return is_int and 0 <= value < 2**63
     if kind in ("uint64", "uint256"):
         bits = 64 if kind == "uint64" else 256
         if is_int:  # JSON integers up to 64 bits are exact; beyond, send decimal strings
@@ -167,13 +252,22 @@ def well_typed(kind: str, value: Any) -> bool:
     return False  # address, hash, bytes32, taskHash, signature, unknown: none of WRONG_VALUES
 
 
-def expected_codes(method: str, kind: str, value: Any, signed: bool) -> set[int] | None:
-    """The error codes allowed for `value`; None when the call must succeed."""
+def expected_codes(
+    method: str, kind: str, value: Any, signed: bool, param: str = "", unchanged: bool = False
+) -> set[int] | None:
+    """The error codes allowed for `value`; None when the call must succeed. `unchanged`: the
+    value is the base's own (a boolean), so the call is the base itself."""
     if kind == "signature":
         return {-32004}
+    if kind == "optional signature":
+        return None if value is None else {-32004}
     if well_typed(kind, value):
+        if method in RESULT_METHODS and (unchanged or not signed):
+            return {-32001}  # the base: well-formed, signed, for a task this chain lacks
         if method in TX_METHODS:
             return {-32004} if signed else None
+        if param in SIGNED_READ_PARAMS.get(method, ()):
+            return {-32004}
         return None
     if kind == "taskHash":
         return {-32003} if isinstance(value, str) else {-32003, -32602}
@@ -195,7 +289,7 @@ def test_the_table_covers_every_method_in_scope() -> None:
             assert set(DEV_BASE[method]) <= params
 
 
-@pytest.mark.parametrize("method", sorted(TX_METHODS))
+@pytest.mark.parametrize("method", sorted(TX_METHODS - RESULT_METHODS))
 async def test_signed_base_params_are_accepted(chain: LocalChain, method: str) -> None:
     """The bases the table mutates are valid: an error below is caused by the mutation."""
     result = await chain.client.call(method, BASE[method])
@@ -204,6 +298,28 @@ async def test_signed_base_params_are_accepted(chain: LocalChain, method: str) -
         await chain.client.call("stake", DEV_BASE["stake"])
     result = await chain.client.call(method, DEV_BASE[method])
     assert re.fullmatch(r"0x[0-9a-f]{64}", result["txHash"])
+
+
+@pytest.mark.parametrize("method", sorted(RESULT_METHODS))
+async def test_result_and_verdict_bases_are_accepted(chain: LocalChain, method: str) -> None:
+    """On a fresh chain the bases fail only for their unknown task; once the task (and, for
+    the verdict, node 2's result) exists, the signed base answers true."""
+    for params in (BASE[method], DEV_BASE[method]):
+        with pytest.raises(RpcError) as info:
+            await chain.client.call(method, params)
+        assert info.value.code == -32001, info.value
+    await chain.client.send_presigned(BASE_TASK)
+    await committed(chain, BASE_TASK.tx_hash)
+    other = result_tx(NODE2, BASE_TASK.digest, "Hallo")
+    assert await chain.client.send_presigned(other) is True
+    await committed(chain, other.tx_hash)
+    assert await chain.client.call(method, BASE[method]) is True
+
+
+async def test_pending_tasks_base_params_are_accepted(chain: LocalChain) -> None:
+    assert await chain.client.call("queryPendingTasks", base_params("queryPendingTasks")) == []
+    unsigned = {**base_params("queryPendingTasks"), "Signature": None}
+    assert await chain.client.call("queryPendingTasks", unsigned) == []
 
 
 async def _check_table(
@@ -246,8 +362,13 @@ async def _check_table(
 @pytest.mark.parametrize(("method", "param"), [(m, p) for m, kinds in KINDS.items() for p in kinds])
 async def test_wrong_types_by_name(chain: LocalChain, method: str, param: str) -> None:
     kind = KINDS[method][param]
+    base = base_params(method)
     calls = [
-        (value, {**BASE[method], param: value}, expected_codes(method, kind, value, signed=True))
+        (
+            value,
+            {**base, param: value},
+            expected_codes(method, kind, value, True, param, value is base.get(param)),
+        )
         for value in WRONG_VALUES
     ]
     await _check_table(chain, method, param, calls)
@@ -261,11 +382,13 @@ async def test_wrong_types_by_position(chain: LocalChain, method: str, param: st
     """The same values in upstream positional order (PROTOCOL 5)."""
     kind = KINDS[method][param]
     order = list(KINDS[method])
+    base = base_params(method)
     calls = []
     for value in WRONG_VALUES:
-        named = {**BASE[method], param: value}
+        named = {**base, param: value}
         positional = [named.get(name) for name in order]
-        calls.append((value, positional, expected_codes(method, kind, value, signed=True)))
+        codes = expected_codes(method, kind, value, True, param, value is base.get(param))
+        calls.append((value, positional, codes))
     await _check_table(chain, method, param, calls)
 
 
