@@ -183,7 +183,6 @@ class ResourceNode:
         self._cooldown: dict[WorkKey, tuple[int, float]] = {}
         self._counters = _Counters()
         self._failures = 0  # consecutive polls that could not reach the validator
-        self._chain_checked = False
         self.last_error: str | None = None
 
     @property
@@ -315,21 +314,18 @@ class ResourceNode:
         """The validator is away or busy: back off. Failed submissions only make sure the next
         poll backs off; consecutive failed polls make the backoff grow."""
         self._failures = self._failures + 1 if polling else max(self._failures, 1)
-        self._chain_checked = False  # it may come back as a reset chain
         self.last_error = f"{what}: {exc}"
         quiet = self._failures not in (1, 10) and self._failures % 100 != 0
         level = logging.DEBUG if quiet else logging.WARNING
         log.log(level, "%s (attempt %d, backing off): %s", what, self._failures, exc)
 
     async def _check_chain(self) -> None:
-        """Once per (re)connection: forget the submission log if the chain was reset."""
-        if self._chain_checked:
-            return
+        """Every poll: a chain that was reset (another genesis hash) is a new start, as the
+        validator may have been replaced between two polls without the node seeing it down."""
         try:
             genesis = await self.client.genesis_hash()
         except RpcError as exc:
             log.debug("genesisHash unavailable (%s); cannot detect chain resets", exc)
-            self._chain_checked = True
             return
         known = self.submissions.genesis_hash
         if known is None:
@@ -343,7 +339,7 @@ class ResourceNode:
                 len(self.submissions),
             )
             self.submissions.reset(genesis)
-        self._chain_checked = True
+            self.client.forget_chain()
 
     async def _poll(self) -> tuple[CycleReport, list[asyncio.Task[None]]]:
         self._counters.polls += 1

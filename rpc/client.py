@@ -536,6 +536,11 @@ class InferchainClient:
         )
         return int(account["nonce"])
 
+    def forget_chain(self) -> None:
+        """Forget what was learnt of the chain (its id, the nonces): for a chain that was reset."""
+        self._chain_id = None
+        self._nonces.clear()
+
     def reset_nonce(self, address: str) -> None:
         """Forget the local counter of `address`; its next use asks the node again."""
         self._nonces.pop(_checksum(address, "address"), None)

@@ -1,0 +1,889 @@
+"""The resource node worker against a real validator in this process (tests/helpers.py).
+
+Every test drives `ResourceNode` through the real client library and a real validator behind
+a real HTTP server on loopback. Blocks are produced by the tests (`run=False`, `mine`), so each
+answer of the validator comes from a situation the test built on the chain:
+
+- `true`: the result or verdict is admitted to the mempool;
+- `false`: the slots filled, the result was decided or the compute deadline passed between
+  the node's poll and its submission;
+- -32006: the same key answered in between (a second node with the same key);
+- -32007: the mempool is full (`mempool_capacity`);
+- -32005: the node unstaked below minNodeStake in between;
+- no answer: nothing listens on the port (a second RPC listener of the same validator that
+  the test starts and stops).
+
+"In between" is a race held open on purpose: `HeldBackend` parks every inference until the
+test releases it. It and `RecordingBackend` are backend plug-ins of the test; nothing of the
+validator, the RPC server or the client library is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from chain import crypto
+from chain.genesis import Params, dev_genesis, parse_genesis
+from chain.node import Node
+from resource_node.backends import BackendError, InferenceRequest, request_from_task
+from resource_node.backends.deterministic import DeterministicBackend
+from resource_node.backends.faults import WRONG_MARKER, Faults
+from resource_node.state import state_path
+from resource_node.status import StatusServer
+from resource_node.worker import CRASH_EXIT_CODE, ResourceNode, WorkerConfig
+from rpc.client import InferchainClient, Wallet
+from rpc.server import RpcServer
+from tests.helpers import LocalChain, local_chain, make_genesis
+
+E18 = 10**18
+DEV0 = Wallet.dev(0)  # task sender
+DEV1 = Wallet.dev(1)
+NODE = Wallet.dev(200)  # resource node 0 of the dev genesis: the node under test
+OTHER = Wallet.dev(201)
+THIRD = Wallet.dev(202)
+NODE_STAKE = 2_000 * E18
+MIN_NODE_STAKE = 1_000 * E18
+PROMPTS = '{"prompt":"Hello"}'
+MODEL_OPTIONS = '{"model":"demo","max_tokens":12}'
+WAIT = 10.0  # upper bound for waits on events, so a bug fails instead of hanging
+
+VERIFIED, REJECTED = 2, 3  # executionInfo[].status
+
+
+# The chain
+
+
+@pytest.fixture
+async def manual(tmp_path: Path) -> AsyncIterator[LocalChain]:
+    """A dev chain whose blocks the test produces (`mine`)."""
+    async with local_chain(tmp_path / "ledger", run=False) as running:
+        yield running
+
+
+def mine(chain: LocalChain, blocks: int = 1) -> int:
+    for _ in range(blocks):
+        chain.node.produce_block()
+    return chain.node.head.height
+
+
+async def open_task(
+    chain: LocalChain,
+    *,
+    prompts: str = PROMPTS,
+    schema: str = "text",
+    model_options: str = MODEL_OPTIONS,
+    target_count: int = 2,
+    mined: bool = True,
+) -> dict[str, Any]:
+    """Submit a task from DEV0 and commit it; its queryTask object."""
+    receipt = await chain.client.submit_task(
+        DEV0,
+        prompts=prompts,
+        schema=schema,
+        model_options=model_options,
+        target_count=target_count,
+    )
+    if mined:
+        mine(chain)
+    return await chain.client.query_task(receipt.task_hash)
+
+
+def honest_output(task: dict[str, Any], address: str) -> str:
+    """What the deterministic model answers for `address` (its PROTOCOL 4.4 seed)."""
+    seed = crypto.task_seed(bytes.fromhex(task["taskHash"][2:]), address)
+    return DeterministicBackend().compute(request_from_task(task, seed))[0]
+
+
+async def submit_result(
+    chain: LocalChain, wallet: Wallet, task: dict[str, Any], result: str
+) -> None:
+    """Another node's result, sent through the client library: admitted (true)."""
+    assert await chain.client.submit_inference_result(wallet, task["taskHash"], result) is True
+
+
+async def mempool_size(chain: LocalChain) -> int:
+    return int((await chain.client.health())["mempool"])
+
+
+async def entries(chain: LocalChain, task: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The task's committed results by resource node."""
+    current = await chain.client.query_task(task["taskHash"])
+    return {entry["resourceNode"]: entry for entry in current["executionInfo"]}
+
+
+async def verdicts_by(chain: LocalChain, task: dict[str, Any], verifier: str) -> dict[str, bool]:
+    """submitter -> valid, for the committed verdicts of `verifier` on the task."""
+    current = await chain.client.query_task(task["taskHash"])
+    return {
+        v["submitter"]: v["valid"]
+        for v in current["verificationInfos"]
+        if v["verifier"] == verifier
+    }
+
+
+def free_port() -> int:
+    """A loopback port where nothing listens (until a test starts something there)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@contextlib.asynccontextmanager
+async def listening(node: Node, port: int) -> AsyncIterator[str]:
+    """One more real RPC listener of `node` on `port`: the validator is reachable there only
+    inside this block."""
+    runner = web.AppRunner(RpcServer(node).app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+# Resource nodes
+
+
+@dataclass
+class RecordingBackend:
+    """The deterministic model, recording its requests; or failing when `error` is set."""
+
+    error: Exception | None = None
+    requests: list[InferenceRequest] = field(default_factory=list)
+    name: str = "recording"
+
+    async def infer(self, request: InferenceRequest) -> str:
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        return await DeterministicBackend().infer(request)
+
+
+@dataclass
+class HeldBackend:
+    """The deterministic model, parking every inference until `release` is set, so a test can
+    change the chain between a node's poll and its submission. It counts who is inside."""
+
+    name: str = "held"
+    inside: int = 0
+    entered: int = 0
+    most: int = 0
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def infer(self, request: InferenceRequest) -> str:
+        async with self.changed:
+            self.inside += 1
+            self.entered += 1
+            self.most = max(self.most, self.inside)
+            self.changed.notify_all()
+        await self.release.wait()
+        async with self.changed:
+            self.inside -= 1
+            self.changed.notify_all()
+        return await DeterministicBackend().infer(request)
+
+    async def wait_inside(self, count: int) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: self.inside >= count), WAIT)
+
+
+def _no_exit(code: int) -> None:
+    raise AssertionError(f"the node tried to exit with {code}")
+
+
+def make_node(
+    url: str,
+    *,
+    wallet: Wallet = NODE,
+    backend: Any = None,
+    faults: Faults | None = None,
+    exit_process: Callable[[int], Any] = _no_exit,
+    **config: Any,
+) -> ResourceNode:
+    return ResourceNode(
+        InferchainClient(url, timeout=WAIT),
+        wallet,
+        backend or DeterministicBackend(),
+        faults=faults,
+        config=WorkerConfig(**config),
+        rng=random.Random(7),
+        exit_process=exit_process,
+    )
+
+
+@pytest.fixture
+async def cleanups() -> AsyncIterator[list[ResourceNode]]:
+    nodes: list[ResourceNode] = []
+    yield nodes
+    for node in nodes:
+        await node.cleanup()
+
+
+async def started(node: ResourceNode, cleanups: list[ResourceNode]) -> ResourceNode:
+    await node.setup()
+    cleanups.append(node)
+    return node
+
+
+def saved_state(state_dir: Path, wallet: Wallet = NODE) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(state_path(state_dir, wallet.address).read_text())
+    return document
+
+
+# Computing and submitting
+
+
+async def test_computes_and_submits_a_signed_result(
+    manual: LocalChain, cleanups: list[ResourceNode], tmp_path: Path
+) -> None:
+    task = await open_task(manual)
+    node = await started(make_node(manual.url, state_dir=tmp_path / "state"), cleanups)
+    report = await node.run_once()
+    assert (report.tasks, report.results, report.verdicts, report.error) == (1, 1, 0, None)
+    stats = node.stats()
+    assert (stats.done, stats.results_accepted, stats.failed, stats.in_flight) == (1, 1, 0, 0)
+    assert node.submissions.result_outcome(task["taskHash"]) == "accepted"
+    assert saved_state(tmp_path / "state")["tasks"][task["taskHash"]]["result"] == "accepted"
+
+    mine(manual)
+    [entry] = (await entries(manual, task)).values()
+    assert entry["resourceNode"] == NODE.address  # the validator recovered the signer
+    assert entry["result"] == honest_output(task, NODE.address)
+    assert entry["result"] != honest_output(task, OTHER.address)
+
+    again = await node.run_once()  # answered: the node has nothing more to do here
+    assert (again.tasks, again.results, again.verdicts) == (0, 0, 0)
+    assert len(await entries(manual, task)) == 1 and await mempool_size(manual) == 0
+
+
+async def test_computes_with_the_seed_the_validator_reports(
+    manual: LocalChain, cleanups: list[ResourceNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    task = await open_task(manual)
+    [offered] = await manual.client.query_pending_tasks(NODE)
+    node = await started(make_node(manual.url), cleanups)
+    with caplog.at_level(logging.WARNING, logger="resource_node"):
+        await node.run_once()
+    mine(manual)
+    entry = (await entries(manual, task))[NODE.address]
+    assert entry["seed"] == offered["seed"]
+    request = request_from_task(offered, int(offered["seed"]))
+    assert entry["result"] == DeterministicBackend().compute(request)[0]
+    assert not [r for r in caplog.records if "seed" in r.getMessage()]
+
+
+async def test_a_wrong_reported_seed_is_logged_and_ignored(
+    manual: LocalChain, cleanups: list[ResourceNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A real validator always reports the right seed, so this check is exercised directly.
+    task = await open_task(manual)
+    node = await started(make_node(manual.url), cleanups)
+    expected = crypto.task_seed(bytes.fromhex(task["taskHash"][2:]), NODE.address)
+    with caplog.at_level(logging.WARNING, logger="resource_node"):
+        seed = node._seed(task, task["taskHash"], NODE.address, "12345")
+    assert seed == expected
+    assert any("seed 12345" in r.getMessage() for r in caplog.records)
+
+
+async def test_duplicate_answers_count_done_and_add_nothing(
+    manual: LocalChain, cleanups: list[ResourceNode], tmp_path: Path
+) -> None:
+    task = await open_task(manual)
+    await submit_result(manual, OTHER, task, honest_output(task, OTHER.address))
+    held = HeldBackend()
+    first = await started(
+        make_node(manual.url, backend=held, state_dir=tmp_path / "first"), cleanups
+    )
+    run = asyncio.create_task(first.run_once())
+    await held.wait_inside(2)  # polled: a result and a verdict to give
+    # The same key with a fresh state directory (a wiped log) answers in the meantime.
+    twin = await started(make_node(manual.url, state_dir=tmp_path / "twin"), cleanups)
+    report = await twin.run_once()
+    assert (report.results, report.verdicts) == (1, 1)
+    assert (twin.stats().results_accepted, twin.stats().verdicts_accepted) == (1, 1)
+    assert await mempool_size(manual) == 3
+
+    held.release.set()
+    await asyncio.wait_for(run, WAIT)
+    stats = first.stats()
+    assert (stats.done, stats.verified, stats.failed) == (1, 1, 0)
+    assert (stats.results_duplicate, stats.verdicts_duplicate) == (1, 1)
+    assert await mempool_size(manual) == 3  # nothing new
+    saved = saved_state(tmp_path / "first")["tasks"][task["taskHash"]]
+    assert saved["result"] == "duplicate"
+    assert saved["verdicts"][OTHER.address.lower()]["outcome"] == "duplicate"
+
+    mine(manual)
+    assert set(await entries(manual, task)) == {OTHER.address, NODE.address}
+    assert await verdicts_by(manual, task, NODE.address) == {OTHER.address: True}
+
+
+async def test_closed_when_the_slots_fill_and_the_result_is_decided_first(
+    manual: LocalChain, cleanups: list[ResourceNode], tmp_path: Path
+) -> None:
+    task = await open_task(manual, target_count=2)
+    await submit_result(manual, OTHER, task, honest_output(task, OTHER.address))
+    held = HeldBackend()
+    node = await started(make_node(manual.url, backend=held, state_dir=tmp_path), cleanups)
+    run = asyncio.create_task(node.run_once())
+    await held.wait_inside(2)
+    # Another node takes the last slot and decides OTHER's result (quorum 1) meanwhile.
+    await submit_result(manual, THIRD, task, honest_output(task, THIRD.address))
+    assert await manual.client.submit_verification(THIRD, task["taskHash"], OTHER.address, True)
+
+    held.release.set()
+    await asyncio.wait_for(run, WAIT)
+    stats = node.stats()
+    assert (stats.done, stats.verified, stats.failed) == (1, 1, 0)
+    assert (stats.results_closed, stats.verdicts_closed) == (1, 1)
+    saved = saved_state(tmp_path)["tasks"][task["taskHash"]]
+    assert saved["result"] == "closed"
+    assert saved["verdicts"][OTHER.address.lower()]["outcome"] == "closed"
+    assert await mempool_size(manual) == 3  # OTHER's and THIRD's results, THIRD's verdict
+
+    mine(manual)
+    assert set(await entries(manual, task)) == {OTHER.address, THIRD.address}
+    assert await verdicts_by(manual, task, NODE.address) == {}
+
+
+async def test_closed_when_the_compute_deadline_passed(
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    genesis = make_genesis(compute_deadline_blocks=1)
+    async with local_chain(tmp_path / "ledger", genesis, run=False) as chain:
+        task = await open_task(chain)  # created at height 1: results until height 2
+        held = HeldBackend()
+        node = await started(make_node(chain.url, backend=held), cleanups)
+        run = asyncio.create_task(node.run_once())
+        await held.wait_inside(1)
+        assert mine(chain) == 2  # the deadline: the task fails with no result
+        held.release.set()
+        await asyncio.wait_for(run, WAIT)
+        stats = node.stats()
+        assert (stats.done, stats.results_closed, stats.failed) == (1, 1, 0)
+        assert await mempool_size(chain) == 0
+        current = await chain.client.query_task(task["taskHash"])
+        assert current["status"] == "failed" and current["executionInfo"] == []
+
+
+async def test_a_full_mempool_is_retried_not_failed(
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    async with local_chain(tmp_path / "ledger", run=False, mempool_capacity=2) as chain:
+        task = await open_task(chain)
+        for amount in (1, 2):
+            await chain.client.transfer(DEV0, DEV1.address, amount)
+        assert await mempool_size(chain) == 2  # full
+        node = await started(make_node(chain.url), cleanups)
+
+        for _ in range(2):  # the validator lists the task, then refuses the result: -32007
+            report = await node.run_once()
+            assert (report.results, report.error) == (1, None)
+            stats = node.stats()
+            assert (stats.done, stats.failed) == (0, 0)
+            assert node.next_delay() > node.config.poll_interval  # back off before polling
+            assert "busy" in (node.last_error or "")
+        assert not node.submissions.has_result(task["taskHash"])
+
+        mine(chain)  # drains the mempool
+        report = await node.run_once()
+        assert (report.results, report.error) == (1, None)
+        stats = node.stats()
+        assert (stats.done, stats.results_accepted, stats.failed) == (1, 1, 0)
+        assert node.next_delay() == node.config.poll_interval
+        mine(chain)
+        assert (await entries(chain, task))[NODE.address]["result"] == honest_output(
+            task, NODE.address
+        )
+
+
+@pytest.mark.parametrize(("retry_initial", "retried"), [(3600.0, False), (0.0, True)])
+async def test_a_rejection_counts_failed_and_is_retried_after_its_cooldown(
+    manual: LocalChain, cleanups: list[ResourceNode], retry_initial: float, retried: bool
+) -> None:
+    task = await open_task(manual)
+    held = HeldBackend()
+    node = await started(make_node(manual.url, backend=held, retry_initial=retry_initial), cleanups)
+    run = asyncio.create_task(node.run_once())
+    await held.wait_inside(1)
+    await manual.client.unstake(NODE, NODE_STAKE - MIN_NODE_STAKE + 1)  # no longer eligible
+    held.release.set()
+    await asyncio.wait_for(run, WAIT)
+    assert (node.stats().failed, node.stats().done) == (1, 0)
+    assert "Not eligible" in (node.last_error or "")
+    assert not node.submissions.has_result(task["taskHash"])
+
+    await manual.client.stake(NODE, NODE_STAKE)  # eligible again: the task is offered again
+    report = await node.run_once()
+    assert (report.tasks, report.error) == (1, None)
+    assert report.results == int(retried)
+    assert (node.stats().done, node.stats().failed) == (int(retried), 1)
+    mine(manual)
+    assert (NODE.address in await entries(manual, task)) is retried
+
+
+async def test_a_backend_failure_counts_failed_and_submits_nothing(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    await open_task(manual)
+    backend = RecordingBackend(error=BackendError("server down"))
+    node = await started(make_node(manual.url, backend=backend), cleanups)
+    report = await node.run_once()
+    assert report.results == 1 and len(backend.requests) == 1
+    assert (node.stats().failed, node.stats().done) == (1, 0)
+    assert "server down" in (node.last_error or "")
+    assert await mempool_size(manual) == 0
+
+
+async def test_postprocess_errors_are_reported(
+    manual: LocalChain, cleanups: list[ResourceNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    task = await open_task(manual, schema="json")
+    node = await started(make_node(manual.url, faults=Faults(wrong=1.0)), cleanups)
+    with caplog.at_level(logging.WARNING, logger="resource_node"):
+        await node.run_once()
+    assert node.stats().postprocess_errors == 1
+    assert node.info()["postprocessErrors"] == 1
+    assert any("does not fit its schema" in r.getMessage() for r in caplog.records)
+    mine(manual)
+    entry = (await entries(manual, task))[NODE.address]
+    assert entry["result"].endswith(WRONG_MARKER)  # not JSON any more
+    assert entry["postprocessed"]["error"] is not None  # the validator reads it the same way
+
+
+async def test_honest_json_results_have_no_postprocess_error(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    task = await open_task(manual, schema="json")
+    node = await started(make_node(manual.url), cleanups)
+    await node.run_once()
+    assert node.stats().postprocess_errors == 0
+    mine(manual)
+    postprocessed = (await entries(manual, task))[NODE.address]["postprocessed"]
+    assert postprocessed["error"] is None and postprocessed["value"]["answer"]
+
+
+async def test_models_filter(manual: LocalChain, cleanups: list[ResourceNode]) -> None:
+    served, other, any_model = [
+        await open_task(manual, model_options=options, mined=False)
+        for options in ('{"model":"llama"}', '{"model":"mistral"}', "")
+    ]
+    mine(manual)
+    node = await started(make_node(manual.url, models=("llama",)), cleanups)
+    report = await node.run_once()
+    assert (report.tasks, report.results) == (3, 2)  # the validator offers all three
+    mine(manual)
+    for task, answered in ((served, True), (other, False), (any_model, True)):
+        assert (NODE.address in await entries(manual, task)) is answered
+
+
+async def test_concurrency_is_bounded(manual: LocalChain, cleanups: list[ResourceNode]) -> None:
+    tasks = [
+        await open_task(manual, prompts=f"prompt {n}", target_count=1, mined=False)
+        for n in range(5)
+    ]
+    mine(manual)
+    held = HeldBackend()
+    node = await started(make_node(manual.url, backend=held, concurrency=2), cleanups)
+    run = asyncio.create_task(node.run_once())
+    await held.wait_inside(2)
+    # Every job was started before this coroutine woke up: the semaphore holds three back.
+    assert held.entered == 2
+    assert node.stats().in_flight == 5
+    held.release.set()
+    await asyncio.wait_for(run, WAIT)
+    assert (held.most, held.entered, node.stats().results_accepted) == (2, 5, 5)
+    assert node.stats().in_flight == 0
+    mine(manual)
+    for task in tasks:
+        assert NODE.address in await entries(manual, task)
+
+
+# Verifying
+
+
+async def test_verifies_with_the_submitters_seed(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    # A fourth resource node, so three results can be judged next to our own.
+    await manual.client.register_resource_node(DEV1, "*", "")
+    await manual.client.stake(DEV1, MIN_NODE_STAKE)
+    task = await open_task(manual, target_count=4)
+    await submit_result(manual, OTHER, task, honest_output(task, OTHER.address))
+    await submit_result(manual, THIRD, task, honest_output(task, THIRD.address) + " tampered")
+    # computed with the verifier's seed, not the submitter's: not DEV1's honest result
+    await submit_result(manual, DEV1, task, honest_output(task, NODE.address))
+
+    node = await started(make_node(manual.url), cleanups)
+    report = await node.run_once()
+    assert (report.results, report.verdicts) == (1, 3)
+    stats = node.stats()
+    assert (stats.verified, stats.verdicts_accepted, stats.done, stats.failed) == (3, 3, 1, 0)
+    verdict = node.submissions.verdict(task["taskHash"], OTHER.address)
+    assert verdict is not None and verdict.valid is True
+
+    mine(manual)
+    assert await verdicts_by(manual, task, NODE.address) == {
+        OTHER.address: True,
+        THIRD.address: False,
+        DEV1.address: False,
+    }
+    again = await node.run_once()
+    assert (again.results, again.verdicts) == (0, 0)
+
+
+async def test_lazy_verdicts_are_valid_without_computing(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    task = await open_task(manual, target_count=1)
+    await submit_result(manual, OTHER, task, "garbage")
+    backend = RecordingBackend()
+    node = await started(make_node(manual.url, backend=backend, faults=Faults(lazy=True)), cleanups)
+    report = await node.run_once()
+    assert (report.results, report.verdicts) == (0, 1)
+    assert backend.requests == []
+    assert node.stats().verdicts_accepted == 1
+    mine(manual)
+    assert await verdicts_by(manual, task, NODE.address) == {OTHER.address: True}
+
+
+async def test_wrong_node_gives_wrong_results_and_honest_verdicts(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    task = await open_task(manual, target_count=2)
+    await submit_result(manual, OTHER, task, honest_output(task, OTHER.address))
+    node = await started(make_node(manual.url, faults=Faults(wrong=1.0)), cleanups)
+    await node.run_once()
+    mine(manual)
+    entry = (await entries(manual, task))[NODE.address]
+    assert entry["result"] == honest_output(task, NODE.address) + WRONG_MARKER
+    assert await verdicts_by(manual, task, NODE.address) == {OTHER.address: True}
+
+
+async def test_silent_node_submits_nothing(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    task = await open_task(manual, target_count=2)
+    await submit_result(manual, OTHER, task, honest_output(task, OTHER.address))
+    backend = RecordingBackend()
+    node = await started(
+        make_node(manual.url, backend=backend, faults=Faults(silent=True)), cleanups
+    )
+    report = await node.run_once()
+    assert (report.tasks, report.results, report.verdicts, report.error) == (1, 0, 0, None)
+    assert backend.requests == []
+    assert await mempool_size(manual) == 1  # OTHER's result only
+    mine(manual)
+    assert set(await entries(manual, task)) == {OTHER.address}
+    assert await verdicts_by(manual, task, NODE.address) == {}
+
+
+async def test_three_honest_nodes_settle_a_task(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    task = await open_task(manual, prompts='{"prompt":"Hi"}', target_count=2)
+    first, second, third = [
+        await started(make_node(manual.url, wallet=wallet), cleanups)
+        for wallet in (NODE, OTHER, THIRD)
+    ]
+    assert (await first.run_once()).results == 1
+    report = await second.run_once()
+    assert (report.results, report.verdicts) == (1, 1)
+    report = await third.run_once()  # the slots are taken: it judges the second result
+    assert (report.results, report.verdicts) == (0, 1)
+    mine(manual)
+    current = await manual.client.query_task(task["taskHash"])
+    assert current["status"] == "verified"
+    assert current["response"] == honest_output(task, NODE.address)
+    assert [entry["status"] for entry in current["executionInfo"]] == [VERIFIED, VERIFIED]
+    assert first.stats().results_accepted == 1
+    assert second.stats().verdicts_accepted == 1 and third.stats().verdicts_accepted == 1
+
+
+async def test_wrong_results_are_rejected_by_honest_verdicts(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    task = await open_task(manual, prompts="Name a colour", target_count=1)
+    wrong, second, third = [
+        await started(make_node(manual.url, wallet=wallet, faults=faults), cleanups)
+        for wallet, faults in ((NODE, Faults(wrong=1.0)), (OTHER, Faults()), (THIRD, Faults()))
+    ]
+    await wrong.run_once()
+    await second.run_once()  # verifies (false); the slot is taken, so no result
+    await third.run_once()
+    assert second.stats().verdicts_accepted == 1 and third.stats().verdicts_accepted == 1
+    mine(manual)
+    entry = (await entries(manual, task))[NODE.address]
+    assert entry["result"].endswith(WRONG_MARKER)
+    assert entry["status"] == REJECTED
+
+
+# Persistence across restarts
+
+
+async def test_restart_never_resubmits(tmp_path: Path, cleanups: list[ResourceNode]) -> None:
+    ledger, state = tmp_path / "ledger", tmp_path / "state"
+    async with local_chain(ledger, run=False) as chain:
+        task = await open_task(chain)
+        await submit_result(chain, OTHER, task, honest_output(task, OTHER.address))
+        mine(chain)
+        first = make_node(chain.url, state_dir=state)
+        await first.setup()
+        report = await first.run_once()
+        assert (report.results, report.verdicts) == (1, 1)
+        await first.cleanup()
+        assert await mempool_size(chain) == 2
+    # The validator restarts before a block: its mempool, with both answers, is gone, so it
+    # offers the same work again.
+    async with local_chain(ledger, run=False) as chain:
+        assert await chain.client.query_pending_tasks(NODE) != []
+        second = await started(make_node(chain.url, state_dir=state), cleanups)
+        report = await second.run_once()
+        assert (report.tasks, report.results, report.verdicts) == (1, 0, 0)
+        assert await mempool_size(chain) == 0
+        # The same key without the log does send again: the log made the difference.
+        fresh = await started(make_node(chain.url, state_dir=tmp_path / "fresh"), cleanups)
+        report = await fresh.run_once()
+        assert (report.results, report.verdicts) == (1, 1)
+        assert await mempool_size(chain) == 2
+
+
+async def test_a_reset_chain_is_a_new_start(tmp_path: Path, cleanups: list[ResourceNode]) -> None:
+    state = tmp_path / "state"
+    async with local_chain(tmp_path / "old", run=False) as chain:
+        old_task = await open_task(chain)
+        old_genesis = await chain.client.genesis_hash()
+        first = make_node(chain.url, state_dir=state)
+        await first.setup()
+        await first.run_once()
+        await first.cleanup()
+    assert saved_state(state)["genesisHash"] == old_genesis
+
+    genesis = make_genesis(verify_deadline_blocks=21)  # another genesis, the same chain id
+    async with local_chain(tmp_path / "new", genesis, run=False) as chain:
+        task = await open_task(chain)
+        assert task["taskHash"] == old_task["taskHash"]  # the same task hash on a fresh chain
+        new_genesis = await chain.client.genesis_hash()
+        assert new_genesis != old_genesis
+        second = await started(make_node(chain.url, state_dir=state), cleanups)
+        report = await second.run_once()
+        assert report.results == 1 and second.stats().results_accepted == 1
+        assert saved_state(state)["genesisHash"] == new_genesis
+        mine(chain)
+        assert NODE.address in await entries(chain, task)
+
+
+# The validator away, and back
+
+
+async def test_unreachable_validator_backs_off(cleanups: list[ResourceNode]) -> None:
+    node = await started(make_node(f"http://127.0.0.1:{free_port()}"), cleanups)
+    delays = []
+    for _ in range(8):
+        report = await node.run_once()
+        assert report.error is not None and "refused" in report.error.lower()
+        delays.append(node.next_delay())
+    config = node.config
+    for attempt, delay in enumerate(delays):
+        base = min(config.backoff_max, config.backoff_initial * 2**attempt)
+        assert max(config.poll_interval, base / 2) <= delay <= base
+    assert delays[-1] > config.poll_interval
+    assert node.stats().poll_errors == 8 and node.stats().polls == 8
+    assert node.info()["lastError"].startswith("validator unreachable")
+
+
+async def test_keeps_going_when_the_validator_comes_back(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    task = await open_task(manual)
+    port = free_port()
+    node = await started(make_node(f"http://127.0.0.1:{port}"), cleanups)
+    for _ in range(3):
+        assert (await node.run_once()).error is not None
+    assert node.next_delay() > node.config.poll_interval
+    async with listening(manual.node, port):
+        report = await node.run_once()
+        assert (report.error, report.results) == (None, 1)
+        assert node.next_delay() == node.config.poll_interval
+    assert (await node.run_once()).error is not None  # away again
+    mine(manual)
+    assert NODE.address in await entries(manual, task)
+    assert node.stats().results_accepted == 1 and node.stats().poll_errors == 4
+
+
+async def test_a_submission_that_did_not_arrive_is_retried(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    task = await open_task(manual)
+    port = free_port()
+    held = HeldBackend()
+    node = await started(make_node(f"http://127.0.0.1:{port}", backend=held), cleanups)
+    async with listening(manual.node, port):
+        run = asyncio.create_task(node.run_once())
+        await held.wait_inside(1)
+    held.release.set()  # the validator went away between the poll and the submission
+    await asyncio.wait_for(run, WAIT)
+    assert (node.stats().failed, node.stats().done) == (0, 0)
+    assert node.next_delay() > node.config.poll_interval  # back off before the next poll
+    assert await mempool_size(manual) == 0
+    async with listening(manual.node, port):
+        report = await node.run_once()
+    assert (report.error, report.results) == (None, 1)
+    assert (node.stats().results_accepted, node.stats().failed) == (1, 0)
+    mine(manual)
+    assert NODE.address in await entries(manual, task)
+
+
+async def test_a_validator_that_comes_back_reset_is_a_new_start(
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    port = free_port()
+    state = tmp_path / "state"
+    node = await started(make_node(f"http://127.0.0.1:{port}", state_dir=state), cleanups)
+    async with local_chain(tmp_path / "old", run=False) as chain:
+        old_task = await open_task(chain)
+        async with listening(chain.node, port):
+            assert (await node.run_once()).results == 1
+    assert (await node.run_once()).error is not None  # away
+
+    async with local_chain(
+        tmp_path / "new", make_genesis(verify_deadline_blocks=21), run=False
+    ) as chain:
+        task = await open_task(chain)
+        assert task["taskHash"] == old_task["taskHash"]
+        async with listening(chain.node, port):
+            report = await node.run_once()  # the genesis hash is checked again after the outage
+        assert (report.error, report.results) == (None, 1)
+        assert node.stats().results_accepted == 2
+        assert saved_state(state)["genesisHash"] == await chain.client.genesis_hash()
+        mine(chain)
+        assert NODE.address in await entries(chain, task)
+
+
+async def test_a_validator_that_comes_back_with_another_chain_id(
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    port = free_port()
+    node = await started(make_node(f"http://127.0.0.1:{port}"), cleanups)
+    async with local_chain(tmp_path / "old", run=False) as chain:
+        await open_task(chain)
+        async with listening(chain.node, port):
+            assert (await node.run_once()).results == 1
+
+    genesis = parse_genesis(dev_genesis(chain_id=7332, params=Params(block_time_ms=0)))
+    async with local_chain(tmp_path / "new", genesis, run=False) as chain:
+        task = await open_task(chain)
+        async with listening(chain.node, port):
+            report = await node.run_once()
+        assert (report.error, report.results) == (None, 1)
+        assert (node.stats().results_accepted, node.stats().failed) == (2, 0), node.last_error
+        mine(chain)
+        assert NODE.address in await entries(chain, task)
+
+
+# Crash fault and lifecycle
+
+
+async def test_crash_fault_exits_after_n_results(
+    manual: LocalChain, cleanups: list[ResourceNode], tmp_path: Path
+) -> None:
+    for n in range(2):
+        await open_task(manual, prompts=f"prompt {n}", mined=False)
+    mine(manual)
+    exits: list[int] = []
+    remembered_at_exit: list[int] = []
+
+    def exit_process(code: int) -> None:
+        exits.append(code)
+        remembered_at_exit.append(len(saved_state(tmp_path)["tasks"]))
+
+    node = make_node(
+        manual.url,
+        faults=Faults(crash_after=2),
+        exit_process=exit_process,
+        state_dir=tmp_path,
+        concurrency=1,
+    )
+    await started(node, cleanups)
+    await node.run_once()
+    assert exits == [CRASH_EXIT_CODE]
+    assert remembered_at_exit == [2]  # both results were saved before the exit
+    assert await mempool_size(manual) == 2  # and both reached the validator
+
+
+async def test_run_forever_until_stop(chain: LocalChain, cleanups: list[ResourceNode]) -> None:
+    receipt = await chain.client.submit_task(
+        DEV0, prompts=PROMPTS, model_options=MODEL_OPTIONS, target_count=1
+    )
+    await chain.client.wait_for_tx(receipt.tx_hash, timeout=WAIT)
+    node = await started(make_node(chain.url, poll_interval=0.05), cleanups)
+    runner = asyncio.create_task(node.run_forever())
+    task = await chain.client.wait_for_task(
+        receipt.task_hash, timeout=WAIT, statuses=("completed",)
+    )  # automine committed the node's result: the only slot is taken
+    node.stop()
+    await asyncio.wait_for(runner, WAIT)
+    assert [entry["resourceNode"] for entry in task["executionInfo"]] == [NODE.address]
+    assert node.stats().results_accepted == 1 and node.stats().polls >= 1
+
+
+# Status server
+
+
+async def test_status_server_answers_info_and_health(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    await open_task(manual)
+    node = await started(make_node(manual.url, faults=Faults.parse(["slow:0"])), cleanups)
+    await node.run_once()
+    status = StatusServer(node.info, port=0)
+    await status.setup()
+    try:
+        assert status.port != 0 and status.url == f"http://127.0.0.1:{status.port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(status.url + "/info") as resp:
+                assert resp.status == 200
+                info = await resp.json()
+            async with http.get(status.url + "/health") as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"status": "ok"}
+    finally:
+        await status.cleanup()
+    assert info["address"] == NODE.address
+    assert info["models"] == ["*"]
+    assert info["backend"] == "deterministic"
+    assert info["faults"] == []
+    assert (info["inFlight"], info["done"], info["failed"], info["verified"]) == (0, 1, 0, 0)
+    assert info["results"] == {"accepted": 1, "closed": 0, "duplicate": 0}
+    assert info["postprocessErrors"] == 0
+    assert (info["polls"], info["pollErrors"], info["lastError"]) == (1, 0, None)
+    assert info["validator"] == manual.url
+
+
+async def test_status_server_lifecycle() -> None:
+    status = StatusServer(dict, port=0)
+    await status.setup()
+    try:
+        runner = asyncio.create_task(status.run_forever())
+        status.stop()
+        await asyncio.wait_for(runner, WAIT)
+    finally:
+        await status.cleanup()
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(status.url + "/health")

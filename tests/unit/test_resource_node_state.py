@@ -1,0 +1,129 @@
+"""The resource node's submission log (resource_node.state): what it remembers, how it writes
+its file, and the files it refuses. No validator is involved."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resource_node.backends.deterministic import DeterministicBackend
+from resource_node.state import StateError, SubmissionLog, state_path
+from resource_node.worker import ResourceNode, WorkerConfig
+from rpc.client import InferchainClient, Wallet
+
+GENESIS = "0x" + "ab" * 32
+NODE = Wallet.dev(200)
+OTHER = Wallet.dev(201)
+THIRD = Wallet.dev(202)
+
+
+def test_submission_log_round_trip(tmp_path: Path) -> None:
+    path = state_path(tmp_path, NODE.address)
+    log = SubmissionLog(NODE.address, path)
+    log.genesis_hash = GENESIS
+    log.record_result("0x" + "AA" * 32, "accepted")
+    log.record_result("0x" + "bb" * 32, "closed")
+    log.record_verdict("0x" + "aa" * 32, OTHER.address, True, "accepted")
+    log.record_verdict("0x" + "cc" * 32, THIRD.address.lower(), False, "duplicate")
+
+    again = SubmissionLog.load(NODE.address, path)
+    assert again.genesis_hash == GENESIS
+    assert again.result_outcome("0x" + "aa" * 32) == "accepted"
+    assert again.result_outcome("0x" + "BB" * 32) == "closed"
+    assert not again.has_result("0x" + "cc" * 32)
+    assert again.has_verdict("0x" + "aa" * 32, OTHER.address)
+    assert not again.has_verdict("0x" + "aa" * 32, THIRD.address)
+    verdict = again.verdict("0x" + "cc" * 32, THIRD.address)
+    assert verdict is not None and (verdict.valid, verdict.outcome) == (False, "duplicate")
+    assert len(again) == 3
+    assert again.to_json() == log.to_json()
+
+
+def test_submission_log_writes_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = state_path(tmp_path, NODE.address)
+    log = SubmissionLog(NODE.address, path)
+    log.record_result("0x" + "aa" * 32, "accepted")
+    before = path.read_bytes()
+
+    replaced: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def recording_replace(src: Any, dst: Any) -> None:
+        replaced.append((str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    log.record_result("0x" + "bb" * 32, "accepted")
+    [(src, dst)] = replaced
+    assert dst == str(path) and src != dst and Path(src).parent == path.parent
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    after_first = path.read_bytes()
+    with pytest.raises(StateError, match=str(path)):
+        log.record_result("0x" + "cc" * 32, "accepted")
+    assert path.read_bytes() == after_first != before  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"{not json", "cannot read it as JSON"),
+        (b'{"version": 99}', "not a version 1"),
+        (b'{"version": 1, "address": "0x0000000000000000000000000000000000000001"}', "belongs"),
+        (
+            json.dumps(
+                {"version": 1, "address": NODE.address, "tasks": {"0x1": {"result": "maybe"}}}
+            ).encode(),
+            "bad result outcome",
+        ),
+    ],
+)
+def test_submission_log_refuses_a_bad_file(tmp_path: Path, content: bytes, match: str) -> None:
+    path = state_path(tmp_path, NODE.address)
+    path.write_bytes(content)
+    with pytest.raises(StateError, match=match):
+        SubmissionLog.load(NODE.address, path)
+
+
+async def test_unreadable_state_stops_setup(tmp_path: Path) -> None:
+    state_path(tmp_path, NODE.address).write_text("garbage")
+    # setup() reads only the state file: the client is never used.
+    node = ResourceNode(
+        InferchainClient("http://127.0.0.1:9"),
+        NODE,
+        DeterministicBackend(),
+        config=WorkerConfig(state_dir=tmp_path),
+    )
+    with pytest.raises(StateError, match="resource-node-"):
+        await node.setup()
+    await node.cleanup()
+
+
+def test_submission_log_keeps_the_most_recent_tasks(tmp_path: Path) -> None:
+    path = state_path(tmp_path, NODE.address)
+    log = SubmissionLog(NODE.address, path, max_tasks=3)
+    hashes = ["0x" + f"{i:02x}" * 32 for i in range(5)]
+    for task_hash in hashes:
+        log.record_result(task_hash, "accepted")
+    log.record_verdict(hashes[2], OTHER.address, True, "accepted")  # touched again: kept
+    log.record_result("0x" + "ff" * 32, "accepted")
+    again = SubmissionLog.load(NODE.address, path, max_tasks=3)
+    assert [again.has_result(h) for h in hashes] == [False, False, True, False, True]
+    assert len(again) == 3
+
+
+def test_submission_log_reset(tmp_path: Path) -> None:
+    path = state_path(tmp_path, NODE.address)
+    log = SubmissionLog(NODE.address, path)
+    log.record_result("0x" + "aa" * 32, "accepted")
+    log.reset("0x" + "01" * 32)
+    again = SubmissionLog.load(NODE.address, path)
+    assert len(again) == 0 and again.genesis_hash == "0x" + "01" * 32
