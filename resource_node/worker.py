@@ -513,23 +513,31 @@ class ResourceNode:
             log.warning("%s for task %s rejected: %s", key[0], key[1], exc)
             self._fail(key, str(exc))
 
+    async def _send(self, key: WorkKey, submission: Awaitable[bool]) -> str | None:
+        """Await a result or verdict submission: "accepted" (true), "closed" (false) or
+        "duplicate" (-32006: it is on chain already); None when it was refused or lost."""
+        try:
+            accepted = await submission
+        except RpcError as exc:
+            if exc.code == DUPLICATE_CODE:
+                return "duplicate"
+            self._rejected(key, exc)
+            return None
+        except (TransportError, ValueError) as exc:
+            self._rejected(key, exc)
+            return None
+        return "accepted" if accepted else "closed"
+
     async def _compute(self, key: WorkKey, task: dict[str, Any], task_hash: str) -> None:
         seed = self._seed(task, task_hash, self.address, task.get("seed"))
         output = await self._infer(self._compute_backend, key, request_from_task(task, seed))
         if output is None:
             return
-        try:
-            accepted = await self.client.submit_inference_result(self.wallet, task_hash, output)
-        except RpcError as exc:
-            if exc.code != DUPLICATE_CODE:
-                self._rejected(key, exc)
-                return
-            outcome = "duplicate"
-        except (TransportError, ValueError) as exc:
-            self._rejected(key, exc)
+        outcome = await self._send(
+            key, self.client.submit_inference_result(self.wallet, task_hash, output)
+        )
+        if outcome is None:
             return
-        else:
-            outcome = "accepted" if accepted else "closed"
         self.submissions.record_result(task_hash, outcome)
         self._succeed(key)
         self._check_postprocess(task, output, "own")
@@ -557,20 +565,11 @@ class ResourceNode:
             if output is None:
                 return
             valid = same_output(output, result)
-        try:
-            accepted = await self.client.submit_verification(
-                self.wallet, task_hash, submitter, valid
-            )
-        except RpcError as exc:
-            if exc.code != DUPLICATE_CODE:
-                self._rejected(key, exc)
-                return
-            outcome = "duplicate"
-        except (TransportError, ValueError) as exc:
-            self._rejected(key, exc)
+        outcome = await self._send(
+            key, self.client.submit_verification(self.wallet, task_hash, submitter, valid)
+        )
+        if outcome is None:
             return
-        else:
-            outcome = "accepted" if accepted else "closed"
         self.submissions.record_verdict(task_hash, submitter, valid, outcome)
         self._succeed(key)
         self._check_postprocess(task, result, f"{submitter}'s")
