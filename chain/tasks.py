@@ -225,9 +225,6 @@ def decide_result(
         outcome = UNVERIFIED
     if outcome is None:
         return entry
-    add_busy(state, entry["resourceNode"], -1)
-    for verdict in verdicts:
-        add_busy(state, verdict["verifier"], -1)
     return {**entry, "status": outcome, "decidedHeight": ctx.height}
 
 
@@ -306,6 +303,10 @@ def _credit(state: State, address: str, amount: int) -> None:
 def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
     """Pay, slash, jail, refund, mint and burn for a decided task; returns the final task."""
     results = sorted(task.execution_info, key=lambda e: e["rank"])
+    for entry in results:  # the Unstake guard holds until here, so no slash can be escaped
+        add_busy(state, entry["resourceNode"], -1)
+        for verdict in entry["verifications"]:
+            add_busy(state, verdict["verifier"], -1)
     valid = [e for e in results if e["status"] == VERIFIED]
     fee = task.fee
     reward = params.network_reward_per_task if valid else 0
@@ -383,7 +384,9 @@ def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
 
 
 def unstake_guard(state: State, params: Params, address: str, remaining: int) -> None:
-    """Unstake may not take a node below minNodeStake while it has undecided work (4.11)."""
+    """Unstake may not take a node below minNodeStake while it has undecided work (4.11):
+    results or verdicts in a task that is not settled yet, since slashes take the stake at
+    the settlement."""
     if remaining < params.min_node_stake and get_node(state, address) is not None:
         busy = get_busy(state, address)
         if busy:
