@@ -148,8 +148,7 @@ def apply_result(
     add_busy(state, msg.resource_node, 1)
     task = replace(task, execution_info=(*task.execution_info, entry))
     task = replace(task, status=_progress_status(task))
-    closed = ctx.height > compute_deadline(params, task)
-    put_task(state, maybe_decide_task(state, params, ctx, task, compute_closed=closed))
+    put_task(state, maybe_decide_task(state, params, ctx, task, compute_closed=False))
 
 
 # Verdicts
