@@ -28,6 +28,7 @@ from chain.errors import (
 )
 from chain.genesis import Params
 from chain.state import (
+    Reader,
     State,
     add_busy,
     add_due,
@@ -407,7 +408,7 @@ def restore_if_restaked(state: State, params: Params, address: str, account: Acc
 
 
 def pending_work(
-    state: State, params: Params, address: str, height: int, task_hashes: list[bytes]
+    state: Reader, params: Params, address: str, height: int, task_hashes: list[bytes]
 ) -> list[tuple[Task, bool, list[Entry]]]:
     """For each open task: (task, may compute, results it may verify) at block `height`.
 

@@ -111,9 +111,7 @@ async def serve(args: argparse.Namespace) -> int:
             await site.start()
         except OSError as exc:
             raise ChainError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = runner.addresses[0][1]
         url = f"http://{args.host}:{port}"
         if args.quiet:
             print(f"Listening on {url}", flush=True)

@@ -117,13 +117,14 @@ class RpcServer:
         problem = _request_problem(item)
         if problem is not None:
             return _error_response(errors.invalid_request(problem), _valid_id(item))
-        response: dict[str, Any] | None = await dispatch_to_serializable(
+        response = await dispatch_to_serializable(
             item,
             methods=self.methods,
             context=self.node,
             deserializer=lambda request: request,
             validator=lambda request: request,
         )
+        assert response is None or isinstance(response, dict)  # one request, one answer
         return response
 
     async def dispatch(self, payload: Any) -> Any:

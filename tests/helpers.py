@@ -60,8 +60,7 @@ async def local_chain(
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     url = f"http://127.0.0.1:{port}"
     producer = asyncio.create_task(node.run_forever()) if run else None
     client = InferchainClient(url)
