@@ -37,7 +37,7 @@ def lifecycle_genesis() -> Genesis:
 
     Timed blocks, not automine: with automine every burst of transactions makes blocks, so a
     deadline counted in blocks can pass before a node has polled once."""
-    params = Params(block_time_ms=200, compute_deadline_blocks=20, verify_deadline_blocks=20)
+    params = Params(block_time_ms=200, compute_deadline_blocks=30, verify_deadline_blocks=30)
     raw = copy.deepcopy(dev_genesis(params=params))
     for node in raw["resourceNodes"]:
         node["models"] = SERVED_MODEL
