@@ -1,5 +1,5 @@
 """The validator's HTTP face: JSON-RPC 2.0 on POST / and /rpc, plus GET /tx/<hash>,
-GET /health.
+GET /queryPendingTasks (the upstream shape) and GET /health.
 
 Requests are parsed here (orjson) so that every shape the JSON-RPC 2.0 specification
 describes gets its own answer: a parse error, an invalid request inside a batch, an empty
@@ -188,7 +188,7 @@ class RpcServer:
             return _json(failure.to_json() | {"result": None}, status=400)
         except Exception:
             log.exception("GET /queryPendingTasks failed")
-            return _json(errors.internal_error().to_json() | {"result": None}, status=500)
+            return _json(errors.internal_error().to_json() | {"result": None})
         return _json({"code": 0, "message": "success", "result": result})
 
     async def handle_health(self, _request: web.Request) -> web.Response:
