@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from chain import crypto, wire
 from chain.errors import InvalidSignature
 from chain.types import MESSAGE_TYPES, Message, signer_of
+from tests.strategies import wire_params
 
 VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
 ROOT = Path(__file__).resolve().parents[2]
@@ -311,42 +312,6 @@ def test_high_s_cases_are_true_malleations(case: dict[str, Any]) -> None:
 
 PRIVATE_KEYS = st.integers(min_value=1, max_value=SECPK1_N - 1).map(lambda k: k.to_bytes(32, "big"))
 CHAIN_IDS = st.integers(min_value=1, max_value=2**53)
-ADDRESSES = st.binary(min_size=20, max_size=20).flatmap(
-    lambda raw: st.sampled_from(
-        [to_checksum_address(raw), "0x" + raw.hex(), "0x" + raw.hex().upper()]
-    )
-)
-
-
-BYTES_FIELDS = st.one_of(
-    st.text(),
-    st.binary().map(lambda b: "0x" + b.hex()),
-    st.binary().map(lambda b: "0x" + b.hex().upper()),
-    st.tuples(st.binary(), st.sampled_from(["0", "g", " ", "x", "é"])).map(
-        lambda pair: "0x" + pair[0].hex() + pair[1]
-    ),
-)
-
-
-def _uint(bits: int) -> st.SearchStrategy[Any]:
-    return st.integers(min_value=0, max_value=2**bits - 1).flatmap(
-        lambda n: st.sampled_from([n, str(n)])
-    )
-
-
-WIRE_VALUES: dict[str, st.SearchStrategy[Any]] = {
-    "address": ADDRESSES,
-    "uint64": _uint(64),
-    "uint256": _uint(256),
-    "bytes": BYTES_FIELDS,
-    "string": BYTES_FIELDS,  # a string that looks like hex is still text
-    "bytes32": st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex()),
-    "bool": st.booleans(),
-}
-
-
-def wire_params(cls: type[Message]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({name: WIRE_VALUES[abi] for name, _attr, abi in cls.FIELDS})
 
 
 @by_type

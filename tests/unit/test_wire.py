@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from chain import crypto, wire
 from chain.errors import InvalidParams, InvalidSignature
-from chain.types import MESSAGE_TYPES, Message, SubmitInferenceResult, SubmitTask
+from chain.types import MESSAGE_TYPES, SubmitInferenceResult, SubmitTask
+from tests.strategies import RAW_ADDRESSES, wire_params
 
 VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
 EIP712 = json.loads((VECTORS_DIR / "eip712.json").read_text(encoding="utf-8"))
@@ -41,8 +42,6 @@ def flip_case(text: str, index: int) -> str:
 
 
 # --- addresses ------------------------------------------------------------------------------
-
-RAW_ADDRESSES = st.binary(min_size=20, max_size=20)
 
 
 @given(raw=RAW_ADDRESSES)
@@ -374,38 +373,6 @@ def test_vector_params_are_already_canonical(vector: dict[str, Any]) -> None:
 
 
 # --- round trips ----------------------------------------------------------------------------
-
-ADDRESSES = RAW_ADDRESSES.flatmap(
-    lambda raw: st.sampled_from(
-        [to_checksum_address(raw), "0x" + raw.hex(), "0x" + raw.hex().upper()]
-    )
-)
-BYTES_FIELDS = st.one_of(
-    st.text(),
-    st.binary().map(lambda b: "0x" + b.hex()),
-    st.binary().map(lambda b: "0x" + b.hex().upper()),
-)
-
-
-def _uint(bits: int) -> st.SearchStrategy[Any]:
-    return st.integers(min_value=0, max_value=2**bits - 1).flatmap(
-        lambda n: st.sampled_from([n, str(n)])
-    )
-
-
-WIRE_VALUES: dict[str, st.SearchStrategy[Any]] = {
-    "address": ADDRESSES,
-    "uint64": _uint(64),
-    "uint256": _uint(256),
-    "bytes": BYTES_FIELDS,
-    "string": BYTES_FIELDS,  # a string that looks like hex is still text
-    "bytes32": st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex()),
-    "bool": st.booleans(),
-}
-
-
-def wire_params(cls: type[Message]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({name: WIRE_VALUES[abi] for name, _attr, abi in cls.FIELDS})
 
 
 @by_type
