@@ -38,9 +38,9 @@ from chain.state import (
     STATE_PREFIX,
     State,
     decode_account,
-    decode_task,
     encode_write_set,
     get_supply,
+    get_task,
 )
 from chain.types import ZERO_ADDRESS, ZERO_HASH, Block, SignedTx, Task, Vote
 
@@ -404,8 +404,7 @@ class Ledger:
         )
 
     def get_task(self, task_hash: bytes) -> Task | None:
-        raw = self.store.get(b"s/task/" + task_hash)
-        return None if raw is None else decode_task(raw)
+        return get_task(self.store, task_hash)
 
     def state_at(self, key: bytes, height: int) -> bytes | None:
         """The value of a versioned state key (accounts, nodes) after block `height`."""

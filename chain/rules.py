@@ -24,6 +24,7 @@ from chain.errors import (
 from chain.genesis import Genesis, Params
 from chain.state import (
     State,
+    credit,
     get_account,
     get_node,
     get_supply,
@@ -310,17 +311,12 @@ def end_block(
         for address, stake in zip(signers, stakes, strict=True):
             share = reward * stake // total
             if share:
-                _credit(state, address, share)
+                credit(state, address, share)
                 paid += share
     if reward - paid:
-        _credit(state, ctx.proposer, reward - paid)
+        credit(state, ctx.proposer, reward - paid)
     genesis_supply, minted, burned = get_supply(state)
     put_supply(state, genesis_supply, minted + reward, burned)
-
-
-def _credit(state: State, address: str, amount: int) -> None:
-    account = get_account(state, address)
-    put_account(state, address, Account(account.balance + amount, account.stake, account.nonce))
 
 
 # The supply invariant (PROTOCOL 4.10)

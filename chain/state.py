@@ -9,6 +9,7 @@ of a block is what the appHash commits to (PROTOCOL 6).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, Protocol
 
 import orjson
@@ -115,6 +116,12 @@ def put_account(state: State, address: str, account: Account) -> None:
             {"balance": str(account.balance), "stake": str(account.stake), "nonce": account.nonce}
         ),
     )
+
+
+def credit(state: State, address: str, amount: int) -> None:
+    """Add `amount` to the balance of `address` (rewards, payouts, refunds)."""
+    account = get_account(state, address)
+    put_account(state, address, replace(account, balance=account.balance + amount))
 
 
 # Resource nodes and validators

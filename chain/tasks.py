@@ -33,6 +33,7 @@ from chain.state import (
     add_busy,
     add_due,
     clear_due,
+    credit,
     get_account,
     get_busy,
     get_due,
@@ -295,11 +296,6 @@ def _jail_if_below_minimum(state: State, params: Params, address: str) -> None:
         put_node(state, address, replace(node, jailed=True))
 
 
-def _credit(state: State, address: str, amount: int) -> None:
-    account = get_account(state, address)
-    put_account(state, address, replace(account, balance=account.balance + amount))
-
-
 def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
     """Pay, slash, jail, refund, mint and burn for a decided task; returns the final task."""
     results = sorted(task.execution_info, key=lambda e: e["rank"])
@@ -344,7 +340,7 @@ def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
     ):
         for rank, (address, amount) in enumerate(zip(recipients, shares, strict=True), 1):
             if amount:
-                _credit(state, address, amount)
+                credit(state, address, amount)
             payouts.append({"address": address, "amount": amount, "role": role, "rank": rank})
 
     # What is not paid out goes back to where it came from, pool by pool, pro rata to the
@@ -356,7 +352,7 @@ def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
     unminted = from_fee_and_reward * reward // (fee + reward) if fee + reward else 0
     refund = from_fee_and_reward - unminted
     if refund:
-        _credit(state, task.sender, refund)
+        credit(state, task.sender, refund)
     genesis_supply, minted, burned_before = get_supply(state)
     put_supply(state, genesis_supply, minted + reward - unminted, burned_before + burned)
 
