@@ -50,7 +50,9 @@ Choices where the paper leaves room, each for a reason:
 - `valid` is asked again whenever a rule needs it until it says yes (a node may receive the
   block after its hash); `recheck()` re-runs the rules after the node learned new blocks.
 - After `Decide` the machine waits for `start(h + 1)`; the node commits first.
-- Timeouts grow with the round: duration = base + round * delta, per kind (`Timeouts`).
+- Timeouts grow with the round: duration = base + round * delta, per kind (`Timeouts`), up to
+  an optional ceiling (a validator that comes back after a long outage then does not wait
+  minutes for the round the others reached).
 """
 
 from __future__ import annotations
@@ -374,7 +376,7 @@ Action = Broadcast | ScheduleTimeout | RequestValue | Decide
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Timeout durations in milliseconds: base + round * delta, per kind."""
+    """Timeout durations in milliseconds: base + round * delta, per kind, at most `max_ms`."""
 
     propose_ms: int = 3000
     propose_delta_ms: int = 500
@@ -383,14 +385,18 @@ class Timeouts:
     precommit_ms: int = 1000
     precommit_delta_ms: int = 500
 
+    max_ms: int | None = None
+
     def duration_ms(self, kind: TimeoutKind, round_: int) -> int:
         if kind == "propose":
-            return self.propose_ms + round_ * self.propose_delta_ms
-        if kind == "prevote":
-            return self.prevote_ms + round_ * self.prevote_delta_ms
-        if kind == "precommit":
-            return self.precommit_ms + round_ * self.precommit_delta_ms
-        raise ValueError(f"unknown timeout kind {kind!r}")
+            duration = self.propose_ms + round_ * self.propose_delta_ms
+        elif kind == "prevote":
+            duration = self.prevote_ms + round_ * self.prevote_delta_ms
+        elif kind == "precommit":
+            duration = self.precommit_ms + round_ * self.precommit_delta_ms
+        else:
+            raise ValueError(f"unknown timeout kind {kind!r}")
+        return duration if self.max_ms is None else min(duration, self.max_ms)
 
 
 class Step(enum.IntEnum):
@@ -519,8 +525,15 @@ class Tendermint:
 
     # Events
 
-    def start(self, height: int) -> list[Action]:
-        """Begin `height` at round 0 (after committing the previous one, or after syncing)."""
+    def start(self, height: int, round_: int = 0, signed: Iterable[VoteMsg] = ()) -> list[Action]:
+        """Begin `height` at `round_` (after committing the previous height, or after syncing).
+
+        `signed` are the votes this validator already signed at `height` in an earlier run
+        (the node keeps them on disk): they are recorded as sent, so no conflicting vote is
+        ever asked for, and the lock they imply is restored (a precommit for v in round r is
+        only ever sent with lockedValue = v, lockedRound = r). A restarted validator starts
+        at the round after the last one it signed in.
+        """
         if height <= self._height:
             raise ValueError(f"cannot start height {height}: already at {self._height}")
         self._height = height
@@ -531,8 +544,20 @@ class Tendermint:
         self._rounds = {}
         self._sent = {}
         self._known_valid = set()
+        for vote in signed:
+            if vote.height != height or vote.validator != self.address:
+                raise ValueError(f"{vote} is not a vote of {self.address} at height {height}")
+            self._sent[(vote.round, vote.type)] = vote.value
+            self._record_vote(vote)
+            if (
+                vote.type == PRECOMMIT
+                and vote.value is not None
+                and vote.round > self._locked_round
+            ):
+                self._locked_value, self._locked_round = vote.value, vote.round
+                self._valid_value, self._valid_round = vote.value, vote.round
         out: list[Action] = []
-        self._start_round(0, out)
+        self._start_round(round_, out)
         buffered, self._buffer = self._buffer, []
         for message in buffered:
             self._admit(message)
@@ -671,11 +696,7 @@ class Tendermint:
     def _vote(self, vote_type: VoteType, value: bytes | None, out: list[Action]) -> None:
         key = (self._round, vote_type)
         if key in self._sent:
-            if self._sent[key] != value:
-                raise AssertionError(
-                    f"{self.address} would sign two {vote_type}s at height {self._height} "
-                    f"round {self._round}: {self._sent[key]!r} and {value!r}"
-                )
+            # signed before (this run, or an earlier one given to `start`): never sign again
             return
         self._sent[key] = value
         vote = VoteMsg(self._height, self._round, vote_type, value, self.address)

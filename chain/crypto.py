@@ -217,3 +217,17 @@ def vote_sign_bytes(
         + bytes([VOTE_TYPES[vote_type]])
         + block_hash
     )
+
+
+def proposal_sign_bytes(
+    chain_id: int, height: int, round_: int, valid_round: int, block_hash: bytes
+) -> bytes:
+    """Canonical bytes of a PROPOSAL(height, round, blockHash, validRound); -1 encodes as 0."""
+    return (
+        b"inferchain/proposal/v1"
+        + chain_id.to_bytes(8, "big")
+        + height.to_bytes(8, "big")
+        + round_.to_bytes(4, "big")
+        + (valid_round + 1).to_bytes(4, "big")
+        + block_hash
+    )

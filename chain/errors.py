@@ -166,3 +166,27 @@ class StorageError(ChainError):
 
 class AppHashMismatch(ChainError):
     """Re-executing a block gave another state than the block commits to."""
+
+
+class InvalidPeerMessage(ChainError):
+    """A message from another validator that is malformed, badly signed or not for us.
+
+    It is dropped and logged; it never reaches the consensus state machine.
+    """
+
+
+class ConflictingVote(ChainError):
+    """This validator already signed a different vote at this (height, round, type)."""
+
+    def __init__(self, height: int, round_: int, vote_type: str, signed: bytes, asked: bytes):
+        super().__init__(
+            f"refusing to sign a {vote_type} for {_hash_or_nil(asked)} at height {height} "
+            f"round {round_}: this validator already signed one for {_hash_or_nil(signed)}"
+        )
+        self.height = height
+        self.round = round_
+        self.vote_type = vote_type
+
+
+def _hash_or_nil(value: bytes) -> str:
+    return "0x" + value.hex() if value else "nil"

@@ -346,7 +346,7 @@ class Ledger:
         commit: Sequence[Vote],
         txs: Sequence[tuple[SignedTx, str]],
         write_set: Sequence[tuple[bytes, bytes | None]],
-        extra: Mapping[bytes, bytes] | None = None,
+        extra: Mapping[bytes, bytes | None] | None = None,
     ) -> Head:
         """Write a block, its transactions (with status), its state changes and the new head."""
         if block.height != self.head.height + 1 or block.prev_hash != self.head.hash:
@@ -440,12 +440,44 @@ class Ledger:
         )
         return rules.supply_check(accounts, escrow, get_supply(self.store))
 
-    # Own votes (PROTOCOL 6: persisted before they are sent)
+    # Own votes and proposals (PROTOCOL 6: persisted, synced, before they are sent)
 
-    def own_vote(self, height: int, round_: int, vote_type: int) -> Vote | None:
-        raw = self.store.get(OWN_VOTE + h8(height) + round_.to_bytes(4, "big") + bytes([vote_type]))
+    def own_votes(self, height: int) -> list[Vote]:
+        """The votes this validator signed at `height`, by round and type."""
+        out = []
+        for key, raw in self.store.iterate(OWN_VOTE + h8(height)):
+            if key[-1] != OWN_PROPOSAL_TYPE:
+                out.append(vote_from_json(orjson.loads(raw)))
+        return out
+
+    def own_vote(self, height: int, round_: int, vote_type: str) -> Vote | None:
+        raw = self.store.get(_own_key(height, round_, crypto.VOTE_TYPES[vote_type]))
         return None if raw is None else vote_from_json(orjson.loads(raw))
 
-    def save_own_vote(self, vote: Vote, vote_type: int) -> None:
-        key = OWN_VOTE + h8(vote.height) + vote.round.to_bytes(4, "big") + bytes([vote_type])
+    def save_own_vote(self, vote: Vote) -> None:
+        key = _own_key(vote.height, vote.round, crypto.VOTE_TYPES[vote.type])
         self.store.write({key: orjson.dumps(vote_to_json(vote))})
+
+    def own_proposal(self, height: int, round_: int) -> bytes | None:
+        """The block hash this validator proposed at (height, round), if it did."""
+        return self.store.get(_own_key(height, round_, OWN_PROPOSAL_TYPE))
+
+    def save_own_proposal(self, height: int, round_: int, block_hash_: bytes) -> None:
+        self.store.write({_own_key(height, round_, OWN_PROPOSAL_TYPE): block_hash_})
+
+    def own_rounds(self, height: int) -> list[int]:
+        """The rounds of `height` in which this validator signed anything."""
+        keys = self.store.iterate(OWN_VOTE + h8(height))
+        return sorted({int.from_bytes(key[-5:-1], "big") for key, _value in keys})
+
+    def stale_own_keys(self, height: int) -> list[bytes]:
+        """Keys of what this validator signed at `height` or below (deleted with a commit)."""
+        end = OWN_VOTE + h8(height + 1)
+        return [key for key, _ in self.store.iterate(OWN_VOTE) if key < end]
+
+
+OWN_PROPOSAL_TYPE = crypto.VOTE_TYPES["proposal"]
+
+
+def _own_key(height: int, round_: int, kind: int) -> bytes:
+    return OWN_VOTE + h8(height) + round_.to_bytes(4, "big") + bytes([kind])

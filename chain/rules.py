@@ -8,6 +8,7 @@ writes, and `apply_tx` runs on a scratch overlay, so a rejected transaction chan
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from chain.errors import (
     DuplicateSubmission,
     InsufficientBalance,
     InvalidParams,
+    InvalidTransaction,
     NonceMismatch,
     NotEligible,
 )
@@ -51,6 +53,8 @@ from chain.types import (
     ValidatorInfo,
 )
 
+log = logging.getLogger(__name__)
+
 MAX_MODELS_LENGTH = 1024
 MAX_ENDPOINT_LENGTH = 256
 MODEL_OPTION_RANGES: dict[str, tuple[float, float, type]] = {
@@ -58,6 +62,8 @@ MODEL_OPTION_RANGES: dict[str, tuple[float, float, type]] = {
     "top_p": (0.0, 1.0, float),
     "max_tokens": (1, 8192, int),
 }
+
+log = logging.getLogger(__name__)
 
 
 # Genesis
@@ -317,6 +323,28 @@ def end_block(
         credit(state, ctx.proposer, reward - paid)
     genesis_supply, minted, burned = get_supply(state)
     put_supply(state, genesis_supply, minted + reward, burned)
+
+
+def execute_block(
+    state: State,
+    params: Params,
+    ctx: BlockContext,
+    txs: Sequence[SignedTx],
+    commit_signers: Sequence[str],
+) -> list[tuple[SignedTx, str]]:
+    """Run a block's transactions in order, then `end_block`; every validator runs exactly
+    this. A transaction that no longer applies is kept in the block as "late" and changes
+    nothing; the others are "committed"."""
+    records: list[tuple[SignedTx, str]] = []
+    for tx in txs:
+        try:
+            apply_tx(state, params, ctx, tx)
+            records.append((tx, "committed"))
+        except InvalidTransaction as exc:
+            log.info("tx 0x%s is late: %s", tx.hash.hex(), exc)
+            records.append((tx, "late"))
+    end_block(state, params, ctx, commit_signers)
+    return records
 
 
 # The supply invariant (PROTOCOL 4.10)

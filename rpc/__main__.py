@@ -21,6 +21,7 @@ from chain import crypto, wire
 from chain.errors import ChainError
 from chain.genesis import Genesis, load_genesis
 from chain.node import Node, ValidatorKey, dev_validator_key
+from rpc.p2p import Peers
 from rpc.server import RpcServer
 
 log = logging.getLogger("inferchain")
@@ -43,6 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--block-time", type=int, metavar="MS", help="override params.blockTimeMs (0: automine)"
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="RPC URL of another validator (repeat; default: the genesis validators' urls)",
     )
     parser.add_argument(
         "--check-invariants",
@@ -103,6 +111,13 @@ async def serve(args: argparse.Namespace) -> int:
     if "CoinCurve" not in backend:
         log.warning("eth-keys uses %s, not coincurve: signatures are about 30x slower", backend)
     await node.setup()
+    peers = None
+    if not node.alone:
+        urls = args.peer or [
+            v.url for v in genesis.validators if v.address != node.validator.address and v.url
+        ]
+        peers = Peers(urls, genesis.hash)
+        node.network = peers
     runner = web.AppRunner(RpcServer(node).app, access_log=None)
     try:
         await runner.setup()
@@ -120,9 +135,14 @@ async def serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, node.stop)
+        if peers is not None:
+            log.info("validator %s with peers %s", node.validator.address, ", ".join(urls))
+            await peers.start()
         await node.run_forever()
         log.info("stopping at height %d", node.head.height)
     finally:
+        if peers is not None:
+            await peers.stop()
         await runner.cleanup()
         await node.cleanup()
     return 0

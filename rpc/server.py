@@ -1,5 +1,6 @@
 """The validator's HTTP face: JSON-RPC 2.0 on POST / and /rpc, plus GET /tx/<hash>,
-GET /queryPendingTasks (the upstream shape) and GET /health.
+GET /queryPendingTasks (the upstream shape), GET /health and the routes other validators
+use (`rpc.p2p`).
 
 Requests are parsed here (orjson) so that every shape the JSON-RPC 2.0 specification
 describes gets its own answer: a parse error, an invalid request inside a batch, an empty
@@ -23,7 +24,7 @@ from jsonrpcserver.result import Result
 from chain import wire
 from chain.errors import ChainError, InvalidParams
 from chain.node import Node
-from rpc import errors
+from rpc import errors, p2p
 from rpc.methods import METHODS, MethodSpec, render_tx
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class RpcServer:
         self.app.router.add_get("/tx/{tx_hash}", self.handle_get_tx)
         self.app.router.add_get("/health", self.handle_health)
         self.app.router.add_get("/queryPendingTasks", self.handle_get_pending)
+        p2p.add_routes(self.app, node)
 
     async def dispatch_one(self, item: Any) -> dict[str, Any] | None:
         problem = _request_problem(item)
@@ -204,6 +206,7 @@ class RpcServer:
                 "time": head.time,
                 "mempool": len(self.node.mempool),
                 "validator": self.node.validator.address,
+                **self.node.consensus_status(),
             }
         )
 

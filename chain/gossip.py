@@ -1,0 +1,340 @@
+"""What validators send each other (PROTOCOL 6), as values, JSON and signatures.
+
+- a signed PROPOSAL, which carries its block and the block's transactions in full;
+- a signed PREVOTE or PRECOMMIT (`chain.types.Vote`);
+- a committed block with its commit and its transactions, for block sync.
+
+Decoding checks everything that can be checked without the ledger: the shape of every field,
+the Ed25519 signature of a known validator, the block hash a proposal signs, and the EIP-712
+signature of every transaction (recovered here, once). Anything wrong raises
+`InvalidPeerMessage`; the node drops such a message and logs it. No I/O here: the transport
+(`rpc/p2p.py`) moves the JSON, the node acts on the values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from chain import crypto, wire
+from chain.consensus import PRECOMMIT, VOTE_TYPES, Proposal, ValidatorSet, VoteMsg
+from chain.errors import ChainError, InvalidPeerMessage
+from chain.ledger import block_from_json, block_hash, block_header_json, vote_to_json
+from chain.types import MESSAGE_TYPES, Block, SignedTx, Vote
+
+MAX_ROUND = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatorKey:
+    """A validator's account address and its Ed25519 consensus key."""
+
+    address: str
+    consensus_key: Ed25519PrivateKey
+
+    @classmethod
+    def from_account_key(cls, private_key: bytes) -> ValidatorKey:
+        seed = crypto.consensus_seed(private_key)
+        return cls(crypto.address_of_private_key(private_key), crypto.ed25519_private_key(seed))
+
+    @property
+    def public_key(self) -> bytes:
+        return crypto.ed25519_public_bytes(self.consensus_key)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedProposal:
+    """PROPOSAL(height, round, blockHash, validRound) with the block it proposes."""
+
+    proposal: Proposal
+    block: Block
+    txs: tuple[SignedTx, ...]
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedBlock:
+    """A committed block, its hash, the precommits that committed it, and its transactions."""
+
+    block: Block
+    hash: bytes
+    commit: tuple[Vote, ...]
+    txs: tuple[SignedTx, ...]
+
+
+class Verifier:
+    """The validators of a chain: who may sign, with which key, and with what voting power."""
+
+    def __init__(
+        self, chain_id: int, validators: ValidatorSet, public_keys: Mapping[str, bytes]
+    ) -> None:
+        self.chain_id = chain_id
+        self.validators = validators
+        self._keys: dict[str, Ed25519PublicKey] = {
+            address: Ed25519PublicKey.from_public_bytes(key)
+            for address, key in public_keys.items()
+            if address in validators
+        }
+
+    def check(self, signer: str, signature: bytes, data: bytes, what: str) -> None:
+        key = self._keys.get(signer)
+        if key is None:
+            raise InvalidPeerMessage(f"{what} from {signer}, who is not a validator")
+        try:
+            key.verify(signature, data)
+        except Exception as exc:
+            raise InvalidPeerMessage(f"{what} from {signer} has a bad signature") from exc
+
+    # Votes
+
+    def vote(self, vote: Vote) -> VoteMsg:
+        """The consensus content of a signed vote, once its signature checks out."""
+        if vote.chain_id != self.chain_id:
+            raise InvalidPeerMessage(f"a vote for chain {vote.chain_id}, not {self.chain_id}")
+        data = crypto.vote_sign_bytes(
+            vote.chain_id, vote.height, vote.round, vote.type, vote.block_hash
+        )
+        self.check(vote.validator, vote.signature, data, f"{vote.type} {vote.height}/{vote.round}")
+        return VoteMsg.from_vote(vote)
+
+    def commit(self, height: int, hash_: bytes, votes: Iterable[Vote]) -> None:
+        """Raise unless `votes` hold precommits for block `hash_` at `height` from validators
+        with more than 2/3 of the voting power, each signed, each validator counted once."""
+        signers: set[str] = set()
+        power = 0
+        for vote in votes:
+            if vote.type != PRECOMMIT or vote.height != height or vote.block_hash != hash_:
+                raise InvalidPeerMessage(
+                    f"the commit of block {height} holds a {vote.type} at height {vote.height} "
+                    f"for {wire.hex0x(vote.block_hash) if vote.block_hash else 'nil'}"
+                )
+            if vote.validator in signers:
+                raise InvalidPeerMessage(
+                    f"the commit of block {height} holds two precommits of {vote.validator}"
+                )
+            self.vote(vote)
+            signers.add(vote.validator)
+            power += self.validators.power(vote.validator)
+        if power < self.validators.quorum:
+            raise InvalidPeerMessage(
+                f"the commit of block {height} holds {power} of {self.validators.total_power} "
+                f"voting power; more than 2/3 ({self.validators.quorum}) is needed"
+            )
+
+    # Proposals
+
+    def proposal(self, signed: SignedProposal) -> Proposal:
+        proposal = signed.proposal
+        data = crypto.proposal_sign_bytes(
+            self.chain_id, proposal.height, proposal.round, proposal.valid_round, proposal.value
+        )
+        self.check(
+            proposal.proposer,
+            signed.signature,
+            data,
+            f"proposal {proposal.height}/{proposal.round}",
+        )
+        if signed.block.height != proposal.height:
+            raise InvalidPeerMessage(
+                f"proposal at height {proposal.height} carries block {signed.block.height}"
+            )
+        return proposal
+
+
+# Signing
+
+
+def sign_vote(key: ValidatorKey, chain_id: int, message: VoteMsg) -> Vote:
+    data = crypto.vote_sign_bytes(
+        chain_id, message.height, message.round, message.type, message.block_hash
+    )
+    return Vote(
+        chain_id=chain_id,
+        height=message.height,
+        round=message.round,
+        type=message.type,
+        block_hash=message.block_hash,
+        validator=key.address,
+        signature=key.consensus_key.sign(data),
+    )
+
+
+def sign_proposal(
+    key: ValidatorKey, chain_id: int, proposal: Proposal, block: Block, txs: tuple[SignedTx, ...]
+) -> SignedProposal:
+    data = crypto.proposal_sign_bytes(
+        chain_id, proposal.height, proposal.round, proposal.valid_round, proposal.value
+    )
+    return SignedProposal(proposal, block, txs, key.consensus_key.sign(data))
+
+
+# JSON
+
+
+def vote_to_wire(vote: Vote) -> dict[str, Any]:
+    return {"kind": "vote", **vote_to_json(vote)}
+
+
+def proposal_to_wire(signed: SignedProposal) -> dict[str, Any]:
+    proposal = signed.proposal
+    return {
+        "kind": "proposal",
+        "height": proposal.height,
+        "round": proposal.round,
+        "validRound": proposal.valid_round,
+        "proposer": proposal.proposer,
+        "signature": wire.hex0x(signed.signature),
+        "block": block_header_json(signed.block),
+        "txs": [wire.signed_tx_to_json(tx) for tx in signed.txs],
+    }
+
+
+def committed_to_wire(committed: CommittedBlock) -> dict[str, Any]:
+    return {
+        "block": block_header_json(committed.block),
+        "hash": wire.hex0x(committed.hash),
+        "commit": [vote_to_json(v) for v in committed.commit],
+        "txs": [wire.signed_tx_to_json(tx) for tx in committed.txs],
+    }
+
+
+def _get(obj: Any, key: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(obj, dict):
+        raise InvalidPeerMessage("expected a JSON object")
+    value = obj.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise InvalidPeerMessage(f"field {key!r} is missing or of the wrong type")
+    return value
+
+
+def _int(obj: Any, key: str, low: int, high: int) -> int:
+    value: int = _get(obj, key, int)
+    if not low <= value <= high:
+        raise InvalidPeerMessage(f"field {key!r} is out of range")
+    return value
+
+
+def _bytes(obj: Any, key: str, length: int | None = None) -> bytes:
+    text: str = _get(obj, key, str)
+    try:
+        raw = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError as exc:
+        raise InvalidPeerMessage(f"field {key!r} is not hex") from exc
+    if length is not None and len(raw) != length:
+        raise InvalidPeerMessage(f"field {key!r} must be {length} bytes")
+    return raw
+
+
+def _address(obj: Any, key: str) -> str:
+    try:
+        return wire.parse_address(_get(obj, key, str), key)
+    except ChainError as exc:
+        raise InvalidPeerMessage(f"field {key!r} is not an address") from exc
+
+
+def vote_from_wire(obj: Any) -> Vote:
+    """A vote's fields, shape-checked (its signature is checked by `Verifier.vote`)."""
+    vote_type = _get(obj, "type", str)
+    if vote_type not in VOTE_TYPES:
+        raise InvalidPeerMessage(f"unknown vote type {vote_type!r}")
+    block_hash_ = _bytes(obj, "blockHash")
+    if len(block_hash_) not in (0, 32):
+        raise InvalidPeerMessage("field 'blockHash' must be empty (nil) or 32 bytes")
+    return Vote(
+        chain_id=_int(obj, "chainId", 0, 2**63 - 1),
+        height=_int(obj, "height", 1, 2**63 - 1),
+        round=_int(obj, "round", 0, MAX_ROUND),
+        type=vote_type,
+        block_hash=block_hash_,
+        validator=_address(obj, "validator"),
+        signature=_bytes(obj, "signature", 64),
+    )
+
+
+def block_from_wire(obj: Any) -> Block:
+    if not isinstance(obj, dict):
+        raise InvalidPeerMessage("a block must be a JSON object")
+    try:
+        block = block_from_json(obj)
+        _int(obj, "height", 1, 2**63 - 1)
+        _int(obj, "time", 0, 2**63 - 1)
+        _address(obj, "proposer")
+        commit = obj["lastCommit"]
+        if not isinstance(commit, list):
+            raise InvalidPeerMessage("field 'lastCommit' must be a list")
+        last_commit = tuple(vote_from_wire(v) for v in commit)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidPeerMessage(f"a malformed block: {exc}") from exc
+    if len(block.prev_hash) != 32 or len(block.app_hash) != 32:
+        raise InvalidPeerMessage("a block's prevHash and appHash must be 32 bytes")
+    if any(len(h) != 32 for h in block.txs):
+        raise InvalidPeerMessage("a block's transaction hashes must be 32 bytes")
+    return Block(
+        height=block.height,
+        time=block.time,
+        proposer=block.proposer,
+        prev_hash=block.prev_hash,
+        txs=block.txs,
+        app_hash=block.app_hash,
+        last_commit=last_commit,
+    )
+
+
+def tx_from_wire(obj: Any, chain_id: int) -> SignedTx:
+    """A transaction from a peer, its signer recovered here (peers are not trusted)."""
+    cls = MESSAGE_TYPES.get(_get(obj, "type", str))
+    if cls is None:
+        raise InvalidPeerMessage("unknown transaction type")
+    params = _get(obj, "message", dict)
+    try:
+        message = wire.message_from_params(cls, params)
+        signature = wire.parse_signature(obj.get("signature"))
+        return crypto.verify_message(message, chain_id, signature)
+    except ChainError as exc:
+        raise InvalidPeerMessage(f"a bad transaction: {exc.reason}") from exc
+
+
+def _txs_of(obj: Any, block: Block, chain_id: int) -> tuple[SignedTx, ...]:
+    raw_txs = _get(obj, "txs", list)
+    txs = tuple(tx_from_wire(item, chain_id) for item in raw_txs)
+    if tuple(tx.hash for tx in txs) != block.txs:
+        raise InvalidPeerMessage(f"the transactions do not match block {block.height}")
+    if len(set(block.txs)) != len(block.txs):
+        raise InvalidPeerMessage(f"block {block.height} lists a transaction twice")
+    return txs
+
+
+def proposal_from_wire(obj: Any, chain_id: int) -> SignedProposal:
+    """A proposal's fields and its block's transactions, shape-checked and signer-recovered
+    (the proposal's own signature is checked by `Verifier.proposal`)."""
+    block = block_from_wire(_get(obj, "block", dict))
+    try:
+        proposal = Proposal(
+            height=_int(obj, "height", 1, 2**63 - 1),
+            round=_int(obj, "round", 0, MAX_ROUND),
+            value=block_hash(block),
+            valid_round=_int(obj, "validRound", -1, MAX_ROUND),
+            proposer=_address(obj, "proposer"),
+        )
+    except ValueError as exc:
+        raise InvalidPeerMessage(f"a malformed proposal: {exc}") from exc
+    return SignedProposal(
+        proposal, block, _txs_of(obj, block, chain_id), _bytes(obj, "signature", 64)
+    )
+
+
+def committed_from_wire(obj: Any, chain_id: int) -> CommittedBlock:
+    """A synced block, shape-checked, its hash recomputed and its transactions recovered
+    (its commit is checked by `Verifier.commit`)."""
+    block = block_from_wire(_get(obj, "block", dict))
+    hash_ = block_hash(block)
+    if _bytes(obj, "hash", 32) != hash_:
+        raise InvalidPeerMessage(f"block {block.height} does not hash to the hash sent with it")
+    commit = tuple(vote_from_wire(v) for v in _get(obj, "commit", list))
+    return CommittedBlock(block, hash_, commit, _txs_of(obj, block, chain_id))

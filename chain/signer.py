@@ -1,0 +1,73 @@
+"""The validator's signing side: a vote or proposal is written to disk before it is signed
+out, and a vote that conflicts with one signed before is refused (PROTOCOL 6).
+
+`check_vote` is the rule on its own: given what is on record for a (height, round, type),
+may this vote be signed? `PrivValidator` applies it against the ledger's synced record, so
+the refusal holds across a SIGKILL and a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from chain import wire
+from chain.consensus import Proposal, VoteMsg
+from chain.errors import ConflictingVote
+from chain.gossip import SignedProposal, ValidatorKey, sign_proposal, sign_vote
+from chain.ledger import Ledger
+from chain.types import Block, SignedTx, Vote
+
+log = logging.getLogger(__name__)
+
+
+def check_vote(signed: Vote | None, message: VoteMsg) -> Vote | None:
+    """The vote on record if it is this same vote (send it again, sign nothing new); None
+    if nothing is on record (sign it); `ConflictingVote` if another vote is."""
+    if signed is None:
+        return None
+    if signed.block_hash == message.block_hash:
+        return signed
+    raise ConflictingVote(
+        message.height, message.round, message.type, signed.block_hash, message.block_hash
+    )
+
+
+class PrivValidator:
+    """Signs for one validator, recording each vote and proposal in the ledger first."""
+
+    def __init__(self, key: ValidatorKey, chain_id: int, ledger: Ledger) -> None:
+        self.key = key
+        self.chain_id = chain_id
+        self.ledger = ledger
+
+    def sign_vote(self, message: VoteMsg) -> Vote:
+        if message.validator != self.key.address:
+            raise ValueError(f"{message} is not a vote of {self.key.address}")
+        on_record = self.ledger.own_vote(message.height, message.round, message.type)
+        again = check_vote(on_record, message)
+        if again is not None:
+            return again
+        vote = sign_vote(self.key, self.chain_id, message)
+        self.ledger.save_own_vote(vote)
+        return vote
+
+    def sign_proposal(
+        self, proposal: Proposal, block: Block, txs: tuple[SignedTx, ...]
+    ) -> SignedProposal:
+        on_record = self.ledger.own_proposal(proposal.height, proposal.round)
+        if on_record is not None and on_record != proposal.value:
+            raise ConflictingVote(
+                proposal.height, proposal.round, "proposal", on_record, proposal.value
+            )
+        self.ledger.save_own_proposal(proposal.height, proposal.round, proposal.value)
+        log.debug(
+            "proposing %s at %d/%d", wire.hex0x(proposal.value), proposal.height, proposal.round
+        )
+        return sign_proposal(self.key, self.chain_id, proposal, block, txs)
+
+    def signed_at(self, height: int) -> tuple[list[VoteMsg], int]:
+        """The votes signed at `height` in an earlier run, and the round to resume at: the
+        one after the last round this validator signed anything in (0 if none)."""
+        votes = [VoteMsg.from_vote(v) for v in self.ledger.own_votes(height)]
+        rounds = self.ledger.own_rounds(height)
+        return votes, (rounds[-1] + 1 if rounds else 0)

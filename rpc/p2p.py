@@ -1,0 +1,232 @@
+"""The transport between validators: HTTP on each validator's RPC port (aiohttp).
+
+Routes a validator serves to its peers:
+
+  POST /p2p/messages   {"messages": [proposal | vote, ...], "txs": [signed tx, ...]}
+  GET  /p2p/status     {"height", "round", "validator", "genesisHash"}
+  GET  /p2p/blocks?from=H&limit=N   committed blocks with their commits and transactions
+
+`Peers` is the sending side. Each peer has an outbox drained by one task that posts what
+accumulated as one request, so messages to a peer keep their order. Delivery is best effort:
+when a peer is down its messages are dropped (the outbox is bounded), and consensus recovers
+through its timeouts and the node's periodic re-sending of its own messages. A poll of every
+peer's status tells the node who is ahead, for block sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from chain import gossip, wire
+from chain.node import Node
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_ITEMS = 2000
+OUTBOX_LIMIT = 10_000
+SEND_TIMEOUT_S = 2.0
+STATUS_INTERVAL_S = 0.5
+# a peer counts as reachable if it answered a status poll within this many seconds
+REACHABLE_S = 3.0
+MAX_SYNC_BLOCKS = 100
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def add_routes(app: web.Application, node: Node) -> None:
+    """Serve the validator-to-validator routes on `app`."""
+
+    async def messages(request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return web.json_response({"error": "invalid JSON"}, status=400)
+        if not isinstance(body, dict):
+            return web.json_response({"error": "expected a JSON object"}, status=400)
+        msgs, txs = body.get("messages", []), body.get("txs", [])
+        if not isinstance(msgs, list) or not isinstance(txs, list):
+            return web.json_response({"error": "messages and txs must be lists"}, status=400)
+        if txs:
+            node.receive_txs(txs)
+        if msgs:
+            node.receive_messages(msgs)
+        return web.Response(status=204)
+
+    async def status(_request: web.Request) -> web.Response:
+        head = node.head
+        machine = node.consensus_status()
+        return _json(
+            {
+                "height": head.height,
+                "round": machine.get("round", 0),
+                "validator": node.validator.address,
+                "genesisHash": wire.hex0x(node.genesis.hash),
+            }
+        )
+
+    async def blocks(request: web.Request) -> web.Response:
+        try:
+            start = int(request.query.get("from", "1"))
+            limit = min(int(request.query.get("limit", str(MAX_SYNC_BLOCKS))), MAX_SYNC_BLOCKS)
+        except ValueError:
+            return web.json_response({"error": "from and limit must be integers"}, status=400)
+        out = []
+        for height in range(max(start, 1), min(start + limit, node.head.height + 1)):
+            committed = node.committed_block(height)
+            if committed is None:
+                break
+            out.append(gossip.committed_to_wire(committed))
+        return _json({"blocks": out})
+
+    app.router.add_post("/p2p/messages", messages)
+    app.router.add_get("/p2p/status", status)
+    app.router.add_get("/p2p/blocks", blocks)
+
+
+def _json(obj: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), headers=JSON_HEADERS)
+
+
+@dataclass
+class _Peer:
+    url: str
+    outbox: deque[tuple[str, dict[str, Any]]] = field(default_factory=deque)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    height: int = -1
+    seen_at: float = -1e9
+    failing: bool = False
+
+
+class Peers:
+    """The sending side of the transport, to a fixed list of peer URLs (the `Network` of
+    `chain.node.Node`). Lifecycle: `start()`, `stop()`."""
+
+    def __init__(self, urls: list[str], genesis_hash: bytes) -> None:
+        self._peers = [_Peer(url.rstrip("/")) for url in urls]
+        self._genesis_hash = wire.hex0x(genesis_hash)
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S),
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+        )
+        for peer in self._peers:
+            self._tasks.append(asyncio.create_task(self._send_loop(peer)))
+        self._tasks.append(asyncio.create_task(self._status_loop()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # Network (chain.node)
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        self._enqueue("messages", message)
+
+    def gossip_tx(self, tx: dict[str, Any]) -> None:
+        self._enqueue("txs", tx)
+
+    def best_peer(self) -> tuple[str, int] | None:
+        now = asyncio.get_running_loop().time()
+        live = [p for p in self._peers if now - p.seen_at < REACHABLE_S]
+        if not live:
+            return None
+        best = max(live, key=lambda p: p.height)
+        return best.url, best.height
+
+    def reachable(self) -> int:
+        now = asyncio.get_running_loop().time()
+        return sum(1 for p in self._peers if now - p.seen_at < REACHABLE_S)
+
+    async def fetch_blocks(self, peer: str, from_height: int, limit: int) -> list[Any]:
+        session = self._get_session()
+        params = {"from": str(from_height), "limit": str(limit)}
+        async with session.get(f"{peer}/p2p/blocks", params=params) as response:
+            response.raise_for_status()
+            body = orjson.loads(await response.read())
+        blocks = body.get("blocks") if isinstance(body, dict) else None
+        return blocks if isinstance(blocks, list) else []
+
+    # Sending
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the transport is not started")
+        return self._session
+
+    def _enqueue(self, kind: str, obj: dict[str, Any]) -> None:
+        for peer in self._peers:
+            if len(peer.outbox) >= OUTBOX_LIMIT:
+                peer.outbox.popleft()
+            peer.outbox.append((kind, obj))
+            peer.ready.set()
+
+    async def _send_loop(self, peer: _Peer) -> None:
+        session = self._get_session()
+        while True:
+            await peer.ready.wait()
+            peer.ready.clear()
+            while peer.outbox:
+                body: dict[str, list[dict[str, Any]]] = {"messages": [], "txs": []}
+                for _ in range(min(len(peer.outbox), MAX_BATCH_ITEMS)):
+                    kind, obj = peer.outbox.popleft()
+                    body[kind].append(obj)
+                await self._post(session, peer, body)
+
+    async def _post(
+        self, session: aiohttp.ClientSession, peer: _Peer, body: dict[str, Any]
+    ) -> None:
+        try:
+            async with session.post(f"{peer.url}/p2p/messages", json=body) as response:
+                await response.read()
+                if response.status >= 400:
+                    log.warning("peer %s answered %d", peer.url, response.status)
+            if peer.failing:
+                log.info("peer %s is reachable again", peer.url)
+                peer.failing = False
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if not peer.failing:
+                log.info("peer %s unreachable (%s); dropping messages to it", peer.url, exc)
+                peer.failing = True
+            # what was not delivered is dropped: consensus re-sends what still matters
+            peer.outbox.clear()
+
+    async def _status_loop(self) -> None:
+        session = self._get_session()
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.gather(*(self._poll(session, peer, loop) for peer in self._peers))
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+    async def _poll(
+        self, session: aiohttp.ClientSession, peer: _Peer, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        try:
+            async with session.get(f"{peer.url}/p2p/status") as response:
+                status = orjson.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+            return
+        if not isinstance(status, dict) or status.get("genesisHash") != self._genesis_hash:
+            log.warning("peer %s is on another chain; ignoring it", peer.url)
+            return
+        height = status.get("height")
+        if isinstance(height, int):
+            peer.height = height
+            peer.seen_at = loop.time()
