@@ -546,13 +546,64 @@ def test_equivocating_proposals_are_reported() -> None:
     assert m.evidence == (Equivocation(Proposal(1, 0, V, -1, A), Proposal(1, 0, W, -1, A)),)
 
 
-def test_the_machine_refuses_to_sign_two_votes_for_one_slot() -> None:
+def test_the_machine_never_signs_two_votes_for_one_slot() -> None:
     m = machine(D)
     m.start(1)
-    feed(m, Proposal(1, 0, V, -1, A))
+    first = votes(feed(m, Proposal(1, 0, V, -1, A)))
+    assert first == [prevote(0, V, D)]
     m._step = Step.PROPOSE  # corrupt the state: a propose timeout would now prevote nil
-    with pytest.raises(AssertionError, match="two prevotes"):
-        m.on_timeout("propose", 1, 0)
+    assert votes(m.on_timeout("propose", 1, 0)) == []
+
+
+# Restarts: the votes signed in an earlier run
+
+
+def test_start_with_signed_votes_never_asks_for_a_conflicting_vote() -> None:
+    m = machine(D)
+    # before a crash, D prevoted W in round 0; now the proposal of V arrives
+    m.start(1, 0, [prevote(0, W, D)])
+    assert votes(feed(m, Proposal(1, 0, V, -1, A))) == []
+    assert m.step == Step.PREVOTE
+
+
+def test_start_with_signed_votes_counts_them() -> None:
+    m = machine(D)
+    m.start(1, 0, [prevote(0, V, D)])
+    out = feed(m, Proposal(1, 0, V, -1, A), prevote(0, V, A), prevote(0, V, B))
+    # D's own earlier prevote completes the quorum: it locks on V and precommits it
+    assert votes(out) == [precommit(0, V, D)]
+    assert m.locked_value == V and m.locked_round == 0
+
+
+def test_start_with_a_signed_precommit_restores_the_lock() -> None:
+    m = machine(D)
+    m.start(1, 2, [prevote(1, V, D), precommit(1, V, D), precommit(0, W, D)])
+    assert (m.locked_value, m.locked_round) == (V, 1)
+    assert (m.valid_value, m.valid_round) == (V, 1)
+    assert m.round == 2
+    # locked on V: C's fresh proposal of W in round 2 gets a nil prevote
+    assert votes(feed(m, Proposal(1, 2, W, -1, C))) == [prevote(2, None, D)]
+
+
+def test_a_restarted_proposer_reproposes_its_locked_value() -> None:
+    proposer = FOUR.proposer(1, 3)
+    m = machine(proposer)
+    out = m.start(1, 3, [precommit(2, V, proposer)])
+    assert Proposal(1, 3, V, 2, proposer) in sent(out)
+
+
+def test_start_refuses_votes_of_another_height_or_validator() -> None:
+    m = machine(D)
+    with pytest.raises(ValueError):
+        m.start(1, 0, [prevote(0, V, A)])
+    m = machine(D)
+    with pytest.raises(ValueError):
+        m.start(1, 0, [prevote(0, V, D, height=2)])
+
+
+def test_timeouts_have_a_ceiling() -> None:
+    timeouts = Timeouts(propose_ms=1000, propose_delta_ms=500, max_ms=2500)
+    assert [timeouts.duration_ms("propose", r) for r in (0, 1, 3, 50)] == [1000, 1500, 2500, 2500]
 
 
 # Heights

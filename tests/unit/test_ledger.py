@@ -350,13 +350,30 @@ def test_supply_check_sees_a_broken_invariant(ledger: Ledger) -> None:
     assert held == expected + 1
 
 
-def test_own_votes_persist(ledger: Ledger) -> None:
+def test_own_votes_and_proposals_persist(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "db", GENESIS)
     vote = Vote(GENESIS.chain_id, 3, 1, "precommit", b"\x01" * 32, VALIDATOR, b"\x02" * 64)
-    assert ledger.own_vote(3, 1, 2) is None
-    ledger.save_own_vote(vote, 2)
-    assert ledger.own_vote(3, 1, 2) == vote
-    assert ledger.own_vote(3, 1, 1) is None
-    assert ledger.own_vote(3, 0, 2) is None
+    nil = replace(vote, round=2, type="prevote", block_hash=b"")
+    assert ledger.own_vote(3, 1, "precommit") is None
+    ledger.save_own_vote(vote)
+    ledger.save_own_vote(nil)
+    ledger.save_own_proposal(3, 4, b"\x03" * 32)
+    ledger.close()
+    ledger = Ledger.open(tmp_path / "db", GENESIS)  # what a restart sees
+    try:
+        assert ledger.own_vote(3, 1, "precommit") == vote
+        assert ledger.own_vote(3, 1, "prevote") is None
+        assert ledger.own_vote(3, 0, "precommit") is None
+        assert ledger.own_votes(3) == [vote, nil]
+        assert ledger.own_votes(4) == []
+        assert ledger.own_proposal(3, 4) == b"\x03" * 32
+        assert ledger.own_proposal(3, 1) is None
+        assert ledger.own_rounds(3) == [1, 2, 4]
+        assert ledger.own_rounds(2) == []
+        assert len(ledger.stale_own_keys(2)) == 0
+        assert len(ledger.stale_own_keys(3)) == 3
+    finally:
+        ledger.close()
 
 
 # --- the store contract, against both backends ----------------------------------------------

@@ -1,0 +1,163 @@
+"""Several validators in real processes agree on every block through Tendermint (PROTOCOL 6).
+
+Four validators of equal stake: any three are a quorum, two are not. Blocks every 200 ms,
+every validator checks the supply invariant after every block (`--check-invariants`; a
+broken invariant stops the process, and the test then fails).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chain.consensus import VoteMsg
+from chain.ledger import Ledger
+from chain.node import dev_validator_key
+from chain.signer import PrivValidator
+from rpc.client import Wallet
+from tests.e2e.network import LocalNetwork, eventually, network_genesis
+
+
+@pytest.fixture
+async def network(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
+    net = LocalNetwork(tmp_path, network_genesis(4))
+    try:
+        yield net
+    finally:
+        await net.close()
+
+
+async def test_four_validators_commit_the_same_blocks_and_take_txs_from_any(
+    network: LocalNetwork,
+) -> None:
+    network.start_all()
+    await network.wait_heights([0, 1, 2, 3], 2)
+    recipient = Wallet.dev(9).address
+    before = int((await network.clients[0].get_account(recipient))["balance"])
+    # one transfer through each validator, from four different senders
+    hashes = [
+        await client.transfer(Wallet.dev(k + 1), recipient, (k + 1) * 10**18)
+        for k, client in enumerate(network.clients)
+    ]
+    for tx_hash in hashes:
+        for client in network.clients:
+            tx = await client.wait_for_tx(tx_hash, timeout=30)
+            assert tx["status"] == "committed", tx
+    await network.wait_heights([0, 1, 2, 3], 6)
+    last = min((await network.heights()).values())
+    await network.assert_same_chain([0, 1, 2, 3], last)
+    for client in network.clients:
+        balance = int((await client.get_account(recipient, last))["balance"])
+        assert balance == before + 10 * 10**18
+    # the blocks were proposed by every validator in turn and carry their commits
+    blocks = await network.blocks(0, last)
+    assert {b["proposer"] for b in blocks} == {v.address for v in network.genesis.validators}
+    for block in blocks[1:]:
+        assert len(block["lastCommit"]) >= 3
+
+
+async def test_one_down_goes_on_two_down_halts_and_the_chain_resumes(
+    network: LocalNetwork,
+) -> None:
+    network.start_all()
+    await network.wait_heights([0, 1, 2, 3], 2)
+
+    network.kill(3)
+    start = min((await network.heights([0, 1, 2])).values())
+    await network.wait_heights([0, 1, 2], start + 6)  # with validator 3 among the proposers
+
+    network.kill(2)
+    # a block whose precommits were already out may still commit; after that, none can:
+    # two of four validators are not more than 2/3 of the voting power
+    halted = max((await network.heights([0, 1])).values()) + 1
+    with pytest.raises(AssertionError, match="timed out"):
+        await eventually(
+            lambda: network.heights([0, 1]),
+            lambda seen: max(seen.values()) > halted,
+            3.0,  # 15 block intervals
+            "a block committed by two of four validators",
+        )
+    survivors = await network.heights([0, 1])
+    await network.assert_same_chain([0, 1], min(survivors.values()))
+
+    network.start(2)
+    network.start(3)
+    resumed = max(survivors.values()) + 4
+    await network.wait_heights([0, 1, 2, 3], resumed, timeout=60)
+    await network.assert_same_chain([0, 1, 2, 3], resumed)
+    # validator 3 was behind by many blocks: it fetched them from a peer
+    assert "synced" in network.log(3)
+
+
+async def test_a_restarted_validator_catches_up_and_votes_again(network: LocalNetwork) -> None:
+    network.start_all()
+    await network.wait_heights([0, 1, 2, 3], 2)
+    network.kill(3)
+    behind = min((await network.heights([0, 1, 2])).values())
+    await network.wait_heights([0, 1, 2], behind + 10)
+
+    network.start(3)
+    target = max((await network.heights([0, 1, 2])).values()) + 1
+    await network.wait_heights([3], target, timeout=60)
+    assert "synced" in network.log(3)
+    caught_up = (await network.heights([3]))[3]
+
+    # it votes again: its precommits are in the commits of blocks after it caught up
+    address = network.genesis.validators[3].address
+
+    async def signers_since() -> set[str]:
+        head = await network.clients[0].block_number()
+        signed: set[str] = set()
+        for height in range(caught_up + 1, head + 1):
+            block = await network.clients[0].get_block(height)
+            signed |= {vote["validator"] for vote in block["lastCommit"]}
+        return signed
+
+    await eventually(signers_since, lambda signed: address in signed, 30, f"{address} voting")
+    last = min((await network.heights()).values())
+    await network.assert_same_chain([0, 1, 2, 3], last)
+
+
+async def test_a_restarted_validator_never_signs_a_conflicting_vote(
+    network: LocalNetwork,
+) -> None:
+    network.start_all()
+    await network.wait_heights([0, 1, 2, 3], 3)
+    for k in range(4):
+        network.kill(k)
+    heads = {}
+    for k in range(4):
+        ledger = Ledger.open(network.data_dir(k), network.genesis)
+        heads[k] = ledger.head.height
+        ledger.close()
+    # what validator 3 signed before the crash, at the height the network decides next:
+    # a prevote and a precommit in round 0 for a block nobody else has
+    height = max(heads.values()) + 1
+    other_block = b"\xee" * 32
+    ledger = Ledger.open(network.data_dir(3), network.genesis)
+    try:
+        priv = PrivValidator(
+            dev_validator_key(network.genesis, 3), network.genesis.chain_id, ledger
+        )
+        address = priv.key.address
+        for vote_type in ("prevote", "precommit"):
+            priv.sign_vote(VoteMsg(height, 0, vote_type, other_block, address))
+    finally:
+        ledger.close()
+
+    network.start_all()
+    await network.wait_heights([0, 1, 2, 3], height + 2, timeout=60)
+    # no validator holds a round-0 precommit of validator 3 at that height for another block
+    for client in network.clients:
+        for block in (await client.get_block(height), await client.get_block(height + 1)):
+            votes = block["commit"] if block["height"] == height else block["lastCommit"]
+            for vote in votes:
+                if vote["validator"] == address and vote["round"] == 0:
+                    assert vote["blockHash"] == "0x" + other_block.hex(), vote
+    await network.assert_same_chain([0, 1, 2, 3], height + 2)
+    # it skipped the round it had signed in, so it was never even asked to sign again there
+    log = network.log(3)
+    assert f"resuming height {height} at round 1" in log
+    assert "refusing to sign" not in log
