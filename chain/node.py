@@ -501,7 +501,7 @@ class Node:
                     self._decide(action)
             except ConflictingVote as exc:
                 log.error("%s", exc)
-            except AppHashMismatch as exc:
+            except ChainError as exc:  # an appHash mismatch, a broken invariant, storage
                 self._fail(exc)
                 return
 
@@ -771,7 +771,7 @@ class Node:
             except InvalidPeerMessage as exc:
                 log.warning("block sync from %s: %s", peer, exc)
                 break
-            except AppHashMismatch as exc:
+            except ChainError as exc:  # an appHash mismatch, a broken invariant, storage
                 self._fail(exc)
                 return
         if synced:

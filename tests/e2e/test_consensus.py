@@ -7,7 +7,9 @@ broken invariant stops the process, and the test then fails).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from chain.consensus import VoteMsg
 from chain.ledger import Ledger
 from chain.node import dev_validator_key
 from chain.signer import PrivValidator
+from chain.state import State, get_account, put_account
 from rpc.client import Wallet
 from tests.e2e.network import LocalNetwork, eventually, network_genesis
 
@@ -161,3 +164,33 @@ async def test_a_restarted_validator_never_signs_a_conflicting_vote(
     log = network.log(3)
     assert f"resuming height {height} at round 1" in log
     assert "refusing to sign" not in log
+
+
+async def test_a_validator_whose_state_differs_stops_with_an_app_hash_error(
+    network: LocalNetwork,
+) -> None:
+    network.start_all()
+    await network.wait_heights([0, 1, 2, 3], 3)
+    network.kill(3)
+    # damage validator 3's state behind the ledger's back: one base unit moves from one
+    # validator to another (the supply still adds up; the next block rewards both)
+    ledger = Ledger.open(network.data_dir(3), network.genesis)
+    try:
+        state = State(ledger.store)
+        for validator, delta in zip(network.genesis.validators, (-1, 1, 0, 0), strict=True):
+            account = get_account(state, validator.address)
+            put_account(state, validator.address, replace(account, balance=account.balance + delta))
+        ledger.store.write(dict(state.write_set()))
+    finally:
+        ledger.close()
+
+    process = network.start(3)
+    assert process.proc is not None
+    returncode = await asyncio.to_thread(process.proc.wait, 60)
+    assert returncode == 2
+    log = network.log(3)
+    assert "appHash mismatch" in log and "Traceback" not in log
+    # the others never noticed: they go on, on one chain
+    height = min((await network.heights([0, 1, 2])).values())
+    await network.wait_heights([0, 1, 2], height + 3)
+    await network.assert_same_chain([0, 1, 2], height + 3)
