@@ -330,7 +330,8 @@ class Node:
         machine = self._machine
         status: dict[str, Any] = {"validators": len(self.validator_set)}
         if machine is not None:
-            status |= {"round": machine.round, "step": machine.step.name.lower()}
+            step = machine.step.name.lower() if machine.running else "commit"
+            status |= {"round": machine.round, "step": step}
         if self.network is not None:
             status["peers"] = self.network.reachable()
         return status
@@ -638,8 +639,9 @@ class Node:
                 log.warning("dropped a consensus message: %s", exc)
 
     def _current(self, height: int) -> bool:
-        """Messages are kept for the height after the head (the one being decided)."""
-        return height == self.head.height + 1
+        """Messages are kept for the height being decided (the one after the head) and the
+        one after it (a peer that committed first may already be there)."""
+        return 1 <= height - self.head.height <= 2
 
     def _receive_vote(self, vote: Vote) -> None:
         if not self._current(vote.height):
@@ -676,13 +678,14 @@ class Node:
         candidate = self._candidates.get(value)
         if candidate is None:
             return False
+        known = candidate.problem is not None
         problem = self._check_block(candidate)
-        if problem is not None:
-            log.warning(
-                "block %d 0x%s is invalid: %s", candidate.block.height, value.hex(), problem
-            )
-            return False
-        return True
+        if problem is None:
+            return True
+        if not known and candidate.problem is not None:  # found now, and for good
+            height = candidate.block.height
+            log.warning("block %d 0x%s is invalid: %s", height, value.hex(), problem)
+        return False
 
     def _check_block(self, candidate: Candidate) -> str | None:
         """Why the candidate cannot be the next block, or None; executes it the first time."""

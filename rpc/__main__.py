@@ -82,6 +82,8 @@ def banner(genesis: Genesis, node: Node, url: str) -> str:
         f"Height:        {node.head.height}",
         f"Block time:    {node.block_time_ms} ms"
         + (" (automine)" if not node.block_time_ms else ""),
+        f"Validators:    {len(genesis.validators)}"
+        + (" (dev mode: this node commits alone)" if node.alone else " (Tendermint BFT)"),
     ]
     if node.dev_keys:
         store = node.ledger.store

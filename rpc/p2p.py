@@ -103,6 +103,7 @@ class _Peer:
     height: int = -1
     seen_at: float = -1e9
     failing: bool = False
+    foreign: bool = False
 
 
 class Peers:
@@ -224,8 +225,11 @@ class Peers:
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
             return
         if not isinstance(status, dict) or status.get("genesisHash") != self._genesis_hash:
-            log.warning("peer %s is on another chain; ignoring it", peer.url)
+            if not peer.foreign:
+                log.warning("peer %s is on another chain (genesis); ignoring it", peer.url)
+                peer.foreign = True
             return
+        peer.foreign = False
         height = status.get("height")
         if isinstance(height, int):
             peer.height = height
