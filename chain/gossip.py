@@ -104,11 +104,16 @@ class Verifier:
         return VoteMsg.from_vote(vote)
 
     def commit(self, height: int, hash_: bytes, votes: Iterable[Vote]) -> None:
-        """Raise unless `votes` hold precommits for block `hash_` at `height` from validators
-        with more than 2/3 of the voting power, each signed, each validator counted once."""
+        """Raise unless `votes` hold precommits of one round for block `hash_` at `height`
+        from validators with more than 2/3 of the voting power, each signed, each validator
+        counted once."""
         signers: set[str] = set()
+        rounds: set[int] = set()
         power = 0
         for vote in votes:
+            rounds.add(vote.round)
+            if len(rounds) > 1:
+                raise InvalidPeerMessage(f"the commit of block {height} mixes rounds")
             if vote.type != PRECOMMIT or vote.height != height or vote.block_hash != hash_:
                 raise InvalidPeerMessage(
                     f"the commit of block {height} holds a {vote.type} at height {vote.height} "
@@ -143,6 +148,10 @@ class Verifier:
         if signed.block.height != proposal.height:
             raise InvalidPeerMessage(
                 f"proposal at height {proposal.height} carries block {signed.block.height}"
+            )
+        if signed.block.proposer != proposal.proposer:
+            raise InvalidPeerMessage(
+                f"proposal of {proposal.proposer} carries a block of {signed.block.proposer}"
             )
         return proposal
 
