@@ -149,7 +149,9 @@ class Verifier:
             raise InvalidPeerMessage(
                 f"proposal at height {proposal.height} carries block {signed.block.height}"
             )
-        if signed.block.proposer != proposal.proposer:
+        # a fresh block is the proposer's own; a valid value proposed again (validRound >= 0)
+        # is the block of the round it was first proposed in, with that proposer
+        if proposal.valid_round == -1 and signed.block.proposer != proposal.proposer:
             raise InvalidPeerMessage(
                 f"proposal of {proposal.proposer} carries a block of {signed.block.proposer}"
             )

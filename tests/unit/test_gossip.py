@@ -504,6 +504,14 @@ def test_proposal_carrying_a_block_of_another_proposer_is_refused() -> None:
         verifier().proposal(decoded)
 
 
+def test_a_valid_value_proposed_again_keeps_its_first_proposer() -> None:
+    # KEYS[0] proposed the block in round 0; KEYS[1] proposes it again in round 1
+    block = make_block(3, TXS, proposer=KEYS[0].address)
+    signed = signed_proposal(KEYS[1], block=block, round_=1, valid_round=0)
+    decoded = proposal_from_wire(proposal_to_wire(signed), CHAIN_ID)
+    assert verifier().proposal(decoded).proposer == KEYS[1].address
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("height", 4), ("round", 2), ("validRound", 0), ("proposer", KEYS[2].address)],
