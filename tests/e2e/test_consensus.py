@@ -84,12 +84,19 @@ async def test_one_down_goes_on_two_down_halts_and_the_chain_resumes(
         )
     survivors = await network.heights([0, 1])
     await network.assert_same_chain([0, 1], min(survivors.values()))
+    # while the chain is halted, a transaction sent to one validator waits in the mempool of
+    # the other too: gossip, not a block, brought it there
+    tx_hash = await network.clients[0].transfer(Wallet.dev(5), Wallet.dev(6).address, 1)
+    pending = await network.clients[1].wait_for_tx(tx_hash, timeout=10, statuses=("pending",))
+    assert pending["status"] == "pending"
 
     network.start(2)
     network.start(3)
     resumed = max(survivors.values()) + 4
     await network.wait_heights([0, 1, 2, 3], resumed, timeout=60)
     await network.assert_same_chain([0, 1, 2, 3], resumed)
+    for client in network.clients:
+        assert (await client.wait_for_tx(tx_hash, timeout=30))["status"] == "committed"
     # validator 3 was behind by many blocks: it fetched them from a peer
     assert "synced" in network.log(3)
 
