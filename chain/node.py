@@ -84,6 +84,8 @@ REBROADCAST_S = 1.0
 SYNC_BATCH = 100
 MAX_CLOCK_DRIFT_S = 30
 MAX_CANDIDATES = 64
+# signed votes kept for the two open heights (a byzantine validator could sign without end)
+MAX_VOTES = 50_000
 # how many rounds of own messages are sent again: the current one and the one before
 REBROADCAST_ROUNDS = 2
 
@@ -572,10 +574,13 @@ class Node:
         if decision.height != self.head.height + 1:
             return  # committed already, through block sync
         candidate = self._candidates[decision.value]
-        commit = tuple(
-            self._votes[(v.height, v.round, v.type, v.validator, v.block_hash)]
-            for v in decision.precommits
-        )
+        keys = ((v.height, v.round, v.type, v.validator, v.block_hash) for v in decision.precommits)
+        commit = tuple(self._votes[key] for key in keys if key in self._votes)
+        try:
+            self.verifier.commit(decision.height, decision.value, commit)
+        except InvalidPeerMessage as exc:  # only if a vote of this node was refused
+            log.error("decided block %d but cannot prove it: %s", decision.height, exc)
+            return
         self._commit(candidate, commit)
         loop = asyncio.get_running_loop()
         timer: asyncio.TimerHandle | None = None
@@ -638,6 +643,10 @@ class Node:
             except InvalidPeerMessage as exc:
                 log.warning("dropped a consensus message: %s", exc)
 
+    @property
+    def _open_heights(self) -> tuple[int, int]:
+        return self.head.height + 1, self.head.height + 2
+
     def _current(self, height: int) -> bool:
         """Messages are kept for the height being decided (the one after the head) and the
         one after it (a peer that committed first may already be there)."""
@@ -648,6 +657,9 @@ class Node:
             return
         key = _vote_key(vote)
         if key in self._votes:
+            return
+        if len(self._votes) >= MAX_VOTES:
+            log.warning("too many votes at heights %d and %d; ignoring more", *self._open_heights)
             return
         message = self.verifier.vote(vote)
         self._votes[key] = vote
