@@ -14,7 +14,7 @@ signature of every transaction (recovered here, once). Anything wrong raises
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -286,15 +286,7 @@ def block_from_wire(obj: Any) -> Block:
         raise InvalidPeerMessage("a block's prevHash and appHash must be 32 bytes")
     if any(len(h) != 32 for h in block.txs):
         raise InvalidPeerMessage("a block's transaction hashes must be 32 bytes")
-    return Block(
-        height=block.height,
-        time=block.time,
-        proposer=block.proposer,
-        prev_hash=block.prev_hash,
-        txs=block.txs,
-        app_hash=block.app_hash,
-        last_commit=last_commit,
-    )
+    return replace(block, last_commit=last_commit)  # the votes, shape-checked
 
 
 def tx_from_wire(obj: Any, chain_id: int) -> SignedTx:
