@@ -5,6 +5,7 @@ Every problem stops the node with a `GenesisError` that names the field (PROTOCO
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass, fields
@@ -379,19 +380,10 @@ def dev_genesis(
         }
         for i in range(dev_accounts)
     ]
-    vals = []
-    for k in range(validators):
-        key = crypto.dev_private_key(mnemonic, VALIDATOR_KEY_OFFSET + k)
-        seed = crypto.consensus_seed(key)
-        pub = crypto.ed25519_public_bytes(crypto.ed25519_private_key(seed))
-        vals.append(
-            {
-                "address": crypto.address_of_private_key(key),
-                "consensusPubKey": pub.hex(),
-                "stake": str(validator_stake),
-                "url": f"http://127.0.0.1:{base_port + k}",
-            }
-        )
+    vals = [
+        _dev_validator(mnemonic, k, validator_stake, f"http://127.0.0.1:{base_port + k}")
+        for k in range(validators)
+    ]
     nodes = []
     for k in range(resource_nodes):
         key = crypto.dev_private_key(mnemonic, RESOURCE_NODE_KEY_OFFSET + k)
@@ -415,3 +407,49 @@ def dev_genesis(
         "resourceNodes": nodes,
         "dev": {"mnemonic": mnemonic, "accounts": dev_accounts},
     }
+
+
+def _dev_validator(mnemonic: str, index: int, stake: int, url: str) -> dict[str, Any]:
+    """The genesis entry of dev validator `index`: account 100 + index, its consensus key."""
+    key = crypto.dev_private_key(mnemonic, VALIDATOR_KEY_OFFSET + index)
+    seed = crypto.consensus_seed(key)
+    pub = crypto.ed25519_public_bytes(crypto.ed25519_private_key(seed))
+    return {
+        "address": crypto.address_of_private_key(key),
+        "consensusPubKey": pub.hex(),
+        "stake": str(stake),
+        "url": url,
+    }
+
+
+def with_dev_validators(
+    raw: dict[str, Any], count: int, *, base_port: int = 8545
+) -> dict[str, Any]:
+    """`raw` (a genesis document) with its validators replaced by `count` dev validators.
+
+    Validator k derives from the document's dev mnemonic (account 100 + k, PROTOCOL 2), stakes
+    what the document's first validator stakes and is reached at http://127.0.0.1:<base_port + k>.
+    Everything else is kept: for count 1 a `dev_genesis()` document with the same base_port
+    comes back unchanged (the shipped genesis.json). `raw` itself is not modified; a
+    `GenesisError` names the field that is missing.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise GenesisError("validators", f"at least one validator is needed, got {count!r}")
+    dev = raw.get("dev")
+    mnemonic = dev.get("mnemonic") if isinstance(dev, dict) else None
+    if not isinstance(mnemonic, str):
+        raise GenesisError("dev.mnemonic", "no dev mnemonic to derive the validator keys from")
+    validators = raw.get("validators")
+    if not isinstance(validators, list) or not validators or not isinstance(validators[0], dict):
+        raise GenesisError("validators", "no validator to take the stake from")
+    try:
+        crypto.dev_private_key(mnemonic, VALIDATOR_KEY_OFFSET)
+    except Exception as exc:  # eth-account raises several types for a bad mnemonic
+        raise GenesisError("dev.mnemonic", f"not a valid BIP-39 mnemonic: {exc}") from exc
+    stake = _amount(_field(validators[0], "stake", "validators[0]"), "validators[0].stake")
+    derived = copy.deepcopy(raw)
+    derived["validators"] = [
+        _dev_validator(mnemonic, k, stake, f"http://127.0.0.1:{base_port + k}")
+        for k in range(count)
+    ]
+    return derived

@@ -1,4 +1,5 @@
-"""chain.genesis: the shipped genesis.json, the genesis hash, dev_genesis and broken documents.
+"""chain.genesis: the shipped genesis.json, the genesis hash, dev_genesis, with_dev_validators
+and broken documents.
 
 Dev addresses are derived here with eth-account (m/44'/60'/0'/0/i, PROTOCOL 2), independently of
 chain.crypto; every broken document must stop the node with a GenesisError naming the field.
@@ -31,7 +32,9 @@ from chain.genesis import (
     load_genesis,
     params_to_json,
     parse_genesis,
+    with_dev_validators,
 )
+from chain.node import dev_validator_key
 
 ROOT = Path(__file__).resolve().parents[2]
 GENESIS_PATH = ROOT / "genesis.json"
@@ -235,6 +238,68 @@ def test_automine_with_a_single_validator_is_accepted() -> None:
     doc = copy.deepcopy(RAW)
     doc["params"]["blockTimeMs"] = 0
     assert parse_genesis(doc).params.block_time_ms == 0
+
+
+# --- with_dev_validators (the testnet launcher's genesis) -----------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 7])
+def test_with_dev_validators_derives_count_validators(count: int) -> None:
+    doc = with_dev_validators(RAW, count, base_port=18545)
+    genesis = parse_genesis(doc)
+    assert len(genesis.validators) == count
+    for k, validator in enumerate(genesis.validators):
+        key = dev_validator_key(genesis, k)
+        assert validator.address == key.address == dev_address(100 + k)
+        assert validator.consensus_pub_key == key.public_key == consensus_pub_key(100 + k)
+        assert validator.stake == int(RAW["validators"][0]["stake"])
+        assert validator.url == f"http://127.0.0.1:{18545 + k}"
+    # PROTOCOL 2: the launcher keeps the shipped params and accounts.
+    assert {key: value for key, value in doc.items() if key != "validators"} == {
+        key: value for key, value in RAW.items() if key != "validators"
+    }
+
+
+def test_with_dev_validators_one_is_the_shipped_genesis() -> None:
+    assert with_dev_validators(RAW, 1) == RAW
+    assert parse_genesis(with_dev_validators(RAW, 1)).hash == load_genesis(GENESIS_PATH).hash
+
+
+def test_with_dev_validators_matches_dev_genesis() -> None:
+    assert with_dev_validators(RAW, 4) == dev_genesis(validators=4)
+
+
+def test_with_dev_validators_takes_the_stake_of_the_first_validator() -> None:
+    doc = copy.deepcopy(RAW)
+    doc["validators"][0]["stake"] = str(3 * MIN_VALIDATOR_STAKE)
+    derived = with_dev_validators(doc, 3)
+    assert [v["stake"] for v in derived["validators"]] == [str(3 * MIN_VALIDATOR_STAKE)] * 3
+
+
+def test_with_dev_validators_leaves_its_argument_alone() -> None:
+    doc = copy.deepcopy(RAW)
+    with_dev_validators(doc, 4)["accounts"].clear()
+    assert doc == RAW
+
+
+@pytest.mark.parametrize("count", [0, -1])
+def test_with_dev_validators_needs_one_validator(count: int) -> None:
+    with pytest.raises(GenesisError) as info:
+        with_dev_validators(RAW, count)
+    assert info.value.field == "validators"
+
+
+def test_with_dev_validators_needs_the_dev_mnemonic() -> None:
+    without_dev = {key: value for key, value in RAW.items() if key != "dev"}
+    with pytest.raises(GenesisError) as info:
+        with_dev_validators(without_dev, 4)
+    assert info.value.field == "dev.mnemonic"
+    with pytest.raises(GenesisError) as info:
+        with_dev_validators({**RAW, "dev": {"accounts": 10}}, 4)
+    assert info.value.field == "dev.mnemonic"
+    with pytest.raises(GenesisError) as info:
+        with_dev_validators({**RAW, "dev": {"mnemonic": "test test test"}}, 4)
+    assert info.value.field == "dev.mnemonic"
 
 
 # --- broken documents -----------------------------------------------------------------------
