@@ -43,7 +43,6 @@ from chain.consensus import (
     RequestValue,
     ScheduleTimeout,
     Tendermint,
-    TimeoutKind,
     Timeouts,
     ValidatorSet,
     VoteMsg,
@@ -520,9 +519,6 @@ class Node:
 
         timer = loop.call_later(action.duration_ms / 1000, fire)
         self._timers.add(timer)
-
-    def on_timeout(self, kind: TimeoutKind, height: int, round_: int) -> None:
-        self._act(self.machine.on_timeout(kind, height, round_))
 
     def _send(self, message: Proposal | VoteMsg) -> None:
         network = self.network
