@@ -1,21 +1,52 @@
-"""Tendermint under a byzantine validator and a hostile network: safety always, liveness when fair.
+"""Tendermint under a byzantine validator, a hostile network and crashes: safety always,
+liveness when fair.
 
 A small discrete-event simulation runs one `chain.consensus.Tendermint` per honest validator
 (three of four, one height after another) and a byzantine fourth with less than 1/3 of the
 power. The byzantine validator is silent, equivocates (different proposals or votes to
 different validators, for valid, invalid or nil values, sometimes for the next height or a
 later round), or sends random messages. Hypothesis picks the powers, the byzantine validator
-and its behaviour, the network's delays and losses, and the seed of the schedule.
+and its behaviour, the network's delays and losses, the crashes, and the seed of the schedule.
+
+What a validator keeps on disk, as the node does, survives a crash:
+
+- the ledger: the decisions it committed, one per height (with their commit);
+- the vote store: every proposal and vote it broadcast, written at the moment it is broadcast.
+
+Everything else is lost with the machine: at a crash the `Tendermint` instance is dropped,
+its pending timeouts never fire and messages in flight to it are lost (messages it sent
+before the crash still arrive). After the downtime a new instance starts at the height after
+the last one in its ledger, with `start(height, round_, signed)`: `signed` are the votes in
+its store for that height and `round_` is one more than the last round it broadcast anything
+in there (0 if none). Every later height starts the same way (nothing is stored for it yet).
+Its peers then send it again what they broadcast at that height, as gossip does for a peer
+that reconnects.
+
+Block sync, as the node does it with a verified commit: a validator that has been receiving
+messages of a later height than its own for `SYNC_WAIT_MS` commits the heights below that
+one which some honest validator decided, with that decision's commit, and starts the height
+after them. This is how a restarted validator catches up on heights whose messages it lost.
+The wait is longer than any message delay, so a validator that can still decide a height
+by itself does.
 
 - Hostile schedule: message delays up to seconds, some messages lost and sent again much
-  later, timeouts stretched or shrunk so they fire in any order relative to messages. Checked:
-  no two honest validators decide different values at a height; no honest validator signs
-  two different votes for one (height, round, type); every decision is a valid value carried
-  by precommits of more than 2/3 of the power.
+  later, timeouts stretched or shrunk so they fire in any order relative to messages, up to
+  `MAX_CRASHES` crashes of honest validators after any event, each down for up to 20 s.
+  Checked: no two honest validators decide or commit different values at a height; no
+  honest validator signs two different votes (or proposals) for one (height, round, type),
+  over all its runs; every decision is a valid value carried by precommits of more than 2/3
+  of the power. Liveness is not: a validator that restarts in the middle of a round resumes
+  at the next one, so with the byzantine validator silent the two others can wait in that
+  round for a precommit that never comes.
 - Fair schedule: every message arrives within 50 ms (the byzantine validator's messages are
-  gossiped on to every honest validator, as the paper assumes), timeouts are seconds long.
-  Checked in addition: every honest validator decides every height, at the latest in the first
-  round whose proposer is honest (the paper's liveness argument after GST).
+  gossiped on to every honest validator, as the paper assumes), timeouts are seconds long, no
+  crashes and no block sync. Checked in addition: every honest validator decides every
+  height, at the latest in the first round whose proposer is honest (the paper's liveness
+  argument after GST).
+
+Two hand-built runs show why a restarted validator must get back what it signed: started
+with `start(height)` alone it prevotes a second value in a round it already prevoted in, or
+forgets its lock and lets a second value be decided after a first.
 """
 
 from __future__ import annotations
@@ -23,6 +54,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pytest
@@ -52,10 +84,26 @@ POWERS = {
 HEIGHTS = 3
 MAX_EVENTS = 5000
 FAIR_DELAY_MS = 50
+MAX_CRASHES = 3
+# a hostile run takes a few hundred events: crashes fall anywhere in it
+CRASH_WINDOW_EVENTS = 400
+MAX_DOWNTIME_MS = 20_000
+# a validator behind syncs once it has been behind this long: well beyond the longest message
+# delay of the hostile network (24 s), so it decides by itself whenever it still can
+SYNC_WAIT_MS = 60_000
 
 
 def digest(*parts: object) -> bytes:
     return hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+
+
+@dataclass(frozen=True)
+class Crash:
+    """`who` crashes before event number `after_events` and restarts `downtime_ms` later."""
+
+    after_events: int
+    who: str
+    downtime_ms: int
 
 
 @dataclass(frozen=True)
@@ -67,15 +115,17 @@ class Scenario:
     loss: float
     max_delay_ms: int
     seed: int
+    crashes: tuple[Crash, ...] = ()
 
 
 @dataclass(order=True)
 class Event:
     at: float
     seq: int
-    kind: str = field(compare=False)  # deliver | timeout | byzantine
+    kind: str = field(compare=False)  # deliver | timeout | byzantine | restart
     who: str = field(compare=False, default="")
     payload: Message | ScheduleTimeout | None = field(compare=False, default=None)
+    run: int = field(compare=False, default=0)  # the recipient's run it was meant for
 
 
 class Simulation:
@@ -85,21 +135,38 @@ class Simulation:
         self.vs = ValidatorSet(tuple(zip(ADDRESSES, scenario.powers, strict=True)))
         self.honest = [a for a in ADDRESSES if a != scenario.byzantine]
         self.valid: set[bytes] = {digest("byzantine-valid", h) for h in range(1, HEIGHTS + 2)}
-        self.machines = {a: Tendermint(self.vs, a, self.valid.__contains__) for a in self.honest}
+        self.machines = {a: self.new_machine(a) for a in self.honest}
         self.events: list[Event] = []
         self.seq = 0
         self.now = 0.0
         self.decisions: dict[int, dict[str, Decide]] = {}
+        # every vote and proposal an honest validator signed, over all its runs
         self.signed: dict[tuple[str, int, int, str], bytes | None] = {}
         self.proposed: dict[int, list[bytes]] = {}
+        # what survives a crash: the ledger and the store of what was broadcast, by height
+        self.ledger: dict[str, list[Decide]] = {a: [] for a in self.honest}
+        self.store: dict[str, dict[int, list[Message]]] = {a: {} for a in self.honest}
+        self.up = set(self.honest)
+        self.runs = dict.fromkeys(self.honest, 0)  # a crash ends a run
+        self.behind_since: dict[str, tuple[int, float]] = {}  # (height, first seen behind)
+        self.restarts = 0
+        self.synced_heights = 0
+
+    def new_machine(self, who: str) -> Tendermint:
+        return Tendermint(self.vs, who, self.valid.__contains__)
 
     # the network
 
     def push(
-        self, at: float, kind: str, who: str = "", payload: Message | ScheduleTimeout | None = None
+        self,
+        at: float,
+        kind: str,
+        who: str = "",
+        payload: Message | ScheduleTimeout | None = None,
+        run: int = 0,
     ) -> None:
         self.seq += 1
-        heapq.heappush(self.events, Event(at, self.seq, kind, who, payload))
+        heapq.heappush(self.events, Event(at, self.seq, kind, who, payload, run))
 
     def delay(self) -> float:
         delay = self.rng.uniform(0, self.s.max_delay_ms)
@@ -108,7 +175,13 @@ class Simulation:
         return delay
 
     def send(self, to: str, message: Message) -> None:
-        self.push(self.now + self.delay(), "deliver", to, message)
+        if to not in self.up:
+            return
+        self.push(self.now + self.delay(), "deliver", to, message, self.runs[to])
+
+    def listening(self, who: str, run: int) -> bool:
+        """`who` is up, in the run the event was meant for, with a height still to decide."""
+        return who in self.up and run == self.runs[who] and len(self.ledger[who]) < HEIGHTS
 
     # honest validators
 
@@ -117,15 +190,15 @@ class Simulation:
         for action in actions:
             if isinstance(action, Broadcast):
                 message = action.message
-                if isinstance(message, VoteMsg):
-                    key = (who, message.height, message.round, message.type)
-                    assert self.signed.setdefault(key, message.value) == message.value, key
+                self.store[who].setdefault(message.height, []).append(message)
+                self.check_signed(who, message)
                 for other in self.honest:
                     if other != who:
                         self.send(other, message)
             elif isinstance(action, ScheduleTimeout):
                 stretch = 1.0 if self.s.fair else self.rng.uniform(0.1, 2.0)
-                self.push(self.now + action.duration_ms * stretch, "timeout", who, action)
+                at = self.now + action.duration_ms * stretch
+                self.push(at, "timeout", who, action, self.runs[who])
             elif isinstance(action, RequestValue):
                 value = digest("value", action.height, action.round, who)
                 self.valid.add(value)
@@ -133,8 +206,32 @@ class Simulation:
                 self.handle(who, machine.on_value(action.height, action.round, value))
             elif isinstance(action, Decide):
                 self.check_decision(who, action)
-                if action.height < HEIGHTS:
-                    self.handle(who, machine.start(action.height + 1))
+                self.commit(who, action)
+                self.start_next_height(who)
+
+    def start_next_height(self, who: str) -> None:
+        """Start the height after the ledger's last, resuming what was signed there before."""
+        height = len(self.ledger[who]) + 1
+        if height > HEIGHTS:
+            return
+        mine = self.store[who].get(height, [])
+        signed = [m for m in mine if isinstance(m, VoteMsg)]
+        round_ = 1 + max((m.round for m in mine), default=-1)
+        self.handle(who, self.machines[who].start(height, round_, signed))
+
+    def commit(self, who: str, decision: Decide) -> None:
+        assert decision.height == len(self.ledger[who]) + 1, (who, decision.height)
+        for other, decided in self.decisions.get(decision.height, {}).items():
+            assert decided.value == decision.value, (decision.height, who, other)
+        self.ledger[who].append(decision)
+
+    def check_signed(self, who: str, message: Message) -> None:
+        if isinstance(message, VoteMsg):
+            key = (who, message.height, message.round, message.type)
+        else:
+            key = (who, message.height, message.round, "proposal")
+        earlier = self.signed.setdefault(key, message.value)
+        assert earlier == message.value, f"{key}: signed {earlier!r}, then {message.value!r}"
 
     def check_decision(self, who: str, decision: Decide) -> None:
         assert decision.value in self.valid
@@ -157,11 +254,59 @@ class Simulation:
             )
         at_height[who] = decision
 
+    def deliver(self, who: str, message: Message) -> None:
+        if not self.s.fair:
+            self.block_sync(who, message.height)
+            if len(self.ledger[who]) >= HEIGHTS:
+                return
+        self.handle(who, self.machines[who].on_message(message))
+
+    def block_sync(self, who: str, seen_height: int) -> None:
+        """Commit the heights below `seen_height` that an honest validator decided."""
+        height = len(self.ledger[who]) + 1
+        if seen_height <= height:
+            return
+        if self.behind_since.get(who, (0, 0.0))[0] != height:
+            self.behind_since[who] = (height, self.now)
+        if self.now - self.behind_since[who][1] < SYNC_WAIT_MS:
+            return
+        synced = False
+        while height < seen_height and height <= HEIGHTS and self.decisions.get(height):
+            self.commit(who, next(iter(self.decisions[height].values())))
+            self.synced_heights += 1
+            height += 1
+            synced = True
+        if synced:
+            self.start_next_height(who)
+
+    # crashes
+
+    def crash(self, crash: Crash) -> None:
+        if crash.who not in self.up:
+            return
+        self.up.discard(crash.who)
+        self.runs[crash.who] += 1
+        self.push(self.now + crash.downtime_ms, "restart", crash.who)
+
+    def restart(self, who: str) -> None:
+        self.restarts += 1
+        self.up.add(who)
+        self.machines[who] = self.new_machine(who)
+        self.start_next_height(who)
+        # its peers' gossip catches it up on its height: what they broadcast there comes again
+        height = len(self.ledger[who]) + 1
+        for other in self.honest:
+            if other != who and other in self.up:
+                for message in self.store[other].get(height, []):
+                    self.send(who, message)
+
     # the byzantine validator
 
     def byzantine_act(self) -> None:
         rng, me = self.rng, self.s.byzantine
         target = self.machines[rng.choice(self.honest)]
+        if target.height < 1:  # restarted with every height decided: nothing to attack
+            return
         height = target.height + (1 if rng.random() < 0.1 else 0)
         round_ = max(0, target.round + rng.choice((-1, 0, 0, 0, 1, 2)))
         values: list[bytes | None] = [
@@ -196,16 +341,22 @@ class Simulation:
     # the run
 
     def done(self) -> bool:
-        return all(
-            len(self.decisions.get(h, {})) == len(self.honest) for h in range(1, HEIGHTS + 1)
-        )
+        return all(len(self.ledger[a]) >= HEIGHTS for a in self.honest)
+
+    def check_ledgers(self) -> None:
+        for height in range(1, HEIGHTS + 1):
+            values = {led[height - 1].value for led in self.ledger.values() if len(led) >= height}
+            assert len(values) <= 1, f"height {height}: the ledgers hold {len(values)} values"
 
     def run(self) -> None:
+        crashes = sorted(self.s.crashes, key=lambda c: c.after_events)
         for who in self.honest:
-            self.handle(who, self.machines[who].start(1))
+            self.start_next_height(who)
         if self.s.behaviour != "silent":
             self.push(self.rng.uniform(0, 100), "byzantine")
-        for _ in range(MAX_EVENTS):
+        for step in range(MAX_EVENTS):
+            while crashes and crashes[0].after_events <= step:
+                self.crash(crashes.pop(0))
             if not self.events or self.done():
                 return
             event = heapq.heappop(self.events)
@@ -213,6 +364,10 @@ class Simulation:
             if event.kind == "byzantine":
                 self.byzantine_act()
                 self.push(self.now + self.rng.uniform(20, 400), "byzantine")
+            elif event.kind == "restart":
+                self.restart(event.who)
+            elif not self.listening(event.who, event.run):
+                continue  # for a run that crashed, or a validator done with every height
             elif event.kind == "timeout":
                 assert isinstance(event.payload, ScheduleTimeout)
                 t = event.payload
@@ -221,25 +376,40 @@ class Simulation:
                 )
             else:
                 assert isinstance(event.payload, Proposal | VoteMsg)
-                self.handle(event.who, self.machines[event.who].on_message(event.payload))
+                self.deliver(event.who, event.payload)
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, powers: tuple[int, ...], fair: bool) -> Scenario:
+def scenarios(
+    draw: st.DrawFn, powers: tuple[int, ...], fair: bool, min_crashes: int = 0
+) -> Scenario:
     total = sum(powers)
     eligible = [a for a, p in zip(ADDRESSES, powers, strict=True) if 3 * p < total]
+    byzantine = draw(st.sampled_from(eligible))
+    honest = [a for a in ADDRESSES if a != byzantine]
+    crash = st.builds(
+        Crash,
+        after_events=st.integers(0, CRASH_WINDOW_EVENTS),
+        who=st.sampled_from(honest),
+        downtime_ms=st.integers(0, MAX_DOWNTIME_MS),
+    )
     return Scenario(
         powers=powers,
-        byzantine=draw(st.sampled_from(eligible)),
+        byzantine=byzantine,
         behaviour=draw(st.sampled_from(("silent", "equivocate", "random"))),
         fair=fair,
         loss=0.0 if fair else draw(st.sampled_from((0.0, 0.1, 0.3))),
         max_delay_ms=FAIR_DELAY_MS if fair else draw(st.sampled_from((100, 1000, 4000))),
         seed=draw(st.integers(0, 2**32 - 1)),
+        crashes=()
+        if fair
+        else tuple(draw(st.lists(crash, min_size=min_crashes, max_size=MAX_CRASHES))),
     )
 
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# runs with crashes stall more often and then last MAX_EVENTS events: fewer of them
+CRASH_SETTINGS = settings(SETTINGS, max_examples=60)
 
 
 @pytest.mark.parametrize("powers", ["equal", "unequal"])
@@ -250,6 +420,18 @@ def test_no_two_honest_validators_decide_differently(powers: str, data: st.DataO
     sim.run()
     for height, decided in sim.decisions.items():
         assert len({d.value for d in decided.values()}) == 1, height
+    sim.check_ledgers()
+
+
+@pytest.mark.parametrize("powers", ["equal", "unequal"])
+@CRASH_SETTINGS
+@given(data=st.data())
+def test_validators_that_crash_and_restart_stay_safe(powers: str, data: st.DataObject) -> None:
+    # the checks run as the simulation goes: agreement at every decision and commit, one
+    # vote per (height, round, type) over all of a validator's runs, quorum commits
+    sim = Simulation(data.draw(scenarios(POWERS[powers], fair=False, min_crashes=1)))
+    sim.run()
+    sim.check_ledgers()
 
 
 @pytest.mark.parametrize("powers", ["equal", "stakes"])
@@ -282,3 +464,125 @@ def test_an_equivocator_cannot_stall_a_fair_network(scenario: Scenario) -> None:
     sim.run()
     assert sim.done()
     assert sum(len(m.evidence) for m in sim.machines.values()) > 0
+
+
+# A restarted validator, by hand: what it signed before the crash must come back
+
+
+def feed(machine: Tendermint, messages: Iterable[Message]) -> list[Action]:
+    out: list[Action] = []
+    for message in messages:
+        out += machine.on_message(message)
+    return out
+
+
+def broadcast(actions: Iterable[Action]) -> list[Message]:
+    return [action.message for action in actions if isinstance(action, Broadcast)]
+
+
+def votes(actions: Iterable[Action], vote_type: VoteType, round_: int) -> list[VoteMsg]:
+    return [
+        m
+        for m in broadcast(actions)
+        if isinstance(m, VoteMsg) and m.type == vote_type and m.round == round_
+    ]
+
+
+EQUAL = ValidatorSet(tuple(zip(ADDRESSES, POWERS["equal"], strict=True)))
+V, W = digest("value", "V"), digest("value", "W")
+
+
+def always_valid(value: bytes) -> bool:
+    return True
+
+
+def test_a_restarted_validator_does_not_prevote_twice_in_a_round() -> None:
+    # the byzantine proposer of round 0 shows V to x, and W to x after x restarted
+    byzantine = EQUAL.proposer(1, 0)
+    x = next(a for a in ADDRESSES if a != byzantine)
+    before = Tendermint(EQUAL, x, always_valid)
+    actions = before.start(1) + before.on_proposal(Proposal(1, 0, V, -1, byzantine))
+    stored = [m for m in broadcast(actions) if isinstance(m, VoteMsg)]
+    assert stored == [VoteMsg(1, 0, "prevote", V, x)]
+    second_proposal = Proposal(1, 0, W, -1, byzantine)
+
+    forgetful = Tendermint(EQUAL, x, always_valid)
+    actions = forgetful.start(1) + forgetful.on_proposal(second_proposal)
+    assert votes(actions, "prevote", 0) == [VoteMsg(1, 0, "prevote", W, x)]  # equivocation
+
+    resumed = Tendermint(EQUAL, x, always_valid)
+    actions = resumed.start(1, 1, stored) + resumed.on_proposal(second_proposal)
+    # the byzantine validator and another one prevote W too: still nothing signed for round 0
+    others = [a for a in ADDRESSES if a not in (x, byzantine)]
+    actions += feed(resumed, [VoteMsg(1, 0, "prevote", W, a) for a in (byzantine, others[0])])
+    assert votes(actions, "prevote", 0) == []
+    assert votes(actions, "precommit", 0) == []
+    assert resumed.round == 1
+
+
+def crash_after_locking(
+    restart: Callable[[str, list[VoteMsg]], Tendermint],
+) -> tuple[Decide | None, Decide | None, list[Message]]:
+    """p proposes V in round 0; x and p see the byzantine validator prevote and precommit V,
+    so both lock V and p decides it; y never gets the proposal and times out into round 1,
+    whose proposer is the byzantine validator. x crashes and comes back as `restart(x, what
+    it broadcast)`; the byzantine validator proposes W in round 1 and votes for it; x and y
+    exchange their votes. Returns the decisions of p and y, and what x broadcast after the
+    restart."""
+    p, byzantine = EQUAL.proposer(1, 0), EQUAL.proposer(1, 1)
+    x, y = (a for a in ADDRESSES if a not in (p, byzantine))
+    machines = {a: Tendermint(EQUAL, a, always_valid) for a in (p, x, y)}
+    for machine in machines.values():
+        machine.start(1)
+    from_p = broadcast(machines[p].on_value(1, 0, V))
+    prevote_v, precommit_v = (VoteMsg(1, 0, t, V, byzantine) for t in ("prevote", "precommit"))
+    from_x = broadcast(feed(machines[x], [*from_p, prevote_v]))
+    from_p += broadcast(feed(machines[p], [*from_x, prevote_v, precommit_v]))
+    assert [m.type for m in from_x if isinstance(m, VoteMsg)] == ["prevote", "precommit"]
+
+    machines[y].on_timeout("propose", 1, 0)
+    feed(machines[y], [m for m in from_p + from_x if isinstance(m, VoteMsg)])
+    machines[y].on_timeout("prevote", 1, 0)
+    machines[y].on_timeout("precommit", 1, 0)
+    assert machines[y].round == 1
+
+    machines[x] = restart(x, [m for m in from_x if isinstance(m, VoteMsg)])
+    round_one: list[Message] = [
+        Proposal(1, 1, W, -1, byzantine),
+        VoteMsg(1, 1, "prevote", W, byzantine),
+        VoteMsg(1, 1, "precommit", W, byzantine),
+    ]
+    pending = [(to, m) for to in (x, y) for m in round_one]
+    from_x_after = []
+    while pending:
+        to, message = pending.pop(0)
+        for sent in broadcast(machines[to].on_message(message)):
+            if to == x:
+                from_x_after.append(sent)
+            pending += [(other, sent) for other in (x, y) if other != to]
+    return machines[p].decision, machines[y].decision, from_x_after
+
+
+def test_a_restarted_validator_keeps_its_lock_so_no_second_value_is_decided() -> None:
+    def forgetful(who: str, stored: list[VoteMsg]) -> Tendermint:
+        machine = Tendermint(EQUAL, who, always_valid)
+        machine.start(1)
+        return machine
+
+    def resumed(who: str, stored: list[VoteMsg]) -> Tendermint:
+        machine = Tendermint(EQUAL, who, always_valid)
+        machine.start(1, 1 + max(m.round for m in stored), stored)
+        return machine
+
+    p, byzantine = EQUAL.proposer(1, 0), EQUAL.proposer(1, 1)
+    x = next(a for a in ADDRESSES if a not in (p, byzantine))
+
+    p_decided, y_decided, sent = crash_after_locking(forgetful)
+    assert VoteMsg(1, 1, "prevote", W, x) in sent  # against its lock on V
+    assert p_decided is not None and p_decided.value == V
+    assert y_decided is not None and y_decided.value == W  # a fork
+
+    p_decided, y_decided, sent = crash_after_locking(resumed)
+    assert sent == [VoteMsg(1, 1, "prevote", None, x)]
+    assert p_decided is not None and p_decided.value == V
+    assert y_decided is None
