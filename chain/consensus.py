@@ -532,7 +532,7 @@ class Tendermint:
         (the node keeps them on disk): they are recorded as sent, so no conflicting vote is
         ever asked for, and the lock they imply is restored (a precommit for v in round r is
         only ever sent with lockedValue = v, lockedRound = r). A restarted validator starts
-        at the round after the last one it signed in.
+        at the last round it signed in: the others may be waiting there for its votes.
         """
         if height <= self._height:
             raise ValueError(f"cannot start height {height}: already at {self._height}")

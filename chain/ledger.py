@@ -460,10 +460,19 @@ class Ledger:
 
     def own_proposal(self, height: int, round_: int) -> bytes | None:
         """The block hash this validator proposed at (height, round), if it did."""
-        return self.store.get(_own_key(height, round_, OWN_PROPOSAL_TYPE))
+        raw = self.store.get(_own_key(height, round_, OWN_PROPOSAL_TYPE))
+        return None if raw is None else raw[:32]
 
-    def save_own_proposal(self, height: int, round_: int, block_hash_: bytes) -> None:
-        self.store.write({_own_key(height, round_, OWN_PROPOSAL_TYPE): block_hash_})
+    def own_proposal_record(self, height: int, round_: int) -> Any:
+        """The signed proposal (its wire JSON) this validator sent at (height, round)."""
+        raw = self.store.get(_own_key(height, round_, OWN_PROPOSAL_TYPE))
+        return None if raw is None or len(raw) == 32 else orjson.loads(raw[32:])
+
+    def save_own_proposal(
+        self, height: int, round_: int, block_hash_: bytes, record: Any = None
+    ) -> None:
+        value = block_hash_ + (b"" if record is None else orjson.dumps(record))
+        self.store.write({_own_key(height, round_, OWN_PROPOSAL_TYPE): value})
 
     def own_rounds(self, height: int) -> list[int]:
         """The rounds of `height` in which this validator signed anything."""

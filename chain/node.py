@@ -482,8 +482,19 @@ class Node:
         for vote in self.ledger.own_votes(height):
             self._votes[_vote_key(vote)] = vote
             self._own.by_round.setdefault(vote.round, []).append(gossip.vote_to_wire(vote))
-        if round_:
-            log.info("resuming height %d at round %d after a restart", height, round_)
+        proposed = self.priv.proposal_on_record(height, round_)
+        if proposed is not None:
+            candidate = Candidate(proposed.block, proposed.proposal.value, proposed.txs)
+            self._candidates[candidate.hash] = candidate
+            self._own.by_round.setdefault(round_, []).append(gossip.proposal_to_wire(proposed))
+        if signed or proposed is not None:
+            log.info(
+                "resuming height %d at round %d with %d votes%s signed before a restart",
+                height,
+                round_,
+                len(signed),
+                " and a proposal" if proposed is not None else "",
+            )
         self._height_since = asyncio.get_running_loop().time()
         self._act(machine.start(height, round_, signed))
         self._resend_own()
@@ -524,7 +535,15 @@ class Node:
         network = self.network
         assert network is not None
         if isinstance(message, Proposal):
-            candidate = self._candidates[message.value]
+            candidate = self._candidates.get(message.value)
+            if candidate is None:  # a value locked before a restart, its block since lost
+                log.warning(
+                    "cannot propose 0x%s at %d/%d: this validator no longer holds the block",
+                    message.value.hex(),
+                    message.height,
+                    message.round,
+                )
+                return
             signed = self.priv.sign_proposal(message, candidate.block, candidate.txs)
             self._seen_proposals.add(
                 (message.height, message.round, message.proposer, message.value)
@@ -550,6 +569,9 @@ class Node:
         head = self.head
         if request.height != head.height + 1:
             return []
+        proposed = self.ledger.own_proposal(request.height, request.round)
+        if proposed is not None and proposed in self._candidates:  # before a restart
+            return self.machine.on_value(request.height, request.round, proposed)
         previous = self.ledger.get_block(head.height)
         last_commit = previous.commit if previous is not None else ()
         txs = tuple(self.mempool.take(self.params.max_block_txs))

@@ -13,7 +13,14 @@ import logging
 from chain import wire
 from chain.consensus import Proposal, VoteMsg
 from chain.errors import ConflictingVote
-from chain.gossip import SignedProposal, ValidatorKey, sign_proposal, sign_vote
+from chain.gossip import (
+    SignedProposal,
+    ValidatorKey,
+    proposal_from_wire,
+    proposal_to_wire,
+    sign_proposal,
+    sign_vote,
+)
 from chain.ledger import Ledger
 from chain.types import Block, SignedTx, Vote
 
@@ -59,15 +66,31 @@ class PrivValidator:
             raise ConflictingVote(
                 proposal.height, proposal.round, "proposal", on_record, proposal.value
             )
-        self.ledger.save_own_proposal(proposal.height, proposal.round, proposal.value)
+        signed = sign_proposal(self.key, self.chain_id, proposal, block, txs)
+        self.ledger.save_own_proposal(
+            proposal.height, proposal.round, proposal.value, proposal_to_wire(signed)
+        )
         log.debug(
             "proposing %s at %d/%d", wire.hex0x(proposal.value), proposal.height, proposal.round
         )
-        return sign_proposal(self.key, self.chain_id, proposal, block, txs)
+        return signed
+
+    def proposal_on_record(self, height: int, round_: int) -> SignedProposal | None:
+        """The proposal this validator signed at (height, round) in an earlier run."""
+        record = self.ledger.own_proposal_record(height, round_)
+        if record is None:
+            return None
+        return proposal_from_wire(record, self.chain_id)
 
     def signed_at(self, height: int) -> tuple[list[VoteMsg], int]:
         """The votes signed at `height` in an earlier run, and the round to resume at: the
-        one after the last round this validator signed anything in (0 if none)."""
+        last round this validator signed anything in (0 if none).
+
+        Resuming in that round, not the next one, matters for liveness: the others may still
+        be in it, waiting for this validator's precommit. The votes already signed there are
+        not signed again (`Tendermint.start` records them as sent), and a proposal signed
+        there is sent again as it was (`proposal_on_record`).
+        """
         votes = [VoteMsg.from_vote(v) for v in self.ledger.own_votes(height)]
         rounds = self.ledger.own_rounds(height)
-        return votes, (rounds[-1] + 1 if rounds else 0)
+        return votes, (rounds[-1] if rounds else 0)

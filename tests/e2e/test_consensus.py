@@ -167,9 +167,10 @@ async def test_a_restarted_validator_never_signs_a_conflicting_vote(
                 if vote["validator"] == address and vote["round"] == 0:
                     assert vote["blockHash"] == "0x" + other_block.hex(), vote
     await network.assert_same_chain([0, 1, 2, 3], height + 2)
-    # it skipped the round it had signed in, so it was never even asked to sign again there
+    # it resumed in the round it had signed in, with its votes counted as already sent, so
+    # it was never even asked to sign again there
     log = network.log(3)
-    assert f"resuming height {height} at round 1" in log
+    assert f"resuming height {height} at round 0 with 2 votes" in log
     assert "refusing to sign" not in log
 
 

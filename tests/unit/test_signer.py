@@ -244,7 +244,7 @@ def test_signed_at_with_nothing_signed(validator: Restartable) -> None:
     assert validator.signer.signed_at(1) == ([], 0)
 
 
-def test_signed_at_returns_the_earlier_votes_and_the_next_round(validator: Restartable) -> None:
+def test_signed_at_returns_the_earlier_votes_and_their_last_round(validator: Restartable) -> None:
     signer = validator.signer
     messages = [
         prevote(4, 0, HASH_A),
@@ -260,8 +260,8 @@ def test_signed_at_returns_the_earlier_votes_and_the_next_round(validator: Resta
     votes, resume = signer.signed_at(4)
     assert votes == messages
     assert all(isinstance(v, VoteMsg) for v in votes)
-    assert resume == 4
-    assert signer.signed_at(5) == ([prevote(5, 7, HASH_A)], 8)
+    assert resume == 3
+    assert signer.signed_at(5) == ([prevote(5, 7, HASH_A)], 7)
     assert signer.signed_at(6) == ([], 0)
 
 
@@ -271,7 +271,7 @@ def test_signed_at_orders_rounds_numerically(validator: Restartable) -> None:
         signer.sign_vote(prevote(2, round_, HASH_A))
     votes, resume = validator.restart().signed_at(2)
     assert [v.round for v in votes] == [1, 2, 256]
-    assert resume == 257
+    assert resume == 256
 
 
 def test_signed_at_counts_a_round_in_which_only_a_proposal_was_signed(
@@ -281,6 +281,13 @@ def test_signed_at_counts_a_round_in_which_only_a_proposal_was_signed(
     signer.sign_vote(prevote(1, 0, None))
     block = block_at(1)
     signer.sign_proposal(Proposal(1, 2, block_hash(block), -1, ME), block, ())
-    votes, resume = validator.restart().signed_at(1)
+    signer = validator.restart()
+    votes, resume = signer.signed_at(1)
     assert votes == [prevote(1, 0, None)]
-    assert resume == 3
+    assert resume == 2
+    # the proposal itself is on record, to be sent again as it was
+    again = signer.proposal_on_record(1, 2)
+    assert again is not None
+    assert again.proposal == Proposal(1, 2, block_hash(block), -1, ME)
+    assert again.block == block
+    assert signer.proposal_on_record(1, 0) is None
