@@ -74,12 +74,18 @@ class Mempool:
         if isinstance(tx.message, SubmitTask):
             self._tasks[tx.digest] = tx
 
-    def take(self, limit: int) -> list[SignedTx]:
-        """The first `limit` transactions in admission order (they stay until committed)."""
+    def take(self, limit: int, max_bytes: int | None = None) -> list[SignedTx]:
+        """The first `limit` transactions in admission order, at most `max_bytes` of them
+        by `rules.tx_size` (they stay until committed)."""
         out: list[SignedTx] = []
+        total = 0
         for tx in self._txs.values():
             if len(out) >= limit:
                 break
+            size = self._sizes[tx.hash]
+            if max_bytes is not None and total + size > max_bytes:
+                break
+            total += size
             out.append(tx)
         return out
 

@@ -83,6 +83,8 @@ REBROADCAST_S = 1.0
 SYNC_BATCH = 100
 MAX_CLOCK_DRIFT_S = 30
 MAX_CANDIDATES = 64
+# a proposal travels with its transactions in one request to each peer (bodies up to 5 MiB)
+MAX_BLOCK_TX_BYTES = 3 * 1024 * 1024
 # signed votes kept for the two open heights (a byzantine validator could sign without end)
 MAX_VOTES = 50_000
 # how many rounds of own messages are sent again: the current one and the one before
@@ -574,7 +576,7 @@ class Node:
             return self.machine.on_value(request.height, request.round, proposed)
         previous = self.ledger.get_block(head.height)
         last_commit = previous.commit if previous is not None else ()
-        txs = tuple(self.mempool.take(self.params.max_block_txs))
+        txs = tuple(self.mempool.take(self.params.max_block_txs, MAX_BLOCK_TX_BYTES))
         block = Block(
             height=request.height,
             time=max(head.time, int(self._clock())),
@@ -759,6 +761,9 @@ class Node:
             return f"its proposer {block.proposer} is not a validator"
         if len(block.txs) > self.params.max_block_txs:
             return f"it holds {len(block.txs)} transactions, more than maxBlockTxs"
+        size = sum(rules.tx_size(tx) for tx in candidate.txs)
+        if size > MAX_BLOCK_TX_BYTES:
+            return f"its transactions take {size} bytes, more than {MAX_BLOCK_TX_BYTES}"
         if any(self.ledger.get_tx(h) is not None for h in block.txs):
             return "it holds a transaction that is already in the chain"
         if block.height == 1:

@@ -32,6 +32,7 @@ from chain.node import Node
 log = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 2000
+MAX_BATCH_BYTES = 1024 * 1024
 OUTBOX_LIMIT = 10_000
 SEND_TIMEOUT_S = 2.0
 STATUS_INTERVAL_S = 0.5
@@ -117,10 +118,7 @@ class Peers:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S),
-            json_serialize=lambda obj: orjson.dumps(obj).decode(),
-        )
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S))
         for peer in self._peers:
             self._tasks.append(asyncio.create_task(self._send_loop(peer)))
         self._tasks.append(asyncio.create_task(self._status_loop()))
@@ -185,17 +183,12 @@ class Peers:
             await peer.ready.wait()
             peer.ready.clear()
             while peer.outbox:
-                body: dict[str, list[dict[str, Any]]] = {"messages": [], "txs": []}
-                for _ in range(min(len(peer.outbox), MAX_BATCH_ITEMS)):
-                    kind, obj = peer.outbox.popleft()
-                    body[kind].append(obj)
-                await self._post(session, peer, body)
+                await self._post(session, peer, next_batch(peer.outbox))
 
-    async def _post(
-        self, session: aiohttp.ClientSession, peer: _Peer, body: dict[str, Any]
-    ) -> None:
+    async def _post(self, session: aiohttp.ClientSession, peer: _Peer, body: bytes) -> None:
         try:
-            async with session.post(f"{peer.url}/p2p/messages", json=body) as response:
+            url = f"{peer.url}/p2p/messages"
+            async with session.post(url, data=body, headers=JSON_HEADERS) as response:
                 await response.read()
                 if response.status >= 400:
                     log.warning("peer %s answered %d", peer.url, response.status)
@@ -234,3 +227,33 @@ class Peers:
         if isinstance(height, int):
             peer.height = height
             peer.seen_at = loop.time()
+
+
+def next_batch(outbox: deque[tuple[str, dict[str, Any]]]) -> bytes:
+    """The body of one POST /p2p/messages from the head of `outbox`: up to MAX_BATCH_ITEMS
+    items and MAX_BATCH_BYTES (one item alone may be larger; the proposer keeps it under the
+    server's body limit)."""
+    parts: dict[str, list[bytes]] = {"messages": [], "txs": []}
+    size = 0
+    count = 0
+    while outbox and count < MAX_BATCH_ITEMS:
+        kind, obj = outbox[0]
+        try:
+            encoded = orjson.dumps(obj)
+        except TypeError as exc:  # not JSON orjson can write; nothing a peer could read
+            log.error("dropped an outgoing %s item: %s", kind, exc)
+            outbox.popleft()
+            continue
+        if count and size + len(encoded) > MAX_BATCH_BYTES:
+            break
+        outbox.popleft()
+        parts[kind].append(encoded)
+        size += len(encoded) + 1
+        count += 1
+    return (
+        b'{"messages":['
+        + b",".join(parts["messages"])
+        + b'],"txs":['
+        + b",".join(parts["txs"])
+        + b"]}"
+    )

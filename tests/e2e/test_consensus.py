@@ -19,7 +19,8 @@ from chain.ledger import Ledger
 from chain.node import dev_validator_key
 from chain.signer import PrivValidator
 from chain.state import State, get_account, put_account
-from rpc.client import Wallet
+from chain.types import Transfer
+from rpc.client import RpcError, Wallet, presign
 from tests.e2e.network import LocalNetwork, eventually, network_genesis
 
 
@@ -202,3 +203,28 @@ async def test_a_validator_whose_state_differs_stops_with_an_app_hash_error(
     height = min((await network.heights([0, 1, 2])).values())
     await network.wait_heights([0, 1, 2], height + 3)
     await network.assert_same_chain([0, 1, 2], height + 3)
+
+
+async def test_a_burst_through_one_validator_reaches_every_ledger(network: LocalNetwork) -> None:
+    network.start_all()
+    await network.wait_heights([0, 1, 2, 3], 2)
+    chain_id = network.genesis.chain_id
+    recipient = Wallet.dev(9).address
+    presigned = [
+        presign(Transfer(wallet.address, nonce, recipient, 1), chain_id, wallet.private_key)
+        for wallet in (Wallet.dev(1), Wallet.dev(2), Wallet.dev(3))
+        for nonce in range(150)
+    ]
+    entry = network.clients[1]
+    for start in range(0, len(presigned), 100):
+        chunk = presigned[start : start + 100]
+        results = await entry.batch([(tx.method, tx.params) for tx in chunk])
+        assert [str(r) for r in results if isinstance(r, RpcError)] == []
+    last = presigned[-1].tx_hash
+    for client in network.clients:
+        assert (await client.wait_for_tx(last, timeout=60))["status"] == "committed"
+    heights = await network.heights()
+    await network.assert_same_chain([0, 1, 2, 3], min(heights.values()))
+    for tx in presigned[::50]:
+        for client in network.clients:
+            assert (await client.get_tx(tx.tx_hash) or {}).get("status") == "committed"

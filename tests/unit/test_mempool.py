@@ -302,3 +302,17 @@ def test_pending_task_lookup(pool: Mempool, ledger: Ledger) -> None:
     pool.after_commit([t0.hash], ctx_of(ledger))
     assert pool.pending_task(t0.digest) is None
     assert pool.pending_task(t1.digest) == t1
+
+
+def test_take_stops_at_a_byte_budget(pool: Mempool, ledger: Ledger) -> None:
+    txs = [
+        admit(pool, ledger, Transfer(ALICE, 0, BOB, 1)),
+        admit(pool, ledger, task(ALICE, 1)),
+        admit(pool, ledger, Transfer(BOB, 0, CAROL, 2)),
+    ]
+    sizes = [rules.tx_size(tx) for tx in txs]
+    assert pool.take(10, sum(sizes)) == txs
+    assert pool.take(10, sum(sizes) - 1) == txs[:2]
+    assert pool.take(10, sizes[0]) == txs[:1]
+    assert pool.take(10, sizes[0] - 1) == []
+    assert pool.take(2, sum(sizes)) == txs[:2]
