@@ -506,6 +506,32 @@ class InferchainClient:
             raise TransportError(status, "GET /health did not return an object")
         return result
 
+    async def p2p_links(self) -> dict[str, dict[str, Any]]:
+        """GET /p2p/dev/links: this validator's links to its peers (dev chains only)."""
+        status, body = await self._get("/p2p/dev/links")
+        result = self._parse_body(status, body)
+        if status != 200 or not isinstance(result, dict):
+            raise TransportError(status, f"GET /p2p/dev/links: {body[:500]!r}")
+        return result
+
+    async def set_p2p_link(
+        self, peer: str, *, drop: bool = False, delay_ms: int = 0
+    ) -> dict[str, dict[str, Any]]:
+        """Cut (`drop`) or slow (`delay_ms`) what this validator sends to `peer` ("*": every
+        peer); a dev-chain control for testing partitions on loopback."""
+        body = {"peer": peer, "drop": drop, "delayMs": delay_ms}
+        try:
+            async with self._get_session().post(
+                self.url + "/p2p/dev/links", data=_encode(body), timeout=self._timeout
+            ) as resp:
+                status, raw = resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransportError(None, f"POST {self.url}/p2p/dev/links failed: {exc!r}") from exc
+        result = self._parse_body(status, raw)
+        if status != 200 or not isinstance(result, dict):
+            raise TransportError(status, f"POST /p2p/dev/links: {raw[:500]!r}")
+        return result
+
     # Nonces
 
     async def next_nonce(self, address: str) -> int:

@@ -6,6 +6,16 @@ Routes a validator serves to its peers:
   GET  /p2p/status     {"height", "round", "validator", "genesisHash"}
   GET  /p2p/blocks?from=H&limit=N   committed blocks with their commits and transactions
 
+On a dev chain (a genesis with a `dev` section) a validator also serves a control of its own
+links, so partitions can be made on loopback:
+
+  GET  /p2p/dev/links  {"<peer url>": {"drop": bool, "delayMs": int}, ...}
+  POST /p2p/dev/links  {"peer": "<peer url>" | "*", "drop": bool, "delayMs": int}
+
+`drop` stops everything this validator sends to that peer (messages, status polls, block
+fetches); `delayMs` holds each request to it that long. A symmetric partition is the same
+setting on both sides.
+
 `Peers` is the sending side. Each peer has an outbox drained by one task that posts what
 accumulated as one request, so messages to a peer keep their order. Delivery is best effort:
 when a peer is down its messages are dropped (the outbox is bounded), and consensus recovers
@@ -39,6 +49,7 @@ STATUS_INTERVAL_S = 0.5
 # a peer counts as reachable if it answered a status poll within this many seconds
 REACHABLE_S = 3.0
 MAX_SYNC_BLOCKS = 100
+MAX_DELAY_MS = 60_000
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -87,9 +98,39 @@ def add_routes(app: web.Application, node: Node) -> None:
             out.append(gossip.committed_to_wire(committed))
         return _json({"blocks": out})
 
+    async def get_links(_request: web.Request) -> web.Response:
+        peers = node.network
+        return _json(peers.links() if isinstance(peers, Peers) else {})
+
+    async def set_links(request: web.Request) -> web.Response:
+        peers = node.network
+        if not isinstance(peers, Peers):
+            return web.json_response({"error": "this validator has no peers"}, status=400)
+        try:
+            body = orjson.loads(await request.read())
+            peers.set_link(*_link_setting(body))
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return _json(peers.links())
+
     app.router.add_post("/p2p/messages", messages)
     app.router.add_get("/p2p/status", status)
     app.router.add_get("/p2p/blocks", blocks)
+    if node.genesis.dev is not None:
+        app.router.add_get("/p2p/dev/links", get_links)
+        app.router.add_post("/p2p/dev/links", set_links)
+
+
+def _link_setting(body: Any) -> tuple[str, bool, int]:
+    if not isinstance(body, dict) or not isinstance(body.get("peer"), str):
+        raise ValueError('expected {"peer": url or "*", "drop": bool, "delayMs": int}')
+    drop = body.get("drop", False)
+    delay = body.get("delayMs", 0)
+    if not isinstance(drop, bool):
+        raise ValueError("drop must be true or false")
+    if isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= MAX_DELAY_MS:
+        raise ValueError(f"delayMs must be an integer from 0 to {MAX_DELAY_MS}")
+    return body["peer"], drop, delay
 
 
 def _json(obj: Any) -> web.Response:
@@ -105,6 +146,8 @@ class _Peer:
     seen_at: float = -1e9
     failing: bool = False
     foreign: bool = False
+    drop: bool = False
+    delay_ms: int = 0
 
 
 class Peers:
@@ -144,7 +187,7 @@ class Peers:
 
     def best_peer(self) -> tuple[str, int] | None:
         now = asyncio.get_running_loop().time()
-        live = [p for p in self._peers if now - p.seen_at < REACHABLE_S]
+        live = [p for p in self._peers if now - p.seen_at < REACHABLE_S and not p.drop]
         if not live:
             return None
         best = max(live, key=lambda p: p.height)
@@ -152,9 +195,14 @@ class Peers:
 
     def reachable(self) -> int:
         now = asyncio.get_running_loop().time()
-        return sum(1 for p in self._peers if now - p.seen_at < REACHABLE_S)
+        return sum(1 for p in self._peers if now - p.seen_at < REACHABLE_S and not p.drop)
 
     async def fetch_blocks(self, peer: str, from_height: int, limit: int) -> list[Any]:
+        link = self._peer(peer)
+        if link.drop:
+            raise ConnectionError(f"the link to {peer} is cut (dev control)")
+        if link.delay_ms:
+            await asyncio.sleep(link.delay_ms / 1000)
         session = self._get_session()
         params = {"from": str(from_height), "limit": str(limit)}
         async with session.get(f"{peer}/p2p/blocks", params=params) as response:
@@ -162,6 +210,26 @@ class Peers:
             body = orjson.loads(await response.read())
         blocks = body.get("blocks") if isinstance(body, dict) else None
         return blocks if isinstance(blocks, list) else []
+
+    # Dev control of the links
+
+    def links(self) -> dict[str, dict[str, Any]]:
+        return {p.url: {"drop": p.drop, "delayMs": p.delay_ms} for p in self._peers}
+
+    def set_link(self, peer: str, drop: bool, delay_ms: int) -> None:
+        """Cut (`drop`) or slow (`delay_ms`) what this validator sends to `peer` ("*": all)."""
+        chosen = self._peers if peer == "*" else [self._peer(peer)]
+        for link in chosen:
+            link.drop, link.delay_ms = drop, delay_ms
+            if drop:
+                link.outbox.clear()
+        log.warning("dev control: links to %s set to drop=%s delayMs=%d", peer, drop, delay_ms)
+
+    def _peer(self, url: str) -> _Peer:
+        for peer in self._peers:
+            if peer.url == url.rstrip("/"):
+                return peer
+        raise ValueError(f"{url} is not a peer of this validator")
 
     # Sending
 
@@ -172,6 +240,8 @@ class Peers:
 
     def _enqueue(self, kind: str, obj: dict[str, Any]) -> None:
         for peer in self._peers:
+            if peer.drop:
+                continue
             if len(peer.outbox) >= OUTBOX_LIMIT:
                 peer.outbox.popleft()
             peer.outbox.append((kind, obj))
@@ -183,7 +253,11 @@ class Peers:
             await peer.ready.wait()
             peer.ready.clear()
             while peer.outbox:
-                await self._post(session, peer, next_batch(peer.outbox))
+                body = next_batch(peer.outbox)
+                if peer.delay_ms:  # dev control: a slow link
+                    await asyncio.sleep(peer.delay_ms / 1000)
+                if not peer.drop:
+                    await self._post(session, peer, body)
 
     async def _post(self, session: aiohttp.ClientSession, peer: _Peer, body: bytes) -> None:
         try:
@@ -212,6 +286,8 @@ class Peers:
     async def _poll(
         self, session: aiohttp.ClientSession, peer: _Peer, loop: asyncio.AbstractEventLoop
     ) -> None:
+        if peer.drop:
+            return
         try:
             async with session.get(f"{peer.url}/p2p/status") as response:
                 status = orjson.loads(await response.read())

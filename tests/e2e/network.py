@@ -1,14 +1,18 @@
-"""A network of validator processes on loopback for the consensus tests.
+"""A network of validator and resource node processes on loopback for the consensus and
+fault tests.
 
 Each validator is `python -m rpc --validator K` in its own process with its own LevelDB
 directory and log, on a port chosen by the OS before the network starts (the peers must
-know each other's URLs), and with the others as `--peer`s.
+know each other's URLs), and with the others as `--peer`s. Resource node i works through
+validator i mod N. Faults: SIGKILL, SIGSTOP/SIGCONT, and cutting links with the dev-chain
+control of the transport (`rpc.p2p`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,7 +20,7 @@ from typing import Any, TypeVar
 
 from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
 from rpc.client import InferchainClient, TransportError
-from tests.helpers import ValidatorProcess, write_genesis
+from tests.helpers import ResourceNodeProcess, ValidatorProcess, write_genesis
 
 T = TypeVar("T")
 
@@ -75,6 +79,7 @@ class LocalNetwork:
         self.extra = extra
         self.processes: list[ValidatorProcess | None] = [None] * self.size
         self.clients = [InferchainClient(url) for url in self.urls]
+        self.resource_nodes: dict[int, ResourceNodeProcess] = {}
 
     def data_dir(self, k: int) -> Path:
         return self.root / f"validator-{k}"
@@ -117,9 +122,45 @@ class LocalNetwork:
         process = self.processes[k]
         return process.log_path.read_text() if process is not None else ""
 
+    def pause(self, k: int) -> None:
+        process = self.processes[k]
+        assert process is not None and process.proc is not None
+        process.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, k: int) -> None:
+        process = self.processes[k]
+        assert process is not None and process.proc is not None
+        process.proc.send_signal(signal.SIGCONT)
+
+    async def partition(self, *groups: list[int]) -> None:
+        """Cut every link between validators of different groups, both ways."""
+        for group in groups:
+            for k in group:
+                for j in range(self.size):
+                    if j not in group:
+                        await self.clients[k].set_p2p_link(self.urls[j], drop=True)
+
+    async def heal(self, ks: list[int] | None = None) -> None:
+        for k in self.running() if ks is None else ks:
+            await self.clients[k].set_p2p_link("*", drop=False)
+
+    def start_resource_node(self, i: int, *extra: str) -> ResourceNodeProcess:
+        via = self.urls[i % self.size]
+        node = ResourceNodeProcess(via, i, self.root / f"node-{i}", *extra)
+        self.resource_nodes[i] = node
+        node.start()
+        return node
+
+    def kill_resource_node(self, i: int) -> None:
+        node = self.resource_nodes.pop(i)
+        node.kill()
+        node.close()
+
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
+        for node in self.resource_nodes.values():
+            node.close()
         for process in self.processes:
             if process is not None:
                 process.close()
