@@ -80,6 +80,7 @@ CONSENSUS_TIMEOUTS = Timeouts(
     max_ms=5000,
 )
 REBROADCAST_S = 1.0
+SYNC_CHECK_S = 0.25
 SYNC_BATCH = 100
 MAX_CLOCK_DRIFT_S = 30
 MAX_CANDIDATES = 64
@@ -444,12 +445,16 @@ class Node:
             self.validator_set, self.validator.address, self._is_valid, timeouts=self.timeouts
         )
         self._start_height()
+        loop = asyncio.get_running_loop()
+        resend_at = loop.time() + REBROADCAST_S
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), REBROADCAST_S)
+                await asyncio.wait_for(self._stopping.wait(), SYNC_CHECK_S)
             if self._stopping.is_set():
                 break
-            self._resend_own()
+            if loop.time() >= resend_at:
+                resend_at = loop.time() + REBROADCAST_S
+                self._resend_own()
             await self._sync()
         for timer in self._timers:
             timer.cancel()

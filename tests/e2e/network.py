@@ -80,6 +80,7 @@ class LocalNetwork:
         self.processes: list[ValidatorProcess | None] = [None] * self.size
         self.clients = [InferchainClient(url) for url in self.urls]
         self.resource_nodes: dict[int, ResourceNodeProcess] = {}
+        self._retired: list[InferchainClient] = []
 
     def data_dir(self, k: int) -> Path:
         return self.root / f"validator-{k}"
@@ -99,6 +100,9 @@ class LocalNetwork:
         )
         self.processes[k] = process
         process.start()
+        # a fresh client: pooled connections to the process before do not survive it
+        self._retired.append(self.clients[k])
+        self.clients[k] = InferchainClient(self.urls[k])
         return process
 
     def start_all(self) -> None:
@@ -157,7 +161,7 @@ class LocalNetwork:
         node.close()
 
     async def close(self) -> None:
-        for client in self.clients:
+        for client in [*self.clients, *self._retired]:
             await client.close()
         for node in self.resource_nodes.values():
             node.close()

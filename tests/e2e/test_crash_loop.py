@@ -1,0 +1,149 @@
+"""Crash loop: under a steady load, one validator of four is SIGKILLed at random moments and
+restarted, again and again. After every restart its ledger opens; every transaction a client
+saw in one of its committed blocks is still there, at the same height and index; and its
+blocks and appHashes equal those of a validator that was never killed.
+
+The default run kills 20 times; `INFERCHAIN_LONG=1` kills `INFERCHAIN_LONG_KILLS` times
+(default 200) under the `long` marker. The figures of a run are printed (`-s` shows them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from chain.types import Transfer
+from rpc.client import InferchainClient, PresignedTx, TransportError, Wallet, presign
+from tests.e2e.network import LocalNetwork, network_genesis
+
+LONG = os.environ.get("INFERCHAIN_LONG") == "1"
+KILLS = int(os.environ.get("INFERCHAIN_LONG_KILLS", "200")) if LONG else 20
+VICTIM = 3
+WITNESS = 0  # never killed
+SENDERS = (5, 6, 7)
+
+
+@dataclass
+class Load:
+    """Transfers sent through the witness, and what the victim showed committed."""
+
+    pending: list[PresignedTx] = field(default_factory=list)
+    seen: dict[str, tuple[int, int]] = field(default_factory=dict)  # tx hash -> (height, index)
+    sent: int = 0
+
+
+async def send_forever(net: LocalNetwork, load: Load, stop: asyncio.Event) -> None:
+    chain_id = net.genesis.chain_id
+    wallets = [Wallet.dev(i) for i in SENDERS]
+    nonces = [0] * len(wallets)
+    recipient = Wallet.dev(9).address
+    client = net.clients[WITNESS]
+    while not stop.is_set():
+        for w, wallet in enumerate(wallets):
+            msg = Transfer(wallet.address, nonces[w], recipient, 1)
+            tx = presign(msg, chain_id, wallet.private_key)
+            await client.send_presigned(tx)
+            nonces[w] += 1
+            load.pending.append(tx)
+            load.sent += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.05)  # a steady rate, about 60 tx/s
+
+
+async def watch(victim: InferchainClient, load: Load) -> None:
+    """Record the transactions the victim reports in a committed block."""
+    still = []
+    for tx in load.pending:
+        try:
+            record = await victim.get_tx(tx.tx_hash)
+            if record is None or record.get("status") != "committed":
+                still.append(tx)
+                continue
+            detail = await victim.get_transaction(tx.tx_hash)
+        except TransportError:
+            return  # down: try again later
+        load.seen[tx.tx_hash] = (detail["blockHeight"], detail["index"])
+    load.pending = still
+
+
+async def check_after_restart(net: LocalNetwork, load: Load) -> int:
+    victim = net.clients[VICTIM]
+    for tx_hash, (height, index) in load.seen.items():
+        record = await victim.get_transaction(tx_hash)  # -32602 if it were gone
+        assert (record["status"], record["blockHeight"], record["index"]) == (
+            "committed",
+            height,
+            index,
+        ), f"{tx_hash} was committed at {height}/{index}"
+    head = await victim.block_number()
+    mine = await victim.get_block(head)
+    theirs = await net.clients[WITNESS].get_block(head)
+    assert (mine["hash"], mine["appHash"]) == (theirs["hash"], theirs["appHash"])
+    return head
+
+
+@pytest.fixture
+async def network(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
+    net = LocalNetwork(tmp_path, network_genesis(4))
+    try:
+        yield net
+    finally:
+        await net.close()
+
+
+async def crash_loop(net: LocalNetwork, kills: int) -> None:
+    net.start_all()
+    await net.wait_heights([0, 1, 2, 3], 2)
+    load = Load()
+    stop = asyncio.Event()
+    sender = asyncio.create_task(send_forever(net, load, stop))
+    rng = random.Random(20261122)
+    heads = []
+    try:
+        for _ in range(kills):
+            moment = rng.uniform(0.05, 0.4)
+            loop = asyncio.get_running_loop()
+            until = loop.time() + moment
+            while loop.time() < until:  # watch the victim until the random kill moment
+                await watch(net.clients[VICTIM], load)
+            net.kill(VICTIM)
+            net.start(VICTIM)  # returns once the ledger is open and the RPC listens
+            await check_after_restart(net, load)
+            # it syncs what it missed and takes part again before the next kill
+            network_head = (await net.heights([WITNESS]))[WITNESS]
+            await net.wait_heights([VICTIM], network_head, timeout=30)
+            heads.append(await check_after_restart(net, load))
+        stop.set()
+        await sender
+        await net.wait_heights([VICTIM], max((await net.heights()).values()))
+        await watch(net.clients[VICTIM], load)
+        await check_after_restart(net, load)
+    finally:
+        stop.set()
+        if not sender.done():
+            sender.cancel()
+    assert len(load.seen) > kills, "the load did not reach the victim's blocks"
+    print(
+        f"\ncrash loop: {kills} kills survived, {load.sent} transactions sent, "
+        f"{len(load.seen)} seen committed by the victim and checked after every restart, "
+        f"victim heads {min(heads)}..{max(heads)}, 0 lost"
+    )
+    last = min((await net.heights()).values())
+    await net.assert_same_chain([0, 1, 2, 3], last)
+
+
+async def test_crash_loop(network: LocalNetwork) -> None:
+    await crash_loop(network, 20)
+
+
+@pytest.mark.long
+@pytest.mark.skipif(not LONG, reason="the long crash loop: INFERCHAIN_LONG=1")
+async def test_crash_loop_long(network: LocalNetwork) -> None:
+    await crash_loop(network, KILLS)
