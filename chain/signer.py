@@ -62,10 +62,16 @@ class PrivValidator:
         self, proposal: Proposal, block: Block, txs: tuple[SignedTx, ...]
     ) -> SignedProposal:
         on_record = self.ledger.own_proposal(proposal.height, proposal.round)
-        if on_record is not None and on_record != proposal.value:
-            raise ConflictingVote(
-                proposal.height, proposal.round, "proposal", on_record, proposal.value
-            )
+        if on_record is not None:
+            if on_record != proposal.value:
+                raise ConflictingVote(
+                    proposal.height, proposal.round, "proposal", on_record, proposal.value
+                )
+            # the proposal of an earlier run, byte for byte: a restored machine may reach the
+            # same value with another validRound, and two messages would look like equivocation
+            again = self.proposal_on_record(proposal.height, proposal.round)
+            if again is not None:
+                return again
         signed = sign_proposal(self.key, self.chain_id, proposal, block, txs)
         self.ledger.save_own_proposal(
             proposal.height, proposal.round, proposal.value, proposal_to_wire(signed)

@@ -291,3 +291,13 @@ def test_signed_at_counts_a_round_in_which_only_a_proposal_was_signed(
     assert again.proposal == Proposal(1, 2, block_hash(block), -1, ME)
     assert again.block == block
     assert signer.proposal_on_record(1, 0) is None
+
+
+def test_a_proposal_on_record_is_sent_again_byte_for_byte(validator: Restartable) -> None:
+    block = block_at(1)
+    first = validator.signer.sign_proposal(Proposal(1, 2, block_hash(block), -1, ME), block, ())
+    signer = validator.restart()
+    # after a restart the machine reaches the same value with another validRound
+    again = signer.sign_proposal(Proposal(1, 2, block_hash(block), 1, ME), block, ())
+    assert again == first
+    assert again.proposal.valid_round == -1
