@@ -357,6 +357,10 @@ class Node:
             raise ChainError("not a dev account")
         return crypto.sign_message(msg, self.genesis.chain_id, key)
 
+    def pending_tx_wire(self) -> list[dict[str, Any]]:
+        """Every transaction waiting in the mempool, as peers receive them."""
+        return [wire.signed_tx_to_json(tx) for tx in self.mempool.take(len(self.mempool))]
+
     def receive_txs(self, items: list[Any]) -> None:
         """Transactions another validator admitted: verify and admit them here too."""
         for item in items:

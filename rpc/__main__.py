@@ -118,7 +118,7 @@ async def serve(args: argparse.Namespace) -> int:
         urls = args.peer or [
             v.url for v in genesis.validators if v.address != node.validator.address and v.url
         ]
-        peers = Peers(urls, genesis.hash)
+        peers = Peers(urls, genesis.hash, node.pending_tx_wire)
         node.network = peers
     runner = web.AppRunner(RpcServer(node).app, access_log=None)
     try:

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,8 +155,15 @@ class Peers:
     """The sending side of the transport, to a fixed list of peer URLs (the `Network` of
     `chain.node.Node`). Lifecycle: `start()`, `stop()`."""
 
-    def __init__(self, urls: list[str], genesis_hash: bytes) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        genesis_hash: bytes,
+        pending_txs: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
         self._peers = [_Peer(url.rstrip("/")) for url in urls]
+        # a peer that comes back (restarted, reconnected) gets this mempool in full
+        self._pending_txs = pending_txs
         self._genesis_hash = wire.hex0x(genesis_hash)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -301,8 +309,13 @@ class Peers:
         peer.foreign = False
         height = status.get("height")
         if isinstance(height, int):
+            back = loop.time() - peer.seen_at >= REACHABLE_S
             peer.height = height
             peer.seen_at = loop.time()
+            if back and self._pending_txs is not None:
+                for tx in self._pending_txs():
+                    peer.outbox.append(("txs", tx))
+                peer.ready.set()
 
 
 def next_batch(outbox: deque[tuple[str, dict[str, Any]]]) -> bytes:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
 from rpc.client import InferchainClient, TransportError
+from tests.e2e.processes import run_to_exit
 from tests.helpers import ResourceNodeProcess, ValidatorProcess, write_genesis
 
 T = TypeVar("T")
@@ -81,6 +82,7 @@ class LocalNetwork:
         self.clients = [InferchainClient(url) for url in self.urls]
         self.resource_nodes: dict[int, ResourceNodeProcess] = {}
         self._retired: list[InferchainClient] = []
+        self._node_count = 0
 
     def data_dir(self, k: int) -> Path:
         return self.root / f"validator-{k}"
@@ -136,22 +138,11 @@ class LocalNetwork:
         assert process is not None and process.proc is not None
         process.proc.send_signal(signal.SIGCONT)
 
-    async def partition(self, *groups: list[int]) -> None:
-        """Cut every link between validators of different groups, both ways."""
-        for group in groups:
-            for k in group:
-                for j in range(self.size):
-                    if j not in group:
-                        await self.clients[k].set_p2p_link(self.urls[j], drop=True)
-
-    async def heal(self, ks: list[int] | None = None) -> None:
-        for k in self.running() if ks is None else ks:
-            await self.clients[k].set_p2p_link("*", drop=False)
-
     def start_resource_node(self, i: int, *extra: str) -> ResourceNodeProcess:
         via = self.urls[i % self.size]
         node = ResourceNodeProcess(via, i, self.root / f"node-{i}", *extra)
         self.resource_nodes[i] = node
+        self._node_count = max(self._node_count, i + 1)
         node.start()
         return node
 
@@ -159,6 +150,45 @@ class LocalNetwork:
         node = self.resource_nodes.pop(i)
         node.kill()
         node.close()
+
+    # testnet.perturb.Cluster
+
+    @property
+    def node_count(self) -> int:
+        return self._node_count
+
+    def client(self, k: int) -> InferchainClient:
+        return self.clients[k]
+
+    def url(self, k: int) -> str:
+        return self.urls[k]
+
+    def kill_validator(self, k: int) -> None:
+        self.kill(k)
+
+    async def start_validator(self, k: int) -> None:
+        await asyncio.to_thread(self.start, k)
+
+    async def refused_with_foreign_genesis(self, k: int) -> str:
+        raw = dict(self.genesis.raw)
+        raw["chainId"] = self.genesis.chain_id + 1
+        path = write_genesis(self.root / "foreign-genesis.json", parse_genesis(raw))
+        exited = await asyncio.to_thread(run_to_exit, path, self.data_dir(k), "--validator", str(k))
+        if exited.returncode == 0:
+            raise AssertionError("the validator started with a foreign genesis")
+        return exited.stderr
+
+    def pause_validator(self, k: int) -> None:
+        self.pause(k)
+
+    def resume_validator(self, k: int) -> None:
+        self.resume(k)
+
+    def kill_node(self, i: int) -> None:
+        self.kill_resource_node(i)
+
+    async def start_node(self, i: int) -> None:
+        await asyncio.to_thread(self.start_resource_node, i)
 
     async def close(self) -> None:
         for client in [*self.clients, *self._retired]:

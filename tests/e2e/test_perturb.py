@@ -18,9 +18,8 @@ import pytest
 
 from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
 from rpc.client import Wallet
+from testnet import perturb
 from tests.e2e.network import LocalNetwork, eventually
-from tests.e2e.processes import run_to_exit
-from tests.helpers import write_genesis
 
 LONG = os.environ.get("INFERCHAIN_LONG") == "1"
 LONG_ROUNDS = int(os.environ.get("INFERCHAIN_LONG_ROUNDS", "5"))
@@ -57,6 +56,7 @@ class Tasks:
     def __init__(self, net: LocalNetwork) -> None:
         self.net = net
         self.hashes: list[str] = []
+        self.entered: dict[str, int] = {}  # task hash -> the validator it was sent to
         self._count = 0
 
     async def submit(self, count: int, through: list[int]) -> None:
@@ -69,97 +69,54 @@ class Tasks:
                 model_options='{"model":"demo","max_tokens":8}',
             )
             self.hashes.append(receipt.task_hash)
+            self.entered[receipt.task_hash] = k
             self._count += 1
 
-    async def all_decided(self, k: int) -> dict[str, int]:
-        """Wait until every task is verified or failed on validator k; their count by status."""
+    async def all_decided(self) -> dict[str, int]:
+        """Wait until every task is verified or failed where it entered; counts by status."""
         statuses: dict[str, int] = {}
-        for task_hash in self.hashes:
+        for task_hash, k in self.entered.items():
             task = await self.net.clients[k].wait_for_task(task_hash, timeout=TASK_TIMEOUT_S)
             statuses[task["status"]] = statuses.get(task["status"], 0) + 1
         return statuses
 
 
-async def converge(net: LocalNetwork, ks: list[int], beyond: int = 2) -> int:
-    """Wait until validators `ks` are `beyond` blocks past the highest of them now, then check
-    that they hold the same chain up to there; returns that height."""
-    target = max((await net.heights(ks)).values()) + beyond
-    await net.wait_heights(ks, target, timeout=60)
-    await net.assert_same_chain(ks, target)
-    return target
+def assert_recovered(outcomes: list[perturb.Outcome]) -> None:
+    report = "\n".join(outcome.line() for outcome in outcomes)
+    print("\n" + report)
+    assert all(outcome.recovered for outcome in outcomes), report
 
 
-async def pause_and_resume(net: LocalNetwork, k: int) -> None:
-    others = [j for j in range(4) if j != k]
-    net.pause(k)
-    try:
-        start = min((await net.heights(others)).values())
-        await net.wait_heights(others, start + 5)
-    finally:
-        net.resume(k)
-    await converge(net, list(range(4)))
-
-
-async def disconnect_and_reconnect(net: LocalNetwork, k: int) -> None:
-    others = [j for j in range(4) if j != k]
-    await net.partition([k], others)
-    cut_at = (await net.heights([k]))[k]
-    start = min((await net.heights(others)).values())
-    await net.wait_heights(others, start + 5)
-    # cut off, it cannot commit on its own (one of four is not a quorum)
-    assert (await net.heights([k]))[k] <= cut_at + 1
-    await net.heal()
-    await converge(net, list(range(4)))
-
-
-async def kill_resource_node_mid_task(net: LocalNetwork, tasks: Tasks, i: int) -> None:
-    await tasks.submit(3, through=[0, 1, 2, 3])
-    net.kill_resource_node(i)
-    await tasks.submit(2, through=[0, 1, 2, 3])
-    await converge(net, list(range(4)), beyond=3)
-    net.start_resource_node(i)
-
-
-async def restart_with_another_genesis(net: LocalNetwork, k: int) -> None:
-    net.kill(k)
-    other = dict(net.genesis.raw)
-    other["chainId"] = net.genesis.chain_id + 1
-    other_path = write_genesis(net.root / "other-genesis.json", parse_genesis(other))
-    refused = run_to_exit(other_path, net.data_dir(k), "--validator", str(k))
-    assert refused.returncode == 2, refused
-    assert "holds the chain with genesis" in refused.stderr
-    assert "Traceback" not in refused.stderr
-    net.start(k)
-    await converge(net, list(range(4)))
-
-
-async def perturbation_round(net: LocalNetwork, tasks: Tasks, round_: int) -> None:
-    await tasks.submit(4, through=[0, 1, 2, 3])
-    await pause_and_resume(net, 1 + round_ % 3)
-    await tasks.submit(2, through=[0, 1, 2, 3])
-    await disconnect_and_reconnect(net, (2 + round_) % 4)
-    await kill_resource_node_mid_task(net, tasks, round_ % 3)
-    await restart_with_another_genesis(net, (3 + round_) % 4)
+async def converge(net: LocalNetwork) -> None:
+    await perturb.converge(net)
 
 
 async def check_no_task_stuck(net: LocalNetwork, tasks: Tasks) -> None:
-    for k in range(4):
-        statuses = await tasks.all_decided(k)
-        assert set(statuses) <= {"verified", "failed"}, statuses
-        assert sum(statuses.values()) == len(tasks.hashes)
-    # every validator settled every task the same way
+    # each task is decided where it entered, then every validator holds that decision
+    statuses = await tasks.all_decided()
+    assert set(statuses) <= {"verified", "failed"}, statuses
+    await converge(net)
     for task_hash in tasks.hashes:
         views = [await client.query_task(task_hash) for client in net.clients]
         assert len({(v["status"], v.get("response")) for v in views}) == 1, views
-    await converge(net, list(range(4)))
+        assert views[0]["status"] in ("verified", "failed"), views[0]
 
 
 async def test_perturbations_leave_one_chain_and_no_stuck_task(testnet: LocalNetwork) -> None:
     tasks = Tasks(testnet)
-    await perturbation_round(testnet, tasks, 0)
+    await tasks.submit(4, through=[0, 1, 2, 3])
+    outcomes = await perturb.one_round(testnet, 0)
+    assert [o.name for o in outcomes] == [
+        "pause",
+        "disconnect",
+        "restart",
+        "foreign-genesis",
+        "kill-node",
+    ]
+    assert_recovered(outcomes)
     await check_no_task_stuck(testnet, tasks)
     # with three honest resource nodes most tasks are verified, not failed
-    statuses = await tasks.all_decided(0)
+    statuses = await tasks.all_decided()
     assert statuses.get("verified", 0) >= len(tasks.hashes) // 2, statuses
 
 
@@ -167,15 +124,18 @@ async def test_perturbations_leave_one_chain_and_no_stuck_task(testnet: LocalNet
 @pytest.mark.skipif(not LONG, reason="the long fault run: INFERCHAIN_LONG=1")
 async def test_perturbations_repeated(testnet: LocalNetwork) -> None:
     tasks = Tasks(testnet)
+    outcomes = []
     for round_ in range(LONG_ROUNDS):
-        await perturbation_round(testnet, tasks, round_)
+        await tasks.submit(4, through=[0, 1, 2, 3])
+        outcomes += await perturb.one_round(testnet, round_)
+    assert_recovered(outcomes)
     await check_no_task_stuck(testnet, tasks)
 
 
 async def test_a_two_two_split_halts_without_a_fork_and_heals(testnet: LocalNetwork) -> None:
     tasks = Tasks(testnet)
     await tasks.submit(2, through=[0, 2])
-    await testnet.partition([0, 1], [2, 3])
+    await perturb.cut(testnet, [0, 1], [2, 3])
     halted = max((await testnet.heights()).values()) + 1
     with pytest.raises(AssertionError, match="timed out"):
         await eventually(
@@ -186,8 +146,8 @@ async def test_a_two_two_split_halts_without_a_fork_and_heals(testnet: LocalNetw
         )
     # transactions still enter either half, and wait there
     await tasks.submit(2, through=[1, 3])
-    await testnet.heal()
-    await converge(testnet, [0, 1, 2, 3])
+    await perturb.heal(testnet)
+    await converge(testnet)
     await check_no_task_stuck(testnet, tasks)
 
 
@@ -204,7 +164,7 @@ async def test_resource_nodes_killed_in_the_middle_of_tasks(testnet: LocalNetwor
     testnet.kill_resource_node(0)
     testnet.kill_resource_node(1)
     await tasks.submit(3, through=[0, 1, 2, 3])
-    statuses = await tasks.all_decided(0)
+    statuses = await tasks.all_decided()
     # one node left cannot verify its own results: what it alone answered fails at deadline
     assert set(statuses) <= {"verified", "failed"}
     testnet.start_resource_node(0)
