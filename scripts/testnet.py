@@ -6,6 +6,10 @@ spread over them (node i talks to validator i mod N). Every process has its own 
 and log file. Prints the RPC URLs, the chain id and the dev accounts, submits one demo task and
 prints its verified result, then keeps a live status line. A process that exits stops the
 network with its name and log; Ctrl-C or SIGTERM stops every process cleanly.
+
+With `--perturb` it then injects faults in a loop (`testnet.perturb`: pause, disconnect,
+restart, foreign genesis, resource node kill) and prints what it did and whether the network
+recovered each time.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from chain.genesis import (  # noqa: E402
 from resource_node.backends.faults import Faults  # noqa: E402
 from resource_node.worker import CRASH_EXIT_CODE  # noqa: E402
 from rpc.client import InferchainClient, RpcError, TransportError, Wallet  # noqa: E402
+from testnet import perturb  # noqa: E402
 
 log = logging.getLogger("testnet")
 T = TypeVar("T")
@@ -90,6 +95,11 @@ def parse_args() -> argparse.Namespace:
         "--fresh", action="store_true", help="delete the chain in --data-dir and start a new one"
     )
     parser.add_argument("--no-demo", action="store_true", help="do not submit the demo task")
+    parser.add_argument(
+        "--perturb",
+        action="store_true",
+        help="inject faults in a loop and report whether the network recovers each time",
+    )
     parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     args = parser.parse_args()
     if not 1 <= args.validators <= MAX_VALIDATORS:
@@ -253,20 +263,23 @@ class Testnet:
                 log.warning("%s exited as its fault says; see %s", service.name, service.log_path)
             await asyncio.sleep(EXIT_POLL_S)
 
+    def validator_args(self, k: int, genesis_path: Path | None = None) -> list[str]:
+        genesis_path = genesis_path or self.data_dir / "genesis.json"
+        args = ["-m", "rpc", "--genesis", str(genesis_path)]
+        args += ["--data-dir", str(self.data_dir / f"validator-{k}")]
+        args += ["--port", str(self.args.port + k), "--validator", str(k), "--quiet"]
+        args += ["--log-level", self.args.log_level]
+        if self.args.block_time is not None:
+            args += ["--block-time", str(self.args.block_time)]
+        for peer in self.urls:
+            if peer != self.urls[k]:
+                args += ["--peer", peer]
+        return args
+
     def start_validators(self) -> None:
-        genesis_path = self.data_dir / "genesis.json"
-        for k, url in enumerate(self.urls):
-            args = ["-m", "rpc", "--genesis", str(genesis_path)]
-            args += ["--data-dir", str(self.data_dir / f"validator-{k}")]
-            args += ["--port", str(self.args.port + k), "--validator", str(k), "--quiet"]
-            args += ["--log-level", self.args.log_level]
-            if self.args.block_time is not None:
-                args += ["--block-time", str(self.args.block_time)]
-            for peer in self.urls:
-                if peer != url:
-                    args += ["--peer", peer]
+        for k in range(len(self.urls)):
             log_path = self.data_dir / f"validator-{k}.log"
-            self.validators.append(spawn(f"validator {k}", args, log_path))
+            self.validators.append(spawn(f"validator {k}", self.validator_args(k), log_path))
 
     async def wait_validators(self) -> None:
         """Until every validator answers GET /health for this chain."""
@@ -288,20 +301,101 @@ class Testnet:
                     "Stop it or choose another --port"
                 )
 
-    def start_nodes(self) -> None:
+    def spawn_node(self, i: int) -> Service:
         crash = Faults.parse([self.args.byzantine or ""]).crash_after is not None
+        validator = i % self.args.validators
+        args = ["-m", "resource_node", "--rpc", self.urls[validator], "--dev-index", str(i)]
+        args += ["--state-dir", str(self.data_dir / f"node-{i}")]
+        args += ["--log-level", self.args.log_level]
+        faulty = self.args.byzantine is not None and i == self.args.nodes - 1
+        if faulty:
+            args += ["--fault", self.args.byzantine]
+        name = f"resource node {i}"
+        log_path = self.data_dir / f"node-{i}.log"
+        exit_code = CRASH_EXIT_CODE if faulty and crash else None
+        return spawn(name, args, log_path, exit_code)
+
+    def start_nodes(self) -> None:
         for i in range(self.args.nodes):
-            validator = i % self.args.validators
-            args = ["-m", "resource_node", "--rpc", self.urls[validator], "--dev-index", str(i)]
-            args += ["--state-dir", str(self.data_dir / f"node-{i}")]
-            args += ["--log-level", self.args.log_level]
-            faulty = self.args.byzantine is not None and i == self.args.nodes - 1
-            if faulty:
-                args += ["--fault", self.args.byzantine]
-            name = f"resource node {i}"
-            log_path = self.data_dir / f"node-{i}.log"
-            exit_code = CRASH_EXIT_CODE if faulty and crash else None
-            self.nodes.append(spawn(name, args, log_path, exit_code))
+            self.nodes.append(self.spawn_node(i))
+
+    # testnet.perturb.Cluster: faults on purpose are not failures
+
+    @property
+    def size(self) -> int:
+        return len(self.validators)
+
+    @property
+    def node_count(self) -> int:
+        return len(self.nodes)
+
+    def client(self, k: int) -> InferchainClient:
+        return self.clients[k]
+
+    def url(self, k: int) -> str:
+        return self.urls[k]
+
+    def kill_validator(self, k: int) -> None:
+        self._kill(self.validators[k])
+
+    async def start_validator(self, k: int) -> None:
+        log_path = self.data_dir / f"validator-{k}.log"
+        service = spawn(f"validator {k}", self.validator_args(k), log_path)
+        self.validators[k] = service
+        self.reported.discard(service.name)
+        await self.wait_validators()
+
+    async def refused_with_foreign_genesis(self, k: int) -> str:
+        raw = dict(self.genesis.raw)
+        raw["chainId"] = self.genesis.chain_id + 1
+        path = self.data_dir / "foreign-genesis.json"
+        path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *self.validator_args(k, path),
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _out, err = await asyncio.wait_for(proc.communicate(), START_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise AssertionError("a validator with a foreign genesis kept running") from None
+        if proc.returncode == 0:
+            raise AssertionError("a validator with a foreign genesis exited 0")
+        return err.decode(errors="replace")
+
+    def pause_validator(self, k: int) -> None:
+        self.validators[k].proc.send_signal(signal.SIGSTOP)
+
+    def resume_validator(self, k: int) -> None:
+        self.validators[k].proc.send_signal(signal.SIGCONT)
+
+    def kill_node(self, i: int) -> None:
+        self._kill(self.nodes[i])
+
+    async def start_node(self, i: int) -> None:
+        self.nodes[i] = self.spawn_node(i)
+        self.reported.discard(self.nodes[i].name)
+
+    def _kill(self, service: Service) -> None:
+        self.reported.add(service.name)  # its exit is on purpose
+        service.proc.kill()
+        service.proc.wait()
+
+    async def perturb_forever(self) -> None:
+        round_ = 0
+        while True:
+            self.status.end()
+            print(f"perturbation round {round_ + 1}", flush=True)
+            for outcome in await perturb.one_round(self, round_):
+                self.status.end()
+                print("  " + outcome.line(), flush=True)
+            self.status.show(await self.status_text())
+            round_ += 1
 
     def print_banner(self) -> None:
         genesis = self.genesis
@@ -375,6 +469,8 @@ class Testnet:
             log.info("no demo task: another resource node verifies a result; run --nodes 2 or more")
         else:
             await self.guard(self.demo_task())
+        if self.args.perturb:
+            await self.guard(self.perturb_forever())
         while True:
             self.status.show(await self.guard(self.status_text()))
             await self.guard(asyncio.sleep(STATUS_INTERVAL_S))

@@ -4,6 +4,7 @@ the network recovered (after CometBFT's e2e runner perturbations).
 - `pause`: SIGSTOP a validator while the others go on, then SIGCONT it;
 - `disconnect`: cut every link between a validator and its peers (the dev-chain control of
   `rpc.p2p`), then reconnect it;
+- `split`: cut the validators into two halves; neither may commit; then heal;
 - `restart`: SIGKILL a validator and start it again on its data;
 - `foreign-genesis`: restart a validator with another genesis on its data: it must refuse to
   start, with a clear message; then it starts with its own;
@@ -30,6 +31,7 @@ TASK_TIMEOUT_S = 120.0
 POLL_S = 0.1
 BLOCKS_DOWN = 5  # how many blocks the others make while a validator is paused or cut off
 BLOCKS_PAST = 2  # how far past the fault the network must get to count as recovered
+SPLIT_OBSERVE_S = 3.0
 
 
 class Cluster(Protocol):
@@ -229,6 +231,32 @@ async def kill_node(cluster: Cluster, i: int) -> Outcome:
     return await _run("kill-node", f"resource node {i}", cluster, fault, 0)
 
 
+async def split(cluster: Cluster) -> Outcome:
+    """Cut the validators into two halves: neither has more than 2/3 of the power, so the
+    chain must halt (at most a block already precommitted still commits), then heal."""
+    n = cluster.size
+    halves = [list(range(n // 2)), list(range(n // 2, n))]
+
+    async def fault() -> str:
+        everyone = list(range(n))
+        try:
+            await cut(cluster, *halves)
+            halted = max((await heights(cluster, everyone)).values()) + 1
+            loop = asyncio.get_running_loop()
+            until = loop.time() + SPLIT_OBSERVE_S
+            while loop.time() < until:  # watch: no half may commit
+                seen = await heights(cluster, everyone)
+                if max(seen.values()) > halted:
+                    raise AssertionError(f"a half of the split committed: heights {seen}")
+                await asyncio.sleep(POLL_S)
+        finally:
+            await heal(cluster)
+        return f"halted at {halted} for {SPLIT_OBSERVE_S:g} s"
+
+    target = f"{halves[0]} | {halves[1]}"
+    return await _run("split", target, cluster, fault, halves[1][0])
+
+
 async def cut(cluster: Cluster, *groups: list[int]) -> None:
     """Cut every link between validators of different groups, both ways."""
     for group in groups:
@@ -251,6 +279,7 @@ async def one_round(cluster: Cluster, round_: int) -> list[Outcome]:
     if n >= 4:  # with fewer, one validator down halts the chain (as it should)
         outcomes.append(await pause(cluster, (1 + round_) % n))
         outcomes.append(await disconnect(cluster, (2 + round_) % n))
+        outcomes.append(await split(cluster))
     outcomes.append(await restart(cluster, (3 + round_) % n))
     outcomes.append(await foreign_genesis(cluster, round_ % n))
     if cluster.node_count:
