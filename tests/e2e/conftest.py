@@ -1,14 +1,15 @@
 """Fixtures of the process-level tests: validator processes that are always killed at
-teardown, and the dev genesis written to a file."""
+teardown, the dev genesis written to a file, and a network of four validators."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from chain.genesis import Genesis
+from tests.e2e.network import LocalNetwork, network_genesis
 from tests.e2e.processes import StartValidator
 from tests.helpers import ValidatorProcess, make_genesis, write_genesis
 
@@ -35,3 +36,14 @@ def dev_genesis(tmp_path: Path) -> tuple[Genesis, Path]:
     """make_genesis() (automine) written to tmp_path/genesis.json."""
     genesis = make_genesis()
     return genesis, write_genesis(tmp_path / "genesis.json", genesis)
+
+
+@pytest.fixture
+async def network(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
+    """Four validator processes of equal stake (not started: `network.start_all()`), all
+    killed at teardown."""
+    net = LocalNetwork(tmp_path, network_genesis(4))
+    try:
+        yield net
+    finally:
+        await net.close()

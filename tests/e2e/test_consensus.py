@@ -8,9 +8,7 @@ broken invariant stops the process, and the test then fails).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -21,16 +19,7 @@ from chain.signer import PrivValidator
 from chain.state import State, get_account, put_account
 from chain.types import Transfer
 from rpc.client import RpcError, Wallet, presign
-from tests.e2e.network import LocalNetwork, eventually, network_genesis
-
-
-@pytest.fixture
-async def network(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    net = LocalNetwork(tmp_path, network_genesis(4))
-    try:
-        yield net
-    finally:
-        await net.close()
+from tests.e2e.network import LocalNetwork, eventually
 
 
 async def test_four_validators_commit_the_same_blocks_and_take_txs_from_any(

@@ -13,15 +13,13 @@ import asyncio
 import contextlib
 import os
 import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from chain.types import Transfer
 from rpc.client import InferchainClient, PresignedTx, TransportError, Wallet, presign
-from tests.e2e.network import LocalNetwork, network_genesis
+from tests.e2e.network import LocalNetwork
 
 LONG = os.environ.get("INFERCHAIN_LONG") == "1"
 KILLS = int(os.environ.get("INFERCHAIN_LONG_KILLS", "200")) if LONG else 20
@@ -87,15 +85,6 @@ async def check_after_restart(net: LocalNetwork, load: Load) -> int:
     theirs = await net.clients[WITNESS].get_block(head)
     assert (mine["hash"], mine["appHash"]) == (theirs["hash"], theirs["appHash"])
     return head
-
-
-@pytest.fixture
-async def network(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    net = LocalNetwork(tmp_path, network_genesis(4))
-    try:
-        yield net
-    finally:
-        await net.close()
 
 
 async def crash_loop(net: LocalNetwork, kills: int) -> None:
