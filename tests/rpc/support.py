@@ -172,3 +172,32 @@ def mine(chain: LocalChain, blocks: int = 1) -> int:
     for _ in range(blocks):
         chain.node.produce_block()
     return chain.node.head.height
+
+
+async def batched_snapshot(
+    client: InferchainClient, *addresses: str, task_hashes: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """`snapshot` in one batch request plus GET /health, for tests that take thousands; with
+    `task_hashes`, also those tasks as queryTask answers them, and the head's height."""
+    calls: list[tuple[str, Any]] = [("getAccount", {"address": a}) for a in addresses]
+    calls += [("getResourceNodes", None), ("taskStats", None)]
+    calls += [("queryTask", {"taskHash": task_hash}) for task_hash in task_hashes]
+    answers = await client.batch(calls)
+    for answer in answers:
+        assert not isinstance(answer, RpcError), f"a read failed: {answer}"
+    accounts = {
+        address: {k: v for k, v in account.items() if k != "blockHeight"}
+        for address, account in zip(addresses, answers, strict=False)
+    }
+    rest = answers[len(addresses) :]
+    health = await client.health()
+    state = {
+        "accounts": accounts,
+        "resourceNodes": rest[0],
+        "taskStats": rest[1],
+        "mempool": health["mempool"],
+    }
+    if task_hashes:
+        state["tasks"] = dict(zip(task_hashes, rest[2:], strict=True))
+        state["height"] = health["height"]
+    return state
