@@ -144,12 +144,35 @@ class NotFound(ChainError):
 
 
 class MempoolFull(ChainError):
-    def __init__(self, capacity: int) -> None:
-        super().__init__(f"the mempool holds its maximum of {capacity} transactions")
+    """The mempool is at one of its limits: a count of transactions, or their bytes."""
+
+    def __init__(
+        self, capacity: int, held: int, capacity_bytes: int, held_bytes: int, by_bytes: bool
+    ) -> None:
+        if by_bytes:
+            reason = (
+                f"the mempool's transactions take {held_bytes} of its {capacity_bytes} bytes; "
+                "this one does not fit"
+            )
+        else:
+            reason = f"the mempool holds its maximum of {capacity} transactions"
+        super().__init__(reason)
         self.capacity = capacity
+        self.held = held
+        self.capacity_bytes = capacity_bytes
+        self.held_bytes = held_bytes
+        self.by_bytes = by_bytes
 
     def data(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "reason": self.reason, "retry": True}
+        return {
+            "limit": "bytes" if self.by_bytes else "transactions",
+            "capacity": self.capacity,
+            "held": self.held,
+            "capacityBytes": self.capacity_bytes,
+            "heldBytes": self.held_bytes,
+            "reason": self.reason,
+            "retry": True,
+        }
 
 
 class GenesisError(ChainError):

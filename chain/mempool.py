@@ -66,7 +66,10 @@ class Mempool:
         """Admit `tx` or raise (InvalidTransaction, MempoolFull); a refusal changes nothing."""
         size = rules.tx_size(tx)
         if len(self._txs) >= self.capacity or self._bytes + size > self.capacity_bytes:
-            raise MempoolFull(self.capacity)
+            by_bytes = len(self._txs) < self.capacity
+            raise MempoolFull(
+                self.capacity, len(self._txs), self.capacity_bytes, self._bytes, by_bytes
+            )
         rules.apply_tx(self._pending, self._params, ctx, tx)
         self._txs[tx.hash] = tx
         self._sizes[tx.hash] = size

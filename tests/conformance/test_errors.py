@@ -466,11 +466,6 @@ async def test_pending_transaction_and_task(full_mempool: FullMempool) -> None:
     assert task["executionInfo"] == [] and task["settlement"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a mempool full by its 64 MiB byte limit answers -32007 with data saying it holds "
-    "its maximum of 20000 transactions: chain.errors.MempoolFull knows only the count",
-)
 async def test_mempool_full_by_bytes_says_what_is_full(full_mempool: FullMempool) -> None:
     """The suite fills the mempool with a few transactions of 4 MB: the data of -32007 must
     say that the bytes are what is full."""

@@ -240,8 +240,8 @@ def well_typed(kind: str, value: Any) -> bool:
         return is_int and 0 <= value < 2**63
     if kind in ("uint64", "uint256"):
         bits = 64 if kind == "uint64" else 256
-        if is_int:  # JSON integers up to 64 bits are exact; beyond, send decimal strings
-            return 0 <= value < 2**64
+        if is_int:  # the server reads JSON integers exactly, at any size
+            return 0 <= value < 2**bits
         return isinstance(value, str) and bool(DECIMAL.fullmatch(value)) and int(value) < 2**bits
     if kind == "blockHeight":
         return value is None or value == "latest" or (is_int and value == 0)
