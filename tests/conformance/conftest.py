@@ -11,12 +11,12 @@ skip with the reason.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
 
-from rpc.client import InferchainClient, RpcError, TransportError, Wallet
+from rpc.client import InferchainClient, RpcError, Wallet
 from tests.conformance.support import (
     DEV_WALLETS,
     MIN_FUNDS,
@@ -129,19 +129,8 @@ async def probe(target: Target, client: InferchainClient) -> Target:
         target.tasks_by_sender = True
     except RpcError as exc:
         target.tasks_by_sender = exc.code != -32601
-    target.inferchain = target.owned or await serves_inferchain_health(client)
     target.probed = True
     return target
-
-
-async def serves_inferchain_health(client: InferchainClient) -> bool:
-    """Whether the target is this project's validator, by its GET /health (not part of the
-    AegisAI API)."""
-    try:
-        health = await client.health()
-    except TransportError:
-        return False
-    return {"genesisHash", "appHash", "blockHash", "mempool", "validator"} <= set(health)
 
 
 @pytest.fixture
@@ -153,18 +142,6 @@ async def api(target: Target, client: InferchainClient, http: aiohttp.ClientSess
 async def caps(target: Target, client: InferchainClient) -> Target:
     """The target with what it offers probed (once per run)."""
     return await probe(target, client)
-
-
-@pytest.fixture
-async def known_bug(request: pytest.FixtureRequest, caps: Target) -> Callable[[str], None]:
-    """`known_bug(reason)`: on this project's validator the test is expected to fail
-    (strictly: once the bug is fixed, remove the call); any other target is checked as is."""
-
-    def expect_failure(reason: str) -> None:
-        if caps.inferchain:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-    return expect_failure
 
 
 @pytest.fixture

@@ -305,7 +305,6 @@ class Target:
     funded: list[Wallet] = field(default_factory=list)
     nodes: list[Wallet] = field(default_factory=list)
     tasks_by_sender: bool = False
-    inferchain: bool = False  # this project's validator: its known bugs are expected failures
 
 
 # Shapes
