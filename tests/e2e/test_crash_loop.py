@@ -55,31 +55,39 @@ async def send_forever(net: LocalNetwork, load: Load, stop: asyncio.Event) -> No
             await asyncio.wait_for(stop.wait(), 0.05)  # a steady rate, about 60 tx/s
 
 
+BATCH = 500
+
+
+async def committed_records(
+    client: InferchainClient, tx_hashes: list[str]
+) -> dict[str, tuple[int, int]]:
+    """(height, index) of each of `tx_hashes` the node holds in a committed block, asked in
+    batches of getTransaction calls."""
+    found = {}
+    for start in range(0, len(tx_hashes), BATCH):
+        chunk = tx_hashes[start : start + BATCH]
+        answers = await client.batch([("getTransaction", {"txHash": h}) for h in chunk])
+        for tx_hash, answer in zip(chunk, answers, strict=True):
+            if isinstance(answer, dict) and answer.get("status") == "committed":
+                found[tx_hash] = (answer["blockHeight"], answer["index"])
+    return found
+
+
 async def watch(victim: InferchainClient, load: Load) -> None:
     """Record the transactions the victim reports in a committed block."""
-    still = []
-    for tx in load.pending:
-        try:
-            record = await victim.get_tx(tx.tx_hash)
-            if record is None or record.get("status") != "committed":
-                still.append(tx)
-                continue
-            detail = await victim.get_transaction(tx.tx_hash)
-        except TransportError:
-            return  # down: try again later
-        load.seen[tx.tx_hash] = (detail["blockHeight"], detail["index"])
-    load.pending = still
+    try:
+        found = await committed_records(victim, [tx.tx_hash for tx in load.pending])
+    except TransportError:
+        return  # down: try again later
+    load.seen.update(found)
+    load.pending = [tx for tx in load.pending if tx.tx_hash not in found]
 
 
 async def check_after_restart(net: LocalNetwork, load: Load) -> int:
     victim = net.clients[VICTIM]
-    for tx_hash, (height, index) in load.seen.items():
-        record = await victim.get_transaction(tx_hash)  # -32602 if it were gone
-        assert (record["status"], record["blockHeight"], record["index"]) == (
-            "committed",
-            height,
-            index,
-        ), f"{tx_hash} was committed at {height}/{index}"
+    held = await committed_records(victim, list(load.seen))
+    lost = {h: where for h, where in load.seen.items() if held.get(h) != where}
+    assert not lost, f"committed transactions gone or moved after a restart: {lost}"
     head = await victim.block_number()
     mine = await victim.get_block(head)
     theirs = await net.clients[WITNESS].get_block(head)
@@ -103,7 +111,7 @@ async def crash_loop(net: LocalNetwork, kills: int) -> None:
             while loop.time() < until:  # watch the victim until the random kill moment
                 await watch(net.clients[VICTIM], load)
             net.kill(VICTIM)
-            net.start(VICTIM)  # returns once the ledger is open and the RPC listens
+            await net.start_validator(VICTIM)  # once the ledger is open and the RPC listens
             await check_after_restart(net, load)
             # it syncs what it missed and takes part again before the next kill
             network_head = (await net.heights([WITNESS]))[WITNESS]
