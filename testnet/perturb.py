@@ -5,6 +5,7 @@ the network recovered (after CometBFT's e2e runner perturbations).
 - `disconnect`: cut every link between a validator and its peers (the dev-chain control of
   `rpc.p2p`), then reconnect it;
 - `split`: cut the validators into two halves; neither may commit; then heal;
+- `slow-links`: delay every message to and from a validator; the chain goes on;
 - `restart`: SIGKILL a validator and start it again on its data;
 - `foreign-genesis`: restart a validator with another genesis on its data: it must refuse to
   start, with a clear message; then it starts with its own;
@@ -32,6 +33,7 @@ POLL_S = 0.1
 BLOCKS_DOWN = 5  # how many blocks the others make while a validator is paused or cut off
 BLOCKS_PAST = 2  # how far past the fault the network must get to count as recovered
 SPLIT_OBSERVE_S = 3.0
+SLOW_LINK_MS = 300
 
 
 class Cluster(Protocol):
@@ -231,6 +233,23 @@ async def kill_node(cluster: Cluster, i: int) -> Outcome:
     return await _run("kill-node", f"resource node {i}", cluster, fault, 0)
 
 
+async def slow_links(cluster: Cluster, k: int) -> Outcome:
+    """Delay everything to and from validator k by SLOW_LINK_MS; the chain goes on."""
+
+    async def fault() -> str:
+        try:
+            await cluster.client(k).set_p2p_link("*", delay_ms=SLOW_LINK_MS)
+            for j in range(cluster.size):
+                if j != k:
+                    await cluster.client(j).set_p2p_link(cluster.url(k), delay_ms=SLOW_LINK_MS)
+            await wait_for_blocks(cluster, list(range(cluster.size)), BLOCKS_DOWN)
+        finally:
+            await heal(cluster)
+        return f"{SLOW_LINK_MS} ms on its links while all made {BLOCKS_DOWN} blocks"
+
+    return await _run("slow-links", f"validator {k}", cluster, fault, (k + 1) % cluster.size)
+
+
 async def split(cluster: Cluster) -> Outcome:
     """Cut the validators into two halves: neither has more than 2/3 of the power, so the
     chain must halt (at most a block already precommitted still commits), then heal."""
@@ -280,6 +299,7 @@ async def one_round(cluster: Cluster, round_: int) -> list[Outcome]:
         outcomes.append(await pause(cluster, (1 + round_) % n))
         outcomes.append(await disconnect(cluster, (2 + round_) % n))
         outcomes.append(await split(cluster))
+        outcomes.append(await slow_links(cluster, round_ % n))
     outcomes.append(await restart(cluster, (3 + round_) % n))
     outcomes.append(await foreign_genesis(cluster, round_ % n))
     if cluster.node_count:

@@ -110,6 +110,7 @@ async def test_perturbations_leave_one_chain_and_no_stuck_task(testnet: LocalNet
         "pause",
         "disconnect",
         "split",
+        "slow-links",
         "restart",
         "foreign-genesis",
         "kill-node",
