@@ -2,11 +2,13 @@
 GET /queryPendingTasks (the upstream shape), GET /health and the routes other validators
 use (`rpc.p2p`).
 
-Requests are parsed here (orjson) so that every shape the JSON-RPC 2.0 specification
-describes gets its own answer: a parse error, an invalid request inside a batch, an empty
-batch, notifications (HTTP 204 when nothing is to be answered). Each valid call is dispatched
-through jsonrpcserver; batch items run one after the other, in order. Chain errors map to
-the error table in `rpc.errors`; anything else is logged and answered -32603 without detail.
+Requests are parsed here (orjson; the standard library when a body may hold an integer
+beyond 64 bits, which orjson would read as a float) so that every shape the JSON-RPC 2.0
+specification describes gets its own answer: a parse error, an invalid request inside a
+batch, an empty batch, notifications (HTTP 204 when nothing is to be answered). Each valid
+call is dispatched through jsonrpcserver; batch items run one after the other, in order.
+Chain errors map to the error table in `rpc.errors`; anything else is logged and answered
+-32603 without detail.
 """
 
 from __future__ import annotations
