@@ -36,6 +36,7 @@ class Load:
     seen: dict[str, tuple[int, int]] = field(default_factory=dict)  # tx hash -> (height, index)
     sent: int = 0
     checked: int = 0  # how many of `seen` (in order) a check after a restart has covered
+    checks: int = 0  # transaction checks made, over all restarts
 
 
 async def send_forever(net: LocalNetwork, load: Load, stop: asyncio.Event) -> None:
@@ -91,12 +92,15 @@ async def check_after_restart(
     """Every transaction seen committed is still there (with `rng`: those seen since the last
     check and a random sample of SAMPLE older ones, to keep a long run linear)."""
     victim = net.clients[VICTIM]
-    chosen = list(load.seen)
-    if rng is not None and len(chosen) > load.checked + SAMPLE:
-        chosen = chosen[load.checked :] + rng.sample(chosen[: load.checked], SAMPLE)
-    load.checked = len(load.seen)
+    seen = list(load.seen)
+    older, new = seen[: load.checked], seen[load.checked :]
+    if rng is not None and len(older) > SAMPLE:
+        older = rng.sample(older, SAMPLE)
+    chosen = new + older
+    load.checked = len(seen)
     held = await committed_records(victim, chosen)
     lost = {h: load.seen[h] for h in chosen if held.get(h) != load.seen[h]}
+    load.checks += len(chosen)
     assert not lost, f"committed transactions gone or moved after a restart: {lost}"
     head = await victim.block_number()
     mine = await victim.get_block(head)
@@ -139,7 +143,8 @@ async def crash_loop(net: LocalNetwork, kills: int) -> None:
     assert len(load.seen) > kills, "the load did not reach the victim's blocks"
     print(
         f"\ncrash loop: {kills} kills survived, {load.sent} transactions sent, "
-        f"{len(load.seen)} seen committed by the victim and checked after restarts, "
+        f"{len(load.seen)} seen committed by the victim, {load.checks} checks of them "
+        "after restarts, "
         f"victim heads {min(heads)}..{max(heads)}, 0 lost"
     )
     last = min((await net.heights()).values())
