@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -365,14 +365,13 @@ class Node:
         """Transactions another validator admitted: verify and admit them here too."""
         for item in items:
             claimed = item.get("hash") if isinstance(item, dict) else None
-            if isinstance(claimed, str):
+            if isinstance(claimed, str):  # skip the signature recovery of a known one
                 with contextlib.suppress(ValueError):
-                    known = bytes.fromhex(claimed.removeprefix("0x"))
-                    if known in self.mempool or self.ledger.get_tx(known) is not None:
+                    if self._knows_tx(bytes.fromhex(claimed.removeprefix("0x"))):
                         continue
             try:
                 tx = gossip.tx_from_wire(item, self.genesis.chain_id)
-                if tx.hash in self.mempool or self.ledger.get_tx(tx.hash) is not None:
+                if self._knows_tx(tx.hash):
                     continue
                 self.mempool.admit(tx, self.next_context())
             except InvalidPeerMessage as exc:
@@ -380,28 +379,20 @@ class Node:
             except (InvalidTransaction, MempoolFull) as exc:
                 log.debug("gossiped transaction not admitted: %s", exc)
 
+    def _knows_tx(self, tx_hash: bytes) -> bool:
+        return tx_hash in self.mempool or self.ledger.get_tx(tx_hash) is not None
+
     # Blocks, one validator
 
     def produce_block(self) -> Head:
         """Build, execute, sign and commit the next block from the mempool (dev mode)."""
         ledger = self.ledger
-        head = ledger.head
         ctx = self.next_context()
-        previous = ledger.get_block(head.height)
-        last_commit = previous.commit if previous is not None else ()
         txs = self.mempool.take(self.params.max_block_txs)
+        block = self._next_block(ctx, txs)
         state = State(ledger.store)
         records = rules.execute_block(
-            state, self.params, ctx, txs, [v.validator for v in last_commit]
-        )
-        block = Block(
-            height=ctx.height,
-            time=ctx.time,
-            proposer=ctx.proposer,
-            prev_hash=head.hash,
-            txs=tuple(tx.hash for tx in txs),
-            app_hash=head.app_hash,
-            last_commit=last_commit,
+            state, self.params, ctx, txs, [v.validator for v in block.last_commit]
         )
         precommit = self.sign_vote(ctx.height, 0, "precommit", block_hash(block))
         new_head = ledger.commit_block(block, (precommit,), records, state.write_set())
@@ -411,6 +402,20 @@ class Node:
         if self.check_invariants:
             self.assert_supply_invariant()
         return new_head
+
+    def _next_block(self, ctx: BlockContext, txs: Sequence[SignedTx]) -> Block:
+        """The block after the head with `txs`, carrying the commit of the head."""
+        head = self.ledger.head
+        previous = self.ledger.get_block(head.height)
+        return Block(
+            height=ctx.height,
+            time=ctx.time,
+            proposer=ctx.proposer,
+            prev_hash=head.hash,
+            txs=tuple(tx.hash for tx in txs),
+            app_hash=head.app_hash,
+            last_commit=previous.commit if previous is not None else (),
+        )
 
     def sign_vote(self, height: int, round_: int, vote_type: str, block_hash_: bytes) -> Vote:
         message = VoteMsg(
@@ -577,24 +582,13 @@ class Node:
                 network.broadcast(obj)
 
     def _propose_value(self, request: RequestValue) -> list[Action]:
-        head = self.head
-        if request.height != head.height + 1:
+        if request.height != self.head.height + 1:
             return []
         proposed = self.ledger.own_proposal(request.height, request.round)
         if proposed is not None and proposed in self._candidates:  # before a restart
             return self.machine.on_value(request.height, request.round, proposed)
-        previous = self.ledger.get_block(head.height)
-        last_commit = previous.commit if previous is not None else ()
         txs = tuple(self.mempool.take(self.params.max_block_txs, MAX_BLOCK_TX_BYTES))
-        block = Block(
-            height=request.height,
-            time=max(head.time, int(self._clock())),
-            proposer=self.validator.address,
-            prev_hash=head.hash,
-            txs=tuple(tx.hash for tx in txs),
-            app_hash=head.app_hash,
-            last_commit=last_commit,
-        )
+        block = self._next_block(self.next_context(), txs)
         candidate = Candidate(block, block_hash(block), txs)
         self._candidates[candidate.hash] = candidate
         return self.machine.on_value(request.height, request.round, candidate.hash)
