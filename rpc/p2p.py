@@ -50,6 +50,7 @@ STATUS_INTERVAL_S = 0.5
 # a peer counts as reachable if it answered a status poll within this many seconds
 REACHABLE_S = 3.0
 MAX_SYNC_BLOCKS = 100
+MAX_SYNC_BYTES = 8 * 1024 * 1024  # a sync answer stops after the block that passes this
 MAX_DELAY_MS = 60_000
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -91,13 +92,16 @@ def add_routes(app: web.Application, node: Node) -> None:
             limit = min(int(request.query.get("limit", str(MAX_SYNC_BLOCKS))), MAX_SYNC_BLOCKS)
         except ValueError:
             return web.json_response({"error": "from and limit must be integers"}, status=400)
-        out = []
+        out: list[bytes] = []
+        size = 0
         for height in range(max(start, 1), min(start + limit, node.head.height + 1)):
             committed = node.committed_block(height)
-            if committed is None:
+            if committed is None or (out and size > MAX_SYNC_BYTES):
                 break
-            out.append(gossip.committed_to_wire(committed))
-        return _json({"blocks": out})
+            out.append(orjson.dumps(gossip.committed_to_wire(committed)))
+            size += len(out[-1])
+        body = b'{"blocks":[' + b",".join(out) + b"]}"
+        return web.Response(body=body, headers=JSON_HEADERS)
 
     async def get_links(_request: web.Request) -> web.Response:
         peers = node.network
