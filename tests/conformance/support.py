@@ -21,6 +21,7 @@ from eth_hash.auto import keccak
 
 from chain.types import SubmitInferenceResult, SubmitVerification
 from rpc.client import InferchainClient, PresignedTx, TaskReceipt, Wallet, presign
+from tests.rpc.support import request
 
 E18 = 10**18
 MIN_FUNDS = E18  # a dev account with less does not fund the suite
@@ -141,16 +142,6 @@ def privilege_key(address: str, task_hash: str) -> bytes:
 
 
 # Raw JSON-RPC
-
-
-def request(method: Any, params: Any = None, request_id: Any = 1) -> dict[str, Any]:
-    """A request object; `request_id=None` makes a notification (no id member)."""
-    item: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if params is not None:
-        item["params"] = params
-    if request_id is not None:
-        item["id"] = request_id
-    return item
 
 
 async def post_raw(

@@ -11,7 +11,6 @@ control of the transport (`rpc.p2p`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
-from rpc.client import InferchainClient, TransportError
+from rpc.client import InferchainClient
+from testnet import perturb
 from tests.e2e.processes import run_to_exit
 from tests.helpers import ResourceNodeProcess, ValidatorProcess, write_genesis
 
@@ -202,11 +202,8 @@ class LocalNetwork:
     # Reads
 
     async def heights(self, ks: list[int] | None = None) -> dict[int, int]:
-        out = {}
-        for k in self.running() if ks is None else ks:
-            with contextlib.suppress(TransportError):
-                out[k] = await self.clients[k].block_number()
-        return out
+        """The heights of validators `ks` (default: those running) that answer."""
+        return await perturb.heights(self, self.running() if ks is None else ks)
 
     async def wait_heights(self, ks: list[int], height: int, timeout: float = 30.0) -> None:
         await eventually(

@@ -126,7 +126,7 @@ async def post_json(
     return await post_raw(session, url, json.dumps(payload), path)
 
 
-def request(method: str, params: Any = None, request_id: Any = 1) -> dict[str, Any]:
+def request(method: Any, params: Any = None, request_id: Any = 1) -> dict[str, Any]:
     """A JSON-RPC request object; `request_id=None` gives a notification (no id member)."""
     item: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
     if params is not None:
