@@ -25,7 +25,7 @@ TASK = b"s/task/"
 OPEN_TASK = b"s/open/"
 SUPPLY = b"s/supply"
 TASK_STATS = b"s/stats"
-DUE = b"s/due/"
+DUE = b"s/due/"  # <h:8>: how many tasks are due at h; <h:8><i:4>: the i-th one
 BUSY = b"s/busy/"
 TASK_STATUSES = ("submitted", "processing", "completed", "verified", "failed")
 OPEN_STATUSES = ("submitted", "processing", "completed")
@@ -263,23 +263,33 @@ def get_task_stats(state: Reader) -> dict[str, int]:
 # Deadlines: the tasks whose compute or verify deadline is a given height
 
 
-def due_key(height: int) -> bytes:
-    return DUE + height.to_bytes(8, "big")
+def due_key(height: int, index: int | None = None) -> bytes:
+    """The count of tasks due at `height`, or (with `index`) the hash of one of them."""
+    key = DUE + height.to_bytes(8, "big")
+    return key if index is None else key + index.to_bytes(4, "big")
+
+
+def _due_count(state: Reader, height: int) -> int:
+    raw = state.get(due_key(height))
+    return 0 if raw is None else int.from_bytes(raw, "big")
 
 
 def get_due(state: Reader, height: int) -> list[bytes]:
-    raw = state.get(due_key(height))
-    return [] if raw is None else [bytes.fromhex(h) for h in orjson.loads(raw)]
+    """The tasks due at `height`, in the order they were added."""
+    hashes = (state.get(due_key(height, i)) for i in range(_due_count(state, height)))
+    return [h for h in hashes if h is not None]
 
 
 def add_due(state: State, height: int, task_hash: bytes) -> None:
-    due = get_due(state, height)
-    if task_hash not in due:
-        due.append(task_hash)
-        state.put(due_key(height), orjson.dumps([h.hex() for h in due]))
+    """Append a task to the ones due at `height` (one key per task: adding is O(1))."""
+    count = _due_count(state, height)
+    state.put(due_key(height, count), task_hash)
+    state.put(due_key(height), (count + 1).to_bytes(4, "big"))
 
 
 def clear_due(state: State, height: int) -> None:
+    for i in range(_due_count(state, height)):
+        state.delete(due_key(height, i))
     state.delete(due_key(height))
 
 

@@ -75,8 +75,10 @@ def verify_deadline(params: Params, task: Task) -> int:
 
 
 def schedule_deadlines(state: State, params: Params, task: Task) -> None:
-    add_due(state, compute_deadline(params, task), task.task_hash)
-    add_due(state, verify_deadline(params, task), task.task_hash)
+    compute, verify = compute_deadline(params, task), verify_deadline(params, task)
+    add_due(state, compute, task.task_hash)
+    if verify != compute:
+        add_due(state, verify, task.task_hash)
 
 
 def open_slots(task: Task) -> int:
