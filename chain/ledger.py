@@ -57,14 +57,20 @@ OWN_VOTE = b"vote/"
 VERSIONED_PREFIXES = (ACCOUNT, NODE)
 
 
-class KeyValueStore(Protocol):
+class KeyValueReader(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
     def iterate(
         self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]: ...
 
+
+class KeyValueStore(KeyValueReader, Protocol):
     def write(self, changes: Mapping[bytes, bytes | None]) -> None: ...
+
+    def snapshot(self) -> KeyValueReader:
+        """A reader of the store as it is now, blind to later writes."""
+        ...
 
     def close(self) -> None: ...
 
@@ -96,25 +102,10 @@ class LevelDBStore:
     def iterate(
         self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
-        end = _prefix_end(prefix)
-        if not reverse:
-            lower = prefix if start is None or start < prefix else start
-            yield from self._db.iterator(start=lower, stop=end)
-            return
-        # Reverse scans give plyvel only an upper bound: with a lower bound it skips a key
-        # equal to that bound when it is the only one in range.
-        upper = end if start is None else start + b"\x00"
-        if end is not None and upper is not None and end < upper:
-            upper = end
-        scan = (
-            self._db.iterator(reverse=True, stop=upper)
-            if upper
-            else self._db.iterator(reverse=True)
-        )
-        for key, value in scan:
-            if not key.startswith(prefix):
-                return
-            yield key, value
+        return _iterate(self._db, prefix, start, reverse)
+
+    def snapshot(self) -> LevelDBSnapshot:
+        return LevelDBSnapshot(self._db.snapshot())
 
     def write(self, changes: Mapping[bytes, bytes | None]) -> None:
         with self._db.write_batch(transaction=True, sync=True) as batch:
@@ -127,6 +118,43 @@ class LevelDBStore:
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()
+
+
+class LevelDBSnapshot:
+    """A LevelDB snapshot: the store as it was when taken."""
+
+    def __init__(self, snapshot: Any) -> None:
+        self._snapshot = snapshot
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._snapshot.get(key)
+        return value
+
+    def iterate(
+        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return _iterate(self._snapshot, prefix, start, reverse)
+
+
+def _iterate(
+    source: Any, prefix: bytes, start: bytes | None, reverse: bool
+) -> Iterator[tuple[bytes, bytes]]:
+    """The keys under `prefix` of a plyvel DB or snapshot, from `start` on, in order."""
+    end = _prefix_end(prefix)
+    if not reverse:
+        lower = prefix if start is None or start < prefix else start
+        yield from source.iterator(start=lower, stop=end)
+        return
+    # Reverse scans give plyvel only an upper bound: with a lower bound it skips a key
+    # equal to that bound when it is the only one in range.
+    upper = end if start is None else start + b"\x00"
+    if end is not None and upper is not None and end < upper:
+        upper = end
+    scan = source.iterator(reverse=True, stop=upper) if upper else source.iterator(reverse=True)
+    for key, value in scan:
+        if not key.startswith(prefix):
+            return
+        yield key, value
 
 
 class MemoryStore:
@@ -153,6 +181,11 @@ class MemoryStore:
                 self._data.pop(key, None)
             else:
                 self._data[key] = value
+
+    def snapshot(self) -> MemoryStore:
+        copy = MemoryStore()
+        copy._data = dict(self._data)
+        return copy
 
     def close(self) -> None:
         pass
@@ -255,8 +288,45 @@ def next_app_hash(prev_app_hash: bytes, write_set: Sequence[tuple[bytes, bytes |
     return crypto.keccak(prev_app_hash + crypto.keccak(encode_write_set(write_set)))
 
 
+class HeadView:
+    """The committed state at the published head.
+
+    A snapshot of the store, replaced when the ledger publishes a new head: while a block's
+    batch is being written (possibly in another thread), every read still sees the state, the
+    blocks and the transactions of the head that clients know, never half of a new one.
+    """
+
+    def __init__(self, reader: KeyValueReader) -> None:
+        self._reader = reader
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._reader.get(key)
+
+    def iterate(
+        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return self._reader.iterate(prefix, start=start, reverse=reverse)
+
+    def move_to(self, reader: KeyValueReader) -> None:
+        self._reader = reader
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBlock:
+    """A block ready to write: every change of its batch, and the head it makes."""
+
+    head: Head
+    changes: Mapping[bytes, bytes | None]
+
+
 class Ledger:
-    """The committed chain over a KeyValueStore: one atomic batch per block."""
+    """The committed chain over a KeyValueStore: one atomic batch per block.
+
+    Reads go through `view` (the state at the published head); `store` is written by
+    commits and read directly only for this validator's own votes, which must be seen as
+    soon as they are saved. A commit is `prepare_block` (no I/O), the synced write of its
+    changes, then `publish`; `commit_block` does all three.
+    """
 
     def __init__(self, store: KeyValueStore, genesis: Genesis) -> None:
         self.store = store
@@ -271,6 +341,7 @@ class Ledger:
                 "use another --data-dir or start fresh"
             )
         self.head = self._load_head()
+        self.view = HeadView(store.snapshot())
 
     @classmethod
     def open(cls, path: str | Path, genesis: Genesis) -> Ledger:
@@ -340,15 +411,16 @@ class Ledger:
             }
         )
 
-    def commit_block(
+    def prepare_block(
         self,
         block: Block,
         commit: Sequence[Vote],
         txs: Sequence[tuple[SignedTx, str]],
         write_set: Sequence[tuple[bytes, bytes | None]],
         extra: Mapping[bytes, bytes | None] | None = None,
-    ) -> Head:
-        """Write a block, its transactions (with status), its state changes and the new head."""
+    ) -> PreparedBlock:
+        """The batch of a block after the head: its transactions (with status), its state
+        changes, its indexes and the new head. Nothing is written."""
         if block.height != self.head.height + 1 or block.prev_hash != self.head.hash:
             raise StorageError(f"block {block.height} does not follow the head {self.head.height}")
         if block.app_hash != self.head.app_hash:
@@ -373,14 +445,35 @@ class Ledger:
         if extra:
             changes.update(extra)
         self._add_block(changes, block, hash_, commit, write_set, app_hash)
-        self.store.write(changes)
-        self.head = Head(block.height, hash_, app_hash, block.time)
+        return PreparedBlock(Head(block.height, hash_, app_hash, block.time), changes)
+
+    def publish(self, prepared: PreparedBlock) -> Head:
+        """Make a written block the head: reads see it from now on."""
+        if prepared.head.height != self.head.height + 1:
+            raise StorageError(
+                f"block {prepared.head.height} does not follow the head {self.head.height}"
+            )
+        self.head = prepared.head
+        self.view.move_to(self.store.snapshot())
         return self.head
+
+    def commit_block(
+        self,
+        block: Block,
+        commit: Sequence[Vote],
+        txs: Sequence[tuple[SignedTx, str]],
+        write_set: Sequence[tuple[bytes, bytes | None]],
+        extra: Mapping[bytes, bytes | None] | None = None,
+    ) -> Head:
+        """Write a block in one synced batch and make it the head."""
+        prepared = self.prepare_block(block, commit, txs, write_set, extra)
+        self.store.write(prepared.changes)
+        return self.publish(prepared)
 
     # Reads
 
     def get_block(self, height: int) -> StoredBlock | None:
-        raw = self.store.get(BLOCK + h8(height))
+        raw = self.view.get(BLOCK + h8(height))
         if raw is None:
             return None
         obj = orjson.loads(raw)
@@ -391,11 +484,11 @@ class Ledger:
         )
 
     def height_of_block_hash(self, hash_: bytes) -> int | None:
-        raw = self.store.get(BLOCK_HASH + hash_)
+        raw = self.view.get(BLOCK_HASH + hash_)
         return None if raw is None else int.from_bytes(raw, "big")
 
     def get_tx(self, tx_hash: bytes) -> TxRecord | None:
-        raw = self.store.get(TX + tx_hash)
+        raw = self.view.get(TX + tx_hash)
         if raw is None:
             return None
         obj = orjson.loads(raw)
@@ -404,41 +497,41 @@ class Ledger:
         )
 
     def get_task(self, task_hash: bytes) -> Task | None:
-        return get_task(self.store, task_hash)
+        return get_task(self.view, task_hash)
 
     def state_at(self, key: bytes, height: int) -> bytes | None:
         """The value of a versioned state key (accounts, nodes) after block `height`."""
         prefix = HISTORY + key
-        for _k, value in self.store.iterate(prefix, start=prefix + h8(height), reverse=True):
+        for _k, value in self.view.iterate(prefix, start=prefix + h8(height), reverse=True):
             return value or None
         return None
 
     def task_hashes_of_sender(self, address: str, from_nonce: int = 0) -> Iterator[bytes]:
         """The hashes of the tasks `address` submitted, by nonce, from `from_nonce` on."""
         prefix = SENDER_TASK + bytes.fromhex(address[2:])
-        for _key, value in self.store.iterate(prefix, start=prefix + h8(from_nonce)):
+        for _key, value in self.view.iterate(prefix, start=prefix + h8(from_nonce)):
             yield value
 
     def iter_state(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         assert prefix.startswith(STATE_PREFIX)
-        return self.store.iterate(prefix)
+        return self.view.iterate(prefix)
 
     def open_task_hashes(self) -> Iterator[bytes]:
-        for key, _value in self.store.iterate(OPEN_TASK):
+        for key, _value in self.view.iterate(OPEN_TASK):
             yield key[len(OPEN_TASK) :]
 
     def has_open_tasks(self) -> bool:
-        return any(True for _ in self.store.iterate(OPEN_TASK))
+        return any(True for _ in self.view.iterate(OPEN_TASK))
 
     def supply_check(self) -> tuple[int, int]:
         """(held, expected) of the supply invariant over the committed state (PROTOCOL 4.10)."""
-        accounts = (decode_account(v) for _k, v in self.store.iterate(ACCOUNT))
+        accounts = (decode_account(v) for _k, v in self.view.iterate(ACCOUNT))
         escrow = (
             task.fee
             for task in (self.get_task(h) for h in self.open_task_hashes())
             if task is not None and task.settlement is None
         )
-        return rules.supply_check(accounts, escrow, get_supply(self.store))
+        return rules.supply_check(accounts, escrow, get_supply(self.view))
 
     # Own votes and proposals (PROTOCOL 6: persisted, synced, before they are sent)
 

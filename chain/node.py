@@ -58,7 +58,7 @@ from chain.errors import (
 )
 from chain.genesis import RESOURCE_NODE_KEY_OFFSET, VALIDATOR_KEY_OFFSET, Genesis
 from chain.gossip import CommittedBlock, ValidatorKey, Verifier
-from chain.ledger import Head, Ledger, TxRecord, block_hash
+from chain.ledger import Head, Ledger, PreparedBlock, TxRecord, block_hash
 from chain.mempool import DEFAULT_CAPACITY, Mempool
 from chain.signer import PrivValidator
 from chain.state import State
@@ -208,6 +208,7 @@ class Node:
         self._height_since = 0.0
         self._warned_app_hash: set[int] = set()
         self._fatal: ChainError | None = None
+        self._writing: asyncio.Future[None] | None = None
 
     def _check_validator(self) -> None:
         for val in self.genesis.validators:
@@ -231,7 +232,7 @@ class Node:
 
     async def setup(self) -> None:
         self._ledger = Ledger.open(self.data_dir, self.genesis)
-        self._mempool = Mempool(self._ledger.store, self.params, self._mempool_capacity)
+        self._mempool = Mempool(self._ledger.view, self.params, self._mempool_capacity)
         self._priv = PrivValidator(self.validator, self.genesis.chain_id, self._ledger)
         head = self._ledger.head
         log.info("ledger open at height %d, appHash 0x%s", head.height, head.app_hash.hex())
@@ -273,10 +274,6 @@ class Node:
             if len(self.mempool):
                 self._tx_waiting.set()
 
-    async def _produce(self) -> None:
-        self.produce_block()
-        await self._notify_new_block()
-
     async def _notify_new_block(self) -> None:
         async with self._new_block:
             self._new_block.notify_all()
@@ -291,6 +288,8 @@ class Node:
         self._timers.clear()
         for task in list(self._tasks):
             task.cancel()
+        if self._writing is not None:  # never close the ledger under a block's write
+            await asyncio.wait({self._writing})
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
@@ -386,16 +385,36 @@ class Node:
 
     def produce_block(self) -> Head:
         """Build, execute, sign and commit the next block from the mempool (dev mode)."""
-        ledger = self.ledger
+        prepared, txs = self._prepare_own_block()
+        self.ledger.store.write(prepared.changes)
+        return self._publish_own_block(prepared, txs)
+
+    async def _produce(self) -> None:
+        """`produce_block` with the synced write in a worker thread: the event loop goes on
+        admitting transactions meanwhile, and they make the next block (group commit).
+        Reads see the new block only once it is written (`Ledger.publish`)."""
+        prepared, txs = self._prepare_own_block()
+        self._writing = asyncio.ensure_future(
+            asyncio.to_thread(self.ledger.store.write, prepared.changes)
+        )
+        await asyncio.shield(self._writing)  # a cancelled producer still lets the write end
+        self._publish_own_block(prepared, txs)
+        await self._notify_new_block()
+
+    def _prepare_own_block(self) -> tuple[PreparedBlock, list[SignedTx]]:
         ctx = self.next_context()
         txs = self.mempool.take(self.params.max_block_txs)
         block = self._next_block(ctx, txs)
-        state = State(ledger.store)
+        state = State(self.ledger.view)
         records = rules.execute_block(
             state, self.params, ctx, txs, [v.validator for v in block.last_commit]
         )
         precommit = self.sign_vote(ctx.height, 0, "precommit", block_hash(block))
-        new_head = ledger.commit_block(block, (precommit,), records, state.write_set())
+        prepared = self.ledger.prepare_block(block, (precommit,), records, state.write_set())
+        return prepared, txs
+
+    def _publish_own_block(self, prepared: PreparedBlock, txs: list[SignedTx]) -> Head:
+        new_head = self.ledger.publish(prepared)
         self.mempool.after_commit((tx.hash for tx in txs), self.next_context())
         if txs:
             log.info("block %d: %d txs", new_head.height, len(txs))
@@ -737,7 +756,7 @@ class Node:
         if problem is not None:
             candidate.problem = problem
             return problem
-        state = State(self.ledger.store)
+        state = State(self.ledger.view)
         ctx = BlockContext(block.height, block.time, block.proposer)
         signers = [v.validator for v in block.last_commit]
         candidate.records = rules.execute_block(state, self.params, ctx, candidate.txs, signers)

@@ -86,7 +86,7 @@ def banner(genesis: Genesis, node: Node, url: str) -> str:
         + (" (dev mode: this node commits alone)" if node.alone else " (Tendermint BFT)"),
     ]
     if node.dev_keys:
-        store = node.ledger.store
+        store = node.ledger.view
         from chain.state import get_account
 
         lines += ["", "Available accounts (unlocked, dev mode)", "=" * 40]

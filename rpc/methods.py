@@ -267,7 +267,7 @@ def get_account(node: Node, params: Params) -> dict[str, Any]:
     address = wire.parse_address(params["address"], "address")
     height = params.get("blockHeight")
     if height is None or height == "latest":
-        store = node.ledger.store
+        store = node.ledger.view
         out = _render_account(address, st.get_account(store, address), st.get_node(store, address))
         out["blockHeight"] = node.head.height
         out["pendingNonce"] = node.mempool.next_nonce(address)
@@ -285,7 +285,7 @@ def get_account(node: Node, params: Params) -> dict[str, Any]:
 
 
 def get_validators(node: Node, _params: Params) -> list[dict[str, Any]]:
-    store = node.ledger.store
+    store = node.ledger.view
     out = []
     for val in node.genesis.validators:
         info = st.get_validator(store, val.address)
@@ -303,7 +303,7 @@ def get_validators(node: Node, _params: Params) -> list[dict[str, Any]]:
 
 
 def get_resource_nodes(node: Node, _params: Params) -> list[dict[str, Any]]:
-    store = node.ledger.store
+    store = node.ledger.view
     out = []
     for key, raw in node.ledger.iter_state(st.NODE):
         address = wire.checksum(key[len(st.NODE) :])
@@ -321,7 +321,7 @@ def get_resource_nodes(node: Node, _params: Params) -> list[dict[str, Any]]:
 
 
 def task_stats(node: Node, _params: Params) -> dict[str, int]:
-    stats = st.get_task_stats(node.ledger.store)
+    stats = st.get_task_stats(node.ledger.view)
     return {"total": sum(stats.values()), **stats}
 
 

@@ -89,8 +89,12 @@ async def test_nonce_already_used(api: Api, sender: Wallet) -> None:
     """The same signed transaction again: once admitted, and once committed."""
     tx = await account_tx(api, SubmitTask, sender, **task_fields())
     await api.client.send_presigned(tx)
-    data = await api.error("submitTask", tx.params, -32000, watch=(sender.address,))
+    # The first copy may be committed at any moment (automine): only the pending nonce
+    # stays the same while it is.
+    nonce_before = await pending_nonce(api, sender.address)
+    data = await api.error("submitTask", tx.params, -32000)
     assert int(data["expected"]) >= tx.params["nonce"] + 1
+    assert await pending_nonce(api, sender.address) == nonce_before
     await api.committed(tx.tx_hash)
     data = await api.error("submitRequest", tx.params, -32000, watch=(sender.address,))
     assert int(data["expected"]) == await pending_nonce(api, sender.address)

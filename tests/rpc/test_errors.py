@@ -389,18 +389,22 @@ async def test_application_error(chain: LocalChain, case: Case) -> None:
     await check_rejected(chain, case)
 
 
-async def test_the_same_signed_transaction_twice(chain: LocalChain) -> None:
-    client = chain.client
-    first = await client.call("transfer", NODE0_TRANSFER)
-    before = await snapshot(client, NODE0.address, DEAD)
-    assert before["accounts"][NODE0.address]["pendingNonce"] == 1
-    error = await rpc_error(client, "transfer", NODE0_TRANSFER)
-    assert error.code == -32000 and error.data is not None and error.data["expected"] == 1
-    assert await snapshot(client, NODE0.address, DEAD) == before
-    await committed(chain, first["txHash"])
-    error = await rpc_error(client, "transfer", NODE0_TRANSFER)  # and once it is committed
-    assert error.code == -32000 and error.data is not None and error.data["expected"] == 1
-    assert (await client.get_account(DEAD))["balance"] == "1"
+async def test_the_same_signed_transaction_twice(tmp_path: Path) -> None:
+    # blocks made by the test, so the first copy stays admitted and uncommitted meanwhile
+    async with local_chain(tmp_path / "ledger", run=False) as chain:
+        client = chain.client
+        first = await client.call("transfer", NODE0_TRANSFER)
+        before = await snapshot(client, NODE0.address, DEAD)
+        assert before["accounts"][NODE0.address]["pendingNonce"] == 1
+        assert before["mempool"] == 1
+        error = await rpc_error(client, "transfer", NODE0_TRANSFER)
+        assert error.code == -32000 and error.data is not None and error.data["expected"] == 1
+        assert await snapshot(client, NODE0.address, DEAD) == before
+        chain.node.produce_block()
+        await committed(chain, first["txHash"])
+        error = await rpc_error(client, "transfer", NODE0_TRANSFER)  # and once it is committed
+        assert error.code == -32000 and error.data is not None and error.data["expected"] == 1
+        assert (await client.get_account(DEAD))["balance"] == "1"
 
 
 # tests/vectors/invalid.json over RPC: the account-transaction cases
