@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -116,8 +117,10 @@ def apply_tx(state: State, params: Params, ctx: BlockContext, tx: SignedTx) -> N
     state.merge(scratch)
 
 
+@lru_cache(maxsize=1 << 16)
 def tx_size(tx: SignedTx) -> int:
-    """Bytes of the transaction's canonical JSON: its wire params plus the signature."""
+    """Bytes of the transaction's canonical JSON: its wire params plus the signature.
+    Cached: admission, block execution and re-admission after a block all ask."""
     params = wire.message_to_params(tx.message)
     params["signature"] = wire.hex0x(tx.signature)
     try:

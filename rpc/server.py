@@ -6,9 +6,14 @@ Requests are parsed here (orjson; the standard library when a body may hold an i
 beyond 64 bits, which orjson would read as a float) so that every shape the JSON-RPC 2.0
 specification describes gets its own answer: a parse error, an invalid request inside a
 batch, an empty batch, notifications (HTTP 204 when nothing is to be answered). Each valid
-call is dispatched through jsonrpcserver; batch items run one after the other, in order.
-Chain errors map to the error table in `rpc.errors`; anything else is logged and answered
--32603 without detail.
+call goes straight to its handler in `rpc.methods.METHODS`; batch items run one after the
+other, in order. Chain errors map to the error table in `rpc.errors`; anything else is
+logged and answered -32603 without detail.
+
+The server dispatches by itself rather than through jsonrpcserver: with the request checks
+above done here, what was left of jsonrpcserver's work per call (an `inspect.signature` bind,
+a chain of Either values, a task per request) cost more than the whole EIP-712 recovery of a
+transaction (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -20,56 +25,18 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from jsonrpcserver import Error, Success
-from jsonrpcserver.async_main import dispatch_to_serializable
-from jsonrpcserver.result import Result
 
 from chain import wire
 from chain.errors import ChainError, InvalidParams
 from chain.node import Node
 from rpc import errors, p2p
-from rpc.methods import METHODS, MethodSpec, render_tx
+from rpc.methods import METHODS, render_tx
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_BATCH = 1000
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def _failure(failure: errors.RpcFailure) -> Result:
-    return Error(failure.code, failure.message, failure.data)
-
-
-def _jsonrpc_method(name: str, spec: MethodSpec) -> Any:
-    # The node arrives as the first positional argument (jsonrpcserver's context); taking it
-    # from *args keeps every named param, even one called "node", a plain keyword.
-    async def call(*args: Any, **kwargs: Any) -> Result:
-        node, positional = args[0], list(args[1:])
-        try:
-            params = spec.bind(positional, kwargs)
-            return Success(spec.handler(node, params))
-        except ChainError as exc:
-            return _failure(errors.error_for(exc))
-        except Exception:
-            log.exception("method %s failed", name)
-            return _failure(errors.internal_error())
-
-    return call
-
-
-class MethodTable(dict[str, Any]):
-    """jsonrpcserver's method lookup; an unknown name answers -32601 with a data object."""
-
-    def __missing__(self, name: str) -> Any:
-        async def unknown(*_args: Any, **_kwargs: Any) -> Result:
-            return _failure(errors.method_not_found(name))
-
-        return unknown
-
-
-def build_methods() -> MethodTable:
-    return MethodTable({name: _jsonrpc_method(name, spec) for name, spec in METHODS.items()})
 
 
 def _error_response(failure: errors.RpcFailure, request_id: Any = None) -> dict[str, Any]:
@@ -109,7 +76,6 @@ class RpcServer:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.methods = build_methods()
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
         self.app.router.add_post("/", self.handle_rpc)
         self.app.router.add_post("/rpc", self.handle_rpc)
@@ -118,24 +84,40 @@ class RpcServer:
         self.app.router.add_get("/queryPendingTasks", self.handle_get_pending)
         p2p.add_routes(self.app, node)
 
-    async def dispatch_one(self, item: Any) -> dict[str, Any] | None:
+    def dispatch_one(self, item: Any) -> dict[str, Any] | None:
+        """The response to one request object; None for a notification, which is never
+        answered, not even with an error."""
         problem = _request_problem(item)
         if problem is not None:
             return _error_response(errors.invalid_request(problem), _valid_id(item))
-        response = await dispatch_to_serializable(
-            item,
-            methods=self.methods,
-            context=self.node,
-            deserializer=lambda request: request,
-            validator=lambda request: request,
-        )
-        assert response is None or isinstance(response, dict)  # one request, one answer
-        return response
+        outcome = self.call(item["method"], item.get("params"))
+        if "id" not in item:
+            return None
+        if isinstance(outcome, errors.RpcFailure):
+            return _error_response(outcome, item["id"])
+        return {"jsonrpc": "2.0", "result": outcome, "id": item["id"]}
 
-    async def dispatch(self, payload: Any) -> Any:
+    def call(self, name: str, params: Any) -> Any:
+        """The result of a method call, or the RpcFailure it is answered with."""
+        spec = METHODS.get(name)
+        if spec is None:
+            return errors.method_not_found(name)
+        try:
+            bound = spec.bind(
+                params if isinstance(params, list) else [],
+                params if isinstance(params, dict) else {},
+            )
+            return spec.handler(self.node, bound)
+        except ChainError as exc:
+            return errors.error_for(exc)
+        except Exception:
+            log.exception("method %s failed", name)
+            return errors.internal_error()
+
+    def dispatch(self, payload: Any) -> Any:
         """The response object(s) for a parsed request body; None for nothing to answer."""
         if not isinstance(payload, list):
-            return await self.dispatch_one(payload)
+            return self.dispatch_one(payload)
         if not payload:
             return _error_response(errors.invalid_request("an empty batch"))
         if len(payload) > MAX_BATCH:
@@ -144,11 +126,7 @@ class RpcServer:
                     f"a batch holds at most {MAX_BATCH} calls", limit=MAX_BATCH, got=len(payload)
                 )
             )
-        responses = []
-        for item in payload:
-            response = await self.dispatch_one(item)
-            if response is not None:
-                responses.append(response)
+        responses = [r for r in map(self.dispatch_one, payload) if r is not None]
         return responses or None
 
     async def handle_rpc(self, request: web.Request) -> web.Response:
@@ -163,7 +141,7 @@ class RpcServer:
             payload = parse_body(body)
         except ValueError as exc:
             return _json(_error_response(errors.parse_error(f"invalid JSON: {exc}")))
-        result = await self.dispatch(payload)
+        result = self.dispatch(payload)
         if result is None:
             return web.Response(status=204)
         return _json(result)
