@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -11,7 +12,8 @@ import aiohttp
 import pytest
 from eth_hash.auto import keccak
 
-from rpc.client import InferchainClient
+from chain.types import Transfer
+from rpc.client import InferchainClient, RpcError, presign
 from tests.helpers import LocalChain, local_chain
 from tests.rpc.support import (
     CHAIN_ID,
@@ -376,3 +378,34 @@ async def test_get_tasks_by_sender_lists_committed_tasks_by_nonce(chain: LocalCh
     error = await rpc_error(client, "getTasksBySender", {"address": DEV1.address, "limit": 0})
     assert error.code == -32602
     assert error.data is not None and error.data["param"] == "limit"
+
+
+async def test_latest_state_is_always_the_state_of_the_reported_head(chain: LocalChain) -> None:
+    """While blocks are written (automine writes each in a thread while admission goes on),
+    `getAccount` at "latest" answers the state of the height it reports, never the state of
+    a block whose head is not yet published: its nonce equals the nonce recorded at that
+    height."""
+    client = chain.client
+    chain_id = await client.chain_id()
+    sent = 600
+    txs = [
+        presign(Transfer(DEV1.address, n, DEAD, 1), chain_id, DEV1.private_key) for n in range(sent)
+    ]
+
+    async def send() -> None:
+        for i in range(0, sent, 20):
+            results = await client.batch([(tx.method, tx.params) for tx in txs[i : i + 20]])
+            assert not any(isinstance(r, RpcError) for r in results), results
+
+    writer = asyncio.ensure_future(send())
+    checks = 0
+    async with InferchainClient(chain.url) as reader:
+        while True:
+            latest = await reader.get_account(DEV1.address)
+            at = await reader.get_account(DEV1.address, latest["blockHeight"])
+            assert at["nonce"] == latest["nonce"], (latest, at)
+            checks += 1
+            if writer.done() and latest["nonce"] == sent:
+                break
+    await writer
+    assert checks > 3

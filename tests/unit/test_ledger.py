@@ -289,6 +289,36 @@ def test_get_tx_status_height_and_index(ledger: Ledger) -> None:
     assert get_account(ledger.store, ALICE) == Account(10_000 * E18 - 1, 0, 1)
 
 
+def test_reads_see_a_written_block_only_once_it_is_published(ledger: Ledger) -> None:
+    """A block's batch may be written while clients read (dev mode writes it in a thread):
+    until `publish`, every read is still the state, blocks and transactions of the head."""
+    head = ledger.head
+    ctx = BlockContext(head.height + 1, head.time + 5, VALIDATOR)
+    state = State(ledger.view)
+    tx = sign(Transfer(ALICE, 0, BOB, 7))
+    rules.apply_tx(state, PARAMS, ctx, tx)
+    rules.end_block(state, PARAMS, ctx, ())
+    block = Block(ctx.height, ctx.time, VALIDATOR, head.hash, (tx.hash,), head.app_hash)
+    prepared = ledger.prepare_block(block, (), [(tx, "committed")], state.write_set())
+    before = get_account(ledger.view, BOB)
+    ledger.store.write(prepared.changes)
+
+    assert get_account(ledger.store, BOB).balance == before.balance + 7  # on disk
+    assert ledger.head == head
+    assert get_account(ledger.view, BOB) == before
+    assert ledger.get_tx(tx.hash) is None
+    assert ledger.get_block(ctx.height) is None
+
+    assert ledger.publish(prepared) == prepared.head
+    assert ledger.head.height == ctx.height
+    assert get_account(ledger.view, BOB).balance == before.balance + 7
+    record = ledger.get_tx(tx.hash)
+    assert record is not None and record.height == ctx.height
+    assert ledger.get_block(ctx.height) is not None
+    with pytest.raises(StorageError, match="does not follow"):
+        ledger.publish(prepared)  # a block is published once
+
+
 def test_state_at_returns_each_past_version(ledger: Ledger) -> None:
     commit(ledger, [Transfer(ALICE, 0, BOB, 100)])  # 1
     commit(ledger, [])  # 2: ALICE untouched
@@ -470,6 +500,18 @@ def test_contract_iterate_from_start(
     store.write(DATA)
     assert [k for k, _ in store.iterate(prefix, start=start)] == forward
     assert [k for k, _ in store.iterate(prefix, start=start, reverse=True)] == backward
+
+
+def test_contract_snapshot_is_blind_to_later_writes(store: KeyValueStore) -> None:
+    store.write(DATA)
+    snapshot = store.snapshot()
+    store.write({b"a": b"changed", b"ab": None, b"aa": b"new"})
+    assert snapshot.get(b"a") == b"0"
+    assert snapshot.get(b"ab") == b"2"
+    assert snapshot.get(b"aa") is None
+    assert list(snapshot.iterate(b"a")) == [(k, DATA[k]) for k in ORDER if k.startswith(b"a")]
+    assert list(snapshot.iterate(b"a", reverse=True))[0] == (b"a\xff", b"1")
+    assert store.get(b"a") == b"changed"
 
 
 def test_contract_close_twice(store: KeyValueStore) -> None:
