@@ -147,6 +147,8 @@ def parse_json_object(text: str, param: str) -> dict[str, Any] | None:
     almost certainly a mistake, and nodes would read it differently.
     """
     raw = wire.decode_bytes_field(text)
+    if not raw.lstrip().startswith(b"{"):
+        return None  # not an object, whatever else it may be (and no parse error to build)
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
