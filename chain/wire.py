@@ -7,10 +7,12 @@ fields are strings that are hex when `0x`-prefixed valid hex and UTF-8 text othe
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from typing import Any
 
+import orjson
 import sha3  # safe-pysha3: C keccak, about 4x faster than eth-hash's pycryptodome backend
 
 from chain.errors import InvalidParams, InvalidSignature
@@ -21,6 +23,22 @@ HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 HEX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 DECIMAL = re.compile(r"0|[1-9][0-9]*")
 MAX_DECIMAL_DIGITS = 78  # 2**256 has 78 digits
+
+
+# a run of this many digits may be an integer beyond 64 bits, which orjson reads as a float
+LONG_DIGITS = re.compile(rb"\d{20}")
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON text as values, integers exact at any size (a JSON-RPC id must come back as sent,
+    and a uint256 may be a JSON number): orjson, or the standard library when the text holds
+    a run of 20 digits. Raises ValueError."""
+    if not LONG_DIGITS.search(body):
+        return orjson.loads(body)
+    try:
+        return json.loads(body)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
 
 
 def hex0x(data: bytes) -> str:

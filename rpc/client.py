@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 DEFAULT_TIMEOUT = 30.0
+JSON_HEADERS = {"Content-Type": "application/json"}
 NONCE_ERROR_CODE = -32000
 INTERNAL_ERROR_CODE = -32603
 POLL_INTERVAL_START = 0.02
@@ -264,8 +265,7 @@ def _encode(payload: Any) -> bytes:
 
 
 def _decode(body: bytes) -> Any:
-    # The stdlib parser keeps big integers exact; orjson would turn them into floats.
-    return json.loads(body)
+    return wire.parse_json(body)  # orjson, with big integers kept exact
 
 
 class InferchainClient:
@@ -316,10 +316,7 @@ class InferchainClient:
     async def _post(self, payload: Any) -> tuple[int, bytes]:
         try:
             async with self._get_session().post(
-                self.url + "/",
-                data=_encode(payload),
-                headers={"Content-Type": "application/json"},
-                timeout=self._timeout,
+                self.url + "/", data=_encode(payload), headers=JSON_HEADERS, timeout=self._timeout
             ) as resp:
                 return resp.status, await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:

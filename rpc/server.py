@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import Any
 
 import orjson
@@ -138,7 +137,7 @@ class RpcServer:
             )
             return _json(_error_response(failure), status=413)
         try:
-            payload = parse_body(body)
+            payload = wire.parse_json(body)
         except ValueError as exc:
             return _json(_error_response(errors.parse_error(f"invalid JSON: {exc}")))
         result = self.dispatch(payload)
@@ -190,21 +189,6 @@ class RpcServer:
                 **self.node.consensus_status(),
             }
         )
-
-
-# a run of this many digits may be an integer beyond 64 bits, which orjson reads as a float
-LONG_DIGITS = re.compile(rb"\d{20}")
-
-
-def parse_body(body: bytes) -> Any:
-    """A request body as JSON; integers stay exact at any size (a JSON-RPC id must come back
-    as sent, and a uint256 param may be a JSON number). Raises ValueError."""
-    if not LONG_DIGITS.search(body):
-        return orjson.loads(body)
-    try:
-        return json.loads(body)
-    except RecursionError as exc:
-        raise ValueError("nested too deeply") from exc
 
 
 def _query_int(text: str, name: str) -> int:
