@@ -1,0 +1,88 @@
+"""Measure inferchain on this machine (`make bench`): ingestion against a hardhat peer and the
+machine's ceilings, reads at 10 thousand and 1 million tasks, the default testnet end to end.
+
+Prints the figures as Markdown tables with the targets they are held to, and writes them as
+JSON (`--json`). The method is in docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import run  # noqa: E402
+from bench.common import write_json  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark inferchain on this machine")
+    parser.add_argument(
+        "--only", action="append", choices=run.SECTIONS, help="run only this part (repeat)"
+    )
+    parser.add_argument(
+        "--peer",
+        default=run.PEER_HARDHAT,
+        choices=(run.PEER_HARDHAT, run.PEER_NONE),
+        help="the node to compare ingestion with (installed with npm on first use)",
+    )
+    parser.add_argument("--count", type=int, default=3000, help="transactions per ingestion run")
+    parser.add_argument("--rounds", type=int, default=3, help="ingestion rounds (median)")
+    parser.add_argument(
+        "--read-sizes",
+        default="10000,1000000",
+        help="ledger sizes in tasks for the reads, comma-separated",
+    )
+    parser.add_argument(
+        "--e2e-seconds", type=float, default=30.0, help="seconds of load per end-to-end run"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: small counts, one round, a 10k ledger, short end-to-end runs",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=str(REPO / ".data" / "bench-cache"),
+        help="hardhat and the filled ledgers, kept between runs",
+    )
+    parser.add_argument(
+        "--json", default=str(REPO / ".data" / "bench" / "latest.json"), help="report file"
+    )
+    parser.add_argument("--log-level", default="INFO", type=str.upper)
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    sizes = tuple(int(s) for s in args.read_sizes.split(",") if s)
+    with tempfile.TemporaryDirectory(prefix="inferchain-bench-") as work:
+        opts = run.Options(
+            genesis_path=REPO / "genesis.json",
+            work_dir=Path(work),
+            cache_dir=Path(args.cache_dir),
+            sections=tuple(args.only or run.SECTIONS),
+            peer=args.peer,
+            count=500 if args.quick else args.count,
+            rounds=1 if args.quick else args.rounds,
+            read_sizes=(10_000,) if args.quick else sizes,
+            e2e_duration_s=8.0 if args.quick else args.e2e_seconds,
+        )
+        report = asyncio.run(run.run(opts))
+    write_json(Path(args.json), report)
+    print(run.table(report))
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
