@@ -510,7 +510,7 @@ def test_contract_snapshot_is_blind_to_later_writes(store: KeyValueStore) -> Non
     assert snapshot.get(b"ab") == b"2"
     assert snapshot.get(b"aa") is None
     assert list(snapshot.iterate(b"a")) == [(k, DATA[k]) for k in ORDER if k.startswith(b"a")]
-    assert list(snapshot.iterate(b"a", reverse=True))[0] == (b"a\xff", b"1")
+    assert next(iter(snapshot.iterate(b"a", reverse=True))) == (b"a\xff", b"1")
     assert store.get(b"a") == b"changed"
 
 
