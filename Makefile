@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: testnet test lint node clean
+.PHONY: testnet test lint node bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ testnet: $(STAMP)
 
 node: $(STAMP)
 	$(PY) -m rpc --genesis genesis.json --data-dir .data/dev
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
