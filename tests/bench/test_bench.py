@@ -67,4 +67,4 @@ def test_a_short_ingestion_run_reports_every_figure(tmp_path: Path) -> None:
     assert "ingestion sequential / bare aiohttp" in names
     assert report["machine"]["ethKeysBackend"].startswith("CoinCurve")
     assert "| inferchain validator | sequential |" in run.stdout
-    assert {t["name"] for t in targets(report)} == set(names)
+    assert {t.name for t in targets(report)} == set(names)
