@@ -4,6 +4,11 @@ Admission applies each transaction to a speculative state (the committed state p
 transaction already admitted), so the answer a client gets (nonce, balance, fee checks)
 is the answer the next block will give. The signature is checked once, before admission;
 the mempool only keeps `SignedTx` values whose signer is already known.
+
+In dev mode a block is written while admission goes on: `seal` sets its transactions aside
+(still known, still pending to readers) and moves admission onto the state after that block,
+so nothing needs applying again once it is written (`release`). With several validators a
+block comes from consensus, and `after_commit` re-admits what is left on the new state.
 """
 
 from __future__ import annotations
@@ -39,16 +44,18 @@ class Mempool:
         self._sizes: dict[bytes, int] = {}
         self._bytes = 0
         self._tasks: dict[bytes, SignedTx] = {}
+        self._sealed: dict[bytes, SignedTx] = {}  # in a block being written
         self._pending = State(committed)
 
     def __len__(self) -> int:
-        return len(self._txs)
+        """Transactions held: admitted, or in a block not yet written."""
+        return len(self._txs) + len(self._sealed)
 
     def __contains__(self, tx_hash: bytes) -> bool:
-        return tx_hash in self._txs
+        return tx_hash in self._txs or tx_hash in self._sealed
 
     def get(self, tx_hash: bytes) -> SignedTx | None:
-        return self._txs.get(tx_hash)
+        return self._txs.get(tx_hash) or self._sealed.get(tx_hash)
 
     def pending_task(self, task_hash: bytes) -> SignedTx | None:
         """The admitted, not yet committed SubmitTask whose taskHash is `task_hash`."""
@@ -65,11 +72,10 @@ class Mempool:
     def admit(self, tx: SignedTx, ctx: BlockContext) -> None:
         """Admit `tx` or raise (InvalidTransaction, MempoolFull); a refusal changes nothing."""
         size = rules.tx_size(tx)
-        if len(self._txs) >= self.capacity or self._bytes + size > self.capacity_bytes:
-            by_bytes = len(self._txs) < self.capacity
-            raise MempoolFull(
-                self.capacity, len(self._txs), self.capacity_bytes, self._bytes, by_bytes
-            )
+        held = len(self)
+        if held >= self.capacity or self._bytes + size > self.capacity_bytes:
+            by_bytes = held < self.capacity
+            raise MempoolFull(self.capacity, held, self.capacity_bytes, self._bytes, by_bytes)
         rules.apply_tx(self._pending, self._params, ctx, tx)
         self._txs[tx.hash] = tx
         self._sizes[tx.hash] = size
@@ -92,6 +98,23 @@ class Mempool:
             out.append(tx)
         return out
 
+    def seal(self, included: Iterable[bytes], state_after: Reader, ctx: BlockContext) -> None:
+        """Set aside the transactions of a block about to be written, and admit from now on
+        onto `state_after` (the state after that block) with `ctx` (the next block's)."""
+        for tx_hash in included:
+            tx = self._txs.pop(tx_hash, None)
+            if tx is not None:
+                self._sealed[tx_hash] = tx
+        self._readmit(State(state_after), ctx)
+
+    def release(self, included: Iterable[bytes]) -> None:
+        """The sealed block is written: forget its transactions."""
+        for tx_hash in included:
+            tx = self._sealed.pop(tx_hash, None)
+            self._bytes -= self._sizes.pop(tx_hash, 0)
+            if tx is not None:
+                self._tasks.pop(tx.digest, None)
+
     def after_commit(self, included: Iterable[bytes], ctx: BlockContext) -> list[SignedTx]:
         """Drop committed transactions and re-admit the rest on the new state.
 
@@ -102,14 +125,19 @@ class Mempool:
             self._bytes -= self._sizes.pop(tx_hash, 0)
             if tx is not None:
                 self._tasks.pop(tx.digest, None)
-        self._pending = State(self._committed)
+        return self._readmit(State(self._committed), ctx)
+
+    def _readmit(self, pending: State, ctx: BlockContext) -> list[SignedTx]:
+        """Apply every admitted transaction again, in order, onto `pending`; drop those
+        that no longer apply (and return them)."""
+        self._pending = pending
         if not self._txs:
             return []
         remaining = list(self._txs.values())
+        for tx in remaining:
+            self._bytes -= self._sizes.pop(tx.hash)
+            self._tasks.pop(tx.digest, None)
         self._txs.clear()
-        self._sizes.clear()
-        self._tasks.clear()
-        self._bytes = 0
         dropped = []
         for tx in remaining:
             try:

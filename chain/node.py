@@ -209,6 +209,7 @@ class Node:
         self._warned_app_hash: set[int] = set()
         self._fatal: ChainError | None = None
         self._writing: asyncio.Future[None] | None = None
+        self._writing_head: Head | None = None  # of the block being written (dev mode)
 
     def _check_validator(self) -> None:
         for val in self.genesis.validators:
@@ -323,7 +324,8 @@ class Node:
         return self._clock()
 
     def next_context(self) -> BlockContext:
-        head = self.ledger.head
+        """The context of the next block: after the head, or after the block being written."""
+        head = self._writing_head or self.ledger.head
         return BlockContext(
             head.height + 1, max(head.time, int(self._clock())), self.validator.address
         )
@@ -385,15 +387,16 @@ class Node:
 
     def produce_block(self) -> Head:
         """Build, execute, sign and commit the next block from the mempool (dev mode)."""
-        prepared, txs = self._prepare_own_block()
+        prepared, txs = self._seal_own_block()
         self.ledger.store.write(prepared.changes)
         return self._publish_own_block(prepared, txs)
 
     async def _produce(self) -> None:
         """`produce_block` with the synced write in a worker thread: the event loop goes on
-        admitting transactions meanwhile, and they make the next block (group commit).
-        Reads see the new block only once it is written (`Ledger.publish`)."""
-        prepared, txs = self._prepare_own_block()
+        admitting transactions meanwhile, onto the state after the block being written, and
+        they make the next block (group commit). Reads see the block once it is written
+        (`Ledger.publish`)."""
+        prepared, txs = self._seal_own_block()
         self._writing = asyncio.ensure_future(
             asyncio.to_thread(self.ledger.store.write, prepared.changes)
         )
@@ -401,7 +404,8 @@ class Node:
         self._publish_own_block(prepared, txs)
         await self._notify_new_block()
 
-    def _prepare_own_block(self) -> tuple[PreparedBlock, list[SignedTx]]:
+    def _seal_own_block(self) -> tuple[PreparedBlock, list[SignedTx]]:
+        """Execute the next block and hand its transactions to the mempool as sealed."""
         ctx = self.next_context()
         txs = self.mempool.take(self.params.max_block_txs)
         block = self._next_block(ctx, txs)
@@ -411,11 +415,14 @@ class Node:
         )
         precommit = self.sign_vote(ctx.height, 0, "precommit", block_hash(block))
         prepared = self.ledger.prepare_block(block, (precommit,), records, state.write_set())
+        self._writing_head = prepared.head
+        self.mempool.seal((tx.hash for tx in txs), state, self.next_context())
         return prepared, txs
 
     def _publish_own_block(self, prepared: PreparedBlock, txs: list[SignedTx]) -> Head:
         new_head = self.ledger.publish(prepared)
-        self.mempool.after_commit((tx.hash for tx in txs), self.next_context())
+        self._writing_head = None
+        self.mempool.release(tx.hash for tx in txs)
         if txs:
             log.info("block %d: %d txs", new_head.height, len(txs))
         if self.check_invariants:

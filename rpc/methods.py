@@ -372,7 +372,11 @@ def query_pending_tasks(node: Node, params: Params) -> list[dict[str, Any]]:
         check_pending_signature(node, address, timestamp, params["Signature"])
     state = node.mempool.pending_state
     work = tasks.pending_work(
-        state, node.params, address, node.head.height + 1, list(node.ledger.open_task_hashes())
+        state,
+        node.params,
+        address,
+        node.next_context().height,
+        list(node.ledger.open_task_hashes()),
     )
     node_bytes = bytes.fromhex(address[2:])
     work.sort(key=lambda item: crypto.keccak(node_bytes + item[0].task_hash))

@@ -316,3 +316,35 @@ def test_take_stops_at_a_byte_budget(pool: Mempool, ledger: Ledger) -> None:
     assert pool.take(10, sizes[0]) == txs[:1]
     assert pool.take(10, sizes[0] - 1) == []
     assert pool.take(2, sum(sizes)) == txs[:2]
+
+
+def test_sealed_transactions_stay_known_until_released(pool: Mempool, ledger: Ledger) -> None:
+    """A block being written: its transactions are set aside (still held, still found, never
+    taken again); admission goes on after them, with the next block's context; once the block
+    is written they are forgotten, and nothing is applied again."""
+    a0 = admit(pool, ledger, task(ALICE, 0))
+    b0 = admit(pool, ledger, Transfer(BOB, 0, CAROL, 3))
+    a1 = admit(pool, ledger, Transfer(ALICE, 1, CAROL, 5))
+    included = pool.take(2)
+    assert included == [a0, b0]
+    ctx = ctx_of(ledger)
+    state = State(ledger.view)
+    for tx in included:
+        rules.apply_tx(state, PARAMS, ctx, tx)
+    rules.end_block(state, PARAMS, ctx, [])
+    next_ctx = BlockContext(ctx.height + 1, ctx.time + 1, VALIDATOR)
+    pool.seal([t.hash for t in included], state, next_ctx)
+
+    assert len(pool) == 3 and a0.hash in pool and pool.get(b0.hash) == b0
+    assert pool.pending_task(a0.digest) == a0
+    assert pool.take(10) == [a1]  # re-admitted on the state after the sealed block
+    assert (pool.next_nonce(ALICE), pool.next_nonce(BOB)) == (2, 1)
+    a2 = sign(task(ALICE, 2))
+    pool.admit(a2, next_ctx)
+    assert pool.pending_task(a2.digest) == a2
+    assert get_account(pool.pending_state, CAROL).balance == BALANCE + 3 + 5
+
+    pool.release([t.hash for t in included])
+    assert len(pool) == 2 and a0.hash not in pool and pool.pending_task(a0.digest) is None
+    assert pool.take(10) == [a1, a2]
+    assert (pool.next_nonce(ALICE), pool.next_nonce(BOB)) == (3, 1)
