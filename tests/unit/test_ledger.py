@@ -30,6 +30,7 @@ from chain.ledger import (
 )
 from chain.rules import BlockContext
 from chain.state import (
+    OPEN_TASK,
     STATE_PREFIX,
     State,
     account_key,
@@ -603,3 +604,21 @@ def test_leveldb_behaves_like_its_memory_twin(
             assert all(k.startswith(prefix) for k, _ in got)
     finally:
         leveldb.close()
+
+
+def test_open_tasks_follow_the_head_and_survive_a_reopen(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "ledger", GENESIS)
+    try:
+        assert list(ledger.open_task_hashes()) == [] and not ledger.has_open_tasks()
+        _, txs, _ = commit(ledger, [task(ALICE, 0), task(BOB, 0, "other")])
+        opened = sorted(tx.digest for tx in txs)
+        assert list(ledger.open_task_hashes()) == opened and ledger.has_open_tasks()
+        indexed = [k[len(OPEN_TASK) :] for k, _ in ledger.view.iterate(OPEN_TASK)]
+        assert indexed == opened
+    finally:
+        ledger.close()
+    reopened = Ledger.open(tmp_path / "ledger", GENESIS)
+    try:
+        assert list(reopened.open_task_hashes()) == opened
+    finally:
+        reopened.close()
