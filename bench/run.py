@@ -44,7 +44,7 @@ class Options:
     read_sizes: tuple[int, ...] = (10_000, 1_000_000)
     e2e_block_times: tuple[int, ...] = (1000, 200)
     e2e_duration_s: float = 30.0
-    e2e_rates: dict[int, float] = field(default_factory=lambda: {1000: 8.0, 200: 20.0})
+    e2e_rates: dict[int, float] = field(default_factory=dict)  # default: bench.e2e.LOADS
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +199,7 @@ async def e2e_section(opts: Options) -> dict[str, Any]:
 
     runs = {}
     for block_time in opts.e2e_block_times:
-        rate = opts.e2e_rates.get(block_time, 10.0)
+        rate = opts.e2e_rates.get(block_time) or e2e.LOADS.get(block_time, 10.0)
         runs[str(block_time)] = await e2e.end_to_end(
             opts.work_dir,
             block_time,
