@@ -5,10 +5,13 @@ transaction already admitted), so the answer a client gets (nonce, balance, fee 
 is the answer the next block will give. The signature is checked once, before admission;
 the mempool only keeps `SignedTx` values whose signer is already known.
 
-In dev mode a block is written while admission goes on: `seal` sets its transactions aside
-(still known, still pending to readers) and moves admission onto the state after that block,
-so nothing needs applying again once it is written (`release`). With several validators a
-block comes from consensus, and `after_commit` re-admits what is left on the new state.
+In dev mode the admitted transactions are the next block: admitted under its context, they
+leave in `pending_block_state` exactly the state its execution would (the proposer then adds
+`end_block` only). While a block is written, admission goes on: `seal` sets its transactions
+aside (still known, still pending to readers) and moves admission onto the state after that
+block, so nothing needs applying again once it is written (`release`). With several
+validators a block comes from consensus, and `after_commit` re-admits what is left on the
+new state.
 """
 
 from __future__ import annotations
@@ -66,6 +69,15 @@ class Mempool:
         """The committed state with every admitted transaction applied."""
         return self._pending
 
+    def holds_only(self, txs: list[SignedTx]) -> bool:
+        """True when `txs` (from `take`) are every transaction admitted and none is sealed."""
+        return len(txs) == len(self._txs) and not self._sealed
+
+    def pending_block_state(self) -> State:
+        """The speculative state itself, for a block made of every admitted transaction
+        (`holds_only`): its writes are the writes of those transactions."""
+        return self._pending
+
     def next_nonce(self, address: str) -> int:
         return get_account(self._pending, address).nonce
 
@@ -108,12 +120,14 @@ class Mempool:
         self._readmit(State(state_after), ctx)
 
     def release(self, included: Iterable[bytes]) -> None:
-        """The sealed block is written: forget its transactions."""
+        """The sealed block is written: forget its transactions, and read the committed
+        state (which now holds the block) instead of the block's state in memory."""
         for tx_hash in included:
             tx = self._sealed.pop(tx_hash, None)
             self._bytes -= self._sizes.pop(tx_hash, 0)
             if tx is not None:
                 self._tasks.pop(tx.digest, None)
+        self._pending.rebase(self._committed)
 
     def after_commit(self, included: Iterable[bytes], ctx: BlockContext) -> list[SignedTx]:
         """Drop committed transactions and re-admit the rest on the new state.

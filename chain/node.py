@@ -210,6 +210,7 @@ class Node:
         self._fatal: ChainError | None = None
         self._writing: asyncio.Future[None] | None = None
         self._writing_head: Head | None = None  # of the block being written (dev mode)
+        self._open: BlockContext | None = None  # dev mode: of the block being filled
 
     def _check_validator(self) -> None:
         for val in self.genesis.validators:
@@ -324,8 +325,11 @@ class Node:
         return self._clock()
 
     def next_context(self) -> BlockContext:
-        """The context of the next block: after the head, or after the block being written."""
+        """The context of the next block: in dev mode the one fixed by the first transaction
+        admitted to it; else after the head, or after the block being written."""
         head = self._writing_head or self.ledger.head
+        if self._open is not None and self._open.height == head.height + 1:
+            return self._open
         return BlockContext(
             head.height + 1, max(head.time, int(self._clock())), self.validator.address
         )
@@ -346,7 +350,10 @@ class Node:
     def submit(self, tx: SignedTx) -> None:
         """Admit a verified transaction to the mempool and pass it on to the other
         validators; raises ChainError if refused."""
-        self.mempool.admit(tx, self.next_context())
+        ctx = self.next_context()
+        self.mempool.admit(tx, ctx)
+        if self.alone:  # the block being filled keeps the context its transactions met
+            self._open = ctx
         self._tx_waiting.set()
         if self.network is not None:
             self.network.gossip_tx(wire.signed_tx_to_json(tx))
@@ -405,18 +412,30 @@ class Node:
         await self._notify_new_block()
 
     def _seal_own_block(self) -> tuple[PreparedBlock, list[SignedTx]]:
-        """Execute the next block and hand its transactions to the mempool as sealed."""
+        """Execute the next block and hand its transactions to the mempool as sealed.
+
+        When the block holds every admitted transaction, admitted under its own context, the
+        mempool's state is already the state they make: only `end_block` is left to run.
+        """
         ctx = self.next_context()
         txs = self.mempool.take(self.params.max_block_txs)
         block = self._next_block(ctx, txs)
-        state = State(self.ledger.view)
-        records = rules.execute_block(
-            state, self.params, ctx, txs, [v.validator for v in block.last_commit]
-        )
+        signers = [v.validator for v in block.last_commit]
+        if self._open == ctx and self.mempool.holds_only(txs):
+            state = self.mempool.pending_block_state()
+            rules.end_block(state, self.params, ctx, signers)
+            records = [(tx, "committed") for tx in txs]
+        else:
+            state = State(self.ledger.view)
+            records = rules.execute_block(state, self.params, ctx, txs, signers)
         precommit = self.sign_vote(ctx.height, 0, "precommit", block_hash(block))
         prepared = self.ledger.prepare_block(block, (precommit,), records, state.write_set())
         self._writing_head = prepared.head
-        self.mempool.seal((tx.hash for tx in txs), state, self.next_context())
+        self._open = None
+        next_ctx = self.next_context()
+        self.mempool.seal((tx.hash for tx in txs), state, next_ctx)
+        if len(self.mempool) > len(txs):  # more than a block: the rest met the next context
+            self._open = next_ctx
         return prepared, txs
 
     def _publish_own_block(self, prepared: PreparedBlock, txs: list[SignedTx]) -> Head:

@@ -58,6 +58,11 @@ class State:
     def child(self) -> State:
         return State(self)
 
+    def rebase(self, base: Reader) -> None:
+        """Read through `base` from now on: one that answers every key as the old base did
+        (the ledger, once the old base's writes are committed)."""
+        self._base = base
+
     def merge(self, child: State) -> None:
         self._writes.update(child._writes)
 

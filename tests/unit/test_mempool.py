@@ -344,6 +344,7 @@ def test_sealed_transactions_stay_known_until_released(pool: Mempool, ledger: Le
     assert pool.pending_task(a2.digest) == a2
     assert get_account(pool.pending_state, CAROL).balance == BALANCE + 3 + 5
 
+    commit(ledger, included)  # the block is written
     pool.release([t.hash for t in included])
     assert len(pool) == 2 and a0.hash not in pool and pool.pending_task(a0.digest) is None
     assert pool.take(10) == [a1, a2]

@@ -18,9 +18,9 @@ import pytest
 from chain import crypto
 from chain.errors import ChainError, GenesisError, NonceMismatch
 from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
-from chain.ledger import Head, block_hash
+from chain.ledger import Head, block_hash, next_app_hash
 from chain.node import Node, ValidatorKey, dev_validator_key
-from chain.rules import BlockContext, apply_tx, end_block
+from chain.rules import BlockContext, apply_tx, end_block, execute_block
 from chain.state import State, get_account
 from chain.types import Account, Block, Message, SignedTx, Stake, SubmitTask, Transfer, Vote
 
@@ -342,3 +342,39 @@ async def test_automine_produces_a_block_when_a_tx_waits(node: Node) -> None:
         node.stop()
         await asyncio.wait_for(runner, 15)
     assert runner.exception() is None
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+async def test_a_block_of_the_admitted_transactions_is_what_executing_them_gives(
+    node: Node, rounds: int
+) -> None:
+    """Dev mode makes a block of every admitted transaction from the mempool's state (only
+    end_block runs again); executing the block from the previous state, as any validator
+    would, gives the same write set and appHash. Also with transactions that fail at
+    admission in between, and tasks whose deadlines come due."""
+    nonces = dict.fromkeys((ALICE, BOB, CAROL), 0)
+    for r in range(rounds):
+        before = node.ledger.store.snapshot()
+        prev = node.head
+        for i in range(6):
+            sender = (ALICE, BOB, CAROL)[i % 3]
+            msg: Message = (
+                SubmitTask(sender, nonces[sender], "", 1, f"round {r} task {i}", "")
+                if i % 2
+                else Transfer(sender, nonces[sender], CAROL if sender != CAROL else BOB, i + 1)
+            )
+            node.submit(sign(msg))
+            nonces[sender] += 1
+        with pytest.raises(NonceMismatch):
+            node.submit(sign(Transfer(ALICE, 0, BOB, 1)))
+        head = produce(node)
+        stored = node.ledger.get_block(head.height)
+        assert stored is not None and len(stored.block.txs) == 6
+        txs = [node.ledger.get_tx(h) for h in stored.block.txs]
+        assert all(t is not None and t.status == "committed" for t in txs)
+        ctx = BlockContext(head.height, stored.block.time, stored.block.proposer)
+        state = State(before)
+        signers = [v.validator for v in stored.block.last_commit]
+        records = execute_block(state, GENESIS.params, ctx, [t.tx for t in txs if t], signers)
+        assert [status for _tx, status in records] == ["committed"] * 6
+        assert next_app_hash(prev.app_hash, state.write_set()) == head.app_hash
