@@ -171,17 +171,23 @@ async def bare_ceiling(work_dir: Path, count: int) -> Throughput:
         return await sequential(bare.url, calls)
 
 
-def recovery_ceiling(count: int) -> Throughput:
-    """secp256k1 public-key recoveries per second through eth-keys (its active backend)."""
+def recovery_ceiling(count: int, bursts: int = 3) -> Throughput:
+    """secp256k1 public-key recoveries per second through eth-keys (its active backend) on
+    one core: the best of `bursts` runs of `count`, as a ceiling is what the core can do."""
     from eth_keys.datatypes import PrivateKey
 
     key = PrivateKey(bytes(range(1, 33)))
     digests = [crypto.keccak(i.to_bytes(8, "big")) for i in range(count)]
     signatures = [key.sign_msg_hash(d) for d in digests]
-    started = time.perf_counter()
-    for digest, signature in zip(digests, signatures, strict=True):
-        signature.recover_public_key_from_msg_hash(digest)
-    return throughput(count, time.perf_counter() - started)
+    best: Throughput | None = None
+    for _ in range(bursts):
+        started = time.perf_counter()
+        for digest, signature in zip(digests, signatures, strict=True):
+            signature.recover_public_key_from_msg_hash(digest)
+        burst = throughput(count, time.perf_counter() - started)
+        best = burst if best is None or burst.rate > best.rate else best
+    assert best is not None
+    return best
 
 
 def _chain_id(genesis_path: Path) -> int:
