@@ -25,15 +25,17 @@ DECIMAL = re.compile(r"0|[1-9][0-9]*")
 MAX_DECIMAL_DIGITS = 78  # 2**256 has 78 digits
 
 
-# a run of this many digits may be an integer beyond 64 bits, which orjson reads as a float
-LONG_DIGITS = re.compile(rb"\d{20}")
+# A JSON number of 20 digits or more may be an integer beyond 64 bits, which orjson reads as a
+# float. A number starts the text or follows one of `[ : , -` or whitespace; the digits of a
+# hex string (a zero SID is 64 of them) follow `x` or a hex digit and do not count.
+LONG_NUMBER = re.compile(rb"(?:^|[\[:,\s-])\d{20}")
 
 
 def parse_json(body: bytes) -> Any:
     """JSON text as values, integers exact at any size (a JSON-RPC id must come back as sent,
     and a uint256 may be a JSON number): orjson, or the standard library when the text holds
-    a run of 20 digits. Raises ValueError."""
-    if not LONG_DIGITS.search(body):
+    a number of 20 digits or more. Raises ValueError."""
+    if not LONG_NUMBER.search(body):
         return orjson.loads(body)
     try:
         return json.loads(body)

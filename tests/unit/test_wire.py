@@ -427,3 +427,26 @@ def test_vector_signed_tx_json(vector: dict[str, Any]) -> None:
         "hash": vector["txHash"],
     }
     assert wire.signed_tx_from_json(stored) == tx
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"id": 123456789012345678901234}',
+        b"[1,123456789012345678901]",
+        b'{"a":-123456789012345678901}',
+        b"123456789012345678901",
+        b'{"a":\n123456789012345678901}',
+    ],
+)
+def test_parse_json_keeps_long_integers_exact(text: bytes) -> None:
+    assert wire.LONG_NUMBER.search(text)
+    assert wire.parse_json(text) == json.loads(text)
+
+
+def test_the_digits_of_a_hex_string_are_not_a_long_number() -> None:
+    """A zero SID is 64 zeros in a string: it must not send every submitTask to the slow
+    parser (and nothing there needs it)."""
+    text = b'{"SID":"0x' + b"0" * 64 + b'","sig":"0xab12345678901234567890123"}'
+    assert not wire.LONG_NUMBER.search(text)
+    assert wire.parse_json(text) == json.loads(text)
