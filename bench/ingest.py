@@ -54,23 +54,12 @@ def _check(method: str, result: Any) -> None:
 
 async def sequential(url: str, calls: Sequence[Call]) -> Throughput:
     """One client, one call at a time."""
-    latencies: list[float] = []
-    async with InferchainClient(url) as client:
-        await client.call(*calls[0])  # opens the connection; not timed
-        started = time.perf_counter()
-        for method, params in calls[1:]:
-            t0 = time.perf_counter()
-            try:
-                await client.call(method, params)
-            except RpcError as exc:
-                raise Refused(f"{method} refused: {exc}") from exc
-            latencies.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - started
-    return throughput(len(latencies), elapsed, latencies)
+    return await concurrent(url, [calls])
 
 
 async def concurrent(url: str, per_client: Sequence[Sequence[Call]]) -> Throughput:
-    """One client (and one connection) per list of calls, all at once."""
+    """One client (and one connection) per list of calls, all at once; each client's first
+    call opens its connection and is not timed."""
     clients = [InferchainClient(url) for _ in per_client]
     latencies: list[float] = []
 

@@ -53,7 +53,7 @@ from chain.genesis import Genesis, Params, load_genesis
 from chain.ledger import Ledger, block_hash
 from chain.node import dev_validator_key
 from chain.state import State, get_account, get_task_stats
-from chain.types import Block, BlockContext, SignedTx, SubmitTask, Vote
+from chain.types import BlockContext, SignedTx, SubmitTask
 from rpc.client import InferchainClient
 
 log = logging.getLogger(__name__)
@@ -292,8 +292,6 @@ class BlockMaker:
         self.params = genesis.params
         self.ledger = ledger
         self.key = dev_validator_key(genesis, None)
-        previous = ledger.get_block(ledger.head.height)
-        self.last_commit: tuple[Vote, ...] = previous.commit if previous is not None else ()
 
     def make(self, txs: Sequence[SignedTx]) -> None:
         if txs:  # as a validator admits it (the signers run in other processes)
@@ -301,15 +299,7 @@ class BlockMaker:
         ledger = self.ledger
         head = ledger.head
         ctx = BlockContext(head.height + 1, max(head.time, int(time.time())), self.key.address)
-        block = Block(
-            height=ctx.height,
-            time=ctx.time,
-            proposer=ctx.proposer,
-            prev_hash=head.hash,
-            txs=tuple(tx.hash for tx in txs),
-            app_hash=head.app_hash,
-            last_commit=self.last_commit,
-        )
+        block = ledger.next_block(ctx, [tx.hash for tx in txs])
         state = State(ledger.view)
         signers = [v.validator for v in block.last_commit]
         records = rules.execute_block(state, self.params, ctx, txs, signers)
@@ -319,7 +309,6 @@ class BlockMaker:
         vote = VoteMsg(ctx.height, 0, "precommit", block_hash(block), self.key.address)
         precommit = gossip.sign_vote(self.key, self.genesis.chain_id, vote)
         ledger.commit_block(block, (precommit,), records, state.write_set())
-        self.last_commit = (precommit,)
 
 
 def _block_txs(params: Params, block_txs: int | None) -> int:

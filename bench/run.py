@@ -100,8 +100,11 @@ def _median(figures: Sequence[Throughput]) -> dict[str, Any]:
     return middle.to_json() | {"rounds": [round(f.rate, 1) for f in figures]}
 
 
-def _median_ratio(tops: Sequence[float], bottoms: Sequence[float]) -> float | None:
-    ratios = [t / b for t, b in zip(tops, bottoms, strict=True) if b > 0]
+def _median_ratio(tops: Sequence[Throughput], bottoms: Sequence[Throughput]) -> float | None:
+    """The median over rounds of top rate / bottom rate; None when a side did not run."""
+    if not tops or not bottoms:
+        return None
+    ratios = [t.rate / b.rate for t, b in zip(tops, bottoms, strict=True) if b.rate > 0]
     return statistics.median(ratios) if ratios else None
 
 
@@ -165,25 +168,12 @@ async def ingestion(opts: Options) -> dict[str, Any]:
         "peer": {m: _median(theirs[m]) for m in ingest.MODES} if theirs["sequential"] else None,
         "peerNote": peer_note,
     }
-    seq = [f.rate for f in ours["sequential"]]
     out["ratios"] = {
-        "sequentialVsBare": _median_ratio(seq, [f.rate for f in bare]),
-        "batchedVsRecovery": _median_ratio(
-            [f.rate for f in ours["batched"]], [f.rate for f in recovery]
-        ),
-        "sequentialVsHardhat": _median_ratio(seq, [f.rate for f in theirs["sequential"]])
-        if theirs["sequential"]
-        else None,
-        "concurrentVsHardhat": _median_ratio(
-            [f.rate for f in ours["concurrent"]], [f.rate for f in theirs["concurrent"]]
-        )
-        if theirs["concurrent"]
-        else None,
-        "batchedVsHardhat": _median_ratio(
-            [f.rate for f in ours["batched"]], [f.rate for f in theirs["batched"]]
-        )
-        if theirs["batched"]
-        else None,
+        "sequentialVsBare": _median_ratio(ours["sequential"], bare),
+        "batchedVsRecovery": _median_ratio(ours["batched"], recovery),
+        "sequentialVsHardhat": _median_ratio(ours["sequential"], theirs["sequential"]),
+        "concurrentVsHardhat": _median_ratio(ours["concurrent"], theirs["concurrent"]),
+        "batchedVsHardhat": _median_ratio(ours["batched"], theirs["batched"]),
     }
     return out
 

@@ -42,7 +42,7 @@ from chain.state import (
     get_supply,
     get_task,
 )
-from chain.types import ZERO_ADDRESS, ZERO_HASH, Block, SignedTx, Task, Vote
+from chain.types import ZERO_ADDRESS, ZERO_HASH, Block, BlockContext, SignedTx, Task, Vote
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,23 @@ class KeyValueStore(KeyValueReader, Protocol):
     def close(self) -> None: ...
 
 
-class LevelDBStore:
+class LevelDBReader:
+    """Reads of a plyvel DB, or of one of its snapshots (the DB as it was when taken)."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._source.get(key)
+        return value
+
+    def iterate(
+        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return _iterate(self._source, prefix, start, reverse)
+
+
+class LevelDBStore(LevelDBReader):
     """A LevelDB directory; one process at a time (LevelDB's LOCK file)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -106,18 +122,10 @@ class LevelDBStore:
             raise StorageError(f"cannot open the ledger in {path}: {exc}") from exc
         except plyvel.CorruptionError as exc:
             raise StorageError(f"the ledger in {path} is corrupted: {exc}") from exc
+        super().__init__(self._db)
 
-    def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._db.get(key)
-        return value
-
-    def iterate(
-        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
-    ) -> Iterator[tuple[bytes, bytes]]:
-        return _iterate(self._db, prefix, start, reverse)
-
-    def snapshot(self) -> LevelDBSnapshot:
-        return LevelDBSnapshot(self._db.snapshot())
+    def snapshot(self) -> LevelDBReader:
+        return LevelDBReader(self._db.snapshot())
 
     def write(self, changes: Mapping[bytes, bytes | None]) -> None:
         with self._db.write_batch(transaction=True, sync=True) as batch:
@@ -130,22 +138,6 @@ class LevelDBStore:
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()
-
-
-class LevelDBSnapshot:
-    """A LevelDB snapshot: the store as it was when taken."""
-
-    def __init__(self, snapshot: Any) -> None:
-        self._snapshot = snapshot
-
-    def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._snapshot.get(key)
-        return value
-
-    def iterate(
-        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
-    ) -> Iterator[tuple[bytes, bytes]]:
-        return _iterate(self._snapshot, prefix, start, reverse)
 
 
 def _iterate(
@@ -426,6 +418,20 @@ class Ledger:
                 "appHash": wire.hex0x(app_hash),
                 "time": block.time,
             }
+        )
+
+    def next_block(self, ctx: BlockContext, tx_hashes: Sequence[bytes]) -> Block:
+        """The block after the head at `ctx` with these transactions, carrying the commit
+        of the head (dev-mode blocks and proposals alike)."""
+        previous = self.get_block(self.head.height)
+        return Block(
+            height=ctx.height,
+            time=ctx.time,
+            proposer=ctx.proposer,
+            prev_hash=self.head.hash,
+            txs=tuple(tx_hashes),
+            app_hash=self.head.app_hash,
+            last_commit=previous.commit if previous is not None else (),
         )
 
     def prepare_block(

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -419,7 +419,7 @@ class Node:
         """
         ctx = self.next_context()
         txs = self.mempool.take(self.params.max_block_txs)
-        block = self._next_block(ctx, txs)
+        block = self.ledger.next_block(ctx, [tx.hash for tx in txs])
         signers = [v.validator for v in block.last_commit]
         if self._open == ctx and self.mempool.holds_only(txs):
             state = self.mempool.pending_block_state()
@@ -447,20 +447,6 @@ class Node:
         if self.check_invariants:
             self.assert_supply_invariant()
         return new_head
-
-    def _next_block(self, ctx: BlockContext, txs: Sequence[SignedTx]) -> Block:
-        """The block after the head with `txs`, carrying the commit of the head."""
-        head = self.ledger.head
-        previous = self.ledger.get_block(head.height)
-        return Block(
-            height=ctx.height,
-            time=ctx.time,
-            proposer=ctx.proposer,
-            prev_hash=head.hash,
-            txs=tuple(tx.hash for tx in txs),
-            app_hash=head.app_hash,
-            last_commit=previous.commit if previous is not None else (),
-        )
 
     def sign_vote(self, height: int, round_: int, vote_type: str, block_hash_: bytes) -> Vote:
         message = VoteMsg(
@@ -633,7 +619,7 @@ class Node:
         if proposed is not None and proposed in self._candidates:  # before a restart
             return self.machine.on_value(request.height, request.round, proposed)
         txs = tuple(self.mempool.take(self.params.max_block_txs, MAX_BLOCK_TX_BYTES))
-        block = self._next_block(self.next_context(), txs)
+        block = self.ledger.next_block(self.next_context(), [tx.hash for tx in txs])
         candidate = Candidate(block, block_hash(block), txs)
         self._candidates[candidate.hash] = candidate
         return self.machine.on_value(request.height, request.round, candidate.hash)
