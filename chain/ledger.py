@@ -272,7 +272,11 @@ def block_header_json(block: Block) -> dict[str, Any]:
 
 
 def block_hash(block: Block) -> bytes:
-    return crypto.keccak(orjson.dumps(block_header_json(block), option=orjson.OPT_SORT_KEYS))
+    return _header_hash(block_header_json(block))
+
+
+def _header_hash(header: dict[str, Any]) -> bytes:
+    return crypto.keccak(orjson.dumps(header, option=orjson.OPT_SORT_KEYS))
 
 
 def block_from_json(obj: dict[str, Any]) -> Block:
@@ -321,6 +325,7 @@ class PreparedBlock:
 
     head: Head
     changes: Mapping[bytes, bytes | None]
+    commit: tuple[Vote, ...] = ()
     opened: tuple[bytes, ...] = ()
     closed: tuple[bytes, ...] = ()
 
@@ -347,6 +352,7 @@ class Ledger:
                 "use another --data-dir or start fresh"
             )
         self.head = self._load_head()
+        self._head_commit: tuple[Vote, ...] | None = None  # read on first use
         self.view = HeadView(store.snapshot())
         # The open tasks, kept in memory: a scan of their index walks every deleted entry
         # LevelDB has not compacted away yet, that is every recently finished task.
@@ -391,39 +397,44 @@ class Ledger:
         )
         changes = dict(write_set)
         changes[GENESIS_HASH] = self.genesis.hash
-        self._add_block(changes, block, self.genesis.hash, (), write_set, app_hash)
+        header = block_header_json(block)
+        self._add_block(changes, header, self.genesis.hash, (), write_set, app_hash)
         self.store.write(changes)
 
     def _add_block(
         self,
         changes: dict[bytes, bytes | None],
-        block: Block,
+        header: dict[str, Any],
         hash_: bytes,
         commit: Sequence[Vote],
         write_set: Sequence[tuple[bytes, bytes | None]],
         app_hash: bytes,
     ) -> None:
-        obj = block_header_json(block)
-        obj["hash"] = wire.hex0x(hash_)
-        obj["commit"] = [vote_to_json(v) for v in commit]
-        changes[BLOCK + h8(block.height)] = orjson.dumps(obj)
-        changes[BLOCK_HASH + hash_] = h8(block.height)
+        """The block's record (`header`, its hash and its commit), its height by hash, the
+        history of its versioned keys, and the head it makes (`app_hash`: the state after
+        it; the header's appHash is the state before it)."""
+        height: int = header["height"]
+        suffix = h8(height)
+        hex_hash = wire.hex0x(hash_)
+        changes[BLOCK + suffix] = orjson.dumps(
+            header | {"hash": hex_hash, "commit": [vote_to_json(v) for v in commit]}
+        )
+        changes[BLOCK_HASH + hash_] = suffix
         for key, value in write_set:
             if key.startswith(VERSIONED_PREFIXES):
-                changes[HISTORY + key + h8(block.height)] = value if value is not None else b""
+                changes[HISTORY + key + suffix] = value if value is not None else b""
         changes[HEAD] = orjson.dumps(
             {
-                "height": block.height,
-                "hash": wire.hex0x(hash_),
+                "height": height,
+                "hash": hex_hash,
                 "appHash": wire.hex0x(app_hash),
-                "time": block.time,
+                "time": header["time"],
             }
         )
 
     def next_block(self, ctx: BlockContext, tx_hashes: Sequence[bytes]) -> Block:
         """The block after the head at `ctx` with these transactions, carrying the commit
         of the head (dev-mode blocks and proposals alike)."""
-        previous = self.get_block(self.head.height)
         return Block(
             height=ctx.height,
             time=ctx.time,
@@ -431,8 +442,15 @@ class Ledger:
             prev_hash=self.head.hash,
             txs=tuple(tx_hashes),
             app_hash=self.head.app_hash,
-            last_commit=previous.commit if previous is not None else (),
+            last_commit=self.head_commit(),
         )
+
+    def head_commit(self) -> tuple[Vote, ...]:
+        """The commit of the head block (kept from its publish; read once after a start)."""
+        if self._head_commit is None:
+            previous = self.get_block(self.head.height)
+            self._head_commit = previous.commit if previous is not None else ()
+        return self._head_commit
 
     def prepare_block(
         self,
@@ -452,7 +470,8 @@ class Ledger:
                 f"but the state after block {self.head.height} is {wire.hex0x(self.head.app_hash)}"
             )
         app_hash = next_app_hash(self.head.app_hash, write_set)
-        hash_ = block_hash(block)
+        header = block_header_json(block)
+        hash_ = _header_hash(header)
         changes: dict[bytes, bytes | None] = dict(write_set)
         for index, (tx, status) in enumerate(txs):
             changes[TX + tx.hash] = orjson.dumps(
@@ -467,14 +486,14 @@ class Ledger:
                 changes[SENDER_TASK + bytes.fromhex(tx.signer[2:]) + h8(tx.nonce or 0)] = tx.digest
         if extra:
             changes.update(extra)
-        self._add_block(changes, block, hash_, commit, write_set, app_hash)
+        self._add_block(changes, header, hash_, commit, write_set, app_hash)
         opened: list[bytes] = []
         closed: list[bytes] = []
         for key, value in write_set:
             if key.startswith(OPEN_TASK):
                 (closed if value is None else opened).append(key[len(OPEN_TASK) :])
         head = Head(block.height, hash_, app_hash, block.time)
-        return PreparedBlock(head, changes, tuple(opened), tuple(closed))
+        return PreparedBlock(head, changes, tuple(commit), tuple(opened), tuple(closed))
 
     def publish(self, prepared: PreparedBlock) -> Head:
         """Make a written block the head: reads see it from now on."""
@@ -483,6 +502,7 @@ class Ledger:
                 f"block {prepared.head.height} does not follow the head {self.head.height}"
             )
         self.head = prepared.head
+        self._head_commit = prepared.commit
         self.view.move_to(self.store.snapshot())
         self._open_tasks.difference_update(prepared.closed)
         self._open_tasks.update(prepared.opened)

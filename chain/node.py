@@ -264,11 +264,13 @@ class Node:
 
     async def _run_automine(self) -> None:
         while not self._stopping.is_set():
-            try:
-                await asyncio.wait_for(self._tx_waiting.wait(), AUTOMINE_HEARTBEAT_S)
-            except TimeoutError:
-                if not self.ledger.has_open_tasks():
-                    continue
+            if not self._tx_waiting.is_set():  # no timer to arm while transactions wait
+                try:
+                    async with asyncio.timeout(AUTOMINE_HEARTBEAT_S):
+                        await self._tx_waiting.wait()
+                except TimeoutError:
+                    if not self.ledger.has_open_tasks():
+                        continue
             if self._stopping.is_set():
                 return
             self._tx_waiting.clear()
@@ -404,9 +406,8 @@ class Node:
         they make the next block (group commit). Reads see the block once it is written
         (`Ledger.publish`)."""
         prepared, txs = self._seal_own_block()
-        self._writing = asyncio.ensure_future(
-            asyncio.to_thread(self.ledger.store.write, prepared.changes)
-        )
+        loop = asyncio.get_running_loop()
+        self._writing = loop.run_in_executor(None, self.ledger.store.write, prepared.changes)
         await asyncio.shield(self._writing)  # a cancelled producer still lets the write end
         self._publish_own_block(prepared, txs)
         await self._notify_new_block()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache, lru_cache
 from typing import Any
 
 import orjson
@@ -153,21 +154,33 @@ _PARSERS = {
 OPTIONAL_DEFAULTS: dict[str, Any] = {"SID": "0x" + "00" * 32, "feeParams": "", "proof": ""}
 
 
+_MISSING = object()
+
+
+@cache
+def _field_parsers(
+    cls: type[Message],
+) -> tuple[frozenset[str], tuple[tuple[str, str, Callable[[Any, str], Any], Any], ...]]:
+    """A message type's wire names, and (name, attribute, parser, default) per field."""
+    fields = tuple(
+        (name, attr, _PARSERS[abi], OPTIONAL_DEFAULTS.get(name, _MISSING))
+        for name, attr, abi in cls.FIELDS
+    )
+    return frozenset(name for name, _a, _p, _d in fields), fields
+
+
 def message_from_params(cls: type[Message], params: dict[str, Any]) -> Message:
     """Build a message from wire params; unknown or missing params are InvalidParams."""
-    names = {name for name, _attr, _abi in cls.FIELDS}
+    names, fields = _field_parsers(cls)
     for key in params:
         if key not in names:
             raise InvalidParams(key, f"unknown parameter for {cls.TYPE}")
     values: dict[str, Any] = {}
-    for name, attr, abi in cls.FIELDS:
-        if name in params:
-            raw = params[name]
-        elif name in OPTIONAL_DEFAULTS:
-            raw = OPTIONAL_DEFAULTS[name]
-        else:
+    for name, attr, parse, default in fields:
+        raw = params.get(name, default)
+        if raw is _MISSING:
             raise InvalidParams(name, "missing")
-        values[attr] = _PARSERS[abi](raw, name)
+        values[attr] = parse(raw, name)
     return cls(**values)
 
 
