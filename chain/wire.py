@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -157,10 +157,10 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {"SID": "0x" + "00" * 32, "feeParams": "", "
 _MISSING = object()
 
 
-@cache
-def _field_parsers(
-    cls: type[Message],
-) -> tuple[frozenset[str], tuple[tuple[str, str, Callable[[Any, str], Any], Any], ...]]:
+FieldTable = tuple[frozenset[str], tuple[tuple[str, str, Callable[[Any, str], Any], Any], ...]]
+
+
+def _field_table(cls: type[Message]) -> FieldTable:
     """A message type's wire names, and (name, attribute, parser, default) per field."""
     fields = tuple(
         (name, attr, _PARSERS[abi], OPTIONAL_DEFAULTS.get(name, _MISSING))
@@ -169,9 +169,14 @@ def _field_parsers(
     return frozenset(name for name, _a, _p, _d in fields), fields
 
 
+_FIELD_TABLES: dict[type[Message], FieldTable] = {
+    cls: _field_table(cls) for cls in MESSAGE_TYPES.values()
+}
+
+
 def message_from_params(cls: type[Message], params: dict[str, Any]) -> Message:
     """Build a message from wire params; unknown or missing params are InvalidParams."""
-    names, fields = _field_parsers(cls)
+    names, fields = _FIELD_TABLES.get(cls) or _field_table(cls)
     for key in params:
         if key not in names:
             raise InvalidParams(key, f"unknown parameter for {cls.TYPE}")
