@@ -149,7 +149,7 @@ class Hardhat:
     """
 
     def __init__(self, project_dir: Path, log_path: Path, *, log_calls: bool = False) -> None:
-        self.project_dir = project_dir
+        self.project_dir = project_dir.resolve()  # node runs in it: a relative path breaks
         self.log_path = log_path
         self.log_calls = log_calls
         self.proc: subprocess.Popen[bytes] | None = None

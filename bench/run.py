@@ -137,6 +137,7 @@ async def ingestion(opts: Options) -> dict[str, Any]:
     ours: dict[str, list[Throughput]] = {m: [] for m in ingest.MODES}
     committed: dict[str, list[float]] = {m: [] for m in ingest.MODES}
     theirs: dict[str, list[Throughput]] = {m: [] for m in ingest.MODES}
+    theirs_logging: list[Throughput] = []  # hardhat as `hardhat node` starts: every call logged
     for r in range(opts.rounds):
         log.info("ingestion round %d of %d", r + 1, opts.rounds)
         recovery.append(ingest.recovery_ceiling(opts.count * 2))
@@ -156,6 +157,10 @@ async def ingestion(opts: Options) -> dict[str, Any]:
                 log_path = opts.work_dir / f"hardhat-{mode}-{r}.log"
                 with peer.Hardhat(hardhat_project, log_path) as node:
                     theirs[mode].append(await ingest.drive(mode, node.url, peer_calls[mode]))
+            log_path = opts.work_dir / f"hardhat-logging-{r}.log"
+            with peer.Hardhat(hardhat_project, log_path, log_calls=True) as node:
+                sequential = peer_calls["sequential"]
+                theirs_logging.append(await ingest.drive("sequential", node.url, sequential))
     out: dict[str, Any] = {
         "count": opts.count,
         "rounds": opts.rounds,
@@ -166,12 +171,14 @@ async def ingestion(opts: Options) -> dict[str, Any]:
             for m in ingest.MODES
         },
         "peer": {m: _median(theirs[m]) for m in ingest.MODES} if theirs["sequential"] else None,
+        "peerLogging": _median(theirs_logging) if theirs_logging else None,
         "peerNote": peer_note,
     }
     out["ratios"] = {
         "sequentialVsBare": _median_ratio(ours["sequential"], bare),
         "batchedVsRecovery": _median_ratio(ours["batched"], recovery),
         "sequentialVsHardhat": _median_ratio(ours["sequential"], theirs["sequential"]),
+        "sequentialVsHardhatLogging": _median_ratio(ours["sequential"], theirs_logging),
         "concurrentVsHardhat": _median_ratio(ours["concurrent"], theirs["concurrent"]),
         "batchedVsHardhat": _median_ratio(ours["batched"], theirs["batched"]),
     }
@@ -306,6 +313,12 @@ def table(report: dict[str, Any]) -> str:
             fig = (part["peer"] or {}).get(mode)
             rounds = "-" if fig is None else fig["rounds"]
             lines.append(f"| hardhat node | {mode} | {_rate(fig)} | {_lat(fig)} | {rounds} |")
+        fig = part.get("peerLogging")
+        if fig is not None:
+            lines.append(
+                f"| hardhat node, logging every call (its default) | sequential | {_rate(fig)} "
+                f"| {_lat(fig)} | {fig['rounds']} |"
+            )
         fig = part["bareAiohttp"]
         lines.append(
             f"| bare aiohttp handler | sequential | {_rate(fig)} | {_lat(fig)} | {fig['rounds']} |"

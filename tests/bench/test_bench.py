@@ -63,6 +63,7 @@ def test_a_short_ingestion_run_reports_every_figure(tmp_path: Path) -> None:
     assert part["bareAiohttp"]["count"] == 60
     assert part["recoveryCeiling"]["rate"] > 0
     assert part["peer"] is None and "none" in part["peerNote"]
+    assert part["peerLogging"] is None and part["ratios"]["sequentialVsHardhatLogging"] is None
     names = [t["name"] for t in report["targets"]]
     assert "ingestion sequential / bare aiohttp" in names
     assert report["machine"]["ethKeysBackend"].startswith("CoinCurve")
