@@ -101,8 +101,10 @@ def sign_digest(msg_digest: bytes, private_key: bytes) -> bytes:
     return sig[:64] + bytes([sig[64] + 27])
 
 
-def recover_digest(msg_digest: bytes, signature: bytes) -> str:
-    """The address that signed `msg_digest`; InvalidSignature for malformed signatures."""
+def recoverable_signature(signature: bytes) -> bytes:
+    """The 65-byte r || s || recid form libsecp256k1 recovers from, after the checks every
+    signature must pass (length, v of 27 or 28, r and s in range, s in the lower half);
+    InvalidSignature otherwise."""
     if len(signature) != SIGNATURE_LENGTH:
         raise InvalidSignature(f"signature must be {SIGNATURE_LENGTH} bytes, got {len(signature)}")
     v = signature[64]
@@ -112,13 +114,21 @@ def recover_digest(msg_digest: bytes, signature: bytes) -> str:
     s = int.from_bytes(signature[32:64], "big")
     if not 0 < r < SECP256K1_N or not 0 < s <= SECP256K1_N // 2:
         raise InvalidSignature("signature r or s out of range (s must be in the lower half)")
+    return signature[:64] + bytes([v - 27])
+
+
+def recover_public_key(msg_digest: bytes, recoverable: bytes) -> coincurve.PublicKey:
+    """The public key behind a checked `recoverable_signature`: the expensive part of a
+    recovery, which runs without the GIL (coincurve is cffi)."""
     try:
-        public_key = coincurve.PublicKey.from_signature_and_message(
-            signature[:64] + bytes([v - 27]), msg_digest, hasher=None
-        )
+        return coincurve.PublicKey.from_signature_and_message(recoverable, msg_digest, hasher=None)
     except Exception as exc:
         raise InvalidSignature("signature does not recover to a public key") from exc
-    return address_of_public_key(public_key)
+
+
+def recover_digest(msg_digest: bytes, signature: bytes) -> str:
+    """The address that signed `msg_digest`; InvalidSignature for malformed signatures."""
+    return address_of_public_key(recover_public_key(msg_digest, recoverable_signature(signature)))
 
 
 def sign_message(msg: Message, chain_id: int, private_key: bytes) -> SignedTx:
@@ -134,7 +144,12 @@ def sign_message(msg: Message, chain_id: int, private_key: bytes) -> SignedTx:
 def verify_message(msg: Message, chain_id: int, signature: bytes) -> SignedTx:
     """Recover the signer of `msg` and check that it is the message's own signer field."""
     msg_digest = digest(msg, chain_id)
-    recovered = recover_digest(msg_digest, signature)
+    return verified_tx(msg, signature, msg_digest, recover_digest(msg_digest, signature))
+
+
+def verified_tx(msg: Message, signature: bytes, msg_digest: bytes, recovered: str) -> SignedTx:
+    """The transaction of `msg` once its signature recovered to `recovered`, which must be the
+    message's own signer field; InvalidSignature otherwise."""
     expected = signer_of(msg)
     if recovered != expected:
         raise InvalidSignature(

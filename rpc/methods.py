@@ -43,16 +43,20 @@ from chain.types import (
 
 Params = dict[str, Any]
 Handler = Callable[[Node, Params], Any]
+SignedHandler = Callable[[Node, SignedTx], Any]
 
 
 @dataclass(frozen=True, slots=True)
 class MethodSpec:
-    """A method's parameters in positional order, the required ones, and aliases."""
+    """A method's parameters in positional order, the required ones, and aliases; for a
+    transaction method also its message type and how it answers a verified transaction."""
 
     handler: Handler
     names: tuple[str, ...] = ()
     required: frozenset[str] = frozenset()
     aliases: dict[str, str] = field(default_factory=dict)
+    message_type: type[Message] | None = None
+    signed_handler: SignedHandler | None = None
 
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> Params:
         if args:
@@ -83,25 +87,45 @@ def _wire_name(cls: type[Message], attr: str) -> str:
     return next(name for name, a, _abi in cls.FIELDS if a == attr)
 
 
-def admit(node: Node, cls: type[Message], params: Params) -> SignedTx:
-    """Verify (or, for an unlocked dev account, sign) a transaction and admit it."""
+def signed_call(cls: type[Message], params: Params) -> tuple[Message, bytes] | None:
+    """The message and raw signature of a signed transaction call, None for an unsigned one
+    (an unlocked dev account's); InvalidParams or InvalidSignature when malformed."""
     fields = dict(params)
     signature = fields.pop("signature", None)
-    signer_param = _wire_name(cls, cls.SIGNER)
-    has_nonce = any(name == "nonce" for name, _a, _t in cls.FIELDS)
     if signature is None:
-        signer = wire.parse_address(fields.get(signer_param), signer_param)
-        if signer not in node.dev_keys:
-            reason = "missing signature"
-            if node.dev_keys:
-                reason += f"; {signer} is not an unlocked dev account"
-            raise InvalidSignature(reason)
-        if has_nonce and "nonce" not in fields:
-            fields["nonce"] = node.mempool.next_nonce(signer)
-        tx = node.dev_sign(wire.message_from_params(cls, fields))
+        return None
+    return wire.message_from_params(cls, fields), wire.parse_signature(signature)
+
+
+def admit(node: Node, cls: type[Message], params: Params) -> SignedTx:
+    """Verify (or, for an unlocked dev account, sign) a transaction and admit it."""
+    signed = signed_call(cls, params)
+    if signed is None:
+        tx = sign_for_dev_account(node, cls, params)
     else:
-        msg = wire.message_from_params(cls, fields)
-        tx = crypto.verify_message(msg, node.genesis.chain_id, wire.parse_signature(signature))
+        msg, signature = signed
+        tx = crypto.verify_message(msg, node.genesis.chain_id, signature)
+    node.submit(tx)
+    return tx
+
+
+def sign_for_dev_account(node: Node, cls: type[Message], params: Params) -> SignedTx:
+    """Sign an unsigned call for an unlocked dev account (PROTOCOL 5.4), filling its nonce."""
+    fields = dict(params)
+    fields.pop("signature", None)
+    signer_param = _wire_name(cls, cls.SIGNER)
+    signer = wire.parse_address(fields.get(signer_param), signer_param)
+    if signer not in node.dev_keys:
+        reason = "missing signature"
+        if node.dev_keys:
+            reason += f"; {signer} is not an unlocked dev account"
+        raise InvalidSignature(reason)
+    if "nonce" not in fields and any(name == "nonce" for name, _a, _t in cls.FIELDS):
+        fields["nonce"] = node.mempool.next_nonce(signer)
+    return node.dev_sign(wire.message_from_params(cls, fields))
+
+
+def submit(node: Node, tx: SignedTx) -> SignedTx:
     node.submit(tx)
     return tx
 
@@ -115,12 +139,16 @@ def tx_method(cls: type[Message], render: Callable[[SignedTx], Any]) -> MethodSp
         names=names,
         required=frozenset(n for n in names if n not in optional),
         aliases={a: c for a, c in aliases.items() if c in names},
+        message_type=cls,
+        signed_handler=lambda node, tx: render(submit(node, tx)),
     )
 
 
 def bool_tx_method(cls: type[Message]) -> MethodSpec:
     """Results and verdicts answer true, or false when the task no longer takes them."""
     spec = tx_method(cls, lambda _tx: True)
+    assert spec.signed_handler is not None
+    signed_handler = spec.signed_handler
 
     def handler(node: Node, params: Params) -> bool:
         try:
@@ -128,7 +156,13 @@ def bool_tx_method(cls: type[Message]) -> MethodSpec:
         except TaskClosed:
             return False
 
-    return replace(spec, handler=handler)
+    def handle_signed(node: Node, tx: SignedTx) -> bool:
+        try:
+            return bool(signed_handler(node, tx))
+        except TaskClosed:
+            return False
+
+    return replace(spec, handler=handler, signed_handler=handle_signed)
 
 
 def _task_receipt(tx: SignedTx) -> dict[str, str]:

@@ -10,6 +10,11 @@ call goes straight to its handler in `rpc.methods.METHODS`; batch items run one 
 other, in order. Chain errors map to the error table in `rpc.errors`; anything else is
 logged and answered -32603 without detail.
 
+A batch with several signed transactions decodes them first and recovers their signers on
+two threads at once (`RpcServer.recover_ahead`): the secp256k1 recovery is the largest
+single cost of a transaction and libsecp256k1 runs it without the GIL, so a second core can
+share it. Answers and admission order stay those of calling one item after the other.
+
 The server dispatches by itself rather than through jsonrpcserver: with the request checks
 above done here, what was left of jsonrpcserver's work per call (an `inspect.signature` bind,
 a chain of Either values, a task per request) cost more than the whole EIP-712 recovery of a
@@ -20,22 +25,32 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from chain import wire
+from chain import crypto, wire
 from chain.errors import ChainError, InvalidParams
 from chain.node import Node
+from chain.types import Message
 from rpc import errors, p2p
-from rpc.methods import METHODS, render_tx
+from rpc.methods import METHODS, MethodSpec, render_tx, signed_call
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_BATCH = 1000
 JSON_HEADERS = {"Content-Type": "application/json"}
+# Signed transactions a batch needs before a pool thread helps recover them. Below this the
+# share a helper takes (about 50 us a recovery) is worth less than waking it and waiting for
+# its last one; a single call never pays the hop.
+RECOVER_AHEAD_MIN = 8
+RECOVERY_HELPERS = 1  # with this thread, one per core of a 2-core validator
 
 
 def _error_response(failure: errors.RpcFailure, request_id: Any = None) -> dict[str, Any]:
@@ -70,6 +85,37 @@ def _valid_id(item: Any) -> Any:
     return None
 
 
+@dataclass(slots=True)
+class SignedAhead:
+    """A signed transaction call of a batch, decoded before its turn, and then the address
+    its signature recovers to (or why it recovers to none)."""
+
+    spec: MethodSpec
+    message: Message
+    signature: bytes
+    digest: bytes
+    recoverable: bytes
+    signer: str | None = None
+    failure: Exception | None = None
+
+    def recover(self) -> None:
+        try:
+            public_key = crypto.recover_public_key(self.digest, self.recoverable)
+            self.signer = crypto.address_of_public_key(public_key)
+        except Exception as exc:  # raised again at the call's turn, as it would be alone
+            self.failure = exc
+
+
+def _recover_all(calls: deque[SignedAhead]) -> None:
+    """Recover the calls taken one by one off the shared `calls` until none are left."""
+    while True:
+        try:
+            call = calls.popleft()
+        except IndexError:
+            return
+        call.recover()
+
+
 class RpcServer:
     """The aiohttp application around one node."""
 
@@ -82,14 +128,25 @@ class RpcServer:
         self.app.router.add_get("/health", self.handle_health)
         self.app.router.add_get("/queryPendingTasks", self.handle_get_pending)
         p2p.add_routes(self.app, node)
+        self.app.on_cleanup.append(self._close_recovery_pool)
+        self._pool: ThreadPoolExecutor | None = None
 
-    def dispatch_one(self, item: Any) -> dict[str, Any] | None:
+    async def _close_recovery_pool(self, _app: web.Application) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def dispatch_one(self, item: Any, ahead: SignedAhead | None = None) -> dict[str, Any] | None:
         """The response to one request object; None for a notification, which is never
-        answered, not even with an error."""
-        problem = _request_problem(item)
-        if problem is not None:
-            return _error_response(errors.invalid_request(problem), _valid_id(item))
-        outcome = self.call(item["method"], item.get("params"))
+        answered, not even with an error. `ahead` is this item's call as `recover_ahead`
+        decoded it."""
+        if ahead is not None:  # a valid request: recover_ahead checked it
+            outcome = self._outcome(item["method"], lambda: self._admit_ahead(ahead))
+        else:
+            problem = _request_problem(item)
+            if problem is not None:
+                return _error_response(errors.invalid_request(problem), _valid_id(item))
+            outcome = self.call(item["method"], item.get("params"))
         if "id" not in item:
             return None
         if isinstance(outcome, errors.RpcFailure):
@@ -101,12 +158,11 @@ class RpcServer:
         spec = METHODS.get(name)
         if spec is None:
             return errors.method_not_found(name)
+        return self._outcome(name, lambda: spec.handler(self.node, _bind(spec, params)))
+
+    def _outcome(self, name: str, run: Callable[[], Any]) -> Any:
         try:
-            bound = spec.bind(
-                params if isinstance(params, list) else [],
-                params if isinstance(params, dict) else {},
-            )
-            return spec.handler(self.node, bound)
+            return run()
         except ChainError as exc:
             return errors.error_for(exc)
         except Exception:
@@ -125,8 +181,73 @@ class RpcServer:
                     f"a batch holds at most {MAX_BATCH} calls", limit=MAX_BATCH, got=len(payload)
                 )
             )
-        responses = [r for r in map(self.dispatch_one, payload) if r is not None]
+        ahead = self.recover_ahead(payload)
+        responses = [
+            r
+            for r in (self.dispatch_one(item, ahead.get(i)) for i, item in enumerate(payload))
+            if r is not None
+        ]
         return responses or None
+
+    def recover_ahead(self, batch: list[Any]) -> dict[int, SignedAhead]:
+        """The signed transaction calls of a batch by position, decoded as `admit` decodes
+        them and with their signers recovered: by this thread and RECOVERY_HELPERS threads of
+        a pool together once there are RECOVER_AHEAD_MIN of them.
+
+        This exists because the secp256k1 recovery is the largest single cost of a
+        transaction and libsecp256k1 runs it without the GIL, so a second core can share it.
+        It is done in a phase of its own, after decoding: a helper thread recovering while
+        this thread runs Python waits for the GIL after every recovery (up to the 5 ms
+        switch interval) and ends up slower than no helper at all.
+
+        A call that does not decode cleanly is left out: its turn in `dispatch_one` then
+        takes the ordinary path and gives the same error as it does alone. Decoding depends
+        on nothing a call before it could change (an unsigned dev call, which reads the next
+        nonce, is left to its turn)."""
+        ahead: dict[int, SignedAhead] = {}
+        if len(batch) < RECOVER_AHEAD_MIN:
+            return ahead
+        chain_id = self.node.genesis.chain_id
+        for index, item in enumerate(batch):
+            if _request_problem(item) is not None:
+                continue
+            spec = METHODS.get(item["method"])
+            if spec is None or spec.message_type is None:
+                continue
+            try:
+                signed = signed_call(spec.message_type, _bind(spec, item.get("params")))
+                if signed is None:
+                    continue
+                message, signature = signed
+                recoverable = crypto.recoverable_signature(signature)
+                digest = crypto.digest(message, chain_id)
+            except Exception:
+                continue
+            ahead[index] = SignedAhead(spec, message, signature, digest, recoverable)
+        calls = deque(ahead.values())
+        helpers = []
+        if len(calls) >= RECOVER_AHEAD_MIN:
+            pool = self._recovery_pool()
+            helpers = [pool.submit(_recover_all, calls) for _ in range(RECOVERY_HELPERS)]
+        _recover_all(calls)
+        for helper in helpers:
+            helper.result()
+        return ahead
+
+    def _recovery_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(RECOVERY_HELPERS, thread_name_prefix="recover")
+        return self._pool
+
+    def _admit_ahead(self, call: SignedAhead) -> Any:
+        """What `admit` does with a signed call once `recover_ahead` decoded and recovered
+        it: the same check of the recovered signer, then admission."""
+        assert call.spec.signed_handler is not None
+        if call.failure is not None:
+            raise call.failure
+        assert call.signer is not None
+        tx = crypto.verified_tx(call.message, call.signature, call.digest, call.signer)
+        return call.spec.signed_handler(self.node, tx)
 
     async def handle_rpc(self, request: web.Request) -> web.Response:
         try:
@@ -189,6 +310,13 @@ class RpcServer:
                 **self.node.consensus_status(),
             }
         )
+
+
+def _bind(spec: MethodSpec, params: Any) -> dict[str, Any]:
+    return spec.bind(
+        params if isinstance(params, list) else [],
+        params if isinstance(params, dict) else {},
+    )
 
 
 def _query_int(text: str, name: str) -> int:
