@@ -9,8 +9,8 @@ of a block is what the appHash commits to (PROTOCOL 6).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
-from typing import Any, Protocol
+from enum import Enum
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -31,6 +31,15 @@ TASK_STATUSES = ("submitted", "processing", "completed", "verified", "failed")
 OPEN_STATUSES = ("submitted", "processing", "completed")
 
 
+class _Absent(Enum):
+    """What a write set's `get` gives for a key it does not hold (None there is a delete)."""
+
+    KEY = 0
+
+
+_ABSENT: Final = _Absent.KEY
+
+
 class Reader(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
@@ -45,8 +54,9 @@ class State:
         self._writes: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
-        if key in self._writes:
-            return self._writes[key]
+        value = self._writes.get(key, _ABSENT)  # one dict lookup per overlay a read crosses
+        if value is not _ABSENT:
+            return value
         return self._base.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -75,14 +85,17 @@ class State:
 
 def encode_write_set(pairs: Iterable[tuple[bytes, bytes | None]]) -> bytes:
     """Canonical encoding: per pair, len(key) u32 || key || (0x00 | 0x01 len u32 value)."""
-    out = bytearray()
+    parts: list[bytes] = []
+    append = parts.append  # one join of the parts: no copy of a value into a temporary
     for key, value in pairs:
-        out += len(key).to_bytes(4, "big") + key
+        append(len(key).to_bytes(4, "big"))
+        append(key)
         if value is None:
-            out += b"\x00"
+            append(b"\x00")
         else:
-            out += b"\x01" + len(value).to_bytes(4, "big") + value
-    return bytes(out)
+            append(b"\x01" + len(value).to_bytes(4, "big"))
+            append(value)
+    return b"".join(parts)
 
 
 def _addr_key(prefix: bytes, address: str) -> bytes:
@@ -114,19 +127,22 @@ def decode_account(raw: bytes) -> Account:
     return Account(int(obj["balance"]), int(obj["stake"]), obj["nonce"])
 
 
-def put_account(state: State, address: str, account: Account) -> None:
-    state.put(
-        account_key(address),
-        _dump(
-            {"balance": str(account.balance), "stake": str(account.stake), "nonce": account.nonce}
-        ),
+def encode_account(account: Account) -> bytes:
+    return _dump(
+        {"balance": str(account.balance), "stake": str(account.stake), "nonce": account.nonce}
     )
+
+
+def put_account(state: State, address: str, account: Account) -> None:
+    state.put(account_key(address), encode_account(account))
 
 
 def credit(state: State, address: str, amount: int) -> None:
     """Add `amount` to the balance of `address` (rewards, payouts, refunds)."""
-    account = get_account(state, address)
-    put_account(state, address, replace(account, balance=account.balance + amount))
+    key = account_key(address)
+    raw = state.get(key)
+    account = Account() if raw is None else decode_account(raw)
+    state.put(key, encode_account(Account(account.balance + amount, account.stake, account.nonce)))
 
 
 # Resource nodes and validators
@@ -210,7 +226,10 @@ def encode_task(task: Task) -> bytes:
 
 
 def decode_task(raw: bytes) -> Task:
-    obj = orjson.loads(raw)
+    return _task_from_json(orjson.loads(raw))
+
+
+def _task_from_json(obj: dict[str, Any]) -> Task:
     return Task(
         task_hash=bytes.fromhex(obj["taskHash"][2:]),
         tx_hash=bytes.fromhex(obj["txHash"][2:]),
@@ -241,18 +260,33 @@ def get_task(state: Reader, task_hash: bytes) -> Task | None:
     return None if raw is None else decode_task(raw)
 
 
+def get_open_task(state: Reader, task_hash: bytes) -> Task | None:
+    """The task while it is open; None once it is verified or failed, or if unknown (a
+    finished task is not decoded: the deadline pass meets every task once more after it
+    is settled)."""
+    raw = state.get(task_key(task_hash))
+    if raw is None:
+        return None
+    obj = orjson.loads(raw)
+    return _task_from_json(obj) if obj["status"] in OPEN_STATUSES else None
+
+
 def put_task(state: State, task: Task) -> None:
     """Write a task, keeping the open-task index and the per-status counts in step."""
-    key = task_key(task.task_hash)
-    old = state.get(key)
-    old_status = None if old is None else orjson.loads(old)["status"]
-    if old_status != task.status:
+    old = state.get(task_key(task.task_hash))
+    update_task(state, task, None if old is None else orjson.loads(old)["status"])
+
+
+def update_task(state: State, task: Task, stored_status: str | None) -> None:
+    """`put_task` for a caller that knows the status `state` holds for the task (None: the
+    task is new), which spares reading and parsing the stored task again."""
+    if stored_status != task.status:
         stats = get_task_stats(state)
-        if old_status is not None:
-            stats[old_status] -= 1
+        if stored_status is not None:
+            stats[stored_status] -= 1
         stats[task.status] += 1
         state.put(TASK_STATS, _dump(stats))
-    state.put(key, encode_task(task))
+    state.put(task_key(task.task_hash), encode_task(task))
     if task.status in OPEN_STATUSES:
         state.put(OPEN_TASK + task.task_hash, b"")
     else:
@@ -274,28 +308,36 @@ def due_key(height: int, index: int | None = None) -> bytes:
     return key if index is None else key + index.to_bytes(4, "big")
 
 
-def _due_count(state: Reader, height: int) -> int:
-    raw = state.get(due_key(height))
+def _due_count(state: Reader, count_key: bytes) -> int:
+    raw = state.get(count_key)
     return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+# The functions below derive each task's key from the count's, due_key(height) (one prefix
+# for the whole height): due_key(height, i) == due_key(height) + i.to_bytes(4, "big").
 
 
 def get_due(state: Reader, height: int) -> list[bytes]:
     """The tasks due at `height`, in the order they were added."""
-    hashes = (state.get(due_key(height, i)) for i in range(_due_count(state, height)))
+    count_key = due_key(height)
+    count = _due_count(state, count_key)
+    hashes = (state.get(count_key + i.to_bytes(4, "big")) for i in range(count))
     return [h for h in hashes if h is not None]
 
 
 def add_due(state: State, height: int, task_hash: bytes) -> None:
     """Append a task to the ones due at `height` (one key per task: adding is O(1))."""
-    count = _due_count(state, height)
-    state.put(due_key(height, count), task_hash)
-    state.put(due_key(height), (count + 1).to_bytes(4, "big"))
+    count_key = due_key(height)
+    count = _due_count(state, count_key)
+    state.put(count_key + count.to_bytes(4, "big"), task_hash)
+    state.put(count_key, (count + 1).to_bytes(4, "big"))
 
 
 def clear_due(state: State, height: int) -> None:
-    for i in range(_due_count(state, height)):
-        state.delete(due_key(height, i))
-    state.delete(due_key(height))
+    count_key = due_key(height)
+    for i in range(_due_count(state, count_key)):
+        state.delete(count_key + i.to_bytes(4, "big"))
+    state.delete(count_key)
 
 
 # Undecided work per node (PROTOCOL 4.11: the Unstake guard)
