@@ -36,8 +36,8 @@ from chain.state import (
     put_account,
     put_node,
     put_supply,
-    put_task,
     put_validator,
+    update_task,
 )
 from chain.types import (
     Account,
@@ -206,7 +206,7 @@ def apply_submit_task(
         raise InsufficientBalance(msg.sender, fee, account.balance)
     put_account(state, msg.sender, Account(account.balance - fee, account.stake, account.nonce + 1))
     task = new_task(tx, fee, model, ctx)
-    put_task(state, task)
+    update_task(state, task, None)  # new: get_task found no task under this hash
     tasks.schedule_deadlines(state, params, task)
 
 
