@@ -29,23 +29,31 @@ MAX_DECIMAL_DIGITS = 78  # 2**256 has 78 digits
 # A JSON number of 20 digits or more may be an integer beyond 64 bits, which orjson reads as a
 # float. A number starts the text or follows one of `[ : , -` or whitespace; the digits of a
 # hex string (a zero SID is 64 of them) follow `x` or a hex digit and do not count.
-LONG_NUMBER = re.compile(rb"(?:^|[\[:,\s-])\d{20}")
+# A number orjson would not read exactly: 20 digits or more (beyond 64 bits unsigned), or 19
+# after a minus sign (below -2**63).
+LONG_NUMBER = re.compile(rb"(?:^|[\[:,\s-])\d{20}|-\d{19}")
 
 # LONG_NUMBER without the regex engine (about 1 ms on a 50 KB batch, 50 us this way): each byte
-# mapped to its class (a digit to `d`, a byte that may start a number to `s`, any other to
-# `o`) by one `bytes.translate`, then two substring searches in C.
+# mapped to its class (a digit to `d`, a minus sign to `m`, another byte that may come before a
+# number to `s`, any other to `o`) by one `bytes.translate`, then substring searches in C.
 _NUMBER_CLASSES = bytes(
-    ord("d") if b in b"0123456789" else ord("s") if b in b"[:,-\t\n\v\f\r " else ord("o")
+    ord("d")
+    if b in b"0123456789"
+    else ord("m")
+    if b == ord("-")
+    else ord("s")
+    if b in b"[:,\t\n\v\f\r "
+    else ord("o")
     for b in range(256)
 )
 _LONG_RUN = b"d" * 20
-_STARTED_LONG_RUN = b"s" + _LONG_RUN
+_LONG_RUNS_AFTER = (b"s" + _LONG_RUN, b"m" + b"d" * 19)
 
 
 def has_long_number(body: bytes) -> bool:
     """Whether LONG_NUMBER occurs in `body` (the same answer, 20 times faster or more)."""
     classes = body.translate(_NUMBER_CLASSES)
-    return classes.startswith(_LONG_RUN) or _STARTED_LONG_RUN in classes
+    return classes.startswith(_LONG_RUN) or any(run in classes for run in _LONG_RUNS_AFTER)
 
 
 def parse_json(body: bytes) -> Any:
