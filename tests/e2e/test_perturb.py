@@ -148,7 +148,10 @@ async def test_resource_nodes_killed_in_the_middle_of_tasks(testnet: LocalNetwor
     await tasks.submit(4, through=[0, 1, 2, 3])
     # wait until some task has a result, then kill two of the three nodes
     await eventually(
-        lambda: asyncio.gather(*(testnet.clients[0].query_task(h) for h in tasks.hashes)),
+        # each task at the validator it entered through: the others may not have it yet
+        lambda: asyncio.gather(
+            *(testnet.clients[k].query_task(h) for h, k in tasks.entered.items())
+        ),
         lambda views: any(v.get("executionInfo") for v in views),
         30,
         "a first inference result",
