@@ -91,13 +91,21 @@ def address_of_public_key(public_key: coincurve.PublicKey) -> str:
     return wire.checksum(keccak(public_key.format(compressed=False)[1:])[-20:])
 
 
+# A client signs many messages with few keys: building coincurve's key object (a context and
+# a key check) and deriving the address cost more than the signature itself.
+@lru_cache(maxsize=1024)
+def _signing_key(private_key: bytes) -> coincurve.PrivateKey:
+    return coincurve.PrivateKey(private_key)
+
+
+@lru_cache(maxsize=1024)
 def address_of_private_key(private_key: bytes) -> str:
-    return address_of_public_key(coincurve.PrivateKey(private_key).public_key)
+    return address_of_public_key(_signing_key(private_key).public_key)
 
 
 def sign_digest(msg_digest: bytes, private_key: bytes) -> bytes:
     """65-byte r || s || v signature (v = 27/28) over a 32-byte digest."""
-    sig = coincurve.PrivateKey(private_key).sign_recoverable(msg_digest, hasher=None)
+    sig = _signing_key(private_key).sign_recoverable(msg_digest, hasher=None)
     return sig[:64] + bytes([sig[64] + 27])
 
 
