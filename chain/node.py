@@ -13,7 +13,7 @@ With several validators the node runs Tendermint (`chain.consensus`) with its pe
   transactions; every validator re-executes it before it prevotes for it (`_check_block`),
   and a block whose appHash differs from the local state is never voted for;
 - votes and proposals are written to disk before they are signed out (`chain.signer`), and a
-  restarted validator resumes at the round after the last one it signed in;
+  restarted validator resumes in the last round it signed in (the others may wait there for it);
 - after a commit the next height starts `block_time_ms` later (Tendermint's timeout_commit);
 - each validator re-sends its own messages of the current height every second, so a peer
   that missed them (restarted, partitioned) still gets them;
