@@ -152,10 +152,8 @@ def parse_json_object(text: str, param: str) -> dict[str, Any] | None:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if raw.lstrip().startswith(b"{"):
-            reason = f"starts like a JSON object but is not valid JSON: {exc}"
-            raise InvalidParams(param, reason) from exc
-        return None
+        reason = f"starts like a JSON object but is not valid JSON: {exc}"
+        raise InvalidParams(param, reason) from exc
     return value if isinstance(value, dict) else None
 
 

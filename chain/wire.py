@@ -26,11 +26,10 @@ DECIMAL = re.compile(r"0|[1-9][0-9]*")
 MAX_DECIMAL_DIGITS = 78  # 2**256 has 78 digits
 
 
-# A JSON number of 20 digits or more may be an integer beyond 64 bits, which orjson reads as a
-# float. A number starts the text or follows one of `[ : , -` or whitespace; the digits of a
-# hex string (a zero SID is 64 of them) follow `x` or a hex digit and do not count.
-# A number orjson would not read exactly: 20 digits or more (beyond 64 bits unsigned), or 19
-# after a minus sign (below -2**63).
+# A JSON number orjson would not read exactly (it gives a float): 20 digits or more (beyond 64
+# bits unsigned), or 19 after a minus sign (below -2**63). A number starts the text or follows
+# one of `[ : , -` or whitespace; the digits of a hex string (a zero SID is 64 of them) follow
+# `x` or a hex digit and do not count.
 LONG_NUMBER = re.compile(rb"(?:^|[\[:,\s-])\d{20}|-\d{19}")
 
 # LONG_NUMBER without the regex engine (about 1 ms on a 50 KB batch, 50 us this way): each byte
@@ -59,7 +58,7 @@ def has_long_number(body: bytes) -> bool:
 def parse_json(body: bytes) -> Any:
     """JSON text as values, integers exact at any size (a JSON-RPC id must come back as sent,
     and a uint256 may be a JSON number): orjson, or the standard library when the text holds
-    a number of 20 digits or more. Raises ValueError."""
+    a number orjson would not read exactly (LONG_NUMBER). Raises ValueError."""
     if not has_long_number(body):
         return orjson.loads(body)
     try:
