@@ -208,7 +208,7 @@ class Node:
         self._height_since = 0.0
         self._warned_app_hash: set[int] = set()
         self._fatal: ChainError | None = None
-        self._writing: asyncio.Future[None] | None = None
+        self._writing: asyncio.Future[PreparedBlock] | None = None
         self._writing_head: Head | None = None  # of the block being written (dev mode)
         self._open: BlockContext | None = None  # dev mode: of the block being filled
 
@@ -397,19 +397,19 @@ class Node:
     def produce_block(self) -> Head:
         """Build, execute, sign and commit the next block from the mempool (dev mode)."""
         prepared, txs = self._seal_own_block()
-        self.ledger.store.write(prepared.changes)
-        return self._publish_own_block(prepared, txs)
+        return self._publish_own_block(self._sign_and_write(prepared), txs)
 
     async def _produce(self) -> None:
-        """`produce_block` with the synced write in a worker thread: the event loop goes on
-        admitting transactions meanwhile, onto the state after the block being written, and
-        they make the next block (group commit). Reads see the block once it is written
-        (`Ledger.publish`)."""
+        """`produce_block` with the precommit's signature and the synced write in a worker
+        thread: the event loop goes on admitting transactions meanwhile, onto the state after
+        the block being written, and they make the next block (group commit). Reads see the
+        block once it is written (`Ledger.publish`)."""
         prepared, txs = self._seal_own_block()
         loop = asyncio.get_running_loop()
-        self._writing = loop.run_in_executor(None, self.ledger.store.write, prepared.changes)
-        await asyncio.shield(self._writing)  # a cancelled producer still lets the write end
-        self._publish_own_block(prepared, txs)
+        writing = loop.run_in_executor(None, self._sign_and_write, prepared)
+        self._writing = writing
+        written = await asyncio.shield(writing)  # a cancelled producer still lets it end
+        self._publish_own_block(written, txs)
         await self._notify_new_block()
 
     def _seal_own_block(self) -> tuple[PreparedBlock, list[SignedTx]]:
@@ -429,8 +429,7 @@ class Node:
         else:
             state = State(self.ledger.view)
             records = rules.execute_block(state, self.params, ctx, txs, signers)
-        precommit = self.sign_vote(ctx.height, 0, "precommit", block_hash(block))
-        prepared = self.ledger.prepare_block(block, (precommit,), records, state.write_set())
+        prepared = self.ledger.prepare_block(block, (), records, state.write_set())
         self._writing_head = prepared.head
         self._open = None
         next_ctx = self.next_context()
@@ -438,6 +437,17 @@ class Node:
         if len(self.mempool) > len(txs):  # more than a block: the rest met the next context
             self._open = next_ctx
         return prepared, txs
+
+    def _sign_and_write(self, prepared: PreparedBlock) -> PreparedBlock:
+        """Sign the block's precommit, put it in the batch as the block's commit and write
+        the batch (synced); the block with its commit. Safe in a worker thread: it reads
+        only the prepared block and the validator's key, and the Ed25519 signature (pyca
+        cryptography) and the write (plyvel) both run without the GIL."""
+        head = prepared.head
+        precommit = self.sign_vote(head.height, 0, "precommit", head.hash)
+        signed = prepared.with_commit((precommit,))
+        self.ledger.store.write(signed.changes)
+        return signed
 
     def _publish_own_block(self, prepared: PreparedBlock, txs: list[SignedTx]) -> Head:
         new_head = self.ledger.publish(prepared)

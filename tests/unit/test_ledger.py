@@ -320,6 +320,40 @@ def test_reads_see_a_written_block_only_once_it_is_published(ledger: Ledger) -> 
         ledger.publish(prepared)  # a block is published once
 
 
+def test_a_commit_given_after_prepare_makes_the_same_batch(ledger: Ledger) -> None:
+    """Dev mode signs a block's precommit in the write thread, after `prepare_block`:
+    `with_commit` must give the batch and the head that a commit given up front gives."""
+    head = ledger.head
+    ctx = BlockContext(head.height + 1, head.time + 5, VALIDATOR)
+    state = State(ledger.view)
+    tx = sign(Transfer(ALICE, 0, BOB, 7))
+    rules.apply_tx(state, PARAMS, ctx, tx)
+    rules.end_block(state, PARAMS, ctx, ())
+    block = Block(ctx.height, ctx.time, VALIDATOR, head.hash, (tx.hash,), head.app_hash)
+    records = [(tx, "committed")]
+    unsigned = ledger.prepare_block(block, (), records, state.write_set())
+    vote = Vote(
+        GENESIS.chain_id, ctx.height, 0, "precommit", unsigned.head.hash, VALIDATOR, b"\x05" * 64
+    )
+    upfront = ledger.prepare_block(block, (vote,), records, state.write_set())
+    later = unsigned.with_commit((vote,))
+
+    assert later.changes == upfront.changes
+    assert (later.head, later.commit, later.opened, later.closed) == (
+        upfront.head,
+        upfront.commit,
+        upfront.opened,
+        upfront.closed,
+    )
+    assert unsigned.changes != upfront.changes  # the commit is in the block's record
+    assert unsigned.commit == ()  # and the prepared block it came from is unchanged
+    ledger.store.write(later.changes)
+    ledger.publish(later)
+    stored = ledger.get_block(ctx.height)
+    assert stored is not None and stored.commit == (vote,)
+    assert ledger.head_commit() == (vote,)
+
+
 def test_state_at_returns_each_past_version(ledger: Ledger) -> None:
     commit(ledger, [Transfer(ALICE, 0, BOB, 100)])  # 1
     commit(ledger, [])  # 2: ALICE untouched
