@@ -290,9 +290,8 @@ def test_get_tx_status_height_and_index(ledger: Ledger) -> None:
     assert get_account(ledger.store, ALICE) == Account(10_000 * E18 - 1, 0, 1)
 
 
-def test_reads_see_a_written_block_only_once_it_is_published(ledger: Ledger) -> None:
-    """A block's batch may be written while clients read (dev mode writes it in a thread):
-    until `publish`, every read is still the state, blocks and transactions of the head."""
+def transfer_block(ledger: Ledger) -> tuple[BlockContext, SignedTx, State, Block]:
+    """The block after the head with one transfer of 7 from ALICE to BOB, executed."""
     head = ledger.head
     ctx = BlockContext(head.height + 1, head.time + 5, VALIDATOR)
     state = State(ledger.view)
@@ -300,6 +299,14 @@ def test_reads_see_a_written_block_only_once_it_is_published(ledger: Ledger) -> 
     rules.apply_tx(state, PARAMS, ctx, tx)
     rules.end_block(state, PARAMS, ctx, ())
     block = Block(ctx.height, ctx.time, VALIDATOR, head.hash, (tx.hash,), head.app_hash)
+    return ctx, tx, state, block
+
+
+def test_reads_see_a_written_block_only_once_it_is_published(ledger: Ledger) -> None:
+    """A block's batch may be written while clients read (dev mode writes it in a thread):
+    until `publish`, every read is still the state, blocks and transactions of the head."""
+    head = ledger.head
+    ctx, tx, state, block = transfer_block(ledger)
     prepared = ledger.prepare_block(block, (), [(tx, "committed")], state.write_set())
     before = get_account(ledger.view, BOB)
     ledger.store.write(prepared.changes)
@@ -323,13 +330,7 @@ def test_reads_see_a_written_block_only_once_it_is_published(ledger: Ledger) -> 
 def test_a_commit_given_after_prepare_makes_the_same_batch(ledger: Ledger) -> None:
     """Dev mode signs a block's precommit in the write thread, after `prepare_block`:
     `with_commit` must give the batch and the head that a commit given up front gives."""
-    head = ledger.head
-    ctx = BlockContext(head.height + 1, head.time + 5, VALIDATOR)
-    state = State(ledger.view)
-    tx = sign(Transfer(ALICE, 0, BOB, 7))
-    rules.apply_tx(state, PARAMS, ctx, tx)
-    rules.end_block(state, PARAMS, ctx, ())
-    block = Block(ctx.height, ctx.time, VALIDATOR, head.hash, (tx.hash,), head.app_hash)
+    ctx, tx, state, block = transfer_block(ledger)
     records = [(tx, "committed")]
     unsigned = ledger.prepare_block(block, (), records, state.write_set())
     vote = Vote(
