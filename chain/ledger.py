@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -275,9 +275,9 @@ def block_hash(block: Block) -> bytes:
     return _header_hash(block_header_json(block))
 
 
-def _block_record(header: Mapping[str, Any], hash_: bytes, commit: Sequence[Vote]) -> bytes:
+def _block_record(header: Mapping[str, Any], hex_hash: str, commit: Sequence[Vote]) -> bytes:
     """A block as stored under its height: its header, its hash and its commit."""
-    record = {**header, "hash": wire.hex0x(hash_), "commit": [vote_to_json(v) for v in commit]}
+    record = {**header, "hash": hex_hash, "commit": [vote_to_json(v) for v in commit]}
     return orjson.dumps(record)
 
 
@@ -331,16 +331,17 @@ class PreparedBlock:
 
     head: Head
     changes: Mapping[bytes, bytes | None]
+    header: Mapping[str, Any]  # the block's header, as its record stores it
     commit: tuple[Vote, ...] = ()
     opened: tuple[bytes, ...] = ()
     closed: tuple[bytes, ...] = ()
-    header: Mapping[str, Any] = field(default_factory=dict)
 
     def with_commit(self, commit: Sequence[Vote]) -> PreparedBlock:
         """This block with `commit` as its commit: the block record in the batch carries
         it, and the ledger keeps it as the next block's `lastCommit` once published."""
         changes = dict(self.changes)
-        changes[BLOCK + h8(self.head.height)] = _block_record(self.header, self.head.hash, commit)
+        record = _block_record(self.header, wire.hex0x(self.head.hash), commit)
+        changes[BLOCK + h8(self.head.height)] = record
         return replace(self, changes=changes, commit=tuple(commit))
 
 
@@ -430,7 +431,7 @@ class Ledger:
         height: int = header["height"]
         suffix = h8(height)
         hex_hash = wire.hex0x(hash_)
-        changes[BLOCK + suffix] = _block_record(header, hash_, commit)
+        changes[BLOCK + suffix] = _block_record(header, hex_hash, commit)
         changes[BLOCK_HASH + hash_] = suffix
         for key, value in write_set:
             if key.startswith(VERSIONED_PREFIXES):
@@ -505,7 +506,7 @@ class Ledger:
             if key.startswith(OPEN_TASK):
                 (closed if value is None else opened).append(key[len(OPEN_TASK) :])
         head = Head(block.height, hash_, app_hash, block.time)
-        return PreparedBlock(head, changes, tuple(commit), tuple(opened), tuple(closed), header)
+        return PreparedBlock(head, changes, header, tuple(commit), tuple(opened), tuple(closed))
 
     def publish(self, prepared: PreparedBlock) -> Head:
         """Make a written block the head: reads see it from now on."""
