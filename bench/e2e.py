@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, percentile, throughput
-from chain.types import SubmitTask
+from chain.protocol.types import SubmitTask
 from resource_node.backends import InferenceRequest, request_from_task
 from resource_node.backends.deterministic import DeterministicBackend
 from rpc.client import InferchainClient, PresignedTx, RpcError, TransportError, Wallet, presign

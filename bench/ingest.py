@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Service, Throughput, throughput, validator
-from chain import crypto
-from chain.types import SubmitTask
+from chain.protocol import crypto
+from chain.protocol.types import SubmitTask
 from rpc.client import InferchainClient, RpcError, Wallet, presign
 
 Call = tuple[str, Any]

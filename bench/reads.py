@@ -2,7 +2,7 @@
 thousand or 1 million tasks, and the validator's memory there.
 
 The ledger is filled through the real rules and commit path, the way `Node.produce_block`
-makes a dev-mode block: `rules.execute_block` over signed SubmitTasks, a signed precommit,
+makes a dev-mode block: `blocks.execute_block` over signed SubmitTasks, a signed precommit,
 `Ledger.commit_block`. Each task but the last `open_tasks` fails at its compute deadline
 (no result comes) and is refunded; the last ones stay `submitted`, the same number at every
 size, so `queryPendingTasks` has the same work to return whatever the number of finished
@@ -47,13 +47,16 @@ import coincurve
 
 from bench.common import REPO, Service, Throughput, rss_bytes, validator
 from bench.ingest import Call, sequential
-from chain import crypto, gossip, rules, wire
-from chain.consensus import VoteMsg
-from chain.genesis import Genesis, Params, load_genesis
-from chain.ledger import Ledger, block_hash
-from chain.node import dev_validator_key
-from chain.state import State, get_account, get_task_stats
-from chain.types import BlockContext, SignedTx, SubmitTask
+from chain.node.config import load_genesis
+from chain.node.ledger import Ledger
+from chain.node.node import dev_validator_key
+from chain.protocol import blocks, crypto, gossip, wire
+from chain.protocol.blocks import block_hash
+from chain.protocol.consensus import VoteMsg
+from chain.protocol.genesis import Genesis, Params
+from chain.protocol.state import State, get_account, get_task_stats
+from chain.protocol.tasks import task_fee
+from chain.protocol.types import BlockContext, SignedTx, SubmitTask
 from rpc.client import InferchainClient
 
 log = logging.getLogger(__name__)
@@ -302,7 +305,7 @@ class BlockMaker:
         block = ledger.next_block(ctx, [tx.hash for tx in txs])
         state = State(ledger.view)
         signers = [v.validator for v in block.last_commit]
-        records = rules.execute_block(state, self.params, ctx, txs, signers)
+        records = blocks.execute_block(state, self.params, ctx, txs, signers)
         late = [tx for tx, status in records if status != "committed"]
         if late:
             raise FillError(f"block {ctx.height}: {len(late)} transactions are late")
@@ -422,7 +425,7 @@ class _Progress:
 
 def _check_balances(genesis: Genesis, ledger: Ledger, senders: list[str], tasks: int) -> None:
     """Each sender pays every fee of its tasks even if no refund came back in between."""
-    fee = rules.task_fee(genesis.params, 1)
+    fee = task_fee(genesis.params, 1)
     per_sender = -(-tasks // len(senders))
     for address in senders:
         balance = get_account(ledger.store, address).balance

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import ingest
 from bench.common import REPO, Throughput
-from chain import crypto
+from chain.protocol import crypto
 
 log = logging.getLogger("bench")
 

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from chain.genesis import RESOURCE_NODE_KEY_OFFSET
+from chain.protocol.genesis import RESOURCE_NODE_KEY_OFFSET
 from resource_node.backends import (
     BACKEND_NAMES,
     Backend,

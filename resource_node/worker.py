@@ -31,9 +31,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from chain import crypto, wire
-from chain.errors import InvalidParams
-from chain.schema import postprocess
+from chain.protocol import crypto, wire
+from chain.protocol.errors import InvalidParams
+from chain.protocol.schema import postprocess
 from resource_node.backends import (
     Backend,
     BackendError,

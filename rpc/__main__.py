@@ -17,10 +17,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from chain import crypto, wire
-from chain.errors import ChainError
-from chain.genesis import Genesis, load_genesis
-from chain.node import Node, ValidatorKey, dev_validator_key
+from chain.node.config import load_genesis
+from chain.node.node import Node, ValidatorKey, dev_validator_key
+from chain.protocol import crypto, wire
+from chain.protocol.errors import ChainError
+from chain.protocol.genesis import Genesis
 from rpc.p2p import Peers
 from rpc.server import RpcServer
 
@@ -87,7 +88,7 @@ def banner(genesis: Genesis, node: Node, url: str) -> str:
     ]
     if node.dev_keys:
         store = node.ledger.view
-        from chain.state import get_account
+        from chain.protocol.state import get_account
 
         lines += ["", "Available accounts (unlocked, dev mode)", "=" * 40]
         for i, address in enumerate(node.dev_keys):

@@ -6,9 +6,9 @@ thin wrappers for every read of PROTOCOL 5.1/5.2, EIP-712 signing of every trans
 (PROTOCOL 3) with a local per-address nonce counter, and polling helpers that wait for a
 condition with a deadline instead of sleeping a fixed time.
 
-Signing needs no server: `sign_params` and `presign` turn a `chain.types` message into the wire
-params (with `signature`) and its transaction hash, so a test can sign many transactions before
-a clock starts and send them later with `InferchainClient.send_signed`.
+Signing needs no server: `sign_params` and `presign` turn a `chain.protocol.types` message
+into the wire params (with `signature`) and its transaction hash, so a test can sign many
+transactions before a clock starts and send them later with `InferchainClient.send_signed`.
 
 Errors: a JSON-RPC error response raises `RpcError` (code, message, data as the server sent
 them); anything below JSON-RPC (connection refused, timeout, an HTTP status without a JSON-RPC
@@ -29,9 +29,9 @@ from typing import Any, Self
 import aiohttp
 import orjson
 
-from chain import crypto, wire
-from chain.errors import InvalidParams
-from chain.types import (
+from chain.protocol import crypto, wire
+from chain.protocol.errors import InvalidParams
+from chain.protocol.types import (
     ZERO_HASH,
     Message,
     RegisterResourceNode,

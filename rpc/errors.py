@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chain.errors import (
+from chain.protocol.errors import (
     ChainError,
     DuplicateSubmission,
     InsufficientBalance,

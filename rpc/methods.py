@@ -14,19 +14,20 @@ from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any
 
-from chain import crypto, rules, tasks, wire
-from chain import state as st
-from chain.errors import (
+from chain.node.ledger import TxRecord
+from chain.node.node import Node
+from chain.protocol import crypto, tasks, wire
+from chain.protocol import state as st
+from chain.protocol.blocks import block_header_json, vote_to_json
+from chain.protocol.errors import (
     InvalidParams,
     InvalidSignature,
     NotFound,
     TaskClosed,
     TaskNotFound,
 )
-from chain.ledger import TxRecord, block_header_json, vote_to_json
-from chain.node import Node
-from chain.schema import postprocess
-from chain.types import (
+from chain.protocol.schema import postprocess
+from chain.protocol.types import (
     Account,
     Message,
     RegisterResourceNode,
@@ -199,9 +200,9 @@ def render_pending_task(node: Node, tx: SignedTx) -> dict[str, Any]:
     """A task whose SubmitTask waits in the mempool: `submitted`, no block yet."""
     msg = tx.message
     assert isinstance(msg, SubmitTask)
-    fee = rules.task_fee(node.params, msg.target_count)
-    model = rules.validate_model_options(msg.model_options)
-    return render_task(rules.new_task(tx, fee, model, None))
+    fee = tasks.task_fee(node.params, msg.target_count)
+    model = tasks.validate_model_options(msg.model_options)
+    return render_task(tasks.new_task(tx, fee, model, None))
 
 
 def render_tx(record: TxRecord) -> dict[str, Any]:

@@ -37,8 +37,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from chain import gossip, wire
-from chain.node import Node
+from chain.node.node import Node
+from chain.protocol import gossip, wire
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Peers:
             await self._session.close()
             self._session = None
 
-    # Network (chain.node)
+    # Network (chain.node.node)
 
     def broadcast(self, message: dict[str, Any]) -> None:
         self._enqueue("messages", message)

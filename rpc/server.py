@@ -34,10 +34,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from chain import crypto, wire
-from chain.errors import ChainError, InvalidParams
-from chain.node import Node
-from chain.types import Message
+from chain.node.node import Node
+from chain.protocol import crypto, wire
+from chain.protocol.errors import ChainError, InvalidParams
+from chain.protocol.types import Message
 from rpc import errors, p2p
 from rpc.methods import METHODS, MethodSpec, render_tx, signed_call
 

@@ -32,13 +32,13 @@ from typing import Any, TypeVar
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from chain import wire  # noqa: E402
-from chain.errors import GenesisError  # noqa: E402
-from chain.genesis import (  # noqa: E402
+from chain.node.config import load_genesis  # noqa: E402
+from chain.protocol import wire  # noqa: E402
+from chain.protocol.errors import GenesisError  # noqa: E402
+from chain.protocol.genesis import (  # noqa: E402
     RESOURCE_NODE_KEY_OFFSET,
     VALIDATOR_KEY_OFFSET,
     Genesis,
-    load_genesis,
     parse_genesis,
     with_dev_validators,
 )

@@ -24,13 +24,14 @@ from typing import Any
 
 import orjson
 
-from chain import crypto, rules, wire
-from chain.consensus import VoteMsg
-from chain.genesis import RESOURCE_NODE_KEY_OFFSET, Params, dev_genesis, parse_genesis
-from chain.gossip import ValidatorKey, sign_vote
-from chain.ledger import Ledger, block_hash
-from chain.state import State, get_node
-from chain.types import (
+from chain.node.ledger import Ledger
+from chain.protocol import crypto, wire
+from chain.protocol.blocks import block_hash, execute_block
+from chain.protocol.consensus import VoteMsg
+from chain.protocol.genesis import RESOURCE_NODE_KEY_OFFSET, Params, dev_genesis, parse_genesis
+from chain.protocol.gossip import ValidatorKey, sign_vote
+from chain.protocol.state import State, get_node
+from chain.protocol.types import (
     BlockContext,
     Message,
     RegisterResourceNode,
@@ -184,7 +185,7 @@ def _run(
                 block = ledger.next_block(ctx, [tx.hash for tx in txs])
                 state = State(ledger.view)
                 signers = [v.validator for v in block.last_commit]
-                records = rules.execute_block(state, genesis.params, ctx, txs, signers)
+                records = execute_block(state, genesis.params, ctx, txs, signers)
                 hash_ = block_hash(block)
                 commit = (_precommit(key, genesis.chain_id, height, hash_),)
                 head = ledger.commit_block(block, commit, records, state.write_set())

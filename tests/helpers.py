@@ -19,8 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
-from chain.node import Node, dev_validator_key
+from chain.node.node import Node, dev_validator_key
+from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
 from rpc.client import InferchainClient
 from rpc.server import RpcServer
 

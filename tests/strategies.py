@@ -7,7 +7,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 from hypothesis import strategies as st
 
-from chain.types import Message
+from chain.protocol.types import Message
 
 RAW_ADDRESSES = st.binary(min_size=20, max_size=20)
 # Any case of an address is valid input: checksummed, all lower, all upper.

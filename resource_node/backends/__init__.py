@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chain import wire
+from chain.protocol import wire
 
 DEFAULT_SCHEMA = "text"
 

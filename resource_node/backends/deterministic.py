@@ -17,7 +17,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from chain import crypto, schema, wire
+from chain.protocol import crypto, schema, wire
 from resource_node.backends import (
     InferenceRequest,
     check_known_options,

@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from chain import crypto
+from chain.protocol import crypto
 from resource_node.backends import Backend, InferenceRequest
 
 WRONG_DOMAIN = b"inferchain/fault/wrong"

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from eth_hash.auto import keccak
 
-from chain.types import SubmitInferenceResult, SubmitVerification
+from chain.protocol.types import SubmitInferenceResult, SubmitVerification
 from rpc.client import InferchainClient, PresignedTx, TaskReceipt, Wallet, presign
 from tests.rpc.support import request
 

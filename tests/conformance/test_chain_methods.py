@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chain.types import RegisterResourceNode, Stake, Transfer, Unstake
+from chain.protocol.types import RegisterResourceNode, Stake, Transfer, Unstake
 from rpc.client import Wallet, presign
 from tests.conformance.support import (
     ACCOUNT_KEYS,

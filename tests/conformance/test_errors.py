@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chain.types import RegisterResourceNode, Stake, SubmitTask, Transfer, Unstake
+from chain.protocol.types import RegisterResourceNode, Stake, SubmitTask, Transfer, Unstake
 from rpc.client import (
     InferchainClient,
     PresignedTx,

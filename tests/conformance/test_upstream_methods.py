@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chain.types import SubmitTask
+from chain.protocol.types import SubmitTask
 from rpc.client import PresignedTx, Wallet, pending_tasks_params, presign
 from tests.conformance.support import (
     HASH,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chain.genesis import Genesis
+from chain.protocol.genesis import Genesis
 from tests.e2e.network import LocalNetwork, network_genesis
 from tests.e2e.processes import StartValidator
 from tests.helpers import ValidatorProcess, make_genesis, write_genesis

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
+from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
 from rpc.client import InferchainClient
 from testnet import perturb
 from tests.e2e.processes import run_to_exit

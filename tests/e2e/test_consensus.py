@@ -12,12 +12,12 @@ from dataclasses import replace
 
 import pytest
 
-from chain.consensus import VoteMsg
-from chain.ledger import Ledger
-from chain.node import dev_validator_key
-from chain.signer import PrivValidator
-from chain.state import State, get_account, put_account
-from chain.types import Transfer
+from chain.node.ledger import Ledger
+from chain.node.node import dev_validator_key
+from chain.node.signer import PrivValidator
+from chain.protocol.consensus import VoteMsg
+from chain.protocol.state import State, get_account, put_account
+from chain.protocol.types import Transfer
 from rpc.client import RpcError, Wallet, presign
 from tests.e2e.network import LocalNetwork, eventually
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from chain.types import Transfer
+from chain.protocol.types import Transfer
 from rpc.client import InferchainClient, PresignedTx, TransportError, Wallet, presign
 from tests.e2e.network import LocalNetwork
 

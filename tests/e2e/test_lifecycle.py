@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
+from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
 from resource_node.backends import request_from_task
 from resource_node.backends.deterministic import DeterministicBackend
 from rpc.client import InferchainClient, RpcError, Wallet

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
+from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
 from rpc.client import Wallet
 from testnet import perturb
 from tests.e2e.network import LocalNetwork, eventually

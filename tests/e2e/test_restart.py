@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from chain.genesis import Genesis
-from chain.types import SubmitTask, Transfer
+from chain.protocol.genesis import Genesis
+from chain.protocol.types import SubmitTask, Transfer
 from rpc.client import InferchainClient, PresignedTx, TransportError, Wallet, presign
 from tests.e2e.processes import TRACEBACK, StartValidator, log_text
 from tests.helpers import ValidatorProcess

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from chain import wire
-from chain.genesis import Genesis, load_genesis
+from chain.node.config import load_genesis
+from chain.protocol import wire
+from chain.protocol.genesis import Genesis
 from rpc.client import InferchainClient, Wallet
 from tests.e2e.processes import TRACEBACK, Exited, StartValidator, log_text, run_to_exit
 from tests.helpers import REPO, make_genesis, write_genesis

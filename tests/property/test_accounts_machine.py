@@ -21,25 +21,18 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from chain import crypto, wire
-from chain.errors import (
+from chain.node.node import Node, dev_validator_key
+from chain.protocol import crypto, wire
+from chain.protocol.errors import (
     ChainError,
     InsufficientBalance,
     InvalidParams,
     NonceMismatch,
     NotEligible,
 )
-from chain.genesis import Params, dev_genesis, parse_genesis
-from chain.node import Node, dev_validator_key
-from chain.state import ACCOUNT, decode_account, get_account, get_node
-from chain.types import (
-    Message,
-    RegisterResourceNode,
-    Stake,
-    SubmitTask,
-    Transfer,
-    Unstake,
-)
+from chain.protocol.genesis import Params, dev_genesis, parse_genesis
+from chain.protocol.state import ACCOUNT, decode_account, get_account, get_node
+from chain.protocol.types import Message, RegisterResourceNode, Stake, SubmitTask, Transfer, Unstake
 
 MNEMONIC = "test test test test test test test test test test test junk"
 # Tasks here only escrow their fee: their deadlines lie beyond any run of this machine (the

@@ -1,7 +1,7 @@
 """Tendermint under a byzantine validator, a hostile network and crashes: safety always,
 liveness when fair.
 
-A small discrete-event simulation runs one `chain.consensus.Tendermint` per honest validator
+A small discrete-event simulation runs one `consensus.Tendermint` per honest validator
 (three of four, one height after another) and a byzantine fourth with less than 1/3 of the
 power. The byzantine validator is silent, equivocates (different proposals or votes to
 different validators, for valid, invalid or nil values, sometimes for the next height or a
@@ -78,7 +78,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chain.consensus import (
+from chain.protocol.consensus import (
     Action,
     Broadcast,
     Decide,

@@ -7,7 +7,7 @@ task and the node's seed; or not) and verify (honestly: compare with the honest 
 lie, or lazily say true), while tasks come and go and runs of empty blocks cross deadlines.
 
 The reference model below is written from PROTOCOL 4 with plain dicts and lists; it never
-calls chain.tasks or chain.rules. Where PROTOCOL is open it follows this implementation's
+calls chain.protocol.tasks or chain.rules. Where PROTOCOL is open it follows this implementation's
 choices: rank weights go to valid results in rank order and to winning verdicts in `seq`
 order (a verifier with two winning verdicts is paid twice); unpaid amounts go back pool by
 pool (burned = unpaid_verify * slashed // pool_verify, the rest split between refund and
@@ -35,8 +35,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-from chain import crypto, tasks, wire
-from chain.errors import (
+from chain.node.node import Node, dev_validator_key
+from chain.protocol import crypto, tasks, wire
+from chain.protocol.errors import (
     ChainError,
     DuplicateSubmission,
     InsufficientBalance,
@@ -45,10 +46,9 @@ from chain.errors import (
     TaskClosed,
     UnknownTask,
 )
-from chain.genesis import Params, dev_genesis, parse_genesis
-from chain.node import Node, dev_validator_key
-from chain.state import ACCOUNT, decode_account, get_node, get_supply, get_task_stats
-from chain.types import (
+from chain.protocol.genesis import Params, dev_genesis, parse_genesis
+from chain.protocol.state import ACCOUNT, decode_account, get_node, get_supply, get_task_stats
+from chain.protocol.types import (
     Message,
     RegisterResourceNode,
     Stake,

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from eth_hash.auto import keccak
 
-from chain.types import SubmitInferenceResult, SubmitVerification
+from chain.protocol.types import SubmitInferenceResult, SubmitVerification
 from rpc.client import InferchainClient, PresignedTx, RpcError, Wallet, presign
 from tests.helpers import LocalChain
 
@@ -24,7 +24,7 @@ VECTORS: dict[str, Any] = json.loads(VECTORS_FILE.read_text())
 
 CHAIN_ID = 7331
 E18 = 10**18
-# Genesis of tests.helpers.make_genesis (chain.genesis.dev_genesis with default Params).
+# Genesis of tests.helpers.make_genesis (chain.protocol.genesis.dev_genesis with default Params).
 DEV_BALANCE = 10_000 * E18
 NODE_BALANCE = 1_000 * E18
 NODE_STAKE = 2_000 * E18

@@ -18,8 +18,8 @@ import aiohttp
 import coincurve
 from aiohttp import web
 
-from chain import crypto
-from chain.types import Message, SubmitInferenceResult, SubmitTask, Transfer
+from chain.protocol import crypto
+from chain.protocol.types import Message, SubmitInferenceResult, SubmitTask, Transfer
 from rpc.client import message_params
 from rpc.methods import METHODS, signed_call
 from rpc.server import RECOVER_AHEAD_MIN, RpcServer

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chain.types import Transfer
+from chain.protocol.types import Transfer
 from rpc.client import RpcError, presign
 from tests.helpers import LocalChain
 from tests.rpc.support import (

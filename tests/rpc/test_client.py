@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chain.types import Transfer
+from chain.protocol.types import Transfer
 from rpc.client import InferchainClient, RpcError, TransportError, Wallet, presign
 from tests.helpers import LocalChain
 from tests.rpc.support import (

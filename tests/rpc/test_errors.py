@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chain import crypto, wire
-from chain.types import (
+from chain.protocol import crypto, wire
+from chain.protocol.types import (
     Message,
     RegisterResourceNode,
     Stake,

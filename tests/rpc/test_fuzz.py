@@ -39,7 +39,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from chain.types import (
+from chain.protocol.types import (
     RegisterResourceNode,
     Stake,
     SubmitInferenceResult,

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from chain.crypto import digest as eip712_digest
-from chain.crypto import personal_message_hash, sign_digest, task_seed
-from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
-from chain.types import SubmitInferenceResult, SubmitVerification
+from chain.protocol.crypto import digest as eip712_digest
+from chain.protocol.crypto import personal_message_hash, sign_digest, task_seed
+from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
+from chain.protocol.types import SubmitInferenceResult, SubmitVerification
 from rpc.client import PresignedTx, RpcError, Wallet
 from tests.helpers import LocalChain, local_chain, make_genesis
 from tests.rpc.support import (

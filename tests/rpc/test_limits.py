@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chain.genesis import Params
-from chain.mempool import DEFAULT_CAPACITY, DEFAULT_CAPACITY_BYTES
-from chain.types import Message, SubmitInferenceResult, SubmitTask, Transfer
+from chain.node.mempool import DEFAULT_CAPACITY, DEFAULT_CAPACITY_BYTES
+from chain.protocol.genesis import Params
+from chain.protocol.types import Message, SubmitInferenceResult, SubmitTask, Transfer
 from rpc.client import InferchainClient, PresignedTx, RpcError, Wallet, presign
 from rpc.server import MAX_BATCH, MAX_BODY_BYTES
 from tests.helpers import (

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from chain.types import (
+from chain.protocol.types import (
     RegisterResourceNode,
     Stake,
     SubmitInferenceResult,

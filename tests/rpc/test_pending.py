@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chain.crypto import personal_message_hash, sign_digest
+from chain.protocol.crypto import personal_message_hash, sign_digest
 from rpc.client import Wallet, pending_tasks_message, pending_tasks_params
 from tests.helpers import LocalChain, local_chain, make_genesis
 from tests.rpc.support import (

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from eth_hash.auto import keccak
 
-from chain.types import Transfer
+from chain.protocol.types import Transfer
 from rpc.client import InferchainClient, RpcError, presign
 from tests.helpers import LocalChain, local_chain
 from tests.rpc.support import (

@@ -33,9 +33,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chain import crypto
-from chain.genesis import Params, dev_genesis, parse_genesis
-from chain.types import (
+from chain.protocol import crypto
+from chain.protocol.genesis import Params, dev_genesis, parse_genesis
+from chain.protocol.types import (
     Message,
     RegisterResourceNode,
     Stake,

@@ -35,9 +35,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from chain import crypto
-from chain.genesis import Params, dev_genesis, parse_genesis
-from chain.node import Node
+from chain.node.node import Node
+from chain.protocol import crypto
+from chain.protocol.genesis import Params, dev_genesis, parse_genesis
 from resource_node.backends import BackendError, InferenceRequest, request_from_task
 from resource_node.backends.deterministic import DeterministicBackend
 from resource_node.backends.faults import WRONG_MARKER, Faults

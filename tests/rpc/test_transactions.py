@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chain.types import SubmitTask, Transfer
+from chain.protocol.types import SubmitTask, Transfer
 from rpc.client import presign
 from tests.helpers import LocalChain, local_chain, make_genesis
 from tests.rpc.support import (

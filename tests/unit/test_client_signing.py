@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from chain import crypto, wire
-from chain.types import MESSAGE_TYPES, SubmitTask
+from chain.protocol import crypto, wire
+from chain.protocol.types import MESSAGE_TYPES, SubmitTask
 from rpc.client import (
     InferchainClient,
     RpcError,

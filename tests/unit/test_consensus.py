@@ -1,4 +1,4 @@
-"""chain.consensus: proposer priority, quorums and Algorithm 1's rules, scenario by scenario.
+"""consensus: proposer priority, quorums and Algorithm 1's rules, scenario by scenario.
 
 Most tests drive one `Tendermint` machine by hand, playing the other validators' messages as
 the paper's scenarios need them; the happy path runs four machines over a lossless network.
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from chain.consensus import (
+from chain.protocol.consensus import (
     Action,
     Broadcast,
     Decide,
@@ -28,8 +28,8 @@ from chain.consensus import (
     ValidatorSet,
     VoteMsg,
 )
-from chain.genesis import dev_genesis, parse_genesis
-from chain.types import Vote
+from chain.protocol.genesis import dev_genesis, parse_genesis
+from chain.protocol.types import Vote
 
 A, B, C, D = (f"0x{c * 40}" for c in "abcd")
 X = "0x" + "e" * 40  # not a validator

@@ -1,4 +1,4 @@
-"""chain.crypto against the ethers.js vectors, the invalid-signature vectors and eth-account.
+"""crypto against the ethers.js vectors, the invalid-signature vectors and eth-account.
 
 tests/vectors/eip712.json (produced by ethers.js) fixes digests, signatures and hashes for every
 transaction type of PROTOCOL 3; tests/vectors/invalid.json derives signatures from them that must
@@ -30,9 +30,9 @@ from eth_utils import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain import crypto, wire
-from chain.errors import InvalidSignature
-from chain.types import MESSAGE_TYPES, Message, signer_of
+from chain.protocol import crypto, wire
+from chain.protocol.errors import InvalidSignature
+from chain.protocol.types import MESSAGE_TYPES, Message, signer_of
 from tests.strategies import wire_params
 
 VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
@@ -58,7 +58,7 @@ def reference_keccak(data: bytes) -> bytes:
 
 
 def is_protocol_hex(text: str) -> bool:
-    """PROTOCOL 1, read independently of chain.wire: `0x` then an even number of hex digits."""
+    """PROTOCOL 1, read independently of wire: `0x` then an even number of hex digits."""
     body = text[2:]
     return text.startswith("0x") and len(body) % 2 == 0 and all(c in string.hexdigits for c in body)
 

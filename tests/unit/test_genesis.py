@@ -1,8 +1,8 @@
-"""chain.genesis: the shipped genesis.json, the genesis hash, dev_genesis, with_dev_validators
+"""genesis: the shipped genesis.json, the genesis hash, dev_genesis, with_dev_validators
 and broken documents.
 
 Dev addresses are derived here with eth-account (m/44'/60'/0'/0/i, PROTOCOL 2), independently of
-chain.crypto; every broken document must stop the node with a GenesisError naming the field.
+the crypto module; every broken document must stop the node with a GenesisError naming the field.
 """
 
 from __future__ import annotations
@@ -23,18 +23,18 @@ from eth_account import Account as EthAccount
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chain.errors import GenesisError
-from chain.genesis import (
+from chain.node.config import load_genesis
+from chain.node.node import dev_validator_key
+from chain.protocol.errors import GenesisError
+from chain.protocol.genesis import (
     DevConfig,
     Params,
     dev_genesis,
     genesis_hash,
-    load_genesis,
     params_to_json,
     parse_genesis,
     with_dev_validators,
 )
-from chain.node import dev_validator_key
 
 ROOT = Path(__file__).resolve().parents[2]
 GENESIS_PATH = ROOT / "genesis.json"

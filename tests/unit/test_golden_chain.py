@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from chain.types import MESSAGE_TYPES
+from chain.protocol.types import MESSAGE_TYPES
 from tests.golden_chain import PATH, J, build_chain, dumps, replay
 
 

@@ -1,4 +1,4 @@
-"""chain.gossip: what validators send each other (PROTOCOL 6), signed, encoded and checked.
+"""chain.protocol.gossip: what validators send each other (PROTOCOL 6), signed, encoded and checked.
 
 Everything runs on a real dev genesis with four validators of equal stake (quorum: three of
 them), their consensus keys derived as the node derives them, and real EIP-712 transactions
@@ -20,11 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chain import crypto
-from chain.consensus import VOTE_TYPES, Proposal, ValidatorSet, VoteMsg
-from chain.errors import InvalidPeerMessage
-from chain.genesis import dev_genesis, parse_genesis
-from chain.gossip import (
+from chain.node.node import dev_validator_key
+from chain.protocol import crypto
+from chain.protocol.blocks import block_hash
+from chain.protocol.consensus import VOTE_TYPES, Proposal, ValidatorSet, VoteMsg
+from chain.protocol.errors import InvalidPeerMessage
+from chain.protocol.genesis import dev_genesis, parse_genesis
+from chain.protocol.gossip import (
     CommittedBlock,
     SignedProposal,
     ValidatorKey,
@@ -39,10 +41,8 @@ from chain.gossip import (
     vote_from_wire,
     vote_to_wire,
 )
-from chain.ledger import block_hash
-from chain.node import dev_validator_key
-from chain.types import MESSAGE_TYPES, Block, SignedTx, Stake, Transfer, Vote
-from chain.wire import signed_tx_to_json
+from chain.protocol.types import MESSAGE_TYPES, Block, SignedTx, Stake, Transfer, Vote
+from chain.protocol.wire import signed_tx_to_json
 from tests.strategies import ADDRESSES
 
 GENESIS = parse_genesis(dev_genesis(validators=4))

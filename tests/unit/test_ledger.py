@@ -18,18 +18,13 @@ from Crypto.Hash import keccak as pycryptodome_keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chain import crypto, rules
-from chain.errors import InvalidTransaction, StorageError
-from chain.genesis import dev_genesis, parse_genesis
-from chain.ledger import (
-    KeyValueStore,
-    Ledger,
-    LevelDBStore,
-    MemoryStore,
-    block_hash,
-)
-from chain.rules import BlockContext
-from chain.state import (
+from chain.node.ledger import Ledger
+from chain.node.store import KeyValueStore, LevelDBStore, MemoryStore
+from chain.protocol import blocks, crypto
+from chain.protocol.blocks import block_hash
+from chain.protocol.errors import InvalidTransaction, StorageError
+from chain.protocol.genesis import dev_genesis, parse_genesis
+from chain.protocol.state import (
     OPEN_TASK,
     STATE_PREFIX,
     State,
@@ -40,10 +35,11 @@ from chain.state import (
     node_key,
     put_account,
 )
-from chain.types import (
+from chain.protocol.types import (
     ZERO_ADDRESS,
     Account,
     Block,
+    BlockContext,
     Message,
     SignedTx,
     Stake,
@@ -89,11 +85,11 @@ def commit(
     records = []
     for tx in txs:
         try:
-            rules.apply_tx(state, PARAMS, ctx, tx)
+            blocks.apply_tx(state, PARAMS, ctx, tx)
             records.append((tx, "committed"))
         except InvalidTransaction:
             records.append((tx, "late"))
-    rules.end_block(state, PARAMS, ctx, signers)
+    blocks.end_block(state, PARAMS, ctx, signers)
     block = Block(
         ctx.height, ctx.time, VALIDATOR, head.hash, tuple(t.hash for t in txs), head.app_hash
     )
@@ -296,8 +292,8 @@ def transfer_block(ledger: Ledger) -> tuple[BlockContext, SignedTx, State, Block
     ctx = BlockContext(head.height + 1, head.time + 5, VALIDATOR)
     state = State(ledger.view)
     tx = sign(Transfer(ALICE, 0, BOB, 7))
-    rules.apply_tx(state, PARAMS, ctx, tx)
-    rules.end_block(state, PARAMS, ctx, ())
+    blocks.apply_tx(state, PARAMS, ctx, tx)
+    blocks.end_block(state, PARAMS, ctx, ())
     block = Block(ctx.height, ctx.time, VALIDATOR, head.hash, (tx.hash,), head.app_hash)
     return ctx, tx, state, block
 

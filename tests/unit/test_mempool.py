@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from chain import crypto, rules
-from chain.errors import (
+from chain.node.ledger import Ledger
+from chain.node.mempool import Mempool
+from chain.protocol import blocks, crypto
+from chain.protocol.errors import (
     ChainError,
     InsufficientBalance,
     InvalidParams,
@@ -21,14 +23,12 @@ from chain.errors import (
     MempoolFull,
     NonceMismatch,
 )
-from chain.genesis import dev_genesis, parse_genesis
-from chain.ledger import Ledger
-from chain.mempool import Mempool
-from chain.rules import BlockContext
-from chain.state import State, get_account
-from chain.types import (
+from chain.protocol.genesis import dev_genesis, parse_genesis
+from chain.protocol.state import State, get_account
+from chain.protocol.types import (
     Account,
     Block,
+    BlockContext,
     Message,
     SignedTx,
     Stake,
@@ -86,8 +86,8 @@ def commit(ledger: Ledger, txs: list[SignedTx]) -> None:
     ctx = ctx_of(ledger)
     state = State(ledger.store)
     for tx in txs:
-        rules.apply_tx(state, PARAMS, ctx, tx)
-    rules.end_block(state, PARAMS, ctx, [])
+        blocks.apply_tx(state, PARAMS, ctx, tx)
+    blocks.end_block(state, PARAMS, ctx, [])
     block = Block(
         ctx.height, ctx.time, VALIDATOR, head.hash, tuple(t.hash for t in txs), head.app_hash
     )
@@ -207,7 +207,7 @@ def test_capacity_frees_after_commit(ledger: Ledger) -> None:
 
 def test_byte_capacity_gives_mempool_full(ledger: Ledger) -> None:
     first = sign(Transfer(ALICE, 0, BOB, 1))
-    size = rules.tx_size(first)
+    size = blocks.tx_size(first)
     pool = Mempool(ledger.store, PARAMS, capacity=100, capacity_bytes=2 * size)
     pool.admit(first, ctx_of(ledger))
     admit(pool, ledger, Transfer(ALICE, 1, BOB, 1))
@@ -310,7 +310,7 @@ def test_take_stops_at_a_byte_budget(pool: Mempool, ledger: Ledger) -> None:
         admit(pool, ledger, task(ALICE, 1)),
         admit(pool, ledger, Transfer(BOB, 0, CAROL, 2)),
     ]
-    sizes = [rules.tx_size(tx) for tx in txs]
+    sizes = [blocks.tx_size(tx) for tx in txs]
     assert pool.take(10, sum(sizes)) == txs
     assert pool.take(10, sum(sizes) - 1) == txs[:2]
     assert pool.take(10, sizes[0]) == txs[:1]
@@ -330,8 +330,8 @@ def test_sealed_transactions_stay_known_until_released(pool: Mempool, ledger: Le
     ctx = ctx_of(ledger)
     state = State(ledger.view)
     for tx in included:
-        rules.apply_tx(state, PARAMS, ctx, tx)
-    rules.end_block(state, PARAMS, ctx, [])
+        blocks.apply_tx(state, PARAMS, ctx, tx)
+    blocks.end_block(state, PARAMS, ctx, [])
     next_ctx = BlockContext(ctx.height + 1, ctx.time + 1, VALIDATOR)
     pool.seal([t.hash for t in included], state, next_ctx)
 

@@ -15,14 +15,24 @@ from typing import Any
 
 import pytest
 
-from chain import crypto
-from chain.errors import ChainError, GenesisError, NonceMismatch
-from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
-from chain.ledger import Head, block_hash, next_app_hash
-from chain.node import Node, ValidatorKey, dev_validator_key
-from chain.rules import BlockContext, apply_tx, end_block, execute_block
-from chain.state import State, get_account
-from chain.types import Account, Block, Message, SignedTx, Stake, SubmitTask, Transfer, Vote
+from chain.node.ledger import Head
+from chain.node.node import Node, ValidatorKey, dev_validator_key
+from chain.protocol import crypto
+from chain.protocol.blocks import apply_tx, block_hash, end_block, execute_block, next_app_hash
+from chain.protocol.errors import ChainError, GenesisError, NonceMismatch
+from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
+from chain.protocol.state import State, get_account
+from chain.protocol.types import (
+    Account,
+    Block,
+    BlockContext,
+    Message,
+    SignedTx,
+    Stake,
+    SubmitTask,
+    Transfer,
+    Vote,
+)
 
 MNEMONIC = "test test test test test test test test test test test junk"
 E18 = 10**18

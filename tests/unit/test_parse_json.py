@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from chain import wire
+from chain.protocol import wire
 
 # Bytes that matter to the check (digits, the bytes a number may follow, hex letters, `x`,
 # quotes), often in runs, and now and then any byte at all.

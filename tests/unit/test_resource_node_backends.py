@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from chain.schema import postprocess
+from chain.protocol.schema import postprocess
 from resource_node.backends import (
     BackendError,
     InferenceRequest,

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from chain import crypto, rules, wire
-from chain.errors import (
+from chain.node.ledger import Ledger
+from chain.protocol import blocks, crypto, wire
+from chain.protocol.errors import (
     DuplicateSubmission,
     InsufficientBalance,
     InvalidParams,
@@ -24,10 +25,8 @@ from chain.errors import (
     NonceMismatch,
     NotEligible,
 )
-from chain.genesis import Genesis, Params, dev_genesis, parse_genesis
-from chain.ledger import Ledger
-from chain.rules import BlockContext
-from chain.state import (
+from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
+from chain.protocol.state import (
     OPEN_TASK,
     TASK_STATUSES,
     State,
@@ -42,8 +41,9 @@ from chain.state import (
     put_task,
     task_key,
 )
-from chain.types import (
+from chain.protocol.types import (
     Account,
+    BlockContext,
     Message,
     RegisterResourceNode,
     ResourceNodeInfo,
@@ -134,7 +134,7 @@ def state(ledger: Ledger) -> State:
 
 def apply(state: State, msg: Message, params: Params = PARAMS, ctx: BlockContext = CTX) -> SignedTx:
     tx = sign(msg)
-    rules.apply_tx(state, params, ctx, tx)
+    blocks.apply_tx(state, params, ctx, tx)
     return tx
 
 
@@ -598,7 +598,7 @@ def test_tx_over_max_tx_bytes_is_rejected(state: State) -> None:
 )
 def test_max_tx_bytes_boundary(state: State, msg: Message) -> None:
     size = canonical_size(sign(msg))
-    assert rules.tx_size(sign(msg)) == size
+    assert blocks.tx_size(sign(msg)) == size
     rejects(state, msg, InvalidParams, replace(PARAMS, max_tx_bytes=size - 1))
     apply(state, msg, replace(PARAMS, max_tx_bytes=size))
 
@@ -639,21 +639,21 @@ def test_rejected_tx_leaves_the_write_set_unchanged(
 
 def test_block_reward_without_signers_goes_to_the_proposer(state: State) -> None:
     genesis_supply = get_supply(state)[0]
-    rules.end_block(state, PARAMS, CTX, [])
+    blocks.end_block(state, PARAMS, CTX, [])
     assert get_account(state, VALIDATOR) == Account(10**16, VALIDATOR_STAKE, 0)
     assert get_supply(state) == (genesis_supply, 10**16, 0)
-    rules.end_block(state, PARAMS, replace(CTX, proposer=ALICE), [])
+    blocks.end_block(state, PARAMS, replace(CTX, proposer=ALICE), [])
     assert get_account(state, ALICE).balance == DEV_BALANCE + 10**16
     assert get_supply(state) == (genesis_supply, 2 * 10**16, 0)
 
 
 def test_block_reward_to_a_single_signer(state: State) -> None:
-    rules.end_block(state, PARAMS, CTX, [VALIDATOR])
+    blocks.end_block(state, PARAMS, CTX, [VALIDATOR])
     assert get_account(state, VALIDATOR).balance == 10**16
 
 
 def test_zero_block_reward_writes_nothing(state: State) -> None:
-    rules.end_block(state, replace(PARAMS, block_reward=0), CTX, [VALIDATOR])
+    blocks.end_block(state, replace(PARAMS, block_reward=0), CTX, [VALIDATOR])
     assert state.writes() == {}
 
 
@@ -668,7 +668,7 @@ def test_block_reward_pro_rata_with_remainder_to_a_non_signing_proposer(ledger3:
     state = State(ledger3.store)
     params = GENESIS3.params
     v0, v1, v2 = _validators3(state, [10_000 * E18, 20_000 * E18, 10_000 * E18])
-    rules.end_block(state, params, BlockContext(5, 0, v2), [v1, v0])
+    blocks.end_block(state, params, BlockContext(5, 0, v2), [v1, v0])
     reward = 10**16
     share0 = reward * 10_000 // 30_000  # 3333333333333333
     share1 = reward * 20_000 // 30_000  # 6666666666666666
@@ -682,7 +682,7 @@ def test_block_reward_remainder_to_a_signing_proposer(ledger3: Ledger) -> None:
     state = State(ledger3.store)
     params = replace(GENESIS3.params, block_reward=100)
     v0, v1, v2 = _validators3(state, [3, 3, 1])
-    rules.end_block(state, params, BlockContext(5, 0, v1), [v0, v1, v2])
+    blocks.end_block(state, params, BlockContext(5, 0, v1), [v0, v1, v2])
     # shares floor(100*3/7)=42, 42, floor(100/7)=14; remainder 2 to the proposer v1
     assert [get_account(state, v).balance for v in (v0, v1, v2)] == [42, 44, 14]
     assert get_supply(state)[1] == 100
@@ -692,7 +692,7 @@ def test_block_reward_counts_a_repeated_signer_once(ledger3: Ledger) -> None:
     state = State(ledger3.store)
     params = replace(GENESIS3.params, block_reward=90)
     v0, v1, v2 = _validators3(state, [1, 2, 3])
-    rules.end_block(state, params, BlockContext(5, 0, v2), [v0, v0, v1, v0])
+    blocks.end_block(state, params, BlockContext(5, 0, v2), [v0, v0, v1, v0])
     assert [get_account(state, v).balance for v in (v0, v1, v2)] == [30, 60, 0]
 
 
@@ -703,7 +703,7 @@ def test_supply_counters_add_up_over_blocks(ledger3: Ledger) -> None:
     assert genesis_supply == GENESIS3.supply
     for height in range(1, 4):
         signers = [v.address for v in GENESIS3.validators][:height]
-        rules.end_block(state, GENESIS3.params, BlockContext(height, 0, signers[0]), signers)
+        blocks.end_block(state, GENESIS3.params, BlockContext(height, 0, signers[0]), signers)
     assert get_supply(state) == (genesis_supply, 3 * 10**16, 0)
     held = sum(
         get_account(state, a).balance + get_account(state, a).stake
@@ -720,9 +720,9 @@ def test_supply_check_counts_escrow(state: State) -> None:
     escrow = [fee_of(2)]
     accounts = [get_account(state, a.address) for a in GENESIS.accounts]
     accounts.append(get_account(state, VALIDATOR))
-    held, expected = rules.supply_check(accounts, escrow, get_supply(state))
+    held, expected = blocks.supply_check(accounts, escrow, get_supply(state))
     assert held == expected == GENESIS.supply
-    held, expected = rules.supply_check(accounts, [], get_supply(state))
+    held, expected = blocks.supply_check(accounts, [], get_supply(state))
     assert expected - held == fee_of(2)
 
 

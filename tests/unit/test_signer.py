@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from chain import crypto
-from chain.consensus import Proposal, ValidatorSet, VoteMsg
-from chain.errors import ConflictingVote
-from chain.genesis import dev_genesis, parse_genesis
-from chain.gossip import ValidatorKey, Verifier, sign_vote
-from chain.ledger import Ledger, block_hash
-from chain.node import dev_validator_key
-from chain.signer import PrivValidator, check_vote
-from chain.types import Block
+from chain.node.ledger import Ledger
+from chain.node.node import dev_validator_key
+from chain.node.signer import PrivValidator, check_vote
+from chain.protocol import crypto
+from chain.protocol.blocks import block_hash
+from chain.protocol.consensus import Proposal, ValidatorSet, VoteMsg
+from chain.protocol.errors import ConflictingVote
+from chain.protocol.genesis import dev_genesis, parse_genesis
+from chain.protocol.gossip import ValidatorKey, Verifier, sign_vote
+from chain.protocol.types import Block
 
 GENESIS = parse_genesis(dev_genesis(validators=4))
 CHAIN_ID = GENESIS.chain_id

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from chain import tasks
-from chain.genesis import Params
-from chain.ledger import LevelDBStore
-from chain.state import (
+from chain.node.store import LevelDBStore
+from chain.protocol import tasks
+from chain.protocol.genesis import Params
+from chain.protocol.state import (
     OPEN_STATUSES,
     State,
     add_busy,
@@ -29,7 +29,7 @@ from chain.state import (
     task_key,
     update_task,
 )
-from chain.types import Account, BlockContext, Task
+from chain.protocol.types import Account, BlockContext, Task
 
 SENDER = "0x1111111111111111111111111111111111111111"
 PARAMS = Params()

@@ -1,10 +1,10 @@
-"""chain.tasks: the PoS+W task lifecycle (PROTOCOL 4.2 to 4.8, 4.11) on a real node.
+"""chain.protocol.tasks: the PoS+W task lifecycle (PROTOCOL 4.2 to 4.8, 4.11) on a real node.
 
 Every test drives a `Node` over LevelDB in tmp_path: signed transactions go through
 `node.submit` (the mempool applies them to its pending state, so the answer a node gets is
 the answer of the next block) and blocks are committed with `node.produce_block`. After every
 block the supply invariant (4.10) must hold. Expected settlements are written out by hand from
-PROTOCOL 4.8, never by calling chain.tasks.
+PROTOCOL 4.8, never by calling chain.protocol.tasks.
 
 Resource nodes are dev accounts 200 + k (2000 AEGIS staked, 1000 AEGIS balance, models "*").
 Unless a test says otherwise: minNodeStake 1000, quorum 1, computeDeadlineBlocks 5,
@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from chain import crypto, tasks, wire
-from chain.errors import (
+from chain.node.node import Node, dev_validator_key
+from chain.protocol import crypto, tasks, wire
+from chain.protocol.errors import (
     ChainError,
     DuplicateSubmission,
     InvalidParams,
@@ -31,10 +32,9 @@ from chain.errors import (
     TaskClosed,
     UnknownTask,
 )
-from chain.genesis import Params, dev_genesis, parse_genesis
-from chain.node import Node, dev_validator_key
-from chain.state import get_account, get_busy, get_node, get_supply
-from chain.types import (
+from chain.protocol.genesis import Params, dev_genesis, parse_genesis
+from chain.protocol.state import get_account, get_busy, get_node, get_supply
+from chain.protocol.types import (
     Account,
     Message,
     RegisterResourceNode,

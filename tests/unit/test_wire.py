@@ -1,4 +1,4 @@
-"""chain.wire: the encodings of PROTOCOL 1 and the params <-> message mapping of PROTOCOL 3.
+"""wire: the encodings of PROTOCOL 1 and the params <-> message mapping of PROTOCOL 3.
 
 Every parser must refuse a bad value with `InvalidParams` naming the parameter (never another
 exception type, which the RPC layer would turn into an internal error).
@@ -17,9 +17,9 @@ from eth_utils import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain import crypto, wire
-from chain.errors import InvalidParams, InvalidSignature
-from chain.types import MESSAGE_TYPES, SubmitInferenceResult, SubmitTask
+from chain.protocol import crypto, wire
+from chain.protocol.errors import InvalidParams, InvalidSignature
+from chain.protocol.types import MESSAGE_TYPES, SubmitInferenceResult, SubmitTask
 from tests.strategies import RAW_ADDRESSES, wire_params
 
 VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
@@ -32,7 +32,7 @@ by_type = pytest.mark.parametrize("type_name", sorted(MESSAGE_TYPES))
 
 
 def is_protocol_hex(text: str) -> bool:
-    """PROTOCOL 1, read independently of chain.wire: `0x` then an even number of hex digits."""
+    """PROTOCOL 1, read independently of wire: `0x` then an even number of hex digits."""
     body = text[2:]
     return text.startswith("0x") and len(body) % 2 == 0 and all(c in string.hexdigits for c in body)
 

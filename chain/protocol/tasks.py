@@ -18,16 +18,20 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from chain import crypto, wire
-from chain.errors import (
+import orjson
+
+from chain.protocol import crypto, wire
+from chain.protocol.accounts import check_nonce
+from chain.protocol.errors import (
     DuplicateSubmission,
+    InsufficientBalance,
     InvalidParams,
     NotEligible,
     TaskClosed,
     UnknownTask,
 )
-from chain.genesis import Params
-from chain.state import (
+from chain.protocol.genesis import Params
+from chain.protocol.state import (
     Reader,
     State,
     add_busy,
@@ -35,7 +39,6 @@ from chain.state import (
     clear_due,
     credit,
     get_account,
-    get_busy,
     get_due,
     get_node,
     get_open_task,
@@ -46,12 +49,13 @@ from chain.state import (
     put_supply,
     update_task,
 )
-from chain.types import (
+from chain.protocol.types import (
     Account,
     BlockContext,
     ResourceNodeInfo,
     SignedTx,
     SubmitInferenceResult,
+    SubmitTask,
     SubmitVerification,
     Task,
 )
@@ -406,27 +410,6 @@ def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
     )
 
 
-def unstake_guard(state: State, params: Params, address: str, remaining: int) -> None:
-    """Unstake may not take a node below minNodeStake while it has undecided work (4.11):
-    results or verdicts in a task that is not settled yet, since slashes take the stake at
-    the settlement."""
-    if remaining < params.min_node_stake and get_node(state, address) is not None:
-        busy = get_busy(state, address)
-        if busy:
-            raise NotEligible(
-                address,
-                f"{busy} undecided results or verdicts: the stake may not drop below "
-                f"minNodeStake {params.min_node_stake} until they are decided",
-            )
-
-
-def restore_if_restaked(state: State, params: Params, address: str, account: Account) -> None:
-    """A jailed node whose stake is back at minNodeStake is no longer jailed."""
-    node = get_node(state, address)
-    if node is not None and node.jailed and account.stake >= params.min_node_stake:
-        put_node(state, address, replace(node, jailed=False))
-
-
 # The work open for one node (queryPendingTasks, PROTOCOL 5.1)
 
 
@@ -460,3 +443,105 @@ def pending_work(
         if compute or verify:
             work.append((task, compute, verify))
     return work
+
+
+MODEL_OPTION_RANGES: dict[str, tuple[float, float, type]] = {
+    "temperature": (0.0, 2.0, float),
+    "top_p": (0.0, 1.0, float),
+    "max_tokens": (1, 8192, int),
+}
+
+
+def task_fee(params: Params, target_count: int) -> int:
+    return params.task_base_fee + params.task_fee_per_node * target_count
+
+
+def parse_json_object(text: str, param: str) -> dict[str, Any] | None:
+    """The JSON object a bytes field holds; None when it holds something else.
+
+    A field that starts like an object (`{`) but is not valid JSON (RFC 8259: no NaN, no
+    Infinity, nesting at most 1024 deep) is refused rather than taken as opaque bytes: it is
+    almost certainly a mistake, and nodes would read it differently.
+    """
+    raw = wire.decode_bytes_field(text)
+    if not raw.lstrip().startswith(b"{"):
+        return None  # not an object, whatever else it may be (and no parse error to build)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = f"starts like a JSON object but is not valid JSON: {exc}"
+        raise InvalidParams(param, reason) from exc
+    return value if isinstance(value, dict) else None
+
+
+def validate_model_options(text: str) -> str | None:
+    """Check JSON modelOptions (PROTOCOL 4.2) and return the model it names, if any."""
+    options = parse_json_object(text, "modelOptions")
+    if options is None:
+        return None
+    for key, (low, high, kind) in MODEL_OPTION_RANGES.items():
+        if key not in options:
+            continue
+        value = options[key]
+        param = f"modelOptions.{key}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidParams(param, f"expected a number, got {type(value).__name__}")
+        if kind is int and not isinstance(value, int):
+            raise InvalidParams(param, "expected an integer")
+        if not low <= value <= high:
+            raise InvalidParams(param, f"must be between {low} and {high}")
+    model = options.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidParams("modelOptions.model", "expected a string")
+    return model
+
+
+def max_fee_of(text: str) -> int | None:
+    fee_params = parse_json_object(text, "feeParams")
+    if fee_params is None or "maxFee" not in fee_params:
+        return None
+    return wire.parse_uint(fee_params["maxFee"], "feeParams.maxFee")
+
+
+def apply_submit_task(
+    state: State, params: Params, ctx: BlockContext, tx: SignedTx, msg: SubmitTask
+) -> None:
+    account = get_account(state, msg.sender)
+    check_nonce(account, msg.sender, msg.nonce)
+    if not 1 <= msg.target_count <= params.max_target_count:
+        raise InvalidParams("targetCount", f"must be between 1 and {params.max_target_count}")
+    model = validate_model_options(msg.model_options)
+    fee = task_fee(params, msg.target_count)
+    max_fee = max_fee_of(msg.fee_params)
+    if max_fee is not None and fee > max_fee:
+        raise InvalidParams("feeParams.maxFee", f"the fee {fee} exceeds maxFee {max_fee}")
+    if get_task(state, tx.digest) is not None:
+        raise DuplicateSubmission(wire.hex0x(tx.hash), "this task exists already")
+    if account.balance < fee:
+        raise InsufficientBalance(msg.sender, fee, account.balance)
+    put_account(state, msg.sender, Account(account.balance - fee, account.stake, account.nonce + 1))
+    task = new_task(tx, fee, model, ctx)
+    update_task(state, task, None)  # new: get_task found no task under this hash
+    schedule_deadlines(state, params, task)
+
+
+def new_task(tx: SignedTx, fee: int, model: str | None, ctx: BlockContext | None) -> Task:
+    """The task a SubmitTask creates; without a block context it is still in the mempool."""
+    msg = tx.message
+    assert isinstance(msg, SubmitTask)
+    return Task(
+        task_hash=tx.digest,
+        tx_hash=tx.hash,
+        sender=msg.sender,
+        nonce=msg.nonce,
+        schema=msg.schema,
+        target_count=msg.target_count,
+        prompts=msg.prompts,
+        model_options=msg.model_options,
+        sid=msg.sid,
+        fee_params=msg.fee_params,
+        fee=fee,
+        model=model,
+        created_height=None if ctx is None else ctx.height,
+        created_at=None if ctx is None else ctx.time,
+    )

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import sha3  # safe-pysha3: C keccak, about 4x faster than eth-hash's pycryptodome backend
 
-from chain.errors import InvalidParams, InvalidSignature
-from chain.types import MESSAGE_TYPES, Message, SignedTx
+from chain.protocol.errors import InvalidParams, InvalidSignature
+from chain.protocol.types import MESSAGE_TYPES, Message, SignedTx
 
 HEX_BYTES = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")

@@ -10,11 +10,10 @@ import json
 import re
 from dataclasses import dataclass, fields
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from chain import crypto, wire
-from chain.errors import GenesisError, InvalidParams
+from chain.protocol import crypto, wire
+from chain.protocol.errors import GenesisError, InvalidParams
 
 ED25519_KEY_HEX = re.compile(r"(?:0x)?[0-9a-fA-F]{64}")
 
@@ -331,20 +330,6 @@ def _list(raw: dict[str, Any], key: str, required: bool = True) -> list[Any]:
     if not isinstance(value, list):
         raise GenesisError(key, "expected a list")
     return value
-
-
-def load_genesis(path: str | Path) -> Genesis:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GenesisError("(file)", f"cannot read {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise GenesisError("(file)", f"{path} is not UTF-8 text: {exc.reason}") from exc
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GenesisError("(file)", f"{path} is not valid JSON: {exc}") from exc
-    return parse_genesis(raw)
 
 
 def params_to_json(params: Params) -> dict[str, Any]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 
-from chain import wire
-from chain.consensus import Proposal, VoteMsg
-from chain.errors import ConflictingVote
-from chain.gossip import (
+from chain.node.ledger import Ledger
+from chain.protocol import wire
+from chain.protocol.consensus import Proposal, VoteMsg
+from chain.protocol.errors import ConflictingVote
+from chain.protocol.gossip import (
     SignedProposal,
     ValidatorKey,
     proposal_from_wire,
@@ -21,8 +22,7 @@ from chain.gossip import (
     sign_proposal,
     sign_vote,
 )
-from chain.ledger import Ledger
-from chain.types import Block, SignedTx, Vote
+from chain.protocol.types import Block, SignedTx, Vote
 
 log = logging.getLogger(__name__)
 

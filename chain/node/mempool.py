@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from chain import rules
-from chain.errors import InvalidTransaction, MempoolFull
-from chain.genesis import Params
-from chain.state import Reader, State, get_account
-from chain.types import BlockContext, SignedTx, SubmitTask
+from chain.protocol import blocks
+from chain.protocol.errors import InvalidTransaction, MempoolFull
+from chain.protocol.genesis import Params
+from chain.protocol.state import Reader, State, get_account
+from chain.protocol.types import BlockContext, SignedTx, SubmitTask
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,12 @@ class Mempool:
 
     def admit(self, tx: SignedTx, ctx: BlockContext) -> None:
         """Admit `tx` or raise (InvalidTransaction, MempoolFull); a refusal changes nothing."""
-        size = rules.tx_size(tx)
+        size = blocks.tx_size(tx)
         held = len(self)
         if held >= self.capacity or self._bytes + size > self.capacity_bytes:
             by_bytes = held < self.capacity
             raise MempoolFull(self.capacity, held, self.capacity_bytes, self._bytes, by_bytes)
-        rules.apply_tx(self._pending, self._params, ctx, tx)
+        blocks.apply_tx(self._pending, self._params, ctx, tx)
         self._txs[tx.hash] = tx
         self._sizes[tx.hash] = size
         self._bytes += size
@@ -97,7 +97,7 @@ class Mempool:
 
     def take(self, limit: int, max_bytes: int | None = None) -> list[SignedTx]:
         """The first `limit` transactions in admission order, at most `max_bytes` of them
-        by `rules.tx_size` (they stay until committed)."""
+        by `blocks.tx_size` (they stay until committed)."""
         out: list[SignedTx] = []
         total = 0
         for tx in self._txs.values():

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from chain import wire
+from chain.protocol import wire
 
 TEXT = "text"
 JSON = "json"

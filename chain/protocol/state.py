@@ -14,7 +14,7 @@ from typing import Any, Final, Protocol
 
 import orjson
 
-from chain.types import Account, ResourceNodeInfo, Task, ValidatorInfo
+from chain.protocol.types import Account, ResourceNodeInfo, Task, ValidatorInfo
 
 # State keys (everything under b"s/" is consensus state and enters the appHash).
 STATE_PREFIX = b"s/"

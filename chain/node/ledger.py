@@ -6,7 +6,7 @@ indexes and the new head, so a killed process reopens at its last committed bloc
 same appHash. `MemoryStore` is the in-memory twin for reference models in property tests.
 
 Key layout (big-endian integers, raw 20-byte addresses and 32-byte hashes):
-  s/...                  consensus state (see chain.state), enters the appHash
+  s/...                  consensus state (see chain.protocol.state), enters the appHash
   meta/head              {height, hash, appHash, time}
   meta/genesis           genesis hash
   blk/<h:8>              block with its hash and its commit
@@ -23,26 +23,33 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
-import plyvel
 
-from chain import crypto, rules, wire
-from chain.errors import AppHashMismatch, StorageError
-from chain.genesis import Genesis
-from chain.state import (
+from chain.node.store import KeyValueReader, KeyValueStore, LevelDBStore
+from chain.protocol import blocks, crypto, wire
+from chain.protocol.blocks import (
+    block_from_json,
+    block_header_json,
+    header_hash,
+    next_app_hash,
+    vote_from_json,
+    vote_to_json,
+)
+from chain.protocol.errors import AppHashMismatch, StorageError
+from chain.protocol.genesis import Genesis
+from chain.protocol.state import (
     ACCOUNT,
     NODE,
     OPEN_TASK,
     STATE_PREFIX,
     State,
     decode_account,
-    encode_write_set,
     get_supply,
     get_task,
 )
-from chain.types import ZERO_ADDRESS, ZERO_HASH, Block, BlockContext, SignedTx, Task, Vote
+from chain.protocol.types import ZERO_ADDRESS, ZERO_HASH, Block, BlockContext, SignedTx, Task, Vote
 
 log = logging.getLogger(__name__)
 
@@ -55,154 +62,6 @@ SENDER_TASK = b"sender/"
 HISTORY = b"hist/"
 OWN_VOTE = b"vote/"
 VERSIONED_PREFIXES = (ACCOUNT, NODE)
-# LevelDB: a bloom filter per table, so a read of a missing key (every new task's duplicate
-# check) skips the tables that cannot hold it; a larger block cache and write buffer than the
-# 8 MiB and 4 MiB defaults for ledgers of millions of tasks.
-BLOOM_FILTER_BITS = 10
-BLOCK_CACHE_BYTES = 64 * 1024 * 1024
-WRITE_BUFFER_BYTES = 16 * 1024 * 1024
-
-
-class KeyValueReader(Protocol):
-    def get(self, key: bytes) -> bytes | None: ...
-
-    def iterate(
-        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
-    ) -> Iterator[tuple[bytes, bytes]]: ...
-
-
-class KeyValueStore(KeyValueReader, Protocol):
-    def write(self, changes: Mapping[bytes, bytes | None]) -> None: ...
-
-    def snapshot(self) -> KeyValueReader:
-        """A reader of the store as it is now, blind to later writes."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class LevelDBReader:
-    """Reads of a plyvel DB, or of one of its snapshots (the DB as it was when taken)."""
-
-    def __init__(self, source: Any) -> None:
-        self._source = source
-
-    def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._source.get(key)
-        return value
-
-    def iterate(
-        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
-    ) -> Iterator[tuple[bytes, bytes]]:
-        return _iterate(self._source, prefix, start, reverse)
-
-
-class LevelDBStore(LevelDBReader):
-    """A LevelDB directory; one process at a time (LevelDB's LOCK file)."""
-
-    def __init__(self, path: str | Path) -> None:
-        try:
-            Path(path).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot use {path} as the data directory: {exc.strerror}") from exc
-        try:
-            self._db = plyvel.DB(
-                str(path),
-                create_if_missing=True,
-                bloom_filter_bits=BLOOM_FILTER_BITS,
-                lru_cache_size=BLOCK_CACHE_BYTES,
-                write_buffer_size=WRITE_BUFFER_BYTES,
-            )
-        except plyvel.IOError as exc:
-            if "LOCK" in str(exc):
-                raise StorageError(
-                    f"the data directory {path} is in use by another process "
-                    "(LevelDB holds its LOCK); stop that node or choose another --data-dir"
-                ) from exc
-            raise StorageError(f"cannot open the ledger in {path}: {exc}") from exc
-        except plyvel.CorruptionError as exc:
-            raise StorageError(f"the ledger in {path} is corrupted: {exc}") from exc
-        super().__init__(self._db)
-
-    def snapshot(self) -> LevelDBReader:
-        return LevelDBReader(self._db.snapshot())
-
-    def write(self, changes: Mapping[bytes, bytes | None]) -> None:
-        with self._db.write_batch(transaction=True, sync=True) as batch:
-            for key, value in changes.items():
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
-
-    def close(self) -> None:
-        if not self._db.closed:
-            self._db.close()
-
-
-def _iterate(
-    source: Any, prefix: bytes, start: bytes | None, reverse: bool
-) -> Iterator[tuple[bytes, bytes]]:
-    """The keys under `prefix` of a plyvel DB or snapshot, from `start` on, in order."""
-    end = _prefix_end(prefix)
-    if not reverse:
-        lower = prefix if start is None or start < prefix else start
-        yield from source.iterator(start=lower, stop=end)
-        return
-    # Reverse scans give plyvel only an upper bound: with a lower bound it skips a key
-    # equal to that bound when it is the only one in range.
-    upper = end if start is None else start + b"\x00"
-    if end is not None and upper is not None and end < upper:
-        upper = end
-    scan = source.iterator(reverse=True, stop=upper) if upper else source.iterator(reverse=True)
-    for key, value in scan:
-        if not key.startswith(prefix):
-            return
-        yield key, value
-
-
-class MemoryStore:
-    """The in-memory twin of LevelDBStore, for reference models in property tests only."""
-
-    def __init__(self) -> None:
-        self._data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self._data.get(key)
-
-    def iterate(
-        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
-    ) -> Iterator[tuple[bytes, bytes]]:
-        keys = sorted(k for k in self._data if k.startswith(prefix))
-        if start is not None:
-            keys = [k for k in keys if (k <= start if reverse else k >= start)]
-        for key in reversed(keys) if reverse else keys:
-            yield key, self._data[key]
-
-    def write(self, changes: Mapping[bytes, bytes | None]) -> None:
-        for key, value in changes.items():
-            if value is None:
-                self._data.pop(key, None)
-            else:
-                self._data[key] = value
-
-    def snapshot(self) -> MemoryStore:
-        copy = MemoryStore()
-        copy._data = dict(self._data)
-        return copy
-
-    def close(self) -> None:
-        pass
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    end = bytearray(prefix)
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return None
 
 
 def h8(height: int) -> bytes:
@@ -233,73 +92,6 @@ class StoredBlock:
 
 
 # Encoding of blocks and votes
-
-
-def vote_to_json(vote: Vote) -> dict[str, Any]:
-    return {
-        "chainId": vote.chain_id,
-        "height": vote.height,
-        "round": vote.round,
-        "type": vote.type,
-        "blockHash": wire.hex0x(vote.block_hash),
-        "validator": vote.validator,
-        "signature": wire.hex0x(vote.signature),
-    }
-
-
-def vote_from_json(obj: dict[str, Any]) -> Vote:
-    return Vote(
-        chain_id=obj["chainId"],
-        height=obj["height"],
-        round=obj["round"],
-        type=obj["type"],
-        block_hash=bytes.fromhex(obj["blockHash"][2:]),
-        validator=obj["validator"],
-        signature=bytes.fromhex(obj["signature"][2:]),
-    )
-
-
-def block_header_json(block: Block) -> dict[str, Any]:
-    return {
-        "height": block.height,
-        "time": block.time,
-        "proposer": block.proposer,
-        "prevHash": wire.hex0x(block.prev_hash),
-        "txs": [wire.hex0x(h) for h in block.txs],
-        "appHash": wire.hex0x(block.app_hash),
-        "lastCommit": [vote_to_json(v) for v in block.last_commit],
-    }
-
-
-def block_hash(block: Block) -> bytes:
-    return _header_hash(block_header_json(block))
-
-
-def _block_record(header: Mapping[str, Any], hex_hash: str, commit: Sequence[Vote]) -> bytes:
-    """A block as stored under its height: its header, its hash and its commit."""
-    record = {**header, "hash": hex_hash, "commit": [vote_to_json(v) for v in commit]}
-    return orjson.dumps(record)
-
-
-def _header_hash(header: dict[str, Any]) -> bytes:
-    return crypto.keccak(orjson.dumps(header, option=orjson.OPT_SORT_KEYS))
-
-
-def block_from_json(obj: dict[str, Any]) -> Block:
-    return Block(
-        height=obj["height"],
-        time=obj["time"],
-        proposer=obj["proposer"],
-        prev_hash=bytes.fromhex(obj["prevHash"][2:]),
-        txs=tuple(bytes.fromhex(h[2:]) for h in obj["txs"]),
-        app_hash=bytes.fromhex(obj["appHash"][2:]),
-        last_commit=tuple(vote_from_json(v) for v in obj["lastCommit"]),
-    )
-
-
-def next_app_hash(prev_app_hash: bytes, write_set: Sequence[tuple[bytes, bytes | None]]) -> bytes:
-    """appHash(h) = keccak256(appHash(h-1) || keccak256(canonical write set of block h))."""
-    return crypto.keccak(prev_app_hash + crypto.keccak(encode_write_set(write_set)))
 
 
 class HeadView:
@@ -399,7 +191,7 @@ class Ledger:
 
     def _write_genesis(self) -> None:
         state = State(self.store)
-        rules.apply_genesis(state, self.genesis)
+        blocks.apply_genesis(state, self.genesis)
         write_set = state.write_set()
         app_hash = next_app_hash(ZERO_HASH, write_set)
         block = Block(
@@ -484,7 +276,7 @@ class Ledger:
             )
         app_hash = next_app_hash(self.head.app_hash, write_set)
         header = block_header_json(block)
-        hash_ = _header_hash(header)
+        hash_ = header_hash(header)
         changes: dict[bytes, bytes | None] = dict(write_set)
         for index, (tx, status) in enumerate(txs):
             changes[TX + tx.hash] = orjson.dumps(
@@ -595,7 +387,7 @@ class Ledger:
             for task in (self.get_task(h) for h in self.open_task_hashes())
             if task is not None and task.settlement is None
         )
-        return rules.supply_check(accounts, escrow, get_supply(self.view))
+        return blocks.supply_check(accounts, escrow, get_supply(self.view))
 
     # Own votes and proposals (PROTOCOL 6: persisted, synced, before they are sent)
 
@@ -647,3 +439,9 @@ OWN_PROPOSAL_TYPE = crypto.VOTE_TYPES["proposal"]
 
 def _own_key(height: int, round_: int, kind: int) -> bytes:
     return OWN_VOTE + h8(height) + round_.to_bytes(4, "big") + bytes([kind])
+
+
+def _block_record(header: Mapping[str, Any], hex_hash: str, commit: Sequence[Vote]) -> bytes:
+    """A block as stored under its height: its header, its hash and its commit."""
+    record = {**header, "hash": hex_hash, "commit": [vote_to_json(v) for v in commit]}
+    return orjson.dumps(record)

@@ -1,6 +1,6 @@
 """Hashing and signatures: keccak, EIP-712 (PROTOCOL 3), secp256k1, Ed25519, dev keys.
 
-The EIP-712 digest is computed directly from the type tables in `chain.types` (all fields
+The EIP-712 digest is computed directly from the type tables in `chain.protocol.types` (all fields
 are static types, so the encoding is a flat concatenation) and signatures are recovered with
 coincurve. The test vectors, produced by ethers.js, and a cross-check against eth-account
 keep both honest.
@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from chain import wire
-from chain.errors import InvalidSignature
-from chain.types import MESSAGE_TYPES, Message, SignedTx, signer_of
+from chain.protocol import wire
+from chain.protocol.errors import InvalidSignature
+from chain.protocol.types import MESSAGE_TYPES, Message, SignedTx, signer_of
 
 DOMAIN_NAME = "AegisAI"
 DOMAIN_VERSION = "1"

@@ -1,7 +1,7 @@
 """What validators send each other (PROTOCOL 6), as values, JSON and signatures.
 
 - a signed PROPOSAL, which carries its block and the block's transactions in full;
-- a signed PREVOTE or PRECOMMIT (`chain.types.Vote`);
+- a signed PREVOTE or PRECOMMIT (`chain.protocol.types.Vote`);
 - a committed block with its commit and its transactions, for block sync.
 
 Decoding checks everything that can be checked without the ledger: the shape of every field,
@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from chain import crypto, wire
-from chain.consensus import PRECOMMIT, VOTE_TYPES, Proposal, ValidatorSet, VoteMsg
-from chain.errors import ChainError, InvalidPeerMessage
-from chain.ledger import block_from_json, block_hash, block_header_json, vote_to_json
-from chain.types import MESSAGE_TYPES, Block, SignedTx, Vote
+from chain.protocol import crypto, wire
+from chain.protocol.blocks import block_from_json, block_hash, block_header_json, vote_to_json
+from chain.protocol.consensus import PRECOMMIT, VOTE_TYPES, Proposal, ValidatorSet, VoteMsg
+from chain.protocol.errors import ChainError, InvalidPeerMessage
+from chain.protocol.types import MESSAGE_TYPES, Block, SignedTx, Vote
 
 MAX_ROUND = 2**31 - 1
 

@@ -6,13 +6,13 @@ started. A single validator commits alone (PROTOCOL 6, dev mode): it signs its o
 which the next block carries as `lastCommit`, and makes blocks on a timer or on demand
 (automine).
 
-With several validators the node runs Tendermint (`chain.consensus`) with its peers through a
-`Network` (the HTTP transport of `rpc.p2p`):
+With several validators the node runs Tendermint (`chain.protocol.consensus`) with its
+peers through a `Network` (the HTTP transport of `rpc.p2p`):
 
 - the proposer builds a block from its mempool, executes it and proposes it with its
   transactions; every validator re-executes it before it prevotes for it (`_check_block`),
   and a block whose appHash differs from the local state is never voted for;
-- votes and proposals are written to disk before they are signed out (`chain.signer`), and a
+- votes and proposals are written to disk before they are signed out (`chain.node.signer`), and a
   restarted validator resumes in the last round it signed in (the others may wait there for it);
 - after a commit the next height starts `block_time_ms` later (Tendermint's timeout_commit);
 - each validator re-sends its own messages of the current height every second, so a peer
@@ -34,8 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from chain import crypto, gossip, rules, wire
-from chain.consensus import (
+from chain.node.ledger import Head, Ledger, PreparedBlock, TxRecord
+from chain.node.mempool import DEFAULT_CAPACITY, Mempool
+from chain.node.signer import PrivValidator
+from chain.protocol import blocks, crypto, gossip, wire
+from chain.protocol.blocks import block_hash
+from chain.protocol.consensus import (
     Action,
     Broadcast,
     Decide,
@@ -47,7 +51,7 @@ from chain.consensus import (
     ValidatorSet,
     VoteMsg,
 )
-from chain.errors import (
+from chain.protocol.errors import (
     AppHashMismatch,
     ChainError,
     ConflictingVote,
@@ -56,13 +60,10 @@ from chain.errors import (
     InvalidTransaction,
     MempoolFull,
 )
-from chain.genesis import RESOURCE_NODE_KEY_OFFSET, VALIDATOR_KEY_OFFSET, Genesis
-from chain.gossip import CommittedBlock, ValidatorKey, Verifier
-from chain.ledger import Head, Ledger, PreparedBlock, TxRecord, block_hash
-from chain.mempool import DEFAULT_CAPACITY, Mempool
-from chain.signer import PrivValidator
-from chain.state import State
-from chain.types import Block, BlockContext, Message, SignedTx, Vote, signer_of
+from chain.protocol.genesis import RESOURCE_NODE_KEY_OFFSET, VALIDATOR_KEY_OFFSET, Genesis
+from chain.protocol.gossip import CommittedBlock, ValidatorKey, Verifier
+from chain.protocol.state import State
+from chain.protocol.types import Block, BlockContext, Message, SignedTx, Vote, signer_of
 
 __all__ = ["Network", "Node", "ValidatorKey", "dev_validator_key", "resource_node_dev_key"]
 
@@ -424,11 +425,11 @@ class Node:
         signers = [v.validator for v in block.last_commit]
         if self._open == ctx and self.mempool.holds_only(txs):
             state = self.mempool.pending_block_state()
-            rules.end_block(state, self.params, ctx, signers)
+            blocks.end_block(state, self.params, ctx, signers)
             records = [(tx, "committed") for tx in txs]
         else:
             state = State(self.ledger.view)
-            records = rules.execute_block(state, self.params, ctx, txs, signers)
+            records = blocks.execute_block(state, self.params, ctx, txs, signers)
         prepared = self.ledger.prepare_block(block, (), records, state.write_set())
         self._writing_head = prepared.head
         self._open = None
@@ -782,7 +783,7 @@ class Node:
         state = State(self.ledger.view)
         ctx = BlockContext(block.height, block.time, block.proposer)
         signers = [v.validator for v in block.last_commit]
-        candidate.records = rules.execute_block(state, self.params, ctx, candidate.txs, signers)
+        candidate.records = blocks.execute_block(state, self.params, ctx, candidate.txs, signers)
         candidate.write_set = state.write_set()
         return None
 
@@ -806,7 +807,7 @@ class Node:
             return f"its proposer {block.proposer} is not a validator"
         if len(block.txs) > self.params.max_block_txs:
             return f"it holds {len(block.txs)} transactions, more than maxBlockTxs"
-        size = sum(rules.tx_size(tx) for tx in candidate.txs)
+        size = sum(blocks.tx_size(tx) for tx in candidate.txs)
         if size > MAX_BLOCK_TX_BYTES:
             return f"its transactions take {size} bytes, more than {MAX_BLOCK_TX_BYTES}"
         if any(self.ledger.get_tx(h) is not None for h in block.txs):

@@ -62,10 +62,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from chain.types import Vote
+from chain.protocol.types import Vote
 
 if TYPE_CHECKING:
-    from chain.genesis import Genesis
+    from chain.protocol.genesis import Genesis
 
 HASH_LENGTH = 32
 PREVOTE: Literal["prevote"] = "prevote"
@@ -301,7 +301,7 @@ class VoteMsg:
 
     @classmethod
     def from_vote(cls, vote: Vote) -> VoteMsg:
-        """The unsigned content of a signed `chain.types.Vote` (empty block hash is nil)."""
+        """The unsigned content of a signed `types.Vote` (empty block hash is nil)."""
         if vote.type not in VOTE_TYPES:
             raise ValueError(f"vote type must be prevote or precommit, got {vote.type!r}")
         vote_type: VoteType = PREVOTE if vote.type == PREVOTE else PRECOMMIT
@@ -310,7 +310,7 @@ class VoteMsg:
 
     @property
     def block_hash(self) -> bytes:
-        """The value as `chain.types.Vote` spells it: empty bytes for nil."""
+        """The value as `chain.protocol.types.Vote` spells it: empty bytes for nil."""
         return self.value if self.value is not None else b""
 
 

@@ -2,7 +2,7 @@
 
 Every value is a frozen dataclass. Transaction messages carry their EIP-712 type table
 (PROTOCOL 3): `FIELDS` lists (wire name, attribute, ABI type) in the normative order.
-Bytes fields (schema, prompts, ...) keep the wire string exactly as given; `chain.wire`
+Bytes fields (schema, prompts, ...) keep the wire string exactly as given; `chain.protocol.wire`
 decodes them for hashing.
 """
 

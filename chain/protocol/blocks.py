@@ -1,0 +1,240 @@
+"""The protocol's state transition as pure functions over a `State` (PROTOCOL 3 and 4).
+
+No I/O, no clock: a block's height, time and proposer come in as a `BlockContext`. The same
+inputs give the same writes on every validator. Each `apply_*` checks everything before it
+writes, and `apply_tx` runs on a scratch overlay, so a rejected transaction changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from chain.protocol import accounts, crypto, tasks, wire
+from chain.protocol.errors import (
+    InvalidParams,
+    InvalidTransaction,
+)
+from chain.protocol.genesis import Genesis, Params
+from chain.protocol.state import (
+    State,
+    credit,
+    encode_write_set,
+    get_account,
+    get_supply,
+    put_account,
+    put_node,
+    put_supply,
+    put_validator,
+)
+from chain.protocol.types import (
+    Account,
+    Block,
+    BlockContext,
+    RegisterResourceNode,
+    ResourceNodeInfo,
+    SignedTx,
+    Stake,
+    SubmitInferenceResult,
+    SubmitTask,
+    Transfer,
+    Unstake,
+    ValidatorInfo,
+    Vote,
+)
+
+log = logging.getLogger(__name__)
+
+
+log = logging.getLogger(__name__)
+
+
+# Genesis
+
+
+def apply_genesis(state: State, genesis: Genesis) -> None:
+    """Write the initial state: balances, stakes, validators, resource nodes, supply."""
+    accounts: dict[str, Account] = {}
+    for item in genesis.accounts:
+        accounts[item.address] = Account(balance=item.balance)
+    for val in genesis.validators:
+        acct = accounts.get(val.address, Account())
+        accounts[val.address] = Account(acct.balance, acct.stake + val.stake, acct.nonce)
+        put_validator(state, ValidatorInfo(val.address, val.consensus_pub_key, val.url))
+    for node in genesis.resource_nodes:
+        acct = accounts.get(node.address, Account())
+        accounts[node.address] = Account(acct.balance, acct.stake + node.stake, acct.nonce)
+        put_node(state, node.address, ResourceNodeInfo(node.models, node.endpoint, False))
+    for address, acct in accounts.items():
+        put_account(state, address, acct)
+    put_supply(state, genesis.supply, 0, 0)
+
+
+# Transactions
+
+
+def apply_tx(state: State, params: Params, ctx: BlockContext, tx: SignedTx) -> None:
+    """Apply one verified transaction; raises InvalidTransaction and then writes nothing."""
+    size = tx_size(tx)
+    if size > params.max_tx_bytes:
+        raise InvalidParams(
+            "(transaction)", f"{size} bytes exceeds maxTxBytes {params.max_tx_bytes}"
+        )
+    scratch = state.child()
+    msg = tx.message
+    if isinstance(msg, SubmitTask):
+        tasks.apply_submit_task(scratch, params, ctx, tx, msg)
+    elif isinstance(msg, Transfer):
+        accounts.apply_transfer(scratch, msg)
+    elif isinstance(msg, Stake):
+        accounts.apply_stake(scratch, params, msg)
+    elif isinstance(msg, Unstake):
+        accounts.apply_unstake(scratch, params, msg)
+    elif isinstance(msg, RegisterResourceNode):
+        accounts.apply_register(scratch, msg)
+    elif isinstance(msg, SubmitInferenceResult):
+        tasks.apply_result(scratch, params, ctx, tx, msg)
+    else:
+        tasks.apply_verification(scratch, params, ctx, tx, msg)
+    state.merge(scratch)
+
+
+@lru_cache(maxsize=1 << 16)
+def tx_size(tx: SignedTx) -> int:
+    """Bytes of the transaction's canonical JSON: its wire params plus the signature.
+    Cached: admission, block execution and re-admission after a block all ask."""
+    params = wire.message_to_params(tx.message)
+    params["signature"] = wire.hex0x(tx.signature)
+    try:
+        return len(orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
+    except TypeError:  # an integer beyond 64 bits, which orjson does not write
+        text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return len(text.encode())
+
+
+# End of block
+
+
+def end_block(
+    state: State, params: Params, ctx: BlockContext, commit_signers: Sequence[str]
+) -> None:
+    """Close the deadlines due at this height (4.7), then mint the block reward for the
+    validators whose precommits the block carries (4.9)."""
+    tasks.process_deadlines(state, params, ctx)
+    reward = params.block_reward
+    if reward == 0:
+        return
+    signers = sorted(set(commit_signers))
+    stakes = [get_account(state, address).stake for address in signers]
+    total = sum(stakes)
+    paid = 0
+    if total > 0:
+        for address, stake in zip(signers, stakes, strict=True):
+            share = reward * stake // total
+            if share:
+                credit(state, address, share)
+                paid += share
+    if reward - paid:
+        credit(state, ctx.proposer, reward - paid)
+    genesis_supply, minted, burned = get_supply(state)
+    put_supply(state, genesis_supply, minted + reward, burned)
+
+
+def execute_block(
+    state: State,
+    params: Params,
+    ctx: BlockContext,
+    txs: Sequence[SignedTx],
+    commit_signers: Sequence[str],
+) -> list[tuple[SignedTx, str]]:
+    """Run a block's transactions in order, then `end_block`; every validator runs exactly
+    this. A transaction that no longer applies is kept in the block as "late" and changes
+    nothing; the others are "committed"."""
+    records: list[tuple[SignedTx, str]] = []
+    for tx in txs:
+        try:
+            apply_tx(state, params, ctx, tx)
+            records.append((tx, "committed"))
+        except InvalidTransaction as exc:
+            log.info("tx 0x%s is late: %s", tx.hash.hex(), exc)
+            records.append((tx, "late"))
+    end_block(state, params, ctx, commit_signers)
+    return records
+
+
+# The supply invariant (PROTOCOL 4.10)
+
+
+def supply_check(
+    accounts: Iterable[Account], escrowed: Iterable[int], supply: tuple[int, int, int]
+) -> tuple[int, int]:
+    """(held, expected): held = balances + stakes + escrow; expected = genesis + minted - burned."""
+    held = sum(a.balance + a.stake for a in accounts) + sum(escrowed)
+    genesis_supply, minted, burned = supply
+    return held, genesis_supply + minted - burned
+
+
+def vote_to_json(vote: Vote) -> dict[str, Any]:
+    return {
+        "chainId": vote.chain_id,
+        "height": vote.height,
+        "round": vote.round,
+        "type": vote.type,
+        "blockHash": wire.hex0x(vote.block_hash),
+        "validator": vote.validator,
+        "signature": wire.hex0x(vote.signature),
+    }
+
+
+def vote_from_json(obj: dict[str, Any]) -> Vote:
+    return Vote(
+        chain_id=obj["chainId"],
+        height=obj["height"],
+        round=obj["round"],
+        type=obj["type"],
+        block_hash=bytes.fromhex(obj["blockHash"][2:]),
+        validator=obj["validator"],
+        signature=bytes.fromhex(obj["signature"][2:]),
+    )
+
+
+def block_header_json(block: Block) -> dict[str, Any]:
+    return {
+        "height": block.height,
+        "time": block.time,
+        "proposer": block.proposer,
+        "prevHash": wire.hex0x(block.prev_hash),
+        "txs": [wire.hex0x(h) for h in block.txs],
+        "appHash": wire.hex0x(block.app_hash),
+        "lastCommit": [vote_to_json(v) for v in block.last_commit],
+    }
+
+
+def block_hash(block: Block) -> bytes:
+    return header_hash(block_header_json(block))
+
+
+def header_hash(header: dict[str, Any]) -> bytes:
+    return crypto.keccak(orjson.dumps(header, option=orjson.OPT_SORT_KEYS))
+
+
+def block_from_json(obj: dict[str, Any]) -> Block:
+    return Block(
+        height=obj["height"],
+        time=obj["time"],
+        proposer=obj["proposer"],
+        prev_hash=bytes.fromhex(obj["prevHash"][2:]),
+        txs=tuple(bytes.fromhex(h[2:]) for h in obj["txs"]),
+        app_hash=bytes.fromhex(obj["appHash"][2:]),
+        last_commit=tuple(vote_from_json(v) for v in obj["lastCommit"]),
+    )
+
+
+def next_app_hash(prev_app_hash: bytes, write_set: Sequence[tuple[bytes, bytes | None]]) -> bytes:
+    """appHash(h) = keccak256(appHash(h-1) || keccak256(canonical write set of block h))."""
+    return crypto.keccak(prev_app_hash + crypto.keccak(encode_write_set(write_set)))
