@@ -87,12 +87,9 @@ def banner(genesis: Genesis, node: Node, url: str) -> str:
         + (" (dev mode: this node commits alone)" if node.alone else " (Tendermint BFT)"),
     ]
     if node.dev_keys:
-        store = node.ledger.view
-        from chain.protocol.state import get_account
-
         lines += ["", "Available accounts (unlocked, dev mode)", "=" * 40]
         for i, address in enumerate(node.dev_keys):
-            balance = get_account(store, address).balance
+            balance = node.account(address)[0].balance
             lines.append(f"({i}) {address} ({balance / 10**18:g} {genesis.symbol})")
         lines += ["", "Private keys", "=" * 40]
         for i, key in enumerate(node.dev_keys.values()):
@@ -119,7 +116,7 @@ async def serve(args: argparse.Namespace) -> int:
         urls = args.peer or [
             v.url for v in genesis.validators if v.address != node.validator.address and v.url
         ]
-        peers = Peers(urls, genesis.hash, node.pending_tx_wire)
+        peers = Peers(urls, genesis.hash, node.consensus.pending_tx_wire)
         node.network = peers
     runner = web.AppRunner(RpcServer(node).app, access_log=None)
     try:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from typing import Any
 
 from chain.node.ledger import TxRecord
 from chain.node.node import Node
-from chain.protocol import crypto, tasks, wire
+from chain.protocol import crypto, wire
 from chain.protocol import state as st
 from chain.protocol.blocks import block_header_json, vote_to_json
 from chain.protocol.errors import (
@@ -122,7 +121,7 @@ def sign_for_dev_account(node: Node, cls: type[Message], params: Params) -> Sign
             reason += f"; {signer} is not an unlocked dev account"
         raise InvalidSignature(reason)
     if "nonce" not in fields and any(name == "nonce" for name, _a, _t in cls.FIELDS):
-        fields["nonce"] = node.mempool.next_nonce(signer)
+        fields["nonce"] = node.next_nonce(signer)
     return node.dev_sign(wire.message_from_params(cls, fields))
 
 
@@ -196,15 +195,6 @@ def render_task(task: Task) -> dict[str, Any]:
     return out
 
 
-def render_pending_task(node: Node, tx: SignedTx) -> dict[str, Any]:
-    """A task whose SubmitTask waits in the mempool: `submitted`, no block yet."""
-    msg = tx.message
-    assert isinstance(msg, SubmitTask)
-    fee = tasks.task_fee(node.params, msg.target_count)
-    model = tasks.validate_model_options(msg.model_options)
-    return render_task(tasks.new_task(tx, fee, model, None))
-
-
 def render_tx(record: TxRecord) -> dict[str, Any]:
     """The GET /tx/<hash> object (PROTOCOL 5.1)."""
     msg = record.tx.message
@@ -225,7 +215,7 @@ def render_tx(record: TxRecord) -> dict[str, Any]:
 
 
 def render_block(node: Node, height: int) -> dict[str, Any]:
-    stored = node.ledger.get_block(height)
+    stored = node.block(height)
     if stored is None:
         raise NotFound("height", f"no block {height}; the head is {node.head.height}")
     out = block_header_json(stored.block)
@@ -302,61 +292,43 @@ def get_account(node: Node, params: Params) -> dict[str, Any]:
     address = wire.parse_address(params["address"], "address")
     height = params.get("blockHeight")
     if height is None or height == "latest":
-        store = node.ledger.view
-        out = _render_account(address, st.get_account(store, address), st.get_node(store, address))
+        out = _render_account(address, *node.account(address))
         out["blockHeight"] = node.head.height
-        out["pendingNonce"] = node.mempool.next_nonce(address)
+        out["pendingNonce"] = node.next_nonce(address)
         return out
     at = parse_height(node, height, "blockHeight")
-    raw_account = node.ledger.state_at(st.account_key(address), at)
-    raw_node = node.ledger.state_at(st.node_key(address), at)
-    out = _render_account(
-        address,
-        Account() if raw_account is None else st.decode_account(raw_account),
-        None if raw_node is None else st.decode_node(raw_node),
-    )
+    out = _render_account(address, *node.account(address, at))
     out["blockHeight"] = at
     return out
 
 
 def get_validators(node: Node, _params: Params) -> list[dict[str, Any]]:
-    store = node.ledger.view
-    out = []
-    for val in node.genesis.validators:
-        info = st.get_validator(store, val.address)
-        if info is None:
-            continue
-        out.append(
-            {
-                "address": info.address,
-                "consensusPubKey": info.consensus_pub_key.hex(),
-                "stake": str(st.get_account(store, info.address).stake),
-                "url": info.url,
-            }
-        )
-    return out
+    return [
+        {
+            "address": info.address,
+            "consensusPubKey": info.consensus_pub_key.hex(),
+            "stake": str(stake),
+            "url": info.url,
+        }
+        for info, stake in node.validators()
+    ]
 
 
 def get_resource_nodes(node: Node, _params: Params) -> list[dict[str, Any]]:
-    store = node.ledger.view
-    out = []
-    for key, raw in node.ledger.iter_state(st.NODE):
-        address = wire.checksum(key[len(st.NODE) :])
-        info = st.decode_node(raw)
-        out.append(
-            {
-                "address": address,
-                "stake": str(st.get_account(store, address).stake),
-                "models": info.models,
-                "endpoint": info.endpoint,
-                "jailed": info.jailed,
-            }
-        )
-    return out
+    return [
+        {
+            "address": address,
+            "stake": str(stake),
+            "models": info.models,
+            "endpoint": info.endpoint,
+            "jailed": info.jailed,
+        }
+        for address, info, stake in node.resource_nodes()
+    ]
 
 
 def task_stats(node: Node, _params: Params) -> dict[str, int]:
-    stats = st.get_task_stats(node.ledger.view)
+    stats = node.task_stats()
     return {"total": sum(stats.values()), **stats}
 
 
@@ -366,13 +338,10 @@ def query_task(node: Node, params: Params) -> dict[str, Any]:
         task_hash = wire.parse_hash(raw, "taskHash")
     except InvalidParams as exc:
         raise TaskNotFound(str(raw)[:80], f"malformed: {exc.detail}") from exc
-    task = node.ledger.get_task(task_hash)
-    if task is not None:
-        return render_task(task)
-    pending = node.mempool.pending_task(task_hash)
-    if pending is not None:
-        return render_pending_task(node, pending)
-    raise TaskNotFound(wire.hex0x(task_hash))
+    task = node.task(task_hash)
+    if task is None:
+        raise TaskNotFound(wire.hex0x(task_hash))
+    return render_task(task)
 
 
 PENDING_TIMESTAMP_WINDOW_S = 300
@@ -405,18 +374,8 @@ def query_pending_tasks(node: Node, params: Params) -> list[dict[str, Any]]:
     limit = wire.parse_int(params.get("limit", 100), "limit", 1, MAX_PENDING_LIMIT)
     if params.get("Signature") is not None:
         check_pending_signature(node, address, timestamp, params["Signature"])
-    state = node.mempool.pending_state
-    work = tasks.pending_work(
-        state,
-        node.params,
-        address,
-        node.next_context().height,
-        list(node.ledger.open_task_hashes()),
-    )
-    node_bytes = bytes.fromhex(address[2:])
-    work.sort(key=lambda item: crypto.keccak(node_bytes + item[0].task_hash))
     out = []
-    for task, compute, verify in work[:limit]:
+    for task, compute, verify in node.pending_work(address)[:limit]:
         item = render_task(task)
         item["seed"] = str(crypto.task_seed(task.task_hash, address))
         item["compute"] = compute
@@ -441,12 +400,7 @@ def get_tasks_by_sender(node: Node, params: Params) -> list[dict[str, Any]]:
     address = wire.parse_address(params["address"], "address")
     from_nonce = wire.parse_uint(params.get("fromNonce", 0), "fromNonce", 64)
     limit = wire.parse_int(params.get("limit", 100), "limit", 1, MAX_TASKS_PER_CALL)
-    out = []
-    for task_hash in islice(node.ledger.task_hashes_of_sender(address, from_nonce), limit):
-        task = node.ledger.get_task(task_hash)
-        if task is not None:
-            out.append(render_task(task))
-    return out
+    return [render_task(task) for task in node.tasks_of_sender(address, from_nonce, limit)]
 
 
 METHODS: dict[str, MethodSpec] = {

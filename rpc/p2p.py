@@ -69,9 +69,9 @@ def add_routes(app: web.Application, node: Node) -> None:
         if not isinstance(msgs, list) or not isinstance(txs, list):
             return web.json_response({"error": "messages and txs must be lists"}, status=400)
         if txs:
-            node.receive_txs(txs)
+            node.consensus.receive_txs(txs)
         if msgs:
-            node.receive_messages(msgs)
+            node.consensus.receive_messages(msgs)
         return web.Response(status=204)
 
     async def status(_request: web.Request) -> web.Response:
@@ -95,7 +95,7 @@ def add_routes(app: web.Application, node: Node) -> None:
         out: list[bytes] = []
         size = 0
         for height in range(max(start, 1), min(start + limit, node.head.height + 1)):
-            committed = node.committed_block(height)
+            committed = node.consensus.committed_block(height)
             if committed is None or (out and size > MAX_SYNC_BYTES):
                 break
             out.append(orjson.dumps(gossip.committed_to_wire(committed)))

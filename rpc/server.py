@@ -305,7 +305,7 @@ class RpcServer:
                 "blockHash": wire.hex0x(head.hash),
                 "appHash": wire.hex0x(head.app_hash),
                 "time": head.time,
-                "mempool": len(self.node.mempool),
+                "mempool": self.node.pending_count(),
                 "validator": self.node.validator.address,
                 **self.node.consensus_status(),
             }

@@ -30,6 +30,7 @@ import orjson
 from chain.node.store import KeyValueReader, KeyValueStore, LevelDBStore
 from chain.protocol import blocks, crypto, wire
 from chain.protocol.blocks import (
+    Head,
     block_from_json,
     block_header_json,
     header_hash,
@@ -66,14 +67,6 @@ VERSIONED_PREFIXES = (ACCOUNT, NODE)
 
 def h8(height: int) -> bytes:
     return height.to_bytes(8, "big")
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    height: int
-    hash: bytes
-    app_hash: bytes
-    time: int
 
 
 @dataclass(frozen=True, slots=True)
