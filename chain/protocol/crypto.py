@@ -1,7 +1,7 @@
 """Hashing and signatures: keccak, EIP-712 (PROTOCOL 3), secp256k1, Ed25519, dev keys.
 
-The EIP-712 digest is computed directly from the type tables in `chain.protocol.types` (all fields
-are static types, so the encoding is a flat concatenation) and signatures are recovered with
+The EIP-712 digest is computed directly from the type tables in `types` (all fields are
+static types, so the encoding is a flat concatenation) and signatures are recovered with
 coincurve. The test vectors, produced by ethers.js, and a cross-check against eth-account
 keep both honest.
 """
