@@ -18,7 +18,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from chain.node.ledger import PreparedBlock
+from chain.node.ledger import PreparedBlock, log_late
 from chain.protocol import blocks, gossip
 from chain.protocol.blocks import Head
 from chain.protocol.consensus import VoteMsg
@@ -129,7 +129,7 @@ class DevProducer:
             records = [(tx, "committed") for tx in txs]
         else:
             state = State(ledger.view)
-            records = blocks.execute_block(state, params, ctx, txs, signers)
+            records = blocks.execute_block(state, params, ctx, txs, signers, log_late)
         prepared = ledger.prepare_block(block, (), records, state.write_set())
         self._writing_head = prepared.head
         self._open = None

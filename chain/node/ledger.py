@@ -38,7 +38,7 @@ from chain.protocol.blocks import (
     vote_from_json,
     vote_to_json,
 )
-from chain.protocol.errors import AppHashMismatch, StorageError
+from chain.protocol.errors import AppHashMismatch, InvalidTransaction, StorageError
 from chain.protocol.genesis import Genesis
 from chain.protocol.state import (
     ACCOUNT,
@@ -128,6 +128,11 @@ class PreparedBlock:
         record = _block_record(self.header, wire.hex0x(self.head.hash), commit)
         changes[BLOCK + h8(self.head.height)] = record
         return replace(self, changes=changes, commit=tuple(commit))
+
+
+def log_late(tx: SignedTx, reason: InvalidTransaction) -> None:
+    """Log a transaction that stays in its block as `late` (it no longer applied)."""
+    log.info("tx 0x%s is late: %s", tx.hash.hex(), reason)
 
 
 class Ledger:

@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chain.node.ledger import log_late
 from chain.protocol import blocks, gossip, wire
 from chain.protocol.blocks import Head, block_hash
 from chain.protocol.consensus import (
@@ -500,7 +501,9 @@ class Consensus:
         state = State(node.ledger.view)
         ctx = BlockContext(block.height, block.time, block.proposer)
         signers = [v.validator for v in block.last_commit]
-        candidate.records = blocks.execute_block(state, node.params, ctx, candidate.txs, signers)
+        candidate.records = blocks.execute_block(
+            state, node.params, ctx, candidate.txs, signers, log_late
+        )
         candidate.write_set = state.write_set()
         return None
 

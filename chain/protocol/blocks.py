@@ -16,7 +16,6 @@ transaction changes nothing.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,8 +52,6 @@ from chain.protocol.types import (
     ValidatorInfo,
     Vote,
 )
-
-log = logging.getLogger(__name__)
 
 # A block may be at most this far ahead of the local clock of the validator that checks it.
 MAX_CLOCK_DRIFT_S = 30
@@ -258,17 +255,19 @@ def execute_block(
     ctx: BlockContext,
     txs: Sequence[SignedTx],
     commit_signers: Sequence[str],
+    on_late: Callable[[SignedTx, InvalidTransaction], None] | None = None,
 ) -> list[tuple[SignedTx, str]]:
     """Run a block's transactions in order, then `end_block`; every validator runs exactly
     this. A transaction that no longer applies is kept in the block as "late" and changes
-    nothing; the others are "committed"."""
+    nothing (`on_late` hears why); the others are "committed"."""
     records: list[tuple[SignedTx, str]] = []
     for tx in txs:
         try:
             apply_tx(state, params, ctx, tx)
             records.append((tx, "committed"))
         except InvalidTransaction as exc:
-            log.info("tx 0x%s is late: %s", tx.hash.hex(), exc)
+            if on_late is not None:
+                on_late(tx, exc)
             records.append((tx, "late"))
     end_block(state, params, ctx, commit_signers)
     return records
