@@ -44,11 +44,10 @@ from resource_node.backends import (
 from resource_node.backends.faults import Faults
 from resource_node.state import SubmissionLog, state_path
 from rpc.client import InferchainClient, RpcError, TransportError, Wallet
+from rpc.errors import DUPLICATE_SUBMISSION, MEMPOOL_FULL
 
 log = logging.getLogger(__name__)
 
-DUPLICATE_CODE = -32006
-BUSY_CODE = -32007
 CRASH_EXIT_CODE = 3
 MAX_COOLDOWNS = 4096
 
@@ -353,7 +352,7 @@ class ResourceNode:
         except RpcError as exc:
             self._counters.poll_errors += 1
             # busy (-32007), or e.g. not eligible (-32005, jailed): do not hammer it either
-            what = "validator busy" if exc.code == BUSY_CODE else "queryPendingTasks refused"
+            what = "validator busy" if exc.code == MEMPOOL_FULL else "queryPendingTasks refused"
             self._back_off(what, exc)
             return CycleReport(error=str(exc)), []
         if not isinstance(tasks, list):
@@ -506,7 +505,7 @@ class ResourceNode:
         """A submission that got no true/false/-32006 answer."""
         if isinstance(exc, TransportError):
             self._back_off(f"submitting {key[0]} for task {key[1]}", exc, polling=False)
-        elif isinstance(exc, RpcError) and exc.code == BUSY_CODE:
+        elif isinstance(exc, RpcError) and exc.code == MEMPOOL_FULL:
             what = f"submitting {key[0]} for task {key[1]}: validator busy"
             self._back_off(what, exc, polling=False)
         else:
@@ -519,7 +518,7 @@ class ResourceNode:
         try:
             accepted = await submission
         except RpcError as exc:
-            if exc.code == DUPLICATE_CODE:
+            if exc.code == DUPLICATE_SUBMISSION:
                 return "duplicate"
             self._rejected(key, exc)
             return None

@@ -43,14 +43,13 @@ from chain.protocol.types import (
     Transfer,
     Unstake,
 )
+from rpc.errors import INTERNAL_ERROR, NONCE_MISMATCH
 
 logger = logging.getLogger(__name__)
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 DEFAULT_TIMEOUT = 30.0
 JSON_HEADERS = {"Content-Type": "application/json"}
-NONCE_ERROR_CODE = -32000
-INTERNAL_ERROR_CODE = -32603
 POLL_INTERVAL_START = 0.02
 POLL_INTERVAL_MAX = 0.2
 POLL_INTERVAL_GROWTH = 1.5
@@ -87,12 +86,12 @@ class RpcError(Exception):
     def from_response(cls, error: Any) -> RpcError:
         """Build from the `error` member of a response, tolerating a malformed one."""
         if not isinstance(error, dict):
-            return cls(INTERNAL_ERROR_CODE, f"malformed error object: {error!r}", None)
+            return cls(INTERNAL_ERROR, f"malformed error object: {error!r}", None)
         code = error.get("code")
         message = error.get("message")
         data = error.get("data")
         return cls(
-            code if isinstance(code, int) and not isinstance(code, bool) else INTERNAL_ERROR_CODE,
+            code if isinstance(code, int) and not isinstance(code, bool) else INTERNAL_ERROR,
             message if isinstance(message, str) else repr(message),
             data if isinstance(data, dict) or data is None else {"value": data},
         )
@@ -569,7 +568,7 @@ class InferchainClient:
         self._nonces.pop(_checksum(address, "address"), None)
 
     def _note_nonce_error(self, params: Params, error: RpcError) -> None:
-        if error.code != NONCE_ERROR_CODE or not isinstance(params, dict):
+        if error.code != NONCE_MISMATCH or not isinstance(params, dict):
             return
         sender = params.get("sender")
         if not isinstance(sender, str):
@@ -611,11 +610,7 @@ class InferchainClient:
         except RpcError as exc:
             # A rejected call changes nothing: give the nonce back if nothing came after it.
             # (An Invalid nonce error already set the counter to the node's expectation.)
-            if (
-                auto
-                and exc.code != NONCE_ERROR_CODE
-                and self._nonces.get(wallet.address) == used + 1
-            ):
+            if auto and exc.code != NONCE_MISMATCH and self._nonces.get(wallet.address) == used + 1:
                 self._nonces[wallet.address] = used
             raise
         except TransportError:

@@ -3,6 +3,9 @@
 Every error has a code, a message and a `data` object. Anything not in the table is a bug
 and answers -32603 with no details (the traceback goes to the node's log, never to the
 client).
+
+Each code is named here once; the client (`rpc.client`) and the resource node import the
+names, so this module imports nothing but the chain's exceptions.
 """
 
 from __future__ import annotations
@@ -25,11 +28,22 @@ from chain.protocol.errors import (
     UnknownTask,
 )
 
+# JSON-RPC 2.0
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+
+# The chain's own (PROTOCOL 5.3)
+NONCE_MISMATCH = -32000
+UNKNOWN_TASK = -32001
+INSUFFICIENT_BALANCE = -32002
+TASK_NOT_FOUND = -32003
+INVALID_SIGNATURE = -32004
+NOT_ELIGIBLE = -32005
+DUPLICATE_SUBMISSION = -32006
+MEMPOOL_FULL = -32007
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +54,14 @@ class RpcErrorSpec:
 
 # Order matters: the first class in the table that the exception is an instance of wins.
 ERROR_TABLE: tuple[tuple[type[ChainError], RpcErrorSpec], ...] = (
-    (NonceMismatch, RpcErrorSpec(-32000, "Invalid nonce provided")),
-    (UnknownTask, RpcErrorSpec(-32001, "Invalid requestHash provided")),
-    (InsufficientBalance, RpcErrorSpec(-32002, "Insufficient balance")),
-    (TaskNotFound, RpcErrorSpec(-32003, "Invalid requestHash")),
-    (InvalidSignature, RpcErrorSpec(-32004, "Invalid signature")),
-    (NotEligible, RpcErrorSpec(-32005, "Not eligible")),
-    (DuplicateSubmission, RpcErrorSpec(-32006, "Duplicate submission")),
-    (MempoolFull, RpcErrorSpec(-32007, "Mempool full")),
+    (NonceMismatch, RpcErrorSpec(NONCE_MISMATCH, "Invalid nonce provided")),
+    (UnknownTask, RpcErrorSpec(UNKNOWN_TASK, "Invalid requestHash provided")),
+    (InsufficientBalance, RpcErrorSpec(INSUFFICIENT_BALANCE, "Insufficient balance")),
+    (TaskNotFound, RpcErrorSpec(TASK_NOT_FOUND, "Invalid requestHash")),
+    (InvalidSignature, RpcErrorSpec(INVALID_SIGNATURE, "Invalid signature")),
+    (NotEligible, RpcErrorSpec(NOT_ELIGIBLE, "Not eligible")),
+    (DuplicateSubmission, RpcErrorSpec(DUPLICATE_SUBMISSION, "Duplicate submission")),
+    (MempoolFull, RpcErrorSpec(MEMPOOL_FULL, "Mempool full")),
     (InvalidParams, RpcErrorSpec(INVALID_PARAMS, "Invalid params")),
     (NotFound, RpcErrorSpec(INVALID_PARAMS, "Invalid params")),
     (InvalidTransaction, RpcErrorSpec(INVALID_PARAMS, "Invalid params")),
