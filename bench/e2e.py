@@ -47,6 +47,7 @@ from bench.common import REPO, percentile, throughput
 from chain.protocol.types import SubmitTask
 from resource_node.backends import InferenceRequest, request_from_task
 from resource_node.backends.deterministic import DeterministicBackend
+from rpc import api
 from rpc.client import InferchainClient, PresignedTx, RpcError, TransportError, Wallet, presign
 
 log = logging.getLogger(__name__)
@@ -395,7 +396,7 @@ class Follower:
         )
 
     async def _query(self, client: InferchainClient, group: list[Sent]) -> None:
-        calls: list[tuple[str, Any]] = [("queryTask", {"taskHash": s.task_hash}) for s in group]
+        calls: list[tuple[str, Any]] = [(api.QUERY_TASK, {"taskHash": s.task_hash}) for s in group]
         try:
             answers = await client.batch(calls)
         except (TransportError, RpcError):
@@ -585,7 +586,7 @@ async def txs_per_block(client: InferchainClient, heights: list[int]) -> dict[st
     counts: list[int] = []
     for i in range(0, len(heights), BATCH_LIMIT):
         calls: list[tuple[str, Any]] = [
-            ("getBlock", {"height": h}) for h in heights[i : i + BATCH_LIMIT]
+            (api.GET_BLOCK, {"height": h}) for h in heights[i : i + BATCH_LIMIT]
         ]
         for answer in await client.batch(calls):
             if isinstance(answer, dict) and isinstance(answer.get("txs"), list):

@@ -18,6 +18,7 @@ from typing import Any
 from bench.common import Service, Throughput, throughput, validator
 from chain.protocol import crypto
 from chain.protocol.types import SubmitTask
+from rpc import api
 from rpc.client import InferchainClient, RpcError, Wallet, presign
 
 Call = tuple[str, Any]
@@ -155,7 +156,7 @@ async def ingest_validator(
 
 async def bare_ceiling(work_dir: Path, count: int) -> Throughput:
     """Sequential requests per second to an aiohttp handler that does no work."""
-    calls = [("submitTask", {"n": i}) for i in range(count + 1)]
+    calls = [(api.SUBMIT_TASK, {"n": i}) for i in range(count + 1)]
     with Service(["-m", "bench.bare"], work_dir / "bare.log") as bare:
         return await sequential(bare.url, calls)
 

@@ -57,6 +57,7 @@ from chain.protocol.genesis import Genesis, Params
 from chain.protocol.state import State, get_account, get_task_stats
 from chain.protocol.tasks import task_fee
 from chain.protocol.types import BlockContext, SignedTx, SubmitTask
+from rpc import api
 from rpc.client import InferchainClient
 
 log = logging.getLogger(__name__)
@@ -669,7 +670,7 @@ def working_copy(ledger_dir: Path, copy_dir: Path) -> None:
 
 
 def _query_task_calls(hashes: Sequence[bytes]) -> list[Call]:
-    return [("queryTask", {"taskHash": wire.hex0x(h)}) for h in hashes]
+    return [(api.QUERY_TASK, {"taskHash": wire.hex0x(h)}) for h in hashes]
 
 
 def _pending_calls(target: _Target, count: int) -> list[Call]:
@@ -678,24 +679,24 @@ def _pending_calls(target: _Target, count: int) -> list[Call]:
         "TimeStamp": int(time.time()),
         "limit": max(1, len(target.open_hashes)),
     }
-    return [("queryPendingTasks", params)] * (count + 1)
+    return [(api.QUERY_PENDING_TASKS, params)] * (count + 1)
 
 
 async def _check_answers(node: Service, target: _Target) -> None:
     """Fail loudly unless the validator serves exactly the filled ledger."""
     info = target.entry.info
     async with InferchainClient(node.url) as client:
-        head = await client.call("getBlock", {"height": "latest"})
+        head = await client.call(api.GET_BLOCK, {"height": "latest"})
         if head["height"] != info.height or head["hash"] != info.head_hash:
             raise ReadCheckFailed(
                 f"the validator on {target.entry.path} is at {head['height']} {head['hash']}, "
                 f"not at the filled head {info.height} {info.head_hash}"
             )
-        stats = await client.call("taskStats")
+        stats = await client.call(api.TASK_STATS)
         if stats["total"] != info.tasks or stats["submitted"] != info.open_tasks:
             raise ReadCheckFailed(f"taskStats {stats} does not match the fill {info}")
         for task_hash, status in target.checked:
-            task = await client.call("queryTask", {"taskHash": wire.hex0x(task_hash)})
+            task = await client.call(api.QUERY_TASK, {"taskHash": wire.hex0x(task_hash)})
             if task["taskHash"] != wire.hex0x(task_hash) or task["status"] != status:
                 raise ReadCheckFailed(
                     f"queryTask {wire.hex0x(task_hash)} answered {task['taskHash']} "

@@ -43,6 +43,7 @@ from chain.protocol.types import (
     Transfer,
     Unstake,
 )
+from rpc import api
 from rpc.errors import INTERNAL_ERROR, NONCE_MISMATCH
 
 logger = logging.getLogger(__name__)
@@ -55,17 +56,6 @@ POLL_INTERVAL_MAX = 0.2
 POLL_INTERVAL_GROWTH = 1.5
 TX_DONE_STATUSES = ("committed", "late")
 TASK_DONE_STATUSES = ("verified", "failed")
-
-# The JSON-RPC method that carries each message type (PROTOCOL 5.1, 5.2).
-METHOD_OF_TYPE: dict[str, str] = {
-    SubmitTask.TYPE: "submitTask",
-    SubmitInferenceResult.TYPE: "submitInferenceResult",
-    SubmitVerification.TYPE: "submitVerification",
-    Transfer.TYPE: "transfer",
-    Stake.TYPE: "stake",
-    Unstake.TYPE: "unstake",
-    RegisterResourceNode.TYPE: "registerResourceNode",
-}
 
 Params = dict[str, Any] | list[Any] | None
 
@@ -179,7 +169,7 @@ class PresignedTx:
 
 def method_for(msg: Message) -> str:
     """The JSON-RPC method that submits `msg`."""
-    return METHOD_OF_TYPE[msg.TYPE]
+    return api.METHOD_OF_TYPE[msg.TYPE]
 
 
 def message_params(msg: Message) -> dict[str, Any]:
@@ -204,8 +194,9 @@ def sign_params(msg: Message, chain_id: int, private_key: bytes) -> dict[str, An
 
 
 def pending_tasks_message(address: str, timestamp: int) -> str:
-    """The text a resource node personal_signs to call queryPendingTasks (PROTOCOL 5.1)."""
-    return f"queryPendingTasks:{_checksum(address, 'ResourceAddress')}:{timestamp}"
+    """The text a resource node personal_signs to call queryPendingTasks (PROTOCOL 5.1), the
+    address checksummed first (ValueError for a bad one)."""
+    return api.pending_tasks_message(_checksum(address, "ResourceAddress"), timestamp)
 
 
 def sign_pending_tasks_query(wallet: Wallet, timestamp: int) -> str:
@@ -408,46 +399,46 @@ class InferchainClient:
     async def chain_id(self) -> int:
         """The chain id; asked once, then cached (it signs every transaction)."""
         if self._chain_id is None:
-            self._chain_id = int(await self.call("chainId"))
+            self._chain_id = int(await self.call(api.CHAIN_ID))
         return self._chain_id
 
     async def genesis_hash(self) -> str:
         """Not cached: a changed genesis hash is how a client notices a reset chain."""
-        result: str = await self.call("genesisHash")
+        result: str = await self.call(api.GENESIS_HASH)
         return result
 
     async def block_number(self) -> int:
-        return int(await self.call("blockNumber"))
+        return int(await self.call(api.BLOCK_NUMBER))
 
     async def get_block(self, height: int | str = "latest") -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("getBlock", {"height": height})
+        result: dict[str, Any] = await self.call(api.GET_BLOCK, {"height": height})
         return result
 
     async def get_transaction(self, tx_hash: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("getTransaction", {"txHash": tx_hash})
+        result: dict[str, Any] = await self.call(api.GET_TRANSACTION, {"txHash": tx_hash})
         return result
 
     async def get_account(self, address: str, block_height: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"address": address}
         if block_height is not None:
             params["blockHeight"] = block_height
-        result: dict[str, Any] = await self.call("getAccount", params)
+        result: dict[str, Any] = await self.call(api.GET_ACCOUNT, params)
         return result
 
     async def get_validators(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self.call("getValidators")
+        result: list[dict[str, Any]] = await self.call(api.GET_VALIDATORS)
         return result
 
     async def get_resource_nodes(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self.call("getResourceNodes")
+        result: list[dict[str, Any]] = await self.call(api.GET_RESOURCE_NODES)
         return result
 
     async def task_stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("taskStats")
+        result: dict[str, Any] = await self.call(api.TASK_STATS)
         return result
 
     async def query_task(self, task_hash: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("queryTask", {"taskHash": task_hash})
+        result: dict[str, Any] = await self.call(api.QUERY_TASK, {"taskHash": task_hash})
         return result
 
     async def get_tasks_by_sender(
@@ -455,7 +446,7 @@ class InferchainClient:
     ) -> list[dict[str, Any]]:
         """The committed tasks of `address`, by nonce (queryTask objects)."""
         params = {"address": address, "fromNonce": from_nonce, "limit": limit}
-        result: list[dict[str, Any]] = await self.call("getTasksBySender", params)
+        result: list[dict[str, Any]] = await self.call(api.GET_TASKS_BY_SENDER, params)
         return result
 
     async def query_pending_tasks(
@@ -475,7 +466,7 @@ class InferchainClient:
             params = {"ResourceAddress": address, "TimeStamp": int(time.time())}
             if limit is not None:
                 params["limit"] = limit
-        result: list[dict[str, Any]] = await self.call("queryPendingTasks", params)
+        result: list[dict[str, Any]] = await self.call(api.QUERY_PENDING_TASKS, params)
         return result
 
     async def get_tx(self, tx_hash: str) -> dict[str, Any] | None:

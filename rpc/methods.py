@@ -40,6 +40,7 @@ from chain.protocol.types import (
     Transfer,
     Unstake,
 )
+from rpc import api
 
 Params = dict[str, Any]
 Handler = Callable[[Node, Params], Any]
@@ -351,7 +352,7 @@ MAX_PENDING_LIMIT = 1000
 def check_pending_signature(node: Node, address: str, timestamp: int, signature: Any) -> None:
     """The optional EIP-191 signature of `queryPendingTasks:<address>:<TimeStamp>`."""
     raw = wire.parse_signature(signature)
-    message = f"queryPendingTasks:{address}:{timestamp}"
+    message = api.pending_tasks_message(address, timestamp)
     recovered = crypto.recover_digest(crypto.personal_message_hash(message), raw)
     if recovered != address:
         raise InvalidSignature(
@@ -404,33 +405,32 @@ def get_tasks_by_sender(node: Node, params: Params) -> list[dict[str, Any]]:
 
 
 METHODS: dict[str, MethodSpec] = {
-    "chainId": MethodSpec(chain_id),
-    "genesisHash": MethodSpec(genesis_hash),
-    "blockNumber": MethodSpec(block_number),
-    "getBlock": MethodSpec(get_block, ("height",)),
-    "getTransaction": MethodSpec(get_transaction, ("txHash",), frozenset({"txHash"})),
-    "getAccount": MethodSpec(get_account, ("address", "blockHeight"), frozenset({"address"})),
-    "getValidators": MethodSpec(get_validators),
-    "getResourceNodes": MethodSpec(get_resource_nodes),
-    "taskStats": MethodSpec(task_stats),
-    "getTasksBySender": MethodSpec(
+    api.CHAIN_ID: MethodSpec(chain_id),
+    api.GENESIS_HASH: MethodSpec(genesis_hash),
+    api.BLOCK_NUMBER: MethodSpec(block_number),
+    api.GET_BLOCK: MethodSpec(get_block, ("height",)),
+    api.GET_TRANSACTION: MethodSpec(get_transaction, ("txHash",), frozenset({"txHash"})),
+    api.GET_ACCOUNT: MethodSpec(get_account, ("address", "blockHeight"), frozenset({"address"})),
+    api.GET_VALIDATORS: MethodSpec(get_validators),
+    api.GET_RESOURCE_NODES: MethodSpec(get_resource_nodes),
+    api.TASK_STATS: MethodSpec(task_stats),
+    api.GET_TASKS_BY_SENDER: MethodSpec(
         get_tasks_by_sender, ("address", "fromNonce", "limit"), frozenset({"address"})
     ),
-    "queryTask": MethodSpec(
+    api.QUERY_TASK: MethodSpec(
         query_task, ("taskHash",), frozenset({"taskHash"}), {"requestHash": "taskHash"}
     ),
-    "submitTask": tx_method(SubmitTask, _task_receipt),
-    "transfer": tx_method(Transfer, _tx_receipt),
-    "stake": tx_method(Stake, _tx_receipt),
-    "unstake": tx_method(Unstake, _tx_receipt),
-    "registerResourceNode": tx_method(RegisterResourceNode, _tx_receipt),
-    "submitInferenceResult": bool_tx_method(SubmitInferenceResult),
-    "submitVerification": bool_tx_method(SubmitVerification),
-    "queryPendingTasks": MethodSpec(
+    api.SUBMIT_TASK: tx_method(SubmitTask, _task_receipt),
+    api.TRANSFER: tx_method(Transfer, _tx_receipt),
+    api.STAKE: tx_method(Stake, _tx_receipt),
+    api.UNSTAKE: tx_method(Unstake, _tx_receipt),
+    api.REGISTER_RESOURCE_NODE: tx_method(RegisterResourceNode, _tx_receipt),
+    api.SUBMIT_INFERENCE_RESULT: bool_tx_method(SubmitInferenceResult),
+    api.SUBMIT_VERIFICATION: bool_tx_method(SubmitVerification),
+    api.QUERY_PENDING_TASKS: MethodSpec(
         query_pending_tasks,
         ("ResourceAddress", "TimeStamp", "Signature", "limit"),
         frozenset({"ResourceAddress", "TimeStamp"}),
     ),
 }
-METHODS["submitRequest"] = METHODS["submitTask"]
-METHODS["submitResponse"] = METHODS["submitInferenceResult"]
+METHODS.update({alias: METHODS[method] for alias, method in api.ALIASES.items()})

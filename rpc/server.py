@@ -38,7 +38,7 @@ from chain.node.node import Node
 from chain.protocol import crypto, wire
 from chain.protocol.errors import ChainError, InvalidParams
 from chain.protocol.types import Message
-from rpc import errors, p2p
+from rpc import api, errors, p2p
 from rpc.methods import METHODS, MethodSpec, render_tx, signed_call
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ class RpcServer:
             for name in ("TimeStamp", "limit"):
                 if name in params:
                     params[name] = _query_int(params[name], name)
-            spec = METHODS["queryPendingTasks"]
+            spec = METHODS[api.QUERY_PENDING_TASKS]
             result = spec.handler(self.node, spec.bind([], params))
         except ChainError as exc:
             failure = errors.error_for(exc)

@@ -26,6 +26,7 @@ from chain.protocol.types import (
     Transfer,
     Unstake,
 )
+from rpc.api import METHOD_OF_TYPE
 from rpc.client import RpcError, Wallet, pending_tasks_message, pending_tasks_params, sign_params
 from tests.helpers import LocalChain, local_chain
 from tests.rpc.support import (
@@ -453,17 +454,6 @@ def _mutated(case: dict[str, Any]) -> dict[str, Any]:
             raise AssertionError(f"unknown mutation {kind}")
         params["signature"] = "0x" + bytes(raw).hex()
     return params
-
-
-METHOD_OF_TYPE = {
-    "SubmitTask": "submitTask",
-    "Transfer": "transfer",
-    "Stake": "stake",
-    "Unstake": "unstake",
-    "RegisterResourceNode": "registerResourceNode",
-    "SubmitInferenceResult": "submitInferenceResult",
-    "SubmitVerification": "submitVerification",
-}
 
 
 @pytest.mark.parametrize("case", _invalid_cases())

@@ -1,0 +1,72 @@
+"""The names of the JSON-RPC API (PROTOCOL 5.1, 5.2), shared by the client and the server.
+
+`rpc.client` calls these methods and `rpc.methods.METHODS` serves them; both take the names
+from here, with the message type each transaction method carries and the text a resource
+node signs to call queryPendingTasks. Like `rpc.errors`, this module imports nothing of the
+server side (no `rpc.server`, `rpc.methods`, `rpc.p2p`, `chain.node`), so the client stays
+free of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from chain.protocol.types import (
+    RegisterResourceNode,
+    Stake,
+    SubmitInferenceResult,
+    SubmitTask,
+    SubmitVerification,
+    Transfer,
+    Unstake,
+)
+
+# Reads
+CHAIN_ID = "chainId"
+GENESIS_HASH = "genesisHash"
+BLOCK_NUMBER = "blockNumber"
+GET_BLOCK = "getBlock"
+GET_TRANSACTION = "getTransaction"
+GET_ACCOUNT = "getAccount"
+GET_VALIDATORS = "getValidators"
+GET_RESOURCE_NODES = "getResourceNodes"
+TASK_STATS = "taskStats"
+GET_TASKS_BY_SENDER = "getTasksBySender"
+QUERY_TASK = "queryTask"
+QUERY_PENDING_TASKS = "queryPendingTasks"
+
+# Transactions
+SUBMIT_TASK = "submitTask"
+TRANSFER = "transfer"
+STAKE = "stake"
+UNSTAKE = "unstake"
+REGISTER_RESOURCE_NODE = "registerResourceNode"
+SUBMIT_INFERENCE_RESULT = "submitInferenceResult"
+SUBMIT_VERIFICATION = "submitVerification"
+
+# The upstream names, served as the same methods
+SUBMIT_REQUEST = "submitRequest"  # submitTask
+SUBMIT_RESPONSE = "submitResponse"  # submitInferenceResult
+ALIASES: Mapping[str, str] = MappingProxyType(
+    {SUBMIT_REQUEST: SUBMIT_TASK, SUBMIT_RESPONSE: SUBMIT_INFERENCE_RESULT}
+)
+
+# The JSON-RPC method that carries each message type.
+METHOD_OF_TYPE: Mapping[str, str] = MappingProxyType(
+    {
+        SubmitTask.TYPE: SUBMIT_TASK,
+        SubmitInferenceResult.TYPE: SUBMIT_INFERENCE_RESULT,
+        SubmitVerification.TYPE: SUBMIT_VERIFICATION,
+        Transfer.TYPE: TRANSFER,
+        Stake.TYPE: STAKE,
+        Unstake.TYPE: UNSTAKE,
+        RegisterResourceNode.TYPE: REGISTER_RESOURCE_NODE,
+    }
+)
+
+
+def pending_tasks_message(address: str, timestamp: int) -> str:
+    """The text whose EIP-191 signature authorises a queryPendingTasks call (PROTOCOL 5.1):
+    `queryPendingTasks:<address>:<TimeStamp>`, the address in its EIP-55 form."""
+    return f"queryPendingTasks:{address}:{timestamp}"
