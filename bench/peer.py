@@ -31,7 +31,8 @@ from typing import Any
 
 from eth_account import Account
 
-from rpc.client import DEV_MNEMONIC, Wallet
+from chain.protocol.genesis import DEV_MNEMONIC
+from rpc.client import Wallet
 
 logger = logging.getLogger(__name__)
 

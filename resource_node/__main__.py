@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from chain.protocol.genesis import RESOURCE_NODE_KEY_OFFSET
+from chain.protocol.genesis import DEV_MNEMONIC, RESOURCE_NODE_KEY_OFFSET
 from resource_node.backends import (
     BACKEND_NAMES,
     Backend,
@@ -31,7 +31,7 @@ from resource_node.backends.faults import Faults
 from resource_node.state import StateError
 from resource_node.status import StatusServer
 from resource_node.worker import ResourceNode, WorkerConfig
-from rpc.client import DEV_MNEMONIC, InferchainClient, Wallet
+from rpc.client import InferchainClient, Wallet
 
 log = logging.getLogger("resource_node")
 

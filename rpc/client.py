@@ -31,6 +31,7 @@ import orjson
 
 from chain.protocol import crypto, wire
 from chain.protocol.errors import InvalidParams
+from chain.protocol.genesis import DEV_MNEMONIC
 from chain.protocol.types import (
     ZERO_HASH,
     Message,
@@ -48,7 +49,6 @@ from rpc.errors import INTERNAL_ERROR, NONCE_MISMATCH
 
 logger = logging.getLogger(__name__)
 
-DEV_MNEMONIC = "test test test test test test test test test test test junk"
 DEFAULT_TIMEOUT = 30.0
 JSON_HEADERS = {"Content-Type": "application/json"}
 POLL_INTERVAL_START = 0.02

@@ -28,7 +28,13 @@ from chain.node.ledger import Ledger
 from chain.protocol import crypto, wire
 from chain.protocol.blocks import block_hash, execute_block
 from chain.protocol.consensus import VoteMsg
-from chain.protocol.genesis import RESOURCE_NODE_KEY_OFFSET, Params, dev_genesis, parse_genesis
+from chain.protocol.genesis import (
+    DEV_MNEMONIC,
+    RESOURCE_NODE_KEY_OFFSET,
+    Params,
+    dev_genesis,
+    parse_genesis,
+)
 from chain.protocol.gossip import ValidatorKey, sign_vote
 from chain.protocol.state import State, get_node
 from chain.protocol.types import (
@@ -45,7 +51,6 @@ from chain.protocol.types import (
 )
 
 PATH = Path(__file__).resolve().parent / "vectors" / "chain.json"
-MNEMONIC = "test test test test test test test test test test test junk"
 AEGIS = 10**18
 PARAMS = Params(
     block_time_ms=1000,
@@ -58,7 +63,7 @@ BLOCKS = 12  # past every deadline of the scenario
 
 
 def _key(index: int) -> bytes:
-    return crypto.dev_private_key(MNEMONIC, index)
+    return crypto.dev_private_key(DEV_MNEMONIC, index)
 
 
 def _address(index: int) -> str:
@@ -161,7 +166,7 @@ def _run(
     them (each block signed by its precommit, carried by the next one as `lastCommit`), in
     a fresh LevelDB ledger; every block's record in the document's form."""
     genesis = parse_genesis(genesis_raw)
-    key = ValidatorKey.from_account_key(crypto.dev_private_key(MNEMONIC, 100))
+    key = ValidatorKey.from_account_key(crypto.dev_private_key(DEV_MNEMONIC, 100))
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger.open(Path(tmp) / "ledger", genesis)

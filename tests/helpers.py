@@ -20,12 +20,12 @@ from typing import Any
 from aiohttp import web
 
 from chain.node.node import Node, dev_validator_key
+from chain.protocol.genesis import DEV_MNEMONIC as DEV_MNEMONIC  # re-exported for the tests
 from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
 from rpc.client import InferchainClient
 from rpc.server import RpcServer
 
 REPO = Path(__file__).resolve().parent.parent
-DEV_MNEMONIC = "test test test test test test test test test test test junk"
 PROCESS_START_TIMEOUT = 30.0
 
 

@@ -17,7 +17,9 @@ from chain.protocol.errors import GenesisError, InvalidParams
 
 ED25519_KEY_HEX = re.compile(r"(?:0x)?[0-9a-fA-F]{64}")
 
-# Dev key derivation indices on m/44'/60'/0'/0/i (PROTOCOL 2).
+# The mnemonic of the dev keys (Hardhat's), and their derivation indices on m/44'/60'/0'/0/i
+# (PROTOCOL 2).
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
 VALIDATOR_KEY_OFFSET = 100
 RESOURCE_NODE_KEY_OFFSET = 200
 
@@ -343,7 +345,7 @@ def params_to_json(params: Params) -> dict[str, Any]:
 def dev_genesis(
     *,
     chain_id: int = 7331,
-    mnemonic: str = "test test test test test test test test test test test junk",
+    mnemonic: str = DEV_MNEMONIC,
     validators: int = 1,
     resource_nodes: int = 3,
     dev_accounts: int = 10,

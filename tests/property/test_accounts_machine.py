@@ -30,15 +30,14 @@ from chain.protocol.errors import (
     NonceMismatch,
     NotEligible,
 )
-from chain.protocol.genesis import Params, dev_genesis, parse_genesis
+from chain.protocol.genesis import DEV_MNEMONIC, Params, dev_genesis, parse_genesis
 from chain.protocol.state import ACCOUNT, decode_account, get_account, get_node
 from chain.protocol.types import Message, RegisterResourceNode, Stake, SubmitTask, Transfer, Unstake
 
-MNEMONIC = "test test test test test test test test test test test junk"
 # Tasks here only escrow their fee: their deadlines lie beyond any run of this machine (the
 # task lifecycle has its own machine in test_settlement_machine.py).
 RAW_GENESIS = dev_genesis(
-    mnemonic=MNEMONIC,
+    mnemonic=DEV_MNEMONIC,
     params=Params(block_time_ms=0, compute_deadline_blocks=10**6),
     resource_nodes=2,
 )
@@ -47,7 +46,7 @@ VALIDATOR_KEY = dev_validator_key(GENESIS, None)
 
 KEYS: dict[str, bytes] = {}
 for _index in (0, 1, 2, 3, 100, 200):
-    _key = crypto.dev_private_key(MNEMONIC, _index)
+    _key = crypto.dev_private_key(DEV_MNEMONIC, _index)
     KEYS[crypto.address_of_private_key(_key)] = _key
 SENDERS = sorted(KEYS)
 FRESH = "0x000000000000000000000000000000000000dEaD"

@@ -46,7 +46,7 @@ from chain.protocol.errors import (
     TaskClosed,
     UnknownTask,
 )
-from chain.protocol.genesis import Params, dev_genesis, parse_genesis
+from chain.protocol.genesis import DEV_MNEMONIC, Params, dev_genesis, parse_genesis
 from chain.protocol.state import ACCOUNT, decode_account, get_node, get_supply, get_task_stats
 from chain.protocol.types import (
     Message,
@@ -59,18 +59,17 @@ from chain.protocol.types import (
     signer_of,
 )
 
-MNEMONIC = "test test test test test test test test test test test junk"
 E18 = 10**18
 CLOCK = 1_767_226_000.0
 NODE_COUNT = 5
 
 KEYS: dict[str, bytes] = {}
 for _index in [0, 1, *range(200, 200 + NODE_COUNT)]:
-    _key = crypto.dev_private_key(MNEMONIC, _index)
+    _key = crypto.dev_private_key(DEV_MNEMONIC, _index)
     KEYS[crypto.address_of_private_key(_key)] = _key
-SENDERS = [crypto.address_of_private_key(crypto.dev_private_key(MNEMONIC, i)) for i in (0, 1)]
+SENDERS = [crypto.address_of_private_key(crypto.dev_private_key(DEV_MNEMONIC, i)) for i in (0, 1)]
 NODES = [
-    crypto.address_of_private_key(crypto.dev_private_key(MNEMONIC, 200 + k))
+    crypto.address_of_private_key(crypto.dev_private_key(DEV_MNEMONIC, 200 + k))
     for k in range(NODE_COUNT)
 ]
 UNKNOWN_TASK = b"\x42" * 32
@@ -552,7 +551,7 @@ class SettlementMachine(RuleBasedStateMachine):
             rank_decay_bps=decay,
         )
         raw = dev_genesis(
-            mnemonic=MNEMONIC, params=params, resource_nodes=NODE_COUNT, dev_accounts=2
+            mnemonic=DEV_MNEMONIC, params=params, resource_nodes=NODE_COUNT, dev_accounts=2
         )
         for item, (base, odd), models in zip(
             raw["resourceNodes"], stakes, GENESIS_MODELS, strict=True

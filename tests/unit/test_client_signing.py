@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from chain.protocol import crypto, wire
+from chain.protocol.genesis import DEV_MNEMONIC
 from chain.protocol.types import MESSAGE_TYPES, SubmitTask
 from rpc.client import (
     InferchainClient,
@@ -39,7 +40,7 @@ def _vector_id(vector: dict[str, Any]) -> str:
 
 
 def test_dev_mnemonic_index_0_is_the_anvil_account() -> None:
-    wallet = Wallet.from_mnemonic("test test test test test test test test test test test junk", 0)
+    wallet = Wallet.from_mnemonic(DEV_MNEMONIC, 0)
     assert wallet.address == "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
     assert Wallet.dev(0) == wallet
 

@@ -23,7 +23,7 @@ from chain.node.store import KeyValueStore, LevelDBStore, MemoryStore
 from chain.protocol import blocks, crypto
 from chain.protocol.blocks import block_hash
 from chain.protocol.errors import InvalidTransaction, StorageError
-from chain.protocol.genesis import dev_genesis, parse_genesis
+from chain.protocol.genesis import DEV_MNEMONIC, dev_genesis, parse_genesis
 from chain.protocol.state import (
     OPEN_TASK,
     STATE_PREFIX,
@@ -48,13 +48,12 @@ from chain.protocol.types import (
     Vote,
 )
 
-MNEMONIC = "test test test test test test test test test test test junk"
-GENESIS = parse_genesis(dev_genesis(mnemonic=MNEMONIC))
+GENESIS = parse_genesis(dev_genesis(mnemonic=DEV_MNEMONIC))
 PARAMS = GENESIS.params
 E18 = 10**18
 KEYS = {
     crypto.address_of_private_key(k): k
-    for k in (crypto.dev_private_key(MNEMONIC, i) for i in [0, 1, 2, 200])
+    for k in (crypto.dev_private_key(DEV_MNEMONIC, i) for i in [0, 1, 2, 200])
 }
 ALICE, BOB, CAROL, NODE0 = KEYS
 assert GENESIS.resource_nodes[0].address == NODE0
@@ -154,7 +153,7 @@ def test_genesis_is_written_once(tmp_path: Path) -> None:
 def test_another_genesis_on_the_same_dir_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ledger"
     Ledger.open(path, GENESIS).close()
-    other = parse_genesis(dev_genesis(mnemonic=MNEMONIC, chain_id=7332))
+    other = parse_genesis(dev_genesis(mnemonic=DEV_MNEMONIC, chain_id=7332))
     assert other.hash != GENESIS.hash
     with pytest.raises(StorageError) as info:
         Ledger.open(path, other)

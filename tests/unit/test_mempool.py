@@ -23,7 +23,7 @@ from chain.protocol.errors import (
     MempoolFull,
     NonceMismatch,
 )
-from chain.protocol.genesis import dev_genesis, parse_genesis
+from chain.protocol.genesis import DEV_MNEMONIC, dev_genesis, parse_genesis
 from chain.protocol.state import State, get_account
 from chain.protocol.types import (
     Account,
@@ -37,14 +37,13 @@ from chain.protocol.types import (
     Transfer,
 )
 
-MNEMONIC = "test test test test test test test test test test test junk"
-GENESIS = parse_genesis(dev_genesis(mnemonic=MNEMONIC))
+GENESIS = parse_genesis(dev_genesis(mnemonic=DEV_MNEMONIC))
 PARAMS = GENESIS.params
 E18 = 10**18
 BALANCE = 10_000 * E18
 KEYS = {
     crypto.address_of_private_key(k): k
-    for k in (crypto.dev_private_key(MNEMONIC, i) for i in [0, 1, 2, 200])
+    for k in (crypto.dev_private_key(DEV_MNEMONIC, i) for i in [0, 1, 2, 200])
 }
 ALICE, BOB, CAROL, NODE0 = KEYS
 VALIDATOR = GENESIS.validators[0].address

@@ -20,7 +20,7 @@ from chain.node.node import Node, ValidatorKey, dev_validator_key
 from chain.protocol import crypto
 from chain.protocol.blocks import apply_tx, block_hash, end_block, execute_block, next_app_hash
 from chain.protocol.errors import ChainError, GenesisError, NonceMismatch
-from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
+from chain.protocol.genesis import DEV_MNEMONIC, Genesis, Params, dev_genesis, parse_genesis
 from chain.protocol.state import State, get_account
 from chain.protocol.types import (
     Account,
@@ -34,20 +34,19 @@ from chain.protocol.types import (
     Vote,
 )
 
-MNEMONIC = "test test test test test test test test test test test junk"
 E18 = 10**18
 BALANCE = 10_000 * E18
 
 
 def genesis_with(**params: Any) -> Genesis:
-    return parse_genesis(dev_genesis(mnemonic=MNEMONIC, params=Params(**params)))
+    return parse_genesis(dev_genesis(mnemonic=DEV_MNEMONIC, params=Params(**params)))
 
 
 GENESIS = genesis_with(block_time_ms=0)
 REWARD = GENESIS.params.block_reward
 KEYS = {
     crypto.address_of_private_key(k): k
-    for k in (crypto.dev_private_key(MNEMONIC, i) for i in [0, 1, 2])
+    for k in (crypto.dev_private_key(DEV_MNEMONIC, i) for i in [0, 1, 2])
 }
 ALICE, BOB, CAROL = KEYS
 VALIDATOR = GENESIS.validators[0]
@@ -84,19 +83,19 @@ def test_dev_validator_key_of_a_one_validator_genesis() -> None:
     assert key.public_key == VALIDATOR.consensus_pub_key
     by_index = dev_validator_key(GENESIS, 0)
     assert (by_index.address, by_index.public_key) == (key.address, key.public_key)
-    expected_seed = crypto.keccak(crypto.dev_private_key(MNEMONIC, 100))
+    expected_seed = crypto.keccak(crypto.dev_private_key(DEV_MNEMONIC, 100))
     assert key.public_key == crypto.ed25519_public_bytes(crypto.ed25519_private_key(expected_seed))
 
 
 def test_dev_validator_key_errors() -> None:
     with pytest.raises(GenesisError):
         dev_validator_key(GENESIS, 1)
-    three = parse_genesis(dev_genesis(mnemonic=MNEMONIC, validators=3))
+    three = parse_genesis(dev_genesis(mnemonic=DEV_MNEMONIC, validators=3))
     with pytest.raises(GenesisError) as info:
         dev_validator_key(three, None)
     assert info.value.field == "validators"
     assert dev_validator_key(three, 2).address == three.validators[2].address
-    raw = dev_genesis(mnemonic=MNEMONIC)
+    raw = dev_genesis(mnemonic=DEV_MNEMONIC)
     del raw["dev"]
     with pytest.raises(GenesisError) as info:
         dev_validator_key(parse_genesis(raw), None)
@@ -104,7 +103,7 @@ def test_dev_validator_key_errors() -> None:
 
 
 def test_node_refuses_a_validator_key_not_in_genesis(tmp_path: Path) -> None:
-    stranger = ValidatorKey.from_account_key(crypto.dev_private_key(MNEMONIC, 101))
+    stranger = ValidatorKey.from_account_key(crypto.dev_private_key(DEV_MNEMONIC, 101))
     with pytest.raises(GenesisError) as info:
         Node(GENESIS, tmp_path / "ledger", stranger)
     assert info.value.field == "validators"

@@ -25,7 +25,7 @@ from chain.protocol.errors import (
     NonceMismatch,
     NotEligible,
 )
-from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
+from chain.protocol.genesis import DEV_MNEMONIC, Genesis, Params, dev_genesis, parse_genesis
 from chain.protocol.state import (
     OPEN_TASK,
     TASK_STATUSES,
@@ -54,20 +54,19 @@ from chain.protocol.types import (
     Unstake,
 )
 
-MNEMONIC = "test test test test test test test test test test test junk"
-GENESIS = parse_genesis(dev_genesis(mnemonic=MNEMONIC))
+GENESIS = parse_genesis(dev_genesis(mnemonic=DEV_MNEMONIC))
 GENESIS3 = parse_genesis(
-    dev_genesis(mnemonic=MNEMONIC, validators=3, params=Params(block_time_ms=1000))
+    dev_genesis(mnemonic=DEV_MNEMONIC, validators=3, params=Params(block_time_ms=1000))
 )
 PARAMS = GENESIS.params
 E18 = 10**18
 
 KEYS: dict[str, bytes] = {}
 for _i in [*range(10), 100, 101, 102, 200, 201, 202]:
-    _key = crypto.dev_private_key(MNEMONIC, _i)
+    _key = crypto.dev_private_key(DEV_MNEMONIC, _i)
     KEYS[crypto.address_of_private_key(_key)] = _key
-ALICE = crypto.address_of_private_key(crypto.dev_private_key(MNEMONIC, 0))
-BOB = crypto.address_of_private_key(crypto.dev_private_key(MNEMONIC, 1))
+ALICE = crypto.address_of_private_key(crypto.dev_private_key(DEV_MNEMONIC, 0))
+BOB = crypto.address_of_private_key(crypto.dev_private_key(DEV_MNEMONIC, 1))
 VALIDATOR = GENESIS.validators[0].address
 NODE0 = GENESIS.resource_nodes[0].address
 FRESH = "0x000000000000000000000000000000000000dEaD"

@@ -32,7 +32,7 @@ from chain.protocol.errors import (
     TaskClosed,
     UnknownTask,
 )
-from chain.protocol.genesis import Params, dev_genesis, parse_genesis
+from chain.protocol.genesis import DEV_MNEMONIC, Params, dev_genesis, parse_genesis
 from chain.protocol.state import get_account, get_busy, get_node, get_supply
 from chain.protocol.types import (
     Account,
@@ -49,7 +49,6 @@ from chain.protocol.types import (
 )
 from rpc.methods import METHODS
 
-MNEMONIC = "test test test test test test test test test test test junk"
 E18 = 10**18
 CLOCK = 1_767_226_000.0  # a fixed node clock, after the dev genesis time
 BASE_PARAMS = Params(block_time_ms=0, compute_deadline_blocks=5, verify_deadline_blocks=5)
@@ -62,12 +61,14 @@ NETWORK_REWARD = 10**16
 
 KEYS: dict[str, bytes] = {}
 for _index in [0, 1, 2, 3, *range(200, 206)]:
-    _key = crypto.dev_private_key(MNEMONIC, _index)
+    _key = crypto.dev_private_key(DEV_MNEMONIC, _index)
     KEYS[crypto.address_of_private_key(_key)] = _key
 ALICE, BOB, CAROL, DAVE = (
-    crypto.address_of_private_key(crypto.dev_private_key(MNEMONIC, i)) for i in range(4)
+    crypto.address_of_private_key(crypto.dev_private_key(DEV_MNEMONIC, i)) for i in range(4)
 )
-NODES = [crypto.address_of_private_key(crypto.dev_private_key(MNEMONIC, 200 + k)) for k in range(6)]
+NODES = [
+    crypto.address_of_private_key(crypto.dev_private_key(DEV_MNEMONIC, 200 + k)) for k in range(6)
+]
 N0, N1, N2 = NODES[:3]
 UNKNOWN_TASK = b"\x42" * 32
 
@@ -210,7 +211,7 @@ def make_chain(tmp_path: Path) -> Iterator[Callable[..., Chain]]:
     def make(*, resource_nodes: int = 3, **params: Any) -> Chain:
         genesis = parse_genesis(
             dev_genesis(
-                mnemonic=MNEMONIC,
+                mnemonic=DEV_MNEMONIC,
                 resource_nodes=resource_nodes,
                 params=replace(BASE_PARAMS, **params),
             )
