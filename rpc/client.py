@@ -254,10 +254,6 @@ def _encode(payload: Any) -> bytes:
         return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def _decode(body: bytes) -> Any:
-    return wire.parse_json(body)  # orjson, with big integers kept exact
-
-
 class InferchainClient:
     """Async client of one validator's JSON-RPC API (PROTOCOL 5).
 
@@ -322,7 +318,7 @@ class InferchainClient:
     @staticmethod
     def _parse_body(status: int, body: bytes) -> Any:
         try:
-            return _decode(body)
+            return wire.parse_json(body)  # big integers kept exact
         except ValueError as exc:
             text = body[:500].decode("utf-8", errors="replace")
             raise TransportError(status, f"response is not JSON: {text!r}") from exc

@@ -60,8 +60,8 @@ def add_routes(app: web.Application, node: Node) -> None:
 
     async def messages(request: web.Request) -> web.Response:
         try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
+            body = wire.parse_json(await request.read())
+        except ValueError:
             return web.json_response({"error": "invalid JSON"}, status=400)
         if not isinstance(body, dict):
             return web.json_response({"error": "expected a JSON object"}, status=400)
@@ -112,9 +112,9 @@ def add_routes(app: web.Application, node: Node) -> None:
         if not isinstance(peers, Peers):
             return web.json_response({"error": "this validator has no peers"}, status=400)
         try:
-            body = orjson.loads(await request.read())
+            body = wire.parse_json(await request.read())
             peers.set_link(*_link_setting(body))
-        except (orjson.JSONDecodeError, ValueError) as exc:
+        except ValueError as exc:  # not JSON, or not a link setting
             return web.json_response({"error": str(exc)}, status=400)
         return _json(peers.links())
 
@@ -219,7 +219,7 @@ class Peers:
         params = {"from": str(from_height), "limit": str(limit)}
         async with session.get(f"{peer}/p2p/blocks", params=params) as response:
             response.raise_for_status()
-            body = orjson.loads(await response.read())
+            body = wire.parse_json(await response.read())
         blocks = body.get("blocks") if isinstance(body, dict) else None
         return blocks if isinstance(blocks, list) else []
 
@@ -302,8 +302,8 @@ class Peers:
             return
         try:
             async with session.get(f"{peer.url}/p2p/status") as response:
-                status = orjson.loads(await response.read())
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+                status = wire.parse_json(await response.read())
+        except (aiohttp.ClientError, TimeoutError, ValueError):
             return
         if not isinstance(status, dict) or status.get("genesisHash") != self._genesis_hash:
             if not peer.foreign:
