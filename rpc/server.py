@@ -2,23 +2,12 @@
 GET /queryPendingTasks (the upstream shape), GET /health and the routes other validators
 use (`rpc.p2p`).
 
-Requests are parsed here (orjson; the standard library when a body may hold an integer
-beyond 64 bits, which orjson would read as a float) so that every shape the JSON-RPC 2.0
-specification describes gets its own answer: a parse error, an invalid request inside a
-batch, an empty batch, notifications (HTTP 204 when nothing is to be answered). Each valid
-call goes straight to its handler in `rpc.methods.METHODS`; batch items run one after the
-other, in order. Chain errors map to the error table in `rpc.errors`; anything else is
-logged and answered -32603 without detail.
-
-A batch with several signed transactions decodes them first and recovers their signers on
-two threads at once (`RpcServer.recover_ahead`): the secp256k1 recovery is the largest
-single cost of a transaction and libsecp256k1 runs it without the GIL, so a second core can
-share it. Answers and admission order stay those of calling one item after the other.
-
-The server dispatches by itself rather than through jsonrpcserver: with the request checks
-above done here, what was left of jsonrpcserver's work per call (an `inspect.signature` bind,
-a chain of Either values, a task per request) cost more than the whole EIP-712 recovery of a
-transaction (docs/PERFORMANCE.md).
+Every request shape of the JSON-RPC 2.0 specification gets its own answer (a parse error, an
+invalid request inside a batch, an empty batch, HTTP 204 when only notifications came). Each
+valid call runs its handler in `rpc.methods.METHODS`, batch items in order; chain errors map
+to the error table in `rpc.errors`, anything else is logged and answered -32603 without
+detail. Why it dispatches by itself and recovers the signers of a batch on two threads:
+docs/PERFORMANCE.md, "Why the server is built this way".
 """
 
 from __future__ import annotations
