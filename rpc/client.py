@@ -670,19 +670,20 @@ class InferchainClient:
         return self._check_tx_hash(tx, result)
 
     async def stake(self, wallet: Wallet, amount: int, nonce: int | None = None) -> str:
-        value = _amount(amount, "amount")
-
-        def build(n: int) -> Message:
-            return Stake(sender=wallet.address, nonce=n, amount=value)
-
-        tx, result = await self._send_account_tx(wallet, build, nonce)
-        return self._check_tx_hash(tx, result)
+        """Sign and send a Stake of `amount` base units; returns the txHash."""
+        return await self._send_stake_change(Stake, wallet, amount, nonce)
 
     async def unstake(self, wallet: Wallet, amount: int, nonce: int | None = None) -> str:
+        """Sign and send an Unstake of `amount` base units; returns the txHash."""
+        return await self._send_stake_change(Unstake, wallet, amount, nonce)
+
+    async def _send_stake_change(
+        self, cls: type[Stake | Unstake], wallet: Wallet, amount: int, nonce: int | None
+    ) -> str:
         value = _amount(amount, "amount")
 
         def build(n: int) -> Message:
-            return Unstake(sender=wallet.address, nonce=n, amount=value)
+            return cls(sender=wallet.address, nonce=n, amount=value)
 
         tx, result = await self._send_account_tx(wallet, build, nonce)
         return self._check_tx_hash(tx, result)
