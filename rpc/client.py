@@ -33,6 +33,7 @@ from chain.protocol import crypto, wire
 from chain.protocol.errors import InvalidParams
 from chain.protocol.genesis import DEV_MNEMONIC
 from chain.protocol.types import (
+    FINAL_STATUSES,
     ZERO_HASH,
     Message,
     RegisterResourceNode,
@@ -55,7 +56,7 @@ POLL_INTERVAL_START = 0.02
 POLL_INTERVAL_MAX = 0.2
 POLL_INTERVAL_GROWTH = 1.5
 TX_DONE_STATUSES = ("committed", "late")
-TASK_DONE_STATUSES = ("verified", "failed")
+TASK_DONE_STATUSES = tuple(status.value for status in FINAL_STATUSES)  # ("verified", "failed")
 
 Params = dict[str, Any] | list[Any] | None
 

@@ -188,9 +188,9 @@ def render_task(task: Task) -> dict[str, Any]:
         for entry in out["executionInfo"]
     ]
     out["verificationInfos"] = [
-        {**verdict, "submitter": entry["resourceNode"]}
+        {**st.verdict_to_json(verdict), "submitter": entry.resource_node}
         for entry in task.execution_info
-        for verdict in entry["verifications"]
+        for verdict in entry.verifications
     ]
     out["verificationInfos"].sort(key=lambda v: v["seq"])
     return out
@@ -381,12 +381,7 @@ def query_pending_tasks(node: Node, params: Params) -> list[dict[str, Any]]:
         item["seed"] = str(crypto.task_seed(task.task_hash, address))
         item["compute"] = compute
         item["verify"] = [
-            {
-                "submitter": e["resourceNode"],
-                "result": e["result"],
-                "seed": e["seed"],
-                "rank": e["rank"],
-            }
+            {"submitter": e.resource_node, "result": e.result, "seed": str(e.seed), "rank": e.rank}
             for e in verify
         ]
         out.append(item)

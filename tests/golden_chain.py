@@ -217,13 +217,11 @@ def _run(
             ):
                 task = ledger.get_task(task_hash)
                 assert task is not None
-                settlement = task.settlement or {}
+                assert task.settlement is not None  # every task of the scenario is decided
                 tasks[wire.hex0x(task_hash)] = {
-                    "status": task.status,
-                    "results": [entry["status"] for entry in task.execution_info],
-                    "slashed": [
-                        [slash["address"], slash["reason"]] for slash in settlement["slashed"]
-                    ],
+                    "status": task.status.value,
+                    "results": [int(entry.status) for entry in task.execution_info],
+                    "slashed": [[s.address, s.reason] for s in task.settlement.slashed],
                 }
             out.append({"tasks": tasks})
         finally:

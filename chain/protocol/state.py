@@ -14,7 +14,20 @@ from typing import Any, Final, Protocol
 
 import orjson
 
-from chain.protocol.types import Account, ResourceNodeInfo, Task, ValidatorInfo
+from chain.protocol.types import (
+    OPEN_STATUSES,
+    Account,
+    ExecutionInfo,
+    Payout,
+    ResourceNodeInfo,
+    ResultStatus,
+    Settlement,
+    Slash,
+    Task,
+    TaskStatus,
+    ValidatorInfo,
+    Verdict,
+)
 
 # State keys (everything under b"s/" is consensus state and enters the appHash).
 STATE_PREFIX = b"s/"
@@ -27,8 +40,11 @@ SUPPLY = b"s/supply"
 TASK_STATS = b"s/stats"
 DUE = b"s/due/"  # <h:8>: how many tasks are due at h; <h:8><i:4>: the i-th one
 BUSY = b"s/busy/"
-TASK_STATUSES = ("submitted", "processing", "completed", "verified", "failed")
-OPEN_STATUSES = ("submitted", "processing", "completed")
+
+# A status as the stored JSON holds it -> the enum member, by a dict lookup (cheaper than the
+# enum's own call, and decoding a task is on the path of every task transaction).
+_TASK_STATUS: Final = {status.value: status for status in TaskStatus}
+_RESULT_STATUS: Final = {status.value: status for status in ResultStatus}
 
 
 class _Absent(Enum):
@@ -197,7 +213,7 @@ def task_key(task_hash: bytes) -> bytes:
 def task_to_json(task: Task) -> dict[str, Any]:
     """A task in its wire form (PROTOCOL 5.1 queryTask), which is also how it is stored."""
     return {
-        "status": task.status,
+        "status": str(task.status),  # the word, a plain str (as `status` below, a plain int)
         "response": task.response,
         "verificationCount": task.verification_count,
         "taskHash": "0x" + task.task_hash.hex(),
@@ -215,9 +231,58 @@ def task_to_json(task: Task) -> dict[str, Any]:
         "createdAt": task.created_at,
         "finishedHeight": task.finished_height,
         "finishedAt": task.finished_at,
-        "executionInfo": list(task.execution_info),
+        "executionInfo": [execution_info_to_json(entry) for entry in task.execution_info],
         "txHash": "0x" + task.tx_hash.hex(),
-        "settlement": task.settlement,
+        "settlement": None if task.settlement is None else settlement_to_json(task.settlement),
+    }
+
+
+# The parts of a task below are built with their keys in sorted order: the order a stored task
+# reads back in, and so the order of the wire form queryTask has always answered with.
+
+
+def execution_info_to_json(entry: ExecutionInfo) -> dict[str, Any]:
+    """A result entry in its stored and wire form (`seed` a decimal string)."""
+    return {
+        "decidedHeight": entry.decided_height,
+        "height": entry.height,
+        "proof": entry.proof,
+        "rank": entry.rank,
+        "resourceNode": entry.resource_node,
+        "result": entry.result,
+        "seed": str(entry.seed),
+        "status": int(entry.status),
+        "txHash": entry.tx_hash,
+        "verifications": [verdict_to_json(verdict) for verdict in entry.verifications],
+    }
+
+
+def verdict_to_json(verdict: Verdict) -> dict[str, Any]:
+    return {
+        "height": verdict.height,
+        "seq": verdict.seq,
+        "txHash": verdict.tx_hash,
+        "valid": verdict.valid,
+        "verifier": verdict.verifier,
+    }
+
+
+def settlement_to_json(settlement: Settlement) -> dict[str, Any]:
+    """A settlement in its stored and wire form (amounts as decimal strings)."""
+    return {
+        "burned": str(settlement.burned),
+        "fee": str(settlement.fee),
+        "height": settlement.height,
+        "networkReward": str(settlement.network_reward),
+        "payouts": [
+            {"address": p.address, "amount": str(p.amount), "rank": p.rank, "role": p.role}
+            for p in settlement.payouts
+        ],
+        "refund": str(settlement.refund),
+        "slashed": [
+            {"address": s.address, "amount": str(s.amount), "reason": s.reason}
+            for s in settlement.slashed
+        ],
     }
 
 
@@ -230,28 +295,63 @@ def decode_task(raw: bytes) -> Task:
 
 
 def _task_from_json(obj: dict[str, Any]) -> Task:
-    return Task(
-        task_hash=bytes.fromhex(obj["taskHash"][2:]),
-        tx_hash=bytes.fromhex(obj["txHash"][2:]),
-        sender=obj["sender"],
-        nonce=obj["nonce"],
-        schema=obj["schema"],
-        target_count=obj["targetCount"],
-        prompts=obj["prompts"],
-        model_options=obj["modelOptions"],
-        sid=bytes.fromhex(obj["SID"][2:]),
-        fee_params=obj["feeParams"],
+    settlement = obj["settlement"]
+    return Task(  # by position, in the order of Task's fields: a third cheaper than by keyword
+        bytes.fromhex(obj["taskHash"][2:]),
+        bytes.fromhex(obj["txHash"][2:]),
+        obj["sender"],
+        obj["nonce"],
+        obj["schema"],
+        obj["targetCount"],
+        obj["prompts"],
+        obj["modelOptions"],
+        bytes.fromhex(obj["SID"][2:]),
+        obj["feeParams"],
+        int(obj["fee"]),
+        obj["model"],
+        obj["createdHeight"],
+        obj["createdAt"],
+        _TASK_STATUS[obj["status"]],
+        obj["finishedHeight"],
+        obj["finishedAt"],
+        obj["response"],
+        obj["verificationCount"],
+        tuple([_execution_info_from_json(entry) for entry in obj["executionInfo"]]),
+        None if settlement is None else _settlement_from_json(settlement),
+    )
+
+
+def _execution_info_from_json(obj: dict[str, Any]) -> ExecutionInfo:
+    return ExecutionInfo(
+        obj["rank"],
+        obj["resourceNode"],
+        obj["result"],
+        obj["proof"],
+        int(obj["seed"]),
+        obj["txHash"],
+        obj["height"],
+        _RESULT_STATUS[obj["status"]],
+        obj["decidedHeight"],
+        tuple(
+            [
+                Verdict(v["verifier"], v["valid"], v["txHash"], v["height"], v["seq"])
+                for v in obj["verifications"]
+            ]
+        ),
+    )
+
+
+def _settlement_from_json(obj: dict[str, Any]) -> Settlement:
+    return Settlement(
+        height=obj["height"],
         fee=int(obj["fee"]),
-        model=obj["model"],
-        created_height=obj["createdHeight"],
-        created_at=obj["createdAt"],
-        status=obj["status"],
-        finished_height=obj["finishedHeight"],
-        finished_at=obj["finishedAt"],
-        response=obj["response"],
-        verification_count=obj["verificationCount"],
-        execution_info=tuple(obj["executionInfo"]),
-        settlement=obj["settlement"],
+        network_reward=int(obj["networkReward"]),
+        slashed=tuple([Slash(s["address"], int(s["amount"]), s["reason"]) for s in obj["slashed"]]),
+        payouts=tuple(
+            [Payout(p["address"], int(p["amount"]), p["role"], p["rank"]) for p in obj["payouts"]]
+        ),
+        refund=int(obj["refund"]),
+        burned=int(obj["burned"]),
     )
 
 
@@ -274,10 +374,10 @@ def get_open_task(state: Reader, task_hash: bytes) -> Task | None:
 def put_task(state: State, task: Task) -> None:
     """Write a task, keeping the open-task index and the per-status counts in step."""
     old = state.get(task_key(task.task_hash))
-    update_task(state, task, None if old is None else orjson.loads(old)["status"])
+    update_task(state, task, None if old is None else _TASK_STATUS[orjson.loads(old)["status"]])
 
 
-def update_task(state: State, task: Task, stored_status: str | None) -> None:
+def update_task(state: State, task: Task, stored_status: TaskStatus | None) -> None:
     """`put_task` for a caller that knows the status `state` holds for the task (None: the
     task is new), which spares reading and parsing the stored task again."""
     if stored_status != task.status:
@@ -296,7 +396,7 @@ def update_task(state: State, task: Task, stored_status: str | None) -> None:
 def get_task_stats(state: Reader) -> dict[str, int]:
     """Tasks by status (PROTOCOL 5.2 taskStats, without the total)."""
     obj = _load(state.get(TASK_STATS))
-    return {status: 0 for status in TASK_STATUSES} if obj is None else obj
+    return {status.value: 0 for status in TaskStatus} if obj is None else obj
 
 
 # Deadlines: the tasks whose compute or verify deadline is a given height

@@ -1,4 +1,4 @@
-"""The task lifecycle of PoS+W (PROTOCOL 4.2 to 4.8, 4.11) as pure functions over a State.
+"""The task lifecycle of PoS+W (PROTOCOL 4.1 to 4.8, 4.11) as pure functions over a State.
 
 Results fill a task's slots in inclusion order; verdicts weigh stake for and against a result;
 a decided result frees its slot (rejected) or counts (verified); a task is decided once no
@@ -6,11 +6,14 @@ result is undecided and no slot is open or its compute deadline has passed; dead
 kept in an index by height, so a block only touches the tasks due in it. Settlement pays by
 rank, slashes, jails, refunds, mints and burns to the last base unit, and records how.
 
-A result entry of `Task.execution_info` (its wire form, also how it is stored):
-  {rank, resourceNode, result, proof, seed, txHash, height, status, decidedHeight,
-   verifications: [{verifier, valid, txHash, height, seq}]}
-`status`: 0 pending, 1 verifying, 2 verified, 3 rejected, 4 unverified. `seq` orders verdicts
-across the task by inclusion.
+The rules work on typed values (`chain.protocol.types`: `ExecutionInfo` per result, `Verdict`,
+`Settlement` with its `Payout`s and `Slash`es, `TaskStatus`, `ResultStatus`);
+`chain.protocol.state` encodes them to the stored JSON.
+
+Twins: most rules here have a reference model in tests/property/test_settlement_machine.py
+(class `Reference`, which re-implements PROTOCOL 4 over plain values) and a section in
+docs/PROTOCOL.md; each rule's docstring names its own. A change of a rule changes them too,
+and the appHashes of the golden chain (tests/vectors/chain.json).
 """
 
 from __future__ import annotations
@@ -50,32 +53,41 @@ from chain.protocol.state import (
     update_task,
 )
 from chain.protocol.types import (
+    FINAL_STATUSES,
+    UNDECIDED,
     Account,
     BlockContext,
+    ExecutionInfo,
+    Payout,
+    PayoutRole,
     ResourceNodeInfo,
+    ResultStatus,
+    Settlement,
     SignedTx,
+    Slash,
     SubmitInferenceResult,
     SubmitTask,
     SubmitVerification,
     Task,
+    TaskStatus,
+    Verdict,
 )
 
-PENDING, VERIFYING, VERIFIED, REJECTED, UNVERIFIED = 0, 1, 2, 3, 4
-UNDECIDED = (PENDING, VERIFYING)
-FINAL_STATUSES = ("verified", "failed")
 BPS = 10_000
-
-Entry = dict[str, Any]
 
 
 def compute_deadline(params: Params, task: Task) -> int:
-    """The last height at which the task takes results."""
+    """The last height at which the task takes results (PROTOCOL 4.3).
+
+    Twins: `Reference.compute_deadline` in tests/property/test_settlement_machine.py."""
     assert task.created_height is not None
     return task.created_height + params.compute_deadline_blocks
 
 
 def verify_deadline(params: Params, task: Task) -> int:
-    """The last height at which the task's results take verdicts."""
+    """The last height at which the task's results take verdicts (PROTOCOL 4.5).
+
+    Twins: `Reference.verify_deadline` in tests/property/test_settlement_machine.py."""
     return compute_deadline(params, task) + params.verify_deadline_blocks
 
 
@@ -87,12 +99,17 @@ def schedule_deadlines(state: State, params: Params, task: Task) -> None:
 
 
 def open_slots(task: Task) -> int:
-    taken = sum(1 for e in task.execution_info if e["status"] != REJECTED)
+    """Slots not taken by a result; a rejected result frees its slot (PROTOCOL 4.3).
+
+    Twins: `MTask.open_slots` in tests/property/test_settlement_machine.py."""
+    taken = sum(1 for e in task.execution_info if e.status != ResultStatus.REJECTED)
     return task.target_count - taken
 
 
 def standing_problem(node: ResourceNodeInfo | None, stake: int, params: Params) -> str | None:
-    """Why a node may not compute or verify at all (PROTOCOL 4.2), or None."""
+    """Why a node may not compute or verify at all (PROTOCOL 4.2), or None.
+
+    Twins: `Reference.standing` in tests/property/test_settlement_machine.py."""
     if node is None:
         return "not a registered resource node"
     if node.jailed:
@@ -103,7 +120,9 @@ def standing_problem(node: ResourceNodeInfo | None, stake: int, params: Params) 
 
 
 def check_eligible(state: State, params: Params, address: str, model: str | None) -> None:
-    """An eligible node: registered, staked, not jailed, and serving the task's model."""
+    """An eligible node: registered, staked, not jailed, and serving the task's model (4.2).
+
+    Twins: `Reference.eligible` in tests/property/test_settlement_machine.py."""
     node = get_node(state, address)
     reason = standing_problem(node, get_account(state, address).stake, params)
     if reason is None and node is not None and not node.serves(model):
@@ -112,13 +131,15 @@ def check_eligible(state: State, params: Params, address: str, model: str | None
         raise NotEligible(address, reason)
 
 
-def _with_results(task: Task, entries: tuple[Entry, ...]) -> Task:
-    """The open task with these result entries, and the status they give it."""
-    status = "submitted"
+def _with_results(task: Task, entries: tuple[ExecutionInfo, ...]) -> Task:
+    """The open task with these result entries, and the status they give it (PROTOCOL 4.3).
+
+    Twins: `Reference.refresh_status` in tests/property/test_settlement_machine.py."""
+    status = TaskStatus.SUBMITTED
     if entries:
-        taken = sum(1 for e in entries if e["status"] != REJECTED)
-        status = "processing" if task.target_count > taken else "completed"
-    return replace(task, execution_info=entries, status=status)
+        taken = sum(1 for e in entries if e.status != ResultStatus.REJECTED)
+        status = TaskStatus.PROCESSING if task.target_count > taken else TaskStatus.COMPLETED
+    return task.with_results(entries, status)
 
 
 def _known_task(state: State, task_hash: bytes) -> Task:
@@ -134,9 +155,13 @@ def _known_task(state: State, task_hash: bytes) -> Task:
 def apply_result(
     state: State, params: Params, ctx: BlockContext, tx: SignedTx, msg: SubmitInferenceResult
 ) -> None:
+    """A SubmitInferenceResult: the result takes the next rank (PROTOCOL 4.3).
+
+    Twins: `Reference.result` in tests/property/test_settlement_machine.py and PROTOCOL 4.3
+    (the order of its checks) must change with it."""
     task = _known_task(state, msg.task_hash)
     check_eligible(state, params, msg.resource_node, task.model)
-    if any(e["resourceNode"] == msg.resource_node for e in task.execution_info):
+    if any(e.resource_node == msg.resource_node for e in task.execution_info):
         raise DuplicateSubmission(wire.hex0x(tx.hash), "this node already answered this task")
     task_hex = wire.hex0x(task.task_hash)
     if task.status in FINAL_STATUSES:
@@ -145,18 +170,11 @@ def apply_result(
         raise TaskClosed(task_hex, "the compute deadline has passed")
     if open_slots(task) == 0:
         raise TaskClosed(task_hex, "every slot of the task is taken")
-    entry: Entry = {
-        "rank": len(task.execution_info) + 1,
-        "resourceNode": msg.resource_node,
-        "result": msg.result,
-        "proof": msg.proof,
-        "seed": str(crypto.task_seed(task.task_hash, msg.resource_node)),
-        "txHash": wire.hex0x(tx.hash),
-        "height": ctx.height,
-        "status": PENDING,
-        "decidedHeight": None,
-        "verifications": [],
-    }
+    seed = crypto.task_seed(task.task_hash, msg.resource_node)
+    rank = len(task.execution_info) + 1
+    entry = ExecutionInfo(
+        rank, msg.resource_node, msg.result, msg.proof, seed, wire.hex0x(tx.hash), ctx.height
+    )
     add_busy(state, msg.resource_node, 1)
     stored_status = task.status
     task = _with_results(task, (*task.execution_info, entry))
@@ -170,32 +188,30 @@ def apply_result(
 def apply_verification(
     state: State, params: Params, ctx: BlockContext, tx: SignedTx, msg: SubmitVerification
 ) -> None:
+    """A SubmitVerification: the verdict takes the next `seq`, the result is weighed (4.5, 4.6).
+
+    Twins: `Reference.verdict` in tests/property/test_settlement_machine.py and PROTOCOL 4.5
+    (the order of its checks) must change with it."""
     task = _known_task(state, msg.task_hash)
     if msg.verifier == msg.submitter:
         raise NotEligible(msg.verifier, "a node cannot verify its own result")
     check_eligible(state, params, msg.verifier, task.model)
     index = next(
-        (i for i, e in enumerate(task.execution_info) if e["resourceNode"] == msg.submitter), None
+        (i for i, e in enumerate(task.execution_info) if e.resource_node == msg.submitter), None
     )
     if index is None:
         raise InvalidParams("submitter", f"{msg.submitter} has no result in this task")
     entry = task.execution_info[index]
-    if any(v["verifier"] == msg.verifier for v in entry["verifications"]):
+    if any(v.verifier == msg.verifier for v in entry.verifications):
         raise DuplicateSubmission(wire.hex0x(tx.hash), "this node already gave a verdict here")
     task_hex = wire.hex0x(task.task_hash)
-    if entry["status"] not in UNDECIDED:
+    if entry.status not in UNDECIDED:
         raise TaskClosed(task_hex, "the result is decided already")
     if ctx.height > verify_deadline(params, task):
         raise TaskClosed(task_hex, "the verify deadline has passed")
-    seq = 1 + sum(len(e["verifications"]) for e in task.execution_info)
-    verdict = {
-        "verifier": msg.verifier,
-        "valid": msg.valid,
-        "txHash": wire.hex0x(tx.hash),
-        "height": ctx.height,
-        "seq": seq,
-    }
-    entry = {**entry, "status": VERIFYING, "verifications": [*entry["verifications"], verdict]}
+    seq = 1 + sum(len(e.verifications) for e in task.execution_info)
+    verdict = Verdict(msg.verifier, msg.valid, wire.hex0x(tx.hash), ctx.height, seq)
+    entry = entry.with_verdict(verdict)
     add_busy(state, msg.verifier, 1)
     entry = decide_result(state, params, ctx, entry, at_deadline=False)
     entries = list(task.execution_info)
@@ -207,13 +223,16 @@ def apply_verification(
     update_task(state, task, stored_status)
 
 
-def weigh(state: State, entry: Entry) -> tuple[int, int]:
-    """(for, against): the submitter's and valid verifiers' stake, the others' stake (4.6)."""
-    stake_for = get_account(state, entry["resourceNode"]).stake
+def weigh(state: State, entry: ExecutionInfo) -> tuple[int, int]:
+    """(for, against): the submitter's and valid verifiers' stake, the others' stake (4.6).
+
+    Twins: `Reference.decide` in tests/property/test_settlement_machine.py and PROTOCOL 4.6
+    must change with it."""
+    stake_for = get_account(state, entry.resource_node).stake
     stake_against = 0
-    for verdict in entry["verifications"]:
-        stake = get_account(state, verdict["verifier"]).stake
-        if verdict["valid"]:
+    for verdict in entry.verifications:
+        stake = get_account(state, verdict.verifier).stake
+        if verdict.valid:
             stake_for += stake
         else:
             stake_against += stake
@@ -221,24 +240,27 @@ def weigh(state: State, entry: Entry) -> tuple[int, int]:
 
 
 def decide_result(
-    state: State, params: Params, ctx: BlockContext, entry: Entry, *, at_deadline: bool
-) -> Entry:
-    """Decide an undecided result if the rule allows; returns the (possibly) updated entry."""
-    if entry["status"] not in UNDECIDED:
+    state: State, params: Params, ctx: BlockContext, entry: ExecutionInfo, *, at_deadline: bool
+) -> ExecutionInfo:
+    """Decide an undecided result if the rule allows; returns the (possibly) updated entry.
+
+    Twins: `Reference.decide` in tests/property/test_settlement_machine.py and PROTOCOL 4.6
+    (the quorum, the tie, the verify deadline) must change with it."""
+    if entry.status not in UNDECIDED:
         return entry
-    verdicts = entry["verifications"]
-    outcome: int | None = None
+    verdicts = entry.verifications
+    outcome: ResultStatus | None = None
     if verdicts and (at_deadline or len(verdicts) >= params.verification_quorum):
         stake_for, stake_against = weigh(state, entry)
         if stake_for > stake_against:
-            outcome = VERIFIED
+            outcome = ResultStatus.VERIFIED
         elif stake_against > stake_for:
-            outcome = REJECTED
+            outcome = ResultStatus.REJECTED
     if outcome is None and at_deadline:
-        outcome = UNVERIFIED
+        outcome = ResultStatus.UNVERIFIED
     if outcome is None:
         return entry
-    return {**entry, "status": outcome, "decidedHeight": ctx.height}
+    return entry.decided(outcome, ctx.height)
 
 
 # Deciding the task
@@ -247,10 +269,13 @@ def decide_result(
 def maybe_decide_task(
     state: State, params: Params, ctx: BlockContext, task: Task, *, compute_closed: bool
 ) -> Task:
-    """Decide and settle the task once nothing is undecided and no result can come (4.7)."""
+    """Decide and settle the task once nothing is undecided and no result can come (4.7).
+
+    Twins: `Reference.maybe_settle` in tests/property/test_settlement_machine.py and
+    PROTOCOL 4.7 must change with it."""
     if task.status in FINAL_STATUSES:
         return task
-    if any(e["status"] in UNDECIDED for e in task.execution_info):
+    if any(e.status in UNDECIDED for e in task.execution_info):
         return task
     if open_slots(task) > 0 and not compute_closed:
         return task
@@ -258,7 +283,10 @@ def maybe_decide_task(
 
 
 def process_deadlines(state: State, params: Params, ctx: BlockContext) -> None:
-    """End of block: the tasks whose compute or verify deadline is this height."""
+    """End of block: the tasks whose compute or verify deadline is this height (4.6, 4.7).
+
+    Twins: `Reference.end_block` in tests/property/test_settlement_machine.py (the tasks due,
+    in creation order) and PROTOCOL 4.6 and 4.7 must change with it."""
     due = get_due(state, ctx.height)
     if not due:
         return
@@ -281,6 +309,10 @@ def process_deadlines(state: State, params: Params, ctx: BlockContext) -> None:
 
 
 def rank_weights(count: int, decay_bps: int) -> list[int]:
+    """w1 = 10000, w(i+1) = w(i) * (10000 - rankDecayBps) // 10000 (PROTOCOL 4.8 step 4).
+
+    Twins: `Reference.weights` in tests/property/test_settlement_machine.py and `rank_weights`
+    in tests/rpc/test_lifecycle.py must change with it."""
     weights = [BPS] if count else []
     while len(weights) < count:
         weights.append(weights[-1] * (BPS - decay_bps) // BPS)
@@ -288,7 +320,10 @@ def rank_weights(count: int, decay_bps: int) -> list[int]:
 
 
 def split_by_rank(pool: int, recipients: list[str], decay_bps: int) -> list[int]:
-    """share_i = pool * w_i // sum(w), in rank order; nothing when there is no recipient."""
+    """share_i = pool * w_i // sum(w), in rank order; nothing when there is no recipient.
+
+    Twins: `Reference.shares` in tests/property/test_settlement_machine.py and PROTOCOL 4.8
+    step 5 must change with it."""
     weights = rank_weights(len(recipients), decay_bps)
     total = sum(weights)
     return [pool * w // total for w in weights] if total else []
@@ -310,35 +345,43 @@ def _jail_if_below_minimum(state: State, params: Params, address: str) -> None:
 
 
 def _slash_losers(
-    state: State, params: Params, results: list[Entry]
-) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    state: State, params: Params, results: list[ExecutionInfo]
+) -> tuple[list[Slash], list[tuple[int, str]]]:
     """Slash rejected results and losing verdicts, jail who falls below minNodeStake:
-    (the slashes, the winning verdicts as (seq, verifier))."""
-    slashed: list[dict[str, Any]] = []
+    (the slashes, the winning verdicts as (seq, verifier)).
+
+    Twins: the slashes and jailing of `Reference.settle` and `Reference.slash` in
+    tests/property/test_settlement_machine.py and PROTOCOL 4.8 step 2 must change with it;
+    what it takes stays in the supply (PROTOCOL 4.10) through poolV."""
+    slashed: list[Slash] = []
     winners: list[tuple[int, str]] = []
     for entry in results:
-        if entry["status"] not in (VERIFIED, REJECTED):
+        status = entry.status
+        if status not in (ResultStatus.VERIFIED, ResultStatus.REJECTED):
             continue
-        if entry["status"] == REJECTED and params.slashing:
-            address = entry["resourceNode"]
+        if status == ResultStatus.REJECTED and params.slashing:
+            address = entry.resource_node
             amount = _slash(state, address, params.result_slash_bps)
-            slashed.append({"address": address, "amount": amount, "reason": "result"})
-        for verdict in entry["verifications"]:
-            if verdict["valid"] == (entry["status"] == VERIFIED):
-                winners.append((verdict["seq"], verdict["verifier"]))
+            slashed.append(Slash(address, amount, "result"))
+        for verdict in entry.verifications:
+            if verdict.valid == (status == ResultStatus.VERIFIED):
+                winners.append((verdict.seq, verdict.verifier))
             elif params.slashing:
-                address = verdict["verifier"]
+                address = verdict.verifier
                 amount = _slash(state, address, params.verifier_slash_bps)
-                slashed.append({"address": address, "amount": amount, "reason": "verdict"})
-    for address in dict.fromkeys(s["address"] for s in slashed):
+                slashed.append(Slash(address, amount, "verdict"))
+    for address in dict.fromkeys(s.address for s in slashed):
         _jail_if_below_minimum(state, params, address)
     return slashed, winners
 
 
 def _pay_by_rank(
-    state: State, pool: int, recipients: list[str], decay_bps: int, role: str
-) -> tuple[int, list[dict[str, Any]]]:
-    """Credit `pool` split by rank among `recipients`: (paid, the payout records)."""
+    state: State, pool: int, recipients: list[str], decay_bps: int, role: PayoutRole
+) -> tuple[int, list[Payout]]:
+    """Credit `pool` split by rank among `recipients`: (paid, the payout records).
+
+    Twins: the payouts of `Reference.settle` in tests/property/test_settlement_machine.py and
+    PROTOCOL 4.8 step 5 must change with it."""
     if not recipients:
         return 0, []
     payouts = []
@@ -349,26 +392,33 @@ def _pay_by_rank(
         if amount:
             credit(state, address, amount)
         paid += amount
-        payouts.append({"address": address, "amount": str(amount), "role": role, "rank": rank})
+        payouts.append(Payout(address, amount, role, rank))
     return paid, payouts
 
 
 def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
-    """Pay, slash, jail, refund, mint and burn for a decided task; returns the final task."""
-    results = sorted(task.execution_info, key=lambda e: e["rank"])
+    """Pay, slash, jail, refund, mint and burn for a decided task; returns the final task.
+
+    Twins: `Reference.settle` in tests/property/test_settlement_machine.py, PROTOCOL 4.7 (the
+    final status, response and verificationCount) and 4.8 must change with it, and so do the
+    settlements written out by hand in tests/unit/test_tasks.py and tests/rpc/test_lifecycle.py.
+    It keeps the supply invariant of PROTOCOL 4.10: the escrowed fee, the reward and the
+    slashes go out as payouts, refund and burn to the last base unit, and the supply counters
+    record what is minted and burned."""
+    results = sorted(task.execution_info, key=lambda e: e.rank)
     for entry in results:  # the Unstake guard holds until here, so no slash can be escaped
-        add_busy(state, entry["resourceNode"], -1)
-        for verdict in entry["verifications"]:
-            add_busy(state, verdict["verifier"], -1)
-    valid = [e for e in results if e["status"] == VERIFIED]
+        add_busy(state, entry.resource_node, -1)
+        for verdict in entry.verifications:
+            add_busy(state, verdict.verifier, -1)
+    valid = [e for e in results if e.status == ResultStatus.VERIFIED]
     fee = task.fee
     reward = params.network_reward_per_task if valid else 0
     slashed, winners = _slash_losers(state, params, results) if results else ([], [])
-    total_slashed = sum(s["amount"] for s in slashed)
+    total_slashed = sum(s.amount for s in slashed)
 
     pool_compute = (fee + reward) * params.compute_share_bps // BPS
     pool_verify = fee + reward - pool_compute + total_slashed
-    computers = [e["resourceNode"] for e in valid]
+    computers = [e.resource_node for e in valid]
     verifiers = [address for _seq, address in sorted(winners)]
     decay = params.rank_decay_bps
     paid_compute, compute_payouts = _pay_by_rank(state, pool_compute, computers, decay, "compute")
@@ -388,22 +438,22 @@ def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
     put_supply(state, genesis_supply, minted + reward - unminted, burned_before + burned)
 
     response = valid[0] if valid else None
-    settlement = {
-        "height": ctx.height,
-        "fee": str(fee),
-        "networkReward": str(reward - unminted),
-        "slashed": [{**s, "amount": str(s["amount"])} for s in slashed],
-        "payouts": compute_payouts + verify_payouts,
-        "refund": str(refund),
-        "burned": str(burned),
-    }
+    settlement = Settlement(
+        height=ctx.height,
+        fee=fee,
+        network_reward=reward - unminted,
+        slashed=tuple(slashed),
+        payouts=(*compute_payouts, *verify_payouts),
+        refund=refund,
+        burned=burned,
+    )
     return replace(
         task,
-        status="failed" if response is None else "verified",
-        response=None if response is None else response["result"],
+        status=TaskStatus.FAILED if response is None else TaskStatus.VERIFIED,
+        response=None if response is None else response.result,
         verification_count=0
         if response is None
-        else sum(1 for v in response["verifications"] if v["valid"]),
+        else sum(1 for v in response.verifications if v.valid),
         finished_height=ctx.height,
         finished_at=ctx.time,
         settlement=settlement,
@@ -415,10 +465,13 @@ def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
 
 def pending_work(
     state: Reader, params: Params, address: str, height: int, task_hashes: list[bytes]
-) -> list[tuple[Task, bool, list[Entry]]]:
+) -> list[tuple[Task, bool, list[ExecutionInfo]]]:
     """For each open task: (task, may compute, results it may verify) at block `height`.
 
     Raises NotEligible when the node cannot act at all (not registered, stake, jailed).
+
+    Twins: `Reference.work` in tests/property/test_settlement_machine.py and PROTOCOL 5.1
+    (queryPendingTasks) must change with it.
     """
     node = get_node(state, address)
     reason = standing_problem(node, get_account(state, address).stake, params)
@@ -429,16 +482,16 @@ def pending_work(
         task = get_task(state, task_hash)
         if task is None or task.status in FINAL_STATUSES or not node.serves(task.model):
             continue
-        answered = any(e["resourceNode"] == address for e in task.execution_info)
+        answered = any(e.resource_node == address for e in task.execution_info)
         compute = not answered and open_slots(task) > 0 and height <= compute_deadline(params, task)
         verify = []
         if height <= verify_deadline(params, task):
             verify = [
                 e
                 for e in task.execution_info
-                if e["status"] in UNDECIDED
-                and e["resourceNode"] != address
-                and all(v["verifier"] != address for v in e["verifications"])
+                if e.status in UNDECIDED
+                and e.resource_node != address
+                and all(v.verifier != address for v in e.verifications)
             ]
         if compute or verify:
             work.append((task, compute, verify))
@@ -453,6 +506,10 @@ MODEL_OPTION_RANGES: dict[str, tuple[float, float, type]] = {
 
 
 def task_fee(params: Params, target_count: int) -> int:
+    """taskBaseFee + taskFeePerNode * targetCount (PROTOCOL 4.1).
+
+    Twins: `Model.fee` in tests/property/test_accounts_machine.py and the fee of
+    `Reference.submit_task` in tests/property/test_settlement_machine.py."""
     return params.task_base_fee + params.task_fee_per_node * target_count
 
 
@@ -506,6 +563,12 @@ def max_fee_of(text: str) -> int | None:
 def apply_submit_task(
     state: State, params: Params, ctx: BlockContext, tx: SignedTx, msg: SubmitTask
 ) -> None:
+    """A SubmitTask (PROTOCOL 4.1): the fee moves from the sender's balance to the escrow.
+
+    Twins: `Model.submit_task` in tests/property/test_accounts_machine.py (the order of the
+    checks), `Reference.submit_task` in tests/property/test_settlement_machine.py and
+    PROTOCOL 4.1 must change with it; it keeps the supply invariant of PROTOCOL 4.10 (the
+    escrow counts until the settlement)."""
     account = get_account(state, msg.sender)
     check_nonce(account, msg.sender, msg.nonce)
     if not 1 <= msg.target_count <= params.max_target_count:

@@ -4,12 +4,18 @@ Every value is a frozen dataclass. Transaction messages carry their EIP-712 type
 (PROTOCOL 3): `FIELDS` lists (wire name, attribute, ABI type) in the normative order.
 Bytes fields (schema, prompts, ...) keep the wire string exactly as given; `chain.protocol.wire`
 decodes them for hashing.
+
+A task's statuses are the one definition of the words and numbers the wire shows
+(`TaskStatus`, `ResultStatus`); its result entries, verdicts and settlement are typed values
+with amounts as ints. `chain.protocol.state` encodes them to the stored JSON (which enters the
+appHash), `rpc.methods` to the answers of queryTask and queryPendingTasks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from enum import IntEnum, StrEnum
+from typing import ClassVar, Literal
 
 ZERO_HASH = b"\x00" * 32
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -217,6 +223,132 @@ class ValidatorInfo:
     url: str
 
 
+class TaskStatus(StrEnum):
+    """A task's status (PROTOCOL 4): a `str`, so it compares and encodes as its word."""
+
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    VERIFIED = "verified"
+    FAILED = "failed"
+
+
+OPEN_STATUSES = (TaskStatus.SUBMITTED, TaskStatus.PROCESSING, TaskStatus.COMPLETED)
+FINAL_STATUSES = (TaskStatus.VERIFIED, TaskStatus.FAILED)
+
+
+class ResultStatus(IntEnum):
+    """A result's status (`executionInfo[].status`, PROTOCOL 4.6): an int on the wire."""
+
+    PENDING = 0  # no verdict yet
+    VERIFYING = 1  # verdicts, undecided
+    VERIFIED = 2
+    REJECTED = 3
+    UNVERIFIED = 4  # undecided at the verify deadline: neither paid nor slashed
+
+
+UNDECIDED = (ResultStatus.PENDING, ResultStatus.VERIFYING)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One verdict on a result (PROTOCOL 4.5); `seq` orders verdicts across the task by
+    inclusion. `tx_hash` is the 0x-hex string the wire shows."""
+
+    verifier: str
+    valid: bool
+    tx_hash: str
+    height: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionInfo:
+    """One result of a task (an `executionInfo` entry, PROTOCOL 4.3): `rank` is its place in
+    inclusion order, `seed` the submitter's (4.4), `tx_hash` the 0x-hex string the wire shows,
+    `decided_height` the height of the block that decided it (4.6)."""
+
+    rank: int
+    resource_node: str
+    result: str
+    proof: str
+    seed: int
+    tx_hash: str
+    height: int
+    status: ResultStatus = ResultStatus.PENDING
+    decided_height: int | None = None
+    verifications: tuple[Verdict, ...] = ()
+
+    def with_verdict(self, verdict: Verdict) -> ExecutionInfo:
+        """This result with one more verdict, `verifying` (built directly, as `decided`:
+        `dataclasses.replace` costs twice as much on the path of every verdict)."""
+        return ExecutionInfo(
+            self.rank,
+            self.resource_node,
+            self.result,
+            self.proof,
+            self.seed,
+            self.tx_hash,
+            self.height,
+            ResultStatus.VERIFYING,
+            self.decided_height,
+            (*self.verifications, verdict),
+        )
+
+    def decided(self, status: ResultStatus, height: int) -> ExecutionInfo:
+        """This result decided as `status` in the block at `height`."""
+        return ExecutionInfo(
+            self.rank,
+            self.resource_node,
+            self.result,
+            self.proof,
+            self.seed,
+            self.tx_hash,
+            self.height,
+            status,
+            height,
+            self.verifications,
+        )
+
+
+PayoutRole = Literal["compute", "verify"]
+SlashReason = Literal["result", "verdict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Payout:
+    """A share of a pool (PROTOCOL 4.8): `rank` is its place, from 1, in its pool's order."""
+
+    address: str
+    amount: int
+    role: PayoutRole
+    rank: int
+
+
+@dataclass(frozen=True, slots=True)
+class Slash:
+    """Stake taken at settlement (PROTOCOL 4.8 step 2), for a rejected result or a losing
+    verdict."""
+
+    address: str
+    amount: int
+    reason: SlashReason
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How a decided task was settled (PROTOCOL 4.8): every base unit accounted for,
+    `sum(payouts) + refund + burned == fee + network_reward + sum(slashed)`."""
+
+    height: int
+    fee: int
+    network_reward: int  # R - unminted
+    slashed: tuple[Slash, ...]
+    payouts: tuple[Payout, ...]
+    refund: int
+    burned: int
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """A task as the ledger keeps it; `queryTask` renders it for the wire."""
@@ -235,13 +367,40 @@ class Task:
     model: str | None
     created_height: int | None  # None while its SubmitTask waits in the mempool
     created_at: int | None
-    status: str = "submitted"
+    status: TaskStatus = TaskStatus.SUBMITTED
     finished_height: int | None = None
     finished_at: int | None = None
     response: str | None = None
     verification_count: int = 0
-    execution_info: tuple[dict[str, Any], ...] = ()
-    settlement: dict[str, Any] | None = None
+    execution_info: tuple[ExecutionInfo, ...] = ()
+    settlement: Settlement | None = None
+
+    def with_results(self, entries: tuple[ExecutionInfo, ...], status: TaskStatus) -> Task:
+        """This task with these result entries and this status: `dataclasses.replace` costs
+        twice as much, and this runs for every result and verdict."""
+        return Task(
+            self.task_hash,
+            self.tx_hash,
+            self.sender,
+            self.nonce,
+            self.schema,
+            self.target_count,
+            self.prompts,
+            self.model_options,
+            self.sid,
+            self.fee_params,
+            self.fee,
+            self.model,
+            self.created_height,
+            self.created_at,
+            status,
+            self.finished_height,
+            self.finished_at,
+            self.response,
+            self.verification_count,
+            entries,
+            self.settlement,
+        )
 
 
 @dataclass(frozen=True, slots=True)

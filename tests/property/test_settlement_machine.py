@@ -47,14 +47,24 @@ from chain.protocol.errors import (
     UnknownTask,
 )
 from chain.protocol.genesis import DEV_MNEMONIC, Params, dev_genesis, parse_genesis
-from chain.protocol.state import ACCOUNT, decode_account, get_node, get_supply, get_task_stats
+from chain.protocol.state import (
+    ACCOUNT,
+    decode_account,
+    get_node,
+    get_supply,
+    get_task_stats,
+    settlement_to_json,
+)
 from chain.protocol.types import (
+    FINAL_STATUSES,
     Message,
     RegisterResourceNode,
+    ResultStatus,
     Stake,
     SubmitInferenceResult,
     SubmitTask,
     SubmitVerification,
+    TaskStatus,
     Unstake,
     signer_of,
 )
@@ -79,8 +89,8 @@ GENESIS_MODELS = ["*", "llama-3,gpt-x", "llama-3", "llama-3, mistral", "mistral"
 TASK_MODELS = ["llama-3", "llama-3", "mistral", "mistral", "gpt-x", "phi", None]
 REGISTER_MODELS = ["*", "llama-3", "mistral , gpt-x", "phi"]
 
-PENDING, VERIFYING, VERIFIED, REJECTED, UNVERIFIED = 0, 1, 2, 3, 4
-FINAL = ("verified", "failed")
+PENDING, VERIFYING, VERIFIED, REJECTED, UNVERIFIED = ResultStatus  # 0 to 4, in this order
+FINAL = FINAL_STATUSES
 
 ErrorClass = type[ChainError] | None
 
@@ -146,7 +156,7 @@ class MTask:
     target: int
     created: int
     results: list[Result] = field(default_factory=list)
-    status: str = "submitted"
+    status: TaskStatus = TaskStatus.SUBMITTED
     response: str | None = None
     verification_count: int = 0
     finished: int | None = None
@@ -333,9 +343,11 @@ class Reference:
         if task.status in FINAL:
             return
         if not task.results:
-            task.status = "submitted"
+            task.status = TaskStatus.SUBMITTED
+        elif task.open_slots() > 0:
+            task.status = TaskStatus.PROCESSING
         else:
-            task.status = "processing" if task.open_slots() > 0 else "completed"
+            task.status = TaskStatus.COMPLETED
 
     def maybe_settle(self, task: MTask, height: int, *, compute_closed: bool) -> None:
         """4.7: no undecided result, and no open slot or the compute window closed."""
@@ -431,7 +443,7 @@ class Reference:
         self.minted += r - unminted
         self.burned += burned
 
-        task.status = "verified" if valid else "failed"
+        task.status = TaskStatus.VERIFIED if valid else TaskStatus.FAILED
         task.response = valid[0].text if valid else None
         task.verification_count = sum(1 for v in valid[0].verdicts if v.valid) if valid else 0
         task.finished = height
@@ -749,8 +761,7 @@ class SettlementMachine(RuleBasedStateMachine):
             return
         assert expected is not None, f"pending_work answered for {node}; the model: not eligible"
         rendered = [
-            (t.task_hash, compute, [e["resourceNode"] for e in verify])
-            for t, compute, verify in got
+            (t.task_hash, compute, [e.resource_node for e in verify]) for t, compute, verify in got
         ]
         assert sorted(rendered) == sorted(expected)
 
@@ -812,14 +823,14 @@ class SettlementMachine(RuleBasedStateMachine):
         assert task.finished_height == mtask.finished
         got = [
             (
-                e["rank"],
-                e["resourceNode"],
-                e["result"],
-                e["seed"],
-                e["height"],
-                e["status"],
-                e["decidedHeight"],
-                [(v["verifier"], v["valid"], v["seq"], v["height"]) for v in e["verifications"]],
+                e.rank,
+                e.resource_node,
+                e.result,
+                e.seed,
+                e.height,
+                e.status,
+                e.decided_height,
+                [(v.verifier, v.valid, v.seq, v.height) for v in e.verifications],
             )
             for e in task.execution_info
         ]
@@ -828,7 +839,7 @@ class SettlementMachine(RuleBasedStateMachine):
                 r.rank,
                 r.node,
                 r.text,
-                str(r.seed),
+                r.seed,
                 r.height,
                 r.status,
                 r.decided_height,
@@ -837,7 +848,9 @@ class SettlementMachine(RuleBasedStateMachine):
             for r in mtask.results
         ]
         assert got == want
-        assert task.settlement == mtask.settlement
+        # the model writes the settlement as the wire shows it (amounts as decimal strings)
+        settlement = None if task.settlement is None else settlement_to_json(task.settlement)
+        assert settlement == mtask.settlement
 
 
 SettlementMachine.TestCase.settings = settings(

@@ -28,7 +28,6 @@ from chain.protocol.errors import (
 from chain.protocol.genesis import DEV_MNEMONIC, Genesis, Params, dev_genesis, parse_genesis
 from chain.protocol.state import (
     OPEN_TASK,
-    TASK_STATUSES,
     State,
     encode_write_set,
     get_account,
@@ -50,6 +49,7 @@ from chain.protocol.types import (
     SignedTx,
     Stake,
     SubmitTask,
+    TaskStatus,
     Transfer,
     Unstake,
 )
@@ -384,21 +384,24 @@ def test_same_task_twice_is_a_duplicate(state: State) -> None:
     rejects(state, msg, DuplicateSubmission)
 
 
+NO_TASKS = {status.value: 0 for status in TaskStatus}
+
+
 def test_task_stats_count_tasks_by_status(state: State) -> None:
-    assert get_task_stats(state) == dict.fromkeys(TASK_STATUSES, 0)
+    assert get_task_stats(state) == NO_TASKS
     first = apply(state, task_msg(nonce=0))
     apply(state, task_msg(nonce=1))
     apply(state, task_msg(BOB, 0))
-    assert get_task_stats(state) == {**dict.fromkeys(TASK_STATUSES, 0), "submitted": 3}
+    assert get_task_stats(state) == {**NO_TASKS, "submitted": 3}
     task = get_task(state, first.digest)
     assert task is not None
-    put_task(state, replace(task, status="processing"))
-    put_task(state, replace(task, status="processing"))  # same status: counts unchanged
+    put_task(state, replace(task, status=TaskStatus.PROCESSING))
+    put_task(state, replace(task, status=TaskStatus.PROCESSING))  # same status: counts unchanged
     assert get_task_stats(state)["processing"] == 1
     assert get_task_stats(state)["submitted"] == 2
-    put_task(state, replace(task, status="failed"))
+    put_task(state, replace(task, status=TaskStatus.FAILED))
     assert get_task_stats(state) == {
-        **dict.fromkeys(TASK_STATUSES, 0),
+        **NO_TASKS,
         "submitted": 2,
         "failed": 1,
     }

@@ -36,8 +36,10 @@ from chain.protocol.genesis import DEV_MNEMONIC, Params, dev_genesis, parse_gene
 from chain.protocol.state import get_account, get_busy, get_node, get_supply
 from chain.protocol.types import (
     Account,
+    ExecutionInfo,
     Message,
     RegisterResourceNode,
+    Settlement,
     SignedTx,
     Stake,
     SubmitInferenceResult,
@@ -188,12 +190,12 @@ class Chain:
         return info.jailed
 
     def statuses(self, task_hash: bytes) -> list[int]:
-        return [e["status"] for e in self.task(task_hash).execution_info]
+        return [e.status for e in self.task(task_hash).execution_info]
 
     def supply(self) -> tuple[int, int, int]:
         return get_supply(self.node.ledger.store)
 
-    def work(self, address: str) -> list[tuple[Task, bool, list[dict[str, Any]]]]:
+    def work(self, address: str) -> list[tuple[Task, bool, list[ExecutionInfo]]]:
         """tasks.pending_work as queryPendingTasks asks it: for the next block's height."""
         return tasks.pending_work(
             self.node.mempool.pending_state,
@@ -238,17 +240,17 @@ def chain(make_chain: Callable[..., Chain]) -> Chain:
 
 
 def settled_amounts(task: Task) -> dict[str, Any]:
-    """The settlement record with its amounts as integers, for arithmetic in the tests."""
+    """The settlement record as a dict of plain values, to compare with one written by hand."""
     s = task.settlement
     assert s is not None
     return {
-        "height": s["height"],
-        "fee": int(s["fee"]),
-        "networkReward": int(s["networkReward"]),
-        "slashed": [(x["address"], int(x["amount"]), x["reason"]) for x in s["slashed"]],
-        "payouts": [(p["address"], int(p["amount"]), p["role"], p["rank"]) for p in s["payouts"]],
-        "refund": int(s["refund"]),
-        "burned": int(s["burned"]),
+        "height": s.height,
+        "fee": s.fee,
+        "networkReward": s.network_reward,
+        "slashed": [(x.address, x.amount, x.reason) for x in s.slashed],
+        "payouts": [(p.address, p.amount, p.role, p.rank) for p in s.payouts],
+        "refund": s.refund,
+        "burned": s.burned,
     }
 
 
@@ -277,7 +279,7 @@ def test_stake_one_below_min_node_stake_is_not_eligible_exactly_min_is(chain: Ch
     chain.result(task, DAVE)  # the pending state already has the stake
     chain.block()
     (entry,) = chain.task(task).execution_info
-    assert entry["resourceNode"] == DAVE and entry["rank"] == 1
+    assert entry.resource_node == DAVE and entry.rank == 1
 
 
 def test_registration_needs_no_genesis_entry_but_a_stake(chain: Chain) -> None:
@@ -289,7 +291,7 @@ def test_registration_needs_no_genesis_entry_but_a_stake(chain: Chain) -> None:
     chain.block()
     chain.result(task, DAVE)
     chain.block()
-    assert chain.task(task).execution_info[0]["resourceNode"] == DAVE
+    assert chain.task(task).execution_info[0].resource_node == DAVE
 
 
 def test_only_nodes_serving_the_task_model_compute_and_verify(chain: Chain) -> None:
@@ -310,7 +312,7 @@ def test_only_nodes_serving_the_task_model_compute_and_verify(chain: Chain) -> N
     chain.refused(SubmitVerification(llama, N2, N0, True), NotEligible)
     chain.verdict(llama, N1, N0, True)
     chain.block()
-    assert [e["resourceNode"] for e in chain.task(llama).execution_info] == [N0, N1]
+    assert [e.resource_node for e in chain.task(llama).execution_info] == [N0, N1]
     assert chain.statuses(llama) == [2, 0]
     assert chain.statuses(other) == chain.statuses(no_model) == [0]
 
@@ -396,12 +398,12 @@ def test_results_fill_the_slots_then_task_closed_and_rpc_false(chain: Chain) -> 
     assert len(chain.node.mempool) == 2
     height = chain.block()
     info = chain.task(task).execution_info
-    assert [(e["rank"], e["resourceNode"], e["height"]) for e in info] == [
+    assert [(e.rank, e.resource_node, e.height) for e in info] == [
         (1, N0, height),
         (2, N1, height),
     ]
-    assert info[1]["txHash"] == wire.hex0x(second.hash)
-    assert info[1]["result"] == honest(task, N1) and info[1]["proof"] == ""
+    assert info[1].tx_hash == wire.hex0x(second.hash)
+    assert info[1].result == honest(task, N1) and info[1].proof == ""
     assert chain.task(task).status == "completed"
     chain.refused(chain.result_msg(task, N2), TaskClosed)
 
@@ -420,8 +422,8 @@ def test_rejected_result_frees_its_slot(chain: Chain) -> None:
     chain.result(task, N1)  # the slot is open again
     height = chain.block()
     info = chain.task(task).execution_info
-    assert [(e["rank"], e["resourceNode"], e["status"]) for e in info] == [(1, N0, 3), (2, N1, 0)]
-    assert info[0]["decidedHeight"] == height
+    assert [(e.rank, e.resource_node, e.status) for e in info] == [(1, N0, 3), (2, N1, 0)]
+    assert info[0].decided_height == height
     assert chain.task(task).status == "completed"
     chain.verdict(task, N2, N1, True)
     chain.block()
@@ -475,9 +477,7 @@ def test_verification_count_counts_the_valid_verdicts_of_the_response(
     done = chain.task(task)
     assert done.status == "verified" and done.response == honest(task, NODES[0])
     assert done.verification_count == 2
-    assert [
-        (v["verifier"], v["valid"], v["seq"]) for v in done.execution_info[0]["verifications"]
-    ] == [
+    assert [(v.verifier, v.valid, v.seq) for v in done.execution_info[0].verifications] == [
         (NODES[1], True, 1),
         (NODES[2], False, 2),
         (NODES[3], True, 3),
@@ -538,7 +538,7 @@ def test_result_at_exactly_the_compute_deadline_is_accepted_one_later_is_late(
     chain.result(task, N0)  # in block createdHeight + 5
     assert chain.block() == created + 5
     (entry,) = chain.task(task).execution_info
-    assert entry["height"] == created + 5
+    assert entry.height == created + 5
     exc = chain.refused(chain.result_msg(task, N1), TaskClosed)
     assert "deadline" in exc.reason
     assert chain.rpc("submitInferenceResult", chain.result_msg(task, N1)) is False
@@ -560,7 +560,7 @@ def test_verdict_at_exactly_the_verify_deadline_is_accepted_one_later_is_late(
     done = chain.task(task)
     # at the verify deadline: N0's result by weight without quorum, N1's has no verdict
     assert chain.statuses(task) == [2, 4]
-    assert [e["decidedHeight"] for e in done.execution_info] == [created + 10] * 2
+    assert [e.decided_height for e in done.execution_info] == [created + 10] * 2
     assert done.status == "verified" and done.verification_count == 1
     assert done.finished_height == created + 10
     chain.refused(SubmitVerification(task, N2, N1, True), TaskClosed)
@@ -649,15 +649,15 @@ def test_task_for_a_model_nobody_serves_fails_with_the_full_fee_refunded(chain: 
     chain.until(created + 5)
     done = chain.task(task)
     assert done.status == "failed" and done.execution_info == ()
-    assert done.settlement == {
-        "height": created + 5,
-        "fee": str(fee(3)),
-        "networkReward": "0",
-        "slashed": [],
-        "payouts": [],
-        "refund": str(fee(3)),
-        "burned": "0",
-    }
+    assert done.settlement == Settlement(
+        height=created + 5,
+        fee=fee(3),
+        network_reward=0,
+        slashed=(),
+        payouts=(),
+        refund=fee(3),
+        burned=0,
+    )
     assert chain.account(ALICE).balance == before
     _genesis_supply, minted, burned = chain.supply()
     assert (minted, burned) == (chain.blocks * BLOCK_REWARD, 0)
@@ -943,7 +943,7 @@ def test_slashed_below_min_node_stake_is_jailed_and_restaking_unjails(
     assert chain.account(N2) == Account(NODE_BALANCE - 100 * E18, 1900 * E18, 2)
     chain.result(second, N2)
     chain.block()
-    assert [e["resourceNode"] for e in chain.task(second).execution_info] == [N0, N2]
+    assert [e.resource_node for e in chain.task(second).execution_info] == [N0, N2]
 
 
 def test_node_slashed_twice_is_jailed_on_what_is_left_after_both(
@@ -1019,10 +1019,10 @@ def test_seed_in_execution_info_is_the_task_seed_of_the_node(chain: Chain) -> No
     seeds = set()
     for task in (first, second):
         for entry in chain.task(task).execution_info:
-            node = entry["resourceNode"]
+            node = entry.resource_node
             by_hand = int.from_bytes(crypto.keccak(task + bytes.fromhex(node[2:]))[:8], "big")
-            assert entry["seed"] == str(by_hand) == str(crypto.task_seed(task, node))
-            seeds.add(entry["seed"])
+            assert entry.seed == by_hand == crypto.task_seed(task, node)
+            seeds.add(entry.seed)
     assert len(seeds) == 6
 
 
@@ -1041,7 +1041,7 @@ def test_pending_work_offers_open_slots_and_undecided_results_of_others(
         if not items:
             return (False, [])
         ((compute, verify),) = items
-        return compute, [e["resourceNode"] for e in verify]
+        return compute, [e.resource_node for e in verify]
 
     assert [work(n) for n in (N0, N1, N2)] == [(True, [])] * 3
     chain.result(task, N0)
@@ -1077,7 +1077,7 @@ def test_pending_work_stops_offering_compute_after_the_compute_deadline(chain: C
     chain.block()
     ((offered, compute, verify),) = chain.work(N1)
     assert offered.task_hash == task and not compute
-    assert [e["resourceNode"] for e in verify] == [N0]
+    assert [e.resource_node for e in verify] == [N0]
     with pytest.raises(NotEligible):
         chain.work(DAVE)  # not a resource node at all
 
