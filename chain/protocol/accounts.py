@@ -1,7 +1,10 @@
-"""Account transactions and the rules of stake (PROTOCOL 3, 4.1, 4.11): Transfer, Stake,
+"""Account transactions and the rules of stake (PROTOCOL 3, 4.11, 4.12): Transfer, Stake,
 Unstake, RegisterResourceNode, the Unstake guard, and the release of a jailed node.
 
-Pure functions over a `State`; each checks everything before it writes.
+Pure functions over a `State`; each checks everything before it writes. Their twins are the
+reference models of tests/property/test_accounts_machine.py (class `Model`) and, for stake and
+jailing, tests/property/test_settlement_machine.py (class `Reference`); each rule's docstring
+names its own.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ MAX_ENDPOINT_LENGTH = 256
 
 
 def check_nonce(account: Account, address: str, nonce: int) -> None:
+    """The nonce comes first (PROTOCOL 3, 4.12).
+
+    Twins: the nonce check that opens each method of `Model` in
+    tests/property/test_accounts_machine.py must change with it."""
     if nonce != account.nonce:
         raise NonceMismatch(address, account.nonce, nonce)
 
@@ -45,6 +52,10 @@ def _require_positive(amount: int) -> None:
 
 
 def apply_transfer(state: State, msg: Transfer) -> None:
+    """A Transfer (PROTOCOL 4.12): the amount moves from the sender's balance to `to`'s.
+
+    Twins: `Model.transfer` in tests/property/test_accounts_machine.py and PROTOCOL 4.12 must
+    change with it; it keeps the supply invariant of PROTOCOL 4.10 (it moves, never mints)."""
     account = get_account(state, msg.sender)
     check_nonce(account, msg.sender, msg.nonce)
     _require_positive(msg.amount)
@@ -60,6 +71,12 @@ def apply_transfer(state: State, msg: Transfer) -> None:
 
 
 def apply_stake(state: State, params: Params, msg: Stake) -> None:
+    """A Stake (PROTOCOL 4.12): the amount moves from balance to stake; a jailed node staked
+    back to minNodeStake is released.
+
+    Twins: `Model.stake` in tests/property/test_accounts_machine.py, `Reference.stake` in
+    tests/property/test_settlement_machine.py and PROTOCOL 4.12 must change with it; it keeps
+    the supply invariant of PROTOCOL 4.10."""
     account = get_account(state, msg.sender)
     check_nonce(account, msg.sender, msg.nonce)
     _require_positive(msg.amount)
@@ -71,6 +88,12 @@ def apply_stake(state: State, params: Params, msg: Stake) -> None:
 
 
 def apply_unstake(state: State, params: Params, msg: Unstake) -> None:
+    """An Unstake (PROTOCOL 4.12): the amount moves from stake to balance at once, within the
+    guard of 4.11 and a validator's minValidatorStake.
+
+    Twins: `Model.unstake` in tests/property/test_accounts_machine.py, `Reference.unstake` in
+    tests/property/test_settlement_machine.py and PROTOCOL 4.11 and 4.12 must change with it;
+    it keeps the supply invariant of PROTOCOL 4.10."""
     account = get_account(state, msg.sender)
     check_nonce(account, msg.sender, msg.nonce)
     _require_positive(msg.amount)
@@ -91,6 +114,10 @@ def apply_unstake(state: State, params: Params, msg: Unstake) -> None:
 
 
 def apply_register(state: State, msg: RegisterResourceNode) -> None:
+    """A RegisterResourceNode (PROTOCOL 4.12): models stored trimmed, the jailed flag kept.
+
+    Twins: `Model.register` in tests/property/test_accounts_machine.py, `Reference.register`
+    in tests/property/test_settlement_machine.py and PROTOCOL 4.12 must change with it."""
     account = get_account(state, msg.sender)
     check_nonce(account, msg.sender, msg.nonce)
     models = [m.strip() for m in msg.models.split(",")]
@@ -112,7 +139,10 @@ def apply_register(state: State, msg: RegisterResourceNode) -> None:
 def unstake_guard(state: State, params: Params, address: str, remaining: int) -> None:
     """Unstake may not take a node below minNodeStake while it has undecided work (4.11):
     results or verdicts in a task that is not settled yet, since slashes take the stake at
-    the settlement."""
+    the settlement.
+
+    Twins: `Reference.unstake` and `Reference.busy` in
+    tests/property/test_settlement_machine.py and PROTOCOL 4.11 must change with it."""
     if remaining < params.min_node_stake and get_node(state, address) is not None:
         busy = get_busy(state, address)
         if busy:
@@ -124,7 +154,10 @@ def unstake_guard(state: State, params: Params, address: str, remaining: int) ->
 
 
 def restore_if_restaked(state: State, params: Params, address: str, account: Account) -> None:
-    """A jailed node whose stake is back at minNodeStake is no longer jailed."""
+    """A jailed node whose stake is back at minNodeStake is no longer jailed (PROTOCOL 4.12).
+
+    Twins: the release in `Reference.stake` in tests/property/test_settlement_machine.py and
+    PROTOCOL 4.12 (Stake) must change with it."""
     node = get_node(state, address)
     if node is not None and node.jailed and account.stake >= params.min_node_stake:
         put_node(state, address, replace(node, jailed=False))
