@@ -1,0 +1,73 @@
+"""The command lines of the project's processes: a validator (`python -m rpc`) and a resource
+node (`python -m resource_node`), each flag once, and the line each prints on stdout when it
+is ready. Every launcher builds them here: the testnet supervisor, the tests and the benchmark.
+
+They are the interpreter's arguments: `[sys.executable, *args]` runs one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+# What a process prints on stdout once it serves; its URL follows.
+VALIDATOR_READY = "Listening on "
+RESOURCE_NODE_READY = "Status on "
+
+
+def validator_args(
+    genesis_path: Path,
+    data_dir: Path,
+    *,
+    port: int = 0,
+    validator: int | None = None,
+    peers: Iterable[str] = (),
+    block_time_ms: int | None = None,
+    check_invariants: bool = False,
+    quiet: bool = True,
+    log_level: str | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """`python -m rpc` on 127.0.0.1:`port` (0: one the OS picks), as dev validator
+    `validator` of the genesis when given, with `peers` (RPC URLs) as its `--peer`s; `extra`
+    is passed as it is, after the rest."""
+    args = ["-m", "rpc", "--genesis", str(genesis_path)]
+    args += ["--data-dir", str(data_dir), "--port", str(port)]
+    if validator is not None:
+        args += ["--validator", str(validator)]
+    for peer in peers:
+        args += ["--peer", peer]
+    if block_time_ms is not None:
+        args += ["--block-time", str(block_time_ms)]
+    if check_invariants:
+        args.append("--check-invariants")
+    if quiet:
+        args.append("--quiet")
+    if log_level is not None:
+        args += ["--log-level", log_level]
+    return [*args, *extra]
+
+
+def resource_node_args(
+    rpc_url: str,
+    dev_index: int,
+    *,
+    state_dir: Path | None = None,
+    status_port: int | None = None,
+    log_level: str | None = None,
+    faults: Iterable[str] = (),
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """`python -m resource_node` as dev resource node `dev_index`, working through the
+    validator at `rpc_url`; `faults` are `--fault` specs; `extra` is passed as it is."""
+    args = ["-m", "resource_node", "--rpc", rpc_url]
+    args += ["--dev-index", str(dev_index)]
+    if state_dir is not None:
+        args += ["--state-dir", str(state_dir)]
+    if status_port is not None:
+        args += ["--status-port", str(status_port)]
+    if log_level is not None:
+        args += ["--log-level", log_level]
+    for fault in faults:
+        args += ["--fault", fault]
+    return [*args, *extra]

@@ -1,0 +1,230 @@
+"""A network of validator and resource node processes of one genesis on loopback: the
+`perturb.Cluster` both the testnet supervisor (`testnet.launcher`) and the process-level
+tests run.
+
+Validator k is `python -m rpc --validator k` on `ports[k]` with its ledger in
+`root/validator-k` and its log in `root/validator-k.log`, the others as its `--peer`s; resource
+node i works through validator i mod N, with its state in `root/node-i`, its log in
+`root/node-i.log`. The genesis is `root/genesis.json`, written by whoever builds the network.
+Faults: SIGKILL, SIGSTOP/SIGCONT, a foreign genesis; cutting links goes through the dev-chain
+control of the transport (`perturb`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from chain.protocol import wire
+from chain.protocol.genesis import Genesis
+from resource_node.backends.faults import Faults
+from resource_node.worker import CRASH_EXIT_CODE
+from rpc.client import DEFAULT_TIMEOUT, InferchainClient, TransportError
+from testnet.commands import (
+    RESOURCE_NODE_READY,
+    VALIDATOR_READY,
+    resource_node_args,
+    validator_args,
+)
+from testnet.process import START_TIMEOUT_S, LaunchError, Process, run_to_exit, stop_all
+
+HEALTH_POLL_S = 0.1
+
+
+class Network:
+    """The processes of one network and a client of each validator (`perturb.Cluster`)."""
+
+    def __init__(
+        self,
+        genesis: Genesis,
+        root: Path,
+        ports: Sequence[int],
+        *,
+        block_time_ms: int | None = None,
+        log_level: str | None = None,
+        check_invariants: bool = False,
+        node_faults: Mapping[int, str] | None = None,
+        request_timeout_s: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if len(ports) != len(genesis.validators):
+            raise ValueError(f"{len(genesis.validators)} validators, {len(ports)} ports")
+        self.genesis = genesis
+        self.root = root
+        self.genesis_path = root / "genesis.json"
+        self.ports = list(ports)
+        self.urls = [f"http://127.0.0.1:{port}" for port in ports]
+        self.block_time_ms = block_time_ms
+        self.log_level = log_level
+        self.check_invariants = check_invariants
+        self.node_faults = dict(node_faults or {})  # resource node -> its --fault spec
+        self.request_timeout_s = request_timeout_s
+        self.validators: list[Process | None] = [None] * len(ports)
+        self.nodes: dict[int, Process] = {}
+        self.clients = [self._client(k) for k in range(len(ports))]
+        self._retired: list[InferchainClient] = []
+
+    def data_dir(self, k: int) -> Path:
+        return self.root / f"validator-{k}"
+
+    def validator_args(self, k: int, genesis_path: Path | None = None) -> list[str]:
+        return validator_args(
+            genesis_path or self.genesis_path,
+            self.data_dir(k),
+            port=self.ports[k],
+            validator=k,
+            peers=[url for j, url in enumerate(self.urls) if j != k],
+            block_time_ms=self.block_time_ms,
+            check_invariants=self.check_invariants,
+            log_level=self.log_level,
+        )
+
+    def spawn_validator(self, k: int) -> Process:
+        """Start validator k on its data (do not wait for it), with a fresh client: pooled
+        connections to the process before do not survive it."""
+        process = Process(
+            f"validator {k}",
+            self.validator_args(k),
+            self.root / f"validator-{k}.log",
+            ready_prefix=VALIDATOR_READY,
+        )
+        self.validators[k] = process
+        process.spawn()
+        self._retired.append(self.clients[k])
+        self.clients[k] = self._client(k)
+        return process
+
+    async def wait_serving(self, ks: Iterable[int] | None = None) -> None:
+        """Until validators `ks` (default: all) answer GET /health for this chain; LaunchError
+        if one exits first, does not answer within START_TIMEOUT_S or serves another chain."""
+        expected = wire.hex0x(self.genesis.hash)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        for k in range(len(self.urls)) if ks is None else ks:
+            process = self.validators[k]
+            assert process is not None
+            client = self.clients[k]
+            while (health := await health_of(client)) is None:
+                if not process.running():
+                    raise LaunchError(process.exit_report())
+                if loop.time() > deadline:
+                    raise LaunchError(
+                        f"{process.name} did not answer on {client.url} in {START_TIMEOUT_S:g} s"
+                        f"\n  log: {process.log_path}"
+                    )
+                await asyncio.sleep(HEALTH_POLL_S)
+            if health.get("genesisHash") != expected:
+                raise LaunchError(
+                    f"{client.url} answers for another chain (genesis hash "
+                    f"{health.get('genesisHash')}): is another testnet running? "
+                    "Stop it or choose another --port"
+                )
+
+    def spawn_node(self, i: int) -> Process:
+        """Start resource node i (do not wait for it)."""
+        fault = self.node_faults.get(i)
+        crashes = fault is not None and Faults.parse([fault]).crash_after is not None
+        process = Process(
+            f"resource node {i}",
+            resource_node_args(
+                self.urls[i % len(self.urls)],
+                i,
+                state_dir=self.root / f"node-{i}",
+                log_level=self.log_level,
+                faults=[fault] if fault is not None else [],
+            ),
+            self.root / f"node-{i}.log",
+            ready_prefix=RESOURCE_NODE_READY,
+            may_exit_with=CRASH_EXIT_CODE if crashes else None,
+        )
+        self.nodes[i] = process
+        process.spawn()
+        return process
+
+    def processes(self) -> list[Process]:
+        """Every process started so far (the last one of each validator and node)."""
+        return [*(p for p in self.validators if p is not None), *self.nodes.values()]
+
+    # perturb.Cluster
+
+    @property
+    def size(self) -> int:
+        return len(self.urls)
+
+    @property
+    def node_count(self) -> int:
+        return len(self.nodes)
+
+    def client(self, k: int) -> InferchainClient:
+        return self.clients[k]
+
+    def url(self, k: int) -> str:
+        return self.urls[k]
+
+    def kill_validator(self, k: int) -> None:
+        self._validator(k).kill()
+
+    async def start_validator(self, k: int) -> None:
+        self.spawn_validator(k)
+        await self.wait_serving([k])
+
+    async def refused_with_foreign_genesis(self, k: int) -> str:
+        raw: dict[str, Any] = dict(self.genesis.raw)
+        raw["chainId"] = self.genesis.chain_id + 1
+        path = self.root / "foreign-genesis.json"
+        path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+        args = self.validator_args(k, path)
+        exited = await asyncio.to_thread(run_to_exit, args, START_TIMEOUT_S)
+        if exited.timed_out:
+            raise AssertionError("a validator with a foreign genesis kept running")
+        if exited.returncode == 0:
+            raise AssertionError("a validator with a foreign genesis exited 0")
+        return exited.stderr
+
+    def pause_validator(self, k: int) -> None:
+        self._validator(k).pause()
+
+    def resume_validator(self, k: int) -> None:
+        self._validator(k).resume()
+
+    def kill_node(self, i: int) -> None:
+        self.nodes[i].kill()
+
+    async def start_node(self, i: int) -> None:
+        process = self.spawn_node(i)
+        await asyncio.to_thread(process.wait_ready)
+
+    # The end
+
+    async def close_clients(self) -> None:
+        for client in [*self.clients, *self._retired]:
+            await client.close()
+
+    def stop(self, timeout: float) -> None:
+        """Stop every process cleanly (`stop_all`): the resource nodes, then the validators."""
+        stop_all(self.nodes.values(), timeout)
+        stop_all((p for p in self.validators if p is not None), timeout)
+
+    async def close(self) -> None:
+        """Close the clients and SIGKILL whatever still runs."""
+        await self.close_clients()
+        for process in self.processes():
+            process.close()
+
+    def _validator(self, k: int) -> Process:
+        process = self.validators[k]
+        assert process is not None, f"validator {k} was never started"
+        return process
+
+    def _client(self, k: int) -> InferchainClient:
+        return InferchainClient(self.urls[k], timeout=self.request_timeout_s)
+
+
+async def health_of(client: InferchainClient) -> dict[str, Any] | None:
+    """GET /health, or None if the validator does not answer."""
+    try:
+        return await client.health()
+    except TransportError:
+        return None
