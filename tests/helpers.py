@@ -1,17 +1,11 @@
 """Shared test machinery: a validator in this process behind a real HTTP server on an
-ephemeral loopback port, and validator processes started with `python -m rpc`."""
+ephemeral loopback port, and validator and resource node processes (`testnet.process`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import os
-import select
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +18,15 @@ from chain.protocol.genesis import DEV_MNEMONIC as DEV_MNEMONIC  # re-exported f
 from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
 from rpc.client import InferchainClient
 from rpc.server import RpcServer
+from testnet.commands import (
+    RESOURCE_NODE_READY,
+    VALIDATOR_READY,
+    resource_node_args,
+    validator_args,
+)
+from testnet.process import Process
 
 REPO = Path(__file__).resolve().parent.parent
-PROCESS_START_TIMEOUT = 30.0
 
 
 def make_genesis(**overrides: Any) -> Genesis:
@@ -75,95 +75,24 @@ async def local_chain(
         await node.cleanup()
 
 
-class ServiceProcess:
-    """A long-running service of the project in its own process; `start()` returns once it
-    printed its ready line (the value after `ready_prefix`, e.g. its URL)."""
-
-    ready_prefix = ""
-
-    def __init__(self, command: list[str], log_path: Path) -> None:
-        self.command = command
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> str:
-        with self.log_path.open("a") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, *self.command],
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        line = self._read_until_ready(PROCESS_START_TIMEOUT)
-        self.url = line.removeprefix(self.ready_prefix).strip()
-        return self.url
-
-    def _read_until_ready(self, timeout: float) -> str:
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        buffer = b""
-        while True:
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                line = raw.decode(errors="replace")
-                if line.startswith(self.ready_prefix):
-                    return line
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([fd], [], [], max(left, 0))
-            if not ready:
-                raise TimeoutError(f"{self.command[:2]} not ready in {timeout} s: {self.log_path}")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise RuntimeError(
-                    f"{self.command[:2]} exited before it was ready: {self.log_path}"
-                )
-            buffer += chunk
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(20)
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-class ValidatorProcess(ServiceProcess):
-    """`python -m rpc` in its own process, on an ephemeral port."""
-
-    ready_prefix = "Listening on "
+class ValidatorProcess(Process):
+    """`python -m rpc` in its own process, on an ephemeral port; `start()` returns its URL once
+    it serves. `extra` options go to the command as they are."""
 
     def __init__(self, genesis_path: Path, data_dir: Path, *extra: str) -> None:
-        self.genesis_path = genesis_path
-        self.data_dir = data_dir
-        self.extra = extra
-        command = ["-m", "rpc", "--genesis", str(genesis_path), "--data-dir", str(data_dir)]
-        command += ["--port", "0", "--quiet", *extra]
-        super().__init__(command, data_dir.parent / f"{data_dir.name}.log")
+        args = validator_args(genesis_path, data_dir, extra=extra)
+        log_path = data_dir.parent / f"{data_dir.name}.log"
+        super().__init__("validator", args, log_path, ready_prefix=VALIDATOR_READY)
 
 
-class ResourceNodeProcess(ServiceProcess):
+class ResourceNodeProcess(Process):
     """`python -m resource_node` for dev resource node `index`; `url` is its status URL."""
-
-    ready_prefix = "Status on "
 
     def __init__(self, rpc_url: str, index: int, state_dir: Path, *extra: str) -> None:
         self.index = index
-        command = ["-m", "resource_node", "--rpc", rpc_url, "--dev-index", str(index)]
-        command += ["--state-dir", str(state_dir), "--status-port", "0", *extra]
-        super().__init__(command, state_dir.parent / f"{state_dir.name}.log")
+        args = resource_node_args(rpc_url, index, state_dir=state_dir, status_port=0, extra=extra)
+        log_path = state_dir.parent / f"{state_dir.name}.log"
+        super().__init__(f"resource node {index}", args, log_path, ready_prefix=RESOURCE_NODE_READY)
 
 
 def write_genesis(path: Path, genesis: Genesis) -> Path:

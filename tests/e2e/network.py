@@ -1,27 +1,22 @@
 """A network of validator and resource node processes on loopback for the consensus and
-fault tests.
-
-Each validator is `python -m rpc --validator K` in its own process with its own LevelDB
-directory and log, on a port chosen by the OS before the network starts (the peers must
-know each other's URLs), and with the others as `--peer`s. Resource node i works through
-validator i mod N. Faults: SIGKILL, SIGSTOP/SIGCONT, and cutting links with the dev-chain
-control of the transport (`rpc.p2p`).
+fault tests: `testnet.network.Network` (the `perturb.Cluster` the testnet supervisor runs too),
+with `--check-invariants`, on ports chosen by the OS before the network starts (the peers must
+know each other's URLs), started and read the way the tests need.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
-from rpc.client import InferchainClient
 from testnet import perturb
-from tests.e2e.processes import run_to_exit
-from tests.helpers import ResourceNodeProcess, ValidatorProcess, write_genesis
+from testnet.network import Network
+from testnet.process import Process
+from tests.helpers import write_genesis
 
 T = TypeVar("T")
 
@@ -67,44 +62,17 @@ async def eventually(
         await asyncio.sleep(POLL_S)
 
 
-class LocalNetwork:
-    """N validator processes of one genesis; `close()` kills whatever still runs."""
+class LocalNetwork(Network):
+    """N validator processes of one genesis in `root`; `close()` kills whatever still runs."""
 
-    def __init__(self, root: Path, genesis: Genesis, *extra: str) -> None:
-        self.root = root
-        self.genesis = genesis
-        self.genesis_path = write_genesis(root / "genesis.json", genesis)
-        self.size = len(genesis.validators)
-        self.ports = free_ports(self.size)
-        self.urls = [f"http://127.0.0.1:{port}" for port in self.ports]
-        self.extra = extra
-        self.processes: list[ValidatorProcess | None] = [None] * self.size
-        self.clients = [InferchainClient(url) for url in self.urls]
-        self.resource_nodes: dict[int, ResourceNodeProcess] = {}
-        self._retired: list[InferchainClient] = []
-        self._node_count = 0
+    def __init__(self, root: Path, genesis: Genesis) -> None:
+        super().__init__(genesis, root, free_ports(len(genesis.validators)), check_invariants=True)
+        write_genesis(self.genesis_path, genesis)
 
-    def data_dir(self, k: int) -> Path:
-        return self.root / f"validator-{k}"
-
-    def start(self, k: int) -> ValidatorProcess:
-        peers = [arg for j, url in enumerate(self.urls) if j != k for arg in ("--peer", url)]
-        process = ValidatorProcess(
-            self.genesis_path,
-            self.data_dir(k),
-            "--validator",
-            str(k),
-            "--port",
-            str(self.ports[k]),
-            "--check-invariants",
-            *peers,
-            *self.extra,
-        )
-        self.processes[k] = process
-        process.start()
-        # a fresh client: pooled connections to the process before do not survive it
-        self._retired.append(self.clients[k])
-        self.clients[k] = InferchainClient(self.urls[k])
+    def start(self, k: int) -> Process:
+        """Start validator k; returns once it listens."""
+        process = self.spawn_validator(k)
+        process.wait_ready()
         return process
 
     def start_all(self) -> None:
@@ -112,92 +80,23 @@ class LocalNetwork:
             self.start(k)
 
     def kill(self, k: int) -> None:
-        process = self.processes[k]
-        assert process is not None
-        process.kill()
-        process.close()
+        self.kill_validator(k)
 
     def running(self) -> list[int]:
-        return [
-            k
-            for k, p in enumerate(self.processes)
-            if p is not None and p.proc is not None and p.proc.poll() is None
-        ]
+        return [k for k, p in enumerate(self.validators) if p is not None and p.running()]
 
     def log(self, k: int) -> str:
-        process = self.processes[k]
+        process = self.validators[k]
         return process.log_path.read_text() if process is not None else ""
 
-    def pause(self, k: int) -> None:
-        process = self.processes[k]
-        assert process is not None and process.proc is not None
-        process.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self, k: int) -> None:
-        process = self.processes[k]
-        assert process is not None and process.proc is not None
-        process.proc.send_signal(signal.SIGCONT)
-
-    def start_resource_node(self, i: int, *extra: str) -> ResourceNodeProcess:
-        via = self.urls[i % self.size]
-        node = ResourceNodeProcess(via, i, self.root / f"node-{i}", *extra)
-        self.resource_nodes[i] = node
-        self._node_count = max(self._node_count, i + 1)
-        node.start()
-        return node
+    def start_resource_node(self, i: int) -> Process:
+        """Start resource node i; returns once it serves its status."""
+        process = self.spawn_node(i)
+        process.wait_ready()
+        return process
 
     def kill_resource_node(self, i: int) -> None:
-        node = self.resource_nodes.pop(i)
-        node.kill()
-        node.close()
-
-    # testnet.perturb.Cluster
-
-    @property
-    def node_count(self) -> int:
-        return self._node_count
-
-    def client(self, k: int) -> InferchainClient:
-        return self.clients[k]
-
-    def url(self, k: int) -> str:
-        return self.urls[k]
-
-    def kill_validator(self, k: int) -> None:
-        self.kill(k)
-
-    async def start_validator(self, k: int) -> None:
-        await asyncio.to_thread(self.start, k)
-
-    async def refused_with_foreign_genesis(self, k: int) -> str:
-        raw = dict(self.genesis.raw)
-        raw["chainId"] = self.genesis.chain_id + 1
-        path = write_genesis(self.root / "foreign-genesis.json", parse_genesis(raw))
-        exited = await asyncio.to_thread(run_to_exit, path, self.data_dir(k), "--validator", str(k))
-        if exited.returncode == 0:
-            raise AssertionError("the validator started with a foreign genesis")
-        return exited.stderr
-
-    def pause_validator(self, k: int) -> None:
-        self.pause(k)
-
-    def resume_validator(self, k: int) -> None:
-        self.resume(k)
-
-    def kill_node(self, i: int) -> None:
-        self.kill_resource_node(i)
-
-    async def start_node(self, i: int) -> None:
-        await asyncio.to_thread(self.start_resource_node, i)
-
-    async def close(self) -> None:
-        for client in [*self.clients, *self._retired]:
-            await client.close()
-        for node in self.resource_nodes.values():
-            node.close()
-        for process in self.processes:
-            if process is not None:
-                process.close()
+        self.kill_node(i)
 
     # Reads
 

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, ValidatorProcess
+from testnet.commands import validator_args
+from testnet.process import Exited as Exited
+from testnet.process import run_to_exit as run_args_to_exit
+from tests.helpers import ValidatorProcess
 
 REFUSAL_TIMEOUT = 30.0
 TRACEBACK = "Traceback (most recent call last)"
@@ -29,43 +28,14 @@ def log_text(process: ValidatorProcess) -> str:
         return ""
 
 
-@dataclass(frozen=True, slots=True)
-class Exited:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_to_exit(genesis_path: Path, data_dir: Path, *extra: str) -> Exited:
+def run_to_exit(genesis_path: Path, data_dir: Path, *extra: str, port: int = 0) -> Exited:
     """Run `python -m rpc` that should exit by itself (a refused start); the process is killed
     if it is still running after REFUSAL_TIMEOUT seconds, and the test then fails."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rpc",
-            "--genesis",
-            str(genesis_path),
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            "0",
-            "--quiet",
-            *extra,
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=REFUSAL_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, stderr = proc.communicate()
+    args = validator_args(genesis_path, data_dir, port=port, extra=extra)
+    exited = run_args_to_exit(args, REFUSAL_TIMEOUT)
+    if exited.timed_out:
         pytest.fail(
             f"the validator was expected to refuse to start but still runs after "
-            f"{REFUSAL_TIMEOUT} s; stdout {stdout!r}, stderr {stderr!r}"
+            f"{REFUSAL_TIMEOUT} s; stdout {exited.stdout!r}, stderr {exited.stderr!r}"
         )
-    return Exited(proc.returncode, stdout, stderr)
+    return exited
