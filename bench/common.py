@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import re
-import select
-import signal
 import subprocess
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from testnet.commands import VALIDATOR_READY, validator_args
+from testnet.process import LaunchError, Process
+
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +62,12 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-class Service:
-    """A process of ours that prints `Listening on URL` when it serves; stopped with SIGTERM."""
+class Service(Process):
+    """`python *args`, a process of ours that prints `Listening on URL` when it serves; a
+    context manager that starts it and stops it with SIGTERM."""
 
     def __init__(self, args: list[str], log_path: Path) -> None:
-        self.command = [sys.executable, *args]
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
+        super().__init__(" ".join(args[:2]), args, log_path, ready_prefix=VALIDATOR_READY)
 
     def __enter__(self) -> Service:
         self.start()
@@ -79,57 +76,25 @@ class Service:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> str:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a") as log:
-            self.proc = subprocess.Popen(
-                self.command,
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        buffer = b""
-        while (match := LISTENING.search(buffer)) is None:
-            ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-            chunk = os.read(fd, 65536) if ready else b""
-            if not chunk:
-                self.stop()
-                raise RuntimeError(f"{' '.join(self.command[1:3])} did not start: {self.log_path}")
-            buffer += chunk
-        self.url = match.group(1).decode()
-        return self.url
+    def start(self, timeout: float = START_TIMEOUT_S) -> str:
+        try:
+            return super().start(timeout)
+        except LaunchError:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start: {self.log_path}") from None
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        """SIGTERM, up to STOP_TIMEOUT_S for it to exit, then SIGKILL."""
+        if self.running():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.terminate(STOP_TIMEOUT_S)
+        self.close()
         self.proc = None
-
-
-LISTENING = re.compile(rb"Listening on (\S+)\r?\n")
 
 
 def validator(genesis_path: Path, data_dir: Path, *extra: str) -> Service:
     """`python -m rpc` on an ephemeral loopback port; its log beside the data directory."""
-    args = ["-m", "rpc", "--genesis", str(genesis_path), "--data-dir", str(data_dir)]
-    args += ["--port", "0", "--quiet", "--log-level", "WARNING", *extra]
+    args = validator_args(genesis_path, data_dir, log_level="WARNING", extra=extra)
     return Service(args, data_dir.parent / f"{data_dir.name}.log")
 
 
