@@ -176,6 +176,13 @@ async def _run(
     return Outcome(name, target, recovered, detail, loop.time() - began)
 
 
+async def _on_validator(
+    name: str, cluster: Cluster, k: int, fault: Callable[[], Awaitable[str]]
+) -> Outcome:
+    """A fault of validator k; the probe task goes through the next one, which stays up."""
+    return await _run(name, f"validator {k}", cluster, fault, (k + 1) % cluster.size)
+
+
 async def pause(cluster: Cluster, k: int) -> Outcome:
     async def fault() -> str:
         others = [j for j in range(cluster.size) if j != k]
@@ -186,7 +193,7 @@ async def pause(cluster: Cluster, k: int) -> Outcome:
             cluster.resume_validator(k)
         return f"paused while the others made {BLOCKS_DOWN} blocks"
 
-    return await _run("pause", f"validator {k}", cluster, fault, (k + 1) % cluster.size)
+    return await _on_validator("pause", cluster, k, fault)
 
 
 async def disconnect(cluster: Cluster, k: int) -> Outcome:
@@ -199,7 +206,7 @@ async def disconnect(cluster: Cluster, k: int) -> Outcome:
             await heal(cluster)
         return f"cut off while the others made {BLOCKS_DOWN} blocks"
 
-    return await _run("disconnect", f"validator {k}", cluster, fault, (k + 1) % cluster.size)
+    return await _on_validator("disconnect", cluster, k, fault)
 
 
 async def restart(cluster: Cluster, k: int) -> Outcome:
@@ -208,7 +215,7 @@ async def restart(cluster: Cluster, k: int) -> Outcome:
         await cluster.start_validator(k)
         return "SIGKILLed and started again"
 
-    return await _run("restart", f"validator {k}", cluster, fault, (k + 1) % cluster.size)
+    return await _on_validator("restart", cluster, k, fault)
 
 
 async def foreign_genesis(cluster: Cluster, k: int) -> Outcome:
@@ -220,7 +227,7 @@ async def foreign_genesis(cluster: Cluster, k: int) -> Outcome:
         await cluster.start_validator(k)
         return "refused another genesis, then started with its own"
 
-    return await _run("foreign-genesis", f"validator {k}", cluster, fault, (k + 1) % cluster.size)
+    return await _on_validator("foreign-genesis", cluster, k, fault)
 
 
 async def kill_node(cluster: Cluster, i: int) -> Outcome:
@@ -247,7 +254,7 @@ async def slow_links(cluster: Cluster, k: int) -> Outcome:
             await heal(cluster)
         return f"{SLOW_LINK_MS} ms on its links while all made {BLOCKS_DOWN} blocks"
 
-    return await _run("slow-links", f"validator {k}", cluster, fault, (k + 1) % cluster.size)
+    return await _on_validator("slow-links", cluster, k, fault)
 
 
 async def split(cluster: Cluster) -> Outcome:
