@@ -191,7 +191,7 @@ async def test_port_in_use_is_refused(
     holder = validators(genesis_path, tmp_path / "first")
     port = holder.url.rsplit(":", 1)[1]
 
-    exited = run_to_exit(genesis_path, tmp_path / "second", "--port", port)
+    exited = run_to_exit(genesis_path, tmp_path / "second", port=int(port))
 
     assert_clear_refusal(exited, port)
     assert holder.proc is not None and holder.proc.poll() is None, log_text(holder)
