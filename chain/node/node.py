@@ -33,10 +33,10 @@ from chain.protocol.gossip import ValidatorKey
 from chain.protocol.types import (
     Account,
     BlockContext,
+    ExecutionInfo,
     Message,
     ResourceNodeInfo,
     SignedTx,
-    SubmitTask,
     Task,
     ValidatorInfo,
     signer_of,
@@ -310,24 +310,18 @@ class Node:
         tx = self.mempool.pending_task(task_hash)
         if tx is None:
             return None
-        msg = tx.message
-        assert isinstance(msg, SubmitTask)
-        fee = tasks.task_fee(self.params, msg.target_count)
-        return tasks.new_task(tx, fee, tasks.validate_model_options(msg.model_options), None)
+        return tasks.pending_task(self.params, tx)
 
-    def pending_work(self, address: str) -> list[tuple[Task, bool, list[Any]]]:
+    def pending_work(self, address: str) -> list[tuple[Task, bool, list[ExecutionInfo]]]:
         """The open tasks `address` may act on at the next block (queryPendingTasks), on the
-        state the mempool would produce, in the node's order of keccak256(node || taskHash)."""
-        work = tasks.pending_work(
+        state the mempool would produce."""
+        return tasks.pending_work(
             self.mempool.pending_state,
             self.params,
             address,
             self.next_context().height,
             list(self.ledger.open_task_hashes()),
         )
-        node_bytes = bytes.fromhex(address[2:])
-        work.sort(key=lambda item: crypto.keccak(node_bytes + item[0].task_hash))
-        return work
 
     def tasks_of_sender(self, address: str, from_nonce: int, limit: int) -> list[Task]:
         """The committed tasks of `address`, by nonce, from `from_nonce` on."""

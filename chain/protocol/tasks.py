@@ -76,6 +76,132 @@ from chain.protocol.types import (
 BPS = 10_000
 
 
+# Submission (PROTOCOL 4.1, 4.2)
+
+
+MODEL_OPTION_RANGES: dict[str, tuple[float, float, type]] = {
+    "temperature": (0.0, 2.0, float),
+    "top_p": (0.0, 1.0, float),
+    "max_tokens": (1, 8192, int),
+}
+
+
+def task_fee(params: Params, target_count: int) -> int:
+    """taskBaseFee + taskFeePerNode * targetCount (PROTOCOL 4.1).
+
+    Twins: `Model.fee` in tests/property/test_accounts_machine.py and the fee of
+    `Reference.submit_task` in tests/property/test_settlement_machine.py."""
+    return params.task_base_fee + params.task_fee_per_node * target_count
+
+
+def parse_json_object(text: str, param: str) -> dict[str, Any] | None:
+    """The JSON object a bytes field holds; None when it holds something else.
+
+    A field that starts like an object (`{`) but is not valid JSON (RFC 8259: no NaN, no
+    Infinity, nesting at most 1024 deep) is refused rather than taken as opaque bytes: it is
+    almost certainly a mistake, and nodes would read it differently.
+    """
+    raw = wire.decode_bytes_field(text)
+    if not raw.lstrip().startswith(b"{"):
+        return None  # not an object, whatever else it may be (and no parse error to build)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = f"starts like a JSON object but is not valid JSON: {exc}"
+        raise InvalidParams(param, reason) from exc
+    return value if isinstance(value, dict) else None
+
+
+def validate_model_options(text: str) -> str | None:
+    """Check JSON modelOptions (PROTOCOL 4.2) and return the model it names, if any."""
+    options = parse_json_object(text, "modelOptions")
+    if options is None:
+        return None
+    for key, (low, high, kind) in MODEL_OPTION_RANGES.items():
+        if key not in options:
+            continue
+        value = options[key]
+        param = f"modelOptions.{key}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidParams(param, f"expected a number, got {type(value).__name__}")
+        if kind is int and not isinstance(value, int):
+            raise InvalidParams(param, "expected an integer")
+        if not low <= value <= high:
+            raise InvalidParams(param, f"must be between {low} and {high}")
+    model = options.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidParams("modelOptions.model", "expected a string")
+    return model
+
+
+def max_fee_of(text: str) -> int | None:
+    fee_params = parse_json_object(text, "feeParams")
+    if fee_params is None or "maxFee" not in fee_params:
+        return None
+    return wire.parse_uint(fee_params["maxFee"], "feeParams.maxFee")
+
+
+def apply_submit_task(
+    state: State, params: Params, ctx: BlockContext, tx: SignedTx, msg: SubmitTask
+) -> None:
+    """A SubmitTask (PROTOCOL 4.1): the fee moves from the sender's balance to the escrow.
+
+    Twins: `Model.submit_task` in tests/property/test_accounts_machine.py (the order of the
+    checks), `Reference.submit_task` in tests/property/test_settlement_machine.py and
+    PROTOCOL 4.1 must change with it; it keeps the supply invariant of PROTOCOL 4.10 (the
+    escrow counts until the settlement)."""
+    account = get_account(state, msg.sender)
+    check_nonce(account, msg.sender, msg.nonce)
+    if not 1 <= msg.target_count <= params.max_target_count:
+        raise InvalidParams("targetCount", f"must be between 1 and {params.max_target_count}")
+    model = validate_model_options(msg.model_options)
+    fee = task_fee(params, msg.target_count)
+    max_fee = max_fee_of(msg.fee_params)
+    if max_fee is not None and fee > max_fee:
+        raise InvalidParams("feeParams.maxFee", f"the fee {fee} exceeds maxFee {max_fee}")
+    if get_task(state, tx.digest) is not None:
+        raise DuplicateSubmission(wire.hex0x(tx.hash), "this task exists already")
+    if account.balance < fee:
+        raise InsufficientBalance(msg.sender, fee, account.balance)
+    put_account(state, msg.sender, Account(account.balance - fee, account.stake, account.nonce + 1))
+    task = new_task(tx, fee, model, ctx)
+    update_task(state, task, None)  # new: get_task found no task under this hash
+    schedule_deadlines(state, params, task)
+
+
+def new_task(tx: SignedTx, fee: int, model: str | None, ctx: BlockContext | None) -> Task:
+    """The task a SubmitTask creates; without a block context it is still in the mempool."""
+    msg = tx.message
+    assert isinstance(msg, SubmitTask)
+    return Task(
+        task_hash=tx.digest,
+        tx_hash=tx.hash,
+        sender=msg.sender,
+        nonce=msg.nonce,
+        schema=msg.schema,
+        target_count=msg.target_count,
+        prompts=msg.prompts,
+        model_options=msg.model_options,
+        sid=msg.sid,
+        fee_params=msg.fee_params,
+        fee=fee,
+        model=model,
+        created_height=None if ctx is None else ctx.height,
+        created_at=None if ctx is None else ctx.time,
+    )
+
+
+def pending_task(params: Params, tx: SignedTx) -> Task:
+    """The task of a SubmitTask still in the mempool: `submitted`, with no block yet."""
+    msg = tx.message
+    assert isinstance(msg, SubmitTask)
+    fee = task_fee(params, msg.target_count)
+    return new_task(tx, fee, validate_model_options(msg.model_options), None)
+
+
+# Deadlines, slots and eligibility
+
+
 def compute_deadline(params: Params, task: Task) -> int:
     """The last height at which the task takes results (PROTOCOL 4.3).
 
@@ -466,7 +592,8 @@ def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
 def pending_work(
     state: Reader, params: Params, address: str, height: int, task_hashes: list[bytes]
 ) -> list[tuple[Task, bool, list[ExecutionInfo]]]:
-    """For each open task: (task, may compute, results it may verify) at block `height`.
+    """For each open task: (task, may compute, results it may verify) at block `height`, in
+    the node's own order, keccak256(node || taskHash) (each node starts on other tasks).
 
     Raises NotEligible when the node cannot act at all (not registered, stake, jailed).
 
@@ -495,116 +622,6 @@ def pending_work(
             ]
         if compute or verify:
             work.append((task, compute, verify))
+    node_bytes = bytes.fromhex(address[2:])
+    work.sort(key=lambda item: crypto.keccak(node_bytes + item[0].task_hash))
     return work
-
-
-MODEL_OPTION_RANGES: dict[str, tuple[float, float, type]] = {
-    "temperature": (0.0, 2.0, float),
-    "top_p": (0.0, 1.0, float),
-    "max_tokens": (1, 8192, int),
-}
-
-
-def task_fee(params: Params, target_count: int) -> int:
-    """taskBaseFee + taskFeePerNode * targetCount (PROTOCOL 4.1).
-
-    Twins: `Model.fee` in tests/property/test_accounts_machine.py and the fee of
-    `Reference.submit_task` in tests/property/test_settlement_machine.py."""
-    return params.task_base_fee + params.task_fee_per_node * target_count
-
-
-def parse_json_object(text: str, param: str) -> dict[str, Any] | None:
-    """The JSON object a bytes field holds; None when it holds something else.
-
-    A field that starts like an object (`{`) but is not valid JSON (RFC 8259: no NaN, no
-    Infinity, nesting at most 1024 deep) is refused rather than taken as opaque bytes: it is
-    almost certainly a mistake, and nodes would read it differently.
-    """
-    raw = wire.decode_bytes_field(text)
-    if not raw.lstrip().startswith(b"{"):
-        return None  # not an object, whatever else it may be (and no parse error to build)
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        reason = f"starts like a JSON object but is not valid JSON: {exc}"
-        raise InvalidParams(param, reason) from exc
-    return value if isinstance(value, dict) else None
-
-
-def validate_model_options(text: str) -> str | None:
-    """Check JSON modelOptions (PROTOCOL 4.2) and return the model it names, if any."""
-    options = parse_json_object(text, "modelOptions")
-    if options is None:
-        return None
-    for key, (low, high, kind) in MODEL_OPTION_RANGES.items():
-        if key not in options:
-            continue
-        value = options[key]
-        param = f"modelOptions.{key}"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidParams(param, f"expected a number, got {type(value).__name__}")
-        if kind is int and not isinstance(value, int):
-            raise InvalidParams(param, "expected an integer")
-        if not low <= value <= high:
-            raise InvalidParams(param, f"must be between {low} and {high}")
-    model = options.get("model")
-    if model is not None and not isinstance(model, str):
-        raise InvalidParams("modelOptions.model", "expected a string")
-    return model
-
-
-def max_fee_of(text: str) -> int | None:
-    fee_params = parse_json_object(text, "feeParams")
-    if fee_params is None or "maxFee" not in fee_params:
-        return None
-    return wire.parse_uint(fee_params["maxFee"], "feeParams.maxFee")
-
-
-def apply_submit_task(
-    state: State, params: Params, ctx: BlockContext, tx: SignedTx, msg: SubmitTask
-) -> None:
-    """A SubmitTask (PROTOCOL 4.1): the fee moves from the sender's balance to the escrow.
-
-    Twins: `Model.submit_task` in tests/property/test_accounts_machine.py (the order of the
-    checks), `Reference.submit_task` in tests/property/test_settlement_machine.py and
-    PROTOCOL 4.1 must change with it; it keeps the supply invariant of PROTOCOL 4.10 (the
-    escrow counts until the settlement)."""
-    account = get_account(state, msg.sender)
-    check_nonce(account, msg.sender, msg.nonce)
-    if not 1 <= msg.target_count <= params.max_target_count:
-        raise InvalidParams("targetCount", f"must be between 1 and {params.max_target_count}")
-    model = validate_model_options(msg.model_options)
-    fee = task_fee(params, msg.target_count)
-    max_fee = max_fee_of(msg.fee_params)
-    if max_fee is not None and fee > max_fee:
-        raise InvalidParams("feeParams.maxFee", f"the fee {fee} exceeds maxFee {max_fee}")
-    if get_task(state, tx.digest) is not None:
-        raise DuplicateSubmission(wire.hex0x(tx.hash), "this task exists already")
-    if account.balance < fee:
-        raise InsufficientBalance(msg.sender, fee, account.balance)
-    put_account(state, msg.sender, Account(account.balance - fee, account.stake, account.nonce + 1))
-    task = new_task(tx, fee, model, ctx)
-    update_task(state, task, None)  # new: get_task found no task under this hash
-    schedule_deadlines(state, params, task)
-
-
-def new_task(tx: SignedTx, fee: int, model: str | None, ctx: BlockContext | None) -> Task:
-    """The task a SubmitTask creates; without a block context it is still in the mempool."""
-    msg = tx.message
-    assert isinstance(msg, SubmitTask)
-    return Task(
-        task_hash=tx.digest,
-        tx_hash=tx.hash,
-        sender=msg.sender,
-        nonce=msg.nonce,
-        schema=msg.schema,
-        target_count=msg.target_count,
-        prompts=msg.prompts,
-        model_options=msg.model_options,
-        sid=msg.sid,
-        fee_params=msg.fee_params,
-        fee=fee,
-        model=model,
-        created_height=None if ctx is None else ctx.height,
-        created_at=None if ctx is None else ctx.time,
-    )
