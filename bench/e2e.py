@@ -48,7 +48,15 @@ from chain.protocol.types import SubmitTask
 from resource_node.backends import InferenceRequest, request_from_task
 from resource_node.backends.deterministic import DeterministicBackend
 from rpc import api
-from rpc.client import InferchainClient, PresignedTx, RpcError, TransportError, Wallet, presign
+from rpc.client import (
+    TASK_DONE_STATUSES,
+    InferchainClient,
+    PresignedTx,
+    RpcError,
+    TransportError,
+    Wallet,
+    presign,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +78,7 @@ DURATION_S = 30.0
 LOADS: dict[int, float] = {1000: 10.0, 200: 20.0}
 BATCH_LIMIT = 500  # queryTask calls per batch (the server takes up to 1000)
 PORT_RANGE = (20000, 30000)
-FINAL = ("verified", "failed")
+
 INFERENCE_SAMPLES = 500
 
 
@@ -325,7 +333,7 @@ class Follower:
         self.tracked[sent.task_hash] = sent
 
     def open(self) -> list[Sent]:
-        return [s for s in self.tracked.values() if s.status not in FINAL]
+        return [s for s in self.tracked.values() if s.status not in TASK_DONE_STATUSES]
 
     async def run(self, stop: asyncio.Event) -> None:
         """One loop per validator, staggered: a validator slow to answer delays only its own

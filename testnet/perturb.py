@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from rpc.client import InferchainClient, RpcError, TransportError, Wallet
+from rpc.client import TASK_DONE_STATUSES, InferchainClient, RpcError, TransportError, Wallet
 
 CONVERGE_TIMEOUT_S = 60.0
 TASK_TIMEOUT_S = 120.0
@@ -170,7 +170,7 @@ async def _run(
         detail += "; " + await converge(cluster)
         status = await probe.decided(probe_through, task_hash)
         detail += f"; probe task {status}"
-        recovered = status in ("verified", "failed")
+        recovered = status in TASK_DONE_STATUSES
     except (TimeoutError, AssertionError, TransportError, RpcError) as exc:
         return Outcome(name, target, False, str(exc), loop.time() - began)
     return Outcome(name, target, recovered, detail, loop.time() - began)
