@@ -2,7 +2,7 @@
 directory where it left off: every block and transaction a client saw committed is still
 there, unchanged, the state commitment (appHash) is the same, and the chain keeps going.
 
-About appHash (PROTOCOL 6, chain/ledger.py): GET /health reports the head `height` with
+About appHash (PROTOCOL 6, chain/node/ledger.py): GET /health reports the head `height` with
 `appHash` = appHash(height), the state commitment *after* that block. A block's header field
 `appHash` is the commitment after the *previous* block, so getBlock(h + 1).appHash is
 appHash(h), while getBlock(h).appHash is appHash(h - 1). The tests therefore compare the

@@ -4,7 +4,7 @@ The node is the real thing: a `Node` over LevelDB in a fresh temp directory per 
 admitting signed transactions with `submit` and committing blocks with `produce_block`.
 The model is a few plain dicts (balance, stake, nonce per account, escrow of open tasks,
 resource-node records), read from the genesis document and written from PROTOCOL 3-4 without
-calling chain.rules. After every step the node's admission decisions (accepted, or which
+calling chain.protocol. After every step the node's admission decisions (accepted, or which
 error class) agree with the model, the node's pending state equals the model, and after a
 block the committed state does; the supply invariant (4.10) holds throughout.
 """

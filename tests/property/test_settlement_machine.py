@@ -7,7 +7,7 @@ task and the node's seed; or not) and verify (honestly: compare with the honest 
 lie, or lazily say true), while tasks come and go and runs of empty blocks cross deadlines.
 
 The reference model below is written from PROTOCOL 4 with plain dicts and lists; it never
-calls chain.protocol.tasks or chain.rules. Where PROTOCOL is open it follows this implementation's
+calls chain.protocol. Where PROTOCOL is open it follows this implementation's
 choices: rank weights go to valid results in rank order and to winning verdicts in `seq`
 order (a verifier with two winning verdicts is paid twice); unpaid amounts go back pool by
 pool (burned = unpaid_verify * slashed // pool_verify, the rest split between refund and

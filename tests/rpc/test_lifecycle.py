@@ -153,8 +153,8 @@ def shares(pool: int, count: int) -> list[int]:
 def remainder(
     fee: int, reward: int, slashed: int, unpaid_compute: int, unpaid_verify: int, pool_v: int
 ) -> dict[str, str]:
-    """Where the unpaid rest goes, pool by pool pro rata to its sources (the README's choice
-    where PROTOCOL 4.8 is open): slashes are burned, the fee refunded, the reward not minted."""
+    """Where the unpaid rest goes, pool by pool pro rata to its sources (the choice of
+    PROTOCOL 4.8): slashes are burned, the fee refunded, the reward not minted."""
     burned = unpaid_verify * slashed // pool_v if pool_v else 0
     rest = unpaid_compute + unpaid_verify - burned
     unminted = rest * reward // (fee + reward)

@@ -70,7 +70,7 @@ REFUSED_RSS_SLACK = 16 * MIB
 
 
 def canonical_size(params: dict[str, Any]) -> int:
-    """README: maxTxBytes counts the canonical JSON of the params and the signature (keys
+    """PROTOCOL 3: maxTxBytes counts the canonical JSON of the params and the signature (keys
     sorted, no spaces, UTF-8); computed here independently of the node."""
     text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return len(text.encode())

@@ -1,8 +1,8 @@
-"""chain.rules: the protocol's transactions and end of block as pure functions (PROTOCOL 3, 4).
+"""The protocol's transactions and end of block as pure functions (PROTOCOL 3, 4).
 
 Every rule runs on a `State` over the store of a fresh LevelDB ledger written from the dev
 genesis, so the reads go through the same records a node uses. Expected values are computed
-here from PROTOCOL, not by calling the helpers of chain.rules.
+here from PROTOCOL, not by calling the helpers of chain.protocol.
 """
 
 from __future__ import annotations

@@ -1101,8 +1101,8 @@ def test_rejected_node_cannot_unstake_its_slash_away_before_settlement(chain: Ch
 
 
 def test_a_stake_change_counts_at_the_next_weighing(chain: Chain) -> None:
-    """A result is weighed when a verdict arrives and at its verify deadline (README: a
-    departure from "as soon as" in 4.6): a Stake that breaks a tie counts from then on."""
+    """A result is weighed when a verdict arrives and at its verify deadline (PROTOCOL 4.6:
+    a departure from "as soon as"): a Stake that breaks a tie counts from then on."""
     task = chain.submit_task(target_count=1)
     created = chain.block()
     chain.result(task, N0, "garbage")
