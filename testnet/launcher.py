@@ -34,6 +34,7 @@ from chain.protocol.genesis import (
     VALIDATOR_KEY_OFFSET,
     Genesis,
     parse_genesis,
+    parse_genesis_file,
     with_dev_validators,
 )
 from resource_node.backends.faults import Faults
@@ -292,16 +293,10 @@ def read_genesis(path: str) -> Genesis:
     """The genesis file at `path`; GenesisError, worded as a validator words it, if it cannot
     be read."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = Path(path).read_bytes()
     except OSError as exc:
-        reason = f"cannot read {path}: {exc.strerror}"
-    except UnicodeDecodeError as exc:
-        reason = f"{path} is not UTF-8 text: {exc.reason}"
-    except json.JSONDecodeError as exc:
-        reason = f"{path} is not valid JSON: {exc}"
-    else:
-        return parse_genesis(raw)
-    raise GenesisError("(file)", reason)
+        raise GenesisError("(file)", f"cannot read {path}: {exc.strerror}") from exc
+    return parse_genesis_file(data, path)
 
 
 def prepare_data_dir(data_dir: Path, raw_genesis: dict[str, Any], fresh: bool) -> None:

@@ -3,22 +3,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from chain.protocol.errors import GenesisError
-from chain.protocol.genesis import Genesis, parse_genesis
+from chain.protocol.genesis import Genesis, parse_genesis_file
 
 
 def load_genesis(path: str | Path) -> Genesis:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise GenesisError("(file)", f"cannot read {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise GenesisError("(file)", f"{path} is not UTF-8 text: {exc.reason}") from exc
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GenesisError("(file)", f"{path} is not valid JSON: {exc}") from exc
-    return parse_genesis(raw)
+    return parse_genesis_file(data, str(path))

@@ -32,8 +32,6 @@ from chain.protocol.types import (
 )
 
 MAX_MODELS_LENGTH = 1024
-
-
 MAX_ENDPOINT_LENGTH = 256
 
 

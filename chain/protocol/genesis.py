@@ -315,6 +315,20 @@ def parse_genesis(raw: Any) -> Genesis:
     )
 
 
+def parse_genesis_file(data: bytes, path: str) -> Genesis:
+    """The genesis of a file's contents `data`; a GenesisError names `path` when they are not
+    UTF-8 JSON (reading the file is the caller's: `chain.node.config`, the launcher)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GenesisError("(file)", f"{path} is not UTF-8 text: {exc.reason}") from exc
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GenesisError("(file)", f"{path} is not valid JSON: {exc}") from exc
+    return parse_genesis(raw)
+
+
 def _known_keys(item: Any, where: str, known: set[str]) -> None:
     if not isinstance(item, dict):
         raise GenesisError(where, "expected an object")
