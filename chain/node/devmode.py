@@ -39,7 +39,7 @@ class DevProducer:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.tx_waiting = asyncio.Event()
-        self.writing: asyncio.Future[PreparedBlock] | None = None
+        self._writing: asyncio.Future[PreparedBlock] | None = None
         self._writing_head: Head | None = None  # of the block being written
         self._open: BlockContext | None = None  # of the block being filled
 
@@ -106,7 +106,7 @@ class DevProducer:
         prepared, txs = self._seal()
         loop = asyncio.get_running_loop()
         writing = loop.run_in_executor(None, self._sign_and_write, prepared)
-        self.writing = writing
+        self._writing = writing
         written = await asyncio.shield(writing)  # a cancelled producer still lets it end
         self._publish(written, txs)
         await self.node.notify_new_block()
@@ -168,5 +168,5 @@ class DevProducer:
 
     async def wait_written(self) -> None:
         """Wait for the block being written, if any (never close the ledger under it)."""
-        if self.writing is not None:
-            await asyncio.wait({self.writing})
+        if self._writing is not None:
+            await asyncio.wait({self._writing})

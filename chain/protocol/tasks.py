@@ -228,8 +228,11 @@ def open_slots(task: Task) -> int:
     """Slots not taken by a result; a rejected result frees its slot (PROTOCOL 4.3).
 
     Twins: `MTask.open_slots` in tests/property/test_settlement_machine.py."""
-    taken = sum(1 for e in task.execution_info if e.status != ResultStatus.REJECTED)
-    return task.target_count - taken
+    return task.target_count - _taken(task.execution_info)
+
+
+def _taken(entries: tuple[ExecutionInfo, ...]) -> int:
+    return sum(1 for e in entries if e.status != ResultStatus.REJECTED)
 
 
 def standing_problem(node: ResourceNodeInfo | None, stake: int, params: Params) -> str | None:
@@ -263,8 +266,8 @@ def _with_results(task: Task, entries: tuple[ExecutionInfo, ...]) -> Task:
     Twins: `Reference.refresh_status` in tests/property/test_settlement_machine.py."""
     status = TaskStatus.SUBMITTED
     if entries:
-        taken = sum(1 for e in entries if e.status != ResultStatus.REJECTED)
-        status = TaskStatus.PROCESSING if task.target_count > taken else TaskStatus.COMPLETED
+        more = task.target_count > _taken(entries)
+        status = TaskStatus.PROCESSING if more else TaskStatus.COMPLETED
     return task.with_results(entries, status)
 
 
