@@ -157,7 +157,7 @@ class _Peer:
 
 class Peers:
     """The sending side of the transport, to a fixed list of peer URLs (the `Network` of
-    `chain.node.Node`). Lifecycle: `start()`, `stop()`."""
+    `chain.node.validators`). Lifecycle: `start()`, `stop()`."""
 
     def __init__(
         self,
@@ -189,7 +189,7 @@ class Peers:
             await self._session.close()
             self._session = None
 
-    # Network (chain.node.node)
+    # Network (chain.node.validators)
 
     def broadcast(self, message: dict[str, Any]) -> None:
         self._enqueue("messages", message)
