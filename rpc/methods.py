@@ -188,9 +188,9 @@ def render_task(task: Task) -> dict[str, Any]:
         for entry in out["executionInfo"]
     ]
     out["verificationInfos"] = [
-        {**st.verdict_to_json(verdict), "submitter": entry.resource_node}
-        for entry in task.execution_info
-        for verdict in entry.verifications
+        {**verdict, "submitter": entry["resourceNode"]}
+        for entry in out["executionInfo"]
+        for verdict in entry["verifications"]
     ]
     out["verificationInfos"].sort(key=lambda v: v["seq"])
     return out
