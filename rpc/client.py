@@ -6,6 +6,13 @@ thin wrappers for every read of PROTOCOL 5.1/5.2, EIP-712 signing of every trans
 (PROTOCOL 3) with a local per-address nonce counter, and polling helpers that wait for a
 condition with a deadline instead of sleeping a fixed time.
 
+Nonces: per client and wallet address, the first transaction reads `pendingNonce` (getAccount)
+and later ones are allotted consecutively under an asyncio lock held until the node answered,
+so any number of concurrent sends from one wallet reach the node in nonce order. A refused
+transaction used no nonce: the counter is resynced from the node (an "Invalid nonce" error's
+`data.expected`, and that transaction signed again and sent once more; otherwise the next
+transaction reads `pendingNonce` again) and the error goes to the caller.
+
 Signing needs no server: `sign_params` and `presign` turn a `chain.protocol.types` message
 into the wire params (with `signature`) and its transaction hash, so a test can sign many
 transactions before a clock starts and send them later with `InferchainClient.send_signed`.
@@ -56,6 +63,9 @@ POLL_INTERVAL_START = 0.02
 POLL_INTERVAL_MAX = 0.2
 POLL_INTERVAL_GROWTH = 1.5
 TX_DONE_STATUSES = ("committed", "late")
+# A transaction whose allotted nonce the node refused (-32000) is signed again with the node's
+# expected nonce and sent this many more times (someone else sent from the same wallet).
+NONCE_MISMATCH_RETRIES = 1
 TASK_DONE_STATUSES = tuple(status.value for status in FINAL_STATUSES)  # ("verified", "failed")
 
 Params = dict[str, Any] | list[Any] | None
@@ -518,22 +528,28 @@ class InferchainClient:
 
     # Nonces
 
+    def _nonce_lock(self, address: str) -> asyncio.Lock:
+        return self._nonce_locks.setdefault(address, asyncio.Lock())
+
+    async def _allot_nonce(self, address: str) -> int:
+        """The next nonce of `address`, counted as used; the caller holds its lock."""
+        if address not in self._nonces:
+            self._nonces[address] = await self._fetch_pending_nonce(address)
+        nonce = self._nonces[address]
+        self._nonces[address] = nonce + 1
+        return nonce
+
     async def next_nonce(self, address: str) -> int:
         """The nonce for the next transaction of `address`, and count it as used.
 
         The first use asks the node (`getAccount(...).pendingNonce`, which counts the mempool);
-        later uses count locally, so a burst of sends costs no extra round trips. An
-        "Invalid nonce" error (-32000) resets the counter to the node's `data.expected`.
+        later uses count locally under the address's lock, so a burst costs no extra round
+        trips. An "Invalid nonce" error (-32000) resets the counter to the node's
+        `data.expected`.
         """
         address = _checksum(address, "address")
-        if address not in self._nonces:
-            lock = self._nonce_locks.setdefault(address, asyncio.Lock())
-            async with lock:
-                if address not in self._nonces:
-                    self._nonces[address] = await self._fetch_pending_nonce(address)
-        nonce = self._nonces[address]
-        self._nonces[address] = nonce + 1
-        return nonce
+        async with self._nonce_lock(address):
+            return await self._allot_nonce(address)
 
     async def _fetch_pending_nonce(self, address: str) -> int:
         account = await self.get_account(address)
@@ -590,24 +606,46 @@ class InferchainClient:
     async def _send_account_tx(
         self, wallet: Wallet, build: Callable[[int], Message], nonce: int | None
     ) -> tuple[PresignedTx, Any]:
-        auto = nonce is None
-        used = await self.next_nonce(wallet.address) if nonce is None else nonce
-        tx = presign(build(used), await self.chain_id(), wallet.private_key)
-        try:
-            result = await self.send_signed(tx.method, tx.params)
-        except RpcError as exc:
-            # A rejected call changes nothing: give the nonce back if nothing came after it.
-            # (An Invalid nonce error already set the counter to the node's expectation.)
-            if auto and exc.code != NONCE_MISMATCH and self._nonces.get(wallet.address) == used + 1:
-                self._nonces[wallet.address] = used
-            raise
-        except TransportError:
-            if auto:
-                self.reset_nonce(wallet.address)  # accepted or not is unknown: ask the node
-            raise
-        if not auto and wallet.address in self._nonces:
-            self._nonces[wallet.address] = max(self._nonces[wallet.address], used + 1)
+        """Sign `build(nonce)` and send it. Without a `nonce`, the client allots one
+        (`_send_allotted`); with one, it is sent as given and the counter moves past it."""
+        if nonce is None:
+            return await self._send_allotted(wallet, build)
+        tx = presign(build(nonce), await self.chain_id(), wallet.private_key)
+        result = await self.send_signed(tx.method, tx.params)
+        if wallet.address in self._nonces:
+            self._nonces[wallet.address] = max(self._nonces[wallet.address], nonce + 1)
         return tx, result
+
+    async def _send_allotted(
+        self, wallet: Wallet, build: Callable[[int], Message]
+    ) -> tuple[PresignedTx, Any]:
+        """Allot the wallet's next nonce, sign and send, all under the wallet's lock.
+
+        The lock is held until the node has answered, so the transactions of one wallet
+        reach the node in nonce order however many are sent at once (the node takes only
+        the next nonce, PROTOCOL 3). A rejection leaves the counter to the node: an
+        "Invalid nonce" (-32000, someone else used the wallet) sets it to `data.expected`
+        and the transaction is signed again with that nonce and sent once more; any other
+        rejection, or an unknown outcome (TransportError), forgets the counter, so the next
+        transaction asks the node for its pendingNonce, and the error goes to the caller.
+        """
+        chain_id = await self.chain_id()
+        address = wallet.address
+        async with self._nonce_lock(address):
+            for attempt in range(NONCE_MISMATCH_RETRIES + 1):
+                tx = presign(build(await self._allot_nonce(address)), chain_id, wallet.private_key)
+                try:
+                    return tx, await self.call(tx.method, tx.params)
+                except RpcError as exc:
+                    if exc.code == NONCE_MISMATCH and attempt < NONCE_MISMATCH_RETRIES:
+                        self._note_nonce_error(tx.params, exc)
+                        continue
+                    self._nonces.pop(address, None)  # a rejected call used no nonce: resync
+                    raise
+                except TransportError:
+                    self._nonces.pop(address, None)  # accepted or not is unknown: resync
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     @staticmethod
     def _check_tx_hash(tx: PresignedTx, result: Any) -> str:

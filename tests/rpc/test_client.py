@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from chain.protocol.types import Transfer
-from rpc.client import InferchainClient, RpcError, TransportError, Wallet, presign
+from rpc.client import InferchainClient, RpcError, TaskReceipt, TransportError, Wallet, presign
 from tests.helpers import LocalChain
 from tests.rpc.support import (
     CHAIN_ID,
@@ -115,27 +115,31 @@ async def test_invalid_nonce_resets_counter_to_data_expected_without_retry(
     await committed(chain, receipt.tx_hash)
 
 
-async def test_stale_counter_is_corrected_by_the_nodes_answer(
+async def test_stale_counter_is_corrected_and_the_transaction_sent_again(
     chain: LocalChain, traced: tuple[InferchainClient, Recorder]
 ) -> None:
+    """Another sender used the wallet's nonces: the -32000 sets the counter to the node's
+    `data.expected`, and the transaction is signed again with it and sent once more."""
     client, recorder = traced
     await client.transfer(DEV1, DEAD, 1)  # counter fetched: 0, next 1
     await dev_transfers(chain, 2, DEV1)  # someone else uses nonces 1 and 2
-    with pytest.raises(RpcError) as info:
-        await client.transfer(DEV1, DEAD, 2)
-    assert info.value.code == -32000 and info.value.data is not None
-    assert info.value.data["expected"] == 3
-    tx_hash = await client.transfer(DEV1, DEAD, 3)
+    tx_hash = await client.transfer(DEV1, DEAD, 2)
     assert [c["params"]["nonce"] for c in recorder.calls("transfer")] == [0, 1, 3]
-    assert len(recorder.calls("getAccount")) == 1
+    assert len(recorder.calls("getAccount")) == 1  # the error told the client
     await committed(chain, tx_hash)
-    account = await client.get_account(DEV1.address)
-    assert account["nonce"] == 4 and account["balance"] == str(DEV_BALANCE - 6)
+    assert (await client.get_transaction(tx_hash))["params"]["nonce"] == 3
+    second = await client.transfer(DEV1, DEAD, 3)
+    assert recorder.calls("transfer")[-1]["params"]["nonce"] == 4
+    await committed(chain, second)
+    assert (await client.get_account(DEV1.address))["nonce"] == 5
+    assert (await client.get_account(DEAD))["balance"] == str(1 + 1 + 1 + 2 + 3)
 
 
-async def test_rejected_send_gives_its_nonce_back(
+async def test_rejected_send_resyncs_the_counter_from_the_node(
     chain: LocalChain, traced: tuple[InferchainClient, Recorder]
 ) -> None:
+    """A refused transaction used no nonce: the client forgets its counter, and the next
+    transaction takes the nonce the node says (its pendingNonce)."""
     client, recorder = traced
     with pytest.raises(RpcError) as info:
         await client.submit_task(DEV0, prompts="x", target_count=0)
@@ -143,11 +147,14 @@ async def test_rejected_send_gives_its_nonce_back(
     with pytest.raises(RpcError) as info:
         await client.stake(DEV0, DEV_BALANCE + 1)
     assert info.value.code == -32002
+    await dev_transfers(chain, 1)  # meanwhile someone else sends with nonce 0
     receipt = await client.submit_task(DEV0, prompts="y")
     sent = [c["params"]["nonce"] for c in recorder.calls("submitTask") + recorder.calls("stake")]
-    assert sorted(sent) == [0, 0, 0]
+    assert sorted(sent) == [0, 0, 1]
+    assert len(recorder.calls("getAccount")) == 3  # asked again after each refusal
+    assert len(recorder.calls("submitTask")) == 2  # no -32000 on the way
     await committed(chain, receipt.tx_hash)
-    assert (await client.query_task(receipt.task_hash))["nonce"] == 0
+    assert (await client.query_task(receipt.task_hash))["nonce"] == 1
 
 
 async def test_concurrent_nonce_requests_share_one_fetch(
@@ -162,6 +169,57 @@ async def test_concurrent_nonce_requests_share_one_fetch(
     client.reset_nonce(address)
     assert await client.next_nonce(address) == 2  # nothing was sent: the node still says 2
     assert len(recorder.calls("getAccount")) == 2
+
+
+CONCURRENT_SUBMITS = 50
+
+
+async def test_concurrent_submits_from_one_wallet_take_consecutive_nonces(
+    chain: LocalChain, traced: tuple[InferchainClient, Recorder]
+) -> None:
+    """Many submit_task of one wallet at once: each takes the next nonce and every one is
+    accepted and committed, whatever order the requests would otherwise reach the node in."""
+    client, recorder = traced
+    receipts = await asyncio.gather(
+        *(client.submit_task(DEV0, prompts=f"p{i}") for i in range(CONCURRENT_SUBMITS))
+    )
+    sent = [c["params"]["nonce"] for c in recorder.calls("submitTask")]
+    assert sorted(sent) == list(range(CONCURRENT_SUBMITS))
+    assert len(recorder.calls("getAccount")) == 1  # read once, then allotted locally
+    for receipt in receipts:
+        await committed(chain, receipt.tx_hash)
+    tasks = [await client.query_task(r.task_hash) for r in receipts]
+    assert sorted(t["nonce"] for t in tasks) == list(range(CONCURRENT_SUBMITS))
+    account = await client.get_account(DEV0.address)
+    assert account["nonce"] == account["pendingNonce"] == CONCURRENT_SUBMITS
+
+
+async def test_a_rejected_submit_among_concurrent_ones_leaves_no_gap(
+    chain: LocalChain, traced: tuple[InferchainClient, Recorder]
+) -> None:
+    """One submit in the middle of a burst is refused (targetCount 0, -32602); the nonce it
+    took is handed out again, so every submit after it is accepted and committed."""
+    client, recorder = traced
+    bad = CONCURRENT_SUBMITS // 2
+    outcomes = await asyncio.gather(
+        *(
+            client.submit_task(DEV0, prompts=f"p{i}", target_count=0 if i == bad else 1)
+            for i in range(CONCURRENT_SUBMITS)
+        ),
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(refused) == 1 and isinstance(refused[0], RpcError), refused
+    assert refused[0].code == -32602 and refused[0].data is not None
+    assert refused[0].data["param"] == "targetCount"
+    receipts = [o for o in outcomes if isinstance(o, TaskReceipt)]
+    assert len(receipts) == CONCURRENT_SUBMITS - 1
+    for receipt in receipts:
+        await committed(chain, receipt.tx_hash)
+    tasks = [await client.query_task(r.task_hash) for r in receipts]
+    assert sorted(t["nonce"] for t in tasks) == list(range(CONCURRENT_SUBMITS - 1))
+    assert (await client.get_account(DEV0.address))["nonce"] == CONCURRENT_SUBMITS - 1
+    assert recorder.calls("submitTask")[-1]["params"]["nonce"] <= CONCURRENT_SUBMITS - 1
 
 
 # Calls, batches, notifications
