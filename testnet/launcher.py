@@ -5,8 +5,16 @@ Derives the genesis of N validators from `genesis.json` (`with_dev_validators`) 
 directory, starts the validators, each told the RPC URLs of the others, then M resource nodes
 spread over them (node i talks to validator i mod N). Every process has its own data directory
 and log file. Prints the RPC URLs, the chain id and the dev accounts, submits one demo task and
-prints its verified result, then keeps a live status line. A process that exits stops the
-network with its name and log; Ctrl-C or SIGTERM stops every process cleanly.
+prints its verified result, then keeps a live status line. Ctrl-C or SIGTERM stops every
+process cleanly.
+
+Before it starts anything it checks that no network runs there already: its own lock in the
+data directory (`launcher.lock`, with `launcher.json` saying who holds it), the LevelDB LOCK
+of every validator ledger, and the RPC ports. A process that exits later is reported (name,
+exit code, the tail of its log) and the rest keep running; the status line counts the
+processes running and says when too few validators run to make blocks. With `--restart` an
+exited process is started again after a backoff. The launcher gives up only when no validator
+runs and none will be restarted.
 
 With `--perturb` it then injects faults in a loop (`testnet.perturb`: pause, disconnect,
 restart, foreign genesis, resource node kill) and prints what it did and whether the network
@@ -18,14 +26,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from chain.protocol import wire
 from chain.protocol.errors import GenesisError
@@ -41,7 +53,7 @@ from resource_node.backends.faults import Faults
 from rpc.client import InferchainClient, RpcError, TransportError, Wallet
 from testnet import perturb
 from testnet.network import Network, health_of
-from testnet.process import REPO, LaunchError, Process
+from testnet.process import REPO, LaunchError, Process, log_tail
 
 log = logging.getLogger("testnet")
 T = TypeVar("T")
@@ -53,6 +65,12 @@ STOP_TIMEOUT_S = 15.0
 DEMO_TIMEOUT_S = 120.0
 MAX_VALIDATORS = RESOURCE_NODE_KEY_OFFSET - VALIDATOR_KEY_OFFSET
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_TAIL_LINES = 8  # of an exited process's log, printed with its exit
+RESTART_FIRST_S = 1.0  # --restart: the first restart of a process waits this long,
+RESTART_MAX_S = 30.0  # each next one twice as long, up to this,
+RESTART_RESET_S = 60.0  # and a process that ran this long starts again from the first delay
+LOCK_FILE = "launcher.lock"  # flock-ed by the launcher running on a data directory
+PID_FILE = "launcher.json"  # who holds it: the launcher's pid, its URLs, its processes' pids
 
 
 class Stopped(Exception):
@@ -86,6 +104,11 @@ def parse_args() -> argparse.Namespace:
         "--fresh", action="store_true", help="delete the chain in --data-dir and start a new one"
     )
     parser.add_argument("--no-demo", action="store_true", help="do not submit the demo task")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="start a process that exits again, after a backoff of 1 s doubling up to 30 s",
+    )
     parser.add_argument(
         "--perturb",
         action="store_true",
@@ -133,13 +156,25 @@ class StatusLine:
             self.open = False
 
 
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Where a process sits in the network: validator k or resource node i."""
+
+    kind: str  # "validator" or "node"
+    index: int
+
+
 class Testnet:
     """One run: the network (`testnet.network.Network`, the `perturb.Cluster` of
-    `--perturb`), its banner, its demo task and its status line."""
+    `--perturb`), its banner, its demo task, its status line and the supervision of its
+    processes."""
 
-    def __init__(self, args: argparse.Namespace, genesis: Genesis, data_dir: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, genesis: Genesis, data_dir: Path, lock: DataDirLock
+    ) -> None:
         self.args = args
         self.genesis = genesis
+        self.lock = lock
         self.net = Network(
             genesis,
             data_dir,
@@ -150,43 +185,165 @@ class Testnet:
             request_timeout_s=REQUEST_TIMEOUT_S,
         )
         self.stop = asyncio.Event()
+        self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.status = StatusLine()
+        self.powers = [validator.stake for validator in genesis.validators]
+        self.quorum = True
+        self.handled: set[Process] = set()  # the processes whose exit was handled
+        self.restarts: dict[Slot, asyncio.Task[None]] = {}
+        self.attempts: dict[Slot, int] = {}
+        self.started_at: dict[Process, float] = {}  # when each was first seen running
 
     async def close(self) -> None:
+        for task in self.restarts.values():
+            task.cancel()
+        await asyncio.gather(*self.restarts.values(), return_exceptions=True)
         await self.net.close_clients()
         self.status.end()
         self.net.stop(STOP_TIMEOUT_S)
 
     async def guard(self, work: Awaitable[T]) -> T:
-        """`await work`, unless a signal comes first (Stopped) or a process exits (LaunchError)."""
+        """`await work`, unless a signal comes first (Stopped) or the network cannot go on
+        (LaunchError)."""
         task = asyncio.ensure_future(work)
         stopped = asyncio.ensure_future(self.stop.wait())
-        exited = asyncio.ensure_future(self.first_exit())
+        failed = asyncio.ensure_future(asyncio.shield(self.failed))
         try:
-            await asyncio.wait({task, stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({task, stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for future in (task, stopped, exited):
+            for future in (task, stopped, failed):
                 future.cancel()
-            await asyncio.gather(task, stopped, exited, return_exceptions=True)
+            await asyncio.gather(task, stopped, failed, return_exceptions=True)
         if task.done() and not task.cancelled():
             return task.result()
         if stopped.done() and not stopped.cancelled():
             raise Stopped
-        raise LaunchError(exited.result().exit_report())
+        raise LaunchError(self.failed.result())
 
-    async def first_exit(self) -> Process:
-        """The first process that exits when it should not; a crash fault is only reported."""
+    def slots(self) -> list[tuple[Slot, Process]]:
+        """The last process of every validator and resource node started so far."""
+        found = [
+            (Slot("validator", k), process)
+            for k, process in enumerate(self.net.validators)
+            if process is not None
+        ]
+        return found + [(Slot("node", i), process) for i, process in self.net.nodes.items()]
+
+    def running_validators(self) -> list[int]:
+        return [k for k, p in enumerate(self.net.validators) if p is not None and p.running()]
+
+    async def supervise(self) -> None:
+        """Watch every process: report each exit that was not asked for, restart it with
+        `--restart`, say when the validators that run hold too little power to make blocks,
+        and fail the run when no validator runs and none is being restarted."""
+        loop = asyncio.get_running_loop()
         while True:
-            for process in self.net.processes():
-                code = None if process.proc is None else process.proc.poll()
-                if code is None or process.exit_expected:
+            for slot, process in self.slots():
+                self.started_at.setdefault(process, loop.time())
+                if slot in self.restarts:
+                    continue  # its restart reports how that ends
+                if process in self.handled or process.exit_expected or process.running():
                     continue
-                if code != process.may_exit_with:
-                    return process
-                process.exit_expected = True
-                self.status.end()
-                log.warning("%s exited as its fault says; see %s", process.name, process.log_path)
+                self.handled.add(process)
+                self.report_exit(process)
+                if self.args.restart:
+                    ran = loop.time() - self.started_at[process]
+                    if ran >= RESTART_RESET_S:
+                        self.attempts.pop(slot, None)
+                    self.restarts[slot] = asyncio.create_task(self.restart(slot, process.name))
+            self.check_quorum()
+            restarting = any(slot.kind == "validator" for slot in self.restarts)
+            if not self.running_validators() and not restarting and not self.failed.done():
+                self.failed.set_result(
+                    "no validator runs any more: the network is stopped. `make testnet` "
+                    f"starts it again on the same chain (data directory {self.net.root})"
+                )
+                return
             await asyncio.sleep(EXIT_POLL_S)
+
+    def report_exit(self, process: Process) -> None:
+        assert process.proc is not None
+        code = process.proc.returncode
+        if code == process.may_exit_with:
+            how = f"exited with code {code}, as its fault says"
+        elif code < 0:
+            how = f"was killed by {signal.Signals(-code).name} (exit code {code})"
+        else:
+            how = f"exited with code {code}"
+        lines = [f"{process.name} (pid {process.pid}) {how}; the others keep running"]
+        tail = log_tail(process.log_path, LOG_TAIL_LINES)
+        if tail:
+            lines.append(f"  the last lines of its log {process.log_path}:")
+            lines += [f"    {line}" for line in tail]
+        else:
+            lines.append(f"  its log {process.log_path} is empty")
+        if not self.args.restart:
+            lines.append("  (run with --restart to start exited processes again)")
+        self.say("\n".join(lines))
+
+    def check_quorum(self) -> None:
+        """Say once when the running validators hold 2/3 of the power or less (no block can
+        commit, PROTOCOL 6.1), and once when they hold more again."""
+        running = self.running_validators()
+        power = sum(self.powers[k] for k in running)
+        total = sum(self.powers)
+        quorum = 3 * power > 2 * total
+        if quorum == self.quorum:
+            return
+        self.quorum = quorum
+        counts = f"validators {len(running)}/{len(self.powers)} run"
+        if quorum:
+            self.say(f"blocks can commit again: {counts}, more than 2/3 of the voting power")
+        else:
+            self.say(
+                f"the network cannot make blocks: {counts}, holding {100 * power // total}% of "
+                "the voting power, and a block needs more than 2/3. It resumes where it stopped "
+                "once enough validators run again"
+                + ("" if self.args.restart else " (start the network again, or use --restart)")
+            )
+
+    async def restart(self, slot: Slot, name: str) -> None:
+        """Start an exited process again after its backoff (RESTART_FIRST_S, doubling up to
+        RESTART_MAX_S); an exit during its start is handled by `supervise` like any other."""
+        try:
+            await self._restart(slot, name)
+        finally:
+            self.restarts.pop(slot, None)
+
+    async def _restart(self, slot: Slot, name: str) -> None:
+        attempt = self.attempts.get(slot, 0) + 1
+        self.attempts[slot] = attempt
+        delay = min(RESTART_FIRST_S * 2 ** (attempt - 1), RESTART_MAX_S)
+        self.say(f"restarting {name} in {delay:g} s (restart {attempt})")
+        await asyncio.sleep(delay)
+        try:
+            if slot.kind == "validator":
+                await self.net.start_validator(slot.index)
+            else:
+                await self.net.start_node(slot.index)
+        except LaunchError as exc:
+            process = self.net.validators[slot.index] if slot.kind == "validator" else None
+            if process is not None and process.running():
+                log.warning("%s", exc)  # it runs but does not answer: it is not retried
+            return
+        process = dict(self.slots())[slot]
+        self.say(f"{name} restarted (pid {process.pid})")
+        self.write_pid_file()
+
+    def say(self, text: str) -> None:
+        self.status.end()
+        print(text, flush=True)
+
+    def write_pid_file(self) -> None:
+        self.lock.record(
+            {
+                "launcher": os.getpid(),
+                "urls": self.net.urls,
+                "processes": {
+                    process.name: process.pid for _, process in self.slots() if process.running()
+                },
+            }
+        )
 
     async def perturb_forever(self) -> None:
         round_ = 0
@@ -213,6 +370,7 @@ class Testnet:
         for i, process in net.nodes.items():
             validator = net.urls[i % net.size]
             print(f"  {process.name:<16} via {validator}  log {process.log_path}")
+        print(f"  launcher pid {os.getpid()} (recorded in {self.lock.pid_path})")
         dev_keys = genesis.dev_keys()
         if dev_keys:
             print("\nDev accounts (unlocked: calls from them may omit signature and nonce)")
@@ -253,13 +411,15 @@ class Testnet:
             parts.append("height ?")
         if healths[0] is not None and healths[0].get("round") is not None:
             parts.append(f"round {healths[0]['round']}")
-        parts.append(f"validators {len(up)}/{len(healths)}")
+        parts.append(f"validators {len(self.running_validators())}/{self.net.size}")
         stats = await _task_stats([c for c, h in zip(clients, healths, strict=True) if h])
         if stats is not None:
             counts = " ".join(f"{k}={v}" for k, v in stats.items() if k != "total" and v)
             parts.append(f"tasks {stats['total']} ({counts or 'none'})")
         running = sum(process.running() for process in self.net.nodes.values())
         parts.append(f"nodes {running}/{self.net.node_count}")
+        if not self.quorum:
+            parts.append("NO QUORUM: no blocks")
         return "  ".join(parts)
 
     async def run(self) -> None:
@@ -268,18 +428,26 @@ class Testnet:
         await self.guard(self.net.wait_serving())
         for i in range(self.args.nodes):
             self.net.spawn_node(i)
+        self.write_pid_file()
         self.print_banner()
-        if self.args.no_demo:
-            pass
-        elif self.net.node_count < 2:
-            log.info("no demo task: another resource node verifies a result; run --nodes 2 or more")
-        else:
-            await self.guard(self.demo_task())
-        if self.args.perturb:
-            await self.guard(self.perturb_forever())
-        while True:
-            self.status.show(await self.guard(self.status_text()))
-            await self.guard(asyncio.sleep(STATUS_INTERVAL_S))
+        supervisor = asyncio.create_task(self.supervise())
+        try:
+            if self.args.no_demo:
+                pass
+            elif self.net.node_count < 2:
+                log.info(
+                    "no demo task: another resource node verifies a result; run --nodes 2 or more"
+                )
+            else:
+                await self.guard(self.demo_task())
+            if self.args.perturb:
+                await self.guard(self.perturb_forever())
+            while True:
+                self.status.show(await self.guard(self.status_text()))
+                await self.guard(asyncio.sleep(STATUS_INTERVAL_S))
+        finally:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
 
 
 async def _task_stats(clients: list[InferchainClient]) -> dict[str, Any] | None:
@@ -287,6 +455,153 @@ async def _task_stats(clients: list[InferchainClient]) -> dict[str, Any] | None:
         with contextlib.suppress(TransportError, RpcError):
             return await client.task_stats()
     return None
+
+
+class DataDirLock:
+    """The launcher's hold on its data directory: an exclusive flock on LOCK_FILE for as long
+    as it runs, and PID_FILE saying who holds it (removed at the end)."""
+
+    def __init__(self, data_dir: Path, file: IO[bytes]) -> None:
+        self.data_dir = data_dir
+        self.pid_path = data_dir / PID_FILE
+        self._file = file
+
+    @classmethod
+    def acquire(cls, data_dir: Path) -> DataDirLock:
+        """The lock; LaunchError saying who holds it if another launcher does."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        file = (data_dir / LOCK_FILE).open("ab")
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            raise LaunchError(already_running(data_dir)) from None
+        return cls(data_dir, file)
+
+    def record(self, info: dict[str, Any]) -> None:
+        partial = self.pid_path.with_suffix(".partial")
+        partial.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        partial.replace(self.pid_path)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self.pid_path.unlink()
+        self._file.close()  # releases the flock; the file stays, unlinking it would race
+
+
+def already_running(data_dir: Path) -> str:
+    """Who holds `data_dir`, from its PID_FILE, and how to reach or stop that network."""
+    try:
+        info = json.loads((data_dir / PID_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    info = info if isinstance(info, dict) else {}
+    pid, urls, processes = info.get("launcher"), info.get("urls") or [], info.get("processes")
+    lines = [
+        f"a testnet is already running in {data_dir}"
+        + (f" (launcher pid {pid})" if pid else "")
+        + "; nothing was started"
+    ]
+    if urls:
+        lines.append(f"  use it: its validators answer at {', '.join(map(str, urls))}")
+        lines.append(f"    (curl -s {urls[0]}/health)")
+    if pid:
+        lines.append(f"  stop it: Ctrl-C in its terminal, or kill {pid}")
+    if isinstance(processes, dict) and processes:
+        listed = ", ".join(f"{name} pid {number}" for name, number in processes.items())
+        lines.append(f"  its processes: {listed}")
+    lines.append("  or run another network beside it: another --data-dir and --port")
+    return "\n".join(lines)
+
+
+def held_ledgers(data_dir: Path) -> list[tuple[Path, int | None]]:
+    """The validator ledgers in `data_dir` whose LevelDB LOCK another process holds (a
+    validator that outlived its launcher), each with the holder's pid when Linux says it."""
+    held = []
+    for lock in sorted(data_dir.glob("validator-*/LOCK")):
+        try:
+            with lock.open("r+b") as file:
+                try:
+                    fcntl.lockf(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    held.append((lock.parent, lock_holder(lock)))
+                else:
+                    fcntl.lockf(file.fileno(), fcntl.LOCK_UN)
+        except OSError:
+            continue  # unreadable or gone: the validator says why when it opens it
+    return held
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid holding a POSIX lock on `path`, from /proc/locks (Linux); None if unknown."""
+    try:
+        inode = path.stat().st_ino
+        table = Path("/proc/locks").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    for line in table.splitlines():
+        # "1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; "->" marks a waiting request
+        fields = line.split()
+        if len(fields) < 6 or "->" in fields:
+            continue
+        if fields[5].rsplit(":", 1)[-1] == str(inode) and fields[4].isdigit():
+            return int(fields[4])
+    return None
+
+
+def ports_in_use(ports: list[int]) -> list[int]:
+    """The ports of `ports` that cannot be bound on 127.0.0.1 now (something listens)."""
+    busy = []
+    for port in ports:
+        with socket.socket() as probe:
+            # As aiohttp binds: a port left in TIME_WAIT by a network just stopped is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+async def check_nothing_runs(data_dir: Path, ports: list[int]) -> None:
+    """LaunchError, saying what runs and how to reach or stop it, if a validator still holds a
+    ledger of `data_dir` or one of `ports` is taken."""
+    held = held_ledgers(data_dir)
+    if held:
+        lines = [f"a validator is still running on the data directory {data_dir}:"]
+        for ledger, pid in held:
+            owner = f"pid {pid}" if pid is not None else "a process"
+            lines.append(f"  {owner} holds the LevelDB LOCK of {ledger}")
+        pids = " ".join(str(pid) for _, pid in held if pid is not None)
+        lines.append(
+            "  nothing was started; stop it first"
+            + (f" (kill {pids})" if pids else "")
+            + ", or choose another --data-dir"
+        )
+        raise LaunchError("\n".join(lines))
+    busy = ports_in_use(ports)
+    if busy:
+        url = f"http://127.0.0.1:{busy[0]}"
+        taken = f"port {busy[0]} is" if len(busy) == 1 else f"ports {', '.join(map(str, busy))} are"
+        lines = [
+            f"{taken} already in use on 127.0.0.1 (validator k listens on {ports[0]} + k): "
+            "nothing was started",
+            f"  {await _describe_listener(url)}",
+            "  stop what runs there, or choose another --port (and --data-dir)",
+        ]
+        raise LaunchError("\n".join(lines))
+
+
+async def _describe_listener(url: str) -> str:
+    async with InferchainClient(url, timeout=2.0) as client:
+        try:
+            health = await client.health()
+        except (TransportError, RpcError):
+            return f"{url} does not answer as a validator: another program listens there"
+    return (
+        f"a network is already running: {url} answers as chain {health.get('chainId')} at "
+        f"height {health.get('height')} (curl -s {url}/health)"
+    )
 
 
 def read_genesis(path: str) -> Genesis:
@@ -345,12 +660,24 @@ async def main_async(args: argparse.Namespace) -> int:
         raw = with_dev_validators(base.raw, args.validators, base_port=args.port)
         genesis = parse_genesis(raw)
         data_dir = Path(args.data_dir).resolve()
-        prepare_data_dir(data_dir, raw, args.fresh)
     except (GenesisError, LaunchError, OSError) as exc:
         log.error("%s", exc)
         return 2
+    # Before anything is started or deleted (--fresh): is a network running there already?
+    try:
+        lock = DataDirLock.acquire(data_dir)
+    except (LaunchError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    try:
+        await check_nothing_runs(data_dir, [args.port + k for k in range(args.validators)])
+        prepare_data_dir(data_dir, raw, args.fresh)
+    except (LaunchError, OSError) as exc:
+        lock.release()
+        log.error("%s", exc)
+        return 2
 
-    testnet = Testnet(args, genesis, data_dir)
+    testnet = Testnet(args, genesis, data_dir, lock)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, testnet.stop.set)
@@ -364,6 +691,7 @@ async def main_async(args: argparse.Namespace) -> int:
         return 1
     finally:
         await testnet.close()
+        lock.release()
         print("stopped", flush=True)
     return 0
 

@@ -151,6 +151,19 @@ class Process:
         return f"{report}\n  log: {self.log_path}"
 
 
+def log_tail(path: Path, count: int) -> list[str]:
+    """The last `count` non-empty lines of a log file (read from its last 16 KiB), oldest
+    first; [] if there are none."""
+    try:
+        with path.open("rb") as file:
+            file.seek(0, 2)
+            file.seek(max(0, file.tell() - 16384))
+            lines = file.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line.rstrip() for line in lines if line.strip()][-count:]
+
+
 def last_line(path: Path) -> str:
     """The last non-empty line of a log file, or "" if there is none."""
     try:

@@ -1,6 +1,10 @@
 """`scripts/testnet.py` (`make testnet`) as a real process: it starts its validators and resource
 nodes, the demo task ends verified, and on SIGINT it stops every process it started, exits 0
-and says "stopped".
+and says "stopped". A second launcher where a network runs (its data directory, its ports, a
+validator still holding a ledger) is refused at once and starts and submits nothing. A
+validator killed with SIGKILL is reported with its exit code and log tail while the others
+go on committing; with too few the launcher says blocks cannot commit, with none it exits;
+with `--restart` the killed validator comes back.
 
 A result is verified by another resource node than the one that computed it, so every network
 here runs at least two resource nodes.
@@ -21,13 +25,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from rpc.client import InferchainClient
+from testnet.process import Exited, run_to_exit
+from tests.helpers import REPO, ValidatorProcess, make_genesis, write_genesis
 
 pytestmark = pytest.mark.slow
 
 SCRIPT = REPO / "scripts" / "testnet.py"
 DEMO_TIMEOUT = 180.0
 STOP_TIMEOUT = 60.0
+REFUSAL_TIMEOUT = 30.0
+BLOCK_TIMEOUT = 60.0
 DEMO_VERIFIED = "verified at block"
 
 
@@ -173,3 +181,144 @@ def test_one_validator_runs_the_demo_and_stops_cleanly(launch: Launch, tmp_path:
 def test_four_validators_run_the_demo_and_stop_cleanly(launch: Launch, tmp_path: Path) -> None:
     output = run_network(launch, tmp_path / "testnet", validators=4, nodes=3)
     assert "round " in output
+
+
+def refused(data_dir: Path, *args: str) -> Exited:
+    """Run a launcher that must refuse to start; its output."""
+    exited = run_to_exit([str(SCRIPT), "--data-dir", str(data_dir), *args], REFUSAL_TIMEOUT)
+    assert not exited.timed_out, f"the second launcher kept running: {exited}"
+    assert exited.returncode == 2, exited
+    assert "Traceback" not in exited.stderr, exited.stderr
+    assert "demo task" not in exited.stdout, exited.stdout
+    return exited
+
+
+def launcher_pids(data_dir: Path) -> dict[str, int]:
+    """The pids the running launcher recorded: its own ("launcher") and its processes'."""
+    info = json.loads((data_dir / "launcher.json").read_text())
+    return {"launcher": info["launcher"], **info["processes"]}
+
+
+async def test_a_second_launcher_is_refused_and_submits_nothing(
+    launch: Launch, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "testnet"
+    port = free_ports(1)
+    args = ("--validators", "1", "--nodes", "2", "--block-time", "200", "--port", str(port))
+    first = launch(data_dir, *args, "--fresh")
+    first.wait_for_line(DEMO_VERIFIED, DEMO_TIMEOUT)
+    url = f"http://127.0.0.1:{port}"
+    pids = launcher_pids(data_dir)
+    async with InferchainClient(url) as client:
+        before = await client.task_stats()
+    assert before["total"] == 1
+
+    same = refused(data_dir, *args)
+    assert f"a testnet is already running in {data_dir}" in same.stderr
+    assert f"kill {pids['launcher']}" in same.stderr
+    assert f"validator 0 pid {pids['validator 0']}" in same.stderr
+    assert url in same.stderr
+
+    # Another data directory on the same ports: the ports are taken, by a network.
+    beside = refused(tmp_path / "other", *args)
+    assert f"port {port} is already in use" in beside.stderr
+    assert f"a network is already running: {url} answers as chain 7331" in beside.stderr
+
+    # --fresh on the running network's directory deletes nothing.
+    other_port = free_ports(1)
+    fresh = refused(data_dir, "--validators", "1", "--port", str(other_port), "--fresh")
+    assert f"a testnet is already running in {data_dir}" in fresh.stderr
+    assert (data_dir / "validator-0" / "CURRENT").exists()
+
+    async with InferchainClient(url) as client:
+        assert (await client.task_stats())["total"] == before["total"]
+    assert first.proc.poll() is None, first.output
+    assert launcher_pids(data_dir) == pids
+
+
+async def test_a_validator_left_running_on_the_data_dir_is_named(tmp_path: Path) -> None:
+    data_dir = tmp_path / "testnet"
+    genesis_path = write_genesis(tmp_path / "genesis.json", make_genesis())
+    orphan = ValidatorProcess(genesis_path, data_dir / "validator-0")
+    try:
+        orphan.start()
+        exited = refused(data_dir, "--validators", "1", "--port", str(free_ports(1)), "--fresh")
+        assert f"pid {orphan.pid} holds the LevelDB LOCK of {data_dir / 'validator-0'}" in (
+            exited.stderr
+        )
+        assert f"kill {orphan.pid}" in exited.stderr
+        assert orphan.running()
+        assert (data_dir / "validator-0" / "CURRENT").exists()
+    finally:
+        orphan.close()
+
+
+async def wait_for_height_above(url: str, height: int) -> int:
+    async with InferchainClient(url) as client:
+        return await client.wait_for_block(height + 1, timeout=BLOCK_TIMEOUT)
+
+
+def start_four(launch: Launch, data_dir: Path, *extra: str) -> tuple[Launcher, int]:
+    port = free_ports(4)
+    launcher = launch(
+        data_dir,
+        *("--validators", "4", "--nodes", "0", "--no-demo", "--fresh"),
+        *("--block-time", "200", "--port", str(port), *extra),
+    )
+    launcher.wait_for_line("validators 4/4", DEMO_TIMEOUT)
+    return launcher, port
+
+
+async def test_a_killed_validator_is_reported_and_the_others_go_on(
+    launch: Launch, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "testnet"
+    launcher, port = start_four(launch, data_dir)
+    pids = launcher_pids(data_dir)
+
+    os.kill(pids["validator 3"], signal.SIGKILL)
+    exit_line = launcher.wait_for_line("validator 3 (pid", DEMO_TIMEOUT)
+    assert f"(pid {pids['validator 3']}) was killed by SIGKILL (exit code -9)" in exit_line
+    assert str(data_dir / "validator-3.log") in launcher.wait_for_line("last lines", DEMO_TIMEOUT)
+    launcher.wait_for_line("validators 3/4", DEMO_TIMEOUT)
+    url = f"http://127.0.0.1:{port}"
+    async with InferchainClient(url) as client:
+        height = await client.block_number()
+    # Three of four hold more than 2/3 of the power: blocks still commit.
+    await wait_for_height_above(url, height)
+    assert launcher.proc.poll() is None
+
+    os.kill(pids["validator 2"], signal.SIGKILL)
+    launcher.wait_for_line("validator 2 (pid", DEMO_TIMEOUT)
+    halted = launcher.wait_for_line("cannot make blocks", DEMO_TIMEOUT)
+    assert "validators 2/4 run, holding 50% of the voting power" in halted
+    assert "NO QUORUM" in launcher.wait_for_line("validators 2/4", DEMO_TIMEOUT)
+    assert launcher.proc.poll() is None
+
+    os.kill(pids["validator 1"], signal.SIGKILL)
+    os.kill(pids["validator 0"], signal.SIGKILL)
+    launcher.wait_for_line("no validator runs any more", DEMO_TIMEOUT)
+    rest, _ = launcher.proc.communicate(timeout=STOP_TIMEOUT)
+    launcher.output += rest.decode(errors="replace")
+    assert launcher.proc.returncode == 1, launcher.output
+    assert pids_using(data_dir) == [], launcher.output
+    assert not (data_dir / "launcher.json").exists()
+
+
+async def test_restart_brings_a_killed_validator_back(launch: Launch, tmp_path: Path) -> None:
+    data_dir = tmp_path / "testnet"
+    launcher, port = start_four(launch, data_dir, "--restart")
+    killed = launcher_pids(data_dir)["validator 3"]
+
+    os.kill(killed, signal.SIGKILL)
+    assert "was killed by SIGKILL" in launcher.wait_for_line("validator 3 (pid", DEMO_TIMEOUT)
+    assert "(restart 1)" in launcher.wait_for_line("restarting validator 3 in 1 s", DEMO_TIMEOUT)
+    back = launcher.wait_for_line("validator 3 restarted", DEMO_TIMEOUT)
+    launcher.wait_for_line("validators 4/4", DEMO_TIMEOUT)
+    new_pid = launcher_pids(data_dir)["validator 3"]
+    assert new_pid != killed and f"(pid {new_pid})" in back
+    # The restarted validator follows the chain again.
+    async with InferchainClient(f"http://127.0.0.1:{port}") as client:
+        height = await client.block_number()
+    await wait_for_height_above(f"http://127.0.0.1:{port + 3}", height)
+    assert launcher.interrupt() == 0, launcher.output
