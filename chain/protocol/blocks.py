@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -236,10 +235,32 @@ def apply_tx(state: State, params: Params, ctx: BlockContext, tx: SignedTx) -> N
     state.merge(scratch)
 
 
-@lru_cache(maxsize=1 << 16)
+# The sizes of recent transactions by hash: admission, block execution and re-admission after
+# a block all ask. A hash and an integer per entry, never the transaction itself (an
+# lru_cache keyed by the transaction held the last 65,536 of them, finished or not); at most
+# TX_SIZE_CACHE entries, the oldest dropped first, more than a full mempool holds.
+TX_SIZE_CACHE = 1 << 15
+_tx_sizes: dict[bytes, int] = {}
+
+
 def tx_size(tx: SignedTx) -> int:
     """Bytes of the transaction's canonical JSON: its wire params plus the signature.
-    Cached: admission, block execution and re-admission after a block all ask."""
+    Cached by `tx.hash`, which `crypto` computes from the digest and the signature."""
+    size = _tx_sizes.get(tx.hash)
+    if size is None:
+        size = _encoded_size(tx)
+        while len(_tx_sizes) >= TX_SIZE_CACHE:
+            del _tx_sizes[next(iter(_tx_sizes))]
+        _tx_sizes[tx.hash] = size
+    return size
+
+
+def tx_size_cache_len() -> int:
+    """How many sizes `tx_size` holds (at most TX_SIZE_CACHE)."""
+    return len(_tx_sizes)
+
+
+def _encoded_size(tx: SignedTx) -> int:
     params = wire.message_to_params(tx.message)
     params["signature"] = wire.hex0x(tx.signature)
     try:
