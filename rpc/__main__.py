@@ -22,6 +22,7 @@ from chain.node.node import Node, ValidatorKey, dev_validator_key
 from chain.protocol import crypto, wire
 from chain.protocol.errors import ChainError
 from chain.protocol.genesis import Genesis
+from chain.protocol.gossip import RequestSigner
 from rpc.p2p import Peers
 from rpc.server import RpcServer
 
@@ -116,7 +117,8 @@ async def serve(args: argparse.Namespace) -> int:
         urls = args.peer or [
             v.url for v in genesis.validators if v.address != node.validator.address and v.url
         ]
-        peers = Peers(urls, genesis.hash, node.consensus.pending_tx_wire)
+        signer = RequestSigner(node.validator, genesis.chain_id)
+        peers = Peers(urls, genesis.hash, node.consensus.pending_tx_wire, signer)
         node.network = peers
     runner = web.AppRunner(RpcServer(node).app, access_log=None)
     try:

@@ -36,7 +36,7 @@ from typing import Any, Self
 import aiohttp
 import orjson
 
-from chain.protocol import crypto, wire
+from chain.protocol import crypto, gossip, wire
 from chain.protocol.errors import InvalidParams
 from chain.protocol.genesis import DEV_MNEMONIC
 from chain.protocol.types import (
@@ -509,14 +509,19 @@ class InferchainClient:
         return result
 
     async def set_p2p_link(
-        self, peer: str, *, drop: bool = False, delay_ms: int = 0
+        self, peer: str, *, token: str | None, drop: bool = False, delay_ms: int = 0
     ) -> dict[str, dict[str, Any]]:
         """Cut (`drop`) or slow (`delay_ms`) what this validator sends to `peer` ("*": every
-        peer); a dev-chain control for testing partitions on loopback."""
+        peer); a dev-chain control for testing partitions on loopback. `token` is the
+        contents of the validator's `<data-dir>/dev-token` (None sends none: refused)."""
         body = {"peer": peer, "drop": drop, "delayMs": delay_ms}
+        headers = {} if token is None else {gossip.DEV_TOKEN_HEADER: token}
         try:
             async with self._get_session().post(
-                self.url + "/p2p/dev/links", data=_encode(body), timeout=self._timeout
+                self.url + "/p2p/dev/links",
+                data=_encode(body),
+                headers=headers,
+                timeout=self._timeout,
             ) as resp:
                 status, raw = resp.status, await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:

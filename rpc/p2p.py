@@ -14,7 +14,15 @@ links, so partitions can be made on loopback:
 
 `drop` stops everything this validator sends to that peer (messages, status polls, block
 fetches); `delayMs` holds each request to it that long. A symmetric partition is the same
-setting on both sides.
+setting on both sides. The POST takes effect only from a loopback caller that sends the
+token this validator keeps in `<data-dir>/dev-token` (`dev_token`), in the header
+X-Inferchain-Dev-Token; anything else is answered 403.
+
+What a validator posts to /p2p/messages is signed (`gossip.RequestSigner`): a request whose
+signature checks out comes from a genesis validator. Any other request may carry transactions
+and consensus messages too, but within a budget per remote address (`SourceLimits`: items and
+bytes), and past it is answered 429. Every request holds at most MAX_BATCH_ITEMS items; a
+badly signed item refuses the request (400) at the first one.
 
 `Peers` is the sending side. Each peer has an outbox drained by one task that posts what
 accumulated as one request, so messages to a peer keep their order. Delivery is best effort:
@@ -27,10 +35,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import logging
+import math
+import os
+import secrets
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,6 +54,7 @@ from aiohttp import web
 
 from chain.node.node import Node
 from chain.protocol import gossip, wire
+from chain.protocol.errors import InvalidPeerMessage
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +69,70 @@ MAX_SYNC_BLOCKS = 100
 MAX_SYNC_BYTES = 8 * 1024 * 1024  # a sync answer stops after the block that passes this
 MAX_DELAY_MS = 60_000
 JSON_HEADERS = {"Content-Type": "application/json"}
+# The budget of each remote address for requests not signed by a validator: items
+# (messages and transactions) and body bytes, each a token bucket (burst, then a rate).
+UNSIGNED_ITEMS_BURST = MAX_BATCH_ITEMS
+UNSIGNED_ITEMS_PER_S = 200.0
+UNSIGNED_BYTES_BURST = MAX_BATCH_BYTES
+UNSIGNED_BYTES_PER_S = 256 * 1024.0
+MAX_SOURCES = 4096  # remote addresses with a budget kept; the idle ones are forgotten first
 
 
 def add_routes(app: web.Application, node: Node) -> None:
     """Serve the validator-to-validator routes on `app`."""
 
+    limits = SourceLimits()
+
     async def messages(request: web.Request) -> web.Response:
+        source = request.remote or "unknown"
+        signed = gossip.VALIDATOR_HEADER in request.headers
+        if not signed and request.content_length is not None:  # refused before it is read
+            refusal = limits.take(source, 0, request.content_length, _now())
+            if refusal is not None:
+                return refusal
         try:
-            body = wire.parse_json(await request.read())
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            return _error(413, exc.text or "the request body is too large")
+        if signed:
+            try:
+                node.consensus.verifier.request(request.headers, raw, int(time.time() * 1000))
+            except InvalidPeerMessage as exc:
+                return _error(401, f"the request's validator signature: {exc}")
+        elif request.content_length is None:
+            refusal = limits.take(source, 0, len(raw), _now())
+            if refusal is not None:
+                return refusal
+        try:
+            body = wire.parse_json(raw)
         except ValueError:
-            return web.json_response({"error": "invalid JSON"}, status=400)
+            return _error(400, "invalid JSON")
         if not isinstance(body, dict):
-            return web.json_response({"error": "expected a JSON object"}, status=400)
+            return _error(400, "expected a JSON object")
         msgs, txs = body.get("messages", []), body.get("txs", [])
         if not isinstance(msgs, list) or not isinstance(txs, list):
-            return web.json_response({"error": "messages and txs must be lists"}, status=400)
-        if txs:
-            node.consensus.receive_txs(txs)
-        if msgs:
-            node.consensus.receive_messages(msgs)
+            return _error(400, "messages and txs must be lists")
+        count = len(msgs) + len(txs)
+        if count > MAX_BATCH_ITEMS:
+            return _error(
+                400,
+                f"a request holds at most {MAX_BATCH_ITEMS} items (messages and txs "
+                f"together); this one holds {count}",
+                limit=MAX_BATCH_ITEMS,
+                got=count,
+            )
+        if not signed:
+            refusal = limits.take(source, count, 0, _now())
+            if refusal is not None:
+                return refusal
+        try:
+            if txs:
+                await node.consensus.receive_txs(txs)
+            if msgs:
+                node.consensus.receive_messages(msgs)
+        except InvalidPeerMessage as exc:
+            log.info("refused a /p2p/messages request from %s: %s", source, exc)
+            return _error(400, str(exc))
         return web.Response(status=204)
 
     async def status(_request: web.Request) -> web.Response:
@@ -107,15 +168,23 @@ def add_routes(app: web.Application, node: Node) -> None:
         peers = node.network
         return _json(peers.links() if isinstance(peers, Peers) else {})
 
+    token = dev_token(node.data_dir) if node.genesis.dev is not None else ""
+
     async def set_links(request: web.Request) -> web.Response:
+        refusal = dev_control_refusal(
+            request.remote, request.headers.get(gossip.DEV_TOKEN_HEADER), token
+        )
+        if refusal is not None:
+            log.warning("dev control: refused a link setting from %s: %s", request.remote, refusal)
+            return _error(403, refusal)
         peers = node.network
         if not isinstance(peers, Peers):
-            return web.json_response({"error": "this validator has no peers"}, status=400)
+            return _error(400, "this validator has no peers")
         try:
             body = wire.parse_json(await request.read())
             peers.set_link(*_link_setting(body))
         except ValueError as exc:  # not JSON, or not a link setting
-            return web.json_response({"error": str(exc)}, status=400)
+            return _error(400, str(exc))
         return _json(peers.links())
 
     app.router.add_post("/p2p/messages", messages)
@@ -142,6 +211,152 @@ def _json(obj: Any) -> web.Response:
     return web.Response(body=orjson.dumps(obj), headers=JSON_HEADERS)
 
 
+def _error(status: int, message: str, **data: Any) -> web.Response:
+    return web.Response(
+        body=orjson.dumps({"error": message, **data}), status=status, headers=JSON_HEADERS
+    )
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+# The dev link control's token
+
+
+def dev_token(data_dir: Path) -> str:
+    """The token of `data_dir/dev-token`, written (random, mode 0600) if it is missing."""
+    path = data_dir / gossip.DEV_TOKEN_FILE
+    with contextlib.suppress(FileNotFoundError):
+        text = path.read_text(encoding="ascii").strip()
+        if text:
+            return text
+    text = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(text + "\n")
+    return text
+
+
+def dev_control_refusal(remote: str | None, sent: str | None, token: str) -> str | None:
+    """Why a caller at `remote` sending `sent` may not set the dev links, or None if it may:
+    only loopback callers with the data directory's token."""
+    try:
+        loopback = remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return f"the dev link control answers loopback callers only, not {remote}"
+    if not sent:
+        return (
+            f"no dev token: send the contents of the validator's <data-dir>/"
+            f"{gossip.DEV_TOKEN_FILE} in the {gossip.DEV_TOKEN_HEADER} header"
+        )
+    if not token or not hmac.compare_digest(sent.encode(), token.encode()):
+        return f"wrong dev token (see the validator's <data-dir>/{gossip.DEV_TOKEN_FILE})"
+    return None
+
+
+# The budget of requests not signed by a validator
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """Up to `capacity` tokens, refilled at `rate` a second; a take of more than is there
+    takes nothing."""
+
+    capacity: float
+    rate: float
+    tokens: float
+    at: float
+
+    def take(self, amount: float, now: float) -> float:
+        """0.0 if `amount` was taken at time `now`, else the seconds until it could be
+        (math.inf for more than `capacity`)."""
+        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = max(self.at, now)
+        if amount <= self.tokens:
+            self.tokens -= amount
+            return 0.0
+        if amount > self.capacity:
+            return math.inf
+        return (amount - self.tokens) / self.rate
+
+    def full(self, now: float) -> bool:
+        return self.tokens + max(0.0, now - self.at) * self.rate >= self.capacity
+
+
+@dataclass(slots=True)
+class _Budget:
+    items: TokenBucket
+    size: TokenBucket
+
+
+class SourceLimits:
+    """A budget of items and bytes per remote address, for /p2p/messages requests that no
+    validator signed. `take` answers None (taken) or the 429 (or 413) to send."""
+
+    def __init__(
+        self,
+        items: tuple[float, float] = (UNSIGNED_ITEMS_BURST, UNSIGNED_ITEMS_PER_S),
+        bytes_: tuple[float, float] = (UNSIGNED_BYTES_BURST, UNSIGNED_BYTES_PER_S),
+        max_sources: int = MAX_SOURCES,
+    ) -> None:
+        self.items, self.bytes = items, bytes_
+        self.max_sources = max_sources
+        self._budgets: dict[str, _Budget] = {}
+
+    def take(self, source: str, items: int, size: int, now: float) -> web.Response | None:
+        budget = self._budget(source, now)
+        if size:
+            wait = budget.size.take(size, now)
+            if wait == math.inf:
+                return _error(
+                    413,
+                    f"a request not signed by a validator holds at most "
+                    f"{int(self.bytes[0])} bytes; this one holds {size}",
+                    limit=int(self.bytes[0]),
+                    got=size,
+                )
+            if wait:
+                return self._too_many(source, "bytes", self.bytes, wait)
+        if items:
+            wait = budget.items.take(items, now)
+            if wait:  # never inf: the item cap is the burst
+                return self._too_many(source, "items", self.items, wait)
+        return None
+
+    def _budget(self, source: str, now: float) -> _Budget:
+        budget = self._budgets.get(source)
+        if budget is None:
+            if len(self._budgets) >= self.max_sources:
+                self._forget(now)
+            budget = _Budget(
+                TokenBucket(*self.items, self.items[0], now),
+                TokenBucket(*self.bytes, self.bytes[0], now),
+            )
+            self._budgets[source] = budget
+        return budget
+
+    def _forget(self, now: float) -> None:
+        idle = [s for s, b in self._budgets.items() if b.items.full(now) and b.size.full(now)]
+        for source in idle or list(self._budgets)[: max(1, self.max_sources // 8)]:
+            del self._budgets[source]
+
+    @staticmethod
+    def _too_many(source: str, what: str, limit: tuple[float, float], wait: float) -> web.Response:
+        retry = max(1, math.ceil(wait))
+        response = _error(
+            429,
+            f"too many {what} from {source} in requests not signed by a validator: "
+            f"at most {limit[1]:g} a second, in bursts of {limit[0]:g}; retry in {retry} s",
+            limit=what,
+            retryAfterS=retry,
+        )
+        response.headers["Retry-After"] = str(retry)
+        return response
+
+
 @dataclass
 class _Peer:
     url: str
@@ -164,8 +379,11 @@ class Peers:
         urls: list[str],
         genesis_hash: bytes,
         pending_txs: Callable[[], list[dict[str, Any]]] | None = None,
+        signer: gossip.RequestSigner | None = None,
     ) -> None:
         self._peers = [_Peer(url.rstrip("/")) for url in urls]
+        # what this validator posts is signed, so a peer knows it comes from a validator
+        self._signer = signer
         # a peer that comes back (restarted, reconnected) gets this mempool in full
         self._pending_txs = pending_txs
         self._genesis_hash = wire.hex0x(genesis_hash)
@@ -274,10 +492,13 @@ class Peers:
     async def _post(self, session: aiohttp.ClientSession, peer: _Peer, body: bytes) -> None:
         try:
             url = f"{peer.url}/p2p/messages"
-            async with session.post(url, data=body, headers=JSON_HEADERS) as response:
-                await response.read()
+            headers = JSON_HEADERS
+            if self._signer is not None:
+                headers = JSON_HEADERS | self._signer.headers(body, int(time.time() * 1000))
+            async with session.post(url, data=body, headers=headers) as response:
+                answer = await response.read()
                 if response.status >= 400:
-                    log.warning("peer %s answered %d", peer.url, response.status)
+                    log.warning("peer %s answered %d: %s", peer.url, response.status, answer[:300])
             if peer.failing:
                 log.info("peer %s is reachable again", peer.url)
                 peer.failing = False

@@ -7,7 +7,7 @@ Validator k is `python -m rpc --validator k` on `ports[k]` with its ledger in
 node i works through validator i mod N, with its state in `root/node-i`, its log in
 `root/node-i.log`. The genesis is `root/genesis.json`, written by whoever builds the network.
 Faults: SIGKILL, SIGSTOP/SIGCONT, a foreign genesis; cutting links goes through the dev-chain
-control of the transport (`perturb`).
+control of the transport (`perturb`), with the token each validator writes into its data dir.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from chain.protocol import wire
 from chain.protocol.genesis import Genesis
+from chain.protocol.gossip import DEV_TOKEN_FILE
 from resource_node.backends.faults import Faults
 from resource_node.worker import CRASH_EXIT_CODE
 from rpc.client import DEFAULT_TIMEOUT, InferchainClient, TransportError
@@ -162,6 +163,10 @@ class Network:
 
     def url(self, k: int) -> str:
         return self.urls[k]
+
+    def dev_token(self, k: int) -> str:
+        """The token of validator k's dev link control, which it wrote into its data dir."""
+        return (self.data_dir(k) / DEV_TOKEN_FILE).read_text(encoding="ascii").strip()
 
     def kill_validator(self, k: int) -> None:
         self._validator(k).kill()

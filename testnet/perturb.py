@@ -51,6 +51,9 @@ class Cluster(Protocol):
 
     def url(self, k: int) -> str: ...
 
+    def dev_token(self, k: int) -> str:
+        """The token validator k's dev link control asks for (`<data-dir>/dev-token`)."""
+
     def kill_validator(self, k: int) -> None: ...
 
     async def start_validator(self, k: int) -> None:
@@ -245,10 +248,10 @@ async def slow_links(cluster: Cluster, k: int) -> Outcome:
 
     async def fault() -> str:
         try:
-            await cluster.client(k).set_p2p_link("*", delay_ms=SLOW_LINK_MS)
+            await set_link(cluster, k, "*", delay_ms=SLOW_LINK_MS)
             for j in range(cluster.size):
                 if j != k:
-                    await cluster.client(j).set_p2p_link(cluster.url(k), delay_ms=SLOW_LINK_MS)
+                    await set_link(cluster, j, cluster.url(k), delay_ms=SLOW_LINK_MS)
             await wait_for_blocks(cluster, list(range(cluster.size)), BLOCKS_DOWN)
         finally:
             await heal(cluster)
@@ -283,19 +286,27 @@ async def split(cluster: Cluster) -> Outcome:
     return await _run("split", target, cluster, fault, halves[1][0])
 
 
+async def set_link(
+    cluster: Cluster, k: int, peer: str, *, drop: bool = False, delay_ms: int = 0
+) -> None:
+    """Set validator k's link to `peer` ("*": all) through its dev control, with its token."""
+    token = cluster.dev_token(k)
+    await cluster.client(k).set_p2p_link(peer, token=token, drop=drop, delay_ms=delay_ms)
+
+
 async def cut(cluster: Cluster, *groups: list[int]) -> None:
     """Cut every link between validators of different groups, both ways."""
     for group in groups:
         for k in group:
             for j in range(cluster.size):
                 if j not in group:
-                    await cluster.client(k).set_p2p_link(cluster.url(j), drop=True)
+                    await set_link(cluster, k, cluster.url(j), drop=True)
 
 
 async def heal(cluster: Cluster) -> None:
     for k in range(cluster.size):
         with contextlib.suppress(TransportError):
-            await cluster.client(k).set_p2p_link("*", drop=False)
+            await set_link(cluster, k, "*", drop=False)
 
 
 async def one_round(cluster: Cluster, round_: int) -> list[Outcome]:

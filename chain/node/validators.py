@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,7 +51,7 @@ from chain.protocol.errors import (
     InvalidTransaction,
     MempoolFull,
 )
-from chain.protocol.gossip import CommittedBlock, Verifier
+from chain.protocol.gossip import CommittedBlock, SignedProposal, Verifier
 from chain.protocol.state import State
 from chain.protocol.types import Block, BlockContext, SignedTx, Vote
 
@@ -150,6 +151,7 @@ class Consensus:
         self._height_since = 0.0
         self._warned_app_hash: set[int] = set()
         self._fatal: ChainError | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def status(self) -> dict[str, Any]:
         """Where consensus stands, for /health and the testnet status line."""
@@ -173,23 +175,44 @@ class Consensus:
         """Every transaction waiting in the mempool, as peers receive them."""
         return [wire.signed_tx_to_json(tx) for tx in self.node.mempool.take(len(self.node.mempool))]
 
-    def receive_txs(self, items: list[Any]) -> None:
-        """Transactions another validator admitted: verify and admit them here too."""
-        for item in items:
-            claimed = item.get("hash") if isinstance(item, dict) else None
-            if isinstance(claimed, str):  # skip the signature recovery of a known one
-                with contextlib.suppress(ValueError):
-                    if self._knows_tx(bytes.fromhex(claimed.removeprefix("0x"))):
-                        continue
+    async def receive_txs(self, items: list[Any]) -> None:
+        """Transactions another validator admitted: verify and admit them here too.
+
+        Their signers are recovered on a thread of their own (libsecp256k1 runs without the
+        GIL), so the event loop serves meanwhile; the first badly signed or malformed one
+        stops the batch with InvalidPeerMessage naming it, and then none is admitted (an
+        honest validator only relays what it admitted). Admission runs on the loop."""
+        fresh = [(i, item) for i, item in enumerate(items) if not self._claims_known_tx(item)]
+        if not fresh:
+            return
+        loop = asyncio.get_running_loop()
+        chain_id = self.node.genesis.chain_id
+        txs = await loop.run_in_executor(self._recovery_pool(), _decode_txs, fresh, chain_id)
+        if self.node.stopping.is_set():
+            return
+        for tx in txs:
+            if self._knows_tx(tx.hash):
+                continue
             try:
-                tx = gossip.tx_from_wire(item, self.node.genesis.chain_id)
-                if self._knows_tx(tx.hash):
-                    continue
                 self.node.mempool.admit(tx, self.node.next_context())
-            except InvalidPeerMessage as exc:
-                log.warning("dropped a gossiped transaction: %s", exc)
             except (InvalidTransaction, MempoolFull) as exc:
                 log.debug("gossiped transaction not admitted: %s", exc)
+
+    def _claims_known_tx(self, item: Any) -> bool:
+        """Whether a gossiped transaction names a hash this node holds already (its
+        signature recovery is then skipped; a wrong claim only costs that)."""
+        claimed = item.get("hash") if isinstance(item, dict) else None
+        if not isinstance(claimed, str):
+            return False
+        try:
+            return self._knows_tx(bytes.fromhex(claimed.removeprefix("0x")))
+        except ValueError:
+            return False
+
+    def _recovery_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="gossip-recover")
+        return self._pool
 
     def _knows_tx(self, tx_hash: bytes) -> bool:
         return tx_hash in self.node.mempool or self.node.ledger.get_tx(tx_hash) is not None
@@ -403,20 +426,55 @@ class Consensus:
     # Consensus messages from peers
 
     def receive_messages(self, items: list[Any]) -> None:
-        """Proposals and votes from other validators; bad ones are dropped and logged."""
+        """Proposals and votes from other validators (PROTOCOL 6.3, 6.8).
+
+        All of them are checked before any is acted on: first that each names a genesis
+        validator as its signer (cheap, before any decoding), then each in full, signature
+        included. The first bad one raises InvalidPeerMessage naming it, and consensus sees
+        none of the batch. Messages of other heights and ones seen before are skipped."""
         if self._machine is None or self.node.stopping.is_set():
             return
-        for item in items:
+        for index, item in enumerate(items):
             try:
-                kind = item.get("kind") if isinstance(item, dict) else None
-                if kind == "vote":
-                    self._receive_vote(gossip.vote_from_wire(item))
-                elif kind == "proposal":
-                    self._receive_proposal(item)
-                else:
-                    raise InvalidPeerMessage(f"unknown message kind {kind!r}")
+                self.verifier.claimed_signer(item)
             except InvalidPeerMessage as exc:
-                log.warning("dropped a consensus message: %s", exc)
+                raise InvalidPeerMessage(f"messages[{index}]: {exc}") from exc
+        checked: list[Vote | tuple[SignedProposal, Proposal, bytes]] = []
+        for index, item in enumerate(items):
+            try:
+                message = self._check_message(item)
+            except InvalidPeerMessage as exc:
+                raise InvalidPeerMessage(f"messages[{index}]: {exc}") from exc
+            if message is not None:
+                checked.append(message)
+        for message in checked:
+            if self.node.stopping.is_set():
+                return
+            if isinstance(message, Vote):
+                self._take_vote(message)
+            else:
+                self._take_proposal(*message)
+
+    def _check_message(
+        self, item: dict[str, Any]
+    ) -> Vote | tuple[SignedProposal, Proposal, bytes] | None:
+        """A consensus message decoded and its signature checked; None to skip it."""
+        if item.get("kind") == "vote":
+            vote = gossip.vote_from_wire(item)
+            self.verifier.vote(vote)  # one Ed25519 check: a forged vote is refused at any height
+            if not self._current(vote.height) or _vote_key(vote) in self._votes:
+                return None
+            return vote
+        block = gossip.block_from_wire(item.get("block"))
+        if not self._current(block.height):
+            return None
+        hash_ = block_hash(block)
+        seen = (block.height, item.get("round"), item.get("proposer"), hash_)
+        if seen in self._seen_proposals:
+            return None
+        # its signature is checked before its transactions are recovered
+        signed = gossip.proposal_from_wire(item, self.node.genesis.chain_id, self.verifier)
+        return signed, signed.proposal, hash_
 
     @property
     def _open_heights(self) -> tuple[int, int]:
@@ -427,36 +485,27 @@ class Consensus:
         one after it (a peer that committed first may already be there)."""
         return 1 <= height - self.node.head.height <= 2
 
-    def _receive_vote(self, vote: Vote) -> None:
-        if not self._current(vote.height):
-            return
+    def _take_vote(self, vote: Vote) -> None:
         key = _vote_key(vote)
-        if key in self._votes:
+        if not self._current(vote.height) or key in self._votes:
             return
         if len(self._votes) >= MAX_VOTES:
             log.warning("too many votes at heights %d and %d; ignoring more", *self._open_heights)
             return
-        message = self.verifier.vote(vote)
         self._votes[key] = vote
-        self._act(self.machine.on_vote(message))
+        self._act(self.machine.on_vote(VoteMsg.from_vote(vote)))
 
-    def _receive_proposal(self, item: dict[str, Any]) -> None:
-        block = gossip.block_from_wire(item.get("block"))
-        if not self._current(block.height):
+    def _take_proposal(self, signed: SignedProposal, proposal: Proposal, hash_: bytes) -> None:
+        block = signed.block
+        seen = (block.height, proposal.round, proposal.proposer, hash_)
+        if not self._current(block.height) or seen in self._seen_proposals:
             return
-        hash_ = block_hash(block)
-        round_, proposer = item.get("round"), item.get("proposer")
-        seen = (block.height, round_, proposer, hash_)
-        if seen in self._seen_proposals:
-            return
-        signed = gossip.proposal_from_wire(item, self.node.genesis.chain_id)
-        proposal = self.verifier.proposal(signed)
         self._seen_proposals.add(seen)
         if proposal.value not in self._candidates:
             if len(self._candidates) >= MAX_CANDIDATES:
                 log.warning("too many proposed blocks at height %d; ignoring more", block.height)
                 return
-            self._candidates[proposal.value] = Candidate(signed.block, hash_, signed.txs)
+            self._candidates[proposal.value] = Candidate(block, hash_, signed.txs)
         self._act(self.machine.on_proposal(proposal))
 
     # Is a proposed block valid? (the predicate the consensus machine asks)
@@ -591,6 +640,19 @@ class Consensus:
                 raise ChainError(f"block {height} lists a transaction the ledger lacks")
             txs.append(record.tx)
         return CommittedBlock(stored.block, stored.hash, stored.commit, tuple(txs))
+
+
+def _decode_txs(items: list[tuple[int, Any]], chain_id: int) -> list[SignedTx]:
+    """Gossiped transactions decoded and their signers recovered, up to the first bad one
+    (InvalidPeerMessage naming its place in the request). Pure: runs on the recovery
+    thread."""
+    txs = []
+    for index, item in items:
+        try:
+            txs.append(gossip.tx_from_wire(item, chain_id))
+        except InvalidPeerMessage as exc:
+            raise InvalidPeerMessage(f"txs[{index}]: {exc}") from exc
+    return txs
 
 
 def _vote_key(vote: Vote) -> tuple[int, int, str, str, bytes]:

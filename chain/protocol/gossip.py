@@ -2,7 +2,9 @@
 
 - a signed PROPOSAL, which carries its block and the block's transactions in full;
 - a signed PREVOTE or PRECOMMIT (`chain.protocol.types.Vote`);
-- a committed block with its commit and its transactions, for block sync.
+- a committed block with its commit and its transactions, for block sync;
+- the signature a validator puts on each request it sends a peer (`RequestSigner`), which
+  tells the receiver the request comes from a validator (PROTOCOL 6.8).
 
 Decoding checks everything that can be checked without the ledger: the shape of every field,
 the Ed25519 signature of a known validator, the block hash a proposal signs, and the EIP-712
@@ -13,6 +15,7 @@ signature of every transaction (recovered here, once). Anything wrong raises
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,6 +32,21 @@ from chain.protocol.errors import ChainError, InvalidPeerMessage
 from chain.protocol.types import MESSAGE_TYPES, Block, SignedTx, Vote
 
 MAX_ROUND = 2**31 - 1
+
+# The transport's request signature (PROTOCOL 6.8): the sender's address, its clock in
+# milliseconds, and its Ed25519 signature over REQUEST_TAG || chainId u64 || time u64 ||
+# sha256(body). The tag keeps it apart from anything a vote or a proposal signs.
+VALIDATOR_HEADER = "X-Inferchain-Validator"
+TIME_HEADER = "X-Inferchain-Time"
+SIGNATURE_HEADER = "X-Inferchain-Signature"
+REQUEST_TAG = b"inferchain/p2p-request/v1"
+MAX_CLOCK_SKEW_MS = 60_000  # a signed request's time may be this far off the receiver's clock
+# The dev-chain link control (PROTOCOL 6.8): the token a validator writes into its data
+# directory, which a caller sends in this header.
+DEV_TOKEN_FILE = "dev-token"
+DEV_TOKEN_HEADER = "X-Inferchain-Dev-Token"
+# which field of a consensus message names its signer
+SIGNER_FIELDS = {"vote": "validator", "proposal": "proposer"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +99,49 @@ class Verifier:
             for address, key in public_keys.items()
             if address in validators
         }
+
+    def is_validator(self, address: str) -> bool:
+        return address in self._keys
+
+    def claimed_signer(self, obj: Any) -> str:
+        """The validator a consensus message says signed it, checked to be a validator of the
+        genesis before anything costly is decoded (its signature is checked later)."""
+        kind = obj.get("kind") if isinstance(obj, dict) else None
+        field = SIGNER_FIELDS.get(kind) if isinstance(kind, str) else None
+        if field is None:
+            raise InvalidPeerMessage(f"unknown message kind {kind!r}")
+        signer = _address(obj, field)
+        if signer not in self._keys:
+            raise InvalidPeerMessage(f"a {kind} from {signer}, who is not a validator")
+        return signer
+
+    def request(self, headers: Mapping[str, str], body: bytes, now_ms: int) -> str:
+        """The validator that signed a transport request (its headers, `RequestSigner`);
+        InvalidPeerMessage saying what is wrong if the signature does not check out."""
+        try:
+            signer = wire.parse_address(headers.get(VALIDATOR_HEADER, ""), VALIDATOR_HEADER)
+        except ChainError as exc:
+            raise InvalidPeerMessage(f"header {VALIDATOR_HEADER} is not an address") from exc
+        if signer not in self._keys:
+            raise InvalidPeerMessage(f"{signer} ({VALIDATOR_HEADER}) is not a validator")
+        text = headers.get(TIME_HEADER, "")
+        if not text.isdigit() or len(text) > 19:
+            raise InvalidPeerMessage(f"header {TIME_HEADER} must be unix milliseconds")
+        time_ms = int(text)
+        if abs(time_ms - now_ms) > MAX_CLOCK_SKEW_MS:
+            raise InvalidPeerMessage(
+                f"the request was signed at {time_ms} ms, {time_ms - now_ms} ms off this "
+                f"validator's clock (at most {MAX_CLOCK_SKEW_MS} ms either way)"
+            )
+        try:
+            signature = bytes.fromhex(headers.get(SIGNATURE_HEADER, "").removeprefix("0x"))
+        except ValueError as exc:
+            raise InvalidPeerMessage(f"header {SIGNATURE_HEADER} is not hex") from exc
+        if len(signature) != 64:
+            raise InvalidPeerMessage(f"header {SIGNATURE_HEADER} must be 64 bytes")
+        data = request_sign_bytes(self.chain_id, time_ms, body)
+        self.check(signer, signature, data, "a request")
+        return signer
 
     def check(self, signer: str, signature: bytes, data: bytes, what: str) -> None:
         key = self._keys.get(signer)
@@ -159,6 +220,31 @@ class Verifier:
 
 
 # Signing
+
+
+def request_sign_bytes(chain_id: int, time_ms: int, body: bytes) -> bytes:
+    return (
+        REQUEST_TAG
+        + chain_id.to_bytes(8, "big")
+        + time_ms.to_bytes(8, "big")
+        + hashlib.sha256(body).digest()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSigner:
+    """A validator's signature on the requests it sends its peers (PROTOCOL 6.8)."""
+
+    key: ValidatorKey
+    chain_id: int
+
+    def headers(self, body: bytes, time_ms: int) -> dict[str, str]:
+        data = request_sign_bytes(self.chain_id, time_ms, body)
+        return {
+            VALIDATOR_HEADER: self.key.address,
+            TIME_HEADER: str(time_ms),
+            SIGNATURE_HEADER: wire.hex0x(self.key.consensus_key.sign(data)),
+        }
 
 
 def sign_vote(key: ValidatorKey, chain_id: int, message: VoteMsg) -> Vote:
@@ -313,9 +399,11 @@ def _txs_of(obj: Any, block: Block, chain_id: int) -> tuple[SignedTx, ...]:
     return txs
 
 
-def proposal_from_wire(obj: Any, chain_id: int) -> SignedProposal:
+def proposal_from_wire(obj: Any, chain_id: int, verifier: Verifier | None = None) -> SignedProposal:
     """A proposal's fields and its block's transactions, shape-checked and signer-recovered
-    (the proposal's own signature is checked by `Verifier.proposal`)."""
+    (the proposal's own signature is checked by `Verifier.proposal`; given a `verifier`, it
+    is checked here too, before the transactions are recovered: a forged proposal costs one
+    Ed25519 check, not a recovery per transaction)."""
     block = block_from_wire(_get(obj, "block", dict))
     try:
         proposal = Proposal(
@@ -327,9 +415,10 @@ def proposal_from_wire(obj: Any, chain_id: int) -> SignedProposal:
         )
     except ValueError as exc:
         raise InvalidPeerMessage(f"a malformed proposal: {exc}") from exc
-    return SignedProposal(
-        proposal, block, _txs_of(obj, block, chain_id), _bytes(obj, "signature", 64)
-    )
+    signature = _bytes(obj, "signature", 64)
+    if verifier is not None:
+        verifier.proposal(SignedProposal(proposal, block, (), signature))
+    return SignedProposal(proposal, block, _txs_of(obj, block, chain_id), signature)
 
 
 def committed_from_wire(obj: Any, chain_id: int) -> CommittedBlock:
