@@ -1,10 +1,16 @@
 # Two commands: `make testnet` and `make test`. Both create .venv on a fresh machine.
+# `make testnet ARGS="--fresh"` passes options to scripts/testnet.py (see its --help).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ARGS ?=
+# ethers v6 for the README's JavaScript example (tests/e2e/test_readme.py); npm writes the
+# stamp on every install. Without npm the example's test skips and says why.
+JS := tests/js
+JS_STAMP := $(JS)/node_modules/.package-lock.json
 
-.PHONY: testnet test lint node bench clean
+.PHONY: testnet test lint js node bench reset clean distclean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,13 +19,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 testnet: $(STAMP)
-	$(PY) scripts/testnet.py
+	$(PY) scripts/testnet.py $(ARGS)
 
 node: $(STAMP)
-	$(PY) -m rpc --genesis genesis.json --data-dir .data/dev
+	$(PY) -m rpc --genesis genesis.json --data-dir .data/dev $(ARGS)
 
 bench: $(STAMP)
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench.py $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -27,8 +33,25 @@ lint: $(STAMP)
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP) lint
-	$(PY) -m pytest -q
+js: $(JS_STAMP)
 
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(JS) && npm ci --no-audit --no-fund; \
+	else \
+		echo "npm not found: the README's JavaScript example will be skipped"; \
+	fi
+
+test: $(STAMP) lint js
+	$(PY) -m pytest -q $(ARGS)
+
+# A new chain on the next `make testnet`: its data directory goes (the same as ARGS=--fresh).
+reset:
+	rm -rf .data/testnet
+
+# What the runs left; the installed .venv and tests/js/node_modules stay (distclean: them too).
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+
+distclean: clean
+	rm -rf $(VENV) $(JS)/node_modules
