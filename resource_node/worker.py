@@ -6,6 +6,10 @@ own seed (PROTOCOL 4.4) and submits the signed result; for each entry of `verify
 the submitter's result with the submitter's seed and submits `valid = (keccak(own output) ==
 keccak(result))` (PROTOCOL 4.5). Work runs concurrently, bounded by a semaphore.
 
+Every field of a listed task is untrusted (`resource_node.untrusted`): a task the node cannot
+read within its bounds is skipped and logged once, a verify entry it cannot read likewise,
+and the node goes on with the rest of the listing; no value of a task can end the poll loop.
+
 Answers: `true` is accepted, `false` means the task or result no longer takes submissions
 (closed), -32006 means it was already done: all three are recorded in the submission log
 (`resource_node.state`) and never sent again, also after a restart. An unreachable (transport
@@ -32,17 +36,26 @@ from pathlib import Path
 from typing import Any
 
 from chain.protocol import crypto, wire
-from chain.protocol.errors import InvalidParams
-from chain.protocol.schema import postprocess
+from chain.protocol.schema import JSON, postprocess, schema_kind
 from resource_node.backends import (
     Backend,
     BackendError,
     InferenceRequest,
     close_backend,
-    request_from_task,
+    request_for,
 )
 from resource_node.backends.faults import Faults
 from resource_node.state import SubmissionLog, state_path
+from resource_node.untrusted import (
+    PendingTask,
+    TaskInputs,
+    Unreadable,
+    VerifyEntry,
+    check_field,
+    decode_task,
+    describe,
+    listed_hash,
+)
 from rpc.client import InferchainClient, RpcError, TransportError, Wallet
 from rpc.errors import DUPLICATE_SUBMISSION, MEMPOOL_FULL
 
@@ -50,6 +63,7 @@ log = logging.getLogger(__name__)
 
 CRASH_EXIT_CODE = 3
 MAX_COOLDOWNS = 4096
+MAX_REMEMBERED = 4096  # tasks read, and problems logged, kept in memory (oldest forgotten)
 
 # What a piece of work is about: ("result", taskHash) or ("verdict", taskHash, submitter).
 WorkKey = tuple[str, ...]
@@ -92,6 +106,7 @@ class NodeStats:
     failed: int = 0
     verified: int = 0
     postprocess_errors: int = 0
+    unreadable: int = 0
     results_accepted: int = 0
     results_closed: int = 0
     results_duplicate: int = 0
@@ -104,11 +119,13 @@ class NodeStats:
 
 @dataclass(frozen=True, slots=True)
 class CycleReport:
-    """What one poll did: tasks listed, work started, and the poll error if there was one."""
+    """What one poll did: tasks listed, work started, tasks skipped as unreadable, and the
+    poll error if there was one."""
 
     tasks: int = 0
     results: int = 0
     verdicts: int = 0
+    skipped: int = 0
     error: str | None = None
 
 
@@ -118,6 +135,7 @@ class _Counters:
     failed: int = 0
     verified: int = 0
     postprocess_errors: int = 0
+    unreadable: int = 0
     results: dict[str, int] = field(
         default_factory=lambda: {"accepted": 0, "closed": 0, "duplicate": 0}
     )
@@ -180,6 +198,9 @@ class ResourceNode:
         self._jobs: set[asyncio.Task[None]] = set()
         self._active: set[WorkKey] = set()
         self._cooldown: dict[WorkKey, tuple[int, float]] = {}
+        self._inputs: dict[str, TaskInputs] = {}  # read once per task hash
+        self._unreadable: dict[str, str] = {}  # task hash -> why it cannot be read
+        self._reported: dict[tuple[str, ...], None] = {}  # problems logged once
         self._counters = _Counters()
         self._failures = 0  # consecutive polls that could not reach the validator
         self.last_error: str | None = None
@@ -243,6 +264,14 @@ class ResourceNode:
             await asyncio.gather(*jobs)
         return report
 
+    async def act_on(self, listing: Any) -> CycleReport:
+        """Act on `listing` as on an answer of queryPendingTasks, and wait for the work it
+        started: what a poll does once the validator has answered."""
+        report, jobs = self._take(listing)
+        if jobs:
+            await asyncio.gather(*jobs)
+        return report
+
     async def poll(self) -> CycleReport:
         """One poll; the work it starts runs in the background."""
         report, _jobs = await self._poll()
@@ -258,6 +287,7 @@ class ResourceNode:
             failed=c.failed,
             verified=c.verified,
             postprocess_errors=c.postprocess_errors,
+            unreadable=c.unreadable,
             results_accepted=c.results["accepted"],
             results_closed=c.results["closed"],
             results_duplicate=c.results["duplicate"],
@@ -281,6 +311,7 @@ class ResourceNode:
             "failed": s.failed,
             "verified": s.verified,
             "postprocessErrors": s.postprocess_errors,
+            "unreadable": s.unreadable,
             "validator": self.client.url,
             "results": {
                 "accepted": s.results_accepted,
@@ -355,71 +386,133 @@ class ResourceNode:
             what = "validator busy" if exc.code == MEMPOOL_FULL else "queryPendingTasks refused"
             self._back_off(what, exc)
             return CycleReport(error=str(exc)), []
-        if not isinstance(tasks, list):
+        return self._take(tasks)
+
+    def _take(self, listing: Any) -> tuple[CycleReport, list[asyncio.Task[None]]]:
+        """The answer of a poll: a list of tasks to act on, or the validator misbehaves."""
+        if not isinstance(listing, list):
             self._counters.poll_errors += 1
-            what = f"queryPendingTasks answered {type(tasks).__name__}, not a list"
-            self._back_off(what, ValueError(repr(tasks)[:200]))
+            what = f"queryPendingTasks answered {describe(listing)}, not a list"
+            self._back_off(what, ValueError(describe(listing)))
             return CycleReport(error=what), []
         if self._failures:
             log.info("validator %s reachable again", self.client.url)
         self._failures = 0
-        return self._dispatch(tasks)
+        return self._dispatch(listing)
 
-    def _dispatch(self, tasks: list[Any]) -> tuple[CycleReport, list[asyncio.Task[None]]]:
+    def _dispatch(self, listing: list[Any]) -> tuple[CycleReport, list[asyncio.Task[None]]]:
+        """Start the work of each task of the listing. A task is read and planned on its own:
+        whatever one holds (PendingTask, Unreadable) concerns that task only."""
         jobs: list[asyncio.Task[None]] = []
-        results = verdicts = 0
-        for task in tasks:
-            task_hash = self._task_hash(task)
-            if task_hash is None or not self._serves(task):
-                continue
-            if self.faults.silent:
-                log.debug("silent: ignoring task %s", task_hash)
-                continue
-            if task.get("compute") is True:
-                key: WorkKey = ("result", task_hash)
-                if not self.submissions.has_result(task_hash) and self._may_start(key):
-                    jobs.append(self._start(key, partial(self._compute, key, task, task_hash)))
-                    results += 1
-            entries = task.get("verify")
-            for entry in entries if isinstance(entries, list) else []:
-                submitter = self._submitter(task_hash, entry)
-                if submitter is None:
-                    continue
-                key = ("verdict", task_hash, submitter.lower())
-                if self.submissions.has_verdict(task_hash, submitter) or not self._may_start(key):
-                    continue
-                work = partial(self._verify, key, task, task_hash, submitter, entry)
-                jobs.append(self._start(key, work))
-                verdicts += 1
-        return CycleReport(tasks=len(tasks), results=results, verdicts=verdicts), jobs
+        if len(listing) > self.config.limit:
+            self._report_once(
+                ("listing", "limit"),
+                "queryPendingTasks listed %d tasks, more than the %d asked for: acting on the "
+                "first %d",
+                len(listing),
+                self.config.limit,
+                self.config.limit,
+            )
+        results = verdicts = skipped = 0
+        for item in listing[: self.config.limit]:
+            try:
+                task = self._read(item)
+                if task is None:
+                    skipped += 1
+                elif self.faults.silent:
+                    log.debug("silent: ignoring task %s", task.task_hash)
+                elif self._serves(task):
+                    started = self._plan(task, jobs)
+                    results += started[0]
+                    verdicts += started[1]
+            except Exception as exc:  # a bug, not a field: confined to this task all the same
+                where = listed_hash(item) or describe(item)
+                self._report_once(
+                    ("bug", where), "task %s: not handled: %r", where, exc, exc_info=True
+                )
+                skipped += 1
+        report = CycleReport(
+            tasks=len(listing), results=results, verdicts=verdicts, skipped=skipped
+        )
+        return report, jobs
 
-    def _task_hash(self, task: Any) -> str | None:
-        if not isinstance(task, dict):
-            log.warning("queryPendingTasks listed a non-object: %r", task)
+    def _read(self, item: Any) -> PendingTask | None:
+        """The listed task read (its inputs once per task hash), or None when it cannot be
+        read: logged the first time, skipped without a word afterwards."""
+        task_hash = listed_hash(item)
+        if task_hash is not None and task_hash in self._unreadable:
             return None
+        inputs = self._inputs.get(task_hash) if task_hash is not None else None
         try:
-            return wire.hex0x(wire.parse_hash(task.get("taskHash"), "taskHash"))
-        except InvalidParams:
-            log.warning("queryPendingTasks listed a task with a bad taskHash: %r", task)
+            task = decode_task(item, inputs)
+        except Unreadable as exc:
+            self._skip(task_hash, item, exc)
             return None
+        if inputs is None:
+            self._remember(self._inputs, task.task_hash, task.inputs)
+        for entry_name, reason in task.bad_entries:
+            self._report_once(
+                ("entry", task.task_hash, entry_name),
+                "task %s: verify entry of %s skipped: cannot read it: %s",
+                task.task_hash,
+                entry_name,
+                reason,
+            )
+        return task
 
-    def _submitter(self, task_hash: str, entry: Any) -> str | None:
-        try:
-            if not isinstance(entry, dict) or not isinstance(entry.get("result"), str):
-                raise InvalidParams("verify", "not an object with submitter and result")
-            submitter = wire.parse_address(entry.get("submitter"), "submitter")
-        except InvalidParams as exc:
-            log.warning("task %s: bad verify entry %r: %s", task_hash, entry, exc)
-            return None
-        if submitter == self.address:
-            return None  # never verify our own result (PROTOCOL 4.5)
-        return submitter
+    def _skip(self, task_hash: str | None, item: Any, exc: Unreadable) -> None:
+        if task_hash is not None:
+            what = task_hash
+        elif isinstance(item, dict):
+            what = f"with taskHash {describe(item.get('taskHash'))}"
+        else:
+            what = describe(item)
+        if task_hash is not None:
+            self._remember(self._unreadable, task_hash, str(exc))
+        if self._report_once(("task", what), "task %s skipped: cannot read it: %s", what, exc):
+            self._counters.unreadable += 1
+            self.last_error = f"task {what} skipped: {exc}"
 
-    def _serves(self, task: dict[str, Any]) -> bool:
-        if self._serves_all:
-            return True
-        model = request_from_task(task, 0).model if isinstance(task.get("prompts"), str) else None
-        return model is None or model in self.config.models
+    def _report_once(
+        self, key: tuple[str, ...], message: str, *args: Any, exc_info: bool = False
+    ) -> bool:
+        """Log a warning the first time `key` comes up (of the last MAX_REMEMBERED); whether
+        it was logged now."""
+        if key in self._reported:
+            return False
+        self._remember(self._reported, key, None)
+        log.warning(message, *args, exc_info=exc_info)
+        return True
+
+    @staticmethod
+    def _remember(memory: dict[Any, Any], key: Any, value: Any) -> None:
+        while len(memory) >= MAX_REMEMBERED:
+            del memory[next(iter(memory))]
+        memory[key] = value
+
+    def _plan(self, task: PendingTask, jobs: list[asyncio.Task[None]]) -> tuple[int, int]:
+        """Start the result and the verdicts the task asks of this node and it has not given;
+        how many of each were started."""
+        task_hash = task.task_hash
+        started = len(jobs)
+        results = 0
+        if task.compute:
+            key: WorkKey = ("result", task_hash)
+            if not self.submissions.has_result(task_hash) and self._may_start(key):
+                jobs.append(self._start(key, partial(self._compute, key, task)))
+                results = 1
+        for entry in task.verify:
+            if entry.submitter == self.address:
+                continue  # never verify our own result (PROTOCOL 4.5)
+            key = ("verdict", task_hash, entry.submitter.lower())
+            if self.submissions.has_verdict(task_hash, entry.submitter) or not self._may_start(key):
+                continue
+            jobs.append(self._start(key, partial(self._verify, key, task, entry)))
+        return results, len(jobs) - started - results
+
+    def _serves(self, task: PendingTask) -> bool:
+        model = task.inputs.model
+        return self._serves_all or model is None or model in self.config.models
 
     def _may_start(self, key: WorkKey) -> bool:
         if key in self._active:
@@ -441,7 +534,13 @@ class ResourceNode:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not stop the node: count it, keep going
-            log.exception("%s for task %s failed unexpectedly", key[0], key[1])
+            self._report_once(
+                ("unexpected", *key),
+                "%s for task %s failed unexpectedly (retried after its cooldown, not logged again)",
+                key[0],
+                key[1],
+                exc_info=True,
+            )
             self._fail(key, f"unexpected {exc!r}")
         finally:
             self._active.discard(key)
@@ -461,11 +560,11 @@ class ResourceNode:
 
     # Seeds and checks
 
-    def _seed(self, task: dict[str, Any], task_hash: str, node: str, reported: Any) -> int:
+    def _seed(self, task_hash: str, node: str, reported: str | None) -> int:
         """The seed of `node` for the task, computed here (PROTOCOL 4.4); a different seed
-        reported by the validator is logged and ignored."""
+        reported by the validator (`untrusted.reported_seed`) is logged and ignored."""
         seed = crypto.task_seed(bytes.fromhex(task_hash[2:]), node)
-        if reported is not None and str(reported) != str(seed):
+        if reported is not None and reported != str(seed):
             log.warning(
                 "task %s: the validator reports seed %s for %s, PROTOCOL 4.4 gives %d; using %d",
                 task_hash,
@@ -476,19 +575,24 @@ class ResourceNode:
             )
         return seed
 
-    def _check_postprocess(self, task: dict[str, Any], result: str, whose: str) -> None:
-        task_schema = task.get("schema")
-        if not isinstance(task_schema, str):
-            return
-        processed = postprocess(task_schema, result)
-        if processed.error is not None:
+    def _check_postprocess(self, task: PendingTask, result: str, whose: str) -> None:
+        """Count and log a result that does not fit the task's schema. The result is held to
+        the bounds before a JSON schema has it parsed."""
+        task_schema = task.inputs.schema
+        try:
+            if schema_kind(task_schema) == JSON:
+                check_field(result, "result")
+            error = postprocess(task_schema, result).error
+        except (ValueError, RecursionError) as exc:  # Unreadable is a ValueError
+            error = f"cannot read it: {exc}"
+        if error is not None:
             self._counters.postprocess_errors += 1
             log.warning(
-                "task %s: %s result does not fit its schema %r: %s",
-                task.get("taskHash"),
+                "task %s: %s result does not fit its schema %s: %s",
+                task.task_hash,
                 whose,
-                task_schema,
-                processed.error,
+                describe(task_schema),
+                error,
             )
 
     # Work
@@ -527,9 +631,10 @@ class ResourceNode:
             return None
         return "accepted" if accepted else "closed"
 
-    async def _compute(self, key: WorkKey, task: dict[str, Any], task_hash: str) -> None:
-        seed = self._seed(task, task_hash, self.address, task.get("seed"))
-        output = await self._infer(self._compute_backend, key, request_from_task(task, seed))
+    async def _compute(self, key: WorkKey, task: PendingTask) -> None:
+        task_hash = task.task_hash
+        seed = self._seed(task_hash, self.address, task.seed)
+        output = await self._infer(self._compute_backend, key, request_for(task.inputs, seed))
         if output is None:
             return
         outcome = await self._send(
@@ -547,20 +652,13 @@ class ResourceNode:
             self._counters.results_sent += 1
             self._maybe_crash()
 
-    async def _verify(
-        self,
-        key: WorkKey,
-        task: dict[str, Any],
-        task_hash: str,
-        submitter: str,
-        entry: dict[str, Any],
-    ) -> None:
-        result: str = entry["result"]
+    async def _verify(self, key: WorkKey, task: PendingTask, entry: VerifyEntry) -> None:
+        task_hash, submitter, result = task.task_hash, entry.submitter, entry.result
         if self.faults.lazy:
             valid = True
         else:
-            seed = self._seed(task, task_hash, submitter, entry.get("seed"))
-            output = await self._infer(self._verify_backend, key, request_from_task(task, seed))
+            seed = self._seed(task_hash, submitter, entry.seed)
+            output = await self._infer(self._verify_backend, key, request_for(task.inputs, seed))
             if output is None:
                 return
             valid = same_output(output, result)

@@ -10,14 +10,18 @@ either.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chain.protocol import wire
-
-DEFAULT_SCHEMA = "text"
+from resource_node.untrusted import (
+    DEFAULT_SCHEMA,
+    TaskInputs,
+    Unreadable,
+    json_object,
+    read_inputs,
+)
 
 
 class BackendError(Exception):
@@ -54,12 +58,12 @@ class Backend(Protocol):
 
 
 def parse_json_object(value: str) -> dict[str, Any] | None:
-    """The JSON object a bytes field holds (PROTOCOL 1), or None when it holds anything else."""
+    """The JSON object a bytes field holds (PROTOCOL 1), or None when it holds anything else
+    or is beyond the bounds of `resource_node.untrusted` (too long, nested too deep)."""
     try:
-        parsed = json.loads(wire.decode_bytes_field(value))
-    except (ValueError, RecursionError):
+        return json_object(value, "value")
+    except Unreadable:
         return None
-    return parsed if isinstance(parsed, dict) else None
 
 
 def bytes_field_text(value: str) -> str:
@@ -77,36 +81,23 @@ def prompt_text(prompts: str) -> str:
     return bytes_field_text(prompts)
 
 
-def model_of(task: Mapping[str, Any], model_options: Mapping[str, Any]) -> str | None:
-    """The model a task asks for: `modelOptions.model` (PROTOCOL 4.2), or the `model` that
-    queryTask reports."""
-    model = model_options.get("model")
-    if isinstance(model, str):
-        return model
-    reported = task.get("model")
-    return reported if isinstance(reported, str) else None
+def request_for(inputs: TaskInputs, seed: int) -> InferenceRequest:
+    """The request for a task's inputs (`resource_node.untrusted.read_inputs`) and `seed`."""
+    return InferenceRequest(
+        model=inputs.model,
+        prompts=inputs.prompts,
+        model_options=inputs.model_options,
+        seed=seed,
+        max_tokens=inputs.max_tokens,
+        schema=inputs.schema,
+    )
 
 
 def request_from_task(task: Mapping[str, Any], seed: int) -> InferenceRequest:
-    """The request for a task object of queryPendingTasks / queryTask, computed with `seed`."""
-    prompts = task.get("prompts")
-    if not isinstance(prompts, str):
-        raise ValueError(f"task {task.get('taskHash')}: prompts is not a string")
-    raw_options = task.get("modelOptions")
-    options = parse_json_object(raw_options) if isinstance(raw_options, str) else None
-    options = options or {}
-    max_tokens = options.get("max_tokens")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        max_tokens = None
-    schema = task.get("schema")
-    return InferenceRequest(
-        model=model_of(task, options),
-        prompts=prompts,
-        model_options=options,
-        seed=seed,
-        max_tokens=max_tokens,
-        schema=schema if isinstance(schema, str) else DEFAULT_SCHEMA,
-    )
+    """The request for a task object of queryPendingTasks / queryTask, computed with `seed`;
+    `Unreadable` (a ValueError) naming a field that is missing, of the wrong type or beyond
+    the bounds."""
+    return request_for(read_inputs(task), seed)
 
 
 def parse_backend_options(pairs: list[str]) -> dict[str, str]:

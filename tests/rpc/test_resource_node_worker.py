@@ -43,6 +43,7 @@ from resource_node.backends.deterministic import DeterministicBackend
 from resource_node.backends.faults import WRONG_MARKER, Faults
 from resource_node.state import state_path
 from resource_node.status import StatusServer
+from resource_node.untrusted import MAX_FIELD_LENGTH
 from resource_node.worker import CRASH_EXIT_CODE, ResourceNode, WorkerConfig
 from rpc.client import InferchainClient, Wallet
 from rpc.server import RpcServer
@@ -295,7 +296,7 @@ async def test_a_wrong_reported_seed_is_logged_and_ignored(
     node = await started(make_node(manual.url), cleanups)
     expected = crypto.task_seed(bytes.fromhex(task["taskHash"][2:]), NODE.address)
     with caplog.at_level(logging.WARNING, logger="resource_node"):
-        seed = node._seed(task, task["taskHash"], NODE.address, "12345")
+        seed = node._seed(task["taskHash"], NODE.address, "12345")
     assert seed == expected
     assert any("seed 12345" in r.getMessage() for r in caplog.records)
 
@@ -631,6 +632,118 @@ async def test_wrong_results_are_rejected_by_honest_verdicts(
     entry = (await entries(manual, task))[NODE.address]
     assert entry["result"].endswith(WRONG_MARKER)
     assert entry["status"] == REJECTED
+
+
+# Tasks it cannot read
+
+DEEP = "[" * 100_000  # not an object, so the validator stores it as opaque bytes (PROTOCOL 1)
+
+
+def lines_with(caplog: pytest.LogCaptureFixture, *parts: str) -> list[str]:
+    """The messages logged that contain every one of `parts`."""
+    messages = (record.getMessage() for record in caplog.records)
+    return [message for message in messages if all(part in message for part in parts)]
+
+
+async def test_a_task_it_cannot_read_is_skipped_and_logged_once(
+    manual: LocalChain, cleanups: list[ResourceNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    deep_options = await open_task(manual, model_options=DEEP, mined=False)
+    deep_prompts = await open_task(manual, prompts=DEEP, mined=False)
+    good = await open_task(manual, prompts="after the deep ones", mined=False)
+    mine(manual)
+    listed = {task["taskHash"]: task for task in await manual.client.query_pending_tasks(NODE)}
+    assert listed[deep_options["taskHash"]]["modelOptions"] == DEEP  # answered as given
+    assert listed[deep_prompts["taskHash"]]["prompts"] == DEEP
+
+    node = await started(make_node(manual.url), cleanups)
+    with caplog.at_level(logging.WARNING, logger="resource_node"):
+        first = await node.run_once()
+        second = await node.run_once()  # the same two are listed again
+    assert (first.tasks, first.results, first.skipped) == (3, 1, 2)
+    assert (second.tasks, second.results, second.skipped) == (2, 0, 2)
+    for task, field_name in ((deep_options, "modelOptions"), (deep_prompts, "prompts")):
+        [line] = lines_with(caplog, task["taskHash"])
+        assert "skipped" in line and f"{field_name}: nested deeper than" in line
+    stats = node.stats()
+    assert (stats.unreadable, stats.done, stats.failed) == (2, 1, 0)
+    assert node.info()["unreadable"] == 2
+    mine(manual)
+    assert set(await entries(manual, good)) == {NODE.address}
+    for task in (deep_options, deep_prompts):
+        assert await entries(manual, task) == {}  # the node sent nothing for them
+
+
+async def test_verify_entries_it_cannot_read_are_skipped_and_logged_once(
+    manual: LocalChain, cleanups: list[ResourceNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    task = await open_task(manual, target_count=3)
+    await submit_result(manual, OTHER, task, honest_output(task, OTHER.address))
+    [listed] = await manual.client.query_pending_tasks(NODE)
+    [good_entry] = listed["verify"]
+    bad_entries = [
+        "not an object",
+        {"submitter": "0x1234", "result": "short address"},
+        {"submitter": THIRD.address, "result": 7},
+        {"submitter": DEV1.address, "result": "r" * (MAX_FIELD_LENGTH + 1)},
+    ]
+    # What a byzantine validator could list: the real task with junk among its entries.
+    listing = [{**listed, "verify": [*bad_entries, good_entry]}]
+    node = await started(make_node(manual.url), cleanups)
+    with caplog.at_level(logging.WARNING, logger="resource_node"):
+        first = await node.act_on(listing)
+        second = await node.act_on(listing)
+    assert (first.results, first.verdicts, first.skipped) == (1, 1, 0)
+    assert (second.results, second.verdicts, second.skipped) == (0, 0, 0)
+    lines = lines_with(caplog, task["taskHash"], "verify entry")
+    assert len(lines) == len(bad_entries), lines
+    assert any(THIRD.address in line and "verify.result" in line for line in lines)
+    assert node.stats().verdicts_accepted == 1 and node.stats().failed == 0
+    mine(manual)
+    assert await verdicts_by(manual, task, NODE.address) == {OTHER.address: True}
+
+
+async def test_a_listing_longer_than_asked_for_is_cut_to_the_limit(
+    manual: LocalChain, cleanups: list[ResourceNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    for n in range(2):
+        await open_task(manual, prompts=f"prompt {n}", mined=False)
+    mine(manual)
+    listing = await manual.client.query_pending_tasks(NODE)
+    node = await started(make_node(manual.url, limit=1), cleanups)
+    with caplog.at_level(logging.WARNING, logger="resource_node"):
+        first = await node.act_on(listing)
+        second = await node.act_on(listing)
+    assert (first.tasks, first.results, second.results) == (2, 1, 0)
+    assert len(lines_with(caplog, "more than the 1 asked for")) == 1
+    assert await mempool_size(manual) == 1
+
+
+@dataclass
+class BrokenBackend:
+    """A backend with a bug: it raises something other than BackendError."""
+
+    calls: int = 0
+    name: str = "broken"
+
+    async def infer(self, request: InferenceRequest) -> str:
+        self.calls += 1
+        raise RuntimeError("a bug in the backend")
+
+
+async def test_an_unexpected_failure_is_logged_once_and_retried_after_its_cooldown(
+    manual: LocalChain, cleanups: list[ResourceNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    await open_task(manual)
+    backend = BrokenBackend()
+    node = await started(make_node(manual.url, backend=backend, retry_initial=0.0), cleanups)
+    with caplog.at_level(logging.WARNING, logger="resource_node"):
+        for _ in range(3):
+            assert (await node.run_once()).results == 1  # retried: its cooldown is zero
+    assert backend.calls == 3 and node.stats().failed == 3
+    [line] = lines_with(caplog, "failed unexpectedly")
+    assert "not logged again" in line
+    assert await mempool_size(manual) == 0
 
 
 # Persistence across restarts

@@ -34,6 +34,7 @@ from resource_node.backends.faults import (
     WrongBackend,
 )
 from resource_node.backends.openai_compat import OpenAIBackend
+from resource_node.untrusted import MAX_FIELD_LENGTH, Unreadable
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_TIMEOUT = 10.0  # a bound so a broken timeout fails the test instead of hanging it
@@ -232,8 +233,7 @@ def test_request_from_task() -> None:
         ("not json", {}, None),
         ("[1, 2]", {}, None),
         ("0x" + b'{"max_tokens":3}'.hex(), {"max_tokens": 3}, 3),
-        ('{"max_tokens":true}', {"max_tokens": True}, None),
-        ('{"max_tokens":0}', {"max_tokens": 0}, None),
+        ("[" * 256 + "]" * 256, {}, None),  # opaque bytes within the nesting bound
     ],
 )
 def test_request_model_options(
@@ -243,6 +243,30 @@ def test_request_model_options(
     assert request.model_options == expected
     assert request.max_tokens == max_tokens
     assert request.model is None
+
+
+@pytest.mark.parametrize(
+    ("task", "field"),
+    [
+        ({"prompts": 3}, "prompts"),
+        ({}, "prompts"),
+        ({"prompts": "[" * 257}, "prompts"),
+        ({"prompts": "p", "modelOptions": "[" * 100_000}, "modelOptions"),
+        ({"prompts": "p", "modelOptions": "0x" + (b"{" * 300).hex()}, "modelOptions"),
+        ({"prompts": "p", "modelOptions": {"model": "m"}}, "modelOptions"),
+        ({"prompts": "p", "modelOptions": '{"max_tokens":true}'}, "modelOptions.max_tokens"),
+        ({"prompts": "p", "modelOptions": '{"max_tokens":9999999}'}, "modelOptions.max_tokens"),
+        ({"prompts": "p", "modelOptions": '{"model":7}'}, "modelOptions.model"),
+        ({"prompts": "p", "schema": ["json"]}, "schema"),
+        ({"prompts": "x" * (MAX_FIELD_LENGTH + 1)}, "prompts"),
+    ],
+)
+def test_request_from_a_task_it_cannot_read(task: dict[str, Any], field: str) -> None:
+    """A field of the wrong type, beyond the bounds, or a modelOptions object no validator
+    admits (PROTOCOL 4.2): Unreadable naming the field, before any parser sees it."""
+    with pytest.raises(Unreadable) as info:
+        request_from_task(task, 1)
+    assert info.value.field == field
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,263 @@
+"""A task as the resource node reads it: every field untrusted, bounded before it is parsed.
+
+What `queryPendingTasks` lists comes from a validator the node does not control, and the bytes
+fields of a task were chosen by whoever submitted it: the validator stores a `modelOptions`
+that does not start with `{` as opaque bytes and lists it as given (PROTOCOL 1). So before
+any JSON parse a bytes field is held to two bounds, a length (MAX_FIELD_LENGTH characters)
+and a nesting depth (MAX_JSON_DEPTH levels of `[` and `{` outside JSON strings): no parser,
+in C or in Python, ever sees a value that could exhaust the stack or the memory. A field
+beyond a bound, of the wrong type, or a `modelOptions` object the protocol refuses (PROTOCOL
+4.2) raises `Unreadable`, naming the field; the worker skips that one task (or that one verify
+entry) and logs it once.
+
+`decode_task` reads one listed task into a `PendingTask`, `read_inputs` the fields a backend
+computes from (also of a `queryTask` object), `json_value` is the bounded JSON reader, and
+`describe` a value for a log line without printing (or walking) all of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chain.protocol import wire
+from chain.protocol.errors import InvalidParams
+from chain.protocol.tasks import validate_model_options
+
+MAX_JSON_DEPTH = 256
+MAX_FIELD_LENGTH = 1 << 20  # characters of a bytes field's wire string (8x maxTxBytes' default)
+MAX_VERIFY_ENTRIES = 256
+MAX_SEED_DIGITS = 20  # a seed is below 2**64 (PROTOCOL 4.4)
+DEFAULT_SCHEMA = "text"
+DESCRIPTION_CHARS = 60
+
+# A JSON string once its escaped backslashes and quotes are gone: from its opening quote to
+# its closing one, or to the end of the text (so a search over any text takes one pass).
+_JSON_STRING = re.compile(rb'"[^"]*"?')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENERS = (ord("["), ord("{"))
+
+
+class Unreadable(ValueError):
+    """A field the node cannot read within its bounds; `field` names it, `reason` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class NotJson:
+    """The marker `json_value` returns for text that is not JSON (opaque bytes)."""
+
+
+NOT_JSON = NotJson()
+
+
+def describe(value: Any) -> str:
+    """A short description of any value for a log line: its type and size, a string's start."""
+    if isinstance(value, str):
+        if len(value) <= DESCRIPTION_CHARS:
+            return repr(value)
+        return f"{value[:DESCRIPTION_CHARS]!r}... ({len(value)} characters)"
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        if value.bit_length() > 64:
+            return f"an integer of {value.bit_length()} bits"
+        return repr(value)
+    if isinstance(value, dict):
+        return f"an object of {len(value)} members"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return type(value).__name__
+
+
+def nests_deeper(raw: bytes, bound: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `[` and `{` nest deeper than `bound` in `raw`, outside JSON strings. A closing
+    bracket without its opening one counts as nothing, so this never says less than any
+    parser would meet; it stops at the first level beyond the bound."""
+    if raw.count(b"[") + raw.count(b"{") <= bound:
+        return False  # too few openings to nest deeper, wherever they stand
+    # Escapes pair up from the left: every `\\` first, then every `\"` is one character of a
+    # string. (A backslash outside a string ends any parse there, so what follows it is moot.)
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", unescaped).translate(None, _NOT_BRACKETS):
+        if byte in _OPENERS:
+            depth += 1
+            if depth > bound:
+                return True
+        elif depth:
+            depth -= 1
+    return False
+
+
+def check_field(value: Any, field: str, *, nesting: bool = True) -> str:
+    """`value` as a bytes field within the bounds: a string of at most MAX_FIELD_LENGTH
+    characters that nests at most MAX_JSON_DEPTH deep (with `nesting`); else Unreadable."""
+    if not isinstance(value, str):
+        raise Unreadable(field, f"expected a string, got {describe(value)}")
+    if len(value) > MAX_FIELD_LENGTH:
+        raise Unreadable(field, f"{len(value)} characters, more than {MAX_FIELD_LENGTH}")
+    if nesting and nests_deeper(wire.decode_bytes_field(value)):
+        raise Unreadable(field, f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def json_value(value: Any, field: str) -> Any:
+    """The JSON a bytes field holds, or NOT_JSON when it holds other bytes. The field is held
+    to the bounds (`check_field`) before the parse; Unreadable beyond them."""
+    raw = wire.decode_bytes_field(check_field(value, field))
+    try:
+        return wire.parse_json(raw)
+    except (ValueError, RecursionError):
+        return NOT_JSON
+
+
+def json_object(value: Any, field: str) -> dict[str, Any] | None:
+    """The JSON object a bytes field holds, or None; Unreadable beyond the bounds."""
+    parsed = json_value(value, field)
+    return parsed if isinstance(parsed, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInputs:
+    """What a backend computes from, read from a task object: `model_options` is the parsed
+    modelOptions object (`{}` when modelOptions is not a JSON object), `max_tokens` its
+    `max_tokens`, `model` the model it names (else the `model` the validator reports)."""
+
+    prompts: str
+    model_options: dict[str, Any]
+    schema: str
+    model: str | None
+    max_tokens: int | None
+
+
+def read_inputs(task: Mapping[str, Any]) -> TaskInputs:
+    """The inputs of a `queryPendingTasks` or `queryTask` object; Unreadable naming the field.
+
+    `prompts` must be a string; `modelOptions` and `schema` may be left out (empty, `text`).
+    A modelOptions object is held to the rules a validator admits it by (PROTOCOL 4.2)."""
+    prompts = check_field(task.get("prompts"), "prompts")
+    raw_options = task.get("modelOptions")
+    raw_options = "" if raw_options is None else raw_options
+    options = json_object(raw_options, "modelOptions") or {}
+    if options:
+        try:
+            validate_model_options(raw_options)
+        except InvalidParams as exc:
+            raise Unreadable(exc.param, exc.detail) from exc
+    schema = task.get("schema")
+    schema = DEFAULT_SCHEMA if schema is None else check_field(schema, "schema")
+    max_tokens = options.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        max_tokens = None
+    model = options.get("model")
+    if not isinstance(model, str):
+        reported = task.get("model")
+        model = reported if isinstance(reported, str) and len(reported) <= 256 else None
+    return TaskInputs(prompts, options, schema, model, max_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyEntry:
+    """Another node's result this node may judge; `seed` is the seed the validator reports
+    for the submitter, as text (the node computes its own, PROTOCOL 4.4)."""
+
+    submitter: str
+    result: str
+    seed: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTask:
+    """One task of a `queryPendingTasks` answer, read. `bad_entries` are the verify entries
+    that could not be read, as (what identifies the entry, why)."""
+
+    task_hash: str
+    compute: bool
+    inputs: TaskInputs
+    seed: str | None
+    verify: tuple[VerifyEntry, ...]
+    bad_entries: tuple[tuple[str, str], ...]
+
+
+def listed_hash(item: Any) -> str | None:
+    """The task hash of a listed item (lowercase), if it has a well-formed one."""
+    if not isinstance(item, dict):
+        return None
+    value = item.get("taskHash")
+    if isinstance(value, str) and wire.HEX_HASH.fullmatch(value):
+        return value.lower()
+    return None
+
+
+def reported_seed(value: Any) -> str | None:
+    """A seed as reported: its digits when it is a decimal string or a JSON integer that
+    fits, else a description of what was there (to be logged, never used)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 64:
+        return str(value)
+    if isinstance(value, str) and len(value) <= MAX_SEED_DIGITS and wire.DECIMAL.fullmatch(value):
+        return value
+    return describe(value)
+
+
+def decode_entry(entry: Any) -> VerifyEntry:
+    """One `verify` entry: `{submitter, result, seed, rank}`; Unreadable naming the member."""
+    if not isinstance(entry, dict):
+        raise Unreadable("verify", f"expected an object, got {describe(entry)}")
+    try:
+        submitter = wire.parse_address(entry.get("submitter"), "verify.submitter")
+    except InvalidParams as exc:
+        raise Unreadable(
+            exc.param, f"{exc.detail}, got {describe(entry.get('submitter'))}"
+        ) from exc
+    result = check_field(entry.get("result"), "verify.result", nesting=False)
+    return VerifyEntry(submitter, result, reported_seed(entry.get("seed")))
+
+
+def _entry_name(entry: Any) -> str:
+    submitter = entry.get("submitter") if isinstance(entry, dict) else None
+    return f"submitter {describe(submitter)}" if submitter is not None else describe(entry)
+
+
+def decode_task(item: Any, inputs: TaskInputs | None = None) -> PendingTask:
+    """A listed task read within the bounds; Unreadable naming the first field that is not.
+    A verify entry that cannot be read does not make the task unreadable: it is left out and
+    named in `bad_entries`. `inputs` are the task's inputs read before (they are fixed by
+    its hash), so they are not read again."""
+    if not isinstance(item, dict):
+        raise Unreadable("task", f"expected an object, got {describe(item)}")
+    task_hash = listed_hash(item)
+    if task_hash is None:
+        raise Unreadable(
+            "taskHash", f"expected 0x and 64 hex digits, got {describe(item.get('taskHash'))}"
+        )
+    inputs = inputs or read_inputs(item)
+    entries = item.get("verify")
+    entries = [] if entries is None else entries
+    verify: list[VerifyEntry] = []
+    bad: list[tuple[str, str]] = []
+    if not isinstance(entries, list):
+        bad.append(("verify", f"expected a list, got {describe(entries)}"))
+        entries = []
+    if len(entries) > MAX_VERIFY_ENTRIES:
+        bad.append(("verify", f"{len(entries)} entries, only the first {MAX_VERIFY_ENTRIES} read"))
+    for entry in entries[:MAX_VERIFY_ENTRIES]:
+        try:
+            verify.append(decode_entry(entry))
+        except Unreadable as exc:
+            bad.append((_entry_name(entry), str(exc)))
+    return PendingTask(
+        task_hash=task_hash,
+        compute=item.get("compute") is True,
+        inputs=inputs,
+        seed=reported_seed(item.get("seed")),
+        verify=tuple(verify),
+        bad_entries=tuple(bad),
+    )
