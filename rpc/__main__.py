@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from chain.node.config import load_genesis
+from chain.node.mempool import DEFAULT_MAX_PER_SENDER
 from chain.node.node import Node, ValidatorKey, dev_validator_key
 from chain.protocol import crypto, wire
 from chain.protocol.errors import ChainError
@@ -27,6 +28,13 @@ from rpc.p2p import Peers
 from rpc.server import RpcServer
 
 log = logging.getLogger("inferchain")
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text!r}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,6 +61,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="URL",
         help="RPC URL of another validator (repeat; default: the genesis validators' urls)",
+    )
+    parser.add_argument(
+        "--max-pending-per-sender",
+        type=_at_least_one,
+        default=DEFAULT_MAX_PER_SENDER,
+        metavar="N",
+        help=f"transactions one sender may have waiting in the mempool "
+        f"(default {DEFAULT_MAX_PER_SENDER})",
     )
     parser.add_argument(
         "--check-invariants",
@@ -106,6 +122,7 @@ async def serve(args: argparse.Namespace) -> int:
         args.data_dir,
         validator_key(args, genesis),
         block_time_ms=args.block_time,
+        max_pending_per_sender=args.max_pending_per_sender,
         check_invariants=args.check_invariants,
     )
     backend = crypto.eth_keys_backend_name()

@@ -12,6 +12,14 @@ aside (still known, still pending to readers) and moves admission onto the state
 block, so nothing needs applying again once it is written (`release`). With several
 validators a block comes from consensus, and `after_commit` re-admits what is left on the
 new state.
+
+Two limits besides the pool's size keep one sender from crowding out the others: at most
+`max_per_sender` transactions of one signer wait at once (as geth's account slots), and a
+Transfer pays `transferFee` (PROTOCOL 4.12), so each pending transaction costs its sender.
+
+With a `Journal`, every admitted transaction (from a client or a peer) is written to it
+before `admit` returns, and the journal is rewritten after blocks once it holds many more
+records than the pool (`chain.node.journal`).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from chain.node.journal import Journal
 from chain.protocol import blocks
 from chain.protocol.errors import InvalidTransaction, MempoolFull
 from chain.protocol.genesis import Params
@@ -29,6 +38,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 20_000
 DEFAULT_CAPACITY_BYTES = 64 * 1024 * 1024
+# One sender's transactions waiting at once: a full JSON-RPC batch (1000 calls) of one
+# wallet still fits, and twenty senders are needed to fill the pool's count.
+DEFAULT_MAX_PER_SENDER = 1000
+# The journal is rewritten after a block once it holds more than this many records beyond
+# twice the transactions held: rewrites cost O(1) per admitted transaction on average.
+JOURNAL_SLACK_RECORDS = 1024
 
 
 class Mempool:
@@ -38,17 +53,23 @@ class Mempool:
         params: Params,
         capacity: int = DEFAULT_CAPACITY,
         capacity_bytes: int = DEFAULT_CAPACITY_BYTES,
+        max_per_sender: int = DEFAULT_MAX_PER_SENDER,
+        journal: Journal | None = None,
     ) -> None:
         self._committed = committed
         self._params = params
         self.capacity = capacity
         self.capacity_bytes = capacity_bytes
+        self.max_per_sender = max_per_sender
+        self.journal = journal
+        self._per_sender: dict[str, int] = {}  # signer -> transactions held (sealed included)
         self._txs: dict[bytes, SignedTx] = {}
         self._sizes: dict[bytes, int] = {}
         self._bytes = 0
         self._tasks: dict[bytes, SignedTx] = {}
         self._sealed: dict[bytes, SignedTx] = {}  # in a block being written
         self._pending = State(committed)
+        self._journal_stale = False  # it holds a dropped transaction
 
     def __len__(self) -> int:
         """Transactions held: admitted, or in a block not yet written."""
@@ -81,19 +102,57 @@ class Mempool:
     def next_nonce(self, address: str) -> int:
         return get_account(self._pending, address).nonce
 
+    def pending_of(self, signer: str) -> int:
+        """Transactions of `signer` held: admitted, or in a block not yet written."""
+        return self._per_sender.get(signer, 0)
+
     def admit(self, tx: SignedTx, ctx: BlockContext) -> None:
-        """Admit `tx` or raise (InvalidTransaction, MempoolFull); a refusal changes nothing."""
+        """Admit `tx` or raise (InvalidTransaction, MempoolFull); a refusal changes nothing.
+        With a journal, `tx` is in it when this returns."""
+        self._admit(tx, ctx, self.journal)
+
+    def _admit(self, tx: SignedTx, ctx: BlockContext, journal: Journal | None) -> None:
         size = blocks.tx_size(tx)
         held = len(self)
         if held >= self.capacity or self._bytes + size > self.capacity_bytes:
             by_bytes = held < self.capacity
             raise MempoolFull(self.capacity, held, self.capacity_bytes, self._bytes, by_bytes)
-        blocks.apply_tx(self._pending, self._params, ctx, tx)
+        pending = self._per_sender.get(tx.signer, 0)
+        if pending >= self.max_per_sender:
+            raise MempoolFull(
+                self.capacity,
+                held,
+                self.capacity_bytes,
+                self._bytes,
+                False,
+                sender=tx.signer,
+                max_per_sender=self.max_per_sender,
+                pending=pending,
+            )
+        if journal is None:
+            blocks.apply_tx(self._pending, self._params, ctx, tx)
+        else:  # on disk before it counts as admitted; a failed write admits nothing
+            scratch = self._pending.child()
+            blocks.apply_tx(scratch, self._params, ctx, tx)
+            journal.append(tx)
+            self._pending.merge(scratch)
         self._txs[tx.hash] = tx
         self._sizes[tx.hash] = size
         self._bytes += size
+        self._per_sender[tx.signer] = pending + 1
         if isinstance(tx.message, SubmitTask):
             self._tasks[tx.digest] = tx
+
+    def _forget(self, tx: SignedTx) -> None:
+        """Uncount a transaction that left the pool (its entry in `_txs` or `_sealed` is
+        already gone)."""
+        self._bytes -= self._sizes.pop(tx.hash, 0)
+        self._tasks.pop(tx.digest, None)
+        left = self._per_sender.get(tx.signer, 0) - 1
+        if left > 0:
+            self._per_sender[tx.signer] = left
+        else:
+            self._per_sender.pop(tx.signer, None)
 
     def take(self, limit: int, max_bytes: int | None = None) -> list[SignedTx]:
         """The first `limit` transactions in admission order, at most `max_bytes` of them
@@ -117,17 +176,18 @@ class Mempool:
             tx = self._txs.pop(tx_hash, None)
             if tx is not None:
                 self._sealed[tx_hash] = tx
-        self._readmit(State(state_after), ctx)
+        if self._readmit(State(state_after), ctx):
+            self._journal_stale = True
 
     def release(self, included: Iterable[bytes]) -> None:
         """The sealed block is written: forget its transactions, and read the committed
         state (which now holds the block) instead of the block's state in memory."""
         for tx_hash in included:
             tx = self._sealed.pop(tx_hash, None)
-            self._bytes -= self._sizes.pop(tx_hash, 0)
             if tx is not None:
-                self._tasks.pop(tx.digest, None)
+                self._forget(tx)
         self._pending.rebase(self._committed)
+        self._compact_journal(force=self._journal_stale)
 
     def after_commit(self, included: Iterable[bytes], ctx: BlockContext) -> list[SignedTx]:
         """Drop committed transactions and re-admit the rest on the new state.
@@ -136,26 +196,41 @@ class Mempool:
         """
         for tx_hash in included:
             tx = self._txs.pop(tx_hash, None)
-            self._bytes -= self._sizes.pop(tx_hash, 0)
             if tx is not None:
-                self._tasks.pop(tx.digest, None)
-        return self._readmit(State(self._committed), ctx)
+                self._forget(tx)
+        dropped = self._readmit(State(self._committed), ctx)
+        self._compact_journal(force=bool(dropped))
+        return dropped
+
+    def held(self) -> list[SignedTx]:
+        """Every transaction held, in the order they were admitted (sealed ones first)."""
+        return [*self._sealed.values(), *self._txs.values()]
+
+    def _compact_journal(self, force: bool) -> None:
+        """Rewrite the journal with the transactions held, when it holds many more records
+        (committed or dropped ones), or at once when `force` (dropped ones must not come back
+        at a restart)."""
+        journal = self.journal
+        if journal is None:
+            return
+        if force or journal.records > 2 * len(self) + JOURNAL_SLACK_RECORDS:
+            journal.rewrite(self.held())
+            self._journal_stale = False
 
     def _readmit(self, pending: State, ctx: BlockContext) -> list[SignedTx]:
         """Apply every admitted transaction again, in order, onto `pending`; drop those
-        that no longer apply (and return them)."""
+        that no longer apply (and return them). They are in the journal already."""
         self._pending = pending
         if not self._txs:
             return []
         remaining = list(self._txs.values())
-        for tx in remaining:
-            self._bytes -= self._sizes.pop(tx.hash)
-            self._tasks.pop(tx.digest, None)
         self._txs.clear()
+        for tx in remaining:
+            self._forget(tx)
         dropped = []
         for tx in remaining:
             try:
-                self.admit(tx, ctx)
+                self._admit(tx, ctx, None)
             except (InvalidTransaction, MempoolFull) as exc:
                 log.info("dropped %s from the mempool: %s", tx.hash.hex(), exc)
                 dropped.append(tx)

@@ -19,15 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from chain.node.devmode import DevProducer
+from chain.node.journal import Journal
 from chain.node.ledger import Ledger, StoredBlock, TxRecord
-from chain.node.mempool import DEFAULT_CAPACITY, Mempool
+from chain.node.mempool import DEFAULT_CAPACITY, DEFAULT_MAX_PER_SENDER, Mempool
 from chain.node.signer import PrivValidator
 from chain.node.validators import CONSENSUS_TIMEOUTS, Consensus, Network
-from chain.protocol import crypto, tasks, wire
+from chain.protocol import crypto, gossip, tasks, wire
 from chain.protocol import state as st
 from chain.protocol.blocks import Head
 from chain.protocol.consensus import Timeouts
-from chain.protocol.errors import ChainError, GenesisError
+from chain.protocol.errors import (
+    ChainError,
+    GenesisError,
+    InvalidPeerMessage,
+    InvalidTransaction,
+    MempoolFull,
+)
 from chain.protocol.genesis import RESOURCE_NODE_KEY_OFFSET, VALIDATOR_KEY_OFFSET, Genesis
 from chain.protocol.gossip import ValidatorKey
 from chain.protocol.types import (
@@ -78,6 +85,7 @@ class Node:
         *,
         block_time_ms: int | None = None,
         mempool_capacity: int = DEFAULT_CAPACITY,
+        max_pending_per_sender: int = DEFAULT_MAX_PER_SENDER,
         check_invariants: bool = False,
         clock: Callable[[], float] = time.time,
         timeouts: Timeouts = CONSENSUS_TIMEOUTS,
@@ -91,6 +99,8 @@ class Node:
         self.timeouts = timeouts
         self._clock = clock
         self._mempool_capacity = mempool_capacity
+        self._max_pending_per_sender = max_pending_per_sender
+        self._journal: Journal | None = None
         self.dev_keys: dict[str, bytes] = genesis.dev_keys()
         self._ledger: Ledger | None = None
         self._mempool: Mempool | None = None
@@ -125,10 +135,51 @@ class Node:
 
     async def setup(self) -> None:
         self._ledger = Ledger.open(self.data_dir, self.genesis)
-        self._mempool = Mempool(self._ledger.view, self.params, self._mempool_capacity)
+        self._mempool = Mempool(
+            self._ledger.view,
+            self.params,
+            self._mempool_capacity,
+            max_per_sender=self._max_pending_per_sender,
+        )
         self._priv = PrivValidator(self.validator, self.genesis.chain_id, self._ledger)
         head = self._ledger.head
         log.info("ledger open at height %d, appHash 0x%s", head.height, head.app_hash.hex())
+        self._replay_journal()
+
+    def _replay_journal(self) -> None:
+        """Admit again, through the ordinary admission, every transaction of the mempool
+        journal on the committed state; drop (and count) those committed meanwhile or no
+        longer valid; then journal every admission from here on (PROTOCOL 5.1)."""
+        journal = Journal(self.data_dir)
+        self._journal = journal
+        records, unreadable = journal.read()
+        mempool = self.mempool
+        admitted = dropped = 0
+        for obj in records:
+            try:
+                tx = gossip.tx_from_wire(obj, self.genesis.chain_id)
+                if tx.hash in mempool or self.ledger.get_tx(tx.hash) is not None:
+                    dropped += 1
+                    continue
+                ctx = self.next_context()
+                mempool.admit(tx, ctx)
+            except (InvalidPeerMessage, InvalidTransaction, MempoolFull) as exc:
+                log.debug("journal record not admitted again: %s", exc)
+                dropped += 1
+                continue
+            admitted += 1
+            if self.dev is not None:
+                self.dev.admitted(ctx)
+        journal.rewrite(mempool.held())
+        mempool.journal = journal
+        if records or unreadable:
+            log.info(
+                "mempool journal: %d transactions admitted again, %d dropped (committed or "
+                "no longer valid), %d unreadable records skipped",
+                admitted,
+                dropped,
+                unreadable,
+            )
 
     async def run_forever(self) -> None:
         if self.dev is not None:
@@ -147,6 +198,9 @@ class Node:
             task.cancel()
         if self.dev is not None:
             await self.dev.wait_written()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None

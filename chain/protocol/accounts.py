@@ -18,9 +18,11 @@ from chain.protocol.state import (
     get_account,
     get_busy,
     get_node,
+    get_supply,
     get_validator,
     put_account,
     put_node,
+    put_supply,
 )
 from chain.protocol.types import (
     Account,
@@ -49,23 +51,30 @@ def _require_positive(amount: int) -> None:
         raise InvalidParams("amount", "must be greater than 0")
 
 
-def apply_transfer(state: State, msg: Transfer) -> None:
-    """A Transfer (PROTOCOL 4.12): the amount moves from the sender's balance to `to`'s.
+def apply_transfer(state: State, params: Params, msg: Transfer) -> None:
+    """A Transfer (PROTOCOL 4.12): the amount moves from the sender's balance to `to`'s, and
+    the sender pays `transferFee` on top, which is burned.
 
     Twins: `Model.transfer` in tests/property/test_accounts_machine.py and PROTOCOL 4.12 must
-    change with it; it keeps the supply invariant of PROTOCOL 4.10 (it moves, never mints)."""
+    change with it; it keeps the supply invariant of PROTOCOL 4.10 (the amount moves, the fee
+    leaves the supply as burned)."""
     account = get_account(state, msg.sender)
     check_nonce(account, msg.sender, msg.nonce)
     _require_positive(msg.amount)
-    if account.balance < msg.amount:
-        raise InsufficientBalance(msg.sender, msg.amount, account.balance)
+    fee = params.transfer_fee
+    needed = msg.amount + fee
+    if account.balance < needed:
+        raise InsufficientBalance(msg.sender, needed, account.balance)
     put_account(
-        state, msg.sender, Account(account.balance - msg.amount, account.stake, account.nonce + 1)
+        state, msg.sender, Account(account.balance - needed, account.stake, account.nonce + 1)
     )
     receiver = get_account(state, msg.to)
     put_account(
         state, msg.to, Account(receiver.balance + msg.amount, receiver.stake, receiver.nonce)
     )
+    if fee:
+        genesis_supply, minted, burned = get_supply(state)
+        put_supply(state, genesis_supply, minted, burned + fee)
 
 
 def apply_stake(state: State, params: Params, msg: Stake) -> None:

@@ -221,7 +221,7 @@ def apply_tx(state: State, params: Params, ctx: BlockContext, tx: SignedTx) -> N
     if isinstance(msg, SubmitTask):
         tasks.apply_submit_task(scratch, params, ctx, tx, msg)
     elif isinstance(msg, Transfer):
-        accounts.apply_transfer(scratch, msg)
+        accounts.apply_transfer(scratch, params, msg)
     elif isinstance(msg, Stake):
         accounts.apply_stake(scratch, params, msg)
     elif isinstance(msg, Unstake):

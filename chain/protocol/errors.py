@@ -144,12 +144,27 @@ class NotFound(ChainError):
 
 
 class MempoolFull(ChainError):
-    """The mempool is at one of its limits: a count of transactions, or their bytes."""
+    """The mempool is at one of its limits: a count of transactions, their bytes, or the
+    transactions one sender may have waiting (`sender` set)."""
 
     def __init__(
-        self, capacity: int, held: int, capacity_bytes: int, held_bytes: int, by_bytes: bool
+        self,
+        capacity: int,
+        held: int,
+        capacity_bytes: int,
+        held_bytes: int,
+        by_bytes: bool,
+        *,
+        sender: str | None = None,
+        max_per_sender: int = 0,
+        pending: int = 0,
     ) -> None:
-        if by_bytes:
+        if sender is not None:
+            reason = (
+                f"{sender} has {pending} transactions waiting in the mempool, the most one "
+                f"sender may have ({max_per_sender}); send more once some are in a block"
+            )
+        elif by_bytes:
             reason = (
                 f"the mempool's transactions take {held_bytes} of its {capacity_bytes} bytes; "
                 "this one does not fit"
@@ -162,17 +177,27 @@ class MempoolFull(ChainError):
         self.capacity_bytes = capacity_bytes
         self.held_bytes = held_bytes
         self.by_bytes = by_bytes
+        self.sender = sender
+        self.max_per_sender = max_per_sender
+        self.pending = pending
+
+    @property
+    def limit(self) -> str:
+        if self.sender is not None:
+            return "perSender"
+        return "bytes" if self.by_bytes else "transactions"
 
     def data(self) -> dict[str, Any]:
-        return {
-            "limit": "bytes" if self.by_bytes else "transactions",
+        out: dict[str, Any] = {
+            "limit": self.limit,
             "capacity": self.capacity,
             "held": self.held,
             "capacityBytes": self.capacity_bytes,
             "heldBytes": self.held_bytes,
-            "reason": self.reason,
-            "retry": True,
         }
+        if self.sender is not None:
+            out |= {"sender": self.sender, "max": self.max_per_sender, "pending": self.pending}
+        return out | {"reason": self.reason, "retry": True}
 
 
 class GenesisError(ChainError):

@@ -33,6 +33,7 @@ class Params:
     min_validator_stake: int = 10000 * 10**18
     task_base_fee: int = 10**15
     task_fee_per_node: int = 10**15
+    transfer_fee: int = 10**12
     network_reward_per_task: int = 10**16
     block_reward: int = 10**16
     compute_share_bps: int = 7000
@@ -55,6 +56,7 @@ PARAM_FIELDS: dict[str, tuple[str, str]] = {
     "minValidatorStake": ("min_validator_stake", "amount"),
     "taskBaseFee": ("task_base_fee", "amount"),
     "taskFeePerNode": ("task_fee_per_node", "amount"),
+    "transferFee": ("transfer_fee", "amount"),
     "networkRewardPerTask": ("network_reward_per_task", "amount"),
     "blockReward": ("block_reward", "amount"),
     "computeShareBps": ("compute_share_bps", "bps"),

@@ -73,6 +73,7 @@ class Model:
     escrow: int = 0
     open_tasks: int = 0
     genesis_supply: int = 0
+    burned: int = 0
 
     @classmethod
     def from_genesis(cls, raw: dict[str, Any]) -> Model:
@@ -108,11 +109,13 @@ class Model:
             return NonceMismatch
         if amount == 0:
             return InvalidParams
-        if amount > acct.balance:
+        fee = self.amount_param("transferFee")
+        if amount + fee > acct.balance:
             return InsufficientBalance
-        self.account(sender).balance -= amount
+        self.account(sender).balance -= amount + fee
         self.account(sender).nonce += 1
         self.account(to).balance += amount
+        self.burned += fee
         return None
 
     def stake(self, sender: str, nonce: int, amount: int) -> ErrorClass:
@@ -198,7 +201,9 @@ class Model:
         self.account(proposer).balance += self.amount_param("blockReward")
 
 
-AMOUNT_KINDS = st.sampled_from(["zero", "one", "half", "all", "all+1", "random", "huge"])
+AMOUNT_KINDS = st.sampled_from(
+    ["zero", "one", "half", "all-fee", "all-fee+1", "all", "all+1", "random", "huge"]
+)
 NONCE_SKEW = st.sampled_from([0, 0, 0, 0, 0, 1, -1, 5])
 OPTIONS = [
     ('{"model": "llama-3", "temperature": 0.7}', True),
@@ -214,10 +219,14 @@ ENDPOINTS += [("ftp://x", False), ("node:9000", False)]
 
 
 def pick_amount(kind: str, available: int, noise: int) -> int:
+    """An amount of `kind`; "all-fee" is the most a Transfer can move (PROTOCOL 4.12)."""
+    fee = int(RAW_GENESIS["params"]["transferFee"])
     return {
         "zero": 0,
         "one": 1,
         "half": available // 2,
+        "all-fee": max(available - fee, 0),
+        "all-fee+1": max(available - fee, 0) + 1,
         "all": available,
         "all+1": available + 1,
         "random": noise % (2 * available + 2),
@@ -233,6 +242,7 @@ class AccountsMachine(RuleBasedStateMachine):
         asyncio.run(self.node.setup())
         self.model = Model.from_genesis(RAW_GENESIS)
         self.blocks = 0
+        self.burned_committed = 0  # the model's burned fees as of the last block
         self.decisions: list[tuple[str, ErrorClass]] = []
 
     def teardown(self) -> None:
@@ -380,6 +390,7 @@ class AccountsMachine(RuleBasedStateMachine):
         pending = len(self.node.mempool)
         head = self.node.produce_block()
         self.blocks += 1
+        self.burned_committed = self.model.burned
         self.model.end_block(VALIDATOR_KEY.address)
         assert head.height == self.blocks
         stored = self.node.ledger.get_block(head.height)
@@ -413,8 +424,8 @@ class AccountsMachine(RuleBasedStateMachine):
         held, expected = self.node.ledger.supply_check()
         assert held == expected
         minted = self.blocks * self.model.amount_param("blockReward")
-        assert expected == self.model.genesis_supply + minted
-        assert self.model.total() == self.model.genesis_supply + minted
+        assert self.model.total() == self.model.genesis_supply + minted - self.model.burned
+        assert expected == self.model.genesis_supply + minted - self.burned_committed
 
 
 AccountsMachine.TestCase.settings = settings(

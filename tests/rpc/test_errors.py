@@ -41,6 +41,7 @@ from tests.rpc.support import (
     NODE_BALANCE,
     NODE_STAKE,
     STRANGER,
+    TRANSFER_FEE,
     VALIDATOR,
     VALIDATOR_STAKE,
     VECTORS_FILE,
@@ -168,7 +169,7 @@ APP_CASES: dict[str, Case] = {
         "transfer",
         {"sender": DEV0.address, "to": DEV1.address, "amount": str(DEV_BALANCE + 1)},
         -32002,
-        {"needed": str(DEV_BALANCE + 1), "available": str(DEV_BALANCE)},
+        {"needed": str(DEV_BALANCE + 1 + TRANSFER_FEE), "available": str(DEV_BALANCE)},
         (DEV0.address, DEV1.address),
     ),
     "stake beyond balance": Case(

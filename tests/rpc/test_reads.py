@@ -23,6 +23,7 @@ from tests.rpc.support import (
     DEV_BALANCE,
     NODE_STAKE,
     STRANGER,
+    TRANSFER_FEE,
     VALIDATOR,
     VALIDATOR_STAKE,
     committed,
@@ -193,7 +194,7 @@ async def test_pending_transaction_is_reported_pending(tmp_path: Path) -> None:
         assert tx is not None and tx["status"] == "committed" and tx["blockHeight"] == 1
         account = await client.get_account(DEV0.address)
         assert account["nonce"] == 1 and account["pendingNonce"] == 1
-        assert account["balance"] == str(DEV_BALANCE - 9)
+        assert account["balance"] == str(DEV_BALANCE - 9 - TRANSFER_FEE)
 
 
 # getAccount
@@ -211,13 +212,14 @@ async def test_get_account_now_and_at_a_past_height(chain: LocalChain) -> None:
     first = await committed(chain, await dev_transfer(client, STRANGER.address, 1000))
     second = await committed(chain, await dev_transfer(client, STRANGER.address, 2000))
     now = await client.get_account(DEV0.address)
-    assert now["balance"] == str(DEV_BALANCE - 3000) and now["nonce"] == 2
+    assert now["balance"] == str(DEV_BALANCE - 3000 - 2 * TRANSFER_FEE) and now["nonce"] == 2
 
     at_genesis = await client.call("getAccount", {"address": DEV0.address, "blockHeight": 0})
     assert at_genesis["balance"] == str(DEV_BALANCE) and at_genesis["nonce"] == 0
     assert at_genesis["blockHeight"] == 0
     at_first = await client.call("getAccount", [DEV0.address, first["blockHeight"]])
-    assert at_first["balance"] == str(DEV_BALANCE - 1000) and at_first["nonce"] == 1
+    assert at_first["balance"] == str(DEV_BALANCE - 1000 - TRANSFER_FEE)
+    assert at_first["nonce"] == 1
     at_second = await client.get_account(DEV0.address, second["blockHeight"])
     assert at_second["balance"] == now["balance"]
     stranger_then = await client.get_account(STRANGER.address, 0)

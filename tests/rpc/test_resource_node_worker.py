@@ -35,6 +35,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from chain.node.journal import JOURNAL_FILE
 from chain.node.node import Node
 from chain.protocol import crypto
 from chain.protocol.genesis import Params, dev_genesis, parse_genesis
@@ -761,8 +762,9 @@ async def test_restart_never_resubmits(tmp_path: Path, cleanups: list[ResourceNo
         assert (report.results, report.verdicts) == (1, 1)
         await first.cleanup()
         assert await mempool_size(chain) == 2
-    # The validator restarts before a block: its mempool, with both answers, is gone, so it
-    # offers the same work again.
+    # The validator restarts before a block and without its mempool journal (PROTOCOL 5.1):
+    # both answers are gone, so it offers the same work again.
+    (ledger / JOURNAL_FILE).unlink()
     async with local_chain(ledger, run=False) as chain:
         assert await chain.client.query_pending_tasks(NODE) != []
         second = await started(make_node(chain.url, state_dir=state), cleanups)

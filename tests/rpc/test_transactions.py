@@ -20,6 +20,7 @@ from tests.rpc.support import (
     MAX_TARGET_COUNT,
     NODE_BALANCE,
     NODE_STAKE,
+    TRANSFER_FEE,
     ZERO_SID,
     Wallet,
     committed,
@@ -106,7 +107,7 @@ async def test_account_vectors_are_accepted_and_take_effect(chain: LocalChain) -
         await committed(chain, vector(name)["txHash"])
 
     sender = await client.get_account(vector("transfer")["signer"])
-    assert sender["balance"] == str(DEV_BALANCE - 10**18) and sender["nonce"] == 1
+    assert sender["balance"] == str(DEV_BALANCE - 10**18 - TRANSFER_FEE) and sender["nonce"] == 1
     assert (await client.get_account(DEAD))["balance"] == str(10**18)
 
     node = await client.get_account(vector("stake")["signer"])
@@ -208,7 +209,8 @@ async def test_transfer_stake_unstake_register_effects(chain: LocalChain) -> Non
     tx = await client.transfer(DEV0, newcomer.address, 50 * 10**18)
     await committed(chain, tx)
     assert (await client.get_account(newcomer.address))["balance"] == str(50 * 10**18)
-    assert (await client.get_account(DEV0.address))["balance"] == str(DEV_BALANCE - 50 * 10**18)
+    spent = 50 * 10**18 + TRANSFER_FEE
+    assert (await client.get_account(DEV0.address))["balance"] == str(DEV_BALANCE - spent)
 
     await committed(chain, await client.stake(newcomer, 30 * 10**18))
     account = await client.get_account(newcomer.address)
@@ -298,11 +300,11 @@ async def test_dev_mode_with_explicit_nonces_in_a_batch(chain: LocalChain) -> No
     assert stats["total"] == stats["submitted"] == 5
 
 
-async def test_transfer_to_self_changes_only_the_nonce(chain: LocalChain) -> None:
+async def test_transfer_to_self_changes_only_the_nonce_and_pays_the_fee(chain: LocalChain) -> None:
     tx_hash = await chain.client.transfer(DEV1, DEV1.address, 10**18)
     await committed(chain, tx_hash)
     account = await chain.client.get_account(DEV1.address)
-    assert account["balance"] == str(DEV_BALANCE) and account["nonce"] == 1
+    assert account["balance"] == str(DEV_BALANCE - TRANSFER_FEE) and account["nonce"] == 1
 
 
 async def test_max_block_txs_bounds_a_block_and_the_rest_waits(tmp_path: Path) -> None:

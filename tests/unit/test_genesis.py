@@ -50,6 +50,7 @@ PROTOCOL_DEFAULTS = {
     "minValidatorStake": str(10000 * 10**18),
     "taskBaseFee": str(10**15),
     "taskFeePerNode": str(10**15),
+    "transferFee": str(10**12),
     "networkRewardPerTask": str(10**16),
     "blockReward": str(10**16),
     "computeShareBps": 7000,

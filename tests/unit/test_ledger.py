@@ -50,6 +50,7 @@ from chain.protocol.types import (
 
 GENESIS = parse_genesis(dev_genesis(mnemonic=DEV_MNEMONIC))
 PARAMS = GENESIS.params
+FEE = PARAMS.transfer_fee  # of every Transfer (PROTOCOL 4.12)
 E18 = 10**18
 KEYS = {
     crypto.address_of_private_key(k): k
@@ -145,7 +146,7 @@ def test_genesis_is_written_once(tmp_path: Path) -> None:
         assert reopened.head == head
         assert reopened.head.height == 1
         # the genesis balances were not written again over block 1
-        assert get_account(reopened.store, ALICE) == Account(10_000 * E18 - 5, 0, 1)
+        assert get_account(reopened.store, ALICE) == Account(10_000 * E18 - 5 - FEE, 0, 1)
     finally:
         reopened.close()
 
@@ -282,7 +283,7 @@ def test_get_tx_status_height_and_index(ledger: Ledger) -> None:
         assert record.tx == tx
     assert ledger.get_tx(b"\x55" * 32) is None
     # the late transfer changed nothing
-    assert get_account(ledger.store, ALICE) == Account(10_000 * E18 - 1, 0, 1)
+    assert get_account(ledger.store, ALICE) == Account(10_000 * E18 - 1 - FEE, 0, 1)
 
 
 def transfer_block(ledger: Ledger) -> tuple[BlockContext, SignedTx, State, Block]:
@@ -358,11 +359,11 @@ def test_state_at_returns_each_past_version(ledger: Ledger) -> None:
     alice = 10_000 * E18
     expect_alice = {
         0: Account(alice, 0, 0),
-        1: Account(alice - 100, 0, 1),
-        2: Account(alice - 100, 0, 1),
-        3: Account(alice - 140, 40, 2),
-        4: Account(alice - 141, 40, 3),
-        9: Account(alice - 141, 40, 3),
+        1: Account(alice - 100 - FEE, 0, 1),
+        2: Account(alice - 100 - FEE, 0, 1),
+        3: Account(alice - 140 - FEE, 40, 2),
+        4: Account(alice - 141 - 2 * FEE, 40, 3),
+        9: Account(alice - 141 - 2 * FEE, 40, 3),
     }
     for height, account in expect_alice.items():
         raw = ledger.state_at(account_key(ALICE), height)
@@ -396,7 +397,8 @@ def test_supply_check_holds_after_blocks(ledger: Ledger) -> None:
     commit(ledger, [task(ALICE, 0), Transfer(BOB, 0, FRESH, 10**18)])
     commit(ledger, [Stake(NODE0, 0, 5)], signers=(VALIDATOR,))
     held, expected = ledger.supply_check()
-    assert held == expected == GENESIS.supply + 2 * PARAMS.block_reward
+    burned = PARAMS.transfer_fee  # the fee of the one transfer (PROTOCOL 4.12)
+    assert held == expected == GENESIS.supply + 2 * PARAMS.block_reward - burned
     assert ledger.has_open_tasks()  # the task is open: its escrow was counted above
 
 

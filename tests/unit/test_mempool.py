@@ -2,7 +2,9 @@
 
 The mempool's speculative state is the committed state plus every admitted transaction, so
 the nonce a sender must use next counts admitted transactions (PROTOCOL 3), and a refused
-admission changes nothing (PROTOCOL 5.3).
+admission changes nothing (PROTOCOL 5.3). One sender holds at most its share of the pool,
+and with a journal every admitted transaction is on disk when `admit` returns (PROTOCOL 5.1;
+the restart of a real process is tests/e2e/test_mempool_journal.py).
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hyp
 
+from chain.node.journal import Journal, encode_record, parse_records
 from chain.node.ledger import Ledger
-from chain.node.mempool import Mempool
-from chain.protocol import blocks, crypto
+from chain.node.mempool import JOURNAL_SLACK_RECORDS, Mempool
+from chain.protocol import blocks, crypto, wire
 from chain.protocol.errors import (
     ChainError,
     InsufficientBalance,
@@ -22,6 +27,7 @@ from chain.protocol.errors import (
     InvalidTransaction,
     MempoolFull,
     NonceMismatch,
+    StorageError,
 )
 from chain.protocol.genesis import DEV_MNEMONIC, dev_genesis, parse_genesis
 from chain.protocol.state import State, get_account
@@ -41,6 +47,7 @@ GENESIS = parse_genesis(dev_genesis(mnemonic=DEV_MNEMONIC))
 PARAMS = GENESIS.params
 E18 = 10**18
 BALANCE = 10_000 * E18
+FEE = PARAMS.transfer_fee  # of every Transfer (PROTOCOL 4.12)
 KEYS = {
     crypto.address_of_private_key(k): k
     for k in (crypto.dev_private_key(DEV_MNEMONIC, i) for i in [0, 1, 2, 200])
@@ -117,7 +124,7 @@ def test_admission_keeps_order_and_counts_nonces(pool: Mempool, ledger: Ledger) 
     # the committed state did not move
     assert get_account(ledger.store, ALICE) == Account(BALANCE, 0, 0)
     fee = PARAMS.task_base_fee + PARAMS.task_fee_per_node
-    assert get_account(pool.pending_state, ALICE) == Account(BALANCE - 1 - fee - 3, 3, 3)
+    assert get_account(pool.pending_state, ALICE) == Account(BALANCE - 1 - FEE - fee - 3, 3, 3)
 
 
 def test_nonce_must_count_admitted_transactions(pool: Mempool, ledger: Ledger) -> None:
@@ -133,14 +140,15 @@ def test_nonce_must_count_admitted_transactions(pool: Mempool, ledger: Ledger) -
 
 
 def test_balance_counts_admitted_transactions(pool: Mempool, ledger: Ledger) -> None:
-    admit(pool, ledger, Transfer(ALICE, 0, BOB, BALANCE - 10))
+    admit(pool, ledger, Transfer(ALICE, 0, BOB, BALANCE - 10 - 2 * FEE))
     with pytest.raises(InsufficientBalance) as info:
         admit(pool, ledger, Transfer(ALICE, 1, BOB, 11))
-    assert info.value.available == 10
+    assert (info.value.needed, info.value.available) == (11 + FEE, 10 + FEE)
     admit(pool, ledger, Transfer(ALICE, 1, BOB, 10))
+    assert get_account(pool.pending_state, ALICE).balance == 0
     # BOB can spend what ALICE's admitted transfers will give him
-    admit(pool, ledger, Transfer(BOB, 0, CAROL, 2 * BALANCE))
-    assert get_account(pool.pending_state, CAROL).balance == 3 * BALANCE
+    admit(pool, ledger, Transfer(BOB, 0, CAROL, 2 * BALANCE - 3 * FEE))
+    assert get_account(pool.pending_state, CAROL).balance == 3 * BALANCE - 3 * FEE
 
 
 REFUSALS = [
@@ -246,7 +254,7 @@ def test_after_commit_drops_included_and_keeps_the_rest(pool: Mempool, ledger: L
 def test_after_commit_drops_what_no_longer_applies(pool: Mempool, ledger: Ledger) -> None:
     a0 = admit(pool, ledger, Transfer(ALICE, 0, BOB, 1))
     a1 = admit(pool, ledger, Transfer(ALICE, 1, BOB, 2))
-    c0 = admit(pool, ledger, Transfer(CAROL, 0, BOB, BALANCE))
+    c0 = admit(pool, ledger, Transfer(CAROL, 0, BOB, BALANCE - FEE))
     t = admit(pool, ledger, task(ALICE, 2))
     # another proposer's block: ALICE's nonce 0 spent on another transfer, CAROL's balance gone
     rival_a = sign(Transfer(ALICE, 0, CAROL, 7))
@@ -267,7 +275,7 @@ def test_after_commit_drops_a_transfer_the_new_balance_cannot_pay(
     pool: Mempool, ledger: Ledger
 ) -> None:
     b0 = admit(pool, ledger, Transfer(BOB, 0, CAROL, 1))
-    b1 = admit(pool, ledger, Transfer(BOB, 1, CAROL, BALANCE - 1))
+    b1 = admit(pool, ledger, Transfer(BOB, 1, CAROL, BALANCE - 1 - 2 * FEE))
     rival = sign(Stake(BOB, 0, BALANCE // 2))
     commit(ledger, [rival])
     # b0: nonce 0 is used; b1: nonce 1 is right now, but half the balance is staked
@@ -348,3 +356,154 @@ def test_sealed_transactions_stay_known_until_released(pool: Mempool, ledger: Le
     assert len(pool) == 2 and a0.hash not in pool and pool.pending_task(a0.digest) is None
     assert pool.take(10) == [a1, a2]
     assert (pool.next_nonce(ALICE), pool.next_nonce(BOB)) == (3, 1)
+
+
+# --- one sender's share (PROTOCOL 5.1) -------------------------------------------------------
+
+
+def test_one_sender_cannot_hold_more_than_its_share(ledger: Ledger) -> None:
+    pool = Mempool(ledger.store, PARAMS, capacity=50, max_per_sender=3)
+    mine = [admit(pool, ledger, Transfer(ALICE, n, BOB, 1)) for n in range(3)]
+    pending_alice = get_account(pool.pending_state, ALICE)
+    with pytest.raises(MempoolFull) as info:
+        admit(pool, ledger, Transfer(ALICE, 3, BOB, 1))
+    data = info.value.data()
+    assert (data["limit"], data["sender"], data["max"], data["pending"]) == (
+        "perSender",
+        ALICE,
+        3,
+        3,
+    )
+    assert data["retry"] is True and ALICE in data["reason"]
+    # nothing changed, and the share is checked before the rules (a bad nonce too)
+    assert pool.take(10) == mine and pool.pending_of(ALICE) == 3
+    assert get_account(pool.pending_state, ALICE) == pending_alice
+    with pytest.raises(MempoolFull):
+        admit(pool, ledger, Transfer(ALICE, 9, BOB, 1))
+    # another sender still gets in
+    admit(pool, ledger, Transfer(BOB, 0, CAROL, 1))
+    assert (pool.pending_of(ALICE), pool.pending_of(BOB), pool.pending_of(CAROL)) == (3, 1, 0)
+
+
+def test_a_senders_share_frees_when_its_transactions_leave(ledger: Ledger) -> None:
+    pool = Mempool(ledger.store, PARAMS, capacity=50, max_per_sender=2)
+    a0 = admit(pool, ledger, Transfer(ALICE, 0, BOB, 1))
+    a1 = admit(pool, ledger, Transfer(ALICE, 1, BOB, 1))
+    # sealed in a block being written: still held, still counted
+    ctx = ctx_of(ledger)
+    state = State(ledger.view)
+    blocks.apply_tx(state, PARAMS, ctx, a0)
+    blocks.end_block(state, PARAMS, ctx, [])
+    pool.seal([a0.hash], state, BlockContext(ctx.height + 1, ctx.time + 1, VALIDATOR))
+    with pytest.raises(MempoolFull):
+        admit(pool, ledger, Transfer(ALICE, 2, BOB, 1))
+    commit(ledger, [a0])
+    pool.release([a0.hash])
+    assert pool.pending_of(ALICE) == 1
+    admit(pool, ledger, Transfer(ALICE, 2, BOB, 1))
+    # a rival block drops both: the share is free again
+    rival = [sign(Transfer(ALICE, 1, CAROL, 1)), sign(Transfer(ALICE, 2, CAROL, 1))]
+    commit(ledger, rival)
+    assert pool.after_commit([t.hash for t in rival], ctx_of(ledger)) == [a1, pool_tx(2)]
+    assert pool.pending_of(ALICE) == 0 and len(pool) == 0
+
+
+def pool_tx(nonce: int) -> SignedTx:
+    return sign(Transfer(ALICE, nonce, BOB, 1))
+
+
+# --- the journal (PROTOCOL 5.1) ------------------------------------------------------------
+
+
+def journal_pool(ledger: Ledger, data_dir: Path) -> tuple[Mempool, Journal]:
+    journal = Journal(data_dir)
+    journal.rewrite([])
+    return Mempool(ledger.store, PARAMS, capacity=50, journal=journal), journal
+
+
+def journal_hashes(journal: Journal) -> list[str]:
+    records, skipped = journal.read()
+    assert skipped == 0
+    return [r["hash"] for r in records]
+
+
+def test_every_admitted_transaction_is_in_the_journal_when_admit_returns(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    pool, journal = journal_pool(ledger, tmp_path)
+    txs = [admit(pool, ledger, Transfer(ALICE, 0, BOB, 1)), admit(pool, ledger, task(BOB, 0))]
+    assert journal_hashes(journal) == [wire.hex0x(t.hash) for t in txs]
+    with pytest.raises(NonceMismatch):  # a refused one is not written
+        admit(pool, ledger, Transfer(ALICE, 5, BOB, 1))
+    assert journal.records == 2 and len(journal_hashes(journal)) == 2
+    # each record is the gossip form of the transaction, read back as it was
+    records, _ = journal.read()
+    assert [wire.signed_tx_from_json(r) for r in records] == txs
+
+
+def test_a_journal_that_cannot_be_written_admits_nothing(ledger: Ledger, tmp_path: Path) -> None:
+    pool, journal = journal_pool(ledger, tmp_path)
+    journal.close()  # as if the file were gone: the write fails
+    with pytest.raises(StorageError):
+        admit(pool, ledger, Transfer(ALICE, 0, BOB, 1))
+    assert len(pool) == 0 and pool.next_nonce(ALICE) == 0 and pool.pending_of(ALICE) == 0
+    assert get_account(pool.pending_state, ALICE) == Account(BALANCE, 0, 0)
+
+
+def test_the_journal_is_rewritten_once_it_holds_many_more_records_than_the_pool(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    pool, journal = journal_pool(ledger, tmp_path)
+    count = JOURNAL_SLACK_RECORDS + 3
+    txs = [sign(Transfer(ALICE, n, BOB, 1)) for n in range(count)]
+    pool.capacity = count
+    pool.max_per_sender = count
+    for tx in txs:
+        pool.admit(tx, ctx_of(ledger))
+    commit(ledger, txs[:2])
+    pool.after_commit([t.hash for t in txs[:2]], ctx_of(ledger))
+    assert journal.records == count  # within 2 x held + slack: left as it is
+    commit(ledger, txs[2:-1])
+    pool.after_commit([t.hash for t in txs[2:-1]], ctx_of(ledger))
+    # count records on disk, 1 transaction held: rewritten to just that one
+    assert journal_hashes(journal) == [wire.hex0x(txs[-1].hash)]
+    assert journal.records == 1
+
+
+def test_a_transaction_dropped_after_a_block_leaves_the_journal_at_once(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    pool, journal = journal_pool(ledger, tmp_path)
+    a0 = admit(pool, ledger, Transfer(ALICE, 0, BOB, 1))
+    b0 = admit(pool, ledger, Transfer(BOB, 0, CAROL, 1))
+    rival = sign(Transfer(ALICE, 0, CAROL, 7))
+    commit(ledger, [rival])
+    assert pool.after_commit([rival.hash], ctx_of(ledger)) == [a0]
+    assert journal_hashes(journal) == [wire.hex0x(b0.hash)]
+
+
+SAMPLE_TXS = [sign(Transfer(ALICE, n, BOB, n + 1)) for n in range(4)] + [sign(task(BOB, 0))]
+
+
+@given(
+    txs=hyp.lists(hyp.sampled_from(SAMPLE_TXS), max_size=6),
+    cut=hyp.integers(min_value=0),
+    junk=hyp.lists(hyp.tuples(hyp.integers(0, 6), hyp.binary(max_size=20)), max_size=3),
+)
+def test_a_journal_reads_back_every_complete_record_and_skips_the_rest(
+    txs: list[SignedTx], cut: int, junk: list[tuple[int, bytes]]
+) -> None:
+    """A journal cut anywhere (a crash in the middle of a write) and with damaged lines in
+    it gives back every complete record in order, and counts each line it skipped."""
+    lines: list[bytes | SignedTx] = list(txs)
+    for at, garbage in junk:
+        lines.insert(min(at, len(lines)), garbage.replace(b"\n", b"") + b"\x00{")
+    data = b"".join(encode_record(x) if isinstance(x, SignedTx) else x + b"\n" for x in lines)
+    cut = cut % (len(data) + 1)
+    kept = data[:cut]
+    complete = kept.count(b"\n")
+    expected = [x for x in lines[:complete] if isinstance(x, SignedTx)]
+    records, skipped = parse_records(kept)
+    assert [wire.signed_tx_from_json(r) for r in records] == expected
+    torn = 0 if kept.endswith(b"\n") or not kept else 1
+    assert skipped == complete - len(expected) + torn

@@ -44,6 +44,7 @@ def genesis_with(**params: Any) -> Genesis:
 
 GENESIS = genesis_with(block_time_ms=0)
 REWARD = GENESIS.params.block_reward
+FEE = GENESIS.params.transfer_fee  # of every Transfer, burned (PROTOCOL 4.12)
 KEYS = {
     crypto.address_of_private_key(k): k
     for k in (crypto.dev_private_key(DEV_MNEMONIC, i) for i in [0, 1, 2])
@@ -209,7 +210,7 @@ async def test_transactions_are_committed_with_status_and_effects(node: Node) ->
         assert (record.status, record.height, record.index) == ("committed", head.height, index)
         assert record.tx == tx
     fee = GENESIS.params.task_base_fee + 2 * GENESIS.params.task_fee_per_node
-    assert get_account(node.ledger.store, ALICE) == Account(BALANCE - 5 * E18 - fee, 0, 2)
+    assert get_account(node.ledger.store, ALICE) == Account(BALANCE - 5 * E18 - fee - FEE, 0, 2)
     assert get_account(node.ledger.store, BOB).balance == BALANCE + 5 * E18
     stored_task = node.ledger.get_task(task.digest)
     assert stored_task is not None
@@ -239,7 +240,7 @@ async def test_more_than_max_block_txs_spill_into_the_next_block(tmp_path: Path)
         produce(node)
         block3 = node.ledger.get_block(3)
         assert block3 is not None and block3.block.txs == ()
-        assert get_account(node.ledger.store, ALICE) == Account(BALANCE - 15, 0, 5)
+        assert get_account(node.ledger.store, ALICE) == Account(BALANCE - 15 - 5 * FEE, 0, 5)
         assert get_account(node.ledger.store, CAROL).balance == BALANCE + 1
         for tx in txs:
             record = node.ledger.get_tx(tx.hash)
@@ -269,7 +270,7 @@ async def test_tx_that_no_longer_applies_is_recorded_late(node: Node) -> None:
     assert record is not None
     assert (record.status, record.height, record.index) == ("late", new_head.height, 0)
     # it changed nothing: only the rival transfer moved funds
-    assert get_account(node.ledger.store, ALICE) == Account(BALANCE - 4, 0, 1)
+    assert get_account(node.ledger.store, ALICE) == Account(BALANCE - 4 - FEE, 0, 1)
     assert get_account(node.ledger.store, BOB).balance == BALANCE
     assert get_account(node.ledger.store, CAROL).balance == BALANCE + 4
     assert len(node.mempool) == 0
@@ -284,11 +285,13 @@ async def test_supply_invariant_after_every_block(node: Node) -> None:
         Stake(CAROL, 0, 1000 * E18),
         Transfer(BOB, 1, "0x000000000000000000000000000000000000dEaD", 1),
     ]
+    burned = 0
     for n, msg in enumerate(msgs, start=1):
         node.submit(sign(msg))
         produce(node)
+        burned += FEE if isinstance(msg, Transfer) else 0
         held, expected = node.ledger.supply_check()
-        assert expected == GENESIS.supply + n * REWARD
+        assert expected == GENESIS.supply + n * REWARD - burned
         assert held == expected
 
 

@@ -76,6 +76,7 @@ DEV_BALANCE = 10_000 * E18
 NODE_BALANCE = 1_000 * E18
 NODE_STAKE = 2_000 * E18
 VALIDATOR_STAKE = 10_000 * E18
+TRANSFER_FEE = PARAMS.transfer_fee  # PROTOCOL 2: the default, 1e12
 
 
 def sign(msg: Message, chain_id: int = GENESIS.chain_id) -> SignedTx:
@@ -413,21 +414,23 @@ def test_task_stats_count_tasks_by_status(state: State) -> None:
 
 
 def test_transfer_to_another_account(state: State) -> None:
+    supply = get_supply(state)
     apply(state, Transfer(ALICE, 0, BOB, 5 * E18))
-    assert get_account(state, ALICE) == Account(DEV_BALANCE - 5 * E18, 0, 1)
+    assert get_account(state, ALICE) == Account(DEV_BALANCE - 5 * E18 - TRANSFER_FEE, 0, 1)
     assert get_account(state, BOB) == Account(DEV_BALANCE + 5 * E18, 0, 0)
+    assert get_supply(state) == (supply[0], supply[1], supply[2] + TRANSFER_FEE)  # burned
 
 
-def test_transfer_to_self_only_moves_the_nonce(state: State) -> None:
+def test_transfer_to_self_only_moves_the_nonce_and_pays_the_fee(state: State) -> None:
     apply(state, Transfer(ALICE, 0, ALICE, 7 * E18))
-    assert get_account(state, ALICE) == Account(DEV_BALANCE, 0, 1)
+    assert get_account(state, ALICE) == Account(DEV_BALANCE - TRANSFER_FEE, 0, 1)
 
 
 def test_transfer_to_a_new_account_creates_it(state: State) -> None:
     assert state.get(b"s/acct/" + bytes.fromhex(FRESH[2:])) is None
     apply(state, Transfer(ALICE, 0, FRESH, 3))
     assert get_account(state, FRESH) == Account(3, 0, 0)
-    assert get_account(state, ALICE).balance == DEV_BALANCE - 3
+    assert get_account(state, ALICE).balance == DEV_BALANCE - 3 - TRANSFER_FEE
 
 
 def test_transfer_of_zero_is_rejected(state: State) -> None:
@@ -435,20 +438,31 @@ def test_transfer_of_zero_is_rejected(state: State) -> None:
     assert exc.param == "amount"
 
 
-def test_transfer_of_the_whole_balance(state: State) -> None:
-    apply(state, Transfer(ALICE, 0, BOB, DEV_BALANCE))
+def test_transfer_of_the_whole_balance_but_the_fee(state: State) -> None:
+    apply(state, Transfer(ALICE, 0, BOB, DEV_BALANCE - TRANSFER_FEE))
     assert get_account(state, ALICE) == Account(0, 0, 1)
-    assert get_account(state, BOB).balance == 2 * DEV_BALANCE
+    assert get_account(state, BOB).balance == 2 * DEV_BALANCE - TRANSFER_FEE
 
 
-def test_transfer_above_the_balance(state: State) -> None:
-    exc = rejects(state, Transfer(ALICE, 0, BOB, DEV_BALANCE + 1), InsufficientBalance)
-    assert (exc.needed, exc.available) == (DEV_BALANCE + 1, DEV_BALANCE)
+def test_transfer_above_the_balance_counts_the_fee(state: State) -> None:
+    for amount in (DEV_BALANCE - TRANSFER_FEE + 1, DEV_BALANCE, DEV_BALANCE + 1):
+        exc = rejects(state, Transfer(ALICE, 0, BOB, amount), InsufficientBalance)
+        assert (exc.needed, exc.available) == (amount + TRANSFER_FEE, DEV_BALANCE)
+        assert exc.data()["of"] == "balance"
+
+
+def test_transfer_without_a_fee_moves_the_whole_balance(state: State) -> None:
+    free = replace(PARAMS, transfer_fee=0)
+    supply = get_supply(state)
+    apply(state, Transfer(ALICE, 0, BOB, DEV_BALANCE), free)
+    assert get_account(state, ALICE) == Account(0, 0, 1)
+    assert get_supply(state) == supply
 
 
 def test_transfer_cannot_spend_stake(state: State) -> None:
     rejects(state, Transfer(NODE0, 0, BOB, NODE_BALANCE + 1), InsufficientBalance)
-    apply(state, Transfer(NODE0, 0, BOB, NODE_BALANCE))
+    rejects(state, Transfer(NODE0, 0, BOB, NODE_BALANCE), InsufficientBalance)
+    apply(state, Transfer(NODE0, 0, BOB, NODE_BALANCE - TRANSFER_FEE))
     assert get_account(state, NODE0) == Account(0, NODE_STAKE, 1)
 
 
