@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -55,15 +56,87 @@ def has_long_number(body: bytes) -> bool:
     return classes.startswith(_LONG_RUN) or any(run in classes for run in _LONG_RUNS_AFTER)
 
 
+# The deepest nesting of arrays and objects any JSON text may have: orjson's own limit, and
+# the one rule for every parser here (PROTOCOL 1). The standard library's parser recurses in C
+# once per level, as deep as the interpreter's recursion limit, which a dependency may raise
+# (py_ecc sets 100,000): far past what the C stack holds. So the depth is checked on the bytes
+# before any parser sees them.
+MAX_JSON_DEPTH = 1024
+
+# json_depth's tables: every byte but a quote or a bracket deleted, brackets made `(` and `)`,
+# and the step of the running depth per byte of that shape.
+_NOT_SKELETON = bytes(b for b in range(256) if b not in b'"[]{}')
+_SHAPES = bytes.maketrans(b"[]{}", b"()()")
+_DEPTH_STEPS = tuple(1 if b == ord("(") else -1 if b == ord(")") else 0 for b in range(256))
+_PEEL_PASSES = 16  # a JSON-RPC body nests 3 or 4 deep: peeled to nothing, never summed
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in the JSON text `body` (0 for a scalar),
+    brackets inside strings left out: exact for valid JSON; for any other bytes at least as
+    deep as a parser gets before it fails. Never raises."""
+    return _skeleton_depth(_skeleton(body))
+
+
+def _skeleton(body: bytes) -> bytes:
+    """The quotes and brackets of `body` (brackets as `(` and `)`), escaped backslashes and
+    quotes dropped first: one pass of C over the bytes."""
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return body.translate(_SHAPES, _NOT_SKELETON)
+
+
+def _skeleton_depth(skeleton: bytes) -> int:
+    """Adjacent quotes dropped in pairs (which keeps whether a bracket is inside a string: the
+    parity of the quotes before it); if quotes are still left (brackets inside strings), what
+    lies between them dropped; the depth of the brackets left, those outside strings."""
+    skeleton = skeleton.replace(b'""', b"")
+    if b'"' in skeleton:
+        skeleton = b"".join(skeleton.split(b'"')[::2])
+    return _bracket_depth(skeleton)
+
+
+def _bracket_depth(shape: bytes) -> int:
+    """The highest running sum of `shape` (+1 per `(`, -1 per `)`), or more for an unbalanced
+    one. Each pass drops every innermost pair `()`, which lowers a balanced shape's depth by
+    exactly one (an unbalanced one's by at most one); what a few passes leave is summed."""
+    peeled = 0
+    while shape and peeled < _PEEL_PASSES:
+        inner = shape.replace(b"()", b"")
+        if len(inner) == len(shape):
+            break
+        shape = inner
+        peeled += 1
+    if not shape:
+        return peeled
+    return peeled + max(0, max(accumulate(map(_DEPTH_STEPS.__getitem__, shape))))
+
+
+def check_json_depth(body: bytes) -> None:
+    """ValueError naming the limit when `body` nests deeper than MAX_JSON_DEPTH. A text with
+    no more opening brackets than that (any JSON-RPC body of up to about 500 calls) cannot
+    nest deeper, and is let through on the count alone."""
+    skeleton = _skeleton(body)
+    if skeleton.count(b"(") <= MAX_JSON_DEPTH:
+        return
+    depth = _skeleton_depth(skeleton)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(
+            f"arrays and objects nested {depth} deep, at most {MAX_JSON_DEPTH} are allowed"
+        )
+
+
 def parse_json(body: bytes) -> Any:
     """JSON text as values, integers exact at any size (a JSON-RPC id must come back as sent,
     and a uint256 may be a JSON number): orjson, or the standard library when the text holds
-    a number orjson would not read exactly (LONG_NUMBER). Raises ValueError."""
+    a number orjson would not read exactly (LONG_NUMBER). Nesting deeper than MAX_JSON_DEPTH
+    is refused before either parser runs. Raises ValueError."""
+    check_json_depth(body)
     if not has_long_number(body):
         return orjson.loads(body)
     try:
         return json.loads(body)
-    except RecursionError as exc:
+    except RecursionError as exc:  # under the limit, but deeper than the stack left here
         raise ValueError("nested too deeply") from exc
 
 
