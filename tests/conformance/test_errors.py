@@ -324,6 +324,7 @@ async def test_node_without_stake(api: Api, sender: Wallet) -> None:
 
 
 NODE_STAKE = 1000 * E18  # minNodeStake of the shipped genesis (PROTOCOL 2)
+FEE_ROOM = E18 // 1000  # for the fee of the transfer back (inferchain's transferFee: 1e12)
 
 
 async def test_node_that_does_not_serve_the_model(api: Api, caps: Target, sender: Wallet) -> None:
@@ -333,7 +334,8 @@ async def test_node_that_does_not_serve_the_model(api: Api, caps: Target, sender
     if int((await api.client.get_account(funder.address))["balance"]) < 2 * NODE_STAKE:
         pytest.skip(f"{funder.address} cannot lend a resource node its stake")
     node = fresh_wallet()
-    await api.committed(await api.client.transfer(funder, node.address, NODE_STAKE))
+    lent = NODE_STAKE + FEE_ROOM
+    await api.committed(await api.client.transfer(funder, node.address, lent))
     await api.committed(await api.client.stake(node, NODE_STAKE))
     register = await api.client.register_resource_node(node, "another-model", "")
     await api.committed(register)

@@ -1,7 +1,7 @@
 """The limits of the RPC surface hold, and are the ones README states: a batch of at most
 1000 calls, `maxTxBytes` of canonical JSON per transaction, and a mempool of at most 20,000
-transactions and 64 MiB that answers -32007 when full while the validator keeps serving reads
-and its memory stays bounded.
+transactions and 64 MiB, of which one sender may hold 1000, that answers -32007 when full
+while the validator keeps serving reads and its memory stays bounded.
 
 Covered elsewhere: the 5 MiB body limit (test_batches.py); a batch of 1001 reads refused and
 one of 1000 answered, transactions far over maxTxBytes (test_errors.py); -32007 on a mempool
@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chain.node.mempool import DEFAULT_CAPACITY, DEFAULT_CAPACITY_BYTES
-from chain.protocol.genesis import Params
+from chain.node.mempool import DEFAULT_CAPACITY, DEFAULT_CAPACITY_BYTES, DEFAULT_MAX_PER_SENDER
+from chain.protocol.genesis import Params, dev_genesis, parse_genesis
 from chain.protocol.types import Message, SubmitInferenceResult, SubmitTask, Transfer
 from rpc.client import InferchainClient, PresignedTx, RpcError, Wallet, presign
 from rpc.server import MAX_BATCH, MAX_BODY_BYTES
@@ -54,7 +54,8 @@ from tests.rpc.support import (
 MIB = 1024 * 1024
 MAX_TX_BYTES = Params().max_tx_bytes
 TEN_MINUTES_MS = 600_000
-FLOOD_SENDERS = [Wallet.dev(i) for i in range(10)]
+# Enough senders to fill the pool's count, each up to its share (PROTOCOL 5.1).
+FLOOD_SENDERS = [Wallet.dev(i) for i in range(DEFAULT_CAPACITY // DEFAULT_MAX_PER_SENDER)]
 # RSS bounds over the validator's own RSS before the flood, in bytes.
 # 20,000 small transfers are about 5.5 MB of canonical JSON; each is held as a SignedTx (its
 # message, signature and hashes), a size entry and the pending state's account writes: a few
@@ -247,7 +248,11 @@ async def test_a_result_of_max_tx_bytes_is_accepted_and_one_byte_more_is_not(
 
 
 async def start_validator(tmp_path: Path) -> tuple[ValidatorProcess, str]:
-    genesis = write_genesis(tmp_path / "genesis.json", make_genesis())
+    """A validator whose blocks come every ten minutes, with dev accounts for every sender of
+    FLOOD_SENDERS."""
+    params = Params(block_time_ms=0)
+    raw = dev_genesis(params=params, dev_accounts=max(10, len(FLOOD_SENDERS)))
+    genesis = write_genesis(tmp_path / "genesis.json", parse_genesis(raw))
     validator = ValidatorProcess(genesis, tmp_path / "data", "--block-time", str(TEN_MINUTES_MS))
     return validator, await asyncio.to_thread(validator.start)
 
@@ -278,7 +283,7 @@ async def test_a_mempool_full_of_transactions_refuses_more_and_keeps_serving(
 ) -> None:
     per_sender = DEFAULT_CAPACITY // len(FLOOD_SENDERS)
     flood = [tx for w in FLOOD_SENDERS for tx in transfers(w, range(per_sender))]
-    extra = [tx for w in FLOOD_SENDERS for tx in transfers(w, range(per_sender, per_sender + 100))]
+    extra = [tx for w in FLOOD_SENDERS for tx in transfers(w, range(per_sender, per_sender + 50))]
     validator, url = await start_validator(tmp_path)
     try:
         assert validator.proc is not None
@@ -311,6 +316,78 @@ async def test_a_mempool_full_of_transactions_refuses_more_and_keeps_serving(
             await reads_still_answered(client)
             assert rss_bytes(validator.proc.pid) - full_rss < REFUSED_RSS_SLACK
         assert validator.proc.poll() is None
+    finally:
+        validator.close()
+
+
+async def test_one_sender_gets_its_share_of_the_mempool_and_the_others_still_get_in(
+    tmp_path: Path,
+) -> None:
+    """One sender cannot fill the mempool: past DEFAULT_MAX_PER_SENDER waiting transactions
+    it gets -32007 naming its limit, and nothing changes, while every other sender is still
+    admitted and reads are answered."""
+    flooder, other = DEV0, DEV1
+    share = transfers(flooder, range(DEFAULT_MAX_PER_SENDER))
+    beyond = transfers(flooder, range(DEFAULT_MAX_PER_SENDER, DEFAULT_MAX_PER_SENDER + 50))
+    validator, url = await start_validator(tmp_path)
+    try:
+        async with InferchainClient(url, timeout=20.0) as client:
+            answers = await send_batch(client, share)
+            assert not [a for a in answers if isinstance(a, RpcError)]
+            before = await snapshot(client, flooder.address, other.address, DEAD)
+            answers = await send_batch(client, beyond)
+            for answer in answers:
+                assert isinstance(answer, RpcError), answer
+                assert_error_shape(answer)
+                assert answer.code == -32007 and answer.data is not None
+                assert answer.data["limit"] == "perSender"
+                assert answer.data["sender"] == flooder.address
+                assert answer.data["max"] == answer.data["pending"] == DEFAULT_MAX_PER_SENDER
+                assert answer.data["retry"] is True
+            # unsigned dev-mode calls of the same sender too
+            with pytest.raises(RpcError) as info:
+                await client.call(
+                    "transfer", {"sender": flooder.address, "to": DEAD, "amount": "1"}
+                )
+            assert info.value.code == -32007 and info.value.data is not None
+            assert info.value.data["limit"] == "perSender"
+            assert await snapshot(client, flooder.address, other.address, DEAD) == before
+            assert (await client.health())["mempool"] == DEFAULT_MAX_PER_SENDER
+            # another sender is admitted as if nothing happened
+            theirs = transfers(other, range(3))
+            for tx in theirs:
+                assert (await client.send_presigned(tx))["txHash"] == tx.tx_hash
+            assert (await client.get_account(other.address))["pendingNonce"] == 3
+            await reads_still_answered(client)
+        assert validator.proc is not None and validator.proc.poll() is None
+    finally:
+        validator.close()
+
+
+async def test_a_validator_started_with_a_larger_share_admits_that_many(tmp_path: Path) -> None:
+    """`--max-pending-per-sender N` sets one sender's share (the benchmark pipelines more)."""
+    genesis = write_genesis(tmp_path / "genesis.json", make_genesis())
+    share = 3
+    validator = ValidatorProcess(
+        genesis,
+        tmp_path / "data",
+        "--block-time",
+        str(TEN_MINUTES_MS),
+        "--max-pending-per-sender",
+        str(share),
+    )
+    try:
+        url = await asyncio.to_thread(validator.start)
+        async with InferchainClient(url) as client:
+            answers = await send_batch(client, transfers(DEV0, range(share + 1)))
+            assert not any(isinstance(a, RpcError) for a in answers[:share]), answers
+            refused = answers[share]
+            assert isinstance(refused, RpcError) and refused.data is not None
+            assert (refused.code, refused.data["limit"], refused.data["max"]) == (
+                -32007,
+                "perSender",
+                share,
+            )
     finally:
         validator.close()
 
