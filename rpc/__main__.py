@@ -15,8 +15,6 @@ import signal
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from chain.node.config import load_genesis
 from chain.node.mempool import DEFAULT_MAX_PER_SENDER
 from chain.node.node import Node, ValidatorKey, dev_validator_key
@@ -24,6 +22,7 @@ from chain.protocol import crypto, wire
 from chain.protocol.errors import ChainError
 from chain.protocol.genesis import Genesis
 from chain.protocol.gossip import RequestSigner
+from rpc import serving
 from rpc.p2p import Peers
 from rpc.server import RpcServer
 
@@ -77,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quiet", action="store_true", help="do not print the dev accounts")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    serving.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -137,16 +137,19 @@ async def serve(args: argparse.Namespace) -> int:
         signer = RequestSigner(node.validator, genesis.chain_id)
         peers = Peers(urls, genesis.hash, node.consensus.pending_tx_wire, signer)
         node.network = peers
-    runner = web.AppRunner(RpcServer(node).app, access_log=None)
+    limits = serving.limits_from(args)
+    serving.prepare_process(loop, limits)
+    server = RpcServer(node)
+    cors = serving.cors_from(args, dev=genesis.dev is not None)
+    service = serving.HttpService(
+        server.app, args.host, args.port, limits=limits, cors=cors, refuse=server.refuse
+    )
     try:
-        await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port)
         try:
-            await site.start()
+            await service.start()
         except OSError as exc:
             raise ChainError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
-        port = runner.addresses[0][1]
-        url = f"http://{args.host}:{port}"
+        url = service.url
         if args.quiet:
             print(f"Listening on {url}", flush=True)
         else:
@@ -162,7 +165,7 @@ async def serve(args: argparse.Namespace) -> int:
     finally:
         if peers is not None:
             await peers.stop()
-        await runner.cleanup()
+        await service.stop()
         await node.cleanup()
     return 0
 

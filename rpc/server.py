@@ -27,13 +27,14 @@ from chain.node.node import Node
 from chain.protocol import crypto, wire
 from chain.protocol.errors import ChainError, InvalidParams
 from chain.protocol.types import Message
-from rpc import api, errors, p2p
+from rpc import api, errors, p2p, serving
 from rpc.methods import METHODS, MethodSpec, render_tx, signed_call
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_BATCH = 1000
+JSONRPC_PATHS = ("/", "/rpc")
 JSON_HEADERS = {"Content-Type": "application/json"}
 # Signed transactions a batch needs before a pool thread helps recover them. Below this the
 # share a helper takes (about 50 us a recovery) is worth less than waking it and waiting for
@@ -111,8 +112,8 @@ class RpcServer:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
-        self.app.router.add_post("/", self.handle_rpc)
-        self.app.router.add_post("/rpc", self.handle_rpc)
+        for path in JSONRPC_PATHS:
+            self.app.router.add_post(path, self.handle_rpc)
         self.app.router.add_get("/tx/{tx_hash}", self.handle_get_tx)
         self.app.router.add_get("/health", self.handle_health)
         self.app.router.add_get("/queryPendingTasks", self.handle_get_pending)
@@ -237,6 +238,16 @@ class RpcServer:
         assert call.signer is not None
         tx = crypto.verified_tx(call.message, call.signature, call.digest, call.signer)
         return call.spec.signed_handler(self.node, tx)
+
+    def refuse(
+        self, request: web.Request, status: int, reason: str, data: dict[str, Any]
+    ) -> web.Response:
+        """The answer to a request `rpc.serving` refuses before its handler runs (a body too
+        large, late, or past the budget of bodies in flight): on the JSON-RPC paths a -32600
+        error with `data`, elsewhere `{"error": reason, ...}`; HTTP `status` either way."""
+        if request.path not in JSONRPC_PATHS:
+            return serving.plain_refusal(request, status, reason, data)
+        return _json(_error_response(errors.invalid_request(reason, **data)), status=status)
 
     async def handle_rpc(self, request: web.Request) -> web.Response:
         try:

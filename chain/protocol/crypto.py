@@ -8,6 +8,7 @@ keep both honest.
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 
 import coincurve
@@ -208,8 +209,12 @@ def ed25519_verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
 
 @lru_cache(maxsize=1024)
 def dev_private_key(mnemonic: str, index: int) -> bytes:
+    limit = sys.getrecursionlimit()
     from eth_account import Account as EthAccount
 
+    # Importing eth_account imports py_ecc, which raises the recursion limit to 100,000: deep
+    # enough for C recursion to overflow the stack before a RecursionError. Set back at once.
+    sys.setrecursionlimit(limit)
     EthAccount.enable_unaudited_hdwallet_features()
     acct = EthAccount.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{index}")
     return bytes(acct.key)
