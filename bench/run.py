@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import ingest
+from bench import floods, ingest, memory
 from bench.common import REPO, Throughput
 from chain.protocol import crypto
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("ingest", "reads", "e2e")
+SECTIONS = ("ingest", "reads", "e2e", "floods", "memory")
 PEER_NONE = "none"
 PEER_HARDHAT = "hardhat"
 
@@ -45,6 +45,10 @@ class Options:
     e2e_block_times: tuple[int, ...] = (1000, 200)
     e2e_duration_s: float = 30.0
     e2e_rates: dict[int, float] = field(default_factory=dict)  # default: bench.e2e.LOADS
+    flood_sizes: floods.Sizes = field(default_factory=floods.Sizes)
+    flood_attacks: tuple[str, ...] = floods.ATTACKS
+    memory_tasks: int = memory.DEFAULT_TASKS
+    memory_step: int = memory.DEFAULT_STEP
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +211,14 @@ async def e2e_section(opts: Options) -> dict[str, Any]:
     return runs
 
 
+async def floods_section(opts: Options) -> dict[str, Any]:
+    return await floods.floods(opts.work_dir, opts.flood_sizes, opts.flood_attacks)
+
+
+async def memory_section(opts: Options) -> dict[str, Any]:
+    return await memory.memory_over_tasks(opts.work_dir, opts.memory_tasks, opts.memory_step)
+
+
 def targets(report: dict[str, Any]) -> list[Target]:
     """The issue's targets, from whatever sections ran."""
     out = []
@@ -262,6 +274,8 @@ async def run(opts: Options, progress: Callable[[str], None] = log.info) -> dict
         ("ingest", ingestion),
         ("reads", reads_section),
         ("e2e", e2e_section),
+        ("floods", floods_section),
+        ("memory", memory_section),
     ):
         if section not in opts.sections:
             continue
@@ -360,6 +374,12 @@ def table(report: dict[str, Any]) -> str:
                 f"| {lat.get('p50_ms')} | {lat.get('p99_ms')} | {run.get('blockIntervalMs')} "
                 f"| {run.get('target', {}).get('boundMs')} | {run.get('failed')} |"
             )
+    part = report.get("floods")
+    if part is not None:
+        lines += ["", *flood_table(part)]
+    part = report.get("memory")
+    if part is not None:
+        lines += ["", *memory_table(part)]
     lines += ["", "Targets", "", "| target | value | bound | met |", "|---|---:|---:|---|"]
     for t in report.get("targets", []):
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
@@ -368,3 +388,51 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"| {t['name']} | {value} | {bound} | {met} |")
     lines += ["", f"Ran in {report['seconds']['total']:.0f} s ({report['seconds']})."]
     return "\n".join(lines)
+
+
+def _ms(fig: dict[str, Any]) -> str:
+    if fig.get("p50_ms") is None:
+        return "-"
+    return f"{fig['p50_ms']:.1f} / {fig['p99_ms']:.1f}"
+
+
+def _failed(fig: dict[str, Any]) -> str:
+    return f"{fig['failed']} of {fig['samples'] + fig['failed']}"
+
+
+def flood_table(part: dict[str, Any]) -> list[str]:
+    """The honest client's figures under each attack (ms, p50 / p99)."""
+    lines = [
+        f"Under attack (a fresh dev validator per attack; an honest client's read and signed "
+        f"transfer, ms p50 / p99; RLIMIT_NOFILE {part['nofile']})",
+        "",
+        "| attack | size | read during | read baseline | submit during | submit baseline "
+        "| honest calls failed | validator RSS MiB before / during / after | survived |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in part["attacks"]:
+        during, base, rss = row["during"], row["baseline"], row["rssMiB"]
+        failed = during["read"]["failed"] + during["submit"]["failed"]
+        total = failed + during["read"]["samples"] + during["submit"]["samples"]
+        lines.append(
+            f"| {row['attack']} | {row['size']} | {_ms(during['read'])} | {_ms(base['read'])} "
+            f"| {_ms(during['submit'])} | {_ms(base['submit'])} | {failed} of {total} "
+            f"| {rss['before']} / {rss['during']} / {rss['after']} "
+            f"| {'yes' if row['survived'] else '**no**'} |"
+        )
+    return lines
+
+
+def memory_table(part: dict[str, Any]) -> list[str]:
+    """The validator's RSS over finished tasks."""
+    lines = [
+        f"Memory over finished tasks ({part['tasks']:,} tasks failing at a one-block deadline, "
+        f"{part['senders']} senders; {part['seconds']:.0f} s)",
+        "",
+        "| finished tasks | validator RSS |",
+        "|---:|---:|",
+    ]
+    for sample in part["samples"]:
+        lines.append(f"| {sample['finished']:,} | {sample['rssMiB']:.1f} MiB |")
+    lines += ["", f"Growth after the first step: {part['growthAfterFirstStepMiB']:+.1f} MiB"]
+    return lines

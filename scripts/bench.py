@@ -1,5 +1,7 @@
 """Measure inferchain on this machine (`make bench`): ingestion against a hardhat peer and the
-machine's ceilings, reads at 10 thousand and 1 million tasks, the default testnet end to end.
+machine's ceilings, reads at 10 thousand and 1 million tasks, the default testnet end to end,
+an honest client under each flood (`--only floods`), memory over finished tasks (`--only
+memory`).
 
 Prints the figures as Markdown tables with the targets they are held to, and writes them as
 JSON (`--json`). The method is in docs/PERFORMANCE.md.
@@ -17,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import run  # noqa: E402
+from bench import floods, memory, run  # noqa: E402
 from bench.common import write_json  # noqa: E402
 
 
@@ -41,6 +43,30 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--e2e-seconds", type=float, default=30.0, help="seconds of load per end-to-end run"
+    )
+    parser.add_argument(
+        "--attack",
+        action="append",
+        choices=floods.ATTACKS,
+        help="floods: run only this attack (repeat)",
+    )
+    parser.add_argument(
+        "--flood-size",
+        default="full",
+        choices=("full", "tiny"),
+        help="floods: the robustness table's sizes, or tiny ones (a smoke run)",
+    )
+    parser.add_argument(
+        "--memory-tasks",
+        type=int,
+        default=memory.DEFAULT_TASKS,
+        help="memory: finished tasks to reach (the recorded run: 200000)",
+    )
+    parser.add_argument(
+        "--memory-step",
+        type=int,
+        default=memory.DEFAULT_STEP,
+        help="memory: finished tasks between two RSS readings",
     )
     parser.add_argument(
         "--quick",
@@ -76,6 +102,10 @@ def main() -> int:
             rounds=1 if args.quick else args.rounds,
             read_sizes=(10_000,) if args.quick else sizes,
             e2e_duration_s=8.0 if args.quick else args.e2e_seconds,
+            flood_sizes=floods.TINY if args.flood_size == "tiny" else floods.Sizes(),
+            flood_attacks=tuple(args.attack or floods.ATTACKS),
+            memory_tasks=min(args.memory_tasks, 10_000) if args.quick else args.memory_tasks,
+            memory_step=min(args.memory_step, 5_000) if args.quick else args.memory_step,
         )
         report = asyncio.run(run.run(opts))
     write_json(Path(args.json), report)

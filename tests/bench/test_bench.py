@@ -8,11 +8,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench import floods
 from bench.common import percentile, throughput
 from bench.run import Target, targets
 
@@ -69,3 +71,51 @@ def test_a_short_ingestion_run_reports_every_figure(tmp_path: Path) -> None:
     assert report["machine"]["ethKeysBackend"].startswith("CoinCurve")
     assert "| inferchain validator | sequential |" in run.stdout
     assert {t.name for t in targets(report)} == set(names)
+
+
+def test_the_flood_bodies_are_what_the_table_says() -> None:
+    body = floods.deep_nesting_body(1_000)
+    assert body == b"[" * 1_000 + b"123456789012345678901234567890" + b"]" * 1_000
+    junk = json.loads(floods.p2p_junk_body(7331, 300, 180_000))
+    assert junk["messages"] == [] and len(junk["txs"]) == 300
+    assert len({json.dumps(tx["message"]) for tx in junk["txs"]}) == 300
+    assert abs(len(floods.p2p_junk_body(7331, 300, 180_000)) - 180_000) < 300 + 64
+
+
+def run_bench(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
+    out = tmp_path / "report.json"
+    run = subprocess.run(
+        [sys.executable, "scripts/bench.py", *args, "--peer", "none", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(out.read_text()), run.stdout
+
+
+@pytest.mark.slow
+def test_a_tiny_flood_run_reports_every_attack(tmp_path: Path) -> None:
+    report, stdout = run_bench(tmp_path, "--only", "floods", "--flood-size", "tiny")
+    rows = report["floods"]["attacks"]
+    assert [row["attack"] for row in rows] == list(floods.ATTACKS)
+    for row in rows:
+        assert row["established"], row
+        assert row["baseline"]["read"]["samples"] == floods.TINY.honest_rounds, row
+        assert row["baseline"]["submit"]["samples"] == floods.TINY.honest_rounds, row
+        assert row["during"]["read"]["samples"] + row["during"]["read"]["failed"] > 0, row
+        assert row["rssMiB"]["before"] > 0 and row["survived"] is True, row
+    assert rows[0]["flood"]["opened"] == floods.TINY.idle_connections
+    assert rows[-1]["flood"]["admitted"] > 0
+    assert "| idle | 50 idle TCP connections |" in stdout
+
+
+@pytest.mark.slow
+def test_a_short_memory_run_reads_the_rss_at_every_step(tmp_path: Path) -> None:
+    args = ("--only", "memory", "--memory-tasks", "600", "--memory-step", "300")
+    report, stdout = run_bench(tmp_path, *args)
+    part = report["memory"]
+    assert [s["finished"] for s in part["samples"]] == [0, 300, 600]
+    assert all(s["rssMiB"] > 0 for s in part["samples"])
+    assert "| finished tasks | validator RSS |" in stdout
