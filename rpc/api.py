@@ -66,7 +66,19 @@ METHOD_OF_TYPE: Mapping[str, str] = MappingProxyType(
 )
 
 
-def pending_tasks_message(address: str, timestamp: int) -> str:
+PENDING_TASKS_TEXT_FORMAT = "queryPendingTasks:<chainId>:<address>:<TimeStamp>"
+# Accepted on dev chains only, with a deprecation warning, for one release (PROTOCOL 5.1).
+LEGACY_PENDING_TASKS_TEXT_FORMAT = "queryPendingTasks:<address>:<TimeStamp>"
+
+
+def pending_tasks_message(chain_id: int, address: str, timestamp: int) -> str:
     """The text whose EIP-191 signature authorises a queryPendingTasks call (PROTOCOL 5.1):
-    `queryPendingTasks:<address>:<TimeStamp>`, the address in its EIP-55 form."""
+    `queryPendingTasks:<chainId>:<address>:<TimeStamp>`, the address in its EIP-55 form, so a
+    signature made for one chain is refused on another."""
+    return f"queryPendingTasks:{chain_id}:{address}:{timestamp}"
+
+
+def legacy_pending_tasks_message(address: str, timestamp: int) -> str:
+    """The text of the previous release, bound to no chain (deprecated; dev chains only):
+    `queryPendingTasks:<address>:<TimeStamp>`."""
     return f"queryPendingTasks:{address}:{timestamp}"

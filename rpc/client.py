@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -204,32 +205,65 @@ def sign_params(msg: Message, chain_id: int, private_key: bytes) -> dict[str, An
     return presign(msg, chain_id, private_key).params
 
 
-def pending_tasks_message(address: str, timestamp: int) -> str:
-    """The text a resource node personal_signs to call queryPendingTasks (PROTOCOL 5.1), the
-    address checksummed first (ValueError for a bad one)."""
-    return api.pending_tasks_message(_checksum(address, "ResourceAddress"), timestamp)
+def pending_tasks_message(address: str, timestamp: int, chain_id: int | None = None) -> str:
+    """The text a resource node personal_signs to call queryPendingTasks (PROTOCOL 5.1),
+    `queryPendingTasks:<chainId>:<address>:<TimeStamp>`, the address checksummed first
+    (ValueError for a bad one). Without `chain_id`, the previous release's text, which names
+    no chain: deprecated, accepted on dev chains only."""
+    if chain_id is None:
+        _warn_unbound_pending_text()
+    return _pending_text(address, timestamp, chain_id)
 
 
-def sign_pending_tasks_query(wallet: Wallet, timestamp: int) -> str:
+def sign_pending_tasks_query(wallet: Wallet, timestamp: int, chain_id: int | None = None) -> str:
     """EIP-191 signature (0x + 130 hex) of `pending_tasks_message` by `wallet`."""
-    text = pending_tasks_message(wallet.address, timestamp)
-    signature = crypto.sign_digest(crypto.personal_message_hash(text), wallet.private_key)
-    return wire.hex0x(signature)
+    if chain_id is None:
+        _warn_unbound_pending_text()
+    return _sign_pending_text(wallet, timestamp, chain_id)
 
 
 def pending_tasks_params(
-    wallet: Wallet, timestamp: int | None = None, limit: int | None = None
+    wallet: Wallet,
+    timestamp: int | None = None,
+    limit: int | None = None,
+    chain_id: int | None = None,
 ) -> dict[str, Any]:
-    """Signed queryPendingTasks params; `timestamp` defaults to now (Unix seconds)."""
+    """Signed queryPendingTasks params for chain `chain_id` (without it, the deprecated text of
+    `pending_tasks_message`); `timestamp` defaults to now (Unix seconds)."""
+    if chain_id is None:
+        _warn_unbound_pending_text()
     stamp = int(time.time()) if timestamp is None else timestamp
     params: dict[str, Any] = {
         "ResourceAddress": wallet.address,
         "TimeStamp": stamp,
-        "Signature": sign_pending_tasks_query(wallet, stamp),
+        "Signature": _sign_pending_text(wallet, stamp, chain_id),
     }
     if limit is not None:
         params["limit"] = limit
     return params
+
+
+def _pending_text(address: str, timestamp: int, chain_id: int | None) -> str:
+    checksummed = _checksum(address, "ResourceAddress")
+    if chain_id is None:
+        return api.legacy_pending_tasks_message(checksummed, timestamp)
+    return api.pending_tasks_message(chain_id, checksummed, timestamp)
+
+
+def _sign_pending_text(wallet: Wallet, timestamp: int, chain_id: int | None) -> str:
+    text = _pending_text(wallet.address, timestamp, chain_id)
+    signature = crypto.sign_digest(crypto.personal_message_hash(text), wallet.private_key)
+    return wire.hex0x(signature)
+
+
+def _warn_unbound_pending_text() -> None:
+    warnings.warn(
+        "a queryPendingTasks signature without chain_id signs the deprecated text "
+        f"{api.LEGACY_PENDING_TASKS_TEXT_FORMAT}, accepted on dev chains only; "
+        f"pass chain_id to sign {api.PENDING_TASKS_TEXT_FORMAT}",
+        DeprecationWarning,
+        stacklevel=3,  # the caller of the public function
+    )
 
 
 def _checksum(address: str, param: str) -> str:
@@ -459,12 +493,14 @@ class InferchainClient:
     async def query_pending_tasks(
         self, wallet_or_address: Wallet | str, limit: int | None = None, signed: bool = True
     ) -> list[dict[str, Any]]:
-        """Tasks this resource node can act on; signed (EIP-191) unless `signed=False`."""
+        """Tasks this resource node can act on; signed (EIP-191, over the text naming this
+        chain's id) unless `signed=False`."""
         params: dict[str, Any]
         if signed:
             if not isinstance(wallet_or_address, Wallet):
                 raise ValueError("a signed queryPendingTasks needs a Wallet, not only an address")
-            params = pending_tasks_params(wallet_or_address, limit=limit)
+            chain_id = await self.chain_id()
+            params = pending_tasks_params(wallet_or_address, limit=limit, chain_id=chain_id)
         else:
             if isinstance(wallet_or_address, Wallet):
                 address = wallet_or_address.address

@@ -9,6 +9,7 @@ order and admission never interleaves with block production.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -41,6 +42,8 @@ from chain.protocol.types import (
     Unstake,
 )
 from rpc import api
+
+log = logging.getLogger(__name__)
 
 Params = dict[str, Any]
 Handler = Callable[[Node, Params], Any]
@@ -349,17 +352,61 @@ PENDING_TIMESTAMP_WINDOW_S = 300
 MAX_PENDING_LIMIT = 1000
 
 
-def check_pending_signature(node: Node, address: str, timestamp: int, signature: Any) -> None:
-    """The optional EIP-191 signature of `queryPendingTasks:<address>:<TimeStamp>`."""
+@dataclass(frozen=True, slots=True)
+class PendingTasksAnswer:
+    """What queryPendingTasks answers: the task objects, and the deprecation warning of a call
+    signed over the previous release's text (None otherwise), which the GET route carries in
+    its `data` member (PROTOCOL 5.1)."""
+
+    tasks: list[dict[str, Any]]
+    deprecation: dict[str, Any] | None = None
+
+
+def check_pending_signature(
+    node: Node, address: str, timestamp: int, signature: Any
+) -> dict[str, Any] | None:
+    """The optional EIP-191 signature of `queryPendingTasks:<chainId>:<address>:<TimeStamp>`.
+
+    The text of the previous release, `queryPendingTasks:<address>:<TimeStamp>`, names no
+    chain: on a dev chain it is still accepted, and the answer is the deprecation warning to
+    pass on; elsewhere it is refused, with the text to sign. Returns None for the current text.
+    """
     raw = wire.parse_signature(signature)
-    message = api.pending_tasks_message(address, timestamp)
-    recovered = crypto.recover_digest(crypto.personal_message_hash(message), raw)
+    chain_id = node.genesis.chain_id
+    text = api.pending_tasks_message(chain_id, address, timestamp)
+    recovered = crypto.recover_digest(crypto.personal_message_hash(text), raw)
+    deprecation = None
     if recovered != address:
-        raise InvalidSignature(
-            f"the signature of {message!r} recovers to another address",
-            expected=address,
-            recovered=recovered,
-        )
+        legacy = api.legacy_pending_tasks_message(address, timestamp)
+        if crypto.recover_digest(crypto.personal_message_hash(legacy), raw) != address:
+            raise InvalidSignature(
+                f"the signature of {text!r} recovers to another address; "
+                f"was it signed for chainId {chain_id}?",
+                expected=address,
+                recovered=recovered,
+                chain_id=chain_id,
+                text=text,
+                text_format=api.PENDING_TASKS_TEXT_FORMAT,
+            )
+        if node.genesis.dev is None:
+            raise InvalidSignature(
+                f"the signed text {legacy!r} names no chain and is accepted on dev chains "
+                f"only; sign {text!r}",
+                expected=address,
+                chain_id=chain_id,
+                text=text,
+                text_format=api.PENDING_TASKS_TEXT_FORMAT,
+            )
+        deprecation = {
+            "warning": (
+                f"deprecated: the signed text {api.LEGACY_PENDING_TASKS_TEXT_FORMAT} names no "
+                f"chain and is accepted on dev chains for this release only; sign {text!r}"
+            ),
+            "deprecated": api.LEGACY_PENDING_TASKS_TEXT_FORMAT,
+            "chainId": chain_id,
+            "text": text,
+            "textFormat": api.PENDING_TASKS_TEXT_FORMAT,
+        }
     skew = timestamp - node.now()
     if abs(skew) > PENDING_TIMESTAMP_WINDOW_S:
         raise InvalidSignature(
@@ -367,14 +414,22 @@ def check_pending_signature(node: Node, address: str, timestamp: int, signature:
             f"{'ahead of' if skew > 0 else 'behind'} the node clock; "
             f"at most {PENDING_TIMESTAMP_WINDOW_S} s are allowed"
         )
+    return deprecation
 
 
-def query_pending_tasks(node: Node, params: Params) -> list[dict[str, Any]]:
+# The nodes already told in the log that they sign the deprecated text: once each, and only
+# nodes that may act (registered, staked), so the set stays as small as the node registry.
+_warned_legacy_signers: set[str] = set()
+
+
+def pending_tasks_answer(node: Node, params: Params) -> PendingTasksAnswer:
+    """queryPendingTasks for both the JSON-RPC method and GET /queryPendingTasks."""
     address = wire.parse_address(params["ResourceAddress"], "ResourceAddress")
     timestamp = wire.parse_int(params["TimeStamp"], "TimeStamp", 0, 2**63 - 1)
     limit = wire.parse_int(params.get("limit", 100), "limit", 1, MAX_PENDING_LIMIT)
+    deprecation = None
     if params.get("Signature") is not None:
-        check_pending_signature(node, address, timestamp, params["Signature"])
+        deprecation = check_pending_signature(node, address, timestamp, params["Signature"])
     out = []
     for task, compute, verify in node.pending_work(address)[:limit]:
         item = render_task(task)
@@ -385,7 +440,17 @@ def query_pending_tasks(node: Node, params: Params) -> list[dict[str, Any]]:
             for e in verify
         ]
         out.append(item)
-    return out
+    if deprecation is not None and address not in _warned_legacy_signers:
+        _warned_legacy_signers.add(address)
+        log.warning("queryPendingTasks from %s: %s", address, deprecation["warning"])
+    return PendingTasksAnswer(out, deprecation)
+
+
+def query_pending_tasks(node: Node, params: Params) -> list[dict[str, Any]]:
+    """The JSON-RPC method: the task objects only. A JSON-RPC response has no member for a
+    warning and the result stays the list it was (PROTOCOL 5.1, Ambiguity), so the
+    deprecation warning of the previous release's text goes to the node's log."""
+    return pending_tasks_answer(node, params).tasks
 
 
 MAX_TASKS_PER_CALL = 1000

@@ -28,7 +28,7 @@ from chain.protocol import crypto, wire
 from chain.protocol.errors import ChainError, InvalidParams
 from chain.protocol.types import Message
 from rpc import api, errors, p2p, serving
-from rpc.methods import METHODS, MethodSpec, render_tx, signed_call
+from rpc.methods import METHODS, MethodSpec, pending_tasks_answer, render_tx, signed_call
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,8 @@ class RpcServer:
         if call.failure is not None:
             raise call.failure
         assert call.signer is not None
-        tx = crypto.verified_tx(call.message, call.signature, call.digest, call.signer)
+        chain_id = self.node.genesis.chain_id
+        tx = crypto.verified_tx(call.message, call.signature, call.digest, call.signer, chain_id)
         return call.spec.signed_handler(self.node, tx)
 
     def refuse(
@@ -278,21 +279,25 @@ class RpcServer:
 
     async def handle_get_pending(self, request: web.Request) -> web.Response:
         """GET /queryPendingTasks?ResourceAddress=..&TimeStamp=..[&Signature=..][&limit=..]
-        in the upstream shape {code, message, result}; errors carry the JSON-RPC code."""
+        in the upstream shape {code, message, result}; errors carry the JSON-RPC code, and a
+        call signed over the deprecated text also gets its warning in `data`."""
         params: dict[str, Any] = dict(request.query)
         try:
             for name in ("TimeStamp", "limit"):
                 if name in params:
                     params[name] = _query_int(params[name], name)
             spec = METHODS[api.QUERY_PENDING_TASKS]
-            result = spec.handler(self.node, spec.bind([], params))
+            answer = pending_tasks_answer(self.node, spec.bind([], params))
         except ChainError as exc:
             failure = errors.error_for(exc)
             return _json(failure.to_json() | {"result": None}, status=400)
         except Exception:
             log.exception("GET /queryPendingTasks failed")
             return _json(errors.internal_error().to_json() | {"result": None})
-        return _json({"code": 0, "message": "success", "result": result})
+        body: dict[str, Any] = {"code": 0, "message": "success", "result": answer.tasks}
+        if answer.deprecation is not None:
+            body["data"] = answer.deprecation
+        return _json(body)
 
     async def handle_health(self, _request: web.Request) -> web.Response:
         head = self.node.head

@@ -33,9 +33,18 @@ def keccak(data: bytes) -> bytes:
     return sha3.keccak_256(data).digest()  # type: ignore[no-any-return]
 
 
+DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId)"  # no verifyingContract
+
+
+def domain(chain_id: int) -> dict[str, str | int]:
+    """The EIP-712 domain a message of chain `chain_id` is signed under, as a dApp passes it
+    to `signTypedData` (PROTOCOL 3)."""
+    return {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id}
+
+
 @lru_cache(maxsize=64)
 def domain_separator(chain_id: int) -> bytes:
-    type_hash = keccak(b"EIP712Domain(string name,string version,uint256 chainId)")
+    type_hash = keccak(DOMAIN_TYPE.encode())
     return keccak(
         type_hash
         + keccak(DOMAIN_NAME.encode())
@@ -153,18 +162,28 @@ def sign_message(msg: Message, chain_id: int, private_key: bytes) -> SignedTx:
 def verify_message(msg: Message, chain_id: int, signature: bytes) -> SignedTx:
     """Recover the signer of `msg` and check that it is the message's own signer field."""
     msg_digest = digest(msg, chain_id)
-    return verified_tx(msg, signature, msg_digest, recover_digest(msg_digest, signature))
+    recovered = recover_digest(msg_digest, signature)
+    return verified_tx(msg, signature, msg_digest, recovered, chain_id)
 
 
-def verified_tx(msg: Message, signature: bytes, msg_digest: bytes, recovered: str) -> SignedTx:
-    """The transaction of `msg` once its signature recovered to `recovered`, which must be the
-    message's own signer field; InvalidSignature otherwise."""
+def verified_tx(
+    msg: Message, signature: bytes, msg_digest: bytes, recovered: str, chain_id: int
+) -> SignedTx:
+    """The transaction of `msg` (its `msg_digest` taken for `chain_id`) once its signature
+    recovered to `recovered`, which must be the message's own signer field; InvalidSignature
+    otherwise, naming the chain and EIP-712 domain the digest was taken under: a message
+    signed for another chain recovers to some other address, and this says which chain the
+    signature had to be for."""
     expected = signer_of(msg)
     if recovered != expected:
         raise InvalidSignature(
-            "signature recovers to another address than the signer field",
+            f"signature recovers to another address than the signer field; was it signed "
+            f"for chainId {chain_id} (the EIP-712 domain in data.domain)?",
             expected=expected,
             recovered=recovered,
+            chain_id=chain_id,
+            domain=domain(chain_id),
+            domain_type=DOMAIN_TYPE,
         )
     return SignedTx(msg, signature, msg_digest, tx_hash(msg_digest, signature), expected)
 

@@ -7,6 +7,7 @@ classes to JSON-RPC codes (PROTOCOL 5.3) in one table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -77,17 +78,45 @@ class InsufficientBalance(InvalidTransaction):
 
 
 class InvalidSignature(InvalidTransaction):
-    def __init__(self, reason: str, expected: str | None = None, recovered: str | None = None):
+    """A signature that is missing, malformed, or recovers to another address than it must.
+
+    For another address it says what the node signed over: the chain (`chain_id`) and, for
+    an EIP-712 message, the `domain` and its `domain_type`; for a personal_sign text, the
+    `text` expected and its `text_format`."""
+
+    def __init__(
+        self,
+        reason: str,
+        expected: str | None = None,
+        recovered: str | None = None,
+        *,
+        chain_id: int | None = None,
+        domain: Mapping[str, Any] | None = None,
+        domain_type: str | None = None,
+        text: str | None = None,
+        text_format: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.expected = expected
         self.recovered = recovered
+        self.chain_id = chain_id
+        self.domain = dict(domain) if domain is not None else None
+        self.domain_type = domain_type
+        self.text = text
+        self.text_format = text_format
 
     def data(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reason": self.reason}
-        if self.expected is not None:
-            out["expected"] = self.expected
-        if self.recovered is not None:
-            out["recovered"] = self.recovered
+        named = {
+            "expected": self.expected,
+            "recovered": self.recovered,
+            "chainId": self.chain_id,
+            "domain": self.domain,
+            "domainType": self.domain_type,
+            "text": self.text,
+            "textFormat": self.text_format,
+        }
+        out.update((key, value) for key, value in named.items() if value is not None)
         return out
 
 

@@ -20,7 +20,14 @@ import aiohttp
 from eth_hash.auto import keccak
 
 from chain.protocol.types import SubmitInferenceResult, SubmitVerification
-from rpc.client import InferchainClient, PresignedTx, TaskReceipt, Wallet, presign
+from rpc.client import (
+    InferchainClient,
+    PresignedTx,
+    TaskReceipt,
+    Wallet,
+    pending_tasks_params,
+    presign,
+)
 from tests.rpc.support import request
 
 E18 = 10**18
@@ -283,6 +290,12 @@ class Api:
     ) -> PresignedTx:
         msg = SubmitVerification(bytes.fromhex(task_hash[2:]), wallet.address, submitter, valid)
         return presign(msg, await self.chain_id(), wallet.private_key)
+
+    async def pending_params(
+        self, wallet: Wallet, timestamp: int | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """queryPendingTasks params signed by `wallet` over the text naming this chain."""
+        return pending_tasks_params(wallet, timestamp, limit, chain_id=await self.chain_id())
 
 
 @dataclass

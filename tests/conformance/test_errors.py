@@ -22,7 +22,6 @@ from rpc.client import (
     PresignedTx,
     RpcError,
     Wallet,
-    pending_tasks_params,
     presign,
     sign_pending_tasks_query,
 )
@@ -46,6 +45,8 @@ from tests.conformance.support import (
 )
 
 VECTORS_FILE = Path(__file__).resolve().parents[1] / "vectors" / "eip712.json"
+# Enough signed calls in one batch for a validator to recover their signers ahead.
+BATCH_OF_FOREIGN_TXS = 10
 
 
 async def account_tx(
@@ -230,6 +231,16 @@ async def test_unsigned_call_of_an_account_that_is_not_unlocked(api: Api) -> Non
     await api.error("submitInferenceResult", without(result.params, "signature"), -32004)
 
 
+def check_domain_named(data: dict[str, Any], chain_id: int, signer: str) -> None:
+    """A typed-data signature that recovers to another address: -32004 whose data names the
+    chainId and the EIP-712 domain the node verifies against (PROTOCOL 3, 5.3)."""
+    assert data["expected"] == signer and data["recovered"] != signer, data
+    assert data["chainId"] == chain_id, data
+    assert data["domain"] == {"name": "AegisAI", "version": "1", "chainId": chain_id}, data
+    assert data["domainType"] == "EIP712Domain(string name,string version,uint256 chainId)"
+    assert str(chain_id) in data["reason"], data
+
+
 async def test_signature_of_another_key(api: Api, sender: Wallet) -> None:
     other = fresh_wallet()
     mine = await account_tx(api, Transfer, sender, to=DEAD, amount=1)
@@ -239,15 +250,25 @@ async def test_signature_of_another_key(api: Api, sender: Wallet) -> None:
         other.private_key,
     )
     params = with_signature(mine.params, theirs.params["signature"])
-    await api.error("transfer", params, -32004, watch=(sender.address, DEAD))
+    data = await api.error("transfer", params, -32004, watch=(sender.address, DEAD))
+    check_domain_named(data, await api.chain_id(), sender.address)
 
 
 async def test_signature_for_another_chain(api: Api, sender: Wallet) -> None:
+    """Signed for chainId + 1: the error names the chain and domain this node expects, alone
+    and inside a batch (whose signatures a node may recover ahead, PROTOCOL 5)."""
     nonce = await pending_nonce(api, sender.address)
     chain_id = await api.chain_id()
     msg = Transfer(sender.address, nonce, DEAD, 1)
     tx = presign(msg, chain_id + 1, sender.private_key)
-    await api.error("transfer", tx.params, -32004, watch=(sender.address, DEAD))
+    data = await api.error("transfer", tx.params, -32004, watch=(sender.address, DEAD))
+    check_domain_named(data, chain_id, sender.address)
+    batch = [request("transfer", tx.params, i) for i in range(BATCH_OF_FOREIGN_TXS)]
+    status, answers = await api.raw(batch)
+    assert status == 200 and len(answers) == BATCH_OF_FOREIGN_TXS, answers
+    for answer in answers:
+        check_domain_named(check_error_object(answer["error"], -32004), chain_id, sender.address)
+    assert await pending_nonce(api, sender.address) == nonce
 
 
 @pytest.mark.parametrize(
@@ -282,23 +303,37 @@ async def test_result_and_verdict_signed_by_another_key(
     verdict = await api.verdict_tx(second, task, first.address, True)
     forged = await api.verdict_tx(first, task, second.address, True)
     params = with_signature(verdict.params, forged.params["signature"])
-    await api.error("submitVerification", params, -32004, watch=(second.address,))
+    data = await api.error("submitVerification", params, -32004, watch=(second.address,))
+    check_domain_named(data, await api.chain_id(), second.address)
     assert (await api.client.query_task(task))["status"] == "processing"
 
 
 async def test_query_pending_tasks_signature(api: Api, caps: Target) -> None:
-    """The optional EIP-191 signature must recover to ResourceAddress, and its TimeStamp must
-    be within 300 s of the node clock."""
+    """The optional EIP-191 signature of `queryPendingTasks:<chainId>:<address>:<TimeStamp>`
+    must recover to ResourceAddress, and its TimeStamp must be within 300 s of the node
+    clock; a signature for another chain is refused, naming the text this chain expects."""
     node, other = some_nodes(caps)[:2]
     now = epoch()
+    chain_id = await api.chain_id()
+    text = f"queryPendingTasks:{chain_id}:{node.address}:{now}"
     params = {
         "ResourceAddress": node.address,
         "TimeStamp": now,
-        "Signature": sign_pending_tasks_query(other, now),
+        "Signature": sign_pending_tasks_query(other, now, chain_id),
     }
-    await api.error("queryPendingTasks", params, -32004)
+    data = await api.error("queryPendingTasks", params, -32004)
+    assert data["expected"] == node.address and data["recovered"] != node.address
+    assert data["text"] == text and data["chainId"] == chain_id
     for stamp in (now - 3600, now + 3600):
-        await api.error("queryPendingTasks", pending_tasks_params(node, stamp), -32004)
+        await api.error("queryPendingTasks", await api.pending_params(node, stamp), -32004)
+
+    foreign = await api.pending_params(node, now) | {
+        "Signature": sign_pending_tasks_query(node, now, chain_id + 1)
+    }
+    data = await api.error("queryPendingTasks", foreign, -32004, mentions=(text,))
+    assert data["expected"] == node.address and data["recovered"] != node.address
+    assert data["chainId"] == chain_id
+    assert data["textFormat"] == "queryPendingTasks:<chainId>:<address>:<TimeStamp>"
 
 
 # -32005 Not eligible
@@ -317,7 +352,7 @@ async def test_node_without_stake(api: Api, sender: Wallet) -> None:
     tx = await account_tx(api, RegisterResourceNode, node, 0, models="*", endpoint="")
     await api.client.send_presigned(tx)
     await api.committed(tx.tx_hash)
-    await api.error("queryPendingTasks", pending_tasks_params(node), -32005)
+    await api.error("queryPendingTasks", await api.pending_params(node), -32005)
     task = await api.open_task(sender, label="unstaked node")
     result = await api.result_tx(node, task.task_hash, "r")
     await api.error("submitInferenceResult", result.params, -32005, watch=(node.address,))

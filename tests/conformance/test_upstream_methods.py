@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from chain.protocol import crypto
 from chain.protocol.types import SubmitTask
-from rpc.client import PresignedTx, Wallet, pending_tasks_params, presign
+from rpc.client import PresignedTx, Wallet, presign
 from tests.conformance.support import (
     HASH,
     PENDING_ORDER,
@@ -27,6 +28,7 @@ from tests.conformance.support import (
     UNKNOWN_HASH,
     VERDICT_ORDER,
     Api,
+    Target,
     check_task_object,
     epoch,
     fresh_wallet,
@@ -231,7 +233,7 @@ async def test_query_pending_tasks(api: Api, sender: Wallet, nodes: list[Wallet]
     ]
     for node in (first, second):
         offered = check_pending_list(
-            await api.result("queryPendingTasks", pending_tasks_params(node, limit=MAX_LIMIT)),
+            await api.result("queryPendingTasks", await api.pending_params(node, limit=MAX_LIMIT)),
             node.address,
         )
         assert set(tasks) <= set(offered)
@@ -239,7 +241,7 @@ async def test_query_pending_tasks(api: Api, sender: Wallet, nodes: list[Wallet]
     # Unsigned by name (the signature is optional), signed by position, and a limit.
     unsigned = {"ResourceAddress": first.address, "TimeStamp": epoch(), "limit": MAX_LIMIT}
     assert set(tasks) <= set(await pending_hashes(api, unsigned, first.address))
-    by_position = positional(pending_tasks_params(first, limit=MAX_LIMIT), PENDING_ORDER)
+    by_position = positional(await api.pending_params(first, limit=MAX_LIMIT), PENDING_ORDER)
     assert set(tasks) <= set(await pending_hashes(api, by_position, first.address))
     limited = await api.result("queryPendingTasks", {**unsigned, "limit": 1})
     assert len(limited) == 1
@@ -248,13 +250,13 @@ async def test_query_pending_tasks(api: Api, sender: Wallet, nodes: list[Wallet]
     assert await api.client.send_presigned(result) is True
     await api.committed(result.tx_hash)
     assert tasks[0] not in await pending_hashes(
-        api, pending_tasks_params(first, limit=MAX_LIMIT), first.address
+        api, await api.pending_params(first, limit=MAX_LIMIT), first.address
     )
     assert tasks[1] in await pending_hashes(
-        api, pending_tasks_params(first, limit=MAX_LIMIT), first.address
+        api, await api.pending_params(first, limit=MAX_LIMIT), first.address
     )
     assert tasks[0] in await pending_hashes(
-        api, pending_tasks_params(second, limit=MAX_LIMIT), second.address
+        api, await api.pending_params(second, limit=MAX_LIMIT), second.address
     )
 
 
@@ -265,7 +267,7 @@ async def pending_hashes(api: Api, params: Any, address: str) -> list[str]:
 async def test_get_query_pending_tasks(api: Api, sender: Wallet, nodes: list[Wallet]) -> None:
     node = nodes[0]
     task_hash = (await api.open_task(sender, label="GET pending")).task_hash
-    signed = pending_tasks_params(node, limit=MAX_LIMIT)
+    signed = await api.pending_params(node, limit=MAX_LIMIT)
     for query in (without(signed, "Signature"), signed):
         async with api.http.get(f"{api.url}/queryPendingTasks", params=query) as resp:
             assert resp.status == 200
@@ -273,6 +275,51 @@ async def test_get_query_pending_tasks(api: Api, sender: Wallet, nodes: list[Wal
         assert set(body) == {"code", "message", "result"}, body
         assert body["code"] == 0 and body["message"] == "success"
         assert task_hash in check_pending_list(body["result"], node.address)
+
+
+def deprecated_query(wallet: Wallet, stamp: int) -> dict[str, Any]:
+    """queryPendingTasks params signed over the previous text, which names no chain."""
+    text = f"queryPendingTasks:{wallet.address}:{stamp}"
+    signature = crypto.sign_digest(crypto.personal_message_hash(text), wallet.private_key)
+    return {
+        "ResourceAddress": wallet.address,
+        "TimeStamp": stamp,
+        "Signature": "0x" + signature.hex(),
+    }
+
+
+async def test_query_pending_tasks_signed_over_the_deprecated_text(
+    api: Api, caps: Target, sender: Wallet, nodes: list[Wallet]
+) -> None:
+    """`queryPendingTasks:<address>:<TimeStamp>` (no chainId): on a dev chain answered as the
+    current text is, the GET route adding the deprecation warning in `data`; on any other
+    chain -32004 naming the text to sign (PROTOCOL 5.1)."""
+    node = nodes[0]
+    task_hash = (await api.open_task(sender, label="deprecated query")).task_hash
+    stamp = epoch()
+    legacy = deprecated_query(node, stamp)
+    chain_id = await api.chain_id()
+    text = f"queryPendingTasks:{chain_id}:{node.address}:{stamp}"
+    async with api.http.get(f"{api.url}/queryPendingTasks", params=legacy) as resp:
+        status, body = resp.status, await resp.json(content_type=None)
+    if not caps.dev_mode:
+        data = await api.error("queryPendingTasks", legacy, -32004, mentions=(text,))
+        assert data["text"] == text and data["chainId"] == chain_id
+        assert status == 400 and body["code"] == -32004 and body["data"]["text"] == text
+        return
+    current = await api.result("queryPendingTasks", await api.pending_params(node, stamp))
+    answered = await api.result("queryPendingTasks", legacy)
+    assert isinstance(answered, list)  # the result is the list it always was
+    assert task_hash in check_pending_list(answered, node.address)
+    assert {t["taskHash"] for t in answered} == {t["taskHash"] for t in current}
+    assert status == 200 and set(body) == {"code", "message", "result", "data"}, body
+    assert body["code"] == 0 and body["message"] == "success"
+    assert task_hash in check_pending_list(body["result"], node.address)
+    warning = body["data"]
+    assert warning["deprecated"] == "queryPendingTasks:<address>:<TimeStamp>"
+    assert warning["textFormat"] == "queryPendingTasks:<chainId>:<address>:<TimeStamp>"
+    assert warning["text"] == text and warning["chainId"] == chain_id
+    assert isinstance(warning["warning"], str) and "deprecated" in warning["warning"]
 
 
 async def test_get_query_pending_tasks_error_keeps_the_upstream_shape(api: Api) -> None:

@@ -123,7 +123,7 @@ VERDICT_VECTOR = {
 
 def pending_signed_by(wallet: Wallet, address: str, stamp: int) -> dict[str, Any]:
     """queryPendingTasks params for `address`, personal_signed by `wallet`."""
-    text = pending_tasks_message(address, stamp)
+    text = pending_tasks_message(address, stamp, CHAIN_ID)
     signature = crypto.sign_digest(crypto.personal_message_hash(text), wallet.private_key)
     return {"ResourceAddress": address, "TimeStamp": stamp, "Signature": "0x" + signature.hex()}
 

@@ -18,6 +18,7 @@ from chain.protocol.crypto import personal_message_hash, sign_digest
 from rpc.client import Wallet, pending_tasks_message, pending_tasks_params
 from tests.helpers import LocalChain, local_chain, make_genesis
 from tests.rpc.support import (
+    CHAIN_ID,
     DEV0,
     DEV1,
     E18,
@@ -55,6 +56,13 @@ async def clocked(tmp_path: Path) -> AsyncIterator[LocalChain]:
     """A chain whose node clock stands still at NOW, for exact TimeStamp windows."""
     async with local_chain(tmp_path / "ledger", run=False, clock=lambda: float(NOW)) as running:
         yield running
+
+
+def signed_query(
+    wallet: Wallet, timestamp: int | None = None, limit: int | None = None
+) -> dict[str, Any]:
+    """queryPendingTasks params signed by `wallet` for this chain (CHAIN_ID)."""
+    return pending_tasks_params(wallet, timestamp, limit, chain_id=CHAIN_ID)
 
 
 async def open_tasks(
@@ -119,7 +127,7 @@ async def test_signed_and_unsigned_answers_carry_every_query_task_field(
     signed = await client.query_pending_tasks(NODE1)
     assert signed == await client.query_pending_tasks(NODE1, signed=False)
     assert signed == await client.call("queryPendingTasks", [NODE1.address, int(time.time())])
-    lowercase = pending_tasks_params(NODE1) | {"ResourceAddress": NODE1.address.lower()}
+    lowercase = signed_query(NODE1) | {"ResourceAddress": NODE1.address.lower()}
     assert signed == await client.call("queryPendingTasks", lowercase)
     assert {item["taskHash"] for item in signed} == {shared, single}
 
@@ -246,7 +254,7 @@ async def test_order_is_by_keccak_of_address_and_task_hash(manual: LocalChain) -
 @pytest.mark.parametrize("limit", [0, -1, 1001, "5", 2.5, True, None])
 async def test_limit_out_of_range(manual: LocalChain, limit: Any) -> None:
     error = await rpc_error(
-        manual.client, "queryPendingTasks", pending_tasks_params(NODE0) | {"limit": limit}
+        manual.client, "queryPendingTasks", signed_query(NODE0) | {"limit": limit}
     )
     assert error.code == -32602 and error.data is not None and error.data["param"] == "limit"
 
@@ -269,7 +277,7 @@ async def test_get_route_answers_as_the_json_rpc_method(
         assert status == 200
         assert body == {"code": 0, "message": "success", "result": expected}
 
-        signed = pending_tasks_params(node, stamp, limit=2)
+        signed = signed_query(node, stamp, limit=2)
         status, body = await get_pending(http, manual, signed)
         assert status == 200
         assert body == {"code": 0, "message": "success", "result": expected[:2]}
@@ -324,11 +332,72 @@ async def test_get_route_errors_carry_the_json_rpc_code(
     assert body["data"]["address"] == STRANGER.address
 
 
+async def test_the_deprecated_text_is_answered_with_a_warning_on_a_dev_chain(
+    manual: LocalChain, http: aiohttp.ClientSession
+) -> None:
+    """A query signed over `queryPendingTasks:<address>:<TimeStamp>` (no chainId) is answered
+    on a dev chain as before; the GET route adds the deprecation warning in `data`, and the
+    JSON-RPC result stays the same list (PROTOCOL 5.1)."""
+    await open_tasks(manual, 2)
+    stamp = int(time.time())
+    legacy = {
+        "ResourceAddress": NODE0.address,
+        "TimeStamp": stamp,
+        "Signature": personal_signature(NODE0, NODE0.address, stamp, chain_id=None),
+    }
+    current = signed_query(NODE0, stamp)
+    expected = await manual.client.call("queryPendingTasks", current)
+    assert len(expected) == 2
+    assert await manual.client.call("queryPendingTasks", legacy) == expected
+
+    status, body = await get_pending(http, manual, legacy)
+    assert status == 200
+    assert {k: body[k] for k in ("code", "message", "result")} == {
+        "code": 0,
+        "message": "success",
+        "result": expected,
+    }
+    warning = body["data"]
+    assert warning["deprecated"] == "queryPendingTasks:<address>:<TimeStamp>"
+    assert warning["textFormat"] == "queryPendingTasks:<chainId>:<address>:<TimeStamp>"
+    assert warning["text"] == f"queryPendingTasks:{CHAIN_ID}:{NODE0.address}:{stamp}"
+    assert warning["chainId"] == CHAIN_ID and "deprecated" in warning["warning"]
+    status, body = await get_pending(http, manual, current)  # the current text: no warning
+    assert status == 200 and body == {"code": 0, "message": "success", "result": expected}
+
+
+async def test_a_signature_for_another_chain_names_the_text_expected(
+    manual: LocalChain, http: aiohttp.ClientSession
+) -> None:
+    stamp = int(time.time())
+    params = {
+        "ResourceAddress": NODE0.address,
+        "TimeStamp": stamp,
+        "Signature": personal_signature(NODE0, NODE0.address, stamp, chain_id=CHAIN_ID + 1),
+    }
+    data = await pending_error(manual, params, -32004)
+    assert data["chainId"] == CHAIN_ID
+    assert data["text"] == f"queryPendingTasks:{CHAIN_ID}:{NODE0.address}:{stamp}"
+    assert data["textFormat"] == "queryPendingTasks:<chainId>:<address>:<TimeStamp>"
+    assert data["expected"] == NODE0.address and data["recovered"] != NODE0.address
+    status, body = await get_pending(http, manual, params)
+    assert status == 400 and body["code"] == -32004 and body["result"] is None
+    assert body["data"] == data
+
+
 # Errors
 
 
-def personal_signature(wallet: Wallet, address: str, stamp: int) -> str:
-    text = pending_tasks_message(address, stamp)
+def personal_signature(
+    wallet: Wallet, address: str, stamp: int, chain_id: int | None = CHAIN_ID
+) -> str:
+    """`wallet`'s EIP-191 signature of the query text of `address` for `chain_id` (None: the
+    deprecated text that names no chain)."""
+    text = (
+        f"queryPendingTasks:{address}:{stamp}"
+        if chain_id is None
+        else pending_tasks_message(address, stamp, chain_id)
+    )
     return "0x" + sign_digest(personal_message_hash(text), wallet.private_key).hex()
 
 
@@ -352,7 +421,7 @@ async def test_signature_by_another_key(manual: LocalChain) -> None:
     data = await pending_error(manual, params, -32004)
     assert data["expected"] == NODE0.address and data["recovered"] == NODE1.address
     # signed for another TimeStamp than the one sent
-    params = pending_tasks_params(NODE0, stamp) | {"TimeStamp": stamp + 1}
+    params = signed_query(NODE0, stamp) | {"TimeStamp": stamp + 1}
     data = await pending_error(manual, params, -32004)
     assert data["recovered"] != NODE0.address
 
@@ -378,7 +447,7 @@ def _tampered(signature: str, kind: str) -> str:
 
 @pytest.mark.parametrize("kind", ["v=0", "v=29", "r=0", "s=0", "high s", "64 bytes"])
 async def test_malformed_signatures(manual: LocalChain, kind: str) -> None:
-    params = pending_tasks_params(NODE0)
+    params = signed_query(NODE0)
     params["Signature"] = _tampered(params["Signature"], kind)
     data = await pending_error(manual, params, -32004)
     assert data["reason"]
@@ -386,13 +455,13 @@ async def test_malformed_signatures(manual: LocalChain, kind: str) -> None:
 
 @pytest.mark.parametrize("skew", [-300, -1, 0, 1, 300])
 async def test_timestamp_within_300_seconds_is_accepted(clocked: LocalChain, skew: int) -> None:
-    params = pending_tasks_params(NODE0, NOW + skew)
+    params = signed_query(NODE0, NOW + skew)
     assert await clocked.client.call("queryPendingTasks", params) == []
 
 
 @pytest.mark.parametrize("skew", [-301, 301, -86_400, 86_400, -NOW])
 async def test_timestamp_beyond_300_seconds_is_refused(clocked: LocalChain, skew: int) -> None:
-    params = pending_tasks_params(NODE0, NOW + skew)
+    params = signed_query(NODE0, NOW + skew)
     data = await pending_error(clocked, params, -32004)
     assert isinstance(data["reason"], str) and "300" in data["reason"]
     # unsigned, the TimeStamp is not checked (PROTOCOL 5.1: the window applies to a signature)
@@ -422,12 +491,12 @@ async def test_nodes_that_may_not_act_are_refused(manual: LocalChain) -> None:
             manual, {"ResourceAddress": wallet.address, "TimeStamp": stamp}, -32005
         )
         assert data["address"] == wallet.address and data["reason"]
-        data = await pending_error(manual, pending_tasks_params(wallet, stamp), -32005)
+        data = await pending_error(manual, signed_query(wallet, stamp), -32005)
         assert data["address"] == wallet.address
     # registered, but without stake
     await client.register_resource_node(DEV1, "*", "")
     mine(manual)
-    data = await pending_error(manual, pending_tasks_params(DEV1, stamp), -32005)
+    data = await pending_error(manual, signed_query(DEV1, stamp), -32005)
     assert data["address"] == DEV1.address and "stake" in data["reason"]
 
 
@@ -447,7 +516,7 @@ async def test_a_jailed_node_is_refused(tmp_path: Path) -> None:
             and task["settlement"]["slashed"][0]["address"] == NODE2.address
         )
         assert (await chain.client.get_account(NODE2.address))["jailed"] is True
-        data = await pending_error(chain, pending_tasks_params(NODE2), -32005)
+        data = await pending_error(chain, signed_query(NODE2), -32005)
         assert data["address"] == NODE2.address and "jailed" in data["reason"]
         unsigned = {"ResourceAddress": NODE2.address, "TimeStamp": int(time.time())}
         await pending_error(chain, unsigned, -32005)

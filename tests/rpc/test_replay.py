@@ -1,6 +1,7 @@
 """Replay protection (PROTOCOL 3, 5.1, 5.3, 5.4): a signed message takes effect once, on the
-chain it was signed for, for the signer it names; a signed queryPendingTasks is good only
-within 300 s of the node clock; a chain without a `dev` section signs nothing for anyone.
+chain it was signed for, for the signer it names; a signed queryPendingTasks is good only on
+the chain its text names and within 300 s of the node clock; a chain without a `dev` section
+signs nothing for anyone and refuses the deprecated query text that names no chain.
 Every refused replay changes nothing: the accounts (with their pending nonces), the resource
 nodes, the task counters and the mempool are the same before and after.
 
@@ -18,14 +19,17 @@ Covered elsewhere and not repeated here:
 
 What this module adds: each other account transaction replayed, also with the same message
 encoded otherwise (same digest, so the same nonce); transactions accepted on one chain and
-replayed on another; a node presenting another node's accepted result or verdict as its own;
-a verdict on one's own result in dev mode; unsigned calls on a chain without dev accounts;
-a captured signed query replayed as the node clock moves, over JSON-RPC and GET.
+replayed on another; signed queries for one chain refused by another, and the deprecated
+query text answered on dev chains only; a node presenting another node's accepted result or
+verdict as its own; a verdict on one's own result in dev mode; unsigned calls on a chain
+without dev accounts; a captured signed query replayed as the node clock moves, over JSON-RPC
+and GET.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -214,14 +218,51 @@ async def test_transactions_accepted_on_another_chain_are_refused_here(
     assert data["recovered"] != NODE0.address
 
 
-async def test_a_signed_query_carries_no_chain_id(
+def query_text(chain_id: int, wallet: Wallet, stamp: int) -> str:
+    return f"queryPendingTasks:{chain_id}:{wallet.address}:{stamp}"
+
+
+def legacy_query(wallet: Wallet, stamp: int) -> dict[str, Any]:
+    """queryPendingTasks params signed over the previous release's text, which names no chain."""
+    text = f"queryPendingTasks:{wallet.address}:{stamp}"
+    signature = crypto.sign_digest(crypto.personal_message_hash(text), wallet.private_key)
+    return {
+        "ResourceAddress": wallet.address,
+        "TimeStamp": stamp,
+        "Signature": "0x" + signature.hex(),
+    }
+
+
+async def test_a_signed_query_is_good_on_its_own_chain_only(
     chain: LocalChain, other_chain: LocalChain
 ) -> None:
-    """The queryPendingTasks message (PROTOCOL 5.1) names an address and a time, not a chain:
-    within its window the same signed query is answered by any chain. It only reads."""
-    params = pending_tasks_params(NODE0)
-    assert await chain.client.call("queryPendingTasks", params) == []
-    assert await other_chain.client.call("queryPendingTasks", params) == []
+    """The queryPendingTasks text names the chain (PROTOCOL 5.1): a query signed for 7331 is
+    refused by 7332 and the other way round, and the error says which text the node expects."""
+    here = pending_tasks_params(NODE0, chain_id=CHAIN_ID)
+    there = pending_tasks_params(NODE0, here["TimeStamp"], chain_id=OTHER_CHAIN_ID)
+    assert await chain.client.call("queryPendingTasks", here) == []
+    assert await other_chain.client.call("queryPendingTasks", there) == []
+    for target, params, chain_id in ((chain, there, CHAIN_ID), (other_chain, here, OTHER_CHAIN_ID)):
+        data = await refused(target.client, "queryPendingTasks", params, -32004)
+        assert data["chainId"] == chain_id
+        assert data["text"] == query_text(chain_id, NODE0, here["TimeStamp"])
+        assert data["textFormat"] == "queryPendingTasks:<chainId>:<address>:<TimeStamp>"
+        assert data["expected"] == NODE0.address and data["recovered"] != NODE0.address
+        assert f"chainId {chain_id}" in data["reason"]
+    # the client signs for the chain it talks to
+    assert await chain.client.query_pending_tasks(NODE0) == []
+    assert await other_chain.client.query_pending_tasks(NODE0) == []
+
+
+async def test_the_deprecated_query_text_is_still_answered_on_dev_chains(
+    chain: LocalChain, other_chain: LocalChain
+) -> None:
+    """For one release a dev chain answers the text without a chainId as before, so it is
+    replayable between dev chains within its window; a chain without `dev` refuses it
+    (test_a_chain_without_dev_accounts_signs_nothing_and_takes_chain_bound_queries)."""
+    legacy = legacy_query(NODE0, int(time.time()))
+    assert await chain.client.call("queryPendingTasks", legacy) == []
+    assert await other_chain.client.call("queryPendingTasks", legacy) == []
 
 
 # A node presenting another node's signed message
@@ -308,7 +349,12 @@ async def test_a_verdict_on_ones_own_result_in_dev_mode(chain: LocalChain) -> No
 # A chain without dev accounts
 
 
-async def test_unsigned_calls_on_a_chain_without_dev_accounts(tmp_path: Path) -> None:
+async def test_a_chain_without_dev_accounts_signs_nothing_and_takes_chain_bound_queries(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Unsigned calls are refused (PROTOCOL 5.4); a queryPendingTasks signed over the
+    deprecated text without a chainId is refused with the text to sign, over JSON-RPC and
+    GET, and one signed over the chain's text is answered (PROTOCOL 5.1)."""
     raw = dev_genesis(
         params=Params(block_time_ms=0, compute_deadline_blocks=1000, verify_deadline_blocks=1000)
     )
@@ -371,6 +417,21 @@ async def test_unsigned_calls_on_a_chain_without_dev_accounts(tmp_path: Path) ->
             assert (await client.get_account(DEV0.address))["pendingNonce"] == 1
             (entry,) = (await client.query_task(task_hash))["executionInfo"]
             assert entry["verifications"] == []
+
+            stamp = int(time.time())
+            legacy = legacy_query(NODE1, stamp)
+            data = await refused(client, "queryPendingTasks", legacy, -32004)
+            assert data["text"] == query_text(CHAIN_ID, NODE1, stamp)
+            assert data["chainId"] == CHAIN_ID and data["expected"] == NODE1.address
+            assert "dev chains only" in data["reason"]
+            async with http.get(
+                url + "/queryPendingTasks", params={k: str(v) for k, v in legacy.items()}
+            ) as resp:
+                status, body = resp.status, await resp.json()
+            assert status == 400 and body["code"] == -32004 and body["result"] is None
+            assert body["data"]["text"] == query_text(CHAIN_ID, NODE1, stamp)
+            tasks = await client.query_pending_tasks(NODE1)
+            assert [t["taskHash"] for t in tasks] == [task_hash]  # NODE1 may still compute it
         assert validator.proc is not None and validator.proc.poll() is None
     finally:
         validator.close()
@@ -389,7 +450,7 @@ async def test_a_captured_query_is_good_only_within_its_window(
             async with http.get(chain.url + "/queryPendingTasks", params=params) as resp:
                 return resp.status, await resp.json()
 
-        captured = pending_tasks_params(NODE0, NOW)
+        captured = pending_tasks_params(NODE0, NOW, chain_id=CHAIN_ID)
         for now in (NOW, NOW + WINDOW_S):  # replayable while fresh (it only reads)
             clock[0] = float(now)
             assert await chain.client.call("queryPendingTasks", captured) == []
@@ -409,7 +470,7 @@ async def test_a_captured_query_is_good_only_within_its_window(
         assert data["recovered"] != NODE1.address
 
         # signed ahead of the node clock: refused until the clock is within 300 s of it
-        ahead = pending_tasks_params(NODE0, NOW + WINDOW_S + 1)
+        ahead = pending_tasks_params(NODE0, NOW + WINDOW_S + 1, chain_id=CHAIN_ID)
         await refused(chain.client, "queryPendingTasks", ahead, -32004)
         status, body = await get_route({k: str(v) for k, v in ahead.items()})
         assert status == 400 and body["code"] == -32004

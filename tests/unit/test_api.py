@@ -10,11 +10,12 @@ from chain.protocol.types import MESSAGE_TYPES
 from rpc import api
 from rpc.methods import METHODS
 
+TEXT_FORMATS = {api.PENDING_TASKS_TEXT_FORMAT, api.LEGACY_PENDING_TASKS_TEXT_FORMAT}
 METHOD_NAMES = {
     value
     for name, value in vars(api).items()
     if name.isupper() and isinstance(value, str) and not name.startswith("_")
-}
+} - TEXT_FORMATS
 SERVER_SIDE = ("rpc.server", "rpc.methods", "rpc.p2p", "chain.node")
 
 
@@ -38,11 +39,15 @@ def test_the_upstream_aliases_are_the_same_methods() -> None:
         assert METHODS[alias] is METHODS[method]
 
 
-def test_the_pending_tasks_message() -> None:
+def test_the_pending_tasks_message_names_the_chain() -> None:
     address = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-    assert (
-        api.pending_tasks_message(address, 1700000000) == f"queryPendingTasks:{address}:1700000000"
-    )
+    text = api.pending_tasks_message(7331, address, 1700000000)
+    assert text == f"queryPendingTasks:7331:{address}:1700000000"
+    assert api.pending_tasks_message(7332, address, 1700000000) != text
+    legacy = api.legacy_pending_tasks_message(address, 1700000000)
+    assert legacy == f"queryPendingTasks:{address}:1700000000"
+    assert api.PENDING_TASKS_TEXT_FORMAT == "queryPendingTasks:<chainId>:<address>:<TimeStamp>"
+    assert api.LEGACY_PENDING_TASKS_TEXT_FORMAT == "queryPendingTasks:<address>:<TimeStamp>"
 
 
 def test_the_client_side_imports_nothing_of_the_server() -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chain.protocol import crypto, wire
 from chain.protocol.genesis import DEV_MNEMONIC
@@ -26,6 +28,7 @@ from rpc.client import (
     pending_tasks_params,
     presign,
     sign_params,
+    sign_pending_tasks_query,
 )
 
 VECTORS_FILE = Path(__file__).resolve().parents[1] / "vectors" / "eip712.json"
@@ -125,23 +128,61 @@ def test_signature_depends_on_chain_id() -> None:
 # queryPendingTasks (EIP-191)
 
 
+CHAIN_ID = 7331
+
+
 def test_pending_tasks_signature_recovers_to_wallet() -> None:
     wallet = Wallet.dev(200)
     before = int(time.time())
-    params = pending_tasks_params(wallet, limit=5)
+    params = pending_tasks_params(wallet, limit=5, chain_id=CHAIN_ID)
     assert params["ResourceAddress"] == wallet.address
     assert before <= params["TimeStamp"] <= int(time.time())
     assert params["limit"] == 5
 
-    text = f"queryPendingTasks:{wallet.address}:{params['TimeStamp']}"
-    assert pending_tasks_message(wallet.address.lower(), params["TimeStamp"]) == text
+    text = f"queryPendingTasks:{CHAIN_ID}:{wallet.address}:{params['TimeStamp']}"
+    assert pending_tasks_message(wallet.address.lower(), params["TimeStamp"], CHAIN_ID) == text
     signature = bytes.fromhex(params["Signature"][2:])
     assert len(signature) == 65
     assert crypto.recover_digest(crypto.personal_message_hash(text), signature) == wallet.address
 
-    # The signature is bound to the timestamp: another one recovers to another address.
-    other = f"queryPendingTasks:{wallet.address}:{params['TimeStamp'] + 1}"
-    assert crypto.recover_digest(crypto.personal_message_hash(other), signature) != wallet.address
+    # The signature is bound to the timestamp and to the chain: another one of either
+    # recovers to another address.
+    stamp = params["TimeStamp"]
+    for other in (
+        f"queryPendingTasks:{CHAIN_ID}:{wallet.address}:{stamp + 1}",
+        f"queryPendingTasks:{CHAIN_ID + 1}:{wallet.address}:{stamp}",
+        f"queryPendingTasks:{wallet.address}:{stamp}",
+    ):
+        recovered = crypto.recover_digest(crypto.personal_message_hash(other), signature)
+        assert recovered != wallet.address
+
+
+def test_pending_tasks_signature_without_a_chain_is_the_deprecated_text() -> None:
+    wallet = Wallet.dev(200)
+    with pytest.warns(DeprecationWarning, match="chain_id"):
+        params = pending_tasks_params(wallet, 1_700_000_000)
+    text = f"queryPendingTasks:{wallet.address}:1700000000"
+    signature = bytes.fromhex(params["Signature"][2:])
+    assert crypto.recover_digest(crypto.personal_message_hash(text), signature) == wallet.address
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    chain_id=st.integers(0, 2**63 - 1),
+    other=st.integers(0, 2**63 - 1),
+    stamp=st.integers(0, 2**63 - 1),
+)
+def test_a_pending_tasks_signature_holds_for_its_chain_only(
+    chain_id: int, other: int, stamp: int
+) -> None:
+    wallet = Wallet.dev(201)
+    signature = bytes.fromhex(sign_pending_tasks_query(wallet, stamp, chain_id)[2:])
+    own = crypto.personal_message_hash(pending_tasks_message(wallet.address, stamp, chain_id))
+    assert crypto.recover_digest(own, signature) == wallet.address
+    if other != chain_id:
+        foreign = pending_tasks_message(wallet.address, stamp, other)
+        recovered = crypto.recover_digest(crypto.personal_message_hash(foreign), signature)
+        assert recovered != wallet.address
 
 
 def test_rpc_error_str_shows_code_message_and_data() -> None:
