@@ -31,6 +31,7 @@ from resource_node.backends.faults import Faults
 from resource_node.state import StateError
 from resource_node.status import StatusServer
 from resource_node.worker import ResourceNode, WorkerConfig
+from rpc import serving
 from rpc.client import InferchainClient, Wallet
 
 log = logging.getLogger("resource_node")
@@ -168,6 +169,7 @@ async def serve(setup: NodeSetup) -> int:
     status = StatusServer(node.info, port=setup.status_port)
     try:
         await node.setup()
+        serving.prepare_process(asyncio.get_running_loop())
         await status.setup()
         print(f"Resource node {node.address} ready", flush=True)
         print(f"Status on {status.url}", flush=True)

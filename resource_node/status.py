@@ -5,7 +5,8 @@
 - `GET /health`: `{"status": "ok"}` while the process serves.
 
 Lifecycle as every service here: `setup()` binds the port (0 picks a free one, see `url`),
-`run_forever()` waits for `stop()`, `cleanup()` closes the listener.
+`run_forever()` waits for `stop()`, `cleanup()` closes the listener. It is served by
+`rpc.serving` with its default limits, as the validator is (PROTOCOL 5, "Transport limits").
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+
+from rpc import serving
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ class StatusServer:
         self._info = info
         self.host = host
         self.port = port
-        self._runner: web.AppRunner | None = None
+        self._service: serving.HttpService | None = None
         self._stopping = asyncio.Event()
 
     def app(self) -> web.Application:
@@ -52,21 +55,15 @@ class StatusServer:
 
     async def setup(self) -> None:
         """Bind and listen; OSError (with the port) when the port is taken."""
-        runner = web.AppRunner(self.app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        service = serving.HttpService(self.app(), self.host, self.port)
         try:
-            await site.start()
+            await service.start()
         except OSError as exc:
-            await runner.cleanup()
             raise OSError(
                 exc.errno, f"status server cannot listen on {self.host}:{self.port}: {exc}"
             ) from exc
-        self._runner = runner
-        for address in runner.addresses:
-            if isinstance(address, tuple) and len(address) >= 2:
-                self.port = int(address[1])
-                break
+        self._service = service
+        self.port = service.port
         log.info("status on %s", self.url)
 
     async def run_forever(self) -> None:
@@ -76,6 +73,6 @@ class StatusServer:
         self._stopping.set()
 
     async def cleanup(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
