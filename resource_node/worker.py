@@ -453,7 +453,7 @@ class ResourceNode:
         for entry_name, reason in task.bad_entries:
             self._report_once(
                 ("entry", task.task_hash, entry_name),
-                "task %s: verify entry of %s skipped: cannot read it: %s",
+                "task %s: verify entry of %s left out: cannot read it: %s",
                 task.task_hash,
                 entry_name,
                 reason,
