@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from chain.protocol import crypto
 from chain.protocol.types import Transfer
 from rpc.client import InferchainClient, RpcError, TaskReceipt, TransportError, Wallet, presign
 from tests.helpers import LocalChain
@@ -26,6 +27,7 @@ from tests.rpc.support import (
     DEV0,
     DEV1,
     DEV_BALANCE,
+    NODE0,
     ZERO_SID,
     committed,
     task_fee,
@@ -220,6 +222,23 @@ async def test_a_rejected_submit_among_concurrent_ones_leaves_no_gap(
     assert sorted(t["nonce"] for t in tasks) == list(range(CONCURRENT_SUBMITS - 1))
     assert (await client.get_account(DEV0.address))["nonce"] == CONCURRENT_SUBMITS - 1
     assert recorder.calls("submitTask")[-1]["params"]["nonce"] <= CONCURRENT_SUBMITS - 1
+
+
+async def test_query_pending_tasks_is_signed_for_the_nodes_chain(
+    traced: tuple[InferchainClient, Recorder],
+) -> None:
+    """What a resource node sends (PROTOCOL 5.1): the text names the chainId the client asked
+    the node for, once."""
+    client, recorder = traced
+    assert await client.query_pending_tasks(NODE0) == []
+    assert await client.query_pending_tasks(NODE0, limit=3) == []
+    sent = [c["params"] for c in recorder.calls("queryPendingTasks")]
+    assert len(recorder.calls("chainId")) == 1
+    for params in sent:
+        text = f"queryPendingTasks:{CHAIN_ID}:{NODE0.address}:{params['TimeStamp']}"
+        digest = crypto.personal_message_hash(text)
+        signature = bytes.fromhex(params["Signature"][2:])
+        assert crypto.recover_digest(digest, signature) == NODE0.address
 
 
 # Calls, batches, notifications

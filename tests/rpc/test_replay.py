@@ -209,6 +209,7 @@ async def test_transactions_accepted_on_another_chain_are_refused_here(
         data = await refused(chain.client, tx.method, tx.params, -32004)
         signer = tx.signed.signer
         assert data["expected"] == signer and data["recovered"] != signer, data
+        assert_names_the_domain(data, CHAIN_ID)
 
     # The other way round: a transaction of this chain is refused there.
     here = node0_tx("transfer")
@@ -216,6 +217,15 @@ async def test_transactions_accepted_on_another_chain_are_refused_here(
     await committed(chain, here.tx_hash)
     data = await refused(other_chain.client, "transfer", here.params, -32004)
     assert data["recovered"] != NODE0.address
+    assert_names_the_domain(data, OTHER_CHAIN_ID)
+
+
+def assert_names_the_domain(data: dict[str, Any], chain_id: int) -> None:
+    """-32004 for another signer says which chain and EIP-712 domain the node expects."""
+    assert data["chainId"] == chain_id, data
+    assert data["domain"] == {"name": "AegisAI", "version": "1", "chainId": chain_id}
+    assert data["domainType"] == "EIP712Domain(string name,string version,uint256 chainId)"
+    assert f"chainId {chain_id}" in data["reason"]
 
 
 def query_text(chain_id: int, wallet: Wallet, stamp: int) -> str:
