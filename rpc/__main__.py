@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from chain.node.config import load_genesis
+from chain.node.ledger import repair_ledger
 from chain.node.mempool import DEFAULT_MAX_PER_SENDER
 from chain.node.node import Node, ValidatorKey, dev_validator_key
 from chain.protocol import crypto, wire
@@ -74,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="check the supply invariant after every block (slower; for tests)",
     )
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="run LevelDB's repair on --data-dir, check the ledger against --genesis, "
+        "say what was done, and exit (start the validator again without it)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not print the dev accounts")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     serving.add_arguments(parser)
@@ -129,6 +136,14 @@ async def serve(args: argparse.Namespace) -> int:
     if "CoinCurve" not in backend:
         log.warning("eth-keys uses %s, not coincurve: signatures are about 30x slower", backend)
     await node.setup()
+    damage: list[ChainError] = []  # the ledger found damaged while running: stop, exit 2
+    loop = asyncio.get_running_loop()
+
+    def damaged(error: ChainError) -> None:
+        damage.append(error)
+        loop.call_soon_threadsafe(node.stop)
+
+    node.ledger.watch_damage(damaged)
     peers = None
     if not node.alone:
         urls = args.peer or [
@@ -154,19 +169,36 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"Listening on {url}", flush=True)
         else:
             print(banner(genesis, node, url), flush=True)
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, node.stop)
         if peers is not None:
             log.info("validator %s with peers %s", node.validator.address, ", ".join(urls))
             await peers.start()
         await node.run_forever()
+        if damage:
+            raise damage[0]
         log.info("stopping at height %d", node.head.height)
     finally:
         if peers is not None:
             await peers.stop()
         await service.stop()
         await node.cleanup()
+    return 0
+
+
+def repair(args: argparse.Namespace) -> int:
+    """`--repair`: LevelDB's repair of the data directory, then the ledger's check; says
+    what it did on stdout."""
+    repaired = repair_ledger(args.data_dir, load_genesis(args.genesis))
+    lost = ", ".join(repaired.lost) or "nothing"
+    head = repaired.head
+    print(
+        f"repaired the ledger in {args.data_dir}: LevelDB files {' '.join(repaired.before)} "
+        f"became {' '.join(repaired.after)}; moved to {Path(args.data_dir) / 'lost'}: {lost}\n"
+        f"the ledger is consistent at height {head.height} (block {wire.hex0x(head.hash)}, "
+        f"appHash {wire.hex0x(head.app_hash)}): start the validator without --repair",
+        flush=True,
+    )
     return 0
 
 
@@ -178,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.repair:
+            return repair(args)
         return asyncio.run(serve(args))
     except ChainError as exc:
         log.error("%s", exc)

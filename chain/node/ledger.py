@@ -20,14 +20,15 @@ Key layout (big-endian integers, raw 20-byte addresses and 32-byte hashes):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from chain.node.store import KeyValueReader, KeyValueStore, LevelDBStore
+from chain.node import store as stores
+from chain.node.store import DataDirState, KeyValueReader, KeyValueStore, LevelDBStore
 from chain.protocol import blocks, crypto, wire
 from chain.protocol.blocks import (
     Head,
@@ -151,11 +152,7 @@ class Ledger:
         if stored is None:
             self._write_genesis()
         elif stored != genesis.hash:
-            raise StorageError(
-                f"the data directory holds the chain with genesis {wire.hex0x(stored)}, "
-                f"but the genesis file is {wire.hex0x(genesis.hash)}; "
-                "use another --data-dir or start fresh"
-            )
+            raise other_genesis(stored, genesis)
         self.head = self._load_head()
         self._head_commit: tuple[Vote, ...] | None = None  # read on first use
         self.view = HeadView(store.snapshot())
@@ -165,12 +162,28 @@ class Ledger:
 
     @classmethod
     def open(cls, path: str | Path, genesis: Genesis) -> Ledger:
-        store = LevelDBStore(path)
+        """The ledger in the data directory `path`: a new chain in a missing or empty one;
+        otherwise only a directory whose LevelDB reads back and passes `check_ledger`
+        (checked on a copy first, so a refusal changes nothing; PROTOCOL 6.11)."""
+        data_dir = Path(path)
+
+        def check(reader: KeyValueReader, marked: bool) -> None:
+            check_ledger(reader, genesis, data_dir, marked)
+
+        store = LevelDBStore(data_dir, check=check)
+        if store.adopted:
+            log.info("the ledger in %s is this chain's: marked as this node's", data_dir)
         try:
             return cls(store, genesis)
         except BaseException:
             store.close()
             raise
+
+    def watch_damage(self, callback: Callable[[StorageError], None]) -> None:
+        """Call `callback` once, with the error, when a read or write of the open ledger
+        finds it damaged (the error is raised to the caller as well)."""
+        if isinstance(self.store, LevelDBStore):
+            self.store.on_damage = callback
 
     def close(self) -> None:
         self.store.close()
@@ -433,6 +446,146 @@ class Ledger:
 
 
 OWN_PROPOSAL_TYPE = crypto.VOTE_TYPES["proposal"]
+
+
+def other_genesis(stored: bytes, genesis: Genesis) -> StorageError:
+    return StorageError(
+        f"the data directory holds the chain with genesis {wire.hex0x(stored)}, "
+        f"but the genesis file is {wire.hex0x(genesis.hash)}; "
+        "use another --data-dir or start fresh"
+    )
+
+
+# Consistency of a ledger before it is opened (PROTOCOL 6.11)
+
+
+def check_ledger(reader: KeyValueReader, genesis: Genesis, path: Path, marked: bool) -> None:
+    """Refuse (StorageError) a LevelDB that is not a consistent ledger of `genesis`: one of
+    another genesis, or one without a genesis hash but with keys (damaged if the directory
+    is marked, foreign if not), or one where `ledger_problem` finds something. An empty
+    LevelDB passes: the genesis is written when it opens."""
+    stored = reader.get(GENESIS_HASH)
+    if stored is None:
+        if next(iter(reader.iterate(b"")), None) is None:
+            return
+        if not marked:
+            raise stores.foreign(path, "its LevelDB holds no inferchain chain")
+        raise stores.damaged(path, "keys but no genesis hash")
+    if stored != genesis.hash:
+        raise other_genesis(stored, genesis)
+    problem = ledger_problem(reader, genesis)
+    if problem is not None:
+        raise stores.damaged(path, problem)
+
+
+def ledger_problem(reader: KeyValueReader, genesis: Genesis) -> str | None:
+    """What makes this ledger of `genesis` inconsistent, or None. Checked: the head decodes;
+    the block records at heights 0 and head are there, the first is the genesis block and the
+    second carries the head's hash and time; the block-hash index holds the head; no block
+    lies above the head; every account and resource-node record equals its latest version
+    in the history; the supply invariant holds (PROTOCOL 4.10)."""
+    raw = reader.get(HEAD)
+    if raw is None:
+        return "a genesis hash but no head"
+    try:
+        obj = orjson.loads(raw)
+        head = Head(
+            int(obj["height"]),
+            bytes.fromhex(obj["hash"][2:]),
+            bytes.fromhex(obj["appHash"][2:]),
+            int(obj["time"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return "its head record cannot be read"
+    first = _block_hash_at(reader, 0)
+    if first != genesis.hash:
+        return "no genesis block" if first is None else "a block 0 that is not the genesis"
+    top = reader.get(BLOCK + h8(head.height))
+    if top is None:
+        return f"no block at its head height {head.height}"
+    try:
+        record = orjson.loads(top)
+        record_hash, record_time = bytes.fromhex(record["hash"][2:]), record["time"]
+    except (ValueError, KeyError, TypeError):
+        return f"the block at its head height {head.height} cannot be read"
+    if record_hash != head.hash or record_time != head.time:
+        return f"the head is not the block stored at height {head.height}"
+    if reader.get(BLOCK_HASH + head.hash) != h8(head.height):
+        return f"the block-hash index does not hold the head {head.height}"
+    if reader.get(BLOCK + h8(head.height + 1)) is not None:
+        return f"a block above its head {head.height}"
+    for prefix in VERSIONED_PREFIXES:
+        for key, value in reader.iterate(prefix):
+            latest = next(iter(reader.iterate(HISTORY + key, reverse=True)), None)
+            if latest is None or latest[1] != value:
+                return f"the state of {key.decode(errors='replace')!r} is not its last version"
+    held, expected = _supply_check(reader)
+    if held != expected:
+        return f"the state breaks the supply invariant (held {held}, expected {expected})"
+    return None
+
+
+def _block_hash_at(reader: KeyValueReader, height: int) -> bytes | None:
+    raw = reader.get(BLOCK + h8(height))
+    if raw is None:
+        return None
+    try:
+        return bytes.fromhex(orjson.loads(raw)["hash"][2:])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _supply_check(reader: KeyValueReader) -> tuple[int, int]:
+    accounts = (decode_account(v) for _k, v in reader.iterate(ACCOUNT))
+    tasks = (get_task(reader, key[len(OPEN_TASK) :]) for key, _v in reader.iterate(OPEN_TASK))
+    escrow = (t.fee for t in tasks if t is not None and t.settlement is None)
+    return blocks.supply_check(accounts, escrow, get_supply(reader))
+
+
+# Repair (`python -m rpc --repair`)
+
+
+@dataclass(frozen=True, slots=True)
+class Repaired:
+    """What a repair did: the LevelDB files before and after, those LevelDB could not read
+    (moved to `lost/`), and the head of the ledger it left, which passed `check_ledger`."""
+
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    lost: tuple[str, ...]
+    head: Head
+
+
+def repair_ledger(path: str | Path, genesis: Genesis) -> Repaired:
+    """Run LevelDB's repair on the data directory `path`, then open it as `Ledger.open` does
+    (so the repaired ledger is checked, and refused if it is not consistent), and close it.
+
+    Only a directory that holds a LevelDB (with the marker or without: a ledger of before
+    the marker) is repaired, and only when no process holds it."""
+    data_dir = Path(path)
+    state = stores.data_dir_state(data_dir)
+    if state is DataDirState.NEW:
+        raise StorageError(f"there is no ledger in {data_dir} to repair")
+    if not {n for n in stores.leveldb_files(data_dir) if not n.startswith(("LOCK", "LOG"))}:
+        raise stores.foreign(data_dir, "it holds no LevelDB to repair")
+    stores.refuse_if_in_use(data_dir)
+    lost_dir = data_dir / "lost"
+    lost_before = set(_names(lost_dir))
+    before, after = stores.repair(data_dir)
+    lost = tuple(sorted(set(_names(lost_dir)) - lost_before))
+    ledger = Ledger.open(data_dir, genesis)
+    try:
+        head = ledger.head
+    finally:
+        ledger.close()
+    return Repaired(tuple(before), tuple(after), lost, head)
+
+
+def _names(path: Path) -> list[str]:
+    try:
+        return [entry.name for entry in path.iterdir()]
+    except OSError:
+        return []
 
 
 def _own_key(height: int, round_: int, kind: int) -> bytes:

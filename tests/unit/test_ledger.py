@@ -8,7 +8,8 @@ two on random operations.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,16 @@ from Crypto.Hash import keccak as pycryptodome_keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chain.node.ledger import Ledger
-from chain.node.store import KeyValueStore, LevelDBStore, MemoryStore
+from chain.node.ledger import Ledger, repair_ledger
+from chain.node.store import (
+    MARKER,
+    MARKER_FORMAT,
+    DataDirState,
+    KeyValueStore,
+    LevelDBStore,
+    MemoryStore,
+    data_dir_state,
+)
 from chain.protocol import blocks, crypto
 from chain.protocol.blocks import block_hash
 from chain.protocol.errors import InvalidTransaction, StorageError
@@ -654,3 +663,189 @@ def test_open_tasks_follow_the_head_and_survive_a_reopen(tmp_path: Path) -> None
         assert list(reopened.open_task_hashes()) == opened
     finally:
         reopened.close()
+
+
+# --- the data directory: marker, refusals, adoption, consistency (PROTOCOL 6.11) -------------
+
+
+def files_of(path: Path) -> dict[str, bytes | None]:
+    """Every file under `path` (None for a directory), by relative path."""
+    return {
+        str(p.relative_to(path)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(path.rglob("*"))
+    }
+
+
+def test_a_new_dir_is_marked_and_an_empty_dir_counts_as_new(tmp_path: Path) -> None:
+    assert data_dir_state(tmp_path / "missing") is DataDirState.NEW
+    (tmp_path / "empty").mkdir()
+    assert data_dir_state(tmp_path / "empty") is DataDirState.NEW
+    Ledger.open(tmp_path / "empty", GENESIS).close()
+    assert data_dir_state(tmp_path / "empty") is DataDirState.MARKED
+    marker = json.loads((tmp_path / "empty" / MARKER).read_bytes())
+    assert marker == {"kind": "inferchain data directory", "format": MARKER_FORMAT}
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    names=st.sets(
+        st.sampled_from(["CURRENT", "MANIFEST-000002", "000003.log", "000005.ldb", "LOG", "x"]),
+        min_size=1,
+    )
+)
+def test_files_without_the_marker_are_never_new_nor_marked(
+    tmp_path_factory: pytest.TempPathFactory, names: set[str]
+) -> None:
+    path = tmp_path_factory.mktemp("unmarked")
+    for name in names:
+        (path / name).write_bytes(b"not what LevelDB wrote")
+    before = files_of(path)
+    assert data_dir_state(path) is DataDirState.UNMARKED
+    with pytest.raises(StorageError, match=str(path)):
+        Ledger.open(path, GENESIS)
+    assert files_of(path) == before
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(content=st.binary(max_size=64))
+def test_a_marker_that_is_not_format_1_is_refused(
+    tmp_path_factory: pytest.TempPathFactory, content: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("marked")
+    Ledger.open(path, GENESIS).close()
+    (path / MARKER).write_bytes(content)
+    before = files_of(path)
+    try:
+        valid = json.loads(content) == {"format": MARKER_FORMAT}
+    except ValueError:
+        valid = False
+    if valid:
+        Ledger.open(path, GENESIS).close()
+        return
+    with pytest.raises(StorageError, match=MARKER):
+        Ledger.open(path, GENESIS)
+    assert files_of(path) == before
+
+
+def test_a_store_without_a_check_refuses_an_unmarked_leveldb(tmp_path: Path) -> None:
+    path = tmp_path / "ledger"
+    Ledger.open(path, GENESIS).close()
+    (path / MARKER).unlink()
+    with pytest.raises(StorageError, match="not an inferchain data directory"):
+        LevelDBStore(path)
+
+
+def test_a_ledger_without_the_marker_is_adopted_and_marked(tmp_path: Path) -> None:
+    path = tmp_path / "ledger"
+    ledger = Ledger.open(path, GENESIS)
+    commit(ledger, [Transfer(ALICE, 0, BOB, 5)])
+    head = ledger.head
+    ledger.close()
+    (path / MARKER).unlink()
+    reopened = Ledger.open(path, GENESIS)
+    try:
+        assert reopened.head == head
+        assert data_dir_state(path) is DataDirState.MARKED
+    finally:
+        reopened.close()
+
+
+def _broken(ledger: Ledger) -> dict[str, Mapping[bytes, bytes | None]]:
+    """Writes that each leave `ledger` (at height 1) inconsistent, by the check they fail."""
+    head = ledger.head
+    block1 = ledger.store.get(b"blk/" + (1).to_bytes(8, "big"))
+    assert block1 is not None
+    return {
+        "no head": {b"meta/head": None},
+        "head record cannot be read": {b"meta/head": b"{"},
+        "no block at its head height 1": {b"blk/" + (1).to_bytes(8, "big"): None},
+        "not the genesis": {b"blk/" + (0).to_bytes(8, "big"): block1},
+        "block-hash index": {b"bhash/" + head.hash: None},
+        "a block above its head": {b"blk/" + (2).to_bytes(8, "big"): block1},
+        "not its last version": {account_key(BOB): ledger.store.get(account_key(ALICE))},
+        "supply invariant": {b"s/supply": b'{"genesis": "1", "minted": "0", "burned": "0"}'},
+        "keys but no genesis hash": {b"meta/genesis": None},
+    }
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        "no head",
+        "head record cannot be read",
+        "no block at its head height 1",
+        "not the genesis",
+        "block-hash index",
+        "a block above its head",
+        "not its last version",
+        "supply invariant",
+        "keys but no genesis hash",
+    ],
+)
+def test_an_inconsistent_ledger_is_refused_and_left_as_it_was(tmp_path: Path, problem: str) -> None:
+    path = tmp_path / "ledger"
+    ledger = Ledger.open(path, GENESIS)
+    commit(ledger, [Transfer(ALICE, 0, BOB, 5)])
+    ledger.store.write(_broken(ledger)[problem])
+    ledger.close()
+    before = files_of(path)
+    with pytest.raises(StorageError) as info:
+        Ledger.open(path, GENESIS)
+    message = str(info.value)
+    assert f"the ledger in {path} is damaged" in message and problem in message, message
+    assert "--repair" in message
+    assert files_of(path) == before
+
+
+def test_damage_found_by_a_read_is_reported_once(tmp_path: Path) -> None:
+    path = tmp_path / "ledger"
+    ledger = Ledger.open(path, GENESIS)
+    for nonce in range(20):  # blocks enough to fill more than the table block the open reads
+        commit(ledger, [Transfer(ALICE, nonce, BOB, 5)])
+    ledger.close()
+    ledger = Ledger.open(path, GENESIS)  # the first run's log is now a table
+    seen: list[StorageError] = []
+    ledger.watch_damage(seen.append)
+    try:
+        for table in path.glob("*.ldb"):
+            table.write_bytes(bytes(table.stat().st_size))
+        for _ in range(2):
+            with pytest.raises(StorageError, match="found while running"):
+                list(ledger.store.iterate(b"blk/"))
+        assert len(seen) == 1 and str(path) in str(seen[0])
+    finally:
+        ledger.close()
+
+
+def test_repair_rebuilds_a_lost_current_and_checks_the_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "ledger"
+    ledger = Ledger.open(path, GENESIS)
+    commit(ledger, [Transfer(ALICE, 0, BOB, 5)])
+    head = ledger.head
+    ledger.close()
+    (path / "CURRENT").unlink()
+    with pytest.raises(StorageError, match="CURRENT missing"):
+        Ledger.open(path, GENESIS)
+    repaired = repair_ledger(path, GENESIS)
+    assert "CURRENT" not in repaired.before and "CURRENT" in repaired.after
+    assert repaired.head == head
+    reopened = Ledger.open(path, GENESIS)
+    try:
+        assert reopened.head == head
+    finally:
+        reopened.close()
+
+
+def test_repair_refuses_a_new_or_foreign_dir(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="no ledger"):
+        repair_ledger(tmp_path / "missing", GENESIS)
+    foreign_dir = tmp_path / "foreign"
+    foreign_dir.mkdir()
+    (foreign_dir / "notes.txt").write_text("hello\n")
+    with pytest.raises(StorageError, match="not an inferchain data directory"):
+        repair_ledger(foreign_dir, GENESIS)
+    assert files_of(foreign_dir) == {"notes.txt": b"hello\n"}
