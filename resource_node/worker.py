@@ -477,11 +477,12 @@ class ResourceNode:
         self, key: tuple[str, ...], message: str, *args: Any, exc_info: bool = False
     ) -> bool:
         """Log a warning the first time `key` comes up (of the last MAX_REMEMBERED); whether
-        it was logged now."""
+        it was logged now. The line is formatted here: it is the one line of its subject, so
+        a filter that throttles repeats of a template must not take it for a repeat."""
         if key in self._reported:
             return False
         self._remember(self._reported, key, None)
-        log.warning(message, *args, exc_info=exc_info)
+        log.warning(message % args, exc_info=exc_info)
         return True
 
     @staticmethod
