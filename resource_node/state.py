@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chain.protocol import wire
+
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
@@ -93,7 +95,7 @@ class SubmissionLog:
         if path is None or not path.exists():
             return log_
         try:
-            document = json.loads(path.read_bytes())
+            document = wire.parse_json(path.read_bytes())  # depth-bounded, as every body
         except (OSError, ValueError) as exc:
             raise StateError(f"state file {path}: cannot read it as JSON ({exc})") from exc
         log_._restore(document)
@@ -126,7 +128,9 @@ class SubmissionLog:
             for submitter, verdict in verdicts.items():
                 if not isinstance(verdict, dict) or not isinstance(verdict.get("valid"), bool):
                     raise StateError(f"{where}: task {task_hash}: bad verdict for {submitter}")
-                outcome = str(verdict.get("outcome", "accepted"))
+                outcome = verdict.get("outcome", "accepted")
+                if outcome not in RESULT_OUTCOMES:
+                    raise StateError(f"{where}: task {task_hash}: bad verdict outcome {outcome!r}")
                 self._verdicts.setdefault(key, {})[submitter.lower()] = Verdict(
                     verdict["valid"], outcome
                 )

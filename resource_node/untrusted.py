@@ -4,8 +4,12 @@ What `queryPendingTasks` lists comes from a validator the node does not control,
 fields of a task were chosen by whoever submitted it: the validator stores a `modelOptions`
 that does not start with `{` as opaque bytes and lists it as given (PROTOCOL 1). So before
 any JSON parse a bytes field is held to two bounds, a length (MAX_FIELD_LENGTH characters)
-and a nesting depth (MAX_JSON_DEPTH levels of `[` and `{` outside JSON strings): no parser,
-in C or in Python, ever sees a value that could exhaust the stack or the memory. A field
+and a nesting depth (MAX_JSON_DEPTH levels of `[` and `{` outside JSON strings, measured by
+`wire.json_depth`): no parser, in C or in Python, ever sees a value that could exhaust the
+stack or the memory. The parse is then `wire.parse_json`'s. The depth bound is stricter than
+the parser's own (`wire.MAX_JSON_DEPTH`), so that what a backend does with a parsed value (the
+deterministic model encodes modelOptions with the standard library, which recurses in C once
+per level) stays far inside any recursion limit. A field
 beyond a bound, of the wrong type, or a `modelOptions` object the protocol refuses (PROTOCOL
 4.2) raises `Unreadable`, naming the field; the worker skips that one task (or that one verify
 entry) and logs it once.
@@ -17,7 +21,6 @@ computes from (also of a `queryTask` object), `json_value` is the bounded JSON r
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +35,6 @@ MAX_VERIFY_ENTRIES = 256
 MAX_SEED_DIGITS = 20  # a seed is below 2**64 (PROTOCOL 4.4)
 DEFAULT_SCHEMA = "text"
 DESCRIPTION_CHARS = 60
-
-# A JSON string once its escaped backslashes and quotes are gone: from its opening quote to
-# its closing one, or to the end of the text (so a search over any text takes one pass).
-_JSON_STRING = re.compile(rb'"[^"]*"?')
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_OPENERS = (ord("["), ord("{"))
 
 
 class Unreadable(ValueError):
@@ -76,23 +73,13 @@ def describe(value: Any) -> str:
 
 
 def nests_deeper(raw: bytes, bound: int = MAX_JSON_DEPTH) -> bool:
-    """Whether `[` and `{` nest deeper than `bound` in `raw`, outside JSON strings. A closing
-    bracket without its opening one counts as nothing, so this never says less than any
-    parser would meet; it stops at the first level beyond the bound."""
+    """Whether arrays and objects nest deeper than `bound` in `raw`, brackets inside strings
+    left out (`wire.json_depth`: exact for valid JSON, for other bytes never less than a
+    parser meets before it fails). Text with no more openings than `bound` passes on the
+    count alone."""
     if raw.count(b"[") + raw.count(b"{") <= bound:
-        return False  # too few openings to nest deeper, wherever they stand
-    # Escapes pair up from the left: every `\\` first, then every `\"` is one character of a
-    # string. (A backslash outside a string ends any parse there, so what follows it is moot.)
-    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    depth = 0
-    for byte in _JSON_STRING.sub(b"", unescaped).translate(None, _NOT_BRACKETS):
-        if byte in _OPENERS:
-            depth += 1
-            if depth > bound:
-                return True
-        elif depth:
-            depth -= 1
-    return False
+        return False
+    return wire.json_depth(raw) > bound
 
 
 def check_field(value: Any, field: str, *, nesting: bool = True) -> str:

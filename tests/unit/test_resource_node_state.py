@@ -84,6 +84,18 @@ def test_submission_log_writes_atomically(tmp_path: Path, monkeypatch: pytest.Mo
             ).encode(),
             "bad result outcome",
         ),
+        (
+            json.dumps(
+                {
+                    "version": 1,
+                    "address": NODE.address,
+                    "tasks": {"0x1": {"verdicts": {"0x2": {"valid": True, "outcome": 7}}}},
+                }
+            ).encode(),
+            "bad verdict outcome",
+        ),
+        (b'{"version": 1, "n": ' + b"9" * 5000 + b"}", "cannot read it as JSON"),
+        (b"[" * 100_000, "cannot read it as JSON"),  # refused before any parser sees it
     ],
 )
 def test_submission_log_refuses_a_bad_file(tmp_path: Path, content: bytes, match: str) -> None:
