@@ -7,7 +7,9 @@ servers such as vLLM validate it as a signed 64-bit integer. Whether the output 
 reproducible (and so verifiable by other nodes, PROTOCOL 4.5) depends on the server.
 
 Every failure (connection, timeout, HTTP status, malformed body) raises `BackendError`; a
-total timeout bounds every request, so a stuck server never hangs the node.
+total timeout bounds every request, so a stuck server never hangs the node. The answer is read
+as untrusted as a task: at most MAX_ANSWER_BYTES, parsed by `wire.parse_json` (its nesting
+bounded before the parse), and a content longer than a task field may be is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from chain.protocol import wire
 from resource_node.backends import (
     BackendError,
     InferenceRequest,
@@ -26,6 +29,7 @@ from resource_node.backends import (
     float_option,
     prompt_text,
 )
+from resource_node.untrusted import MAX_FIELD_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ SEED_MODULUS = 2**63
 OPTIONS = ("base_url", "api_key", "timeout", "model")
 PASSED_OPTIONS = ("temperature", "top_p")
 ERROR_EXCERPT = 300
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 def completions_url(base_url: str) -> str:
@@ -120,7 +125,7 @@ class OpenAIBackend:
                 self.url, data=json.dumps(body), headers=self._headers(), timeout=timeout
             ) as resp:
                 status = resp.status
-                raw = await resp.read()
+                raw = await self._read(resp)
         except TimeoutError as exc:
             raise BackendError(f"POST {self.url}: no answer within {self.timeout:g} s") from exc
         except aiohttp.ClientError as exc:
@@ -129,10 +134,21 @@ class OpenAIBackend:
         if status != 200:
             raise BackendError(f"POST {self.url}: HTTP {status}: {text!r}")
         try:
-            answer = json.loads(raw)
+            answer = wire.parse_json(raw)
         except ValueError as exc:
             raise BackendError(f"POST {self.url}: the answer is not JSON: {text!r}") from exc
         return self._content(answer, text)
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, or BackendError once it is longer than MAX_ANSWER_BYTES."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise BackendError(f"POST {self.url}: the answer is over {MAX_ANSWER_BYTES} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _content(self, answer: Any, text: str) -> str:
         try:
@@ -143,6 +159,11 @@ class OpenAIBackend:
             ) from exc
         if not isinstance(content, str):
             raise BackendError(f"POST {self.url}: choices[0].message.content is not a string")
+        if len(content) > MAX_FIELD_LENGTH:
+            raise BackendError(
+                f"POST {self.url}: choices[0].message.content is {len(content)} characters, "
+                f"more than {MAX_FIELD_LENGTH}"
+            )
         return content
 
     async def aclose(self) -> None:

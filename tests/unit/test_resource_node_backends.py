@@ -33,7 +33,7 @@ from resource_node.backends.faults import (
     SlowBackend,
     WrongBackend,
 )
-from resource_node.backends.openai_compat import OpenAIBackend
+from resource_node.backends.openai_compat import MAX_ANSWER_BYTES, OpenAIBackend
 from resource_node.untrusted import MAX_FIELD_LENGTH, Unreadable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -306,6 +306,13 @@ class StubServer:
             return web.Response(text="<html>gateway</html>")
         if self.mode == "no_choices":
             return web.json_response({"choices": []})
+        if self.mode == "deep":
+            return web.Response(body=b'{"choices": ' + b"[" * 100_000)
+        if self.mode == "huge":
+            return web.Response(body=b" " * (MAX_ANSWER_BYTES + 1))
+        if self.mode == "long_content":
+            content = "x" * (MAX_FIELD_LENGTH + 1)
+            return web.json_response({"choices": [{"message": {"content": content}}]})
         content = f"echo: {body['messages'][0]['content']}"
         return web.json_response(
             {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
@@ -382,7 +389,14 @@ async def test_openai_seed_fits_a_signed_64_bit_integer(stub: StubServer) -> Non
 
 @pytest.mark.parametrize(
     ("mode", "match"),
-    [("error", "HTTP 500"), ("not_json", "not JSON"), ("no_choices", "choices")],
+    [
+        ("error", "HTTP 500"),
+        ("not_json", "not JSON"),
+        ("no_choices", "choices"),
+        ("deep", "not JSON"),  # nested 100,000 deep: refused before any parser sees it
+        ("huge", f"over {MAX_ANSWER_BYTES} bytes"),
+        ("long_content", f"more than {MAX_FIELD_LENGTH}"),
+    ],
 )
 async def test_openai_bad_answers_raise_backend_error(
     stub: StubServer, mode: str, match: str
