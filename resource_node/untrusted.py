@@ -114,13 +114,15 @@ def json_object(value: Any, field: str) -> dict[str, Any] | None:
 class TaskInputs:
     """What a backend computes from, read from a task object: `model_options` is the parsed
     modelOptions object (`{}` when modelOptions is not a JSON object), `max_tokens` its
-    `max_tokens`, `model` the model it names (else the `model` the validator reports)."""
+    `max_tokens`, `model` the model it names (else the `model` the validator reports);
+    `length` the characters of the fields they were read from (what keeping them costs)."""
 
     prompts: str
     model_options: dict[str, Any]
     schema: str
     model: str | None
     max_tokens: int | None
+    length: int = 0
 
 
 def read_inputs(task: Mapping[str, Any]) -> TaskInputs:
@@ -146,7 +148,8 @@ def read_inputs(task: Mapping[str, Any]) -> TaskInputs:
     if not isinstance(model, str):
         reported = task.get("model")
         model = reported if isinstance(reported, str) and len(reported) <= 256 else None
-    return TaskInputs(prompts, options, schema, model, max_tokens)
+    length = len(prompts) + len(raw_options) + len(schema)
+    return TaskInputs(prompts, options, schema, model, max_tokens, length)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 CRASH_EXIT_CODE = 3
 MAX_COOLDOWNS = 4096
 MAX_REMEMBERED = 4096  # tasks read, and problems logged, kept in memory (oldest forgotten)
+INPUTS_BUDGET = 64 << 20  # characters of the task inputs kept, at most (oldest forgotten)
 
 # What a piece of work is about: ("result", taskHash) or ("verdict", taskHash, submitter).
 WorkKey = tuple[str, ...]
@@ -199,6 +200,7 @@ class ResourceNode:
         self._active: set[WorkKey] = set()
         self._cooldown: dict[WorkKey, tuple[int, float]] = {}
         self._inputs: dict[str, TaskInputs] = {}  # read once per task hash
+        self._inputs_length = 0
         self._unreadable: dict[str, str] = {}  # task hash -> why it cannot be read
         self._reported: dict[tuple[str, ...], None] = {}  # problems logged once
         self._counters = _Counters()
@@ -449,7 +451,7 @@ class ResourceNode:
             self._skip(task_hash, item, exc)
             return None
         if inputs is None:
-            self._remember(self._inputs, task.task_hash, task.inputs)
+            self._keep_inputs(task.task_hash, task.inputs)
         for entry_name, reason in task.bad_entries:
             self._report_once(
                 ("entry", task.task_hash, entry_name),
@@ -484,6 +486,15 @@ class ResourceNode:
         self._remember(self._reported, key, None)
         log.warning(message % args, exc_info=exc_info)
         return True
+
+    def _keep_inputs(self, task_hash: str, inputs: TaskInputs) -> None:
+        """Keep a task's inputs, so the next listing of it is not read again: at most
+        MAX_REMEMBERED tasks and INPUTS_BUDGET characters, the oldest forgotten first."""
+        self._inputs_length += inputs.length
+        self._inputs[task_hash] = inputs
+        while self._inputs_length > INPUTS_BUDGET or len(self._inputs) > MAX_REMEMBERED:
+            oldest = next(iter(self._inputs))
+            self._inputs_length -= self._inputs.pop(oldest).length
 
     @staticmethod
     def _remember(memory: dict[Any, Any], key: Any, value: Any) -> None:
