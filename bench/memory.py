@@ -4,8 +4,9 @@ until `tasks` of them are finished, and its RSS (VmRSS) is read every `step` fin
 The cheapest way to finish a task is to let it fail: the genesis sets both deadlines to one
 block, so a task submitted in block h fails (and is refunded) at the end of block h + 1, one
 signed transaction per task. Tasks come from `senders` dev accounts in JSON-RPC batches of
-presigned SubmitTasks, each sender's batch in nonce order, resent from its first refused
-call (a full mempool, the per-sender cap) until it is in.
+presigned SubmitTasks, one batch at a time (the RSS of many batches in flight at once is
+their burst, not the finished tasks), each resent from its first refused call (a full
+mempool, the per-sender cap) until it is in.
 """
 
 from __future__ import annotations
@@ -93,8 +94,7 @@ async def memory_over_tasks(
             submitted = 0
             while submitted < tasks:
                 goal = min(tasks, submitted + step)
-                while submitted < goal:
-                    sends = []
+                while submitted < goal:  # one batch at a time: the load, not its burst
                     for i, wallet in enumerate(wallets):
                         count = min(BATCH, goal - submitted)
                         if count <= 0:
@@ -108,8 +108,7 @@ async def memory_over_tasks(
                             calls.append((tx.method, tx.params))
                         nonces[i] += count
                         submitted += count
-                        sends.append(send_in_order(client, calls))
-                    refused += sum(await asyncio.gather(*sends))
+                        refused += await send_in_order(client, calls)
                 stats = await wait_finished(client, submitted, FINISH_TIMEOUT_S)
                 rss = round(rss_bytes(service.pid) / MIB, 1)
                 samples.append({"finished": submitted, "rssMiB": rss})
