@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import re
 import resource
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
@@ -41,7 +43,15 @@ MIB = 1024 * 1024
 BACKLOG = 1024  # connections the kernel queues before accept: a burst of honest ones fits
 REPORT_INTERVAL_S = 10.0  # refused and closed connections are summed up once per interval
 REPEAT_INTERVAL_S = 10.0  # a repeated warning or loop error is logged once per interval
-SHUTDOWN_TIMEOUT_S = 5.0  # what requests in progress get to end when the server stops
+# Descriptors kept free of connections: LevelDB's table cache (up to 1,000 files), the log,
+# the peers' sockets. Where the open-files limit leaves less, the cap is lowered to fit.
+FD_RESERVE = 1100
+MIN_CONNECTIONS = 16
+SHUTDOWN_TIMEOUT_S = 5.0
+# TRIM_DELAY_S after this many bytes were received the heap is trimmed (at most once per
+# delay, while bytes keep coming): RSS comes back down after a flood of bodies.
+TRIM_AFTER_BYTES = 32 * MIB
+TRIM_DELAY_S = 2.0  # what requests in progress get to end when the server stops
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Content-Type"  # when a preflight names none
 CORS_MAX_AGE_S = 600
@@ -132,6 +142,7 @@ class _Connection(asyncio.Protocol):
             self._arm(self._guard.limits.header_timeout_s, "header")
 
     def data_received(self, data: bytes) -> None:
+        self._guard.received(len(data))
         if self._idle:
             self._idle = False
             self._guard.wait_again(self)
@@ -215,6 +226,8 @@ class _Guard:
         self._waiting: dict[_Connection, None] = {}  # no request in progress, longest first
         self._counts: dict[str, int] = {}
         self._report: asyncio.TimerHandle | None = None
+        self._received = 0  # bytes received since the heap was last trimmed
+        self._trim: asyncio.TimerHandle | None = None
 
     def __call__(self) -> asyncio.Protocol:
         if len(self.open) >= self.limits.max_connections:
@@ -243,6 +256,19 @@ class _Guard:
         self.open.pop(connection.inner, None)
         self._waiting.pop(connection, None)
 
+    def received(self, size: int) -> None:
+        self._received += size
+        if self._received >= TRIM_AFTER_BYTES and self._trim is None:
+            self._trim = self.loop.call_later(TRIM_DELAY_S, self._trim_heap)
+
+    def _trim_heap(self) -> None:
+        """Give back to the system the memory that requests took: freed by Python, most of
+        it would stay with the allocator (glibc keeps freed chunks in its arenas), and RSS
+        where a flood of bodies took it."""
+        self._trim = None
+        self._received = 0
+        trim_heap()
+
     def note(self, kind: str) -> None:
         self._counts[kind] = self._counts.get(kind, 0) + 1
         if self._report is None:
@@ -266,11 +292,42 @@ class _Guard:
 
     def close(self, *, busy: bool) -> None:
         """Close the connections without a request in progress, and with `busy` the rest."""
-        if self._report is not None:
-            self._report.cancel()
-            self._report = None
+        for handle in (self._report, self._trim):
+            if handle is not None:
+                handle.cancel()
+        self._report = self._trim = None
         for connection in list(self.open.values() if busy else self._waiting):
             connection.evict()
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
+
+
+def trim_heap() -> None:
+    """glibc's malloc_trim(0): freed memory at the heap's top and inside it back to the
+    system. A no-op where the C library has none."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _drop_frames(exc: BaseException) -> None:
+    """Drop the tracebacks of `exc` and of the exceptions it chains. They hold the frames of
+    the failed body read, and so the bytes read so far, in reference cycles (a frame holds a
+    future that holds the exception that holds the frame) that only the cyclic collector
+    would free, maybe minutes later: RSS would stay up after the attacker leaves."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__context__ or current.__cause__
 
 
 def _is_preflight(request: web.Request) -> bool:
@@ -356,6 +413,7 @@ class HttpService:
             await self._runner.cleanup()
         if self._guard is not None:
             self._guard.close(busy=True)
+
         self._server = self._runner = self._guard = None
 
     async def _defend(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -395,7 +453,8 @@ class HttpService:
         try:
             async with asyncio.timeout(self.limits.body_timeout_s):
                 await request.read()
-        except TimeoutError:
+        except TimeoutError as exc:
+            _drop_frames(exc)
             timeout = self.limits.body_timeout_s
             reason = f"the body did not arrive within {timeout:g} s"
             refusal = self._refuse(request, 408, reason, {"limit": timeout})
@@ -406,8 +465,12 @@ class HttpService:
             if isinstance(request.protocol, RequestHandler):
                 request.protocol.force_close()
             return size, refusal
-        except web.HTTPRequestEntityTooLarge:
+        except web.HTTPRequestEntityTooLarge as exc:
+            _drop_frames(exc)
             return size, self._too_large(request, largest)
+        except ConnectionError as exc:  # the client left: nothing to answer, nothing to log
+            _drop_frames(exc)
+            return size, web.Response(status=400)
         return size, None
 
     def _too_large(self, request: web.Request, largest: int) -> web.StreamResponse:
@@ -499,18 +562,38 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def prepare_process(loop: asyncio.AbstractEventLoop, limits: Limits | None = None) -> None:
-    """What a serving process does once at start: the open-files limit raised (a warning when
-    it leaves little room beyond the connection cap), repeated warnings of every log handler
-    and the loop's errors (a failed accept when descriptors run out, ...) throttled to one
-    line per kind per interval, with no traceback for an OSError."""
-    soft = raise_open_files_limit()
-    cap = (limits or Limits()).max_connections
-    if soft < cap + 1024:  # the ledger's files, the peers' sockets and the log come on top
-        log.warning("the open-files limit %d leaves little room beyond %d connections", soft, cap)
+def prepare_process(loop: asyncio.AbstractEventLoop, limits: Limits | None = None) -> Limits:
+    """What a serving process does once at start: the open-files limit raised to its hard
+    limit, and the connection cap lowered (with a warning) where that limit leaves less room
+    than FD_RESERVE beyond it; repeated warnings and the loop's errors throttled
+    (`throttle_logs`, `throttle_loop_errors`). The limits to serve with."""
+    limits = limits or Limits()
+    room = raise_open_files_limit() - FD_RESERVE
+    if room < limits.max_connections:
+        cap = max(MIN_CONNECTIONS, room)
+        log.warning(
+            "the open-files limit leaves room for %d connections beside the ledger's files: "
+            "the connection cap is %d, not %d",
+            room,
+            cap,
+            limits.max_connections,
+        )
+        limits = replace(limits, max_connections=cap)
+    throttle_logs()
+    throttle_loop_errors(loop)
+    return limits
+
+
+def throttle_logs() -> None:
+    """A RepeatFilter on every handler of the root logger (once)."""
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RepeatFilter) for f in handler.filters):
             handler.addFilter(RepeatFilter())
+
+
+def throttle_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop's errors (a failed accept when descriptors run out, ...) logged once per kind
+    per interval with a count of the rest; an OSError in one line, without its traceback."""
     throttle = _Throttle(REPEAT_INTERVAL_S)
 
     def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
