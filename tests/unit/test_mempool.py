@@ -9,7 +9,9 @@ the restart of a real process is tests/e2e/test_mempool_journal.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from hypothesis import strategies as hyp
 from chain.node.journal import Journal, encode_record, parse_records
 from chain.node.ledger import Ledger
 from chain.node.mempool import JOURNAL_SLACK_RECORDS, Mempool
+from chain.node.node import Node, dev_validator_key
 from chain.protocol import blocks, crypto, wire
 from chain.protocol.errors import (
     ChainError,
@@ -507,3 +510,48 @@ def test_a_journal_reads_back_every_complete_record_and_skips_the_rest(
     assert [wire.signed_tx_from_json(r) for r in records] == expected
     torn = 0 if kept.endswith(b"\n") or not kept else 1
     assert skipped == complete - len(expected) + torn
+
+
+# --- a validator's restart: the journal admitted again (PROTOCOL 5.1) -------------------------
+
+
+async def test_a_restarted_node_admits_its_journal_again_and_drops_what_was_committed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    genesis = parse_genesis(
+        dev_genesis(mnemonic=DEV_MNEMONIC, params=replace(PARAMS, block_time_ms=0))
+    )
+    data_dir = tmp_path / "data"
+    node = Node(genesis, data_dir, dev_validator_key(genesis, None))
+    await node.setup()
+    committed = sign(Transfer(ALICE, 0, BOB, 1))
+    node.submit(committed)
+    node.produce_block()
+    waiting = [sign(Transfer(ALICE, 1, BOB, 2)), sign(task(BOB, 0))]
+    for tx in waiting:
+        node.submit(tx)
+    await node.cleanup()  # the journal still holds the committed transfer: no rewrite yet
+    records, _ = Journal(data_dir).read()
+    assert [r["hash"] for r in records] == [wire.hex0x(t.hash) for t in [committed, *waiting]]
+
+    again = Node(genesis, data_dir, dev_validator_key(genesis, None))
+    with caplog.at_level(logging.INFO, logger="chain.node.node"):
+        await again.setup()
+    try:
+        assert again.mempool.held() == waiting
+        assert again.next_nonce(ALICE) == 2 and again.next_nonce(BOB) == 1
+        record = again.tx_record(committed.hash)
+        assert record is not None and record.status == "committed"
+        assert "2 transactions admitted again, 1 dropped" in caplog.text
+        assert "0 unreadable records skipped" in caplog.text
+        # rewritten at the start: only what waits
+        assert [r["hash"] for r in Journal(data_dir).read()[0]] == [
+            wire.hex0x(t.hash) for t in waiting
+        ]
+        again.produce_block()
+        assert len(again.mempool) == 0
+        for tx in waiting:
+            done = again.tx_record(tx.hash)
+            assert done is not None and done.status == "committed"
+    finally:
+        await again.cleanup()
