@@ -48,8 +48,8 @@ REPEAT_INTERVAL_S = 10.0  # a repeated warning or loop error is logged once per 
 FD_RESERVE = 1100
 MIN_CONNECTIONS = 16
 SHUTDOWN_TIMEOUT_S = 5.0
-# TRIM_DELAY_S after this many bytes were received the heap is trimmed (at most once per
-# delay, while bytes keep coming): RSS comes back down after a flood of bodies.
+# Once the connections closed since the last trim received this many bytes, the heap is
+# trimmed TRIM_DELAY_S later (at most once per delay): RSS comes back down after a flood.
 TRIM_AFTER_BYTES = 32 * MIB
 TRIM_DELAY_S = 2.0  # what requests in progress get to end when the server stops
 CORS_METHODS = "GET, POST, OPTIONS"
@@ -121,7 +121,7 @@ class _Connection(asyncio.Protocol):
     for a request's headers, handling a request, idle after a response) and the timer that
     closes it when the phase lasts too long."""
 
-    __slots__ = ("_doomed", "_guard", "_idle", "_timer", "busy", "inner", "transport")
+    __slots__ = ("_doomed", "_guard", "_idle", "_timer", "busy", "inner", "received", "transport")
 
     def __init__(self, guard: _Guard, inner: asyncio.Protocol) -> None:
         self._guard = guard
@@ -129,6 +129,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.busy = False
         self._idle = False  # between a response and the first byte of the next request
+        self.received = 0  # bytes
         self._timer: asyncio.TimerHandle | None = None
         self._doomed = False  # evicted before it was made
 
@@ -142,7 +143,7 @@ class _Connection(asyncio.Protocol):
             self._arm(self._guard.limits.header_timeout_s, "header")
 
     def data_received(self, data: bytes) -> None:
-        self._guard.received(len(data))
+        self.received += len(data)
         if self._idle:
             self._idle = False
             self._guard.wait_again(self)
@@ -226,7 +227,7 @@ class _Guard:
         self._waiting: dict[_Connection, None] = {}  # no request in progress, longest first
         self._counts: dict[str, int] = {}
         self._report: asyncio.TimerHandle | None = None
-        self._received = 0  # bytes received since the heap was last trimmed
+        self._released = 0  # bytes received on the connections closed since the last trim
         self._trim: asyncio.TimerHandle | None = None
 
     def __call__(self) -> asyncio.Protocol:
@@ -253,20 +254,19 @@ class _Guard:
             self._waiting[connection] = None
 
     def forget(self, connection: _Connection) -> None:
-        self.open.pop(connection.inner, None)
+        if self.open.pop(connection.inner, None) is None:
+            return
         self._waiting.pop(connection, None)
-
-    def received(self, size: int) -> None:
-        self._received += size
-        if self._received >= TRIM_AFTER_BYTES and self._trim is None:
+        self._released += connection.received
+        if self._released >= TRIM_AFTER_BYTES and self._trim is None:
             self._trim = self.loop.call_later(TRIM_DELAY_S, self._trim_heap)
 
     def _trim_heap(self) -> None:
-        """Give back to the system the memory that requests took: freed by Python, most of
-        it would stay with the allocator (glibc keeps freed chunks in its arenas), and RSS
-        where a flood of bodies took it."""
+        """Give back to the system the memory that closed connections took: freed by Python,
+        most of it would stay with the allocator (glibc keeps freed chunks in its arenas),
+        and RSS where a flood of bodies took it."""
         self._trim = None
-        self._received = 0
+        self._released = 0
         trim_heap()
 
     def note(self, kind: str) -> None:
