@@ -152,7 +152,8 @@ async def serve(args: argparse.Namespace) -> int:
         signer = RequestSigner(node.validator, genesis.chain_id)
         peers = Peers(urls, genesis.hash, node.consensus.pending_tx_wire, signer)
         node.network = peers
-    limits = serving.prepare_process(loop, serving.limits_from(args))
+    limits = serving.limits_from(args)
+    serving.prepare_process(loop, limits)
     server = RpcServer(node)
     cors = serving.cors_from(args, dev=genesis.dev is not None)
     service = serving.HttpService(
@@ -194,7 +195,8 @@ def repair(args: argparse.Namespace) -> int:
     print(
         f"repaired the ledger in {args.data_dir}: LevelDB files {' '.join(repaired.before)} "
         f"became {' '.join(repaired.after)}; moved to {Path(args.data_dir) / 'lost'}: {lost}\n"
-        f"the ledger is consistent at height {head.height} (block {wire.hex0x(head.hash)}, "
+        "its blocks re-executed from genesis agree with it: the ledger is consistent at "
+        f"height {head.height} (block {wire.hex0x(head.hash)}, "
         f"appHash {wire.hex0x(head.app_hash)}): start the validator without --repair",
         flush=True,
     )

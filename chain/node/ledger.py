@@ -20,6 +20,7 @@ Key layout (big-endian integers, raw 20-byte addresses and 32-byte hashes):
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -558,7 +559,9 @@ class Repaired:
 
 def repair_ledger(path: str | Path, genesis: Genesis) -> Repaired:
     """Run LevelDB's repair on the data directory `path`, then open it as `Ledger.open` does
-    (so the repaired ledger is checked, and refused if it is not consistent), and close it.
+    (so the repaired ledger is checked, and refused if it is not consistent), re-execute its
+    blocks from genesis (`replay_problem`: the appHash of every block and the state after the
+    head must be what the blocks make), and close it.
 
     Only a directory that holds a LevelDB (with the marker or without: a ledger of before
     the marker) is repaired, and only when no process holds it."""
@@ -573,12 +576,63 @@ def repair_ledger(path: str | Path, genesis: Genesis) -> Repaired:
     lost_before = set(_names(lost_dir))
     before, after = stores.repair(data_dir)
     lost = tuple(sorted(set(_names(lost_dir)) - lost_before))
-    ledger = Ledger.open(data_dir, genesis)
     try:
-        head = ledger.head
-    finally:
-        ledger.close()
+        ledger = Ledger.open(data_dir, genesis)
+        try:
+            with tempfile.TemporaryDirectory(prefix="inferchain-replay-") as scratch:
+                problem = replay_problem(ledger, Path(scratch) / "ledger")
+            head = ledger.head
+        finally:
+            ledger.close()
+    except StorageError as exc:
+        problem = str(exc)
+    if problem is not None:
+        raise StorageError(
+            f"LevelDB repaired the ledger in {data_dir}, but it is still not consistent "
+            f"({problem}); LevelDB files {' '.join(before)} became {' '.join(after)}; "
+            "move the directory away to start a new chain"
+        )
     return Repaired(tuple(before), tuple(after), lost, head)
+
+
+def replay_problem(ledger: Ledger, scratch: Path) -> str | None:
+    """Re-execute every block of `ledger` from its genesis into a new ledger in `scratch`, as
+    block sync would: the first block that is missing, whose transactions are missing, or
+    that gives another block hash or appHash; or a state after the head that is not the
+    state of the re-execution; None if everything agrees."""
+    replay = Ledger.open(scratch, ledger.genesis)
+    try:
+        for height in range(1, ledger.head.height + 1):
+            stored = ledger.get_block(height)
+            if stored is None:
+                return f"no block at height {height}"
+            block = stored.block
+            txs = []
+            for tx_hash in block.txs:
+                record = ledger.get_tx(tx_hash)
+                if record is None:
+                    return f"transaction {wire.hex0x(tx_hash)} of block {height} is missing"
+                txs.append(record.tx)
+            state = State(replay.view)
+            ctx = BlockContext(block.height, block.time, block.proposer)
+            signers = [v.validator for v in block.last_commit]
+            records = blocks.execute_block(state, ledger.genesis.params, ctx, txs, signers)
+            try:
+                head = replay.commit_block(block, stored.commit, records, state.write_set())
+            except (AppHashMismatch, StorageError) as exc:
+                return f"block {height} does not re-execute: {exc}"
+            if head.hash != stored.hash:
+                return f"block {height} re-executed has hash {wire.hex0x(head.hash)}"
+        if replay.head != ledger.head:
+            return f"the head re-executed is {replay.head}, the ledger says {ledger.head}"
+        ours = dict(ledger.view.iterate(STATE_PREFIX))
+        theirs = dict(replay.view.iterate(STATE_PREFIX))
+        if ours != theirs:
+            key = min(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+            return f"the state of {key!r} is not what the blocks make"
+        return None
+    finally:
+        replay.close()
 
 
 def _names(path: Path) -> list[str]:

@@ -101,13 +101,14 @@ def data_dir_state(path: Path) -> DataDirState:
     marker = path / MARKER
     try:
         content = json.loads(marker.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise damaged(path, f"its marker {MARKER} cannot be read: {exc}") from exc
+        found = f"format {content['format']!r}"
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        content, found = None, f"unreadable: {exc}"
     if not isinstance(content, dict) or content.get("format") != MARKER_FORMAT:
-        found = content.get("format") if isinstance(content, dict) else content
         raise StorageError(
-            f"the marker {marker} says format {found!r}, this version reads format "
-            f"{MARKER_FORMAT}: nothing was changed; use the version that wrote it"
+            f"the marker {marker} is not one this version reads ({found}; this version "
+            f"writes format {MARKER_FORMAT}): nothing was changed; start the version that "
+            "wrote it, or move the directory away"
         )
     return DataDirState.MARKED
 

@@ -19,7 +19,7 @@ from Crypto.Hash import keccak as pycryptodome_keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chain.node.ledger import Ledger, repair_ledger
+from chain.node.ledger import Ledger, repair_ledger, replay_problem
 from chain.node.store import (
     MARKER,
     MARKER_FORMAT,
@@ -849,3 +849,27 @@ def test_repair_refuses_a_new_or_foreign_dir(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="not an inferchain data directory"):
         repair_ledger(foreign_dir, GENESIS)
     assert files_of(foreign_dir) == {"notes.txt": b"hello\n"}
+
+
+def test_replay_agrees_with_a_healthy_ledger(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "ledger", GENESIS)
+    try:
+        commit(ledger, [Transfer(ALICE, 0, BOB, 5), task(CAROL, 0)])
+        commit(ledger, [Transfer(BOB, 0, CAROL, 1)])
+        assert replay_problem(ledger, tmp_path / "replay") is None
+    finally:
+        ledger.close()
+
+
+def test_repair_refuses_a_state_that_its_blocks_do_not_make(tmp_path: Path) -> None:
+    path = tmp_path / "ledger"
+    ledger = Ledger.open(path, GENESIS)
+    commit(ledger, [Transfer(ALICE, 0, BOB, 5)])
+    ledger.store.write({b"s/val/" + bytes.fromhex(VALIDATOR[2:]): None})
+    ledger.close()
+    (path / "CURRENT").unlink()
+    with pytest.raises(StorageError) as info:
+        repair_ledger(path, GENESIS)
+    message = str(info.value)
+    assert f"LevelDB repaired the ledger in {path}, but it is still not consistent" in message
+    assert "s/val/" in message, message
