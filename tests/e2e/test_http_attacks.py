@@ -33,7 +33,7 @@ from chain.protocol import crypto
 from chain.protocol.genesis import DEV_MNEMONIC, Params, dev_genesis, parse_genesis
 from rpc.client import InferchainClient
 from tests.e2e.network import eventually
-from tests.e2e.processes import TRACEBACK, StartValidator, log_text
+from tests.e2e.processes import TRACEBACK, StartValidator, log_text, run_to_exit
 from tests.helpers import ValidatorProcess, write_genesis
 
 WAIT_S = 30.0  # the longest any condition here is waited for
@@ -320,6 +320,26 @@ async def test_a_non_dev_chain_with_cors_allows_the_origins_it_names(
     other = await cors_answers(process.url, "https://elsewhere.example")
     assert other["preflight"][0] == 403
     assert "Access-Control-Allow-Origin" not in other["post"]
+
+
+# Flags
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--cors", "app.example", "'app.example' is not an origin"),
+        ("--max-connections", "0", "expected a positive number, got '0'"),
+        ("--header-timeout", "soon", "expected a positive number, got 'soon'"),
+    ],
+)
+def test_a_malformed_limit_is_refused_at_start_naming_the_flag(
+    tmp_path: Path, flag: str, value: str, says: str
+) -> None:
+    exited = run_to_exit(dev_path(tmp_path), tmp_path / "data", flag, value)
+    assert exited.returncode == 2
+    assert flag in exited.stderr and says in exited.stderr
+    assert TRACEBACK not in exited.stderr
 
 
 # The long run

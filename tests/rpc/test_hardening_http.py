@@ -404,3 +404,46 @@ def test_repeated_warnings_are_logged_once_per_interval_with_a_count() -> None:
         "an info line passes every time",
         "accept failed: 1000 (999 more like it not logged)",
     ]
+
+
+async def test_loop_errors_are_one_line_per_kind_per_interval_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What asyncio reports when accept() runs out of descriptors, a thousand times: one
+    line, the OSError's text and no traceback (a fresh loop: the handler stays on it)."""
+    loop = asyncio.new_event_loop()
+    try:
+        serving.throttle_loop_errors(loop)
+        error = OSError(24, "Too many open files")
+        with caplog.at_level(logging.ERROR, logger="rpc.serving"):
+            for _ in range(1000):
+                loop.call_exception_handler(
+                    {"message": "socket.accept() out of system resource", "exception": error}
+                )
+    finally:
+        loop.close()
+    lines = [r for r in caplog.records if r.name == "rpc.serving"]
+    assert [r.getMessage() for r in lines] == [
+        "socket.accept() out of system resource: [Errno 24] Too many open files"
+    ]
+    assert lines[0].exc_info is None
+
+
+def test_the_connection_cap_is_lowered_to_fit_the_open_files_limit() -> None:
+    """A process whose hard limit of open files is 1,300 serves at most 200 connections
+    (1,100 descriptors are kept for the ledger and the rest), and says so."""
+    script = (
+        "import asyncio, logging, resource\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (1000, 1300))\n"
+        "from rpc import serving\n"
+        "loop = asyncio.new_event_loop()\n"
+        "limits = serving.prepare_process(loop, serving.Limits())\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], limits.max_connections)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1300", "200"]
+    assert "the connection cap is 200, not 1024" in out.stderr
