@@ -89,6 +89,7 @@ def add_routes(app: web.Application, node: Node) -> None:
         if not signed and request.content_length is not None:  # refused before it is read
             refusal = limits.take(source, 0, request.content_length, _now())
             if refusal is not None:
+                refusal.force_close()  # the connection closes: its body is never read
                 return refusal
         try:
             raw = await request.read()

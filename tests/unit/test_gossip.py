@@ -1,4 +1,5 @@
-"""chain.protocol.gossip: what validators send each other (PROTOCOL 6), signed, encoded and checked.
+"""chain.protocol.gossip: what validators send each other (PROTOCOL 6), signed, encoded and checked,
+and the signature on a transport request (6.8).
 
 Everything runs on a real dev genesis with four validators of equal stake (quorum: three of
 them), their consensus keys derived as the node derives them, and real EIP-712 transactions
@@ -27,7 +28,12 @@ from chain.protocol.consensus import VOTE_TYPES, Proposal, ValidatorSet, VoteMsg
 from chain.protocol.errors import InvalidPeerMessage
 from chain.protocol.genesis import dev_genesis, parse_genesis
 from chain.protocol.gossip import (
+    MAX_CLOCK_SKEW_MS,
+    SIGNATURE_HEADER,
+    TIME_HEADER,
+    VALIDATOR_HEADER,
     CommittedBlock,
+    RequestSigner,
     SignedProposal,
     ValidatorKey,
     Verifier,
@@ -883,3 +889,97 @@ def test_any_signed_vote_roundtrips_and_verifies(
     message = VoteMsg(height, round_, vote_type, value, key.address)
     vote = sign_vote(key, CHAIN_ID, message)
     assert verifier().vote(vote_from_wire(roundtrip_json(vote_to_wire(vote)))) == message
+
+
+# What the transport checks first (PROTOCOL 6.8)
+
+
+def test_the_signer_of_a_consensus_message_is_checked_before_it_is_decoded() -> None:
+    vote = vote_to_wire(
+        sign_vote(KEYS[2], CHAIN_ID, VoteMsg(4, 0, "prevote", None, KEYS[2].address))
+    )
+    assert verifier().claimed_signer(vote) == KEYS[2].address
+    assert verifier().claimed_signer({**vote, "signature": "junk"}) == KEYS[2].address
+    proposal = proposal_to_wire(signed_proposal())
+    assert verifier().claimed_signer(proposal) == KEYS[1].address
+    outsider = {**vote, "validator": OUTSIDER.address}
+    with pytest.raises(InvalidPeerMessage, match="who is not a validator"):
+        verifier().claimed_signer(outsider)
+    with pytest.raises(InvalidPeerMessage, match="who is not a validator"):
+        verifier().claimed_signer({**proposal, "proposer": OUTSIDER.address})
+    unknown: list[Any] = [{**vote, "kind": "gossip"}, [], None, {"kind": 1}]
+    for obj in unknown:
+        with pytest.raises(InvalidPeerMessage, match="unknown message kind"):
+            verifier().claimed_signer(obj)
+    with pytest.raises(InvalidPeerMessage, match="not an address"):
+        verifier().claimed_signer({**vote, "validator": "0x12"})
+
+
+def test_a_forged_proposal_is_refused_before_its_transactions_are_recovered() -> None:
+    forged = roundtrip_json(proposal_to_wire(signed_proposal(OUTSIDER, proposer=KEYS[0].address)))
+    forged["txs"][0]["message"]["nonce"] += 1  # a transaction that would not recover
+    # without the verifier the transactions are recovered first, and the bad one is found
+    with pytest.raises(InvalidPeerMessage, match="a bad transaction"):
+        proposal_from_wire(forged, CHAIN_ID)
+    # with it, the proposal's own signature fails first: no transaction was recovered
+    with pytest.raises(InvalidPeerMessage, match="bad signature"):
+        proposal_from_wire(forged, CHAIN_ID, verifier())
+    honest = roundtrip_json(proposal_to_wire(signed_proposal()))
+    assert proposal_from_wire(honest, CHAIN_ID, verifier()) == signed_proposal()
+
+
+NOW_MS = 1_767_225_700_000
+BODY = b'{"messages":[],"txs":[]}'
+
+
+def signed_request(
+    key: ValidatorKey = KEYS[3], body: bytes = BODY, time_ms: int = NOW_MS, chain_id: int = CHAIN_ID
+) -> dict[str, str]:
+    return RequestSigner(key, chain_id).headers(body, time_ms)
+
+
+def test_a_request_signed_by_a_validator_verifies() -> None:
+    assert verifier().request(signed_request(), BODY, NOW_MS) == KEYS[3].address
+    skew = MAX_CLOCK_SKEW_MS
+    for time_ms in (NOW_MS - skew, NOW_MS + skew):
+        assert verifier().request(signed_request(time_ms=time_ms), BODY, NOW_MS)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "why"),
+    [
+        (signed_request(), BODY + b" ", "bad signature"),
+        (signed_request(chain_id=OTHER_CHAIN_ID), BODY, "bad signature"),
+        (signed_request(OUTSIDER), BODY, "is not a validator"),
+        (signed_request(OUTSIDER) | {VALIDATOR_HEADER: KEYS[0].address}, BODY, "bad signature"),
+        (signed_request() | {VALIDATOR_HEADER: KEYS[0].address}, BODY, "bad signature"),
+        (signed_request(time_ms=NOW_MS - MAX_CLOCK_SKEW_MS - 1), BODY, "off this validator"),
+        (signed_request(time_ms=NOW_MS + MAX_CLOCK_SKEW_MS + 1), BODY, "off this validator"),
+        (signed_request() | {TIME_HEADER: str(NOW_MS + 1)}, BODY, "bad signature"),
+        (signed_request() | {TIME_HEADER: "-5"}, BODY, "unix milliseconds"),
+        (signed_request() | {SIGNATURE_HEADER: "0x1234"}, BODY, "64 bytes"),
+        (signed_request() | {SIGNATURE_HEADER: "nothex"}, BODY, "not hex"),
+        ({}, BODY, "not an address"),
+    ],
+)
+def test_a_request_with_a_bad_signature_is_refused_saying_why(
+    headers: dict[str, str], body: bytes, why: str
+) -> None:
+    with pytest.raises(InvalidPeerMessage, match=why):
+        verifier().request(headers, body, NOW_MS)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([VALIDATOR_HEADER, TIME_HEADER, SIGNATURE_HEADER]), st.text(max_size=140)
+    ),
+    st.binary(max_size=64),
+)
+def test_any_request_headers_verify_or_are_refused_as_an_invalid_peer_message(
+    changes: dict[str, str], body: bytes
+) -> None:
+    headers = signed_request(body=body) | changes
+    try:
+        assert verifier().request(headers, body, NOW_MS) == KEYS[3].address
+    except InvalidPeerMessage:
+        assert changes

@@ -1,13 +1,28 @@
-"""rpc.p2p: how the outbox to a peer becomes request bodies."""
+"""rpc.p2p: how the outbox to a peer becomes request bodies, the budget of requests no
+validator signed, and the check of the dev link control (PROTOCOL 6.8)."""
 
 from __future__ import annotations
 
+import ipaddress
+import math
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
-from rpc.p2p import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, next_batch
+from chain.protocol.gossip import DEV_TOKEN_FILE
+from rpc.p2p import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ITEMS,
+    SourceLimits,
+    TokenBucket,
+    dev_control_refusal,
+    dev_token,
+    next_batch,
+)
 
 
 def outbox(items: list[tuple[str, dict[str, Any]]]) -> deque[tuple[str, dict[str, Any]]]:
@@ -47,3 +62,111 @@ def test_an_item_that_is_not_json_is_dropped_not_sent() -> None:
     box = outbox([("txs", {"n": 2**70}), ("txs", {"n": 1})])
     assert orjson.loads(next_batch(box)) == {"messages": [], "txs": [{"n": 1}]}
     assert not box
+
+
+# The budget of requests not signed by a validator (PROTOCOL 6.8)
+
+takes = st.lists(
+    st.tuples(st.floats(0, 5, allow_nan=False), st.integers(0, 3000)), min_size=1, max_size=60
+)
+
+
+@given(
+    capacity=st.integers(1, 3000),
+    rate=st.floats(0.5, 1000, allow_nan=False),
+    steps=takes,
+)
+def test_a_token_bucket_never_grants_more_than_its_burst_and_its_rate(
+    capacity: int, rate: float, steps: list[tuple[float, int]]
+) -> None:
+    bucket = TokenBucket(capacity, rate, capacity, 0.0)
+    now, granted = 0.0, 0
+    for gap, amount in steps:
+        now += gap
+        before = bucket.tokens
+        wait = bucket.take(amount, now)
+        if wait == 0.0:
+            granted += amount
+        else:  # refused: nothing taken, and the wait says when it would be granted
+            assert amount > bucket.tokens >= 0 and bucket.tokens >= min(before, capacity) - 1e-9
+            assert (wait == math.inf) == (amount > capacity)
+        assert granted <= capacity + rate * now + 1e-6
+        assert 0 <= bucket.tokens <= capacity
+
+
+@given(capacity=st.integers(1, 3000), rate=st.floats(0.5, 1000), amount=st.integers(1, 3000))
+def test_a_refused_take_is_granted_once_its_wait_has_passed(
+    capacity: int, rate: float, amount: int
+) -> None:
+    bucket = TokenBucket(capacity, rate, 0.0, 10.0)  # empty at time 10
+    wait = bucket.take(amount, 10.0)
+    if amount > capacity:
+        assert wait == math.inf
+        return
+    assert wait > 0
+    assert bucket.take(amount, 10.0 + wait * (1 + 1e-9) + 1e-9) == 0.0
+
+
+def test_the_budget_is_per_address_and_answers_429_or_413_naming_the_limit() -> None:
+    limits = SourceLimits(items=(10, 1), bytes_=(1000, 100))
+    assert limits.take("10.0.0.1", 10, 500, 0.0) is None
+    refused = limits.take("10.0.0.1", 1, 0, 0.0)
+    assert refused is not None and refused.status == 429
+    assert refused.headers["Retry-After"] == "1"
+    answer = orjson.loads(refused.body)  # type: ignore[arg-type]
+    assert "items" in answer["error"] and "10.0.0.1" in answer["error"]
+    assert limits.take("10.0.0.2", 10, 500, 0.0) is None  # another address, its own budget
+    assert limits.take("10.0.0.1", 1, 0, 1.0) is None  # refilled
+    too_big = limits.take("10.0.0.3", 0, 1001, 0.0)
+    assert too_big is not None and too_big.status == 413
+    assert orjson.loads(too_big.body)["limit"] == 1000  # type: ignore[arg-type]
+
+
+def test_the_budgets_kept_are_bounded_and_idle_ones_go_first() -> None:
+    limits = SourceLimits(items=(10, 1), bytes_=(1000, 100), max_sources=4)
+    assert limits.take("busy", 10, 0, 0.0) is None
+    for i in range(20):
+        assert limits.take(f"idle-{i}", 1, 0, 100.0 + i) is None
+    assert len(limits._budgets) <= 4
+    assert limits.take("busy", 10, 0, 100.0) is None  # forgotten: a fresh budget
+
+
+# The dev link control (PROTOCOL 6.8)
+
+TOKEN = "ab" * 32
+
+
+@given(st.ip_addresses())
+def test_the_dev_link_control_answers_loopback_callers_with_the_token_only(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    refusal = dev_control_refusal(str(address), TOKEN, TOKEN)
+    if address.is_loopback:
+        assert refusal is None
+    else:
+        assert refusal is not None and f"loopback callers only, not {address}" in refusal
+
+
+@given(st.text(max_size=80))
+def test_the_dev_link_control_refuses_any_other_token(sent: str) -> None:
+    refusal = dev_control_refusal("127.0.0.1", sent, TOKEN)
+    if sent == TOKEN:
+        assert refusal is None
+    elif not sent:
+        assert refusal is not None and refusal.startswith("no dev token")
+    else:
+        assert refusal is not None and refusal.startswith("wrong dev token")
+
+
+def test_the_dev_link_control_refuses_an_unknown_caller() -> None:
+    assert dev_control_refusal(None, TOKEN, TOKEN) is not None
+    assert dev_control_refusal("not an address", TOKEN, TOKEN) is not None
+
+
+def test_the_dev_token_is_written_once_private_and_then_read(tmp_path: Path) -> None:
+    token = dev_token(tmp_path)
+    path = tmp_path / DEV_TOKEN_FILE
+    assert len(token) == 64 and int(token, 16) >= 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert dev_token(tmp_path) == token
+    assert dev_token(tmp_path / ".." / tmp_path.name) == token
