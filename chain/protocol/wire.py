@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
 from functools import lru_cache
 from itertools import accumulate
@@ -134,10 +135,15 @@ def parse_json(body: bytes) -> Any:
     check_json_depth(body)
     if not has_long_number(body):
         return orjson.loads(body)
+    # The standard library's parser counts each level against the recursion limit (1000 by
+    # default, less the frames below this one): room for the MAX_JSON_DEPTH levels the scan
+    # let through, and only for this call.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + MAX_JSON_DEPTH)
     try:
         return json.loads(body)
-    except RecursionError as exc:  # under the limit, but deeper than the stack left here
-        raise ValueError("nested too deeply") from exc
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def hex0x(data: bytes) -> str:
