@@ -426,8 +426,10 @@ class Testnet:
         for k in range(self.net.size):
             self.net.spawn_validator(k)
         await self.guard(self.net.wait_serving())
-        for i in range(self.args.nodes):
-            self.net.spawn_node(i)
+        nodes = [self.net.spawn_node(i) for i in range(self.args.nodes)]
+        # Ready before the demo task: a task fails at its compute deadline (20 blocks of the
+        # dev chain) when no node has started by then, and a loaded machine is that slow.
+        await self.guard(asyncio.gather(*(asyncio.to_thread(n.wait_ready) for n in nodes)))
         self.write_pid_file()
         self.print_banner()
         supervisor = asyncio.create_task(self.supervise())
