@@ -584,6 +584,8 @@ def repair_ledger(path: str | Path, genesis: Genesis) -> Repaired:
             head = ledger.head
         finally:
             ledger.close()
+    except stores.DamagedLedger as exc:
+        problem = exc.what
     except StorageError as exc:
         problem = str(exc)
     if problem is not None:

@@ -66,13 +66,21 @@ def repair_command(path: Path) -> str:
     return f"python -m rpc --data-dir {path} --repair"
 
 
-def damaged(path: Path, what: str) -> StorageError:
-    """The one refusal of a damaged ledger: the directory, what is wrong, what to do."""
-    return StorageError(
-        f"the ledger in {path} is damaged ({what}): nothing was changed; run "
-        f"`{repair_command(path)}` (with your --genesis) to let LevelDB repair it, "
-        "or move the directory away to start a new chain"
-    )
+class DamagedLedger(StorageError):
+    """The one refusal of a damaged ledger: the directory, what is wrong (`what`), what to
+    do. A StorageError like any other to its callers; `--repair` reports `what` alone."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(
+            f"the ledger in {path} is damaged ({what}): nothing was changed; run "
+            f"`{repair_command(path)}` (with your --genesis) to let LevelDB repair it, "
+            "or move the directory away to start a new chain"
+        )
+        self.what = what
+
+
+def damaged(path: Path, what: str) -> DamagedLedger:
+    return DamagedLedger(path, what)
 
 
 def foreign(path: Path, what: str) -> StorageError:
