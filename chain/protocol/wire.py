@@ -68,6 +68,7 @@ MAX_JSON_DEPTH = 1024
 # and the step of the running depth per byte of that shape.
 _NOT_SKELETON = bytes(b for b in range(256) if b not in b'"[]{}')
 _SHAPES = bytes.maketrans(b"[]{}", b"()()")
+_NOT_OPENING = bytes(b for b in range(256) if b not in b"[{")
 _DEPTH_STEPS = tuple(1 if b == ord("(") else -1 if b == ord(")") else 0 for b in range(256))
 _PEEL_PASSES = 16  # a JSON-RPC body nests 3 or 4 deep: peeled to nothing, never summed
 
@@ -116,11 +117,10 @@ def _bracket_depth(shape: bytes) -> int:
 def check_json_depth(body: bytes) -> None:
     """ValueError naming the limit when `body` nests deeper than MAX_JSON_DEPTH. A text with
     no more opening brackets than that (any JSON-RPC body of up to about 500 calls) cannot
-    nest deeper, and is let through on the count alone."""
-    skeleton = _skeleton(body)
-    if skeleton.count(b"(") <= MAX_JSON_DEPTH:
+    nest deeper, and is let through on the count alone, strings and escapes not looked at."""
+    if len(body.translate(None, _NOT_OPENING)) <= MAX_JSON_DEPTH:
         return
-    depth = _skeleton_depth(skeleton)
+    depth = _skeleton_depth(_skeleton(body))
     if depth > MAX_JSON_DEPTH:
         raise ValueError(
             f"arrays and objects nested {depth} deep, at most {MAX_JSON_DEPTH} are allowed"
