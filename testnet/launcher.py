@@ -498,14 +498,16 @@ def already_running(data_dir: Path) -> str:
     except (OSError, ValueError):
         info = {}
     info = info if isinstance(info, dict) else {}
-    pid, urls, processes = info.get("launcher"), info.get("urls") or [], info.get("processes")
+    pid, urls, processes = info.get("launcher"), info.get("urls"), info.get("processes")
+    urls = [str(url) for url in urls] if isinstance(urls, list) else []
+    pid = pid if isinstance(pid, int) else None
     lines = [
         f"a testnet is already running in {data_dir}"
         + (f" (launcher pid {pid})" if pid else "")
         + "; nothing was started"
     ]
     if urls:
-        lines.append(f"  use it: its validators answer at {', '.join(map(str, urls))}")
+        lines.append(f"  use it: its validators answer at {', '.join(urls)}")
         lines.append(f"    (curl -s {urls[0]}/health)")
     if pid:
         lines.append(f"  stop it: Ctrl-C in its terminal, or kill {pid}")

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chain.protocol import crypto, wire
 from chain.protocol.crypto import dev_private_key
@@ -76,8 +78,8 @@ class Block:
         return f"line{self.line}-{self.language}"
 
 
-def readme_blocks() -> list[Block]:
-    text = README.read_text(encoding="utf-8")
+def parse_blocks(text: str) -> list[Block]:
+    """The fenced code blocks of a Markdown text, each with the HTML comment above it."""
     blocks = []
     for match in FENCE.finditer(text):
         before = text[: match.start()].rstrip()
@@ -89,7 +91,7 @@ def readme_blocks() -> list[Block]:
     return blocks
 
 
-BLOCKS = readme_blocks()
+BLOCKS = parse_blocks(README.read_text(encoding="utf-8"))
 CODE_BLOCKS = [block for block in BLOCKS if block.language != "text"]
 
 
@@ -318,3 +320,34 @@ def test_protocol_gives_the_types_of_the_ethers_vectors() -> None:
     vectors = json.loads(VECTORS.read_text(encoding="utf-8"))["types"]
     vectors.pop("EIP712Domain", None)
     assert json.loads(types_json) == vectors
+
+
+CODE_LINE = st.text(st.characters(codec="utf-8", exclude_characters="\n\r`"), max_size=30)
+PROSE = st.text(st.characters(codec="utf-8", exclude_characters="\n\r`<>"), max_size=30)
+WRITTEN = st.lists(
+    st.tuples(
+        st.sampled_from(LANGUAGES),
+        st.lists(CODE_LINE, max_size=4),
+        st.sampled_from(["", "not run: starts a network", "run: until ready", "check: dry run"]),
+        PROSE,
+    ),
+    max_size=5,
+)
+
+
+@given(WRITTEN)
+def test_blocks_are_read_as_written(written: list[tuple[str, list[str], str, str]]) -> None:
+    """Markdown of prose, marks and fenced blocks is read back block for block: language,
+    code, line and the mark right above it (and only that one)."""
+    parts, expected, line = ["# title\n"], [], 2
+    for language, code_lines, mark, prose in written:
+        parts.append(f"{prose}\n\n")
+        line += 2
+        if mark:
+            parts.append(f"<!-- {mark} -->\n")
+            line += 1
+        code = "".join(f"{code_line}\n" for code_line in code_lines)
+        parts.append(f"```{language}\n{code}```\n")
+        expected.append(Block(language, code, line, mark))
+        line += len(code_lines) + 2
+    assert parse_blocks("".join(parts)) == expected

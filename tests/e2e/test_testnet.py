@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -37,19 +38,20 @@ STOP_TIMEOUT = 60.0
 REFUSAL_TIMEOUT = 30.0
 BLOCK_TIMEOUT = 60.0
 DEMO_VERIFIED = "verified at block"
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 def free_ports(count: int) -> int:
-    """A port p such that p .. p + count - 1 are free on 127.0.0.1 right now."""
+    """A port p such that p .. p + count - 1 are free on 127.0.0.1 right now, below the
+    kernel's ephemeral range: the ports the OS hands out for port 0 (every other test's
+    servers and clients) never take them between this check and the launcher's bind."""
+    low = int(EPHEMERAL_RANGE.read_text().split()[0]) if EPHEMERAL_RANGE.exists() else 32768
     for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base: int = probe.getsockname()[1]
-        if base + count > 65536:
-            continue
+        base = random.randrange(max(1024, low - 12000), low - count)
         try:
-            for port in range(base + 1, base + count):
+            for port in range(base, base + count):
                 with socket.socket() as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     probe.bind(("127.0.0.1", port))
         except OSError:
             continue
@@ -253,6 +255,18 @@ async def test_a_validator_left_running_on_the_data_dir_is_named(tmp_path: Path)
         orphan.close()
 
 
+def test_a_port_taken_by_another_program_is_named(tmp_path: Path) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        exited = refused(tmp_path / "testnet", "--validators", "1", "--port", str(port))
+    assert f"port {port} is already in use on 127.0.0.1" in exited.stderr
+    assert "does not answer as a validator: another program listens there" in exited.stderr
+    assert not (tmp_path / "testnet" / "genesis.json").exists()
+    assert not (tmp_path / "testnet" / "launcher.json").exists()
+
+
 async def wait_for_height_above(url: str, height: int) -> int:
     async with InferchainClient(url) as client:
         return await client.wait_for_block(height + 1, timeout=BLOCK_TIMEOUT)
@@ -307,7 +321,7 @@ async def test_a_killed_validator_is_reported_and_the_others_go_on(
 
 async def test_restart_brings_a_killed_validator_back(launch: Launch, tmp_path: Path) -> None:
     data_dir = tmp_path / "testnet"
-    launcher, port = start_four(launch, data_dir, "--restart")
+    launcher, port = start_four(launch, data_dir, "--restart", "--nodes", "2")
     killed = launcher_pids(data_dir)["validator 3"]
 
     os.kill(killed, signal.SIGKILL)
@@ -321,4 +335,14 @@ async def test_restart_brings_a_killed_validator_back(launch: Launch, tmp_path: 
     async with InferchainClient(f"http://127.0.0.1:{port}") as client:
         height = await client.block_number()
     await wait_for_height_above(f"http://127.0.0.1:{port + 3}", height)
+
+    # A resource node likewise.
+    node = launcher_pids(data_dir)["resource node 1"]
+    os.kill(node, signal.SIGKILL)
+    assert f"(pid {node}) was killed by SIGKILL" in launcher.wait_for_line(
+        "resource node 1 (pid", DEMO_TIMEOUT
+    )
+    launcher.wait_for_line("resource node 1 restarted", DEMO_TIMEOUT)
+    assert "validators 4/4" in launcher.wait_for_line("nodes 2/2", DEMO_TIMEOUT)
+    assert launcher_pids(data_dir)["resource node 1"] != node
     assert launcher.interrupt() == 0, launcher.output
