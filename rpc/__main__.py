@@ -152,8 +152,7 @@ async def serve(args: argparse.Namespace) -> int:
         signer = RequestSigner(node.validator, genesis.chain_id)
         peers = Peers(urls, genesis.hash, node.consensus.pending_tx_wire, signer)
         node.network = peers
-    limits = serving.limits_from(args)
-    serving.prepare_process(loop, limits)
+    limits = serving.prepare_process(loop, serving.limits_from(args))
     server = RpcServer(node)
     cors = serving.cors_from(args, dev=genesis.dev is not None)
     service = serving.HttpService(
