@@ -657,17 +657,9 @@ def _describe(raw: Any) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    try:
-        base = read_genesis(args.genesis)
-        if args.nodes > len(base.resource_nodes):
-            raise LaunchError(f"--nodes: {args.genesis} has {len(base.resource_nodes)}")
-        raw = with_dev_validators(base.raw, args.validators, base_port=args.port)
-        genesis = parse_genesis(raw)
-        data_dir = Path(args.data_dir).resolve()
-    except (GenesisError, LaunchError, OSError) as exc:
-        log.error("%s", exc)
-        return 2
-    # Before anything is started or deleted (--fresh): is a network running there already?
+    # First of all (before the genesis, whose dev keys take a while to derive, and before
+    # --fresh deletes anything): is a network running there already?
+    data_dir = Path(args.data_dir).resolve()
     try:
         lock = DataDirLock.acquire(data_dir)
     except (LaunchError, OSError) as exc:
@@ -675,8 +667,13 @@ async def main_async(args: argparse.Namespace) -> int:
         return 2
     try:
         await check_nothing_runs(data_dir, [args.port + k for k in range(args.validators)])
+        base = read_genesis(args.genesis)
+        if args.nodes > len(base.resource_nodes):
+            raise LaunchError(f"--nodes: {args.genesis} has {len(base.resource_nodes)}")
+        raw = with_dev_validators(base.raw, args.validators, base_port=args.port)
+        genesis = parse_genesis(raw)
         prepare_data_dir(data_dir, raw, args.fresh)
-    except (LaunchError, OSError) as exc:
+    except (GenesisError, LaunchError, OSError) as exc:
         lock.release()
         log.error("%s", exc)
         return 2
