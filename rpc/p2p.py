@@ -323,7 +323,15 @@ class SourceLimits:
                 return self._too_many(source, "bytes", self.bytes, wait)
         if items:
             wait = budget.items.take(items, now)
-            if wait:  # never inf: the item cap is the burst
+            if wait == math.inf:  # only with a burst below the item cap
+                return _error(
+                    413,
+                    f"a request not signed by a validator holds at most "
+                    f"{int(self.items[0])} items; this one holds {items}",
+                    limit=int(self.items[0]),
+                    got=items,
+                )
+            if wait:
                 return self._too_many(source, "items", self.items, wait)
         return None
 

@@ -120,6 +120,9 @@ def test_the_budget_is_per_address_and_answers_429_or_413_naming_the_limit() -> 
     too_big = limits.take("10.0.0.3", 0, 1001, 0.0)
     assert too_big is not None and too_big.status == 413
     assert orjson.loads(too_big.body)["limit"] == 1000  # type: ignore[arg-type]
+    too_many = limits.take("10.0.0.4", 11, 0, 0.0)
+    assert too_many is not None and too_many.status == 413
+    assert orjson.loads(too_many.body)["got"] == 11  # type: ignore[arg-type]
 
 
 def test_the_budgets_kept_are_bounded_and_idle_ones_go_first() -> None:
