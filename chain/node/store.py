@@ -207,8 +207,11 @@ def trial_open(path: Path) -> Iterator[KeyValueReader]:
             raise damaged(path, f"LevelDB: {_leveldb_message(exc, copy, path)}") from exc
         try:
             try:
-                for _ in db.iterator(verify_checksums=True, fill_cache=False):
-                    pass
+                scan = db.raw_iterator(verify_checksums=True, fill_cache=False)
+                scan.seek_to_first()
+                while scan.valid():  # raises on a block that fails its checksum
+                    scan.next()
+                scan.close()
             except plyvel.Error as exc:
                 raise damaged(path, f"LevelDB: {_leveldb_message(exc, copy, path)}") from exc
             yield LevelDBReader(db, _Guard(path, copy=copy))
@@ -468,26 +471,41 @@ class LevelDBStore(LevelDBReader):
 def _iterate(
     source: Any, prefix: bytes, start: bytes | None, reverse: bool
 ) -> Iterator[tuple[bytes, bytes]]:
-    """The keys under `prefix` of a plyvel DB or snapshot, from `start` on, in order."""
+    """The keys under `prefix` of a plyvel DB or snapshot, from `start` on, in order.
+
+    On plyvel's raw iterator: its plain iterator ends quietly at a block that fails its
+    checksum (the keys after it are simply missing), the raw one raises."""
     end = _prefix_end(prefix)
-    if not reverse:
-        lower = prefix if start is None or start < prefix else start
-        yield from source.iterator(start=lower, stop=end, verify_checksums=VERIFY_READS)
-        return
-    # Reverse scans give plyvel only an upper bound: with a lower bound it skips a key
-    # equal to that bound when it is the only one in range.
-    upper = end if start is None else start + b"\x00"
-    if end is not None and upper is not None and end < upper:
-        upper = end
-    scan = (
-        source.iterator(reverse=True, stop=upper, verify_checksums=VERIFY_READS)
-        if upper
-        else source.iterator(reverse=True, verify_checksums=VERIFY_READS)
-    )
-    for key, value in scan:
-        if not key.startswith(prefix):
+    scan = source.raw_iterator(verify_checksums=VERIFY_READS)
+    try:
+        if not reverse:
+            scan.seek(prefix if start is None or start < prefix else start)
+            while scan.valid():
+                key = scan.key()
+                if end is not None and key >= end:
+                    return
+                yield key, scan.value()
+                scan.next()
             return
-        yield key, value
+        upper = end if start is None else start + b"\x00"
+        if end is not None and upper is not None and end < upper:
+            upper = end
+        if upper is None:
+            scan.seek_to_last()
+        else:
+            scan.seek(upper)  # the first key at or after the bound: step back from it
+            if scan.valid():
+                scan.prev()
+            else:
+                scan.seek_to_last()
+        while scan.valid():
+            key = scan.key()
+            if not key.startswith(prefix):
+                return
+            yield key, scan.value()
+            scan.prev()
+    finally:
+        scan.close()
 
 
 class MemoryStore:

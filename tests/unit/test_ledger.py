@@ -9,6 +9,7 @@ two on random operations.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -873,3 +874,55 @@ def test_repair_refuses_a_state_that_its_blocks_do_not_make(tmp_path: Path) -> N
     message = str(info.value)
     assert f"LevelDB repaired the ledger in {path}, but it is still not consistent" in message
     assert "s/val/" in message, message
+
+
+@pytest.fixture(scope="module")
+def closed_ledger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[bytes, bytes]]:
+    """A ledger of a few blocks, closed, its first run's writes in a table file; and every
+    key and value it holds."""
+    path = tmp_path_factory.mktemp("closed") / "ledger"
+    ledger = Ledger.open(path, GENESIS)
+    for nonce in range(5):
+        commit(ledger, [Transfer(ALICE, nonce, BOB, 5), task(CAROL, nonce, f"p{nonce}")])
+    ledger.close()
+    ledger = Ledger.open(path, GENESIS)
+    try:
+        held = dict(ledger.store.iterate(b""))
+    finally:
+        ledger.close()
+    assert list(path.glob("*.ldb"))
+    return path, held
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(where=st.floats(min_value=0, max_value=1, exclude_max=True), garbage=st.binary(min_size=1))
+def test_damage_anywhere_in_a_table_is_refused_or_changes_no_value(
+    closed_ledger: tuple[Path, dict[bytes, bytes]],
+    tmp_path_factory: pytest.TempPathFactory,
+    where: float,
+    garbage: bytes,
+) -> None:
+    """Bytes overwritten anywhere in a table file: the open refuses, leaving every file as it
+    was, or (bytes no read depends on, such as the footer's padding) every key reads back the
+    value it had. Never a ledger that opens with other values."""
+    source, held = closed_ledger
+    path = tmp_path_factory.mktemp("damaged") / "ledger"
+    shutil.copytree(source, path)
+    table = sorted(path.glob("*.ldb"))[0]
+    data = bytearray(table.read_bytes())
+    offset = int(where * len(data))
+    data[offset : offset + len(garbage)] = garbage[: len(data) - offset]
+    table.write_bytes(bytes(data))
+    before = files_of(path)
+    try:
+        ledger = Ledger.open(path, GENESIS)
+    except StorageError as exc:
+        assert f"the ledger in {path} is damaged" in str(exc), exc
+        assert files_of(path) == before
+        return
+    try:
+        assert dict(ledger.store.iterate(b"")) == held
+    finally:
+        ledger.close()
