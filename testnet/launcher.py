@@ -366,10 +366,10 @@ class Testnet:
         print(f"  genesis {net.genesis_path} ({wire.hex0x(genesis.hash)})")
         for process, url in zip(net.validators, net.urls, strict=True):
             assert process is not None
-            print(f"  {process.name:<16} RPC {url}  log {process.log_path}")
+            print(f"  {process.name:<16} RPC {url}  pid {process.pid}  log {process.log_path}")
         for i, process in net.nodes.items():
-            validator = net.urls[i % net.size]
-            print(f"  {process.name:<16} via {validator}  log {process.log_path}")
+            via = net.urls[i % net.size]
+            print(f"  {process.name:<16} via {via}  pid {process.pid}  log {process.log_path}")
         print(f"  launcher pid {os.getpid()} (recorded in {self.lock.pid_path})")
         dev_keys = genesis.dev_keys()
         if dev_keys:

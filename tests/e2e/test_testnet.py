@@ -289,6 +289,8 @@ async def test_a_killed_validator_is_reported_and_the_others_go_on(
     data_dir = tmp_path / "testnet"
     launcher, port = start_four(launch, data_dir)
     pids = launcher_pids(data_dir)
+    # The banner says which pid to kill.
+    assert f"RPC http://127.0.0.1:{port + 3}  pid {pids['validator 3']}" in launcher.output
 
     os.kill(pids["validator 3"], signal.SIGKILL)
     exit_line = launcher.wait_for_line("validator 3 (pid", DEMO_TIMEOUT)
