@@ -157,10 +157,14 @@ def log_tail(path: Path, count: int) -> list[str]:
     try:
         with path.open("rb") as file:
             file.seek(0, 2)
-            file.seek(max(0, file.tell() - 16384))
-            lines = file.read().decode(errors="replace").splitlines()
+            start = max(0, file.tell() - 16384)
+            file.seek(start)
+            # "\n" only: splitlines() would also cut at a form feed or a separator character
+            lines = file.read().decode(errors="replace").split("\n")
     except OSError:
         return []
+    if start > 0:
+        lines = lines[1:]  # the end of a line that began before what was read
     return [line.rstrip() for line in lines if line.strip()][-count:]
 
 

@@ -20,14 +20,17 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rpc.client import InferchainClient
-from testnet.process import Exited, run_to_exit
+from testnet.process import Exited, log_tail, run_to_exit
 from tests.helpers import REPO, ValidatorProcess, make_genesis, write_genesis
 
 pytestmark = pytest.mark.slow
@@ -348,3 +351,26 @@ async def test_restart_brings_a_killed_validator_back(launch: Launch, tmp_path: 
     assert "validators 4/4" in launcher.wait_for_line("nodes 2/2", DEMO_TIMEOUT)
     assert launcher_pids(data_dir)["resource node 1"] != node
     assert launcher.interrupt() == 0, launcher.output
+
+
+LOG_LINE = st.text(st.characters(codec="utf-8", exclude_characters="\n\r"), max_size=40)
+
+
+@given(
+    st.integers(min_value=0, max_value=40_000),
+    st.lists(LOG_LINE, max_size=30),
+    st.integers(min_value=1, max_value=10),
+)
+def test_the_log_tail_is_the_last_lines_written(long: int, lines: list[str], count: int) -> None:
+    """What the launcher prints of an exited process's log: its last `count` non-empty lines,
+    in order, as they were written (trailing blanks aside); a line cut by the 16 KiB window is
+    left out, never shown in part."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "process.log"
+        first = "x" * long
+        data = "".join(f"{line}\n" for line in [first, *lines]).encode()
+        path.write_bytes(data)
+        whole = [first] if long and len(data) <= 16384 else []
+        kept = whole + [line.rstrip() for line in lines if line.strip()]
+        assert log_tail(path, count) == kept[-count:]
+        assert log_tail(Path(directory) / "missing.log", count) == []
