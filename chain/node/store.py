@@ -200,7 +200,13 @@ def trial_open(path: Path) -> Iterator[KeyValueReader]:
     _remove_stale_checks(path)
     copy = path / f"{CHECK_PREFIX}{os.getpid()}"
     try:
-        _link_copy(path, copy)
+        try:
+            _link_copy(path, copy)
+        except OSError as exc:  # a read-only directory, a full disk
+            raise StorageError(
+                f"cannot check the ledger in {path}: {exc.strerror} ({exc.filename}); "
+                "nothing was changed"
+            ) from exc
         try:
             db = plyvel.DB(str(copy), create_if_missing=False, paranoid_checks=True)
         except plyvel.Error as exc:
@@ -396,7 +402,13 @@ class LevelDBStore(LevelDBReader):
                     raise foreign(self.path, f"it has no {MARKER} marker")
             self._db = self._open(create=False)
             if state is DataDirState.UNMARKED:
-                mark_data_dir(self.path)
+                try:
+                    mark_data_dir(self.path)
+                except OSError as exc:
+                    self._db.close()
+                    raise StorageError(
+                        f"cannot mark {self.path} as a data directory: {exc.strerror}"
+                    ) from exc
                 self.adopted = True
         self._guard = _Guard(self.path)
         with _OPEN_HERE_LOCK:
@@ -415,7 +427,9 @@ class LevelDBStore(LevelDBReader):
             mark_data_dir(self.path)
         except OSError as exc:
             db.close()
-            raise StorageError(f"cannot mark {self.path} as a data directory: {exc}") from exc
+            raise StorageError(
+                f"cannot mark {self.path} as a data directory: {exc.strerror}"
+            ) from exc
         return db
 
     def _open(self, *, create: bool) -> Any:
