@@ -10,12 +10,13 @@ the restart of a real process is tests/e2e/test_mempool_journal.py).
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as hyp
 
 from chain.node.journal import Journal, encode_record, parse_records
@@ -555,3 +556,46 @@ async def test_a_restarted_node_admits_its_journal_again_and_drops_what_was_comm
             assert done is not None and done.status == "committed"
     finally:
         await again.cleanup()
+
+
+SHARE = 3
+SENDERS = [ALICE, BOB, CAROL]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=hyp.lists(hyp.tuples(hyp.sampled_from(["admit", "admit", "commit"]), hyp.integers(0, 2)))
+)
+def test_a_senders_share_is_its_held_transactions_and_is_never_exceeded(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Whatever is admitted and committed, each sender's count is the number of its held
+    transactions, and an admission is refused for its share exactly when it is full."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Ledger.open(Path(tmp) / "ledger", GENESIS)
+        try:
+            pool = Mempool(ledger.store, PARAMS, capacity=50, max_per_sender=SHARE)
+            for action, who in steps:
+                sender = SENDERS[who]
+                if action == "admit":
+                    full = pool.pending_of(sender) == SHARE
+                    tx = sign(
+                        Transfer(
+                            sender, pool.next_nonce(sender), BOB if sender != BOB else CAROL, 1
+                        )
+                    )
+                    try:
+                        pool.admit(tx, ctx_of(ledger))
+                        assert not full
+                    except MempoolFull as exc:
+                        assert full and exc.data()["limit"] == "perSender"
+                else:  # a block of the first `who` transactions admitted
+                    block = pool.take(who)
+                    commit(ledger, block)
+                    pool.after_commit([t.hash for t in block], ctx_of(ledger))
+                held = pool.held()
+                for address in SENDERS:
+                    count = sum(1 for t in held if t.signer == address)
+                    assert pool.pending_of(address) == count <= SHARE
+        finally:
+            ledger.close()
