@@ -71,6 +71,7 @@ class Sizes:
     p2p_body_bytes: int = 4 * MIB + MIB // 2
     mempool_batch: int = 500
     honest_rounds: int = 100  # reads and submits each, during the flood and for the baseline
+    honest_min_s: float = 20.0  # during a flood, at least this long (past the server's timeouts)
     honest_max_s: float = 60.0  # the honest client stops after this long whatever it got
 
     def describe(self, attack: str) -> str:
@@ -100,6 +101,7 @@ TINY = Sizes(
     p2p_body_bytes=40_000,
     mempool_batch=50,
     honest_rounds=5,
+    honest_min_s=0.5,
     honest_max_s=30.0,
 )
 
@@ -523,18 +525,24 @@ async def _timed(call: Callable[[], Awaitable[Any]], into: list[float]) -> bool:
 
 
 async def honest_client(
-    url: str, wallet: Wallet, rounds: int, max_seconds: float, timeout_s: float = HONEST_TIMEOUT_S
+    url: str,
+    wallet: Wallet,
+    rounds: int,
+    max_seconds: float,
+    min_seconds: float = 0.0,
+    timeout_s: float = HONEST_TIMEOUT_S,
 ) -> dict[str, Any]:
-    """`rounds` rounds of a read (blockNumber and getAccount in turn) and a signed transfer
-    from `wallet`, each timed; stops early after `max_seconds`. A fresh client: it connects
-    while whatever runs runs."""
+    """At least `rounds` rounds, and rounds for at least `min_seconds`, of a read
+    (blockNumber and getAccount in turn) and a signed transfer from `wallet`, each timed;
+    stops early after `max_seconds`. A fresh client: it connects while whatever runs runs."""
     reads: list[float] = []
     submits: list[float] = []
     read_failed = submit_failed = 0
-    deadline = time.monotonic() + max_seconds
+    started = time.monotonic()
     async with InferchainClient(url, timeout=timeout_s) as client:
-        for k in range(rounds):
-            if time.monotonic() > deadline:
+        for k in itertools.count():
+            elapsed = time.monotonic() - started
+            if elapsed > max_seconds or (k >= rounds and elapsed >= min_seconds):
                 break
             read: Callable[[], Awaitable[Any]] = (
                 client.block_number if k % 2 == 0 else lambda: client.get_account(wallet.address)
@@ -625,7 +633,9 @@ async def under_attack(
                 flood.result()  # raises what stopped it
             established = ready.is_set()
             rss_during = _rss_mib(service)
-            during = await honest_client(url, honest, sizes.honest_rounds, sizes.honest_max_s)
+            during = await honest_client(
+                url, honest, sizes.honest_rounds, sizes.honest_max_s, sizes.honest_min_s
+            )
             rss_during = max(filter(None, (rss_during, _rss_mib(service))), default=None)
         finally:
             stop.set()
