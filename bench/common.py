@@ -62,6 +62,19 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def rss_parts(pid: int) -> dict[str, int]:
+    """VmRSS and its anonymous and file-backed parts (RssAnon, RssFile), in bytes. LevelDB
+    maps its table files: their pages read count in RssFile, and the kernel may take them
+    back; RssAnon is the process's own memory."""
+    wanted = {"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file"}
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name = line.split(maxsplit=1)[0] if line else ""
+        if name in wanted:
+            out[wanted[name]] = int(line.split()[1]) * 1024
+    return out
+
+
 class Service(Process):
     """`python *args`, a process of ours that prints `Listening on URL` when it serves; a
     context manager that starts it and stops it with SIGTERM."""

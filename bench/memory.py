@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import rss_bytes, validator
+from bench.common import rss_parts, validator
 from chain.protocol.genesis import Params, dev_genesis, params_to_json
 from chain.protocol.types import SubmitTask
 from rpc.client import InferchainClient, RpcError, Wallet, presign
@@ -42,6 +42,17 @@ def memory_genesis(senders: int = SENDERS) -> dict[str, Any]:
     genesis = dev_genesis(params=params, dev_accounts=senders)
     assert genesis["params"] == params_to_json(params)
     return genesis
+
+
+def _memory(pid: int) -> dict[str, float]:
+    """RSS and its anonymous part (the process's own memory) and file-backed part (LevelDB's
+    mapped table files), in MiB."""
+    parts = rss_parts(pid)
+    return {
+        "rssMiB": round(parts["rss"] / MIB, 1),
+        "anonMiB": round(parts.get("anon", 0) / MIB, 1),
+        "fileMiB": round(parts.get("file", 0) / MIB, 1),
+    }
 
 
 async def send_in_order(client: InferchainClient, calls: list[tuple[str, Any]]) -> int:
@@ -90,7 +101,7 @@ async def memory_over_tasks(
     started = time.perf_counter()
     with validator(genesis_path, work_dir / "memory-ledger") as service:
         async with InferchainClient(service.url, timeout=120.0) as client:
-            samples.append({"finished": 0, "rssMiB": round(rss_bytes(service.pid) / MIB, 1)})
+            samples.append({"finished": 0, **_memory(service.pid)})
             submitted = 0
             while submitted < tasks:
                 goal = min(tasks, submitted + step)
@@ -110,16 +121,17 @@ async def memory_over_tasks(
                         submitted += count
                         refused += await send_in_order(client, calls)
                 stats = await wait_finished(client, submitted, FINISH_TIMEOUT_S)
-                rss = round(rss_bytes(service.pid) / MIB, 1)
-                samples.append({"finished": submitted, "rssMiB": rss})
-                log.info("memory: %d tasks finished, RSS %.1f MiB (%s)", submitted, rss, stats)
-    first = samples[1]["rssMiB"] if len(samples) > 1 else samples[0]["rssMiB"]
+                sample = {"finished": submitted, **_memory(service.pid)}
+                samples.append(sample)
+                log.info("memory: %d tasks finished, %s (%s)", submitted, sample, stats)
+    first = samples[1] if len(samples) > 1 else samples[0]
     return {
         "tasks": tasks,
         "step": step,
         "senders": senders,
         "samples": samples,
         "refusedOnTheWay": refused,
-        "growthAfterFirstStepMiB": round(samples[-1]["rssMiB"] - first, 1),
+        "growthAfterFirstStepMiB": round(samples[-1]["rssMiB"] - first["rssMiB"], 1),
+        "anonGrowthAfterFirstStepMiB": round(samples[-1]["anonMiB"] - first["anonMiB"], 1),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -429,10 +429,17 @@ def memory_table(part: dict[str, Any]) -> list[str]:
         f"Memory over finished tasks ({part['tasks']:,} tasks failing at a one-block deadline, "
         f"{part['senders']} senders; {part['seconds']:.0f} s)",
         "",
-        "| finished tasks | validator RSS |",
-        "|---:|---:|",
+        "| finished tasks | validator RSS | anonymous | file-backed (LevelDB's mapped tables) |",
+        "|---:|---:|---:|---:|",
     ]
     for sample in part["samples"]:
-        lines.append(f"| {sample['finished']:,} | {sample['rssMiB']:.1f} MiB |")
-    lines += ["", f"Growth after the first step: {part['growthAfterFirstStepMiB']:+.1f} MiB"]
+        lines.append(
+            f"| {sample['finished']:,} | {sample['rssMiB']:.1f} MiB | {sample['anonMiB']:.1f} MiB "
+            f"| {sample['fileMiB']:.1f} MiB |"
+        )
+    lines += [
+        "",
+        f"Growth after the first step: RSS {part['growthAfterFirstStepMiB']:+.1f} MiB, "
+        f"anonymous {part['anonGrowthAfterFirstStepMiB']:+.1f} MiB",
+    ]
     return lines

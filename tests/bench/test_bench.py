@@ -117,5 +117,8 @@ def test_a_short_memory_run_reads_the_rss_at_every_step(tmp_path: Path) -> None:
     report, stdout = run_bench(tmp_path, *args)
     part = report["memory"]
     assert [s["finished"] for s in part["samples"]] == [0, 300, 600]
-    assert all(s["rssMiB"] > 0 for s in part["samples"])
-    assert "| finished tasks | validator RSS |" in stdout
+    assert all(
+        s["rssMiB"] > 0 and s["anonMiB"] + s["fileMiB"] <= s["rssMiB"] + 0.2
+        for s in part["samples"]
+    )
+    assert "| finished tasks | validator RSS | anonymous |" in stdout
