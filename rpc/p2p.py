@@ -106,8 +106,8 @@ def add_routes(app: web.Application, node: Node) -> None:
                 return refusal
         try:
             body = wire.parse_json(raw)
-        except ValueError:
-            return _error(400, "invalid JSON")
+        except ValueError as exc:
+            return _error(400, f"invalid JSON: {exc}")
         if not isinstance(body, dict):
             return _error(400, "expected a JSON object")
         msgs, txs = body.get("messages", []), body.get("txs", [])

@@ -9,7 +9,6 @@ reported with an error, never hidden.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,5 +66,6 @@ def postprocess(schema: str, result: str) -> Postprocessed:
         orjson.loads(text)  # RFC 8259 and a bounded depth, before the exact parse below
     except orjson.JSONDecodeError as exc:
         return Postprocessed(kind, None, f"the result is not valid JSON: {exc}")
-    # The standard parser keeps integers of any size exact (orjson would make them floats).
-    return Postprocessed(kind, json.loads(text))
+    # wire's reader keeps integers of any size exact (orjson would make them floats), with
+    # room for every level orjson let through whatever the interpreter's recursion limit.
+    return Postprocessed(kind, wire.parse_json(text.encode("utf-8")))

@@ -4,6 +4,7 @@ gives exactly the answer of the LONG_NUMBER regex it replaces, on any bytes."""
 from __future__ import annotations
 
 import json
+import sys
 
 import orjson
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from chain.protocol import wire
+from chain.protocol.schema import postprocess
 
 # Bytes that matter to the check (digits, the bytes a number may follow, hex letters, `x`,
 # quotes), often in runs, and now and then any byte at all.
@@ -75,3 +77,22 @@ def test_parse_json_reads_integers_exactly(value: object, indent: int | None) ->
 def test_a_negative_integer_below_int64_is_read_exactly() -> None:
     """19 digits after a minus sign may reach below -2**63, which orjson reads as a float."""
     assert wire.parse_json(b"[-9223372036854775809]") == [-(2**63) - 1]
+
+
+@pytest.mark.parametrize("long_number", [False, True])
+def test_a_result_nested_as_deep_as_orjson_allows_is_postprocessed(long_number: bool) -> None:
+    """A JSON result nested 1,000 deep (orjson takes up to 1,024) is read as a value, also
+    with an integer beyond 64 bits and the interpreter's default recursion limit."""
+    number = "1" * 30 if long_number else "1"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        result = postprocess("json", "[" * 1000 + number + "]" * 1000)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert result.error is None
+    value = result.value
+    for _ in range(1000):
+        assert isinstance(value, list) and len(value) == 1
+        value = value[0]
+    assert value == int(number)
