@@ -171,16 +171,17 @@ async def serve(setup: NodeSetup) -> int:
         await node.setup()
         serving.prepare_process(asyncio.get_running_loop())
         await status.setup()
-        print(f"Resource node {node.address} ready", flush=True)
-        print(f"Status on {status.url}", flush=True)
 
         def stop() -> None:
             node.stop()
             status.stop()
 
+        # the handlers first: a SIGTERM sent as soon as the ready line is read stops cleanly
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
+        print(f"Resource node {node.address} ready", flush=True)
+        print(f"Status on {status.url}", flush=True)
         await asyncio.gather(node.run_forever(), status.run_forever())
         log.info("stopping: %s", node.stats())
     finally:

@@ -164,12 +164,13 @@ async def serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ChainError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
         url = service.url
+        # the handlers first: a SIGTERM sent as soon as the ready line is read stops cleanly
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, node.stop)
         if args.quiet:
             print(f"Listening on {url}", flush=True)
         else:
             print(banner(genesis, node, url), flush=True)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, node.stop)
         if peers is not None:
             log.info("validator %s with peers %s", node.validator.address, ", ".join(urls))
             await peers.start()

@@ -289,3 +289,14 @@ async def test_dev_banner_lists_accounts_keys_chain_id_and_url(tmp_path: Path) -
         assert proc.stdout is not None
         proc.stdout.close()
     assert proc.returncode == 0, log_path.read_text()
+
+
+async def test_sigterm_at_the_ready_line_stops_cleanly(
+    tmp_path: Path, validators: StartValidator, dev_genesis: tuple[Genesis, Path]
+) -> None:
+    """The signal handlers are in place before the ready line is printed: a SIGTERM sent as
+    soon as it is read is a clean stop (exit code 0), not a death by signal (-15)."""
+    _genesis, genesis_path = dev_genesis
+    for attempt in range(3):
+        process = validators(genesis_path, tmp_path / f"ledger-{attempt}", "--quiet")
+        assert process.terminate() == 0, log_text(process)

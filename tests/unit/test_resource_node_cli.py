@@ -194,3 +194,21 @@ async def test_crash_fault_exits_with_status_3(start_node: StartNode, chain: Loc
     task = await chain.client.query_task(receipt.task_hash)
     assert [entry["resourceNode"] for entry in task["executionInfo"]] == [node.address]
     assert "fault crash:1" in node.log_path.read_text()
+
+
+async def test_sigterm_at_the_ready_line_stops_cleanly(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    """The signal handlers are in place before the ready lines are printed: a SIGTERM sent
+    as soon as they are read is a clean stop (exit code 0), not a death by signal (-15)."""
+    for attempt in range(3):
+        node = await start_node(
+            "--rpc",
+            f"http://127.0.0.1:{closed_port()}",
+            "--dev-index",
+            "1",
+            "--state-dir",
+            str(tmp_path / f"state-{attempt}"),
+        )
+        node.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(node.proc.wait(), START_TIMEOUT) == 0
