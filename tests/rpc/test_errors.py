@@ -351,10 +351,10 @@ APP_CASES: dict[str, Case] = {
         -32004,
     ),
     "pending tasks signed a day ago": Case(
-        "queryPendingTasks", pending_tasks_params(NODE0, NOW - 86_400), -32004
+        "queryPendingTasks", pending_tasks_params(NODE0, NOW - 86_400, chain_id=CHAIN_ID), -32004
     ),
     "pending tasks signed for tomorrow": Case(
-        "queryPendingTasks", pending_tasks_params(NODE0, NOW + 86_400), -32004
+        "queryPendingTasks", pending_tasks_params(NODE0, NOW + 86_400, chain_id=CHAIN_ID), -32004
     ),
     "pending tasks of an unregistered address": Case(
         "queryPendingTasks",

@@ -326,7 +326,7 @@ def valid_calls(target: FuzzTarget, method: str) -> list[dict[str, Any]]:
                 "valid": False,
             },
         ],
-        "queryPendingTasks": [pending_tasks_params(NODE1, limit=5)],
+        "queryPendingTasks": [pending_tasks_params(NODE1, limit=5, chain_id=CHAIN_ID)],
     }
     return calls.get(method, [{}])
 

@@ -186,7 +186,8 @@ BASE: dict[str, dict[str, Any]] = {
     "submitVerification": _signed(
         SubmitVerification(BASE_TASK.signed.digest, NODE0.address, NODE2.address, False)
     ),
-    "queryPendingTasks": pending_tasks_params(NODE0, limit=5),  # refreshed by base_params
+    # refreshed by base_params
+    "queryPendingTasks": pending_tasks_params(NODE0, limit=5, chain_id=CHAIN_ID),
 }
 BASE.update({method: {} for method in NO_PARAMS})
 DEV_BASE: dict[str, dict[str, Any]] = {
@@ -214,7 +215,7 @@ DEV_BASE: dict[str, dict[str, Any]] = {
 def base_params(method: str) -> dict[str, Any]:
     """BASE[method]; queryPendingTasks signed now, so its TimeStamp is within the window."""
     if method == "queryPendingTasks":
-        return pending_tasks_params(NODE0, limit=5)
+        return pending_tasks_params(NODE0, limit=5, chain_id=CHAIN_ID)
     return BASE[method]
 
 
