@@ -88,22 +88,30 @@ def _skeleton(body: bytes) -> bytes:
     return body.translate(_SHAPES, _NOT_SKELETON)
 
 
-def _skeleton_depth(skeleton: bytes) -> int:
+def _skeleton_depth(skeleton: bytes, above: int | None = None) -> int:
     """Adjacent quotes dropped in pairs (which keeps whether a bracket is inside a string: the
     parity of the quotes before it); if quotes are still left (brackets inside strings), what
-    lies between them dropped; the depth of the brackets left, those outside strings."""
+    lies between them dropped; the depth of the brackets left, those outside strings (with
+    `above`, any depth past it may be answered as soon as it is seen)."""
     skeleton = skeleton.replace(b'""', b"")
     if b'"' in skeleton:
         skeleton = b"".join(skeleton.split(b'"')[::2])
-    return _bracket_depth(skeleton)
+    return _bracket_depth(skeleton, above)
 
 
-def _bracket_depth(shape: bytes) -> int:
+def _bracket_depth(shape: bytes, above: int | None = None) -> int:
     """The highest running sum of `shape` (+1 per `(`, -1 per `)`), or more for an unbalanced
     one. Each pass drops every innermost pair `()`, which lowers a balanced shape's depth by
-    exactly one (an unbalanced one's by at most one); what a few passes leave is summed."""
+    exactly one (an unbalanced one's by at most one); what a few passes leave is summed.
+
+    With `above`, a run of more than `above` opening brackets ends the count at once (a
+    depth past `above` is answered, not the exact one): a body nested 100,000 deep is
+    refused after a substring search, not after summing 200,000 steps."""
+    run = None if above is None else b"(" * (above + 1)
     peeled = 0
     while shape and peeled < _PEEL_PASSES:
+        if run is not None and run in shape:
+            return peeled + len(run)
         inner = shape.replace(b"()", b"")
         if len(inner) == len(shape):
             break
@@ -111,6 +119,8 @@ def _bracket_depth(shape: bytes) -> int:
         peeled += 1
     if not shape:
         return peeled
+    if run is not None and run in shape:
+        return peeled + len(run)
     return peeled + max(0, max(accumulate(map(_DEPTH_STEPS.__getitem__, shape))))
 
 
@@ -120,10 +130,10 @@ def check_json_depth(body: bytes) -> None:
     nest deeper, and is let through on the count alone, strings and escapes not looked at."""
     if len(body.translate(None, _NOT_OPENING)) <= MAX_JSON_DEPTH:
         return
-    depth = _skeleton_depth(_skeleton(body))
+    depth = _skeleton_depth(_skeleton(body), above=MAX_JSON_DEPTH)
     if depth > MAX_JSON_DEPTH:
         raise ValueError(
-            f"arrays and objects nested {depth} deep, at most {MAX_JSON_DEPTH} are allowed"
+            f"arrays and objects nested {depth} deep or more, at most {MAX_JSON_DEPTH} are allowed"
         )
 
 

@@ -105,7 +105,7 @@ async def test_a_body_nested_100000_deep_around_a_long_number_kills_nothing(
             assert "error" in await resp.json()
     assert answer["error"]["code"] == -32700
     reason = answer["error"]["data"]["reason"]
-    assert "nested 100000 deep, at most 1024" in reason
+    assert "deep or more, at most 1024" in reason
     assert process.running()
     assert await honest_block_number(process.url) >= 0
 

@@ -147,9 +147,10 @@ def test_parse_json_refuses_nesting_past_the_limit_before_either_parser(long_num
     limit = wire.MAX_JSON_DEPTH
     at_limit = b"[" * limit + number + b"]" * limit
     assert wire.json_depth(at_limit) == limit
-    with pytest.raises(ValueError, match=f"nested {limit + 1} deep, at most {limit}"):
+    with pytest.raises(ValueError, match=f"nested {limit + 1} deep or more, at most {limit}"):
         wire.parse_json(b"[" + at_limit + b"]")
-    with pytest.raises(ValueError, match="nested 100000 deep, at most 1024"):
+    # refused at the first run of more than 1024 opening brackets, not counted to the end
+    with pytest.raises(ValueError, match="nested 1025 deep or more, at most 1024"):
         wire.parse_json(b"[" * 100_000 + number + b"]" * 100_000)
     before = sys.getrecursionlimit()
     value = wire.parse_json(at_limit)  # the standard library's parser gets room for it
@@ -448,3 +449,28 @@ def test_the_connection_cap_is_lowered_to_fit_the_open_files_limit() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1300", "200"]
     assert "the connection cap is 200, not 1024" in out.stderr
+
+
+# Runs of brackets around the limit, inside and outside strings, with closed pairs between.
+LIMIT_PIECES = st.one_of(
+    st.integers(min_value=1, max_value=wire.MAX_JSON_DEPTH + 2).map(lambda n: b"[" * n),
+    st.integers(min_value=1, max_value=wire.MAX_JSON_DEPTH + 2).map(lambda n: b"]" * n),
+    st.sampled_from([b"[]", b"[],", b",", b'{"k":', b"}", b'"[[["', b'"\\"["', b"1"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(LIMIT_PIECES, max_size=12).map(b"".join))
+def test_the_depth_check_refuses_exactly_what_the_full_count_finds_too_deep(body: bytes) -> None:
+    """The check may stop counting at the first run past the limit: it refuses every text the
+    full count finds too deep, and any other it refuses is one no parser accepts (a run of
+    brackets after more closing than opening ones)."""
+    too_deep = wire.json_depth(body) > wire.MAX_JSON_DEPTH
+    try:
+        wire.check_json_depth(body)
+    except ValueError:
+        if not too_deep:
+            with pytest.raises(orjson.JSONDecodeError):
+                orjson.loads(body)
+    else:
+        assert not too_deep
