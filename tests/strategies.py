@@ -48,3 +48,26 @@ WIRE_VALUES: dict[str, st.SearchStrategy[Any]] = {
 def wire_params(cls: type[Message]) -> st.SearchStrategy[dict[str, Any]]:
     """Valid wire params of every field of a message type."""
     return st.fixed_dictionaries({name: WIRE_VALUES[abi] for name, _attr, abi in cls.FIELDS})
+
+
+def scanned_json_depth(text: str) -> int:
+    """The reference depth of JSON text: a character-by-character scan that tracks strings and
+    escapes; for a prefix of valid JSON, the deepest nesting a parser has opened reading it."""
+    deepest = level = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            level += 1
+            deepest = max(deepest, level)
+        elif char in "]}":
+            level -= 1
+    return deepest

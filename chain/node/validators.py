@@ -250,9 +250,9 @@ class Consensus:
             raise self._fatal
 
     def _fail(self, exc: ChainError) -> None:
-        """Stop the node for good: its state cannot go on with the network's."""
+        """Stop the node for good: its state cannot go on with the network's. The error is
+        raised when the run ends, and said once by whoever ran it (`python -m rpc`)."""
         if self._fatal is None:
-            log.error("%s", exc)
             self._fatal = exc
         self.node.stop()
 

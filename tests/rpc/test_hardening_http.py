@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from chain.protocol import wire
 from rpc import serving
 from tests.helpers import REPO
+from tests.strategies import scanned_json_depth
 
 WAIT_S = 15.0  # the longest any condition below is waited for
 
@@ -114,31 +115,8 @@ def test_the_depth_scan_of_a_text_cut_and_spoiled_is_at_least_what_a_parser_open
     text = b"[" * extra + json.dumps(value).encode()
     for cut in range(0, len(text) + 1, max(1, len(text) // 7)):
         prefix = text[:cut]
-        opened = _opened_by_a_parser(prefix)
+        opened = scanned_json_depth(prefix.decode("latin-1"))
         assert wire.json_depth(prefix + junk) >= opened, prefix + junk
-
-
-def _opened_by_a_parser(prefix: bytes) -> int:
-    """The deepest nesting a parser reaches reading `prefix`, a prefix of valid JSON."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in prefix:
-        char = chr(byte)
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
 
 
 @pytest.mark.parametrize("long_number", [False, True], ids=["orjson", "standard library"])

@@ -25,7 +25,7 @@ from resource_node.untrusted import (
     reported_seed,
 )
 from rpc.client import Wallet
-from tests.strategies import ADDRESSES, BYTES_FIELDS
+from tests.strategies import ADDRESSES, BYTES_FIELDS, scanned_json_depth
 
 HASH = "0x" + "ab" * 32
 SUBMITTER = Wallet.dev(201).address
@@ -56,28 +56,6 @@ def depth(value: Any) -> int:
     return 0
 
 
-def scanned_depth(text: str) -> int:
-    """The reference: a character-by-character scan of valid JSON text."""
-    deepest = level = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            level += 1
-            deepest = max(deepest, level)
-        elif char in "]}":
-            level -= 1
-    return deepest
-
-
 def nested(levels: int) -> Any:
     value: Any = "leaf"
     for n in range(levels):
@@ -89,7 +67,7 @@ def nested(levels: int) -> Any:
 @given(value=JSON_VALUES, bound=st.integers(min_value=0, max_value=6))
 def test_nesting_bound_is_exact_on_valid_json(value: Any, bound: int) -> None:
     text = json.dumps(value, ensure_ascii=False)
-    assert scanned_depth(text) == depth(value)
+    assert scanned_json_depth(text) == depth(value)
     assert nests_deeper(text.encode(), bound) is (depth(value) > bound)
 
 
