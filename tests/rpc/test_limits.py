@@ -90,8 +90,10 @@ def test_the_limits_are_the_ones_readme_states() -> None:
     assert f"bodies up to {MAX_BODY_BYTES // MIB} MiB (HTTP 413 beyond)" in readme
     assert (
         f"The mempool holds up to {DEFAULT_CAPACITY:,} transactions and "
-        f"{DEFAULT_CAPACITY_BYTES // MIB} MiB; beyond that, -32007" in readme
+        f"{DEFAULT_CAPACITY_BYTES // MIB} MiB, and at most {DEFAULT_MAX_PER_SENDER:,} of them "
+        "from one sender; beyond that, -32007" in readme
     )
+    assert f"--max-pending-per-sender N` ({DEFAULT_MAX_PER_SENDER})" in readme
     shipped = json.loads((REPO / "genesis.json").read_text())
     assert shipped["params"]["maxTxBytes"] == MAX_TX_BYTES == 131072  # PROTOCOL 2
 
