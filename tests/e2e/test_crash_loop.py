@@ -3,7 +3,7 @@ restarted, again and again. After every restart its ledger opens; every transact
 saw in one of its committed blocks is still there, at the same height and index; and its
 blocks and appHashes equal those of a validator that was never killed.
 
-The default run kills 20 times; `INFERCHAIN_LONG=1` kills `INFERCHAIN_LONG_KILLS` times
+The default run kills 10 times; `INFERCHAIN_LONG=1` kills `INFERCHAIN_LONG_KILLS` times
 (default 200) under the `long` marker. The figures of a run are printed (`-s` shows them).
 """
 
@@ -22,7 +22,7 @@ from rpc.client import InferchainClient, PresignedTx, TransportError, Wallet, pr
 from tests.e2e.network import LocalNetwork
 
 LONG = os.environ.get("INFERCHAIN_LONG") == "1"
-KILLS = int(os.environ.get("INFERCHAIN_LONG_KILLS", "200")) if LONG else 20
+KILLS = int(os.environ.get("INFERCHAIN_LONG_KILLS", "200")) if LONG else 10
 VICTIM = 3
 WITNESS = 0  # never killed
 SENDERS = (5, 6, 7)
@@ -152,7 +152,7 @@ async def crash_loop(net: LocalNetwork, kills: int) -> None:
 
 
 async def test_crash_loop(network: LocalNetwork) -> None:
-    await crash_loop(network, 20)
+    await crash_loop(network, 10)
 
 
 @pytest.mark.long

@@ -168,16 +168,29 @@ def marker_of_another_format(data_dir: Path) -> None:
     (data_dir / MARKER).write_text(f'{{"format": {MARKER_FORMAT + 1}}}\n')
 
 
+# The default run takes one damage of each kind (a LevelDB file missing, a table spoiled, a
+# directory that is no ledger); the others run with INFERCHAIN_LONG=1.
+LONG_ONLY = (
+    pytest.mark.long,
+    pytest.mark.skipif(
+        os.environ.get("INFERCHAIN_LONG") != "1", reason="more damages: INFERCHAIN_LONG=1"
+    ),
+)
 DAMAGE = [
     pytest.param(remove("CURRENT"), "CURRENT missing", id="CURRENT-removed"),
-    pytest.param(remove_manifest, "which CURRENT names", id="MANIFEST-removed"),
-    pytest.param(garbage_in_manifest, "damaged", id="MANIFEST-garbage"),
+    pytest.param(remove_manifest, "which CURRENT names", id="MANIFEST-removed", marks=LONG_ONLY),
+    pytest.param(garbage_in_manifest, "damaged", id="MANIFEST-garbage", marks=LONG_ONLY),
     pytest.param(garbage_in_table, "Corruption", id="table-garbage"),
-    pytest.param(truncate_table, ".ldb", id="table-truncated"),
-    pytest.param(remove_table, "missing", id="table-removed"),
+    pytest.param(truncate_table, ".ldb", id="table-truncated", marks=LONG_ONLY),
+    pytest.param(remove_table, "missing", id="table-removed", marks=LONG_ONLY),
     pytest.param(foreign_files, "not an inferchain data directory", id="not-a-ledger"),
     pytest.param(file_instead_of_dir, "is a file", id="a-file"),
-    pytest.param(marker_of_another_format, f"format {MARKER_FORMAT + 1}", id="marker-format"),
+    pytest.param(
+        marker_of_another_format,
+        f"format {MARKER_FORMAT + 1}",
+        id="marker-format",
+        marks=LONG_ONLY,
+    ),
 ]
 
 
@@ -268,7 +281,7 @@ def built_head(built: BuiltChain) -> dict[str, Any]:
     "damage",
     [
         pytest.param(remove("CURRENT"), id="CURRENT-removed"),
-        pytest.param(remove_manifest, id="MANIFEST-removed"),
+        pytest.param(remove_manifest, id="MANIFEST-removed", marks=LONG_ONLY),
     ],
 )
 async def test_repair_then_start_reaches_the_same_head(
@@ -310,7 +323,7 @@ def test_repair_that_loses_blocks_is_refused_and_so_is_the_start_after_it(
     "damage",
     [
         pytest.param(foreign_files, id="not-a-ledger"),
-        pytest.param(file_instead_of_dir, id="a-file"),
+        pytest.param(file_instead_of_dir, id="a-file", marks=LONG_ONLY),
     ],
 )
 def test_repair_of_what_is_not_a_ledger_is_refused_and_changes_nothing(

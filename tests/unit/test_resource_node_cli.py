@@ -201,7 +201,7 @@ async def test_sigterm_at_the_ready_line_stops_cleanly(
 ) -> None:
     """The signal handlers are in place before the ready lines are printed: a SIGTERM sent
     as soon as they are read is a clean stop (exit code 0), not a death by signal (-15)."""
-    for attempt in range(3):
+    for attempt in range(2):
         node = await start_node(
             "--rpc",
             f"http://127.0.0.1:{closed_port()}",
