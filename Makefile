@@ -42,8 +42,13 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 		echo "npm not found: the README's JavaScript example will be skipped"; \
 	fi
 
+# The in-process tests on two workers; the process tests (networks, crashes, the launcher, the
+# benchmark's smoke runs) one at a time, as their processes need the cores to themselves.
+SERIAL_TESTS := tests/e2e tests/bench
+
 test: $(STAMP) lint js
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 $(addprefix --ignore=,$(SERIAL_TESTS)) tests $(ARGS)
+	$(PY) -m pytest -q $(SERIAL_TESTS) $(ARGS)
 
 # A new chain on the next `make testnet`: its data directory goes (the same as ARGS=--fresh).
 reset:
