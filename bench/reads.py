@@ -50,6 +50,7 @@ from bench.ingest import Call, sequential
 from chain.node.config import load_genesis
 from chain.node.ledger import Ledger
 from chain.node.node import dev_validator_key
+from chain.node.store import process_alive
 from chain.protocol import blocks, crypto, gossip, wire
 from chain.protocol.blocks import block_hash
 from chain.protocol.consensus import VoteMsg
@@ -546,19 +547,9 @@ def _remove_stale(cache_dir: Path, tasks: int, keep: str) -> None:
             shutil.rmtree(path)
     for path in cache_dir.glob(f".tmp-ledger-{tasks}-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             log.info("removing the interrupted fill %s", path)
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # Reads

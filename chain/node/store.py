@@ -251,11 +251,12 @@ def _remove_stale_checks(path: Path) -> None:
         if not entry.name.startswith(CHECK_PREFIX):
             continue
         pid = entry.name.removeprefix(CHECK_PREFIX)
-        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or not process_alive(int(pid))):
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process `pid` runs (one of another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
