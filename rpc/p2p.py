@@ -309,30 +309,24 @@ class SourceLimits:
 
     def take(self, source: str, items: int, size: int, now: float) -> web.Response | None:
         budget = self._budget(source, now)
-        if size:
-            wait = budget.size.take(size, now)
-            if wait == math.inf:
+        spends = (
+            ("bytes", size, budget.size, self.bytes),
+            ("items", items, budget.items, self.items),
+        )
+        for what, amount, bucket, limits in spends:
+            if not amount:
+                continue
+            wait = bucket.take(amount, now)
+            if wait == math.inf:  # more than the whole burst (items: only below the item cap)
                 return _error(
                     413,
                     f"a request not signed by a validator holds at most "
-                    f"{int(self.bytes[0])} bytes; this one holds {size}",
-                    limit=int(self.bytes[0]),
-                    got=size,
+                    f"{int(limits[0])} {what}; this one holds {amount}",
+                    limit=int(limits[0]),
+                    got=amount,
                 )
             if wait:
-                return self._too_many(source, "bytes", self.bytes, wait)
-        if items:
-            wait = budget.items.take(items, now)
-            if wait == math.inf:  # only with a burst below the item cap
-                return _error(
-                    413,
-                    f"a request not signed by a validator holds at most "
-                    f"{int(self.items[0])} items; this one holds {items}",
-                    limit=int(self.items[0]),
-                    got=items,
-                )
-            if wait:
-                return self._too_many(source, "items", self.items, wait)
+                return self._too_many(source, what, limits, wait)
         return None
 
     def _budget(self, source: str, now: float) -> _Budget:
