@@ -191,7 +191,10 @@ async def test_crash_fault_exits_with_status_3(start_node: StartNode, chain: Loc
     await chain.client.wait_for_tx(receipt.tx_hash, timeout=START_TIMEOUT)
     node = await start_node("--rpc", chain.url, "--dev-index", "0", "--fault", "crash:1")
     assert await asyncio.wait_for(node.proc.wait(), START_TIMEOUT) == 3
-    task = await chain.client.query_task(receipt.task_hash)
+    # The result was accepted into the mempool before the exit; it is committed in a later block.
+    task = await chain.client.wait_for_task(
+        receipt.task_hash, timeout=START_TIMEOUT, statuses=("completed", "verified")
+    )
     assert [entry["resourceNode"] for entry in task["executionInfo"]] == [node.address]
     assert "fault crash:1" in node.log_path.read_text()
 
