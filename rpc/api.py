@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from chain.protocol.types import (
+    CommitSecrets,
     RegisterResourceNode,
+    RevealSecret,
     Stake,
     SubmitInferenceResult,
     SubmitTask,
@@ -44,6 +46,8 @@ UNSTAKE = "unstake"
 REGISTER_RESOURCE_NODE = "registerResourceNode"
 SUBMIT_INFERENCE_RESULT = "submitInferenceResult"
 SUBMIT_VERIFICATION = "submitVerification"
+COMMIT_SECRETS = "commitSecrets"  # PROTOCOL 4.7, an extension
+REVEAL_SECRET = "revealSecret"
 
 # The upstream names, served as the same methods
 SUBMIT_REQUEST = "submitRequest"  # submitTask
@@ -62,6 +66,8 @@ METHOD_OF_TYPE: Mapping[str, str] = MappingProxyType(
         Stake.TYPE: STAKE,
         Unstake.TYPE: UNSTAKE,
         RegisterResourceNode.TYPE: REGISTER_RESOURCE_NODE,
+        CommitSecrets.TYPE: COMMIT_SECRETS,
+        RevealSecret.TYPE: REVEAL_SECRET,
     }
 )
 

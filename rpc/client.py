@@ -43,8 +43,10 @@ from chain.protocol.genesis import DEV_MNEMONIC
 from chain.protocol.types import (
     FINAL_STATUSES,
     ZERO_HASH,
+    CommitSecrets,
     Message,
     RegisterResourceNode,
+    RevealSecret,
     SignedTx,
     Stake,
     SubmitInferenceResult,
@@ -780,6 +782,24 @@ class InferchainClient:
 
         tx, result = await self._send_account_tx(wallet, build, nonce)
         return self._check_tx_hash(tx, result)
+
+    async def commit_secrets(self, wallet: Wallet, head: bytes, nonce: int | None = None) -> str:
+        """Commit the head of `wallet`'s chain of secrets (PROTOCOL 4.7); returns the txHash."""
+        value = _hash_bytes(head, "head")
+
+        def build(n: int) -> Message:
+            return CommitSecrets(sender=wallet.address, nonce=n, head=value)
+
+        tx, result = await self._send_account_tx(wallet, build, nonce)
+        return self._check_tx_hash(tx, result)
+
+    async def reveal_secret(self, wallet: Wallet, height: int, secret: bytes) -> str:
+        """Reveal `wallet`'s secret of `height` (PROTOCOL 4.7); returns the txHash."""
+        msg = RevealSecret(
+            resource_node=wallet.address, height=height, secret=_hash_bytes(secret, "secret")
+        )
+        tx = presign(msg, await self.chain_id(), wallet.private_key)
+        return self._check_tx_hash(tx, await self.send_signed(tx.method, tx.params))
 
     async def submit_inference_result(
         self, wallet: Wallet, task_hash: str | bytes, result: str, proof: str = ""

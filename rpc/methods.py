@@ -29,9 +29,11 @@ from chain.protocol.errors import (
 from chain.protocol.schema import postprocess
 from chain.protocol.types import (
     Account,
+    CommitSecrets,
     Message,
     RegisterResourceNode,
     ResourceNodeInfo,
+    RevealSecret,
     SignedTx,
     Stake,
     SubmitInferenceResult,
@@ -431,14 +433,15 @@ def pending_tasks_answer(node: Node, params: Params) -> PendingTasksAnswer:
     if params.get("Signature") is not None:
         deprecation = check_pending_signature(node, address, timestamp, params["Signature"])
     out = []
-    for task, compute, verify in node.pending_work(address)[:limit]:
-        item = render_task(task)
-        item["seed"] = str(crypto.task_seed(task.task_hash, address))
-        item["compute"] = compute
+    for work in node.pending_work(address)[:limit]:
+        item = render_task(work.task)
+        item["seed"] = str(crypto.task_seed(work.task.task_hash, address))
+        item["compute"] = work.compute
         item["verify"] = [
             {"submitter": e.resource_node, "result": e.result, "seed": str(e.seed), "rank": e.rank}
-            for e in verify
+            for e in work.verify
         ]
+        item["reveal"] = work.reveal
         out.append(item)
     if deprecation is not None and address not in _warned_legacy_signers:
         _warned_legacy_signers.add(address)
@@ -487,6 +490,8 @@ METHODS: dict[str, MethodSpec] = {
     api.REGISTER_RESOURCE_NODE: tx_method(RegisterResourceNode, _tx_receipt),
     api.SUBMIT_INFERENCE_RESULT: bool_tx_method(SubmitInferenceResult),
     api.SUBMIT_VERIFICATION: bool_tx_method(SubmitVerification),
+    api.COMMIT_SECRETS: tx_method(CommitSecrets, _tx_receipt),
+    api.REVEAL_SECRET: tx_method(RevealSecret, _tx_receipt),
     api.QUERY_PENDING_TASKS: MethodSpec(
         query_pending_tasks,
         ("ResourceAddress", "TimeStamp", "Signature", "limit"),

@@ -123,13 +123,14 @@ class DevProducer:
         txs = mempool.take(params.max_block_txs)
         block = ledger.next_block(ctx, [tx.hash for tx in txs])
         signers = [v.validator for v in block.last_commit]
+        in_block = blocks.context_of(block)  # with the block's hash, for its end (4.5)
         if self._open == ctx and mempool.holds_only(txs):
             state = mempool.pending_block_state()
-            blocks.end_block(state, params, ctx, signers)
+            blocks.end_block(state, params, in_block, signers)
             records = [(tx, "committed") for tx in txs]
         else:
             state = State(ledger.view)
-            records = blocks.execute_block(state, params, ctx, txs, signers, log_late)
+            records = blocks.execute_block(state, params, in_block, txs, signers, log_late)
         prepared = ledger.prepare_block(block, (), records, state.write_set())
         self._writing_head = prepared.head
         self._open = None

@@ -616,7 +616,7 @@ def replay_problem(ledger: Ledger, scratch: Path) -> str | None:
                     return f"transaction {wire.hex0x(tx_hash)} of block {height} is missing"
                 txs.append(record.tx)
             state = State(replay.view)
-            ctx = BlockContext(block.height, block.time, block.proposer)
+            ctx = blocks.context_of(block)
             signers = [v.validator for v in block.last_commit]
             records = blocks.execute_block(state, ledger.genesis.params, ctx, txs, signers)
             try:

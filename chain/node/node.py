@@ -40,7 +40,6 @@ from chain.protocol.gossip import ValidatorKey
 from chain.protocol.types import (
     Account,
     BlockContext,
-    ExecutionInfo,
     Message,
     ResourceNodeInfo,
     SignedTx,
@@ -366,7 +365,7 @@ class Node:
             return None
         return tasks.pending_task(self.params, tx)
 
-    def pending_work(self, address: str) -> list[tuple[Task, bool, list[ExecutionInfo]]]:
+    def pending_work(self, address: str) -> list[tasks.Work]:
         """The open tasks `address` may act on at the next block (queryPendingTasks), on the
         state the mempool would produce."""
         return tasks.pending_work(

@@ -53,7 +53,7 @@ from chain.protocol.errors import (
 )
 from chain.protocol.gossip import CommittedBlock, SignedProposal, Verifier
 from chain.protocol.state import State
-from chain.protocol.types import Block, BlockContext, SignedTx, Vote
+from chain.protocol.types import Block, SignedTx, Vote
 
 if TYPE_CHECKING:
     from chain.node.node import Node
@@ -548,7 +548,7 @@ class Consensus:
                 self._warn_app_hash(block, head)
             return problem
         state = State(node.ledger.view)
-        ctx = BlockContext(block.height, block.time, block.proposer)
+        ctx = blocks.context_of(block)
         signers = [v.validator for v in block.last_commit]
         candidate.records = blocks.execute_block(
             state, node.params, ctx, candidate.txs, signers, log_late

@@ -121,7 +121,8 @@ def apply_unstake(state: State, params: Params, msg: Unstake) -> None:
 
 
 def apply_register(state: State, msg: RegisterResourceNode) -> None:
-    """A RegisterResourceNode (PROTOCOL 4.12): models stored trimmed, the jailed flag kept.
+    """A RegisterResourceNode (PROTOCOL 4.12): models stored trimmed, the jailed flag
+    and the committed secrets kept.
 
     Twins: `Model.register` in tests/property/test_accounts_machine.py, `Reference.register`
     in tests/property/test_settlement_machine.py and PROTOCOL 4.12 must change with it."""
@@ -139,7 +140,8 @@ def apply_register(state: State, msg: RegisterResourceNode) -> None:
         raise NotEligible(msg.sender, "a validator cannot also be a resource node")
     existing = get_node(state, msg.sender)
     jailed = existing.jailed if existing is not None else False
-    put_node(state, msg.sender, ResourceNodeInfo(",".join(models), endpoint, jailed))
+    secrets = existing.secrets if existing is not None else None
+    put_node(state, msg.sender, ResourceNodeInfo(",".join(models), endpoint, jailed, secrets))
     put_account(state, msg.sender, Account(account.balance, account.stake, account.nonce + 1))
 
 

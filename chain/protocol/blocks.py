@@ -40,8 +40,11 @@ from chain.protocol.types import (
     Account,
     Block,
     BlockContext,
+    CommitSecrets,
     RegisterResourceNode,
     ResourceNodeInfo,
+    RevealSecret,
+    Secrets,
     SignedTx,
     Stake,
     SubmitInferenceResult,
@@ -99,6 +102,11 @@ def block_header_json(block: Block) -> dict[str, Any]:
 
 def block_hash(block: Block) -> bytes:
     return header_hash(block_header_json(block))
+
+
+def context_of(block: Block) -> BlockContext:
+    """What the rules know of `block` while executing it, its hash included (PROTOCOL 4.5)."""
+    return BlockContext(block.height, block.time, block.proposer, block_hash(block))
 
 
 def header_hash(header: dict[str, Any]) -> bytes:
@@ -203,7 +211,9 @@ def apply_genesis(state: State, genesis: Genesis) -> None:
     for node in genesis.resource_nodes:
         acct = accounts.get(node.address, Account())
         accounts[node.address] = Account(acct.balance, acct.stake + node.stake, acct.nonce)
-        put_node(state, node.address, ResourceNodeInfo(node.models, node.endpoint, False))
+        head = node.secrets_head
+        secrets = None if head is None else Secrets(head, 0, 0, head)
+        put_node(state, node.address, ResourceNodeInfo(node.models, node.endpoint, False, secrets))
     for address, acct in accounts.items():
         put_account(state, address, acct)
     put_supply(state, genesis.supply, 0, 0)
@@ -230,6 +240,10 @@ def apply_tx(state: State, params: Params, ctx: BlockContext, tx: SignedTx) -> N
         accounts.apply_register(scratch, msg)
     elif isinstance(msg, SubmitInferenceResult):
         tasks.apply_result(scratch, params, ctx, tx, msg)
+    elif isinstance(msg, CommitSecrets):
+        tasks.apply_commit_secrets(scratch, ctx, msg)
+    elif isinstance(msg, RevealSecret):
+        tasks.apply_reveal(scratch, params, ctx, msg)
     else:
         tasks.apply_verification(scratch, params, ctx, tx, msg)
     state.merge(scratch)
@@ -297,8 +311,10 @@ def execute_block(
 def end_block(
     state: State, params: Params, ctx: BlockContext, commit_signers: Sequence[str]
 ) -> None:
-    """Close the deadlines due at this height (4.7), then mint the block reward for the
-    validators whose precommits the block carries (4.9)."""
+    """Assign the verifiers of the results the block included (4.5), close the deadlines due
+    at this height (4.8), then mint the block reward for the validators whose precommits the
+    block carries (4.10)."""
+    tasks.assign_verifiers(state, params, ctx)
     tasks.process_deadlines(state, params, ctx)
     reward = params.block_reward
     if reward == 0:

@@ -193,6 +193,40 @@ def task_seed(task_hash: bytes, node_address: str) -> int:
     return int.from_bytes(keccak(task_hash + bytes.fromhex(node_address[2:]))[:8], "big")
 
 
+# Forced errors (PROTOCOL 4.7): hash chains of secrets
+
+
+# How many heights a dev node's chain of secrets covers from its base: hashing the whole chain
+# once takes about 0.15 s.
+SECRET_CHAIN_LENGTH = 1 << 16
+_SECRETS_TAG = b"inferchain/secrets/v1"
+
+
+def hash_steps(value: bytes, steps: int) -> bytes:
+    """keccak256 applied `steps` times: the secret `steps` heights below `value`."""
+    for _ in range(steps):
+        value = sha3.keccak_256(value).digest()
+    return value
+
+
+def secrets_seed(private_key: bytes, epoch: int = 0) -> bytes:
+    """The deepest value of a node's chain of secrets, derived from its key: epoch k for the
+    k-th chain the node commits (a fresh chain never repeats a revealed secret)."""
+    return keccak(_SECRETS_TAG + private_key + epoch.to_bytes(8, "big"))
+
+
+@lru_cache(maxsize=64)
+def dev_secrets_head(private_key: bytes, epoch: int = 0) -> bytes:
+    """The head a node with this key commits: its seed hashed SECRET_CHAIN_LENGTH times."""
+    return hash_steps(secrets_seed(private_key, epoch), SECRET_CHAIN_LENGTH)
+
+
+def is_forced_error(secret: bytes, task_hash: bytes, rate_bps: int) -> bool:
+    """int(keccak256(secret || taskHash)) * 10000 < canaryRateBps * 2^256 (PROTOCOL 4.7)."""
+    draw = int.from_bytes(keccak(secret + task_hash), "big")
+    return draw * 10_000 < rate_bps << 256
+
+
 def personal_message_hash(text: str) -> bytes:
     """EIP-191 personal_sign hash of a text message."""
     data = text.encode()

@@ -16,6 +16,7 @@ from chain.protocol import crypto, wire
 from chain.protocol.errors import GenesisError, InvalidParams
 
 ED25519_KEY_HEX = re.compile(r"(?:0x)?[0-9a-fA-F]{64}")
+HASH_HEX = re.compile(r"0x[0-9a-fA-F]{64}")
 
 # The mnemonic of the dev keys (Hardhat's), and their derivation indices on m/44'/60'/0'/0/i
 # (PROTOCOL 2).
@@ -39,11 +40,15 @@ class Params:
     compute_share_bps: int = 7000
     rank_decay_bps: int = 1000
     max_target_count: int = 16
-    verification_quorum: int = 1
+    verification_quorum: int = 2
+    dispute_rounds: int = 2
     compute_deadline_blocks: int = 20
     verify_deadline_blocks: int = 20
+    reveal_deadline_blocks: int = 10
     result_slash_bps: int = 1000
     verifier_slash_bps: int = 500
+    canary_rate_bps: int = 100
+    canary_bonus: int = 10**16
     slashing: bool = True
 
 
@@ -63,10 +68,14 @@ PARAM_FIELDS: dict[str, tuple[str, str]] = {
     "rankDecayBps": ("rank_decay_bps", "bps"),
     "maxTargetCount": ("max_target_count", "int"),
     "verificationQuorum": ("verification_quorum", "int"),
+    "disputeRounds": ("dispute_rounds", "int"),
     "computeDeadlineBlocks": ("compute_deadline_blocks", "int"),
     "verifyDeadlineBlocks": ("verify_deadline_blocks", "int"),
+    "revealDeadlineBlocks": ("reveal_deadline_blocks", "int"),
     "resultSlashBps": ("result_slash_bps", "bps"),
     "verifierSlashBps": ("verifier_slash_bps", "bps"),
+    "canaryRateBps": ("canary_rate_bps", "bps"),
+    "canaryBonus": ("canary_bonus", "amount"),
     "slashing": ("slashing", "bool"),
 }
 assert {a for a, _k in PARAM_FIELDS.values()} == {f.name for f in fields(Params)}
@@ -92,6 +101,7 @@ class GenesisResourceNode:
     stake: int
     models: str
     endpoint: str
+    secrets_head: bytes | None = None  # PROTOCOL 4.7, committed at base 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +284,7 @@ def parse_genesis(raw: Any) -> Genesis:
     nodes = []
     for i, item in enumerate(_list(raw, "resourceNodes", required=False)):
         where = f"resourceNodes[{i}]"
-        _known_keys(item, where, {"address", "stake", "models", "endpoint"})
+        _known_keys(item, where, {"address", "stake", "models", "endpoint", "secretsHead"})
         address = _address(_field(item, "address", where), f"{where}.address")
         if address in staked:
             raise GenesisError(f"{where}.address", f"{address} already has a stake")
@@ -282,12 +292,19 @@ def parse_genesis(raw: Any) -> Genesis:
         models = _text(_field(item, "models", where), f"{where}.models")
         if not [m for m in models.split(",") if m.strip()]:
             raise GenesisError(f"{where}.models", "name at least one model or *")
+        head = None
+        if "secretsHead" in item:
+            head_hex = _text(item["secretsHead"], f"{where}.secretsHead")
+            if not HASH_HEX.fullmatch(head_hex):
+                raise GenesisError(f"{where}.secretsHead", "a hash: 0x and 64 hex digits")
+            head = bytes.fromhex(head_hex[2:])
         nodes.append(
             GenesisResourceNode(
                 address,
                 _amount(_field(item, "stake", where), f"{where}.stake"),
                 models,
                 _text(item.get("endpoint", ""), f"{where}.endpoint"),
+                head,
             )
         )
 
@@ -398,6 +415,7 @@ def dev_genesis(
                 "stake": str(node_stake),
                 "models": "*",
                 "endpoint": f"http://127.0.0.1:{node_base_port + k}",
+                "secretsHead": wire.hex0x(crypto.dev_secrets_head(key)),
             }
         )
     return {

@@ -21,6 +21,7 @@ from chain.protocol.types import (
     Payout,
     ResourceNodeInfo,
     ResultStatus,
+    Secrets,
     Settlement,
     Slash,
     Task,
@@ -40,6 +41,9 @@ SUPPLY = b"s/supply"
 TASK_STATS = b"s/stats"
 DUE = b"s/due/"  # <h:8>: how many tasks are due at h; <h:8><i:4>: the i-th one
 BUSY = b"s/busy/"
+NODE_LIST = b"s/nodes"  # every registered resource node's address, sorted (PROTOCOL 4.5)
+AWAIT = b"s/await/"  # <address>: the unsettled tasks holding a result of the node (4.7)
+ASSIGN = b"s/assign"  # the results this block included, assigned at its end (4.5)
 
 # A status as the stored JSON holds it -> the enum member, by a dict lookup (cheaper than the
 # enum's own call, and decoding a task is on the path of every task transaction).
@@ -175,14 +179,89 @@ def get_node(state: Reader, address: str) -> ResourceNodeInfo | None:
 
 def decode_node(raw: bytes) -> ResourceNodeInfo:
     obj = orjson.loads(raw)
-    return ResourceNodeInfo(obj["models"], obj["endpoint"], obj["jailed"])
+    secrets = obj.get("secrets")
+    return ResourceNodeInfo(
+        obj["models"],
+        obj["endpoint"],
+        obj["jailed"],
+        None if secrets is None else secrets_from_json(secrets),
+    )
+
+
+def secrets_to_json(secrets: Secrets) -> dict[str, Any]:
+    """A node's chain of secrets in its stored and wire form (getResourceNodes)."""
+    return {
+        "base": secrets.base,
+        "head": "0x" + secrets.head.hex(),
+        "revealed": "0x" + secrets.revealed.hex(),
+        "revealedHeight": secrets.revealed_height,
+    }
+
+
+def secrets_from_json(obj: dict[str, Any]) -> Secrets:
+    return Secrets(
+        bytes.fromhex(obj["head"][2:]),
+        obj["base"],
+        obj["revealedHeight"],
+        bytes.fromhex(obj["revealed"][2:]),
+    )
 
 
 def put_node(state: State, address: str, node: ResourceNodeInfo) -> None:
-    state.put(
-        node_key(address),
-        _dump({"models": node.models, "endpoint": node.endpoint, "jailed": node.jailed}),
-    )
+    """Write a node's record; a node written for the first time joins the node list."""
+    key = node_key(address)
+    if state.get(key) is None:
+        addresses = get_node_list(state)
+        addresses.append(address)
+        addresses.sort()
+        state.put(NODE_LIST, _dump({"nodes": addresses}))
+    obj: dict[str, Any] = {"endpoint": node.endpoint, "jailed": node.jailed, "models": node.models}
+    if node.secrets is not None:  # a node without secrets keeps the record it always had
+        obj["secrets"] = secrets_to_json(node.secrets)
+    state.put(key, _dump(obj))
+
+
+def get_node_list(state: Reader) -> list[str]:
+    """Every registered resource node, by address (the candidates of PROTOCOL 4.5)."""
+    obj = _load(state.get(NODE_LIST))
+    return [] if obj is None else list(obj["nodes"])
+
+
+# The tasks that wait on a node's secrets (PROTOCOL 4.7), and the results to assign (4.5)
+
+
+def await_key(address: str) -> bytes:
+    return _addr_key(AWAIT, address)
+
+
+def get_awaiting(state: Reader, address: str) -> list[bytes]:
+    """The unsettled tasks in which the node has a result, in the order its results came."""
+    raw = state.get(await_key(address))
+    return [] if raw is None else [raw[i : i + 32] for i in range(0, len(raw), 32)]
+
+
+def put_awaiting(state: State, address: str, task_hashes: list[bytes]) -> None:
+    if task_hashes:
+        state.put(await_key(address), b"".join(task_hashes))
+    else:
+        state.delete(await_key(address))
+
+
+def get_to_assign(state: Reader) -> list[tuple[bytes, str]]:
+    """(taskHash, submitter) of each result included in the block being executed."""
+    obj = _load(state.get(ASSIGN))
+    return [] if obj is None else [(bytes.fromhex(t[2:]), a) for t, a in obj["results"]]
+
+
+def add_to_assign(state: State, task_hash: bytes, submitter: str) -> None:
+    obj = _load(state.get(ASSIGN)) or {"results": []}
+    obj["results"].append(["0x" + task_hash.hex(), submitter])
+    state.put(ASSIGN, _dump(obj))
+
+
+def clear_to_assign(state: State) -> None:
+    if state.get(ASSIGN) is not None:
+        state.delete(ASSIGN)
 
 
 def validator_key(address: str) -> bytes:
@@ -243,8 +322,15 @@ def task_to_json(task: Task) -> dict[str, Any]:
 
 def execution_info_to_json(entry: ExecutionInfo) -> dict[str, Any]:
     """A result entry in its stored and wire form (`seed` a decimal string)."""
+    seed = entry.assignment_seed
     return {
+        "assignment": {
+            "complete": entry.assignment_complete,
+            "rounds": [list(members) for members in entry.rounds],
+            "seed": None if seed is None else "0x" + seed.hex(),
+        },
         "decidedHeight": entry.decided_height,
+        "forcedError": entry.forced_error,
         "height": entry.height,
         "proof": entry.proof,
         "rank": entry.rank,
@@ -322,6 +408,8 @@ def _task_from_json(obj: dict[str, Any]) -> Task:
 
 
 def _execution_info_from_json(obj: dict[str, Any]) -> ExecutionInfo:
+    assignment = obj["assignment"]
+    seed = assignment["seed"]
     return ExecutionInfo(
         obj["rank"],
         obj["resourceNode"],
@@ -338,6 +426,10 @@ def _execution_info_from_json(obj: dict[str, Any]) -> ExecutionInfo:
                 for v in obj["verifications"]
             ]
         ),
+        None if seed is None else bytes.fromhex(seed[2:]),
+        tuple([tuple(members) for members in assignment["rounds"]]),
+        assignment["complete"],
+        obj["forcedError"],
     )
 
 

@@ -18,8 +18,8 @@ and the appHashes of the golden chain (tests/vectors/chain.json).
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import orjson
 
@@ -39,15 +39,22 @@ from chain.protocol.state import (
     State,
     add_busy,
     add_due,
+    add_to_assign,
     clear_due,
+    clear_to_assign,
     credit,
     get_account,
+    get_awaiting,
+    get_busy,
     get_due,
     get_node,
+    get_node_list,
     get_open_task,
     get_supply,
     get_task,
+    get_to_assign,
     put_account,
+    put_awaiting,
     put_node,
     put_supply,
     update_task,
@@ -57,11 +64,14 @@ from chain.protocol.types import (
     UNDECIDED,
     Account,
     BlockContext,
+    CommitSecrets,
     ExecutionInfo,
     Payout,
     PayoutRole,
     ResourceNodeInfo,
     ResultStatus,
+    RevealSecret,
+    Secrets,
     Settlement,
     SignedTx,
     Slash,
@@ -74,6 +84,11 @@ from chain.protocol.types import (
 )
 
 BPS = 10_000
+ZERO_HASH = b"\x00" * 32
+# A reveal may walk at most this many heights past the node's last revealed secret (PROTOCOL
+# 4.12): a bound on the hashing one transaction can ask of a validator (about 9 ms).
+MAX_REVEAL_STEPS = 4096
+DECIDED = (ResultStatus.VERIFIED, ResultStatus.REJECTED)
 
 
 # Submission (PROTOCOL 4.1, 4.2)
@@ -217,11 +232,17 @@ def verify_deadline(params: Params, task: Task) -> int:
     return compute_deadline(params, task) + params.verify_deadline_blocks
 
 
+def reveal_deadline(params: Params, task: Task) -> int:
+    """The last height at which the task waits for its submitters' secrets (PROTOCOL 4.7)."""
+    return verify_deadline(params, task) + params.reveal_deadline_blocks
+
+
 def schedule_deadlines(state: State, params: Params, task: Task) -> None:
-    compute, verify = compute_deadline(params, task), verify_deadline(params, task)
-    add_due(state, compute, task.task_hash)
-    if verify != compute:
-        add_due(state, verify, task.task_hash)
+    heights = [compute_deadline(params, task), verify_deadline(params, task)]
+    if params.canary_rate_bps:
+        heights.append(reveal_deadline(params, task))
+    for height in dict.fromkeys(heights):
+        add_due(state, height, task.task_hash)
 
 
 def open_slots(task: Task) -> int:
@@ -260,6 +281,17 @@ def check_eligible(state: State, params: Params, address: str, model: str | None
         raise NotEligible(address, reason)
 
 
+def secrets_problem(node: ResourceNodeInfo | None, params: Params, task: Task) -> str | None:
+    """Why a node may not compute this task for want of secrets (PROTOCOL 4.7), or None."""
+    if not params.canary_rate_bps or node is None:
+        return None
+    secrets = node.secrets
+    assert task.created_height is not None
+    if secrets is None or secrets.base >= task.created_height:
+        return "no secrets committed before the task"
+    return None
+
+
 def _with_results(task: Task, entries: tuple[ExecutionInfo, ...]) -> Task:
     """The open task with these result entries, and the status they give it (PROTOCOL 4.3).
 
@@ -290,6 +322,10 @@ def apply_result(
     (the order of its checks) must change with it."""
     task = _known_task(state, msg.task_hash)
     check_eligible(state, params, msg.resource_node, task.model)
+    node = get_node(state, msg.resource_node)
+    reason = secrets_problem(node, params, task)
+    if reason is not None:
+        raise NotEligible(msg.resource_node, reason)
     if any(e.resource_node == msg.resource_node for e in task.execution_info):
         raise DuplicateSubmission(wire.hex0x(tx.hash), "this node already answered this task")
     task_hex = wire.hex0x(task.task_hash)
@@ -304,7 +340,13 @@ def apply_result(
     entry = ExecutionInfo(
         rank, msg.resource_node, msg.result, msg.proof, seed, wire.hex0x(tx.hash), ctx.height
     )
+    if node is not None and node.secrets is not None and params.canary_rate_bps:
+        entry = replace(entry, forced_error=_known_forced_error(params, task, node.secrets))
     add_busy(state, msg.resource_node, 1)
+    add_to_assign(state, task.task_hash, msg.resource_node)
+    put_awaiting(
+        state, msg.resource_node, [*get_awaiting(state, msg.resource_node), task.task_hash]
+    )
     stored_status = task.status
     task = _with_results(task, (*task.execution_info, entry))
     task = maybe_decide_task(state, params, ctx, task, compute_closed=False)
@@ -331,6 +373,8 @@ def apply_verification(
     if index is None:
         raise InvalidParams("submitter", f"{msg.submitter} has no result in this task")
     entry = task.execution_info[index]
+    if msg.verifier not in entry.assigned():
+        raise NotEligible(msg.verifier, "not assigned")
     if any(v.verifier == msg.verifier for v in entry.verifications):
         raise DuplicateSubmission(wire.hex0x(tx.hash), "this node already gave a verdict here")
     task_hex = wire.hex0x(task.task_hash)
@@ -342,7 +386,7 @@ def apply_verification(
     verdict = Verdict(msg.verifier, msg.valid, wire.hex0x(tx.hash), ctx.height, seq)
     entry = entry.with_verdict(verdict)
     add_busy(state, msg.verifier, 1)
-    entry = decide_result(state, params, ctx, entry, at_deadline=False)
+    entry = decide_result(state, params, ctx, task, entry, at_deadline=False)
     entries = list(task.execution_info)
     entries[index] = entry
     stored_status = task.status
@@ -352,86 +396,284 @@ def apply_verification(
     update_task(state, task, stored_status)
 
 
-def weigh(state: State, entry: ExecutionInfo) -> tuple[int, int]:
-    """(for, against): the submitter's and valid verifiers' stake, the others' stake (4.6).
-
-    Twins: `Reference.decide` in tests/property/test_settlement_machine.py and PROTOCOL 4.6
-    must change with it."""
-    stake_for = get_account(state, entry.resource_node).stake
-    stake_against = 0
+def _stakes(state: State, entry: ExecutionInfo, among: frozenset[str]) -> tuple[int, int]:
+    """(valid, invalid): the stake behind each side among the verdicts of `among` (4.6)."""
+    stake_valid = stake_invalid = 0
     for verdict in entry.verifications:
+        if verdict.verifier not in among:
+            continue
         stake = get_account(state, verdict.verifier).stake
         if verdict.valid:
-            stake_for += stake
+            stake_valid += stake
         else:
-            stake_against += stake
-    return stake_for, stake_against
+            stake_invalid += stake
+    return stake_valid, stake_invalid
+
+
+def _over_two_thirds(stake_valid: int, stake_invalid: int, total: int) -> ResultStatus | None:
+    if 3 * stake_valid > 2 * total:
+        return ResultStatus.VERIFIED
+    if 3 * stake_invalid > 2 * total:
+        return ResultStatus.REJECTED
+    return None
 
 
 def decide_result(
-    state: State, params: Params, ctx: BlockContext, entry: ExecutionInfo, *, at_deadline: bool
+    state: State,
+    params: Params,
+    ctx: BlockContext,
+    task: Task,
+    entry: ExecutionInfo,
+    *,
+    at_deadline: bool,
 ) -> ExecutionInfo:
-    """Decide an undecided result if the rule allows; returns the (possibly) updated entry.
+    """Decide an undecided result if the rule allows, opening dispute rounds on the way;
+    returns the (possibly) updated entry.
 
     Twins: `Reference.decide` in tests/property/test_settlement_machine.py and PROTOCOL 4.6
-    (the quorum, the tie, the verify deadline) must change with it."""
+    (rounds, the last round's stake, the verify deadline) must change with it."""
     if entry.status not in UNDECIDED:
         return entry
-    verdicts = entry.verifications
-    outcome: ResultStatus | None = None
-    if verdicts and (at_deadline or len(verdicts) >= params.verification_quorum):
-        stake_for, stake_against = weigh(state, entry)
-        if stake_for > stake_against:
-            outcome = ResultStatus.VERIFIED
-        elif stake_against > stake_for:
-            outcome = ResultStatus.REJECTED
-    if outcome is None and at_deadline:
-        outcome = ResultStatus.UNVERIFIED
-    if outcome is None:
-        return entry
-    return entry.decided(outcome, ctx.height)
+    if at_deadline:
+        answered = frozenset(v.verifier for v in entry.verifications)
+        stake_valid, stake_invalid = _stakes(state, entry, answered)
+        outcome = _over_two_thirds(stake_valid, stake_invalid, stake_valid + stake_invalid)
+        return entry.decided(outcome or ResultStatus.UNVERIFIED, ctx.height)
+    while entry.rounds:
+        if not is_last_round(params, entry):
+            members = entry.rounds[-1]
+            votes = {v.verifier: v.valid for v in entry.verifications if v.verifier in members}
+            if len(set(votes.values())) > 1:  # a dispute: call the next round at once
+                entry = open_round(state, params, task, entry)
+                continue
+            if votes and len(votes) == len(members):
+                valid = next(iter(votes.values()))
+                status = ResultStatus.VERIFIED if valid else ResultStatus.REJECTED
+                return entry.decided(status, ctx.height)
+            return entry
+        assigned = entry.assigned()
+        total = sum(get_account(state, address).stake for address in assigned)
+        outcome = _over_two_thirds(*_stakes(state, entry, assigned), total)
+        return entry if outcome is None else entry.decided(outcome, ctx.height)
+    return entry  # not assigned yet: its block has not ended
+
+
+# Assigned verifiers (PROTOCOL 4.5)
+
+
+def verifier_order(
+    block_hash: bytes, task_hash: bytes, submitter: str, candidates: list[str]
+) -> list[str]:
+    """The candidates in the order keccak256(blockHash || taskHash || submitter || node).
+
+    Twins: the order of `Reference.assign` in tests/property/test_settlement_machine.py and
+    PROTOCOL 4.5 must change with it."""
+    prefix = block_hash + task_hash + bytes.fromhex(submitter[2:])
+    return sorted(candidates, key=lambda node: crypto.keccak(prefix + bytes.fromhex(node[2:])))
+
+
+def _candidates(state: State, params: Params, task: Task, entry: ExecutionInfo) -> list[str]:
+    """The nodes eligible for the task now, other than the submitter and those assigned, in
+    the result's order."""
+    taken = entry.assigned() | {entry.resource_node}
+    eligible = []
+    for address in get_node_list(state):
+        if address in taken:
+            continue
+        node = get_node(state, address)
+        if node is None or not node.serves(task.model):
+            continue
+        if standing_problem(node, get_account(state, address).stake, params) is None:
+            eligible.append(address)
+    assert entry.assignment_seed is not None
+    return verifier_order(entry.assignment_seed, task.task_hash, entry.resource_node, eligible)
+
+
+def is_last_round(params: Params, entry: ExecutionInfo) -> bool:
+    """Whether the rounds opened include every candidate: round disputeRounds + 1, or an
+    earlier one after which none was left (PROTOCOL 4.5)."""
+    return entry.assignment_complete or len(entry.rounds) > params.dispute_rounds + 1
+
+
+def open_round(state: State, params: Params, task: Task, entry: ExecutionInfo) -> ExecutionInfo:
+    """The entry with its next round of verifiers (all that are left for the last round); the
+    rounds are complete once no candidate is left after them."""
+    order = _candidates(state, params, task, entry)
+    last = len(entry.rounds) == params.dispute_rounds + 1
+    members = order if last else order[: params.verification_quorum]
+    complete = last or len(order) <= params.verification_quorum
+    rounds = (*entry.rounds, tuple(members)) if members or not entry.rounds else entry.rounds
+    return replace(entry, rounds=rounds, assignment_complete=complete)
+
+
+def assign_verifiers(state: State, params: Params, ctx: BlockContext) -> None:
+    """End of block: round 0 of every result the block included, ordered by its hash (4.5).
+
+    Twins: `Reference.assign` in tests/property/test_settlement_machine.py."""
+    pending = get_to_assign(state)
+    if not pending:
+        return
+    for task_hash, submitter in pending:
+        task = get_open_task(state, task_hash)
+        if task is None:
+            continue
+        index = next(i for i, e in enumerate(task.execution_info) if e.resource_node == submitter)
+        entry = replace(task.execution_info[index], assignment_seed=ctx.block_hash)
+        entries = list(task.execution_info)
+        entries[index] = open_round(state, params, task, entry)
+        update_task(state, task.with_results(tuple(entries), task.status), task.status)
+    clear_to_assign(state)
 
 
 # Deciding the task
 
 
 def maybe_decide_task(
-    state: State, params: Params, ctx: BlockContext, task: Task, *, compute_closed: bool
+    state: State,
+    params: Params,
+    ctx: BlockContext,
+    task: Task,
+    *,
+    compute_closed: bool,
+    reveal_closed: bool = False,
 ) -> Task:
-    """Decide and settle the task once nothing is undecided and no result can come (4.7).
+    """Settle the task once nothing is undecided, no result can come and every decided
+    result is revealed, or at its reveal deadline (PROTOCOL 4.8).
 
     Twins: `Reference.maybe_settle` in tests/property/test_settlement_machine.py and
-    PROTOCOL 4.7 must change with it."""
+    PROTOCOL 4.8 must change with it."""
     if task.status in FINAL_STATUSES:
         return task
     if any(e.status in UNDECIDED for e in task.execution_info):
         return task
     if open_slots(task) > 0 and not compute_closed:
         return task
+    if (
+        params.canary_rate_bps
+        and not reveal_closed
+        and any(_unrevealed(e) for e in task.execution_info)
+    ):
+        return task
     return settle(state, params, ctx, task)
 
 
+def _unrevealed(entry: ExecutionInfo) -> bool:
+    return entry.status in DECIDED and entry.forced_error is None
+
+
 def process_deadlines(state: State, params: Params, ctx: BlockContext) -> None:
-    """End of block: the tasks whose compute or verify deadline is this height (4.6, 4.7).
+    """End of block: the tasks whose compute, verify or reveal deadline is this height
+    (4.6, 4.8).
 
     Twins: `Reference.end_block` in tests/property/test_settlement_machine.py (the tasks due,
-    in creation order) and PROTOCOL 4.6 and 4.7 must change with it."""
+    in creation order) and PROTOCOL 4.6 and 4.8 must change with it."""
     due = get_due(state, ctx.height)
     if not due:
         return
     for task_hash in due:
         task = get_open_task(state, task_hash)
         if task is None:
-            continue  # settled already (a task is due at its compute and its verify deadline)
+            continue  # settled already (a task is due at each of its deadlines)
         stored_status = task.status
         if ctx.height >= verify_deadline(params, task):
             entries = tuple(
-                decide_result(state, params, ctx, e, at_deadline=True) for e in task.execution_info
+                decide_result(state, params, ctx, task, e, at_deadline=True)
+                for e in task.execution_info
             )
             task = _with_results(task, entries)
-        task = maybe_decide_task(state, params, ctx, task, compute_closed=True)
+        reveal_closed = ctx.height >= reveal_deadline(params, task)
+        task = maybe_decide_task(
+            state, params, ctx, task, compute_closed=True, reveal_closed=reveal_closed
+        )
         update_task(state, task, stored_status)
     clear_due(state, ctx.height)
+
+
+# Secrets and forced errors (PROTOCOL 4.7)
+
+
+def _known_forced_error(params: Params, task: Task, secrets: Secrets) -> bool | None:
+    """Whether the node's result in `task` is a forced error, when the secret of the task's
+    height is revealed already; None otherwise."""
+    height = task.created_height
+    assert height is not None
+    if not secrets.base < height <= secrets.revealed_height:
+        return None
+    secret = crypto.hash_steps(secrets.revealed, secrets.revealed_height - height)
+    return crypto.is_forced_error(secret, task.task_hash, params.canary_rate_bps)
+
+
+def apply_commit_secrets(state: State, ctx: BlockContext, msg: CommitSecrets) -> None:
+    """A CommitSecrets (PROTOCOL 4.12): the node's chain of secrets starts at this block.
+
+    Twins: `Reference.commit_secrets` in tests/property/test_settlement_machine.py and
+    PROTOCOL 4.12 must change with it."""
+    account = get_account(state, msg.sender)
+    check_nonce(account, msg.sender, msg.nonce)
+    if msg.head == ZERO_HASH:
+        raise InvalidParams("head", "the zero hash cannot head a chain of secrets")
+    node = get_node(state, msg.sender)
+    if node is None:
+        raise NotEligible(msg.sender, "not a registered resource node")
+    if get_busy(state, msg.sender):
+        raise NotEligible(msg.sender, "the node has results or verdicts in unsettled tasks")
+    secrets = Secrets(msg.head, ctx.height, ctx.height, msg.head)
+    put_node(state, msg.sender, replace(node, secrets=secrets))
+    put_account(state, msg.sender, Account(account.balance, account.stake, account.nonce + 1))
+
+
+def apply_reveal(state: State, params: Params, ctx: BlockContext, msg: RevealSecret) -> None:
+    """A RevealSecret (PROTOCOL 4.7, 4.12): the secret of `height`, checked against the last
+    one revealed; the node's results in tasks created up to it learn whether they were
+    forced errors, and their tasks are settled when nothing else is missing.
+
+    Twins: `Reference.reveal` in tests/property/test_settlement_machine.py and PROTOCOL 4.12
+    must change with it."""
+    address = msg.resource_node
+    node = get_node(state, address)
+    if node is None:
+        raise NotEligible(address, "not a registered resource node")
+    secrets = node.secrets
+    if secrets is None:
+        raise NotEligible(address, "no secrets committed")
+    last = secrets.revealed_height
+    if msg.height <= last:
+        raise InvalidParams("height", f"the secrets up to height {last} are revealed already")
+    if msg.height > ctx.height:
+        raise InvalidParams("height", f"beyond the current height {ctx.height}")
+    if msg.height - last > MAX_REVEAL_STEPS:
+        raise InvalidParams(
+            "height", f"more than {MAX_REVEAL_STEPS} heights past the last revealed, {last}"
+        )
+    if crypto.hash_steps(msg.secret, msg.height - last) != secrets.revealed:
+        raise InvalidParams("secret", f"does not hash to the secret revealed at height {last}")
+    revealed = replace(secrets, revealed_height=msg.height, revealed=msg.secret)
+    put_node(state, address, replace(node, secrets=revealed))
+    waiting = []
+    for task_hash in get_awaiting(state, address):
+        task = get_open_task(state, task_hash)
+        if task is None:
+            continue  # settled since
+        waiting.append(task_hash)
+        if not params.canary_rate_bps:
+            continue
+        index = next(i for i, e in enumerate(task.execution_info) if e.resource_node == address)
+        entry = task.execution_info[index]
+        if entry.forced_error is not None:
+            continue
+        forced = _known_forced_error(params, task, revealed)
+        if forced is None:
+            continue
+        entries = list(task.execution_info)
+        entries[index] = replace(entry, forced_error=forced)
+        stored_status = task.status
+        task = task.with_results(tuple(entries), task.status)
+        closed = ctx.height > compute_deadline(params, task)
+        task = maybe_decide_task(state, params, ctx, task, compute_closed=closed)
+        update_task(state, task, stored_status)
+        if task.status in FINAL_STATUSES:
+            waiting.pop()
+    put_awaiting(state, address, waiting)
 
 
 # Settlement (PROTOCOL 4.8)
@@ -473,35 +715,71 @@ def _jail_if_below_minimum(state: State, params: Params, address: str) -> None:
         put_node(state, address, replace(node, jailed=True))
 
 
+ResultKind = Literal["valid", "wrong", "forced", "unrevealed", "unverified"]  # PROTOCOL 4.9
+
+
+def result_kind(params: Params, entry: ExecutionInfo) -> ResultKind:
+    """What a decided result counts as at settlement (PROTOCOL 4.9): valid (verified,
+    revealed, not a forced error), wrong (rejected, not a forced error), a forced error, a
+    verified or rejected result not revealed by the reveal deadline, or unverified."""
+    if entry.status not in DECIDED:
+        return "unverified"
+    if params.canary_rate_bps:
+        if entry.forced_error is None:
+            return "unrevealed"
+        if entry.forced_error:
+            return "forced"
+    return "valid" if entry.status == ResultStatus.VERIFIED else "wrong"
+
+
+# For each kind of result: whether its submitter is slashed, and which verdict wins (None:
+# its verdicts are on no side).
+_SUBMITTER_SLASHED: frozenset[ResultKind] = frozenset({"wrong", "unrevealed"})
+_WINNING_VERDICT: dict[ResultKind, bool | None] = {
+    "valid": True,
+    "wrong": False,
+    "forced": False,
+    "unrevealed": None,
+    "unverified": None,
+}
+
+
 def _slash_losers(
     state: State, params: Params, results: list[ExecutionInfo]
-) -> tuple[list[Slash], list[tuple[int, str]]]:
-    """Slash rejected results and losing verdicts, jail who falls below minNodeStake:
-    (the slashes, the winning verdicts as (seq, verifier)).
+) -> tuple[list[Slash], list[tuple[int, str]], list[tuple[int, str]]]:
+    """Slash wrong results and losing verdicts, jail who falls below minNodeStake: (the
+    slashes, the winning verdicts as (seq, verifier), the verdicts that caught a forced
+    error as (seq, verifier)).
 
     Twins: the slashes and jailing of `Reference.settle` and `Reference.slash` in
-    tests/property/test_settlement_machine.py and PROTOCOL 4.8 step 2 must change with it;
-    what it takes stays in the supply (PROTOCOL 4.10) through poolV."""
+    tests/property/test_settlement_machine.py and PROTOCOL 4.9 step 2 must change with it;
+    what it takes stays in the supply (PROTOCOL 4.11) through poolV."""
     slashed: list[Slash] = []
     winners: list[tuple[int, str]] = []
+    catchers: list[tuple[int, str]] = []
     for entry in results:
-        status = entry.status
-        if status not in (ResultStatus.VERIFIED, ResultStatus.REJECTED):
+        kind = result_kind(params, entry)
+        winning = _WINNING_VERDICT[kind]
+        if winning is None and kind != "unrevealed":
             continue
-        if status == ResultStatus.REJECTED and params.slashing:
+        if kind in _SUBMITTER_SLASHED and params.slashing:
             address = entry.resource_node
             amount = _slash(state, address, params.result_slash_bps)
             slashed.append(Slash(address, amount, "result"))
+        if winning is None:
+            continue
         for verdict in entry.verifications:
-            if verdict.valid == (status == ResultStatus.VERIFIED):
+            if verdict.valid == winning:
                 winners.append((verdict.seq, verdict.verifier))
+                if kind == "forced":
+                    catchers.append((verdict.seq, verdict.verifier))
             elif params.slashing:
                 address = verdict.verifier
                 amount = _slash(state, address, params.verifier_slash_bps)
-                slashed.append(Slash(address, amount, "verdict"))
+                slashed.append(Slash(address, amount, "lazy" if kind == "forced" else "verdict"))
     for address in dict.fromkeys(s.address for s in slashed):
         _jail_if_below_minimum(state, params, address)
-    return slashed, winners
+    return slashed, winners, catchers
 
 
 def _pay_by_rank(
@@ -539,10 +817,11 @@ def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
         add_busy(state, entry.resource_node, -1)
         for verdict in entry.verifications:
             add_busy(state, verdict.verifier, -1)
-    valid = [e for e in results if e.status == ResultStatus.VERIFIED]
+    _stop_awaiting(state, task)
+    valid = [e for e in results if result_kind(params, e) == "valid"]
     fee = task.fee
     reward = params.network_reward_per_task if valid else 0
-    slashed, winners = _slash_losers(state, params, results) if results else ([], [])
+    slashed, winners, catchers = _slash_losers(state, params, results) if results else ([], [], [])
     total_slashed = sum(s.amount for s in slashed)
 
     pool_compute = (fee + reward) * params.compute_share_bps // BPS
@@ -563,16 +842,23 @@ def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
     refund = from_fee_and_reward - unminted
     if refund:
         credit(state, task.sender, refund)
+    canary_payouts = []
+    for rank, (_seq, address) in enumerate(sorted(catchers), 1):
+        if params.canary_bonus:
+            credit(state, address, params.canary_bonus)
+        canary_payouts.append(Payout(address, params.canary_bonus, "canary", rank))
+    bonuses = params.canary_bonus * len(canary_payouts)
+    minted_here = reward - unminted + bonuses
     genesis_supply, minted, burned_before = get_supply(state)
-    put_supply(state, genesis_supply, minted + reward - unminted, burned_before + burned)
+    put_supply(state, genesis_supply, minted + minted_here, burned_before + burned)
 
     response = valid[0] if valid else None
     settlement = Settlement(
         height=ctx.height,
         fee=fee,
-        network_reward=reward - unminted,
+        network_reward=minted_here,
         slashed=tuple(slashed),
-        payouts=(*compute_payouts, *verify_payouts),
+        payouts=(*compute_payouts, *verify_payouts, *canary_payouts),
         refund=refund,
         burned=burned,
     )
@@ -589,14 +875,34 @@ def settle(state: State, params: Params, ctx: BlockContext, task: Task) -> Task:
     )
 
 
+def _stop_awaiting(state: State, task: Task) -> None:
+    """A settled task waits on nobody's secrets any more."""
+    for address in dict.fromkeys(e.resource_node for e in task.execution_info):
+        waiting = get_awaiting(state, address)
+        if task.task_hash in waiting:
+            waiting.remove(task.task_hash)
+            put_awaiting(state, address, waiting)
+
+
 # The work open for one node (queryPendingTasks, PROTOCOL 5.1)
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What one node may do in one open task (queryPendingTasks, PROTOCOL 5.1): compute it,
+    verify the results it is assigned to, reveal the secret its decided result waits for."""
+
+    task: Task
+    compute: bool
+    verify: list[ExecutionInfo]
+    reveal: bool
 
 
 def pending_work(
     state: Reader, params: Params, address: str, height: int, task_hashes: list[bytes]
-) -> list[tuple[Task, bool, list[ExecutionInfo]]]:
-    """For each open task: (task, may compute, results it may verify) at block `height`, in
-    the node's own order, keccak256(node || taskHash) (each node starts on other tasks).
+) -> list[Work]:
+    """For each open task, the node's work at block `height`, in the node's own order,
+    keccak256(node || taskHash) (each node starts on other tasks).
 
     Raises NotEligible when the node cannot act at all (not registered, stake, jailed).
 
@@ -612,19 +918,25 @@ def pending_work(
         task = get_task(state, task_hash)
         if task is None or task.status in FINAL_STATUSES or not node.serves(task.model):
             continue
-        answered = any(e.resource_node == address for e in task.execution_info)
-        compute = not answered and open_slots(task) > 0 and height <= compute_deadline(params, task)
+        own = next((e for e in task.execution_info if e.resource_node == address), None)
+        compute = (
+            own is None
+            and open_slots(task) > 0
+            and height <= compute_deadline(params, task)
+            and secrets_problem(node, params, task) is None
+        )
         verify = []
         if height <= verify_deadline(params, task):
             verify = [
                 e
                 for e in task.execution_info
                 if e.status in UNDECIDED
-                and e.resource_node != address
+                and address in e.assigned()
                 and all(v.verifier != address for v in e.verifications)
             ]
-        if compute or verify:
-            work.append((task, compute, verify))
+        reveal = own is not None and bool(params.canary_rate_bps) and _unrevealed(own)
+        if compute or verify or reveal:
+            work.append(Work(task, compute, verify, reveal))
     node_bytes = bytes.fromhex(address[2:])
-    work.sort(key=lambda item: crypto.keccak(node_bytes + item[0].task_hash))
+    work.sort(key=lambda item: crypto.keccak(node_bytes + item.task.task_hash))
     return work

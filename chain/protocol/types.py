@@ -153,6 +153,43 @@ class RegisterResourceNode:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class CommitSecrets:
+    """A resource node's commitment to the head of its hash chain of secrets (PROTOCOL 4.7)."""
+
+    sender: str
+    nonce: int
+    head: bytes
+
+    TYPE: ClassVar[str] = "CommitSecrets"
+    TX_TYPE: ClassVar[str] = "secrets"
+    SIGNER: ClassVar[str] = "sender"
+    FIELDS: ClassVar[FieldSpec] = (
+        ("sender", "sender", "address"),
+        ("nonce", "nonce", "uint64"),
+        ("head", "head", "bytes32"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RevealSecret:
+    """A resource node's secret of `height` (PROTOCOL 4.7): it hashes to the one revealed
+    before it. Like a result, it has no nonce: a reveal is good once."""
+
+    resource_node: str
+    height: int
+    secret: bytes
+
+    TYPE: ClassVar[str] = "RevealSecret"
+    TX_TYPE: ClassVar[str] = "reveal"
+    SIGNER: ClassVar[str] = "resource_node"
+    FIELDS: ClassVar[FieldSpec] = (
+        ("resourceNode", "resource_node", "address"),
+        ("height", "height", "uint64"),
+        ("secret", "secret", "bytes32"),
+    )
+
+
 Message = (
     SubmitTask
     | SubmitInferenceResult
@@ -161,6 +198,8 @@ Message = (
     | Stake
     | Unstake
     | RegisterResourceNode
+    | CommitSecrets
+    | RevealSecret
 )
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
@@ -172,9 +211,11 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Stake,
         Unstake,
         RegisterResourceNode,
+        CommitSecrets,
+        RevealSecret,
     )
 }
-ACCOUNT_TX_TYPES = (SubmitTask, Transfer, Stake, Unstake, RegisterResourceNode)
+ACCOUNT_TX_TYPES = (SubmitTask, Transfer, Stake, Unstake, RegisterResourceNode, CommitSecrets)
 
 
 def signer_of(msg: Message) -> str:
@@ -206,10 +247,22 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
+class Secrets:
+    """A node's committed hash chain of secrets (PROTOCOL 4.7): the head committed at `base`,
+    and the last secret revealed, of `revealed_height` (the head itself at `base`)."""
+
+    head: bytes
+    base: int
+    revealed_height: int
+    revealed: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceNodeInfo:
     models: str
     endpoint: str
     jailed: bool = False
+    secrets: Secrets | None = None
 
     def serves(self, model: str | None) -> bool:
         served = [m.strip() for m in self.models.split(",")]
@@ -278,6 +331,14 @@ class ExecutionInfo:
     status: ResultStatus = ResultStatus.PENDING
     decided_height: int | None = None
     verifications: tuple[Verdict, ...] = ()
+    # The assigned verifiers (PROTOCOL 4.5): the including block's hash that orders the
+    # candidates (None while the result waits in the mempool or for its block's end), and the
+    # rounds opened so far.
+    assignment_seed: bytes | None = None
+    rounds: tuple[tuple[str, ...], ...] = ()
+    assignment_complete: bool = False  # the rounds opened hold every candidate: the last one
+    # Known once the submitter revealed the secret of the task's height (PROTOCOL 4.7).
+    forced_error: bool | None = None
 
     def with_verdict(self, verdict: Verdict) -> ExecutionInfo:
         """This result with one more verdict, `verifying` (built directly, as `decided`:
@@ -293,6 +354,10 @@ class ExecutionInfo:
             ResultStatus.VERIFYING,
             self.decided_height,
             (*self.verifications, verdict),
+            self.assignment_seed,
+            self.rounds,
+            self.assignment_complete,
+            self.forced_error,
         )
 
     def decided(self, status: ResultStatus, height: int) -> ExecutionInfo:
@@ -308,11 +373,19 @@ class ExecutionInfo:
             status,
             height,
             self.verifications,
+            self.assignment_seed,
+            self.rounds,
+            self.assignment_complete,
+            self.forced_error,
         )
 
+    def assigned(self) -> frozenset[str]:
+        """Every node of every opened round."""
+        return frozenset(node for members in self.rounds for node in members)
 
-PayoutRole = Literal["compute", "verify"]
-SlashReason = Literal["result", "verdict"]
+
+PayoutRole = Literal["compute", "verify", "canary"]
+SlashReason = Literal["result", "verdict", "lazy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +483,9 @@ class BlockContext:
     height: int
     time: int
     proposer: str
+    # The hash of the block (PROTOCOL 6.2), which orders the verifiers of the results it
+    # includes (4.5); zero where no block exists yet (admission to the mempool).
+    block_hash: bytes = ZERO_HASH
 
 
 @dataclass(frozen=True, slots=True)
