@@ -46,7 +46,7 @@ UNSTAKE = "unstake"
 REGISTER_RESOURCE_NODE = "registerResourceNode"
 SUBMIT_INFERENCE_RESULT = "submitInferenceResult"
 SUBMIT_VERIFICATION = "submitVerification"
-COMMIT_SECRETS = "commitSecrets"  # PROTOCOL 4.7, an extension
+COMMIT_SECRETS = "commitSecrets"  # PROTOCOL 4.13, an extension
 REVEAL_SECRET = "revealSecret"
 
 # The upstream names, served as the same methods

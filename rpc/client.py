@@ -784,7 +784,7 @@ class InferchainClient:
         return self._check_tx_hash(tx, result)
 
     async def commit_secrets(self, wallet: Wallet, head: bytes, nonce: int | None = None) -> str:
-        """Commit the head of `wallet`'s chain of secrets (PROTOCOL 4.7); returns the txHash."""
+        """Commit the head of `wallet`'s chain of secrets (PROTOCOL 4.13); returns the txHash."""
         value = _hash_bytes(head, "head")
 
         def build(n: int) -> Message:
@@ -794,7 +794,7 @@ class InferchainClient:
         return self._check_tx_hash(tx, result)
 
     async def reveal_secret(self, wallet: Wallet, height: int, secret: bytes) -> str:
-        """Reveal `wallet`'s secret of `height` (PROTOCOL 4.7); returns the txHash."""
+        """Reveal `wallet`'s secret of `height` (PROTOCOL 4.13); returns the txHash."""
         msg = RevealSecret(
             resource_node=wallet.address, height=height, secret=_hash_bytes(secret, "secret")
         )

@@ -328,6 +328,7 @@ def get_resource_nodes(node: Node, _params: Params) -> list[dict[str, Any]]:
             "models": info.models,
             "endpoint": info.endpoint,
             "jailed": info.jailed,
+            "secrets": None if info.secrets is None else st.secrets_to_json(info.secrets),
         }
         for address, info, stake in node.resource_nodes()
     ]

@@ -312,8 +312,8 @@ def end_block(
     state: State, params: Params, ctx: BlockContext, commit_signers: Sequence[str]
 ) -> None:
     """Assign the verifiers of the results the block included (4.5), close the deadlines due
-    at this height (4.8), then mint the block reward for the validators whose precommits the
-    block carries (4.10)."""
+    at this height (4.7), then mint the block reward for the validators whose precommits the
+    block carries (4.9)."""
     tasks.assign_verifiers(state, params, ctx)
     tasks.process_deadlines(state, params, ctx)
     reward = params.block_reward

@@ -193,7 +193,7 @@ def task_seed(task_hash: bytes, node_address: str) -> int:
     return int.from_bytes(keccak(task_hash + bytes.fromhex(node_address[2:]))[:8], "big")
 
 
-# Forced errors (PROTOCOL 4.7): hash chains of secrets
+# Forced errors (PROTOCOL 4.13): hash chains of secrets
 
 
 # How many heights a dev node's chain of secrets covers from its base: hashing the whole chain
@@ -222,7 +222,7 @@ def dev_secrets_head(private_key: bytes, epoch: int = 0) -> bytes:
 
 
 def is_forced_error(secret: bytes, task_hash: bytes, rate_bps: int) -> bool:
-    """int(keccak256(secret || taskHash)) * 10000 < canaryRateBps * 2^256 (PROTOCOL 4.7)."""
+    """int(keccak256(secret || taskHash)) * 10000 < canaryRateBps * 2^256 (PROTOCOL 4.13)."""
     draw = int.from_bytes(keccak(secret + task_hash), "big")
     return draw * 10_000 < rate_bps << 256
 

@@ -101,7 +101,7 @@ class GenesisResourceNode:
     stake: int
     models: str
     endpoint: str
-    secrets_head: bytes | None = None  # PROTOCOL 4.7, committed at base 0
+    secrets_head: bytes | None = None  # PROTOCOL 4.13, committed at base 0
 
 
 @dataclass(frozen=True, slots=True)

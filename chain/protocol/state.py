@@ -42,7 +42,7 @@ TASK_STATS = b"s/stats"
 DUE = b"s/due/"  # <h:8>: how many tasks are due at h; <h:8><i:4>: the i-th one
 BUSY = b"s/busy/"
 NODE_LIST = b"s/nodes"  # every registered resource node's address, sorted (PROTOCOL 4.5)
-AWAIT = b"s/await/"  # <address>: the unsettled tasks holding a result of the node (4.7)
+AWAIT = b"s/await/"  # <address>: the unsettled tasks holding a result of the node (4.13)
 ASSIGN = b"s/assign"  # the results this block included, assigned at its end (4.5)
 
 # A status as the stored JSON holds it -> the enum member, by a dict lookup (cheaper than the
@@ -227,7 +227,7 @@ def get_node_list(state: Reader) -> list[str]:
     return [] if obj is None else list(obj["nodes"])
 
 
-# The tasks that wait on a node's secrets (PROTOCOL 4.7), and the results to assign (4.5)
+# The tasks that wait on a node's secrets (PROTOCOL 4.13), and the results to assign (4.5)
 
 
 def await_key(address: str) -> bytes:

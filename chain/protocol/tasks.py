@@ -233,7 +233,7 @@ def verify_deadline(params: Params, task: Task) -> int:
 
 
 def reveal_deadline(params: Params, task: Task) -> int:
-    """The last height at which the task waits for its submitters' secrets (PROTOCOL 4.7)."""
+    """The last height at which the task waits for its submitters' secrets (PROTOCOL 4.13)."""
     return verify_deadline(params, task) + params.reveal_deadline_blocks
 
 
@@ -282,7 +282,7 @@ def check_eligible(state: State, params: Params, address: str, model: str | None
 
 
 def secrets_problem(node: ResourceNodeInfo | None, params: Params, task: Task) -> str | None:
-    """Why a node may not compute this task for want of secrets (PROTOCOL 4.7), or None."""
+    """Why a node may not compute this task for want of secrets (PROTOCOL 4.13), or None."""
     if not params.canary_rate_bps or node is None:
         return None
     secrets = node.secrets
@@ -538,10 +538,10 @@ def maybe_decide_task(
     reveal_closed: bool = False,
 ) -> Task:
     """Settle the task once nothing is undecided, no result can come and every decided
-    result is revealed, or at its reveal deadline (PROTOCOL 4.8).
+    result is revealed, or at its reveal deadline (PROTOCOL 4.7).
 
     Twins: `Reference.maybe_settle` in tests/property/test_settlement_machine.py and
-    PROTOCOL 4.8 must change with it."""
+    PROTOCOL 4.7 must change with it."""
     if task.status in FINAL_STATUSES:
         return task
     if any(e.status in UNDECIDED for e in task.execution_info):
@@ -563,10 +563,10 @@ def _unrevealed(entry: ExecutionInfo) -> bool:
 
 def process_deadlines(state: State, params: Params, ctx: BlockContext) -> None:
     """End of block: the tasks whose compute, verify or reveal deadline is this height
-    (4.6, 4.8).
+    (4.6, 4.7).
 
     Twins: `Reference.end_block` in tests/property/test_settlement_machine.py (the tasks due,
-    in creation order) and PROTOCOL 4.6 and 4.8 must change with it."""
+    in creation order) and PROTOCOL 4.6 and 4.7 must change with it."""
     due = get_due(state, ctx.height)
     if not due:
         return
@@ -589,7 +589,7 @@ def process_deadlines(state: State, params: Params, ctx: BlockContext) -> None:
     clear_due(state, ctx.height)
 
 
-# Secrets and forced errors (PROTOCOL 4.7)
+# Secrets and forced errors (PROTOCOL 4.13)
 
 
 def _known_forced_error(params: Params, task: Task, secrets: Secrets) -> bool | None:
@@ -623,7 +623,7 @@ def apply_commit_secrets(state: State, ctx: BlockContext, msg: CommitSecrets) ->
 
 
 def apply_reveal(state: State, params: Params, ctx: BlockContext, msg: RevealSecret) -> None:
-    """A RevealSecret (PROTOCOL 4.7, 4.12): the secret of `height`, checked against the last
+    """A RevealSecret (PROTOCOL 4.13, 4.12): the secret of `height`, checked against the last
     one revealed; the node's results in tasks created up to it learn whether they were
     forced errors, and their tasks are settled when nothing else is missing.
 
@@ -715,11 +715,11 @@ def _jail_if_below_minimum(state: State, params: Params, address: str) -> None:
         put_node(state, address, replace(node, jailed=True))
 
 
-ResultKind = Literal["valid", "wrong", "forced", "unrevealed", "unverified"]  # PROTOCOL 4.9
+ResultKind = Literal["valid", "wrong", "forced", "unrevealed", "unverified"]  # PROTOCOL 4.8
 
 
 def result_kind(params: Params, entry: ExecutionInfo) -> ResultKind:
-    """What a decided result counts as at settlement (PROTOCOL 4.9): valid (verified,
+    """What a decided result counts as at settlement (PROTOCOL 4.8): valid (verified,
     revealed, not a forced error), wrong (rejected, not a forced error), a forced error, a
     verified or rejected result not revealed by the reveal deadline, or unverified."""
     if entry.status not in DECIDED:
@@ -752,8 +752,8 @@ def _slash_losers(
     error as (seq, verifier)).
 
     Twins: the slashes and jailing of `Reference.settle` and `Reference.slash` in
-    tests/property/test_settlement_machine.py and PROTOCOL 4.9 step 2 must change with it;
-    what it takes stays in the supply (PROTOCOL 4.11) through poolV."""
+    tests/property/test_settlement_machine.py and PROTOCOL 4.8 step 2 must change with it;
+    what it takes stays in the supply (PROTOCOL 4.10) through poolV."""
     slashed: list[Slash] = []
     winners: list[tuple[int, str]] = []
     catchers: list[tuple[int, str]] = []

@@ -155,7 +155,7 @@ class RegisterResourceNode:
 
 @dataclass(frozen=True, slots=True)
 class CommitSecrets:
-    """A resource node's commitment to the head of its hash chain of secrets (PROTOCOL 4.7)."""
+    """A resource node's commitment to the head of its hash chain of secrets (PROTOCOL 4.13)."""
 
     sender: str
     nonce: int
@@ -173,7 +173,7 @@ class CommitSecrets:
 
 @dataclass(frozen=True, slots=True)
 class RevealSecret:
-    """A resource node's secret of `height` (PROTOCOL 4.7): it hashes to the one revealed
+    """A resource node's secret of `height` (PROTOCOL 4.13): it hashes to the one revealed
     before it. Like a result, it has no nonce: a reveal is good once."""
 
     resource_node: str
@@ -248,7 +248,7 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class Secrets:
-    """A node's committed hash chain of secrets (PROTOCOL 4.7): the head committed at `base`,
+    """A node's committed hash chain of secrets (PROTOCOL 4.13): the head committed at `base`,
     and the last secret revealed, of `revealed_height` (the head itself at `base`)."""
 
     head: bytes
@@ -337,7 +337,7 @@ class ExecutionInfo:
     assignment_seed: bytes | None = None
     rounds: tuple[tuple[str, ...], ...] = ()
     assignment_complete: bool = False  # the rounds opened hold every candidate: the last one
-    # Known once the submitter revealed the secret of the task's height (PROTOCOL 4.7).
+    # Known once the submitter revealed the secret of the task's height (PROTOCOL 4.13).
     forced_error: bool | None = None
 
     def with_verdict(self, verdict: Verdict) -> ExecutionInfo:
