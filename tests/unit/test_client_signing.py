@@ -115,6 +115,8 @@ def test_presign_method_names() -> None:
         "stake",
         "unstake",
         "registerResourceNode",
+        "commitSecrets",
+        "revealSecret",
     }
 
 
