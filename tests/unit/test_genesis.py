@@ -56,11 +56,15 @@ PROTOCOL_DEFAULTS = {
     "computeShareBps": 7000,
     "rankDecayBps": 1000,
     "maxTargetCount": 16,
-    "verificationQuorum": 1,
+    "verificationQuorum": 2,
+    "disputeRounds": 2,
     "computeDeadlineBlocks": 20,
     "verifyDeadlineBlocks": 20,
     "resultSlashBps": 1000,
     "verifierSlashBps": 500,
+    "revealDeadlineBlocks": 10,
+    "canaryRateBps": 100,
+    "canaryBonus": str(10**16),
     "slashing": True,
 }
 

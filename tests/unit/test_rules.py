@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from Crypto.Hash import keccak as Keccak
 
 from chain.node.ledger import Ledger
 from chain.protocol import blocks, crypto, wire
@@ -46,6 +47,7 @@ from chain.protocol.types import (
     Message,
     RegisterResourceNode,
     ResourceNodeInfo,
+    Secrets,
     SignedTx,
     Stake,
     SubmitTask,
@@ -77,6 +79,19 @@ NODE_BALANCE = 1_000 * E18
 NODE_STAKE = 2_000 * E18
 VALIDATOR_STAKE = 10_000 * E18
 TRANSFER_FEE = PARAMS.transfer_fee  # PROTOCOL 2: the default, 1e12
+
+
+def dev_secrets_head(key: bytes) -> bytes:
+    """A dev node's head (PROTOCOL 4.13), by hand: keccak^65536 of
+    keccak("inferchain/secrets/v1" || key || epoch 0 as 8 bytes)."""
+    value = Keccak.new(digest_bits=256, data=b"inferchain/secrets/v1" + key + bytes(8)).digest()
+    for _ in range(65536):
+        value = Keccak.new(digest_bits=256, data=value).digest()
+    return value
+
+
+NODE0_HEAD = dev_secrets_head(crypto.dev_private_key(DEV_MNEMONIC, 200))
+NODE0_SECRETS = Secrets(NODE0_HEAD, 0, 0, NODE0_HEAD)  # committed at genesis: base 0
 
 
 def sign(msg: Message, chain_id: int = GENESIS.chain_id) -> SignedTx:
@@ -159,7 +174,9 @@ def test_genesis_state_as_written_by_the_ledger(state: State) -> None:
     assert get_account(state, ALICE) == Account(DEV_BALANCE, 0, 0)
     assert get_account(state, VALIDATOR) == Account(0, VALIDATOR_STAKE, 0)
     assert get_account(state, NODE0) == Account(NODE_BALANCE, NODE_STAKE, 0)
-    assert get_node(state, NODE0) == ResourceNodeInfo("*", "http://127.0.0.1:9100", False)
+    assert get_node(state, NODE0) == ResourceNodeInfo(
+        "*", "http://127.0.0.1:9100", False, NODE0_SECRETS
+    )
     supply = 10 * DEV_BALANCE + 3 * (NODE_BALANCE + NODE_STAKE) + VALIDATOR_STAKE
     assert get_supply(state) == (supply, 0, 0)
 
@@ -575,7 +592,8 @@ def test_re_registration_keeps_the_jailed_flag(state: State) -> None:
 
 def test_re_registration_of_an_unjailed_node_stays_unjailed(state: State) -> None:
     apply(state, RegisterResourceNode(NODE0, 0, "m1,m2", ""))
-    assert get_node(state, NODE0) == ResourceNodeInfo("m1,m2", "", False)
+    # re-registering keeps the committed secrets too (PROTOCOL 4.13)
+    assert get_node(state, NODE0) == ResourceNodeInfo("m1,m2", "", False, NODE0_SECRETS)
 
 
 def test_validator_cannot_register_as_resource_node(state: State) -> None:

@@ -96,6 +96,10 @@ def a_task(**changes: object) -> Task:
                 status=ResultStatus.UNVERIFIED,
                 decided_height=12,
                 verifications=(Verdict(VERIFIER, False, "0x" + "05" * 32, 11, 1),),
+                assignment_seed=b"\x08" * 32,
+                rounds=((VERIFIER,), (SENDER, NODE)),
+                assignment_complete=True,
+                forced_error=False,
             ),
         ),
         settlement=Settlement(
@@ -215,7 +219,13 @@ def test_a_task_encodes_to_its_json_and_back() -> None:
     assert obj["status"] == "processing"
     assert obj["executionInfo"] == [
         {
+            "assignment": {
+                "complete": True,
+                "rounds": [[VERIFIER], [SENDER, NODE]],
+                "seed": "0x" + "08" * 32,
+            },
             "decidedHeight": 12,
+            "forcedError": False,
             "height": 11,
             "proof": "0x01",
             "rank": 1,
