@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from eth_hash.auto import keccak
 
 from chain.node.node import Node, dev_validator_key
+from chain.protocol import crypto
 from chain.protocol.genesis import DEV_MNEMONIC as DEV_MNEMONIC  # re-exported for the tests
 from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
-from rpc.client import InferchainClient
+from rpc.client import InferchainClient, Wallet
 from rpc.server import RpcServer
 from testnet.commands import (
     RESOURCE_NODE_READY,
@@ -98,3 +101,88 @@ class ResourceNodeProcess(Process):
 def write_genesis(path: Path, genesis: Genesis) -> Path:
     path.write_text(json.dumps(genesis.raw, indent=2))
     return path
+
+
+# Assigned verifiers and secrets (PROTOCOL 4.5, 4.13), computed here from the rules' text
+
+
+DEV_NODE_INDEX = 200  # the derivation index of dev resource node 0 (PROTOCOL 2)
+
+
+@functools.cache
+def dev_node_wallet(k: int) -> Wallet:
+    """Dev resource node `k` of `dev_genesis` (index 200 + k)."""
+    return Wallet.dev(DEV_NODE_INDEX + k)
+
+
+def dev_secret(private_key: bytes, height: int, base: int = 0, epoch: int = 0) -> bytes:
+    """The secret of `height` of a chain of secrets derived from `private_key` (the chain of
+    `crypto.dev_secrets_head`, committed at `base`): the value that hashes `height - base`
+    times to the head."""
+    steps = crypto.SECRET_CHAIN_LENGTH - (height - base)
+    return crypto.hash_steps(crypto.secrets_seed(private_key, epoch), steps)
+
+
+async def reveal_dev_secret(
+    client: InferchainClient, wallet: Wallet, height: int, base: int = 0
+) -> str:
+    """Reveal `wallet`'s dev secret of `height` (revealSecret); returns the txHash."""
+    return await client.reveal_secret(wallet, height, dev_secret(wallet.private_key, height, base))
+
+
+def verifier_order(
+    block_hash: str, task_hash: str, submitter: str, candidates: Iterable[str]
+) -> list[str]:
+    """PROTOCOL 4.5, computed here: the candidates by keccak256(blockHash || taskHash ||
+    submitter || node), smallest first (hex strings in, addresses as their 20 bytes)."""
+    prefix = bytes.fromhex(block_hash[2:] + task_hash[2:] + submitter[2:])
+    return sorted(candidates, key=lambda node: keccak(prefix + bytes.fromhex(node[2:])))
+
+
+def entry_of(task: Mapping[str, Any], submitter: str) -> dict[str, Any]:
+    """The executionInfo entry of `submitter` in a queryTask answer."""
+    (entry,) = [e for e in task["executionInfo"] if e["resourceNode"] == submitter]
+    return dict(entry)
+
+
+async def assigned_rounds(
+    client: InferchainClient, task_hash: str, submitter: str
+) -> list[list[str]]:
+    """The rounds of verifiers assigned to `submitter`'s result so far, as queryTask shows
+    them (empty while the result's block has not ended)."""
+    entry = entry_of(await client.query_task(task_hash), submitter)
+    return [list(members) for members in entry["assignment"]["rounds"]]
+
+
+async def verify_with_assigned(
+    client: InferchainClient,
+    task_hash: str,
+    submitter: str,
+    valid: bool | Mapping[str, bool],
+    wallets: Iterable[Wallet] = (),
+) -> list[str]:
+    """Every member of the result's current (last opened) round that has not judged it yet
+    submits a verdict: `valid`, or `valid[address]` per verifier. The members sign with
+    `wallets` or, when not among them, as dev resource nodes. Returns the verifiers in round
+    order; each verdict must be accepted (true)."""
+    keys = {w.address: w for w in wallets}
+    entry = entry_of(await client.query_task(task_hash), submitter)
+    rounds = entry["assignment"]["rounds"]
+    assert rounds, f"no verifier is assigned to {submitter}'s result yet"
+    answered = {v["verifier"] for v in entry["verifications"]}
+    sent = []
+    for verifier in rounds[-1]:
+        if verifier in answered:
+            continue
+        verdict = valid if isinstance(valid, bool) else valid[verifier]
+        wallet = keys.get(verifier) or dev_node_by_address(verifier)
+        assert await client.submit_verification(wallet, task_hash, submitter, verdict)
+        sent.append(verifier)
+    return sent
+
+
+def dev_node_by_address(address: str) -> Wallet:
+    for k in range(64):
+        if dev_node_wallet(k).address == address:
+            return dev_node_wallet(k)
+    raise KeyError(f"{address} is no dev resource node")

@@ -3,7 +3,9 @@ submitResponse), submitVerification and queryTask from submission to settlement.
 
 The tests drive a real validator whose blocks they produce themselves (run=False), so every
 height, deadline and balance is exact. Expected amounts are computed here from the formulas
-of PROTOCOL 4.8, not read back from the node.
+of PROTOCOL 4.8, not read back from the node, and the assigned verifiers from the order of
+PROTOCOL 4.5 (tests.helpers.verifier_order). Forced errors are off here (canaryRateBps 0):
+tests/rpc/test_secrets.py has them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from chain.protocol.crypto import personal_message_hash, sign_digest, task_seed
 from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
 from chain.protocol.types import SubmitInferenceResult, SubmitVerification
 from rpc.client import PresignedTx, RpcError, Wallet
-from tests.helpers import LocalChain, local_chain, make_genesis
+from tests.helpers import (
+    LocalChain,
+    assigned_rounds,
+    dev_node_by_address,
+    dev_node_wallet,
+    entry_of,
+    local_chain,
+    verifier_order,
+    verify_with_assigned,
+)
 from tests.rpc.support import (
     CHAIN_ID,
     DEV0,
@@ -50,6 +61,8 @@ NETWORK_REWARD = 10**16
 UNKNOWN_HASH = "0x" + "5a" * 32
 WATCHED = (DEV0.address, DEV1.address, STRANGER.address, *(n.address for n in NODES))
 ENTRY_KEYS = {
+    "assignment",
+    "forcedError",
     "rank",
     "resourceNode",
     "result",
@@ -65,12 +78,53 @@ ENTRY_KEYS = {
 PENDING, VERIFYING, VERIFIED, REJECTED, UNVERIFIED = 0, 1, 2, 3, 4
 
 
+def lifecycle_genesis(**overrides: Any) -> Genesis:
+    """The dev genesis of these tests: short deadlines, no forced errors; `resource_nodes`
+    dev resource nodes (3 unless said), each staked NODE_STAKE and serving "*"."""
+    nodes = overrides.pop("resource_nodes", 3)
+    params = Params(
+        **{
+            "block_time_ms": 0,
+            "compute_deadline_blocks": CDB,
+            "verify_deadline_blocks": VDB,
+            "canary_rate_bps": 0,
+            **overrides,
+        }
+    )
+    return parse_genesis(dev_genesis(params=params, resource_nodes=nodes))
+
+
 @pytest.fixture
 async def manual(tmp_path: Path) -> AsyncIterator[LocalChain]:
-    """A dev chain (nodes 200..202 serve "*") whose blocks the test produces."""
-    genesis = make_genesis(compute_deadline_blocks=CDB, verify_deadline_blocks=VDB)
+    """A dev chain (nodes 200..202 serve "*") whose blocks the test produces. With three
+    nodes and verificationQuorum 2, the verifiers of a result are the two other nodes, in one
+    round that is the last (PROTOCOL 4.5)."""
+    async with local_chain(tmp_path / "ledger", lifecycle_genesis(), run=False) as running:
+        yield running
+
+
+@pytest.fixture
+async def wide(tmp_path: Path) -> AsyncIterator[LocalChain]:
+    """The same with five resource nodes (200..204): a result has four candidates, round 0
+    takes two of them and a dispute opens round 1, the last, with the other two."""
+    genesis = lifecycle_genesis(resource_nodes=5)
     async with local_chain(tmp_path / "ledger", genesis, run=False) as running:
         yield running
+
+
+async def expected_assignment(
+    chain: LocalChain, height: int, task_hash: str, submitter: str, candidates: list[str]
+) -> dict[str, Any]:
+    """The `assignment` of a result included at `height` whose only round is the last: every
+    candidate, in the order of PROTOCOL 4.5 under that block's hash."""
+    block_hash = (await chain.client.get_block(height))["hash"]
+    order = verifier_order(block_hash, task_hash, submitter, candidates)
+    return {"complete": True, "rounds": [order], "seed": block_hash}
+
+
+def others(*nodes: Wallet) -> list[str]:
+    """The addresses of the dev nodes of `manual` other than `nodes`."""
+    return [n.address for n in NODES if n not in nodes]
 
 
 async def open_task(
@@ -210,7 +264,10 @@ async def test_result_is_accepted_and_recorded(manual: LocalChain) -> None:
     assert set(entry) == ENTRY_KEYS
     seed = task_seed(bytes.fromhex(task_hash[2:]), NODE0.address)
     assert seed == node_seed(task_hash, NODE0.address)
+    assignment = await expected_assignment(manual, height, task_hash, NODE0.address, others(NODE0))
     assert entry == {
+        "assignment": assignment,
+        "forcedError": None,
         "rank": 1,
         "resourceNode": NODE0.address,
         "result": "Bonjour, le monde!",
@@ -230,15 +287,23 @@ async def test_client_library_submits_results_and_verdicts(manual: LocalChain) -
     client = manual.client
     task_hash = await open_task(manual, target_count=2)
     assert await client.submit_inference_result(NODE0, task_hash, "4", proof="p") is True
-    assert await client.submit_verification(NODE1, task_hash, NODE0.address, True) is True
+    # a result still waiting in the mempool has no verifiers yet (PROTOCOL 4.5)
+    early = verdict_tx(NODE1, task_hash, NODE0.address, True).params
+    error = await refused(manual, "submitVerification", early, -32005, task_hash)
+    assert error.data is not None and error.data["reason"] == "not assigned"
+    mine(manual)
+    (first, second) = (await assigned_rounds(client, task_hash, NODE0.address))[0]
+    for verifier in (first, second):
+        wallet = dev_node_by_address(verifier)
+        assert await client.submit_verification(wallet, task_hash, NODE0.address, True) is True
     mine(manual)
     (entry,) = (await client.query_task(task_hash))["executionInfo"]
     assert entry["txHash"] == result_tx(NODE0, task_hash, "4", "p").tx_hash
     assert entry["status"] == VERIFIED
-    (verdict,) = entry["verifications"]
-    assert verdict["txHash"] == verdict_tx(NODE1, task_hash, NODE0.address, True).tx_hash
-    # that result is decided: a later verdict is well-formed but too late
-    assert await client.submit_verification(NODE2, task_hash, NODE0.address, False) is False
+    assert [v["txHash"] for v in entry["verifications"]] == [
+        verdict_tx(dev_node_by_address(v), task_hash, NODE0.address, True).tx_hash
+        for v in (first, second)
+    ]
 
 
 def _result_params(tx: PresignedTx, spelling: str) -> Any:
@@ -271,7 +336,9 @@ async def test_result_spellings(manual: LocalChain, method: str, spelling: str) 
 async def test_verdict_spellings(manual: LocalChain, spelling: str) -> None:
     task_hash = await open_task(manual)
     await accepted(manual, result_tx(NODE0, task_hash, "r"))
-    tx = verdict_tx(NODE1, task_hash, NODE0.address, True)
+    mine(manual)
+    verifier = (await assigned_rounds(manual.client, task_hash, NODE0.address))[0][0]
+    tx = verdict_tx(dev_node_by_address(verifier), task_hash, NODE0.address, True)
     params: Any = dict(tx.params)
     if spelling == "requestHash":
         params["requestHash"] = params.pop("taskHash")
@@ -344,15 +411,23 @@ async def test_result_is_accepted_until_the_compute_deadline_then_false(
 async def test_result_is_false_once_the_task_is_final(manual: LocalChain) -> None:
     client = manual.client
     verified = await open_task(manual, target_count=1, prompts="one")
+    created = manual.node.head.height
     failed = await open_task(manual, target_count=1, prompts="two")
     await accepted(manual, result_tx(NODE0, verified, "4"))
-    await accepted(manual, verdict_tx(NODE1, verified, NODE0.address, True))
+    mine(manual)
+    # one of the two assigned verifiers answers: the result waits for the other ...
+    silent, speaking = (await assigned_rounds(client, verified, NODE0.address))[0]
+    await accepted(manual, verdict_tx(dev_node_by_address(speaking), verified, NODE0.address, True))
     mine(manual, CDB)
-    assert (await client.query_task(verified))["status"] == "verified"
     assert (await client.query_task(failed))["status"] == "failed"
+    assert (await client.query_task(verified))["status"] == "completed"
+    # ... until the verify deadline, where the answers it has decide it (PROTOCOL 4.6)
+    mine(manual, created + CDB + VDB - manual.node.head.height)
+    assert (await client.query_task(verified))["status"] == "verified"
     await answered_false(manual, result_tx(NODE2, verified, "4"), verified)
     await answered_false(manual, result_tx(NODE2, failed, "4"), failed)
-    await answered_false(manual, verdict_tx(NODE2, verified, NODE0.address, True), verified)
+    late = verdict_tx(dev_node_by_address(silent), verified, NODE0.address, True)
+    await answered_false(manual, late, verified)
 
 
 async def test_result_errors_change_nothing(manual: LocalChain) -> None:
@@ -434,27 +509,40 @@ async def test_verdict_is_accepted_recorded_and_decides_the_result(manual: Local
     task_hash = await open_task(manual, target_count=2)
     await accepted(manual, result_tx(NODE0, task_hash, "42"))
     mine(manual)
-    tx = verdict_tx(NODE1, task_hash, NODE0.address, True)
+    first, second = (dev_node_by_address(a) for a in others(NODE0))
+    tx = verdict_tx(first, task_hash, NODE0.address, True)
     await accepted(manual, tx)
     height = mine(manual)
+    # one of the two assigned verifiers: the last round holds 2000 of 4000, not above 2/3
+    (entry,) = (await client.query_task(task_hash))["executionInfo"]
+    assert entry["status"] == VERIFYING and entry["decidedHeight"] is None
     assert await client.get_tx(tx.tx_hash) == {
-        "signer": NODE1.address,
+        "signer": first.address,
         "tx_type": "verification",
         "associated_task": task_hash,
         "payload": {},
         "blockHeight": height,
         "status": "committed",
     }
+    tx2 = verdict_tx(second, task_hash, NODE0.address, True)
+    await accepted(manual, tx2)
+    height2 = mine(manual)
     task = await client.query_task(task_hash)
     (entry,) = task["executionInfo"]
-    verdict = {"verifier": NODE1.address, "valid": True, "txHash": tx.tx_hash, "height": height}
-    assert entry["verifications"] == [{**verdict, "seq": 1}]
-    assert entry["status"] == VERIFIED and entry["decidedHeight"] == height
-    assert task["verificationInfos"] == [{**verdict, "seq": 1, "submitter": NODE0.address}]
+    verdicts = [
+        {"verifier": first.address, "valid": True, "txHash": tx.tx_hash, "height": height},
+        {"verifier": second.address, "valid": True, "txHash": tx2.tx_hash, "height": height2},
+    ]
+    assert entry["verifications"] == [{**v, "seq": k} for k, v in enumerate(verdicts, 1)]
+    assert entry["status"] == VERIFIED and entry["decidedHeight"] == height2
+    assert task["verificationInfos"] == [
+        {**v, "seq": k, "submitter": NODE0.address} for k, v in enumerate(verdicts, 1)
+    ]
     # a slot is still open: the task is not decided before its compute deadline
     assert task["status"] == "processing" and task["settlement"] is None
-    # the result is decided: a further verdict is false and changes nothing
-    await answered_false(manual, verdict_tx(NODE2, task_hash, NODE0.address, False), task_hash)
+    # the result is decided: the same verifier again is a duplicate, and changes nothing
+    again = verdict_tx(second, task_hash, NODE0.address, False).params
+    await refused(manual, "submitVerification", again, -32006, task_hash)
 
 
 async def test_verdict_errors_change_nothing(manual: LocalChain) -> None:
@@ -493,7 +581,7 @@ async def test_verdict_errors_change_nothing(manual: LocalChain) -> None:
 
     # -32006: a second verdict by the same verifier on the same result, even a flipped one
     first = verdict_tx(NODE1, task_hash, NODE0.address, False)
-    await accepted(manual, first)  # for = against (2000 each): undecided, now verifying
+    await accepted(manual, first)  # one of the two assigned: undecided, now verifying
     await refused(manual, "submitVerification", first.params, -32006, task_hash)
     flipped = verdict_tx(NODE1, task_hash, NODE0.address, True).params
     await refused(manual, "submitVerification", flipped, -32006, task_hash)
@@ -507,13 +595,12 @@ async def test_verdict_errors_change_nothing(manual: LocalChain) -> None:
 
 
 async def test_whole_lifecycle_with_three_nodes_one_wrong(tmp_path: Path) -> None:
-    """Nodes 0 and 1 answer right, node 2 answers wrong; every result is decided by the
-    stake-weighted verdicts, the task is verified at its compute deadline (the rejected result
-    freed a slot), and settlement pays, slashes, jails, refunds and mints to the base unit."""
+    """Nodes 0 and 1 answer right, node 2 answers wrong; every result is decided by its two
+    assigned verifiers (the other nodes), the task is verified at its compute deadline (the
+    rejected result freed a slot), and settlement pays, slashes, jails, refunds and mints to
+    the base unit."""
     cdb, slash_bps = 10, 6000
-    genesis = make_genesis(
-        compute_deadline_blocks=cdb, verify_deadline_blocks=VDB, result_slash_bps=slash_bps
-    )
+    genesis = lifecycle_genesis(compute_deadline_blocks=cdb, result_slash_bps=slash_bps)
     async with local_chain(tmp_path / "ledger", genesis, run=False) as chain:
         client = chain.client
         before = {
@@ -548,6 +635,10 @@ async def test_whole_lifecycle_with_three_nodes_one_wrong(tmp_path: Path) -> Non
         task = await observe(task_hash)
         expected_entries = [
             {
+                "assignment": await expected_assignment(
+                    chain, height, task_hash, node.address, others(node)
+                ),
+                "forcedError": None,
                 "rank": rank,
                 "resourceNode": node.address,
                 "result": result,
@@ -570,28 +661,36 @@ async def test_whole_lifecycle_with_three_nodes_one_wrong(tmp_path: Path) -> Non
         for entry in expected_entries:
             assert entry["seed"] == str(node_seed(task_hash, entry["resourceNode"]))
 
-        # Node 0 says node 2 is wrong: 2000 for, 2000 against, a tie; the result waits.
+        # Node 0 says node 2 is wrong: one of its two verifiers, the result waits.
         v1 = await accepted(chain, verdict_tx(NODE0, task_hash, NODE2.address, False))
         h_v1 = mine(chain)
         task = await observe(task_hash)
         assert [e["status"] for e in task["executionInfo"]] == [PENDING, PENDING, VERIFYING]
 
-        # Node 1 confirms node 0, node 2 (honest as a verifier) confirms node 1.
+        # Node 1 confirms node 0, node 2 (honest as a verifier) confirms node 1: half of each.
         v2 = await accepted(chain, verdict_tx(NODE1, task_hash, NODE0.address, True))
         v3 = await accepted(chain, verdict_tx(NODE2, task_hash, NODE1.address, True))
         h_v23 = mine(chain)
         task = await observe(task_hash)
-        assert [e["status"] for e in task["executionInfo"]] == [VERIFIED, VERIFIED, VERIFYING]
-        # decided results take no more verdicts
-        await answered_false(chain, verdict_tx(NODE2, task_hash, NODE0.address, False), task_hash)
-        await answered_false(chain, verdict_tx(NODE0, task_hash, NODE1.address, True), task_hash)
+        assert [e["status"] for e in task["executionInfo"]] == [VERIFYING] * 3
+        # the submitter takes no part in deciding its own result
+        own = verdict_tx(NODE2, task_hash, NODE2.address, True).params
+        error = await refused(chain, "submitVerification", own, -32005, task_hash)
+        assert error.data is not None and error.data["address"] == NODE2.address
 
-        # Node 1 says node 2 is wrong too: 2000 for, 4000 against: rejected, its slot is free.
-        v4 = await accepted(chain, verdict_tx(NODE1, task_hash, NODE2.address, False))
-        h_v4 = mine(chain)
+        # The second verifiers of nodes 0 and 1 agree with the first: both verified.
+        v4 = await accepted(chain, verdict_tx(NODE2, task_hash, NODE0.address, True))
+        v5 = await accepted(chain, verdict_tx(NODE0, task_hash, NODE1.address, True))
+        h_v45 = mine(chain)
+        task = await observe(task_hash)
+        assert [e["status"] for e in task["executionInfo"]] == [VERIFIED, VERIFIED, VERIFYING]
+
+        # Node 1 says node 2 is wrong too: both its verifiers: rejected, its slot is free.
+        v6 = await accepted(chain, verdict_tx(NODE1, task_hash, NODE2.address, False))
+        h_v6 = mine(chain)
         task = await observe(task_hash)
         assert [e["status"] for e in task["executionInfo"]] == [VERIFIED, VERIFIED, REJECTED]
-        assert [e["decidedHeight"] for e in task["executionInfo"]] == [h_v23, h_v23, h_v4]
+        assert [e["decidedHeight"] for e in task["executionInfo"]] == [h_v45, h_v45, h_v6]
         assert task["settlement"] is None and task["response"] is None
 
         # The free slot stays open until the compute deadline; then the task is decided.
@@ -601,9 +700,9 @@ async def test_whole_lifecycle_with_three_nodes_one_wrong(tmp_path: Path) -> Non
         assert mine(chain) == created + cdb
         task = await observe(task_hash)
         assert seen == ["submitted", "processing", "completed", "completed", "completed",
-                        "processing", "processing", "verified"]  # fmt: skip
+                        "completed", "processing", "processing", "verified"]  # fmt: skip
 
-        assert task["response"] == "4" and task["verificationCount"] == 1
+        assert task["response"] == "4" and task["verificationCount"] == 2
         assert task["finishedHeight"] == created + cdb
         block = await client.get_block(created + cdb)
         assert task["finishedAt"] == block["time"]
@@ -611,7 +710,9 @@ async def test_whole_lifecycle_with_three_nodes_one_wrong(tmp_path: Path) -> Non
             (NODE0, NODE2, False, v1, h_v1),
             (NODE1, NODE0, True, v2, h_v23),
             (NODE2, NODE1, True, v3, h_v23),
-            (NODE1, NODE2, False, v4, h_v4),
+            (NODE2, NODE0, True, v4, h_v45),
+            (NODE0, NODE1, True, v5, h_v45),
+            (NODE1, NODE2, False, v6, h_v6),
         ]
         assert task["verificationInfos"] == [
             {
@@ -637,7 +738,7 @@ async def test_whole_lifecycle_with_three_nodes_one_wrong(tmp_path: Path) -> Non
         pool_c = (fee + NETWORK_REWARD) * 7000 // BPS
         pool_v = fee + NETWORK_REWARD - pool_c + slashed
         compute = shares(pool_c, 2)
-        verify = shares(pool_v, 4)
+        verify = shares(pool_v, 6)
         assert settlement["height"] == created + cdb
         assert settlement["fee"] == str(fee)
         assert settlement["slashed"] == [
@@ -646,10 +747,10 @@ async def test_whole_lifecycle_with_three_nodes_one_wrong(tmp_path: Path) -> Non
         payouts = [
             (NODE0, compute[0], "compute", 1),
             (NODE1, compute[1], "compute", 2),
-            (NODE0, verify[0], "verify", 1),
-            (NODE1, verify[1], "verify", 2),
-            (NODE2, verify[2], "verify", 3),
-            (NODE1, verify[3], "verify", 4),
+            *(
+                (verifier, verify[seq - 1], "verify", seq)
+                for seq, (verifier, *_rest) in enumerate(verdicts, 1)
+            ),
         ]
         assert sorted(settlement["payouts"], key=lambda p: (p["role"], p["rank"])) == [
             {"address": node.address, "amount": str(amount), "role": role, "rank": rank}
@@ -690,9 +791,9 @@ async def test_whole_lifecycle_with_three_nodes_one_wrong(tmp_path: Path) -> Non
 async def test_result_without_a_majority_is_unverified_at_the_verify_deadline(
     manual: LocalChain,
 ) -> None:
-    """A result with no verdict, or with equal stake on both sides, is `unverified` at the
-    verify deadline: no reward, no slash, its verifiers neither paid nor slashed; the task
-    fails and its fee goes back to the sender."""
+    """A result with no verdict, or with its two verifiers on opposite sides (equal stake), is
+    `unverified` at the verify deadline: no reward, no slash, its verifiers neither paid nor
+    slashed; the task fails and its fee goes back to the sender."""
     client = manual.client
     balance = int((await client.get_account(DEV0.address))["balance"])
     silent = (await client.submit_task(DEV0, prompts="nobody checks this")).task_hash
@@ -700,7 +801,9 @@ async def test_result_without_a_majority_is_unverified_at_the_verify_deadline(
     created = mine(manual)  # both tasks in one block
     await accepted(manual, result_tx(NODE0, silent, "x"))
     await accepted(manual, result_tx(NODE0, tied, "y"))
+    mine(manual)
     await accepted(manual, verdict_tx(NODE1, tied, NODE0.address, False))
+    await accepted(manual, verdict_tx(NODE2, tied, NODE0.address, True))
     mine(manual)
     stakes = {n.address: (await client.get_account(n.address))["stake"] for n in NODES}
     deadline = created + CDB + VDB
@@ -731,7 +834,7 @@ async def test_result_without_a_majority_is_unverified_at_the_verify_deadline(
     assert int((await client.get_account(DEV0.address))["balance"]) == balance
     for node in NODES:
         assert (await client.get_account(node.address))["stake"] == stakes[node.address]
-    await answered_false(manual, verdict_tx(NODE2, tied, NODE0.address, False), tied)
+    await answered_false(manual, verdict_tx(NODE2, silent, NODE0.address, False), silent)
 
 
 def genesis_serving_only(model: str) -> Genesis:
@@ -854,37 +957,69 @@ async def test_a_pending_tasks_signature_is_no_result_signature(manual: LocalCha
 # Slashes of verifiers, payouts when the task fails, deciding after the compute deadline
 
 
-async def test_a_verifier_on_the_losing_side_is_slashed(manual: LocalChain) -> None:
-    client = manual.client
-    before = {n.address: await client.get_account(n.address) for n in NODES}
-    task_hash = await open_task(manual)
-    await accepted(manual, result_tx(NODE0, task_hash, "right"))
-    await accepted(manual, verdict_tx(NODE2, task_hash, NODE0.address, False))  # a tie
-    await accepted(manual, verdict_tx(NODE1, task_hash, NODE0.address, True))  # 4000 vs 2000
-    height = mine(manual)
+async def test_a_verifier_on_the_losing_side_is_slashed(wide: LocalChain) -> None:
+    """Round 0 disagrees: a dispute opens round 1, the last (PROTOCOL 4.5), where three of
+    the four assigned (6000 of 8000 staked, above 2/3) decide; the dissenter of round 0 is on
+    the losing side and slashed."""
+    client = wide.client
+    nodes = [dev_node_wallet(k) for k in range(5)]
+    submitter = nodes[0]
+    before = {n.address: await client.get_account(n.address) for n in nodes}
+    task_hash = await open_task(wide)
+    await accepted(wide, result_tx(submitter, task_hash, "right"))
+    height = mine(wide)
+    candidates = [n.address for n in nodes[1:]]
+    block_hash = (await client.get_block(height))["hash"]
+    order = verifier_order(block_hash, task_hash, submitter.address, candidates)
+    entry = entry_of(await client.query_task(task_hash), submitter.address)
+    assert entry["assignment"] == {"complete": False, "rounds": [order[:2]], "seed": block_hash}
+    dissenter, agreeing = (dev_node_by_address(a) for a in order[:2])
+    # the third candidate is not assigned (yet)
+    unassigned = verdict_tx(dev_node_by_address(order[2]), task_hash, submitter.address, True)
+    error = await refused(wide, "submitVerification", unassigned.params, -32005, task_hash)
+    assert error.data is not None and error.data["reason"] == "not assigned"
+
+    await accepted(wide, verdict_tx(dissenter, task_hash, submitter.address, False))
+    await accepted(wide, verdict_tx(agreeing, task_hash, submitter.address, True))
+    mine(wide)
+    entry = entry_of(await client.query_task(task_hash), submitter.address)
+    assert entry["status"] == VERIFYING
+    assert entry["assignment"] == {
+        "complete": True,
+        "rounds": [order[:2], order[2:]],
+        "seed": block_hash,
+    }
+    assert await verify_with_assigned(client, task_hash, submitter.address, True) == order[2:]
+    height = mine(wide)
     task = await client.query_task(task_hash)
     assert task["status"] == "verified" and task["finishedHeight"] == height
     fee = task_fee(1)
     slashed = NODE_STAKE * 500 // BPS  # verifierSlashBps
     pool_c = (fee + NETWORK_REWARD) * 7000 // BPS
     pool_v = fee + NETWORK_REWARD - pool_c + slashed
+    verify = shares(pool_v, 3)
+    winners = [agreeing.address, *order[2:]]
     settlement = task["settlement"]
     assert settlement["slashed"] == [
-        {"address": NODE2.address, "amount": str(slashed), "reason": "verdict"}
+        {"address": dissenter.address, "amount": str(slashed), "reason": "verdict"}
     ]
-    assert sorted(settlement["payouts"], key=lambda p: p["role"]) == [
-        {"address": NODE0.address, "amount": str(pool_c), "role": "compute", "rank": 1},
-        {"address": NODE1.address, "amount": str(pool_v), "role": "verify", "rank": 1},
+    assert sorted(settlement["payouts"], key=lambda p: (p["role"], p["rank"])) == [
+        {"address": submitter.address, "amount": str(pool_c), "role": "compute", "rank": 1},
+        *(
+            {"address": address, "amount": str(verify[k]), "role": "verify", "rank": k + 1}
+            for k, address in enumerate(winners)
+        ),
     ]
-    assert settlement["networkReward"] == str(NETWORK_REWARD)
-    assert settlement["refund"] == "0" and settlement["burned"] == "0"
     check_settlement_adds_up(settlement)
-    after = {n.address: await client.get_account(n.address) for n in NODES}
-    assert int(after[NODE0.address]["balance"]) == int(before[NODE0.address]["balance"]) + pool_c
-    assert int(after[NODE1.address]["balance"]) == int(before[NODE1.address]["balance"]) + pool_v
-    assert after[NODE2.address]["balance"] == before[NODE2.address]["balance"]
-    assert int(after[NODE2.address]["stake"]) == NODE_STAKE - slashed
-    assert after[NODE2.address]["jailed"] is False  # 1900 is still above minNodeStake
+    rest = remainder(fee, NETWORK_REWARD, slashed, 0, pool_v - sum(verify), pool_v)
+    assert {key: settlement[key] for key in rest} == rest
+    after = {n.address: await client.get_account(n.address) for n in nodes}
+    paid = {submitter.address: pool_c, **dict(zip(winners, verify, strict=True))}
+    for node in nodes:
+        gain = paid.get(node.address, 0)
+        assert int(after[node.address]["balance"]) == int(before[node.address]["balance"]) + gain
+    assert int(after[dissenter.address]["stake"]) == NODE_STAKE - slashed
+    assert after[dissenter.address]["jailed"] is False  # 1900 is still above minNodeStake
 
 
 async def test_verifiers_are_paid_when_the_task_fails(manual: LocalChain) -> None:
@@ -893,6 +1028,7 @@ async def test_verifiers_are_paid_when_the_task_fails(manual: LocalChain) -> Non
     task_hash = await open_task(manual)
     created = manual.node.head.height
     await accepted(manual, result_tx(NODE2, task_hash, "wrong"))
+    mine(manual)
     await accepted(manual, verdict_tx(NODE0, task_hash, NODE2.address, False))
     await accepted(manual, verdict_tx(NODE1, task_hash, NODE2.address, False))
     mine(manual)
@@ -937,7 +1073,7 @@ async def test_a_task_is_decided_when_its_last_result_is_decided_after_the_compu
     assert manual.node.head.height == created + CDB  # no more results from here on
     task = await manual.client.query_task(task_hash)
     assert task["status"] == "processing" and task["settlement"] is None
-    await accepted(manual, verdict_tx(NODE1, task_hash, NODE0.address, True))
+    assert await verify_with_assigned(manual.client, task_hash, NODE0.address, True)
     height = mine(manual)
     assert height < created + CDB + VDB
     task = await manual.client.query_task(task_hash)
