@@ -1,7 +1,9 @@
 """queryPendingTasks (PROTOCOL 5.1) over JSON-RPC and as GET /queryPendingTasks: what a
-resource node is offered (compute until it answers, verification of others' undecided
-results it has not judged), in AegisAI privilege order, the optional EIP-191 signature with
-its 300 s window, and the errors. Blocks are produced by the tests (run=False)."""
+resource node is offered (compute until it answers, verification of the undecided results
+it is assigned to and has not judged, the reveal its decided results wait for), in AegisAI
+privilege order, the optional EIP-191 signature with its 300 s window, and the errors.
+Blocks are produced by the tests (run=False); forced errors are off (canaryRateBps 0) but in
+the tests of `reveal`."""
 
 from __future__ import annotations
 
@@ -14,9 +16,20 @@ from typing import Any
 import aiohttp
 import pytest
 
+from chain.protocol import crypto
 from chain.protocol.crypto import personal_message_hash, sign_digest
+from chain.protocol.genesis import Params, dev_genesis, parse_genesis
 from rpc.client import Wallet, pending_tasks_message, pending_tasks_params
-from tests.helpers import LocalChain, local_chain, make_genesis
+from tests.helpers import (
+    LocalChain,
+    assigned_rounds,
+    dev_node_wallet,
+    dev_secret,
+    local_chain,
+    make_genesis,
+    reveal_dev_secret,
+    verify_with_assigned,
+)
 from tests.rpc.support import (
     CHAIN_ID,
     DEV0,
@@ -40,13 +53,16 @@ from tests.rpc.support import (
 CDB = 4
 VDB = 4
 NOW = 1_900_000_000  # the node clock of the signature-window tests
-EXTRA_KEYS = {"seed", "compute", "verify"}
+EXTRA_KEYS = {"seed", "compute", "verify", "reveal"}
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 @pytest.fixture
 async def manual(tmp_path: Path) -> AsyncIterator[LocalChain]:
-    genesis = make_genesis(compute_deadline_blocks=CDB, verify_deadline_blocks=VDB)
+    """Three dev nodes: a result's assigned verifiers are the two other nodes (PROTOCOL 4.5)."""
+    genesis = make_genesis(
+        compute_deadline_blocks=CDB, verify_deadline_blocks=VDB, canary_rate_bps=0
+    )
     async with local_chain(tmp_path / "ledger", genesis, run=False) as running:
         yield running
 
@@ -136,7 +152,7 @@ async def test_signed_and_unsigned_answers_carry_every_query_task_field(
         assert set(item) == set(task) | EXTRA_KEYS
         assert {key: item[key] for key in task} == task
         assert item["seed"] == str(node_seed(item["taskHash"], NODE1.address))
-        assert item["compute"] is True
+        assert item["compute"] is True and item["reveal"] is False
     by_hash = {item["taskHash"]: item for item in signed}
     assert by_hash[shared]["verify"] == [verify_entry(shared, NODE0, "r0", 1)]
     assert by_hash[single]["verify"] == []
@@ -194,19 +210,80 @@ async def test_verify_lists_only_undecided_results_of_others_not_yet_judged(
     first, second = verify_entry(task_hash, NODE0, "a", 1), verify_entry(task_hash, NODE1, "b", 2)
     assert (await offered(manual, NODE2))[task_hash]["verify"] == [first, second]
 
-    # node 2 judges node 0's result (a tie: still undecided); it is no longer offered to node 2
+    # node 2 judges node 0's result (one of its two verifiers: still undecided); it is no
+    # longer offered to node 2
     await accept(manual, verdict_tx(NODE2, task_hash, NODE0.address, False))
     mine(manual)
     item = (await offered(manual, NODE2))[task_hash]
     assert item["compute"] is True and item["verify"] == [second]
     assert (await offered(manual, NODE1))[task_hash]["verify"] == [first]
 
-    # node 1 decides node 0's result: it is offered to nobody any more
+    # node 1 disagrees: both assigned verifiers have answered, it is offered to nobody
     await accept(manual, verdict_tx(NODE1, task_hash, NODE0.address, True))
     mine(manual)
     assert (await offered(manual, NODE0))[task_hash]["verify"] == [second]
     assert task_hash not in await offered(manual, NODE1)  # answered, nothing left to judge
     assert (await offered(manual, NODE2))[task_hash]["verify"] == [second]
+
+
+async def test_verify_lists_only_the_results_a_node_is_assigned_to(tmp_path: Path) -> None:
+    """Five nodes: a result has four candidates and round 0 takes two of them (PROTOCOL 4.5);
+    only those two are offered it, until a dispute opens round 1 for the other two."""
+    params = Params(block_time_ms=0, compute_deadline_blocks=CDB, verify_deadline_blocks=VDB,
+                    canary_rate_bps=0)  # fmt: skip
+    genesis = parse_genesis(dev_genesis(params=params, resource_nodes=5))
+    nodes = [dev_node_wallet(k) for k in range(5)]
+    async with local_chain(tmp_path / "ledger", genesis, run=False) as chain:
+        (task_hash,) = await open_tasks(chain, 1, target_count=2)
+        await accept(chain, result_tx(nodes[0], task_hash, "a"))
+        mine(chain)
+        (round0,) = await assigned_rounds(chain.client, task_hash, nodes[0].address)
+        entry = verify_entry(task_hash, nodes[0], "a", 1)
+        for node in nodes[1:]:
+            item = (await offered(chain, node))[task_hash]
+            assert item["compute"] is True  # a slot is open for every node
+            assert item["verify"] == ([entry] if node.address in round0 else [])
+        # round 0 disagrees: round 1 is opened, and offered to its members only
+        votes = dict(zip(round0, (True, False), strict=True))
+        assert await verify_with_assigned(chain.client, task_hash, nodes[0].address, votes)
+        mine(chain)
+        rounds = await assigned_rounds(chain.client, task_hash, nodes[0].address)
+        assert len(rounds) == 2 and set(rounds[1]) == {n.address for n in nodes[1:]} - set(round0)
+        for node in nodes[1:]:
+            item = (await offered(chain, node))[task_hash]
+            assert item["verify"] == ([entry] if node.address in rounds[1] else [])
+
+
+async def test_reveal_is_offered_once_the_result_is_decided(tmp_path: Path) -> None:
+    """With forced errors on (canaryRateBps 100), a decided result waits for its submitter's
+    secret: queryPendingTasks says `reveal` to that node only, until it reveals (PROTOCOL 5.1,
+    4.13)."""
+    genesis = make_genesis(compute_deadline_blocks=CDB, verify_deadline_blocks=VDB)
+    assert genesis.params.canary_rate_bps == 100
+    async with local_chain(tmp_path / "ledger", genesis, run=False) as chain:
+        (task_hash,) = await open_tasks(chain, 1)
+        created = chain.node.head.height
+        await accept(chain, result_tx(NODE0, task_hash, "4"))
+        mine(chain)
+        item = (await offered(chain, NODE1))[task_hash]
+        assert item["reveal"] is False and item["verify"]
+        assert task_hash not in await offered(chain, NODE0)  # undecided: nothing to reveal yet
+        await verify_with_assigned(chain.client, task_hash, NODE0.address, True)
+        mine(chain)
+        task = await chain.client.query_task(task_hash)
+        assert task["status"] == "completed" and task["executionInfo"][0]["status"] == 2
+        item = (await offered(chain, NODE0))[task_hash]
+        assert (item["compute"], item["verify"], item["reveal"]) == (False, [], True)
+        assert task_hash not in await offered(chain, NODE1)
+
+        await reveal_dev_secret(chain.client, NODE0, created)
+        mine(chain)
+        assert task_hash not in await offered(chain, NODE0)
+        task = await chain.client.query_task(task_hash)
+        secret = dev_secret(NODE0.private_key, created)
+        forced = crypto.is_forced_error(secret, bytes.fromhex(task_hash[2:]), 100)
+        assert task["executionInfo"][0]["forcedError"] is forced
+        assert task["status"] == ("failed" if forced else "verified")
 
 
 async def test_a_result_waiting_in_the_mempool_ends_the_compute_offer(
@@ -217,9 +294,18 @@ async def test_a_result_waiting_in_the_mempool_ends_the_compute_offer(
     await accept(manual, result_tx(NODE0, task_hash, "a"))  # not in a block yet
     assert task_hash not in await offered(manual, NODE0)
     item = (await offered(manual, NODE1))[task_hash]
-    assert item["compute"] is True
-    assert item["verify"] == [verify_entry(task_hash, NODE0, "a", 1)]
+    # the result has no verifiers before the end of the block that includes it (PROTOCOL 4.5)
+    assert item["compute"] is True and item["verify"] == []
     # what is offered is what admission accepts
+    error = await rpc_error(
+        manual.client,
+        "submitVerification",
+        verdict_tx(NODE1, task_hash, NODE0.address, True).params,
+    )
+    assert error.code == -32005 and error.data["reason"] == "not assigned"
+    mine(manual)
+    item = (await offered(manual, NODE1))[task_hash]
+    assert item["verify"] == [verify_entry(task_hash, NODE0, "a", 1)]
     assert await manual.client.submit_verification(NODE1, task_hash, NODE0.address, True)
     assert task_hash in await offered(manual, NODE1)  # its own slot is still open
 
@@ -502,14 +588,16 @@ async def test_nodes_that_may_not_act_are_refused(manual: LocalChain) -> None:
 
 async def test_a_jailed_node_is_refused(tmp_path: Path) -> None:
     genesis = make_genesis(
-        compute_deadline_blocks=2, verify_deadline_blocks=2, result_slash_bps=6000
-    )
+        compute_deadline_blocks=2, verify_deadline_blocks=2, result_slash_bps=6000,
+        canary_rate_bps=0,
+    )  # fmt: skip
     async with local_chain(tmp_path / "ledger", genesis, run=False) as chain:
         (task_hash,) = await open_tasks(chain, 1)
         await accept(chain, result_tx(NODE2, task_hash, "wrong"))
+        mine(chain)
         await accept(chain, verdict_tx(NODE0, task_hash, NODE2.address, False))
         await accept(chain, verdict_tx(NODE1, task_hash, NODE2.address, False))
-        mine(chain, 2)
+        mine(chain)
         task = await chain.client.query_task(task_hash)
         assert (
             task["status"] == "failed"
