@@ -7,8 +7,15 @@ block the supply invariant (4.10) must hold. Expected settlements are written ou
 PROTOCOL 4.8, never by calling chain.protocol.tasks.
 
 Resource nodes are dev accounts 200 + k (2000 AEGIS staked, 1000 AEGIS balance, models "*").
-Unless a test says otherwise: minNodeStake 1000, quorum 1, computeDeadlineBlocks 5,
-verifyDeadlineBlocks 5, fee = 1e15 + 1e15 * targetCount, networkRewardPerTask 1e16.
+Unless a test says otherwise: minNodeStake 1000, verificationQuorum 2, disputeRounds 2,
+computeDeadlineBlocks 5, verifyDeadlineBlocks 5, fee = 1e15 + 1e15 * targetCount,
+networkRewardPerTask 1e16, canaryRateBps 0 (forced errors are tests/unit/test_assignment.py's).
+
+With three nodes and quorum 2, round 0 of a result holds both other nodes, and no candidate is
+left after it: it is the last round, decided by more than 2/3 of the stake of both, so both
+must agree (4.5, 4.6). A result is assigned at the end of the block that includes it, so its
+verdicts come in a later block. Where a test's outcome would depend on the order of the
+candidates, it reads the rounds the chain assigned (`Chain.rounds`).
 """
 
 from __future__ import annotations
@@ -36,7 +43,6 @@ from chain.protocol.genesis import DEV_MNEMONIC, Params, dev_genesis, parse_gene
 from chain.protocol.state import get_account, get_busy, get_node, get_supply
 from chain.protocol.types import (
     Account,
-    ExecutionInfo,
     Message,
     RegisterResourceNode,
     Settlement,
@@ -46,6 +52,7 @@ from chain.protocol.types import (
     SubmitTask,
     SubmitVerification,
     Task,
+    Transfer,
     Unstake,
     signer_of,
 )
@@ -53,7 +60,11 @@ from rpc.methods import METHODS
 
 E18 = 10**18
 CLOCK = 1_767_226_000.0  # a fixed node clock, after the dev genesis time
-BASE_PARAMS = Params(block_time_ms=0, compute_deadline_blocks=5, verify_deadline_blocks=5)
+# canaryRateBps 0: these tests are not about forced errors (tests/unit/test_assignment.py is),
+# so no node needs secrets and no result waits for a reveal.
+BASE_PARAMS = Params(
+    block_time_ms=0, compute_deadline_blocks=5, verify_deadline_blocks=5, canary_rate_bps=0
+)
 DEV_BALANCE = 10_000 * E18
 NODE_BALANCE = 1_000 * E18
 NODE_STAKE = 2_000 * E18
@@ -145,6 +156,9 @@ class Chain:
     def unstake_msg(self, address: str, amount: int) -> Message:
         return Unstake(address, self.nonce(address), amount)
 
+    def transfer(self, sender: str, to: str, amount: int) -> SignedTx:
+        return self.send(Transfer(sender, self.nonce(sender), to, amount))
+
     def register(self, address: str, models: str) -> SignedTx:
         return self.send(RegisterResourceNode(address, self.nonce(address), models, ""))
 
@@ -195,7 +209,12 @@ class Chain:
     def supply(self) -> tuple[int, int, int]:
         return get_supply(self.node.ledger.store)
 
-    def work(self, address: str) -> list[tuple[Task, bool, list[ExecutionInfo]]]:
+    def rounds(self, task_hash: bytes, submitter: str) -> list[list[str]]:
+        """The verifiers the chain assigned to a committed result, round by round (4.5)."""
+        entry = next(e for e in self.task(task_hash).execution_info if e.resource_node == submitter)
+        return [list(members) for members in entry.rounds]
+
+    def work(self, address: str) -> list[tasks.Work]:
         """tasks.pending_work as queryPendingTasks asks it: for the next block's height."""
         return tasks.pending_work(
             self.node.mempool.pending_state,
@@ -308,9 +327,13 @@ def test_only_nodes_serving_the_task_model_compute_and_verify(chain: Chain) -> N
     chain.refused(chain.result_msg(llama, N2), NotEligible)
     chain.refused(chain.result_msg(other, N1), NotEligible)
     chain.refused(chain.result_msg(no_model, N1), NotEligible)
+    chain.block()
+    # only the nodes serving the model are candidates: N0's llama result has N1 alone
+    assert chain.rounds(llama, N0) == [[N1]] and chain.rounds(llama, N1) == [[N0]]
+    assert chain.rounds(other, N0) == chain.rounds(no_model, N0) == [[]]
     chain.refused(SubmitVerification(other, N1, N0, True), NotEligible)
     chain.refused(SubmitVerification(llama, N2, N0, True), NotEligible)
-    chain.verdict(llama, N1, N0, True)
+    chain.verdict(llama, N1, N0, True)  # 2000 of the 2000 assigned
     chain.block()
     assert [e.resource_node for e in chain.task(llama).execution_info] == [N0, N1]
     assert chain.statuses(llama) == [2, 0]
@@ -336,7 +359,10 @@ def test_second_result_of_a_node_is_a_duplicate_even_once_the_task_is_closed(
     chain.block()
     chain.refused(chain.result_msg(task, N0, "again"), DuplicateSubmission)
     chain.result(task, N1)
+    chain.verdict(task, N1, N0, True)
     chain.verdict(task, N2, N0, True)
+    chain.block()
+    chain.verdict(task, N0, N1, True)
     chain.verdict(task, N2, N1, True)
     chain.block()
     assert chain.task(task).status == "verified"
@@ -348,11 +374,17 @@ def test_second_result_of_a_node_is_a_duplicate_even_once_the_task_is_closed(
 def test_second_verdict_on_the_same_result_is_a_duplicate_even_once_decided(
     chain: Chain,
 ) -> None:
+    # N1 holds more than 2/3 of the stake assigned to N0's result: 5000 of 7000 (4.6)
+    chain.transfer(ALICE, N1, 3000 * E18)
+    chain.block()
+    chain.stake(N1, 3000 * E18)
     task = chain.submit_task(target_count=1)
     chain.block()
     chain.result(task, N0)
     chain.block()
-    chain.verdict(task, N1, N0, True)  # quorum 1: decides the result, and the task
+    ((first, second),) = chain.rounds(task, N0)  # round 0 holds both candidates
+    assert sorted([first, second]) == sorted([N1, N2])
+    chain.verdict(task, N1, N0, True)  # decides the result alone, and the task
     chain.refused(SubmitVerification(task, N1, N0, True), DuplicateSubmission)
     chain.refused(SubmitVerification(task, N1, N0, False), DuplicateSubmission)
     chain.refused(SubmitVerification(task, N2, N0, False), TaskClosed)
@@ -360,6 +392,7 @@ def test_second_verdict_on_the_same_result_is_a_duplicate_even_once_decided(
     chain.block()
     assert chain.statuses(task) == [2]
     chain.refused(SubmitVerification(task, N1, N0, False), DuplicateSubmission)
+    assert chain.account(N1).stake == 5000 * E18
 
 
 def test_verdict_on_its_own_result_is_not_eligible(chain: Chain) -> None:
@@ -414,18 +447,20 @@ def test_rejected_result_frees_its_slot(chain: Chain) -> None:
     chain.result(task, N0, "garbage")
     chain.block()
     chain.refused(chain.result_msg(task, N1), TaskClosed)
-    chain.verdict(task, N1, N0, False)  # 2000 for, 2000 against: a tie waits
+    chain.verdict(task, N1, N0, False)  # 2000 of the 4000 assigned: not above 2/3, waits
     chain.block()
     assert chain.statuses(task) == [1]
     chain.refused(chain.result_msg(task, N1), TaskClosed)
-    chain.verdict(task, N2, N0, False)  # 2000 for, 4000 against: rejected
+    chain.verdict(task, N2, N0, False)  # 4000 of 4000 against: rejected
     chain.result(task, N1)  # the slot is open again
     height = chain.block()
     info = chain.task(task).execution_info
     assert [(e.rank, e.resource_node, e.status) for e in info] == [(1, N0, 3), (2, N1, 0)]
     assert info[0].decided_height == height
     assert chain.task(task).status == "completed"
+    assert sorted(chain.rounds(task, N1)[0]) == sorted([N0, N2])  # N0 is still a candidate
     chain.verdict(task, N2, N1, True)
+    chain.verdict(task, N0, N1, True)
     chain.block()
     done = chain.task(task)
     assert done.status == "verified" and done.response == honest(task, N1)
@@ -445,10 +480,12 @@ def test_statuses_submitted_processing_completed_verified(chain: Chain) -> None:
     chain.block()
     seen.append(chain.task(task).status)
     assert chain.statuses(task) == [0, 0]
+    chain.verdict(task, N1, N0, True)
     chain.verdict(task, N2, N0, True)
     chain.block()
     seen.append(chain.task(task).status)
     assert chain.statuses(task) == [2, 0]
+    chain.verdict(task, N0, N1, True)
     chain.verdict(task, N2, N1, True)
     finished = chain.block()
     done = chain.task(task)
@@ -457,41 +494,52 @@ def test_statuses_submitted_processing_completed_verified(chain: Chain) -> None:
     assert (done.created_height, done.finished_height) == (created, finished)
     assert done.finished_at == int(CLOCK)
     assert done.response == honest(task, N0)  # the earliest-ranked valid result
-    assert done.verification_count == 1
+    assert done.verification_count == 2
     assert task not in set(chain.node.ledger.open_task_hashes())
 
 
 def test_verification_count_counts_the_valid_verdicts_of_the_response(
     make_chain: Callable[..., Chain],
 ) -> None:
-    chain = make_chain(resource_nodes=4, verification_quorum=3)
+    # four candidates, quorum 2, no dispute round: round 0 is two of them, the last round the
+    # other two (4.5)
+    chain = make_chain(resource_nodes=5, dispute_rounds=0)
     task = chain.submit_task(target_count=1)
     chain.block()
     chain.result(task, NODES[0])
-    chain.verdict(task, NODES[1], NODES[0], True)
-    chain.verdict(task, NODES[2], NODES[0], False)
     chain.block()
-    assert chain.statuses(task) == [1]  # two verdicts, quorum three
-    chain.verdict(task, NODES[3], NODES[0], True)  # for 6000, against 2000
+    ((a, b),) = chain.rounds(task, NODES[0])
+    chain.verdict(task, a, NODES[0], True)
+    chain.verdict(task, b, NODES[0], False)  # a dispute: the last round is opened at once
+    chain.block()
+    assert chain.statuses(task) == [1]
+    (_round0, (c, d)) = chain.rounds(task, NODES[0])
+    assert sorted([a, b, c, d]) == sorted(NODES[1:5])
+    chain.verdict(task, c, NODES[0], True)  # valid 4000 of the 8000 assigned
+    chain.block()
+    assert chain.statuses(task) == [1]
+    chain.verdict(task, d, NODES[0], True)  # valid 6000 of 8000: above 2/3
     chain.block()
     done = chain.task(task)
     assert done.status == "verified" and done.response == honest(task, NODES[0])
-    assert done.verification_count == 2
+    assert done.verification_count == 3
     assert [(v.verifier, v.valid, v.seq) for v in done.execution_info[0].verifications] == [
-        (NODES[1], True, 1),
-        (NODES[2], False, 2),
-        (NODES[3], True, 3),
+        (a, True, 1),
+        (b, False, 2),
+        (c, True, 3),
+        (d, True, 4),
     ]
     slashed = settled_amounts(done)["slashed"]
-    assert slashed == [(NODES[2], NODE_STAKE * 500 // 10_000, "verdict")]
+    assert slashed == [(b, NODE_STAKE * 500 // 10_000, "verdict")]
 
 
 def test_task_with_only_a_rejected_result_fails_at_the_compute_deadline(chain: Chain) -> None:
     task = chain.submit_task(target_count=1)
     created = chain.block()
     chain.result(task, N0, "garbage")
+    chain.block()
     chain.verdict(task, N1, N0, False)
-    chain.verdict(task, N2, N0, False)  # 2000 for, 4000 against
+    chain.verdict(task, N2, N0, False)  # 4000 of the 4000 assigned against
     chain.block()
     assert chain.statuses(task) == [3]
     assert chain.task(task).status == "processing"  # its slot is open again
@@ -577,11 +625,13 @@ def test_tie_at_the_verify_deadline_is_unverified_and_nobody_is_paid_or_slashed(
     task = chain.submit_task(target_count=1)
     created = chain.block()
     chain.result(task, N0)
-    chain.verdict(task, N1, N0, False)  # 2000 against 2000
     chain.block()
-    # both are busy until the result is decided (4.11)
-    chain.refused(chain.unstake_msg(N1, NODE_STAKE), NotEligible)
-    chain.refused(chain.unstake_msg(N0, NODE_STAKE), NotEligible)
+    chain.verdict(task, N1, N0, False)
+    chain.verdict(task, N2, N0, True)  # 2000 against 2000: neither above 2/3
+    chain.block()
+    # all three are busy until the result is decided (4.11)
+    for node in (N0, N1, N2):
+        chain.refused(chain.unstake_msg(node, NODE_STAKE), NotEligible)
     chain.until(created + 10)
     done = chain.task(task)
     assert chain.statuses(task) == [4]
@@ -595,29 +645,30 @@ def test_tie_at_the_verify_deadline_is_unverified_and_nobody_is_paid_or_slashed(
         "refund": fee(1),
         "burned": 0,
     }
-    for node in (N0, N1):
+    for node in (N0, N1, N2):
         assert chain.account(node) == Account(NODE_BALANCE, NODE_STAKE, 0)
         assert get_busy(chain.node.ledger.store, node) == 0
     assert chain.account(ALICE).balance == DEV_BALANCE
 
 
-def test_quorum_holds_a_decision_back_until_the_verify_deadline(
-    make_chain: Callable[..., Chain],
-) -> None:
-    chain = make_chain(verification_quorum=3)
+def test_the_last_round_counts_the_silent_stake_until_the_verify_deadline(chain: Chain) -> None:
+    """4.6: the last round weighs the stake of all its assigned nodes, answered or not; at the
+    verify deadline the answers decide by more than 2/3 of the answering stake."""
     task = chain.submit_task(target_count=1)
     created = chain.block()
     chain.result(task, N0, "garbage")
-    chain.verdict(task, N1, N0, False)
-    chain.verdict(task, N2, N0, False)  # 4000 against 2000, but two verdicts of three
+    chain.block()
+    chain.verdict(task, N1, N0, False)  # 2000 against, of the 4000 assigned
     chain.block()
     chain.until(created + 9)
     assert chain.statuses(task) == [1]
     assert chain.task(task).status == "completed"
-    chain.block()
+    chain.block()  # the verify deadline: 2000 of the 2000 answering
     done = chain.task(task)
     assert chain.statuses(task) == [3] and done.status == "failed"
+    assert done.execution_info[0].decided_height == created + 10
     assert settled_amounts(done)["slashed"] == [(N0, 200 * E18, "result")]
+    assert chain.account(N2) == Account(NODE_BALANCE, NODE_STAKE, 0)  # silent: on no side
 
 
 def test_no_result_at_the_compute_deadline_fails_at_once_with_the_fee_refunded(
@@ -664,11 +715,14 @@ def test_task_for_a_model_nobody_serves_fails_with_the_full_fee_refunded(chain: 
 
 
 def test_verified_result_with_an_open_slot_is_settled_at_the_compute_deadline(
-    chain: Chain,
+    make_chain: Callable[..., Chain],
 ) -> None:
+    chain = make_chain(resource_nodes=2)  # N1 is the only candidate for N0's result
     task = chain.submit_task(target_count=2)
     created = chain.block()
     chain.result(task, N0)
+    chain.block()
+    assert chain.rounds(task, N0) == [[N1]]
     chain.verdict(task, N1, N0, True)
     chain.block()
     assert chain.task(task).status == "processing"  # a slot is still open
@@ -705,6 +759,7 @@ def test_task_is_decided_when_its_last_result_is_decided_after_the_compute_deadl
     chain.until(created + 5)  # compute window closed with N0's result undecided
     assert chain.task(task).status == "processing"
     chain.verdict(task, N1, N0, True)
+    chain.verdict(task, N2, N0, True)
     decided = chain.block()  # createdHeight + 6, before the verify deadline (+ 10)
     assert chain.statuses(task) == [2]
     done = chain.task(task)
@@ -714,39 +769,59 @@ def test_task_is_decided_when_its_last_result_is_decided_after_the_compute_deadl
 # --- settlement by hand (4.6, 4.8) -----------------------------------------------------------
 
 
+# Five equal nodes, quorum 4: round 0 of every result holds the four other nodes and is the
+# last round, so a result is decided by more than 2/3 of 8000 staked: three verdicts of four.
+BYZANTINE: dict[str, Any] = {"resource_nodes": 5, "verification_quorum": 4}
+
+
 def byzantine_run(chain: Chain) -> tuple[bytes, int]:
-    """Three equal nodes; N2 is byzantine: it answers first, wrongly, and votes against N0.
+    """Five equal nodes (`BYZANTINE`); N2 is byzantine: it answers first, wrongly, and votes
+    against N0.
 
     Returns the task hash and the height of its settlement.
     """
+    n3, n4 = NODES[3], NODES[4]
     task = chain.submit_task(target_count=2)
     chain.block()
     chain.result(task, N2, "a wrong answer")  # rank 1
     chain.result(task, N0)  # rank 2
     chain.block()
     assert chain.task(task).status == "completed"
-    chain.verdict(task, N0, N2, False)  # seq 1: 2000 for, 2000 against: a tie waits
-    chain.verdict(task, N2, N0, False)  # seq 2: a tie again
+    assert sorted(chain.rounds(task, N0)[0]) == sorted([N1, N2, n3, n4])
+    chain.verdict(task, N0, N2, False)  # seq 1
+    chain.verdict(task, N2, N0, False)  # seq 2: the submitter's stake is not on its side
+    chain.verdict(task, N1, N2, False)  # seq 3: 4000 of the 8000 assigned: not above 2/3
+    chain.verdict(task, N1, N0, True)  # seq 4: 2000 for, 2000 against
     chain.block()
     assert chain.statuses(task) == [1, 1]
     chain.refused(chain.result_msg(task, N1), TaskClosed)
-    chain.verdict(task, N1, N2, False)  # seq 3: 2000 for, 4000 against: rejected
-    chain.verdict(task, N1, N0, True)  # seq 4: 4000 for, 2000 against: verified
+    chain.verdict(task, n3, N2, False)  # seq 5: 6000 of 8000 against: rejected
+    chain.verdict(task, n3, N0, True)  # seq 6: 4000 for
+    chain.verdict(task, n4, N0, True)  # seq 7: 6000 of 8000 for: verified
     chain.result(task, N1)  # rank 3, in the freed slot
     chain.block()
     assert chain.statuses(task) == [3, 2, 0]
     assert chain.task(task).status == "completed"
-    chain.verdict(task, N0, N1, True)  # seq 5: verified; no result undecided, no slot open
+    chain.verdict(task, N0, N1, True)  # seq 8
+    chain.verdict(task, n3, N1, True)  # seq 9
+    chain.verdict(task, n4, N1, True)  # seq 10: verified; nothing undecided, no slot open
     return task, chain.block()
 
 
-def test_three_equal_nodes_and_one_byzantine(chain: Chain) -> None:
+# winning verdicts by seq: N0 (1), N1 (3), N1 (4), n3 (5), n3 (6), n4 (7), N0 (8), n3 (9),
+# n4 (10); w(i+1) = w(i) * 9000 // 10000
+BYZANTINE_WEIGHTS = [10_000, 9_000, 8_100, 7_290, 6_561, 5_904, 5_313, 4_781, 4_302]
+BYZANTINE_WINNERS = [N0, N1, N1, NODES[3], NODES[3], NODES[4], N0, NODES[3], NODES[4]]
+
+
+def test_five_equal_nodes_and_one_byzantine(make_chain: Callable[..., Chain]) -> None:
+    chain = make_chain(**BYZANTINE)
     task, height = byzantine_run(chain)
     done = chain.task(task)
     assert chain.statuses(task) == [3, 2, 2]
     assert (done.status, done.finished_height) == ("verified", height)
     assert done.response == honest(task, N0)  # rank 2: the earliest-ranked valid result
-    assert done.verification_count == 1
+    assert done.verification_count == 3
 
     # PROTOCOL 4.8, by hand. F = 1e15 + 2e15, R = 1e16 (verified).
     f, r = 3 * 10**15, 10**16
@@ -763,10 +838,9 @@ def test_three_equal_nodes_and_one_byzantine(chain: Chain) -> None:
     c_n0 = pool_c * 10_000 // 19_000
     c_n1 = pool_c * 9_000 // 19_000
     assert (c_n0, c_n1) == (4_789_473_684_210_526, 4_310_526_315_789_473)
-    # winning verdicts by seq: N0 (1), N1 (3), N1 (4), N0 (5); weights 10000, 9000, 8100, 7290
-    weights = [10_000, 9_000, 8_100, 7_290]
+    weights = BYZANTINE_WEIGHTS
+    assert sum(weights) == 61_251
     v = [pool_v * w // sum(weights) for w in weights]
-    assert sum(weights) == 34_390
     unpaid_c = pool_c - c_n0 - c_n1  # 1
     unpaid_v = pool_v - sum(v)
     burned = unpaid_v * slashed // pool_v
@@ -781,16 +855,19 @@ def test_three_equal_nodes_and_one_byzantine(chain: Chain) -> None:
         "payouts": [
             (N0, c_n0, "compute", 1),
             (N1, c_n1, "compute", 2),
-            (N0, v[0], "verify", 1),
-            (N1, v[1], "verify", 2),
-            (N1, v[2], "verify", 3),
-            (N0, v[3], "verify", 4),
+            *[
+                (node, amount, "verify", rank)
+                for rank, (node, amount) in enumerate(zip(BYZANTINE_WINNERS, v, strict=True), 1)
+            ],
         ],
         "refund": refund,
         "burned": burned,
     }
-    assert chain.account(N0) == Account(NODE_BALANCE + c_n0 + v[0] + v[3], NODE_STAKE, 0)
+    n3, n4 = NODES[3], NODES[4]
+    assert chain.account(N0) == Account(NODE_BALANCE + c_n0 + v[0] + v[6], NODE_STAKE, 0)
     assert chain.account(N1) == Account(NODE_BALANCE + c_n1 + v[1] + v[2], NODE_STAKE, 0)
+    assert chain.account(n3) == Account(NODE_BALANCE + v[3] + v[4] + v[7], NODE_STAKE, 0)
+    assert chain.account(n4) == Account(NODE_BALANCE + v[5] + v[8], NODE_STAKE, 0)
     assert chain.account(N2) == Account(NODE_BALANCE, 1710 * E18, 0)
     assert not chain.jailed(N2)  # 1710 is still above minNodeStake 1000
     assert chain.account(ALICE).balance == DEV_BALANCE - f + refund
@@ -804,7 +881,7 @@ def test_three_equal_nodes_and_one_byzantine(chain: Chain) -> None:
 def test_without_slashing_nobody_is_slashed_and_losers_are_still_unpaid(
     make_chain: Callable[..., Chain],
 ) -> None:
-    chain = make_chain(slashing=False)
+    chain = make_chain(**BYZANTINE, slashing=False)
     task, height = byzantine_run(chain)
     done = chain.task(task)
     assert chain.statuses(task) == [3, 2, 2] and done.status == "verified"
@@ -812,8 +889,7 @@ def test_without_slashing_nobody_is_slashed_and_losers_are_still_unpaid(
     pool_c = (f + r) * 7000 // 10_000  # 9.1e15
     pool_v = f + r - pool_c  # 3.9e15, no slashes
     c_n0, c_n1 = pool_c * 10_000 // 19_000, pool_c * 9_000 // 19_000
-    weights = [10_000, 9_000, 8_100, 7_290]
-    v = [pool_v * w // 34_390 for w in weights]
+    v = [pool_v * w // 61_251 for w in BYZANTINE_WEIGHTS]
     rest = (pool_c - c_n0 - c_n1) + (pool_v - sum(v))  # nothing to burn
     unminted = rest * r // (f + r)
     assert settled_amounts(done) == {
@@ -824,10 +900,10 @@ def test_without_slashing_nobody_is_slashed_and_losers_are_still_unpaid(
         "payouts": [
             (N0, c_n0, "compute", 1),
             (N1, c_n1, "compute", 2),
-            (N0, v[0], "verify", 1),
-            (N1, v[1], "verify", 2),
-            (N1, v[2], "verify", 3),
-            (N0, v[3], "verify", 4),
+            *[
+                (node, amount, "verify", rank)
+                for rank, (node, amount) in enumerate(zip(BYZANTINE_WINNERS, v, strict=True), 1)
+            ],
         ],
         "refund": rest - unminted,
         "burned": 0,
@@ -841,17 +917,23 @@ def test_without_slashing_nobody_is_slashed_and_losers_are_still_unpaid(
 def test_two_liars_outweighed_are_slashed_in_verdict_order_and_winners_paid_by_seq(
     make_chain: Callable[..., Chain],
 ) -> None:
-    chain = make_chain(resource_nodes=5, verification_quorum=3)
+    chain = make_chain(resource_nodes=5, verification_quorum=4)  # round 0: all four others
     n0, n1, n2, n3, n4 = NODES[:5]
+    for honest_node in (n3, n4):  # 5000 staked each: 10000 of the 14000 assigned
+        chain.transfer(ALICE, honest_node, 3000 * E18)
+    chain.block()
+    for honest_node in (n3, n4):
+        chain.stake(honest_node, 3000 * E18)
     task = chain.submit_task(target_count=1)
     chain.block()
     chain.result(task, n0)
+    chain.block()
     chain.verdict(task, n1, n0, False)  # seq 1
     chain.verdict(task, n2, n0, False)  # seq 2
-    chain.verdict(task, n3, n0, True)  # seq 3: quorum, but 4000 for, 4000 against
+    chain.verdict(task, n3, n0, True)  # seq 3: 5000 for, 4000 against, of 14000
     chain.block()
     assert chain.statuses(task) == [1]
-    chain.verdict(task, n4, n0, True)  # seq 4: 6000 for, 4000 against
+    chain.verdict(task, n4, n0, True)  # seq 4: 10000 for, above 2/3 of 14000
     height = chain.block()
     done = chain.task(task)
     assert (done.status, done.verification_count) == ("verified", 2)
@@ -879,15 +961,21 @@ def test_two_liars_outweighed_are_slashed_in_verdict_order_and_winners_paid_by_s
 
 
 def test_rank_weights_decay_with_rank_decay_bps(make_chain: Callable[..., Chain]) -> None:
-    chain = make_chain(resource_nodes=4, rank_decay_bps=2500, compute_share_bps=10_000)
+    # quorum 3 of four nodes: each result is verified by the three others
+    chain = make_chain(
+        resource_nodes=4, verification_quorum=3, rank_decay_bps=2500, compute_share_bps=10_000
+    )
     task = chain.submit_task(target_count=3)
     chain.block()
     for node in NODES[:3]:
         chain.result(task, node)
-    for node in NODES[:3]:
-        chain.verdict(task, NODES[3], node, True)
+    chain.block()
+    verdicts = [(v, node) for node in NODES[:3] for v in NODES[:4] if v != node]
+    for verifier, node in verdicts:
+        chain.verdict(task, verifier, node, True)
     chain.block()
     done = chain.task(task)
+    assert done.status == "verified"
     pool_c = fee(3) + NETWORK_REWARD  # computeShareBps 10000: everything to computation
     weights = [10_000, 7_500, 5_625]  # w(i+1) = w(i) * 7500 // 10000
     shares = [pool_c * w // sum(weights) for w in weights]
@@ -896,9 +984,9 @@ def test_rank_weights_decay_with_rank_decay_bps(make_chain: Callable[..., Chain]
         (node, share, "compute", rank)
         for rank, (node, share) in enumerate(zip(NODES[:3], shares, strict=True), 1)
     ]
-    # pool_v is 0: the verifier's three payouts are zero and still listed
+    # pool_v is 0: the nine verify payouts are zero and still listed, in seq order
     assert [p for p in s["payouts"] if p[2] == "verify"] == [
-        (NODES[3], 0, "verify", rank) for rank in (1, 2, 3)
+        (verifier, 0, "verify", rank) for rank, (verifier, _node) in enumerate(verdicts, 1)
     ]
 
 
@@ -912,12 +1000,17 @@ def test_slashed_below_min_node_stake_is_jailed_and_restaking_unjails(
     first = chain.submit_task(target_count=1)
     chain.block()
     chain.result(first, N2, "garbage")
+    chain.block()
     chain.verdict(first, N0, N2, False)
     chain.verdict(first, N1, N2, False)  # rejected
     chain.result(first, N0)
-    chain.verdict(first, N1, N0, True)  # verified: the task settles, N2 loses 200
+    chain.block()
+    chain.verdict(first, N1, N0, True)
+    chain.verdict(first, N2, N0, True)  # verified: the task settles, N2 loses 200
     chain.block()
     assert chain.task(first).status == "verified"
+    n2_paid = sum(p[1] for p in settled_amounts(chain.task(first))["payouts"] if p[0] == N2)
+    assert n2_paid > 0  # its valid verdict on N0's result won
     assert chain.account(N2).stake == 1800 * E18
     assert chain.jailed(N2)
     assert not chain.jailed(N0) and not chain.jailed(N1)
@@ -931,7 +1024,8 @@ def test_slashed_below_min_node_stake_is_jailed_and_restaking_unjails(
     chain.refused(SubmitVerification(second, N2, N0, True), NotEligible)
     with pytest.raises(NotEligible):
         chain.work(N2)
-    assert [(t.task_hash, compute) for t, compute, _v in chain.work(N1)] == [(second, True)]
+    assert [(w.task.task_hash, w.compute) for w in chain.work(N1)] == [(second, True)]
+    assert chain.rounds(second, N0) == [[N1]]  # a jailed node is no candidate
 
     chain.stake(N2, 50 * E18)  # 1850: still below 1900
     chain.block()
@@ -940,7 +1034,7 @@ def test_slashed_below_min_node_stake_is_jailed_and_restaking_unjails(
     chain.stake(N2, 50 * E18)  # 1900: back at minNodeStake
     chain.block()
     assert not chain.jailed(N2)
-    assert chain.account(N2) == Account(NODE_BALANCE - 100 * E18, 1900 * E18, 2)
+    assert chain.account(N2) == Account(NODE_BALANCE + n2_paid - 100 * E18, 1900 * E18, 2)
     chain.result(second, N2)
     chain.block()
     assert [e.resource_node for e in chain.task(second).execution_info] == [N0, N2]
@@ -949,7 +1043,8 @@ def test_slashed_below_min_node_stake_is_jailed_and_restaking_unjails(
 def test_node_slashed_twice_is_jailed_on_what_is_left_after_both(
     make_chain: Callable[..., Chain],
 ) -> None:
-    chain = make_chain(min_node_stake=1750 * E18)  # 1800 after the first slash, 1710 after both
+    # 1800 after the first slash, 1710 after both
+    chain = make_chain(**BYZANTINE, min_node_stake=1750 * E18)
     task, _height = byzantine_run(chain)
     assert chain.account(N2).stake == 1710 * E18
     assert chain.jailed(N2)
@@ -974,7 +1069,8 @@ def test_unstake_guard_while_a_result_is_undecided(chain: Chain) -> None:
     chain.block()
     assert chain.account(N0) == Account(NODE_BALANCE + 1000 * E18, MIN_STAKE, 1)
     chain.refused(chain.unstake_msg(N0, 1), NotEligible)
-    chain.verdict(task, N1, N0, True)  # decided, and the task settles
+    chain.verdict(task, N1, N0, True)
+    chain.verdict(task, N2, N0, True)  # decided, and the task settles
     chain.send(chain.unstake_msg(N0, MIN_STAKE))
     chain.block()
     assert chain.account(N0).stake == 0
@@ -989,20 +1085,22 @@ def test_unstake_guard_while_a_result_is_undecided(chain: Chain) -> None:
 def test_unstake_guard_while_a_verdict_is_undecided(
     make_chain: Callable[..., Chain],
 ) -> None:
-    chain = make_chain(resource_nodes=4, verification_quorum=2)
+    chain = make_chain(resource_nodes=4)  # three candidates: round 0 is two of them
     task = chain.submit_task(target_count=1)
     chain.block()
     chain.result(task, NODES[0])
-    chain.verdict(task, NODES[1], NODES[0], True)  # below quorum: undecided
     chain.block()
-    chain.refused(chain.unstake_msg(NODES[1], 1500 * E18), NotEligible)
-    chain.send(chain.unstake_msg(NODES[1], 500 * E18))  # stays above the minimum
-    chain.verdict(task, NODES[2], NODES[0], True)  # decided
-    chain.send(chain.unstake_msg(NODES[1], 1500 * E18))
+    ((first, second),) = chain.rounds(task, NODES[0])
+    chain.verdict(task, first, NODES[0], True)  # one of round 0: undecided
+    chain.block()
+    chain.refused(chain.unstake_msg(first, 1500 * E18), NotEligible)
+    chain.send(chain.unstake_msg(first, 500 * E18))  # stays above the minimum
+    chain.verdict(task, second, NODES[0], True)  # round 0 agrees: decided
+    chain.send(chain.unstake_msg(first, 1500 * E18))
     chain.block()
     assert chain.statuses(task) == [2]
-    assert chain.account(NODES[1]).stake == 0
-    assert get_busy(chain.node.ledger.store, NODES[1]) == 0
+    assert chain.account(first).stake == 0
+    assert get_busy(chain.node.ledger.store, first) == 0
 
 
 # --- the per-node seed (4.4) ---------------------------------------------------------------
@@ -1037,7 +1135,7 @@ def test_pending_work_offers_open_slots_and_undecided_results_of_others(
     chain.block()
 
     def work(node: str) -> tuple[bool, list[str]]:
-        items = [(c, v) for t, c, v in chain.work(node) if t.task_hash == task]
+        items = [(w.compute, w.verify) for w in chain.work(node) if w.task.task_hash == task]
         if not items:
             return (False, [])
         ((compute, verify),) = items
@@ -1073,11 +1171,11 @@ def test_pending_work_stops_offering_compute_after_the_compute_deadline(chain: C
     created = chain.block()
     chain.result(task, N0)
     chain.until(created + 4)  # the next block is the compute deadline
-    assert [(t.task_hash, c) for t, c, _v in chain.work(N1)] == [(task, True)]
+    assert [(w.task.task_hash, w.compute) for w in chain.work(N1)] == [(task, True)]
     chain.block()
-    ((offered, compute, verify),) = chain.work(N1)
-    assert offered.task_hash == task and not compute
-    assert [e.resource_node for e in verify] == [N0]
+    (offered,) = chain.work(N1)
+    assert offered.task.task_hash == task and not offered.compute and not offered.reveal
+    assert [e.resource_node for e in offered.verify] == [N0]
     with pytest.raises(NotEligible):
         chain.work(DAVE)  # not a resource node at all
 
@@ -1087,9 +1185,11 @@ def test_rejected_node_cannot_unstake_its_slash_away_before_settlement(chain: Ch
     created = chain.block()
     chain.result(task, N2, "garbage")
     chain.result(task, N0)
+    chain.block()
     chain.verdict(task, N0, N2, False)
     chain.verdict(task, N1, N2, False)  # N2's result is rejected; the task waits
     chain.verdict(task, N1, N0, True)
+    chain.verdict(task, N2, N0, True)
     chain.block()
     assert chain.statuses(task) == [3, 2] and chain.task(task).settlement is None
     with pytest.raises(NotEligible):  # the guard holds until the settlement
@@ -1102,14 +1202,19 @@ def test_rejected_node_cannot_unstake_its_slash_away_before_settlement(chain: Ch
 
 def test_a_stake_change_counts_at_the_next_weighing(chain: Chain) -> None:
     """A result is weighed when a verdict arrives and at its verify deadline (PROTOCOL 4.6:
-    a departure from "as soon as"): a Stake that breaks a tie counts from then on."""
+    a departure from "as soon as"): a Stake and an Unstake that break a tie count from then
+    on."""
     task = chain.submit_task(target_count=1)
     created = chain.block()
     chain.result(task, N0, "garbage")
-    chain.verdict(task, N1, N0, False)  # quorum 1 reached: 2000 for, 2000 against
-    chain.stake(N1, E18)  # now 2000 for, 2001 against
+    chain.block()
+    chain.verdict(task, N1, N0, False)
+    chain.verdict(task, N2, N0, True)  # 2000 against, 2000 for: neither above 2/3
+    chain.block()
+    chain.stake(N1, 1000 * E18)  # now 3000 against
+    chain.send(chain.unstake_msg(N2, 1000 * E18))  # and 1000 for: 3000 of 4000 against
     chain.block()
     chain.block()
     assert chain.statuses(task) == [1]  # still verifying: nothing weighed it again
-    chain.until(created + 10)  # the verify deadline weighs it with the new stake
+    chain.until(created + 10)  # the verify deadline weighs it with the new stakes
     assert chain.statuses(task) == [3]
