@@ -7,6 +7,10 @@ and `Status on http://127.0.0.1:PORT` on stdout; it stops cleanly on SIGINT and 
 
 `--dev-index I` is resource node I of a dev genesis: account 200 + I of the mnemonic on
 m/44'/60'/0'/0/i (PROTOCOL 2).
+
+`--genesis FILE` is the genesis the validator runs: the node reads the params it needs from it
+(`canaryRateBps` and the deadlines, for forced errors: PROTOCOL 4.13) and warns when the
+validator's genesis hash is another one. Without it the node assumes the protocol's defaults.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from chain.protocol.genesis import DEV_MNEMONIC, RESOURCE_NODE_KEY_OFFSET
+from chain.protocol import wire
+from chain.protocol.errors import GenesisError
+from chain.protocol.genesis import (
+    DEV_MNEMONIC,
+    RESOURCE_NODE_KEY_OFFSET,
+    Genesis,
+    Params,
+    parse_genesis_file,
+)
 from resource_node.backends import (
     BACKEND_NAMES,
     Backend,
@@ -89,10 +101,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="SPEC",
-        help="wrong[:P], lazy, silent, slow:S, crash:N; comma-separated or repeated",
+        help="comma-separated or repeated: wrong[:P] (a wrong result with probability P, "
+        "default 1; forced errors as any node's), lazy (every verdict valid=true without "
+        "computing), silent (submits nothing), noreveal (never reveals its secrets), copy "
+        "(submits another node's listed result as its own), slow:S (S more seconds per "
+        "inference), crash:N (exits with status 3 after N results)",
     )
     parser.add_argument("--concurrency", type=int, default=4, help="inferences at a time")
     parser.add_argument("--poll-interval", type=float, default=0.2, metavar="S", help="seconds")
+    parser.add_argument(
+        "--genesis",
+        metavar="FILE",
+        help="the chain's genesis.json, for its params (default: the protocol's defaults)",
+    )
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
@@ -129,6 +150,20 @@ def load_wallet(args: argparse.Namespace) -> Wallet:
         raise ValueError(f"--mnemonic: not a valid BIP-39 mnemonic ({exc})") from exc
 
 
+def load_genesis(path: str | None) -> Genesis | None:
+    """The genesis of --genesis FILE; ValueError naming the option."""
+    if path is None:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"--genesis {path}: cannot read it ({exc.strerror})") from exc
+    try:
+        return parse_genesis_file(data, path)
+    except GenesisError as exc:
+        raise ValueError(f"--genesis {path}: {exc}") from exc
+
+
 def build_setup(args: argparse.Namespace) -> NodeSetup:
     """Check every option; ValueError with a message that names the bad one."""
     if not args.rpc.startswith(("http://", "https://")):
@@ -144,11 +179,14 @@ def build_setup(args: argparse.Namespace) -> NodeSetup:
         raise ValueError(f"--poll-interval must be positive, got {args.poll_interval}")
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, got {args.concurrency}")
+    genesis = load_genesis(args.genesis)
     config = WorkerConfig(
         poll_interval=args.poll_interval,
         concurrency=args.concurrency,
         models=models,
         state_dir=Path(args.state_dir) if args.state_dir else None,
+        params=Params() if genesis is None else genesis.params,
+        genesis_hash=None if genesis is None else wire.hex0x(genesis.hash),
     )
     return NodeSetup(
         rpc=args.rpc,

@@ -9,7 +9,9 @@ The file is rewritten whole on every change, atomically (a temporary file, then
 `os.replace`), so a crash leaves either the old or the new file, never a torn one. It keeps
 the most recent `max_tasks` tasks; older ones are past their deadlines. It also records the
 validator's genesis hash: when the chain was reset, the same task hash can come back, and the
-node forgets what it did on the old chain.
+node forgets what it did on the old chain. And it records the epoch of the chain of secrets
+the node committed last (`resource_node.secrets`, PROTOCOL 4.13), and the `createdHeight` of the
+tasks it gave a result in, so that a restarted node knows which of its secrets it may reveal.
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ class SubmissionLog:
         self.max_tasks = max_tasks
         self.fsync = fsync
         self.genesis_hash: str | None = None
+        self.secrets_epoch: int | None = None
         self._results: dict[str, str] = {}
+        self._heights: dict[str, int] = {}  # createdHeight of the tasks with a result
         self._verdicts: dict[str, dict[str, Verdict]] = {}
         self._order: dict[str, None] = {}  # task hashes, least recently touched first
 
@@ -110,6 +114,12 @@ class SubmissionLog:
             raise StateError(f"{where}: belongs to {owner!r}, not to {self.address}")
         genesis = document.get("genesisHash")
         self.genesis_hash = genesis if isinstance(genesis, str) else None
+        epoch = document.get("secretsEpoch")
+        if epoch is not None and (
+            not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 1 << 64
+        ):
+            raise StateError(f"{where}: `secretsEpoch` is not an epoch (8 bytes): {epoch!r}")
+        self.secrets_epoch = epoch
         tasks = document.get("tasks")
         if not isinstance(tasks, dict):
             raise StateError(f"{where}: `tasks` is not an object")
@@ -122,6 +132,11 @@ class SubmissionLog:
                 if result not in RESULT_OUTCOMES:
                     raise StateError(f"{where}: task {task_hash}: bad result outcome {result!r}")
                 self._results[key] = result
+            height = entry.get("createdHeight")
+            if height is not None:
+                if not isinstance(height, int) or isinstance(height, bool) or height < 0:
+                    raise StateError(f"{where}: task {task_hash}: bad createdHeight {height!r}")
+                self._heights[key] = height
             verdicts = entry.get("verdicts") or {}
             if not isinstance(verdicts, dict):
                 raise StateError(f"{where}: task {task_hash}: `verdicts` is not an object")
@@ -144,6 +159,19 @@ class SubmissionLog:
     def result_outcome(self, task_hash: str) -> str | None:
         return self._results.get(task_hash.lower())
 
+    def created_height(self, task_hash: str) -> int | None:
+        """The createdHeight recorded with the node's result in the task, if any."""
+        return self._heights.get(task_hash.lower())
+
+    def results_since(self, height: int) -> dict[str, int]:
+        """The tasks with a result of the node (accepted or duplicate: it may be on chain)
+        created above `height`: task hash -> createdHeight."""
+        return {
+            key: created
+            for key, created in self._heights.items()
+            if created > height and self._results.get(key) in ("accepted", "duplicate")
+        }
+
     def has_verdict(self, task_hash: str, submitter: str) -> bool:
         return submitter.lower() in self._verdicts.get(task_hash.lower(), {})
 
@@ -155,11 +183,15 @@ class SubmissionLog:
 
     # Changes (each one is saved at once)
 
-    def record_result(self, task_hash: str, outcome: str) -> None:
+    def record_result(
+        self, task_hash: str, outcome: str, created_height: int | None = None
+    ) -> None:
         if outcome not in RESULT_OUTCOMES:
             raise ValueError(f"result outcome must be one of {RESULT_OUTCOMES}, got {outcome!r}")
         key = task_hash.lower()
         self._results[key] = outcome
+        if created_height is not None:
+            self._heights[key] = created_height
         self._touch(key)
         self.save()
 
@@ -169,9 +201,16 @@ class SubmissionLog:
         self._touch(key)
         self.save()
 
+    def record_secrets_epoch(self, epoch: int) -> None:
+        """The epoch of the chain of secrets the node commits, saved before it is sent."""
+        self.secrets_epoch = epoch
+        self.save(fsync=True)  # on disk before the commitment can be
+
     def reset(self, genesis_hash: str | None) -> None:
-        """Forget everything (the chain was reset) and remember the new genesis hash."""
+        """Forget every task (the chain was reset) and remember the new genesis hash. The
+        secrets epoch is kept: a later epoch is never one revealed before."""
         self._results.clear()
+        self._heights.clear()
         self._verdicts.clear()
         self._order.clear()
         self.genesis_hash = genesis_hash
@@ -184,6 +223,7 @@ class SubmissionLog:
             oldest = next(iter(self._order))
             del self._order[oldest]
             self._results.pop(oldest, None)
+            self._heights.pop(oldest, None)
             self._verdicts.pop(oldest, None)
 
     # Persistence
@@ -194,6 +234,8 @@ class SubmissionLog:
             entry: dict[str, Any] = {}
             if key in self._results:
                 entry["result"] = self._results[key]
+            if key in self._heights:
+                entry["createdHeight"] = self._heights[key]
             if key in self._verdicts:
                 entry["verdicts"] = {
                     submitter: {"valid": verdict.valid, "outcome": verdict.outcome}
@@ -204,16 +246,18 @@ class SubmissionLog:
             "version": STATE_VERSION,
             "address": self.address,
             "genesisHash": self.genesis_hash,
+            "secretsEpoch": self.secrets_epoch,
             "tasks": tasks,
         }
 
-    def save(self) -> None:
-        """Write the file atomically (nothing to do without a path)."""
+    def save(self, *, fsync: bool = False) -> None:
+        """Write the file atomically (nothing to do without a path); synced to the disk when
+        the log was opened with `fsync` or `fsync` is given."""
         if self.path is None:
             return
         data = json.dumps(self.to_json(), separators=(",", ":")).encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.path, data, fsync=self.fsync)
+            write_atomically(self.path, data, fsync=self.fsync or fsync)
         except OSError as exc:
             raise StateError(f"state file {self.path}: cannot write it ({exc})") from exc

@@ -173,6 +173,18 @@ class PendingTask:
     seed: str | None
     verify: tuple[VerifyEntry, ...]
     bad_entries: tuple[tuple[str, str], ...]
+    created_height: int | None = None  # None when not a height: no forced error can be told
+    reveal: bool = False  # the node's decided result waits for its secret (PROTOCOL 4.13)
+
+
+MAX_HEIGHT = (1 << 63) - 1
+
+
+def listed_height(value: Any) -> int | None:
+    """A listed `createdHeight`: a JSON integer from 0 to 2^63 - 1, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_HEIGHT:
+        return value
+    return None
 
 
 def listed_hash(item: Any) -> str | None:
@@ -250,4 +262,6 @@ def decode_task(item: Any, inputs: TaskInputs | None = None) -> PendingTask:
         seed=reported_seed(item.get("seed")),
         verify=tuple(verify),
         bad_entries=tuple(bad),
+        created_height=listed_height(item.get("createdHeight")),
+        reveal=item.get("reveal") is True,
     )

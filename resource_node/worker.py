@@ -17,6 +17,21 @@ error) or busy (-32007) validator is retried with jittered exponential backoff, 
 keeps running across validator restarts. Other rejections and backend failures count as
 failed and are retried after a per-item cooldown.
 
+Forced errors (PROTOCOL 4.13), when the chain's `canaryRateBps` is above 0 (the node learns
+the params from `WorkerConfig.params`: the genesis file given with `--genesis`, else the
+protocol's defaults). The node needs a committed chain of secrets to compute
+(`resource_node.secrets`): at the first poll it reads its record (getResourceNodes) and uses the
+chain of the epoch its state file names, or epoch 0 (a dev node's genesis `secretsHead`), when
+the chain holds that head; otherwise it commits a fresh epoch (CommitSecrets) and computes once
+it is on chain. A result for a task created at height h is a forced error when
+`crypto.is_forced_error(secret(h), taskHash, canaryRateBps)`: the node then submits its output
+with `FORCED_MARKER` (deliberately wrong) and counts it. When a listed task says `reveal`, its
+decided result waits for the secret: the node reveals the highest such createdHeight, but never a
+height at or above one of its own results still undecided (that would tell its verifiers
+whether it is a forced error), and computes no task created at or below a height it revealed.
+When its chain is about to run out, it takes no new task until nothing of it is unsettled and
+commits the next epoch.
+
 Lifecycle as every service here: `setup()`, `run_forever()`, `stop()`, `cleanup()`;
 `run_once()` is one poll-and-act cycle for tests and scripts.
 """
@@ -36,7 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from chain.protocol import crypto, wire
+from chain.protocol.genesis import Params
 from chain.protocol.schema import JSON, postprocess, schema_kind
+from chain.protocol.tasks import MAX_REVEAL_STEPS
 from resource_node.backends import (
     Backend,
     BackendError,
@@ -45,8 +62,10 @@ from resource_node.backends import (
     request_for,
 )
 from resource_node.backends.faults import Faults
+from resource_node.secrets import CommittedSecrets, SecretChain, listed_secrets
 from resource_node.state import SubmissionLog, state_path
 from resource_node.untrusted import (
+    MAX_FIELD_LENGTH,
     PendingTask,
     TaskInputs,
     Unreadable,
@@ -65,6 +84,17 @@ CRASH_EXIT_CODE = 3
 MAX_COOLDOWNS = 4096
 MAX_REMEMBERED = 4096  # tasks read, and problems logged, kept in memory (oldest forgotten)
 INPUTS_BUDGET = 64 << 20  # characters of the task inputs kept, at most (oldest forgotten)
+FORCED_MARKER = " [forced error]"  # appended to the output of a forced error (PROTOCOL 4.13)
+ROLLOVER_MARGIN = 64  # heights kept in hand past the deadlines before a chain of secrets ends
+COMMIT_PATIENCE = 100  # polls a sent CommitSecrets may take to show on chain, then sent again
+REVEAL_PATIENCE = 10  # polls a sent RevealSecret may take to show on chain, then sent again
+
+# Where the node's chain of secrets stands (PROTOCOL 4.13).
+SECRETS_OFF = "off"  # canaryRateBps 0: no secrets needed
+SECRETS_UNKNOWN = "unknown"  # not read from the chain yet
+SECRETS_COMMITTING = "committing"  # a CommitSecrets sent, not on chain yet
+SECRETS_READY = "ready"
+SECRETS_ROLLOVER = "rollover"  # the chain runs out: no new task, the next epoch to commit
 
 # What a piece of work is about: ("result", taskHash) or ("verdict", taskHash, submitter).
 WorkKey = tuple[str, ...]
@@ -86,6 +116,9 @@ class WorkerConfig:
     retry_initial: float = 1.0
     retry_max: float = 60.0
     shutdown_grace: float = 5.0
+    params: Params = field(default_factory=Params)  # the chain's params (genesis)
+    genesis_hash: str | None = None  # of the genesis the params were read from
+    secret_chain_length: int = crypto.SECRET_CHAIN_LENGTH  # of the epochs it commits
 
     def __post_init__(self) -> None:
         if not self.poll_interval > 0:
@@ -96,6 +129,10 @@ class WorkerConfig:
             raise ValueError(f"limit must be between 1 and 1000, got {self.limit}")
         if not self.models:
             raise ValueError("models: give at least one model, or * for all")
+        if self.secret_chain_length < 1:
+            raise ValueError(
+                f"secret chain length must be positive, got {self.secret_chain_length}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +153,10 @@ class NodeStats:
     verdicts_duplicate: int = 0
     polls: int = 0
     poll_errors: int = 0
+    forced_errors: int = 0
+    reveals: int = 0
+    reveals_refused: int = 0
+    secrets_commits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +187,10 @@ class _Counters:
     polls: int = 0
     poll_errors: int = 0
     results_sent: int = 0
+    forced_errors: int = 0
+    reveals: int = 0
+    reveals_refused: int = 0
+    secrets_commits: int = 0
 
 
 def _flush_logs() -> None:
@@ -162,6 +207,16 @@ def same_output(output: str, result: str) -> bool:
     own = crypto.keccak(wire.decode_bytes_field(output))
     theirs = crypto.keccak(wire.decode_bytes_field(result))
     return own == theirs
+
+
+def forced_output(output: str) -> str:
+    """A deliberately wrong result (PROTOCOL 4.13): the output with `FORCED_MARKER`, which no
+    honest recomputation gives (it differs from `output`), within a task field's length."""
+    room = MAX_FIELD_LENGTH - len(FORCED_MARKER)
+    wrong = output[:room] + FORCED_MARKER
+    if wrong == output:  # a full-length output that ends with the marker already
+        wrong = output[:room] + FORCED_MARKER.upper()
+    return wrong
 
 
 class ResourceNode:
@@ -206,6 +261,18 @@ class ResourceNode:
         self._counters = _Counters()
         self._failures = 0  # consecutive polls that could not reach the validator
         self.last_error: str | None = None
+        self.params = self.config.params
+        # The chain of secrets (PROTOCOL 4.13): the one on chain, the one being committed.
+        self._secrets_state = SECRETS_UNKNOWN if self.params.canary_rate_bps else SECRETS_OFF
+        self._secrets: SecretChain | None = None
+        self._base = 0
+        self._revealed_height = 0  # on chain, when last read
+        self._next: SecretChain | None = None  # the epoch to commit next, derived once
+        self._commit_polls = 0
+        self._reveal_sent = -1  # the highest height of a reveal the validator admitted
+        self._reveal_polls = 0
+        self._computing: dict[str, int] = {}  # task hash -> createdHeight, results in the works
+        self._decided_own: dict[str, None] = {}  # tasks whose own result is known decided
 
     @property
     def address(self) -> str:
@@ -230,6 +297,23 @@ class ResourceNode:
         )
         if self.faults.silent:
             log.warning("fault silent: this node never submits results or verdicts")
+        if self.faults.noreveal:
+            log.warning("fault noreveal: this node never reveals its secrets")
+        if self._secrets_state == SECRETS_OFF:
+            log.info("canaryRateBps 0: no forced errors, no secrets needed")
+        else:
+            log.info(
+                "canaryRateBps %d: forced errors on; the secrets are read now or at a poll",
+                self.params.canary_rate_bps,
+            )
+            await self._try_sync_secrets()
+
+    async def _try_sync_secrets(self) -> None:
+        """`_sync_secrets` when the validator may be away: the next poll tries again."""
+        try:
+            await self._sync_secrets()
+        except TransportError as exc:
+            log.info("the secrets are read at a later poll: validator unreachable (%s)", exc)
 
     async def run_forever(self) -> None:
         """Poll and act until `stop()`; the validator being away only slows the polling."""
@@ -269,6 +353,7 @@ class ResourceNode:
     async def act_on(self, listing: Any) -> CycleReport:
         """Act on `listing` as on an answer of queryPendingTasks, and wait for the work it
         started: what a poll does once the validator has answered."""
+        await self._try_sync_secrets()
         report, jobs = self._take(listing)
         if jobs:
             await asyncio.gather(*jobs)
@@ -298,6 +383,10 @@ class ResourceNode:
             verdicts_duplicate=c.verdicts["duplicate"],
             polls=c.polls,
             poll_errors=c.poll_errors,
+            forced_errors=c.forced_errors,
+            reveals=c.reveals,
+            reveals_refused=c.reveals_refused,
+            secrets_commits=c.secrets_commits,
         )
 
     def info(self) -> dict[str, Any]:
@@ -328,6 +417,22 @@ class ResourceNode:
             "polls": s.polls,
             "pollErrors": s.poll_errors,
             "lastError": self.last_error,
+            "forcedErrors": s.forced_errors,
+            "reveals": {"sent": s.reveals, "refused": s.reveals_refused},
+            "secrets": self.secrets_info(),
+        }
+
+    def secrets_info(self) -> dict[str, Any]:
+        """Where the node's chain of secrets stands (PROTOCOL 4.13), for GET /info."""
+        chain = self._secrets
+        return {
+            "state": self._secrets_state,
+            "canaryRateBps": self.params.canary_rate_bps,
+            "epoch": None if chain is None else chain.epoch,
+            "base": None if chain is None else self._base,
+            "length": None if chain is None else chain.length,
+            "revealedHeight": None if chain is None else self._revealed_height,
+            "commits": self._counters.secrets_commits,
         }
 
     def next_delay(self) -> float:
@@ -359,6 +464,15 @@ class ResourceNode:
         except RpcError as exc:
             log.debug("genesisHash unavailable (%s); cannot detect chain resets", exc)
             return
+        expected = self.config.genesis_hash
+        if expected is not None and genesis.lower() != expected.lower():
+            self._report_once(
+                ("genesis", genesis),
+                "the validator's genesis hash is %s, the genesis the params were read from has %s:"
+                " its params may differ",
+                genesis,
+                expected,
+            )
         known = self.submissions.genesis_hash
         if known is None:
             self.submissions.genesis_hash = genesis
@@ -372,11 +486,13 @@ class ResourceNode:
             )
             self.submissions.reset(genesis)
             self.client.forget_chain()
+            self._forget_secrets()
 
     async def _poll(self) -> tuple[CycleReport, list[asyncio.Task[None]]]:
         self._counters.polls += 1
         try:
             await self._check_chain()
+            await self._sync_secrets()
             tasks = await self.client.query_pending_tasks(self.wallet, limit=self.config.limit)
         except TransportError as exc:
             self._counters.poll_errors += 1
@@ -416,9 +532,12 @@ class ResourceNode:
                 self.config.limit,
             )
         results = verdicts = skipped = 0
+        reveals: dict[str, int] = {}  # task hash -> createdHeight, of the tasks that say reveal
         for item in listing[: self.config.limit]:
             try:
                 task = self._read(item)
+                if task is not None and task.reveal and task.created_height is not None:
+                    reveals[task.task_hash] = task.created_height
                 if task is None:
                     skipped += 1
                 elif self.faults.silent:
@@ -433,6 +552,8 @@ class ResourceNode:
                     ("bug", where), "task %s: not handled: %r", where, exc, exc_info=True
                 )
                 skipped += 1
+        if reveals and ("reveal",) not in self._active:
+            jobs.append(self._start(("reveal",), partial(self._reveal, reveals), bounded=False))
         report = CycleReport(
             tasks=len(listing), results=results, verdicts=verdicts, skipped=skipped
         )
@@ -508,9 +629,11 @@ class ResourceNode:
         task_hash = task.task_hash
         started = len(jobs)
         results = 0
-        if task.compute:
+        if self._secrets_state == SECRETS_ROLLOVER:
+            return 0, 0  # no new task until the next chain of secrets is committed
+        if task.compute and not self.submissions.has_result(task_hash) and self._may_compute(task):
             key: WorkKey = ("result", task_hash)
-            if not self.submissions.has_result(task_hash) and self._may_start(key):
+            if self._may_start(key):
                 jobs.append(self._start(key, partial(self._compute, key, task)))
                 results = 1
         for entry in task.verify:
@@ -532,16 +655,19 @@ class ResourceNode:
         cooling = self._cooldown.get(key)
         return cooling is None or asyncio.get_running_loop().time() >= cooling[1]
 
-    def _start(self, key: WorkKey, work: Work) -> asyncio.Task[None]:
+    def _start(self, key: WorkKey, work: Work, *, bounded: bool = True) -> asyncio.Task[None]:
         self._active.add(key)
-        job = asyncio.create_task(self._guarded(key, work))
+        job = asyncio.create_task(self._guarded(key, work, bounded))
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
         return job
 
-    async def _guarded(self, key: WorkKey, work: Work) -> None:
+    async def _guarded(self, key: WorkKey, work: Work, bounded: bool = True) -> None:
         try:
-            async with self._semaphore:
+            if bounded:
+                async with self._semaphore:
+                    await work()
+            else:
                 await work()
         except asyncio.CancelledError:
             raise
@@ -550,7 +676,7 @@ class ResourceNode:
                 ("unexpected", *key),
                 "%s for task %s failed unexpectedly (retried after its cooldown, not logged again)",
                 key[0],
-                key[1],
+                key[1] if len(key) > 1 else "-",
                 exc_info=True,
             )
             self._fail(key, f"unexpected {exc!r}")
@@ -565,7 +691,7 @@ class ResourceNode:
         if len(self._cooldown) >= MAX_COOLDOWNS:  # forget work whose cooldown has passed
             self._cooldown = {k: v for k, v in self._cooldown.items() if v[1] > now}
         self._cooldown[key] = (failures, now + delay)
-        self.last_error = f"{key[0]} for task {key[1]}: {reason}"
+        self.last_error = f"{key[0]} for task {key[-1]}: {reason}"
 
     def _succeed(self, key: WorkKey) -> None:
         self._cooldown.pop(key, None)
@@ -645,21 +771,47 @@ class ResourceNode:
 
     async def _compute(self, key: WorkKey, task: PendingTask) -> None:
         task_hash = task.task_hash
-        seed = self._seed(task_hash, self.address, task.seed)
-        output = await self._infer(self._compute_backend, key, request_for(task.inputs, seed))
+        if task.created_height is not None:
+            self._computing[task_hash] = task.created_height
+        try:
+            await self._compute_and_send(key, task)
+        finally:
+            self._computing.pop(task_hash, None)
+
+    async def _compute_and_send(self, key: WorkKey, task: PendingTask) -> None:
+        task_hash = task.task_hash
+        copied = self._copied(task) if self.faults.copy else None
+        if copied is not None:
+            output: str | None = copied
+        else:
+            seed = self._seed(task_hash, self.address, task.seed)
+            output = await self._infer(self._compute_backend, key, request_for(task.inputs, seed))
         if output is None:
             return
+        forced = self._is_forced(task)
+        if forced:
+            output = forced_output(output)
         outcome = await self._send(
             key, self.client.submit_inference_result(self.wallet, task_hash, output)
         )
         if outcome is None:
             return
-        self.submissions.record_result(task_hash, outcome)
+        self.submissions.record_result(task_hash, outcome, task.created_height)
         self._succeed(key)
-        self._check_postprocess(task, output, "own")
+        if not forced:
+            self._check_postprocess(task, output, "own")
         self._counters.done += 1
         self._counters.results[outcome] += 1
-        log.info("result for task %s: %s (%d chars)", task_hash, outcome, len(output))
+        if forced and outcome == "accepted":
+            self._counters.forced_errors += 1
+        log.info(
+            "result for task %s: %s (%d chars)%s%s",
+            task_hash,
+            outcome,
+            len(output),
+            " (copied)" if copied is not None else "",
+            " (a forced error: deliberately wrong, PROTOCOL 4.13)" if forced else "",
+        )
         if outcome != "duplicate":
             self._counters.results_sent += 1
             self._maybe_crash()
@@ -692,6 +844,278 @@ class ResourceNode:
             outcome,
             " (lazy)" if self.faults.lazy else "",
         )
+
+    def _copied(self, task: PendingTask) -> str | None:
+        """Fault copy: another node's result of the task, as the listing shows it."""
+        for entry in task.verify:
+            if entry.submitter.lower() != self.address.lower():
+                return entry.result
+        return None
+
+    # Forced errors and the chain of secrets (PROTOCOL 4.13)
+
+    def _margin(self) -> int:
+        """Heights a chain of secrets must still reach past a task's creation to take it."""
+        p = self.params
+        return (
+            p.compute_deadline_blocks
+            + p.verify_deadline_blocks
+            + p.reveal_deadline_blocks
+            + ROLLOVER_MARGIN
+        )
+
+    def _may_compute(self, task: PendingTask) -> bool:
+        """Whether the node can tell its result in the task is a forced error, and may make it:
+        its chain of secrets is on chain, reaches the task's height with room for its deadlines,
+        and no secret of that height is revealed yet."""
+        if self._secrets_state == SECRETS_OFF:
+            return True
+        chain, height = self._secrets, task.created_height
+        if self._secrets_state != SECRETS_READY or chain is None:
+            log.debug("task %s: not computing until the secrets are on chain", task.task_hash)
+            return False
+        if height is None:
+            self._report_once(
+                ("height", task.task_hash),
+                "task %s: not computed: its createdHeight is not a height, so the node cannot "
+                "tell whether its result is a forced error",
+                task.task_hash,
+            )
+            return False
+        if height <= self._base:
+            return False  # committed after the task: the chain does not let it compute (4.13)
+        if height <= max(self._revealed_height, self._reveal_sent):
+            self._report_once(
+                ("revealed", task.task_hash),
+                "task %s: not computed: the secret of its height %d is revealed already",
+                task.task_hash,
+                height,
+            )
+            return False
+        if height - self._base > chain.length - self._margin():
+            self._secrets_state = SECRETS_ROLLOVER
+            log.info(
+                "the chain of secrets of epoch %d (from height %d, length %d) runs out: no new "
+                "task until nothing of this node is unsettled, then the next epoch is committed",
+                chain.epoch,
+                self._base,
+                chain.length,
+            )
+            return False
+        return True
+
+    def _is_forced(self, task: PendingTask) -> bool:
+        """PROTOCOL 4.13: whether this node's result in the task must be deliberately wrong."""
+        chain, height = self._secrets, task.created_height
+        if self._secrets_state == SECRETS_OFF or chain is None or height is None:
+            return False
+        secret = chain.secret(height, self._base)
+        task_hash = bytes.fromhex(task.task_hash[2:])
+        return crypto.is_forced_error(secret, task_hash, self.params.canary_rate_bps)
+
+    def _forget_secrets(self) -> None:
+        """The chain was reset: read the secrets from it again."""
+        if self._secrets_state != SECRETS_OFF:
+            self._secrets_state = SECRETS_UNKNOWN
+        self._secrets = self._next = None
+        self._base = self._revealed_height = 0
+        self._reveal_sent = -1
+        self._decided_own.clear()
+
+    async def _own_secrets(self) -> tuple[bool, CommittedSecrets | None]:
+        """Whether the node is registered, and its secrets as the chain shows them."""
+        for entry in await self.client.get_resource_nodes():
+            if isinstance(entry, dict) and str(entry.get("address", "")).lower() == (
+                self.address.lower()
+            ):
+                return True, listed_secrets(entry.get("secrets"))
+        return False, None
+
+    def _derive(self, epoch: int, length: int) -> Awaitable[SecretChain]:
+        return asyncio.to_thread(SecretChain.derive, self.wallet.private_key, epoch, length)
+
+    async def _sync_secrets(self) -> None:
+        """Before a poll: find the node's chain of secrets on chain, or commit one (or the next
+        one, when it ran out). Transport errors go to the poll; a refusal is logged once and
+        tried again at the next poll."""
+        if self._secrets_state in (SECRETS_OFF, SECRETS_READY):
+            return
+        try:
+            registered, record = await self._own_secrets()
+        except RpcError as exc:
+            self._report_once(("secrets", "read"), "getResourceNodes refused: %s", exc)
+            return
+        except ValueError as exc:
+            self._report_once(("secrets", "bad"), "getResourceNodes: cannot read it: %s", exc)
+            return
+        if not registered:
+            self._report_once(
+                ("secrets", "unregistered"),
+                "%s is not a registered resource node: no secrets to commit yet",
+                self.address,
+            )
+            return
+        if self._secrets_state == SECRETS_COMMITTING:
+            pending = self._next
+            if record is not None and pending is not None and record.head == pending.head:
+                self._use(pending, record)
+                return
+            self._commit_polls += 1
+            if self._commit_polls < COMMIT_PATIENCE:
+                return
+            log.warning("the secrets committed are not on chain after %d polls", COMMIT_PATIENCE)
+            self._secrets_state = SECRETS_UNKNOWN
+        if self._secrets_state == SECRETS_UNKNOWN and record is not None:
+            stored = self.submissions.secrets_epoch
+            tries = [
+                (stored, self.config.secret_chain_length),
+                (stored, crypto.SECRET_CHAIN_LENGTH),
+            ]
+            tries.append((0, crypto.SECRET_CHAIN_LENGTH))
+            for epoch, length in dict.fromkeys(tries):
+                if epoch is None:
+                    continue
+                chain = await self._derive(epoch, length)
+                if chain.head == record.head:
+                    self._use(chain, record)
+                    return
+            log.info(
+                "the chain holds secrets of %s that are not of epoch %s or 0: committing new ones",
+                self.address,
+                stored,
+            )
+        await self._commit_next()
+
+    def _use(self, chain: SecretChain, record: CommittedSecrets) -> None:
+        self._secrets, self._next = chain, None
+        self._base, self._revealed_height = record.base, record.revealed_height
+        self._reveal_sent = -1
+        self._secrets_state = SECRETS_READY
+        log.info(
+            "secrets of epoch %d on chain from height %d (length %d, revealed up to %d)",
+            chain.epoch,
+            record.base,
+            chain.length,
+            record.revealed_height,
+        )
+
+    async def _commit_next(self) -> None:
+        """Send CommitSecrets with a fresh epoch: above the last the state file names and above
+        the chain's height (so it is fresh also when the state file is lost), saved first."""
+        if self._next is None:
+            height = await self.client.block_number()
+            epoch = max(height, self.submissions.secrets_epoch or 0) + 1
+            self._next = await self._derive(epoch, self.config.secret_chain_length)
+        chain = self._next
+        self.submissions.record_secrets_epoch(chain.epoch)
+        try:
+            await self.client.commit_secrets(self.wallet, chain.head)
+        except RpcError as exc:
+            self.last_error = f"commitSecrets: {exc}"
+            self._report_once(
+                ("commit", str(chain.epoch), str(exc.code)),
+                "commitSecrets of epoch %d refused (tried again at every poll): %s",
+                chain.epoch,
+                exc,
+            )
+            return
+        self._counters.secrets_commits += 1
+        self._commit_polls = 0
+        self._secrets_state = SECRETS_COMMITTING
+        log.info("committing the secrets of epoch %d (head 0x%s)", chain.epoch, chain.head.hex())
+
+    async def _reveal(self, listed: dict[str, int]) -> None:
+        """Reveal the secret the listed decided results wait for: the highest of their
+        heights below every own result still undecided, at most MAX_REVEAL_STEPS above the
+        revealed one (the rest at the next polls)."""
+        if self.faults.noreveal:
+            self._report_once(
+                ("noreveal",), "fault noreveal: not revealing the secrets results wait for"
+            )
+            return
+        chain = self._secrets
+        if chain is None or self._secrets_state not in (SECRETS_READY, SECRETS_ROLLOVER):
+            return
+        try:
+            _registered, record = await self._own_secrets()
+        except (RpcError, TransportError, ValueError) as exc:
+            log.debug("reveal: cannot read the node's secrets: %s", exc)
+            return
+        if record is None or record.head != chain.head:
+            self._report_once(
+                ("reveal", "head"),
+                "reveal: the chain holds other secrets than epoch %d",
+                chain.epoch,
+            )
+            return
+        self._revealed_height = record.revealed_height
+        if self._reveal_sent > record.revealed_height:
+            self._reveal_polls += 1
+            if self._reveal_polls < REVEAL_PATIENCE:
+                return  # the last reveal is on its way to a block
+        top = [
+            h
+            for h in listed.values()
+            if h > record.revealed_height and chain.reaches(h, record.base)
+        ]
+        if not top:
+            return
+        try:
+            limit = await self._reveal_limit(record.revealed_height, max(top), set(listed))
+        except (RpcError, TransportError) as exc:
+            log.debug("reveal: cannot read the node's own tasks: %s", exc)
+            return
+        allowed = [h for h in top if h < limit]
+        if not allowed:
+            log.debug("reveal: waiting for own results created at or below %d to be decided", limit)
+            return
+        height = min(max(allowed), record.revealed_height + MAX_REVEAL_STEPS)
+        try:
+            await self.client.reveal_secret(self.wallet, height, chain.secret(height, record.base))
+        except (RpcError, TransportError) as exc:
+            self._counters.reveals_refused += 1
+            self.last_error = f"revealSecret of height {height}: {exc}"
+            self._report_once(
+                ("reveal", str(height)),
+                "revealSecret of height %d refused (tried again at the next poll): %s",
+                height,
+                exc,
+            )
+            return
+        self._reveal_sent, self._reveal_polls = height, 0
+        self._counters.reveals += 1
+        waiting = sum(1 for h in listed.values() if h <= height)
+        log.info("revealed the secret of height %d: %d listed results wait for it", height, waiting)
+
+    async def _reveal_limit(self, revealed: int, top: int, decided: set[str]) -> float:
+        """The lowest createdHeight above `revealed`, up to `top`, of an own result that may
+        still be undecided (in the works, in the mempool, or on chain undecided): a reveal
+        must stay below it. `decided` are the tasks listed as waiting for a reveal."""
+        heights = [h for h in self._computing.values() if revealed < h <= top]
+        for task_hash, height in self.submissions.results_since(revealed).items():
+            if height > top or task_hash in decided or task_hash in self._decided_own:
+                continue
+            if await self._own_result_decided(task_hash):
+                self._remember(self._decided_own, task_hash, None)
+            else:
+                heights.append(height)
+        return min(heights, default=float("inf"))
+
+    async def _own_result_decided(self, task_hash: str) -> bool:
+        try:
+            task = await self.client.query_task(task_hash)
+        except RpcError:
+            return True  # not on this chain: nothing of it to tell
+        if not isinstance(task, dict):
+            return False
+        if task.get("status") in ("verified", "failed"):
+            return True
+        for entry in task.get("executionInfo") or []:
+            if isinstance(entry, dict) and str(entry.get("resourceNode", "")).lower() == (
+                self.address.lower()
+            ):
+                return entry.get("status") in (2, 3, 4)  # verified, rejected, unverified
+        return False  # not included yet: it may still be
 
     def _maybe_crash(self) -> None:
         limit = self.faults.crash_after

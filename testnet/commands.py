@@ -56,12 +56,16 @@ def resource_node_args(
     status_port: int | None = None,
     log_level: str | None = None,
     faults: Iterable[str] = (),
+    genesis_path: Path | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """`python -m resource_node` as dev resource node `dev_index`, working through the
-    validator at `rpc_url`; `faults` are `--fault` specs; `extra` is passed as it is."""
+    validator at `rpc_url`; `faults` are `--fault` specs; `genesis_path` the chain's genesis
+    file, for its params (forced errors); `extra` is passed as it is."""
     args = ["-m", "resource_node", "--rpc", rpc_url]
     args += ["--dev-index", str(dev_index)]
+    if genesis_path is not None:
+        args += ["--genesis", str(genesis_path)]
     if state_dir is not None:
         args += ["--state-dir", str(state_dir)]
     if status_port is not None:

@@ -4,14 +4,21 @@ A fault spec is a comma-separated list (and `--fault` may repeat):
 
 - `wrong:P`: with probability P (default 1) submit a wrong result, the honest output plus a
   marker. The draw is a function of the node's seed for the task, so it is reproducible per
-  (task, node). Verdicts stay honest.
-- `lazy`: verify without computing; every verdict is valid=true.
+  (task, node). Verdicts stay honest. Its forced errors (PROTOCOL 4.13) are made and revealed
+  as an honest node's are: a wrong output is only wrong.
+- `lazy`: verify without computing; every verdict is valid=true (slashed `lazy` when the
+  result was a forced error).
 - `silent`: never submit results or verdicts.
+- `noreveal`: never reveal a secret: each of its verified or rejected results is treated as
+  wrong at its reveal deadline.
+- `copy`: instead of computing, submit as its own result another node's result of the task
+  that the listing shows it (a verify entry), when there is one; computes otherwise.
 - `slow:S`: S extra seconds of latency for every inference.
 - `crash:N`: the process exits (`os._exit(3)`) after its N-th submitted result.
 
 `wrong` and `slow` wrap a backend (`Faults.compute_backend`, `Faults.verify_backend`); `lazy`,
-`silent` and `crash` are read by the worker. The wrappers own nothing: close the inner backend.
+`silent`, `noreveal`, `copy` and `crash` are read by the worker. The wrappers own nothing:
+close the inner backend.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from resource_node.backends import Backend, InferenceRequest
 
 WRONG_DOMAIN = b"inferchain/fault/wrong"
 WRONG_MARKER = " [wrong]"
-KINDS = ("wrong", "lazy", "silent", "slow", "crash")
+KINDS = ("wrong", "lazy", "silent", "noreveal", "copy", "slow", "crash")
+FLAGS = ("lazy", "silent", "noreveal", "copy")  # the faults without an argument
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -94,12 +102,15 @@ class Faults:
     silent: bool = False
     slow: float = 0.0
     crash_after: int | None = None
+    noreveal: bool = False
+    copy: bool = False
 
     @classmethod
     def parse(cls, specs: Iterable[str]) -> Faults:
         """From spec strings such as `"wrong:0.5,lazy"`, `"slow:2"`; ValueError when malformed."""
         seen: set[str] = set()
-        wrong, lazy, silent, slow = 0.0, False, False, 0.0
+        wrong, slow = 0.0, 0.0
+        flags: set[str] = set()
         crash_after: int | None = None
         for item in (part.strip() for spec in specs for part in spec.split(",")):
             if not item:
@@ -116,11 +127,10 @@ class Faults:
                 wrong = _number(kind, arg, item) if sep else 1.0
                 if not 0.0 <= wrong <= 1.0:
                     raise ValueError(f"fault {item!r}: the probability must be in [0, 1]")
-            elif kind in ("lazy", "silent"):
+            elif kind in FLAGS:
                 if sep:
                     raise ValueError(f"fault {item!r}: {kind} takes no argument")
-                lazy = lazy or kind == "lazy"
-                silent = silent or kind == "silent"
+                flags.add(kind)
             elif kind == "slow":
                 if not sep:
                     raise ValueError(f"fault {item!r}: write slow:SECONDS")
@@ -131,7 +141,15 @@ class Faults:
                 if not sep or not arg.isdigit() or int(arg) < 1:
                     raise ValueError(f"fault {item!r}: write crash:N with N >= 1 results")
                 crash_after = int(arg)
-        return cls(wrong=wrong, lazy=lazy, silent=silent, slow=slow, crash_after=crash_after)
+        return cls(
+            wrong=wrong,
+            lazy="lazy" in flags,
+            silent="silent" in flags,
+            slow=slow,
+            crash_after=crash_after,
+            noreveal="noreveal" in flags,
+            copy="copy" in flags,
+        )
 
     def describe(self) -> list[str]:
         """The faults as spec strings (empty for an honest node)."""
@@ -142,6 +160,10 @@ class Faults:
             out.append("lazy")
         if self.silent:
             out.append("silent")
+        if self.noreveal:
+            out.append("noreveal")
+        if self.copy:
+            out.append("copy")
         if self.slow > 0:
             out.append(f"slow:{self.slow:g}")
         if self.crash_after is not None:
