@@ -20,8 +20,11 @@ from typing import Any
 
 import pytest
 
+from chain.protocol import crypto
 from chain.protocol.types import (
+    CommitSecrets,
     RegisterResourceNode,
+    RevealSecret,
     Stake,
     SubmitInferenceResult,
     SubmitTask,
@@ -31,7 +34,7 @@ from chain.protocol.types import (
 )
 from rpc.client import RpcError, pending_tasks_params, presign, sign_params
 from rpc.methods import METHODS
-from tests.helpers import LocalChain
+from tests.helpers import LocalChain, dev_secret
 from tests.rpc.support import (
     CHAIN_ID,
     DEAD,
@@ -125,6 +128,18 @@ KINDS: dict[str, dict[str, str]] = {
         "Signature": "optional signature",
         "limit": "limit",
     },
+    "commitSecrets": {
+        "sender": "address",
+        "nonce": "uint64",
+        "head": "bytes32",
+        "signature": "signature",
+    },
+    "revealSecret": {
+        "resourceNode": "address",
+        "height": "uint64",
+        "secret": "bytes32",
+        "signature": "signature",
+    },
 }
 KINDS.update({method: {"bogus": "unknown"} for method in NO_PARAMS})
 RESULT_METHODS = {"submitInferenceResult", "submitResponse", "submitVerification"}
@@ -135,6 +150,8 @@ TX_METHODS = {
     "stake",
     "unstake",
     "registerResourceNode",
+    "commitSecrets",
+    "revealSecret",
     *RESULT_METHODS,
 }
 # The params a queryPendingTasks signature covers: changing them breaks the signature.
@@ -188,6 +205,11 @@ BASE: dict[str, dict[str, Any]] = {
     ),
     # refreshed by base_params
     "queryPendingTasks": pending_tasks_params(NODE0, limit=5, chain_id=CHAIN_ID),
+    "commitSecrets": _signed(
+        CommitSecrets(NODE0.address, 0, crypto.dev_secrets_head(b"\x01" * 32))
+    ),
+    # node 0's secret of height 1 (its genesis chain, base 0)
+    "revealSecret": _signed(RevealSecret(NODE0.address, 1, dev_secret(NODE0.private_key, 1))),
 }
 BASE.update({method: {} for method in NO_PARAMS})
 DEV_BASE: dict[str, dict[str, Any]] = {
@@ -209,6 +231,9 @@ DEV_BASE: dict[str, dict[str, Any]] = {
         "submitter": NODE1.address,
         "valid": True,
     },
+    "commitSecrets": {"sender": DEV0.address, "head": "0x" + "11" * 32},
+    # accepted once dev account 0 is a node that committed its chain at height `height - 1`
+    "revealSecret": {"resourceNode": DEV0.address, "height": 2, "secret": "0x" + "22" * 32},
 }
 
 
@@ -295,9 +320,22 @@ async def test_signed_base_params_are_accepted(chain: LocalChain, method: str) -
     """The bases the table mutates are valid: an error below is caused by the mutation."""
     result = await chain.client.call(method, BASE[method])
     assert re.fullmatch(r"0x[0-9a-f]{64}", result["txHash"])
+    dev_base = DEV_BASE[method]
     if method == "unstake":
         await chain.client.call("stake", DEV_BASE["stake"])
-    result = await chain.client.call(method, DEV_BASE[method])
+    if method in ("commitSecrets", "revealSecret"):  # a resource node's own transactions
+        registered = await chain.client.call(
+            "registerResourceNode", DEV_BASE["registerResourceNode"]
+        )
+        await committed(chain, registered["txHash"])
+    if method == "revealSecret":  # dev account 0 commits a chain, then reveals its next secret
+        key = DEV0.private_key
+        tx_hash = await chain.client.commit_secrets(DEV0, crypto.dev_secrets_head(key))
+        base = (await committed(chain, tx_hash))["blockHeight"]
+        height = base + 1  # the height of the next block, which includes the reveal
+        secret = dev_secret(key, height, base)
+        dev_base = {**dev_base, "height": height, "secret": "0x" + secret.hex()}
+    result = await chain.client.call(method, dev_base)
     assert re.fullmatch(r"0x[0-9a-f]{64}", result["txHash"])
 
 

@@ -269,6 +269,13 @@ async def test_get_resource_nodes_lists_genesis_and_new_nodes(chain: LocalChain)
             "models": item["models"],
             "endpoint": item["endpoint"],
             "jailed": False,
+            # the genesis commitment of its chain of secrets (PROTOCOL 4.13), base 0
+            "secrets": {
+                "base": 0,
+                "head": item["secretsHead"],
+                "revealed": item["secretsHead"],
+                "revealedHeight": 0,
+            },
         }
         for item in chain.node.genesis.raw["resourceNodes"]
     }
@@ -285,6 +292,7 @@ async def test_get_resource_nodes_lists_genesis_and_new_nodes(chain: LocalChain)
         "models": "llama-3,*",
         "endpoint": "https://n.example/x",
         "jailed": False,
+        "secrets": None,
     }
     assert len(nodes) == 4
 

@@ -330,6 +330,9 @@ async def test_a_verdict_on_ones_own_result_in_dev_mode(chain: LocalChain) -> No
     client = chain.client
     await client.register_resource_node(DEV1, "*", "http://127.0.0.1:9312")
     await committed(chain, await client.stake(DEV1, MIN_NODE_STAKE))
+    # its chain of secrets, committed before the task (PROTOCOL 4.13)
+    head = crypto.dev_secrets_head(DEV1.private_key)
+    await committed(chain, await client.commit_secrets(DEV1, head))
     receipt = await client.submit_task(
         DEV0, prompts="own", target_count=2, model_options='{"model":"demo"}'
     )
