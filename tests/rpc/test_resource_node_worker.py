@@ -307,6 +307,7 @@ async def test_duplicate_answers_count_done_and_add_nothing(
 ) -> None:
     task = await open_task(manual)
     await submit_result(manual, OTHER, task, honest_output(task, OTHER.address))
+    mine(manual)  # the including block assigns OTHER's result to NODE and THIRD (PROTOCOL 4.5)
     held = HeldBackend()
     first = await started(
         make_node(manual.url, backend=held, state_dir=tmp_path / "first"), cleanups
@@ -318,14 +319,14 @@ async def test_duplicate_answers_count_done_and_add_nothing(
     report = await twin.run_once()
     assert (report.results, report.verdicts) == (1, 1)
     assert (twin.stats().results_accepted, twin.stats().verdicts_accepted) == (1, 1)
-    assert await mempool_size(manual) == 3
+    assert await mempool_size(manual) == 2
 
     held.release.set()
     await asyncio.wait_for(run, WAIT)
     stats = first.stats()
     assert (stats.done, stats.verified, stats.failed) == (1, 1, 0)
     assert (stats.results_duplicate, stats.verdicts_duplicate) == (1, 1)
-    assert await mempool_size(manual) == 3  # nothing new
+    assert await mempool_size(manual) == 2  # nothing new
     saved = saved_state(tmp_path / "first")["tasks"][task["taskHash"]]
     assert saved["result"] == "duplicate"
     assert saved["verdicts"][OTHER.address.lower()]["outcome"] == "duplicate"
@@ -338,13 +339,19 @@ async def test_duplicate_answers_count_done_and_add_nothing(
 async def test_closed_when_the_slots_fill_and_the_result_is_decided_first(
     manual: LocalChain, cleanups: list[ResourceNode], tmp_path: Path
 ) -> None:
+    # THIRD holds more than 2/3 of the stake of OTHER's assigned verifiers (NODE and THIRD,
+    # the only candidates: round 0 is the last round, decided by stake, PROTOCOL 4.6).
+    await manual.client.transfer(DEV0, THIRD.address, 3_000 * E18)
+    mine(manual)
+    await manual.client.stake(THIRD, 3_000 * E18)
     task = await open_task(manual, target_count=2)
     await submit_result(manual, OTHER, task, honest_output(task, OTHER.address))
+    mine(manual)
     held = HeldBackend()
     node = await started(make_node(manual.url, backend=held, state_dir=tmp_path), cleanups)
     run = asyncio.create_task(node.run_once())
     await held.wait_inside(2)
-    # Another node takes the last slot and decides OTHER's result (quorum 1) meanwhile.
+    # Another node takes the last slot and decides OTHER's result by its stake meanwhile.
     await submit_result(manual, THIRD, task, honest_output(task, THIRD.address))
     assert await manual.client.submit_verification(THIRD, task["taskHash"], OTHER.address, True)
 
@@ -356,7 +363,7 @@ async def test_closed_when_the_slots_fill_and_the_result_is_decided_first(
     saved = saved_state(tmp_path)["tasks"][task["taskHash"]]
     assert saved["result"] == "closed"
     assert saved["verdicts"][OTHER.address.lower()]["outcome"] == "closed"
-    assert await mempool_size(manual) == 3  # OTHER's and THIRD's results, THIRD's verdict
+    assert await mempool_size(manual) == 2  # THIRD's result and verdict
 
     mine(manual)
     assert set(await entries(manual, task)) == {OTHER.address, THIRD.address}
@@ -520,7 +527,17 @@ async def test_concurrency_is_bounded(manual: LocalChain, cleanups: list[Resourc
 
 
 async def test_verifies_with_the_submitters_seed(
-    manual: LocalChain, cleanups: list[ResourceNode]
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    # Rounds of three: every other node is assigned to each result. No forced errors, so the
+    # fourth node, registered by transaction, computes without secrets.
+    genesis = make_genesis(verification_quorum=3, canary_rate_bps=0)
+    async with local_chain(tmp_path / "ledger", genesis, run=False) as manual:
+        await _verifies_with_the_submitters_seed(manual, genesis.params, cleanups)
+
+
+async def _verifies_with_the_submitters_seed(
+    manual: LocalChain, params: Params, cleanups: list[ResourceNode]
 ) -> None:
     # A fourth resource node, so three results can be judged next to our own.
     await manual.client.register_resource_node(DEV1, "*", "")
@@ -530,8 +547,9 @@ async def test_verifies_with_the_submitters_seed(
     await submit_result(manual, THIRD, task, honest_output(task, THIRD.address) + " tampered")
     # computed with the verifier's seed, not the submitter's: not DEV1's honest result
     await submit_result(manual, DEV1, task, honest_output(task, NODE.address))
+    mine(manual)
 
-    node = await started(make_node(manual.url), cleanups)
+    node = await started(make_node(manual.url, params=params), cleanups)
     report = await node.run_once()
     assert (report.results, report.verdicts) == (1, 3)
     stats = node.stats()
@@ -554,6 +572,7 @@ async def test_lazy_verdicts_are_valid_without_computing(
 ) -> None:
     task = await open_task(manual, target_count=1)
     await submit_result(manual, OTHER, task, "garbage")
+    mine(manual)
     backend = RecordingBackend()
     node = await started(make_node(manual.url, backend=backend, faults=Faults(lazy=True)), cleanups)
     report = await node.run_once()
@@ -569,6 +588,7 @@ async def test_wrong_node_gives_wrong_results_and_honest_verdicts(
 ) -> None:
     task = await open_task(manual, target_count=2)
     await submit_result(manual, OTHER, task, honest_output(task, OTHER.address))
+    mine(manual)
     node = await started(make_node(manual.url, faults=Faults(wrong=1.0)), cleanups)
     await node.run_once()
     mine(manual)
@@ -604,17 +624,29 @@ async def test_three_honest_nodes_settle_a_task(
         for wallet in (NODE, OTHER, THIRD)
     ]
     assert (await first.run_once()).results == 1
+    mine(manual)  # the first result is assigned to the other two
     report = await second.run_once()
     assert (report.results, report.verdicts) == (1, 1)
-    report = await third.run_once()  # the slots are taken: it judges the second result
+    mine(manual)  # the second result is assigned to the first and the third
+    report = await third.run_once()  # the slots are taken: it judges both results
+    assert (report.results, report.verdicts) == (0, 2)
+    report = await first.run_once()
     assert (report.results, report.verdicts) == (0, 1)
+    mine(manual)
+    current = await manual.client.query_task(task["taskHash"])
+    assert [entry["status"] for entry in current["executionInfo"]] == [VERIFIED, VERIFIED]
+    assert current["status"] == "completed"  # decided, waiting for the submitters' secrets
+    for node in (first, second):
+        await node.run_once()
+        assert node.stats().reveals == 1
     mine(manual)
     current = await manual.client.query_task(task["taskHash"])
     assert current["status"] == "verified"
     assert current["response"] == honest_output(task, NODE.address)
-    assert [entry["status"] for entry in current["executionInfo"]] == [VERIFIED, VERIFIED]
+    assert [entry["forcedError"] for entry in current["executionInfo"]] == [False, False]
     assert first.stats().results_accepted == 1
-    assert second.stats().verdicts_accepted == 1 and third.stats().verdicts_accepted == 1
+    assert (first.stats().verdicts_accepted, second.stats().verdicts_accepted) == (1, 1)
+    assert third.stats().verdicts_accepted == 2
 
 
 async def test_wrong_results_are_rejected_by_honest_verdicts(
@@ -626,6 +658,7 @@ async def test_wrong_results_are_rejected_by_honest_verdicts(
         for wallet, faults in ((NODE, Faults(wrong=1.0)), (OTHER, Faults()), (THIRD, Faults()))
     ]
     await wrong.run_once()
+    mine(manual)
     await second.run_once()  # verifies (false); the slot is taken, so no result
     await third.run_once()
     assert second.stats().verdicts_accepted == 1 and third.stats().verdicts_accepted == 1
@@ -680,6 +713,7 @@ async def test_verify_entries_it_cannot_read_are_skipped_and_logged_once(
 ) -> None:
     task = await open_task(manual, target_count=3)
     await submit_result(manual, OTHER, task, honest_output(task, OTHER.address))
+    mine(manual)
     [listed] = await manual.client.query_pending_tasks(NODE)
     [good_entry] = listed["verify"]
     bad_entries = [
