@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import pytest
 from eth_hash.auto import keccak
 
+from chain.protocol import crypto
 from chain.protocol.types import SubmitInferenceResult, SubmitVerification
 from rpc.client import (
     InferchainClient,
@@ -87,7 +89,10 @@ QUERY_TASK_KEYS = {
 TASK_STATUSES = {"submitted", "processing", "completed", "verified", "failed"}
 SETTLEMENT_KEYS = {"height", "fee", "networkReward", "slashed", "payouts", "refund", "burned"}
 TX_KEYS = {"signer", "tx_type", "associated_task", "payload", "blockHeight", "status"}
-TX_TYPES = {"creation", "inference", "verification", "transfer", "stake", "unstake", "register"}
+TX_TYPES = {
+    "creation", "inference", "verification", "transfer", "stake", "unstake", "register",
+    "secrets", "reveal",
+}  # fmt: skip
 TX_STATUSES = {"pending", "committed", "late"}
 BLOCK_KEYS = {"height", "hash", "time", "proposer", "prevHash", "appHash", "txs", "lastCommit"}
 ACCOUNT_KEYS = {"address", "balance", "stake", "nonce", "jailed", "resourceNode"}
@@ -291,6 +296,64 @@ class Api:
         msg = SubmitVerification(bytes.fromhex(task_hash[2:]), wallet.address, submitter, valid)
         return presign(msg, await self.chain_id(), wallet.private_key)
 
+    async def assigned(self, task_hash: str, submitter: str) -> list[list[str]]:
+        """The rounds of verifiers assigned to `submitter`'s result (PROTOCOL 4.5), waiting
+        for the end of the block that includes it."""
+        deadline = time.monotonic() + 15
+        while True:
+            task = await self.client.query_task(task_hash)
+            entries = [e for e in task["executionInfo"] if e["resourceNode"] == submitter]
+            if entries and entries[0]["assignment"]["rounds"]:
+                return [list(members) for members in entries[0]["assignment"]["rounds"]]
+            assert time.monotonic() < deadline, f"no verifiers assigned to {submitter}: {task}"
+            await self.client.wait_for_block(await self.client.block_number() + 1, timeout=15)
+
+    async def verify_assigned(
+        self, task_hash: str, submitter: str, valid: bool, nodes: list[Wallet]
+    ) -> list[PresignedTx]:
+        """Signed verdicts of the current round's members that have not answered, each
+        accepted (true); skips the test when a member is no dev resource node of `nodes`."""
+        rounds = await self.assigned(task_hash, submitter)
+        task = await self.client.query_task(task_hash)
+        (entry,) = [e for e in task["executionInfo"] if e["resourceNode"] == submitter]
+        answered = {v["verifier"] for v in entry["verifications"]}
+        keys = {wallet.address: wallet for wallet in nodes}
+        sent = []
+        for verifier in rounds[-1]:
+            if verifier in answered:
+                continue
+            if verifier not in keys:
+                pytest.skip(f"the verifier {verifier} assigned here is no dev resource node")
+            tx = await self.verdict_tx(keys[verifier], task_hash, submitter, valid)
+            assert await self.result("submitVerification", tx.params) is True
+            sent.append(tx)
+        return sent
+
+    async def reveal_for(self, node: Wallet, task_hash: str) -> str | None:
+        """When queryPendingTasks tells `node` that its result in the task waits for its
+        secret (PROTOCOL 4.13), reveal the secret of the task's createdHeight (a dev node's
+        chain: crypto.dev_secrets_head of its key, else skip); the last reveal's txHash, or
+        None when nothing waits."""
+        params = await self.pending_params(node, limit=1000)
+        items = await self.result("queryPendingTasks", params)
+        if not any(i["taskHash"] == task_hash and i.get("reveal") for i in items):
+            return None
+        height = (await self.client.query_task(task_hash))["createdHeight"]
+        listed = [n for n in await self.client.get_resource_nodes() if n["address"] == node.address]
+        secrets = listed[0].get("secrets") if listed else None
+        head = crypto.dev_secrets_head(node.private_key)
+        if not secrets or secrets["head"] != "0x" + head.hex():
+            pytest.skip(f"{node.address} has no dev chain of secrets here")
+        seed, base = crypto.secrets_seed(node.private_key), secrets["base"]
+        last = secrets["revealedHeight"]
+        tx_hash = None
+        while last < height:  # at most MAX_REVEAL_STEPS heights per reveal
+            last = min(height, last + 4096)
+            secret = crypto.hash_steps(seed, crypto.SECRET_CHAIN_LENGTH - (last - base))
+            tx_hash = await self.client.reveal_secret(node, last, secret)
+            await self.committed(tx_hash)
+        return tx_hash
+
     async def pending_params(
         self, wallet: Wallet, timestamp: int | None = None, limit: int | None = None
     ) -> dict[str, Any]:
@@ -368,10 +431,10 @@ def check_settlement(settlement: Any) -> None:
         assert is_amount(settlement[key]), (key, settlement)
     for item in settlement["slashed"]:
         assert ADDRESS.match(item["address"]) and is_amount(item["amount"]), item
-        assert item["reason"] in ("result", "verdict"), item
+        assert item["reason"] in ("result", "verdict", "lazy"), item
     for item in settlement["payouts"]:
         assert ADDRESS.match(item["address"]) and is_amount(item["amount"]), item
-        assert item["role"] in ("compute", "verify"), item
+        assert item["role"] in ("compute", "verify", "canary"), item
     paid = sum(int(p["amount"]) for p in settlement["payouts"])
     slashed = sum(int(s["amount"]) for s in settlement["slashed"])
     incoming = int(settlement["fee"]) + int(settlement["networkReward"]) + slashed
