@@ -1,0 +1,252 @@
+"""The simulated participants: one agent per resource node, by behaviour, and the senders.
+
+An agent sees what `queryPendingTasks` tells its node (a `Job` per task: compute it, verify
+the results it is assigned to, reveal the secret its decided result waits for), built from
+`tasks.pending_work` on the simulated state or from the real chain's answer, and decides the
+messages it sends in the next block. The model is a pure function of (task, seed): any node
+recomputes any result exactly, as with the deterministic backend.
+
+Behaviours (PROTOCOL 4.5, 4.6, 4.13):
+- honest: computes, makes its forced errors, verifies by recomputing, reveals once decided;
+- wrong:P: as honest, but each answer it computes (its own result or a recomputation when it
+  verifies) is wrong with probability P;
+- lazy: computes honestly, votes valid without computing;
+- copying: submits the text of an earlier result of the task (computed with another seed);
+- silent: never answers;
+- sybil-pair: two addresses of one operator: one submits junk, the other votes valid on its
+  partner's results and honestly otherwise (both verify honestly otherwise);
+- whale: a large stake that lies (junk results, every verdict against the truth) and colludes
+  with a sender, whose single-slot tasks it answers first.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from chain.protocol import crypto, tasks, wire
+from chain.protocol.types import (
+    Message,
+    RevealSecret,
+    SubmitInferenceResult,
+    SubmitTask,
+    SubmitVerification,
+)
+
+ANSWER_TAG = b"inferchain/sim/answer/v1"
+WRONG_TAG = b"inferchain/sim/wrong/v1"
+KEY_TAG = b"inferchain/sim/key/v1"
+# A node computes one task per block, the first in its own order (queryPendingTasks sorts
+# each node's tasks differently), as a resource node works on one task at a time.
+COMPUTE_PER_BLOCK = 1
+
+
+def answer(task_hash: bytes, seed: int) -> str:
+    """The model's output for a task and a seed (PROTOCOL 4.4), as a bytes field."""
+    return wire.hex0x(crypto.keccak(ANSWER_TAG + task_hash + seed.to_bytes(8, "big")))
+
+
+def wrong_answer(task_hash: bytes, address: str, why: bytes) -> str:
+    """A deliberately wrong output: anything other than `answer`, told apart by `why`."""
+    return wire.hex0x(crypto.keccak(WRONG_TAG + why + task_hash + bytes.fromhex(address[2:])))
+
+
+def derived_key(seed: int, index: int) -> bytes:
+    """Account key `index` of the simulation with this seed (a valid secp256k1 key)."""
+    counter = 0
+    while True:
+        key = crypto.keccak(
+            KEY_TAG + seed.to_bytes(8, "big") + index.to_bytes(4, "big") + bytes([counter])
+        )
+        if 0 < int.from_bytes(key, "big") < crypto.SECP256K1_N:
+            return key
+        counter += 1
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One result a node is assigned to verify."""
+
+    submitter: str
+    result: str
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What one node may do in one open task, as queryPendingTasks says (PROTOCOL 5.1);
+    `results` are the task's results so far, (node, result) in rank order."""
+
+    task_hash: bytes
+    created_height: int
+    sender: str
+    compute: bool
+    verify: tuple[Check, ...]
+    reveal: bool
+    results: tuple[tuple[str, str], ...]
+
+
+def job_of_work(work: tasks.Work) -> Job:
+    task = work.task
+    assert task.created_height is not None
+    return Job(
+        task.task_hash,
+        task.created_height,
+        task.sender,
+        work.compute,
+        tuple(Check(e.resource_node, e.result, e.seed) for e in work.verify),
+        work.reveal,
+        tuple((e.resource_node, e.result) for e in task.execution_info),
+    )
+
+
+def job_of_json(item: dict[str, Any]) -> Job:
+    """A queryPendingTasks item of the real chain."""
+    entries = sorted(item["executionInfo"], key=lambda e: e["rank"])
+    return Job(
+        bytes.fromhex(item["taskHash"][2:]),
+        int(item["createdHeight"]),
+        item["sender"],
+        bool(item["compute"]),
+        tuple(Check(v["submitter"], v["result"], int(v["seed"])) for v in item["verify"]),
+        bool(item["reveal"]),
+        tuple((e["resourceNode"], e["result"]) for e in entries),
+    )
+
+
+class SecretChain:
+    """A node's hash chain of secrets (PROTOCOL 4.13), from its key, `length` heights long
+    from base 0: the secret of height h is keccak^(length - h)(secrets_seed(key))."""
+
+    def __init__(self, key: bytes, length: int) -> None:
+        value = crypto.secrets_seed(key, 0)
+        self.values = [value]
+        for _ in range(length):
+            value = crypto.keccak(value)
+            self.values.append(value)
+        self.length = length
+
+    @property
+    def head(self) -> bytes:
+        return self.values[-1]
+
+    def secret(self, height: int) -> bytes:
+        return self.values[self.length - height]
+
+
+class Agent:
+    """One resource node's decisions, by behaviour (see the module docstring)."""
+
+    def __init__(
+        self,
+        behaviour: str,
+        key: bytes,
+        secrets: SecretChain,
+        canary_rate_bps: int,
+        *,
+        p: float = 0.0,
+        partner: str | None = None,
+        rng_seed: int = 0,
+    ) -> None:
+        self.behaviour = behaviour
+        self.key = key
+        self.address = crypto.address_of_private_key(key)
+        self.secrets = secrets
+        self.canary_rate_bps = canary_rate_bps
+        self.p = p
+        self.partner = partner
+        self.rng = random.Random(f"{rng_seed}/{self.address}")
+        self.lies = 0  # junk results and verdicts against the truth sent (whales, sybils)
+
+    @property
+    def first(self) -> bool:
+        """Whether this agent's transactions go first in a block (the whale's collusion)."""
+        return self.behaviour == "whale"
+
+    def decide(self, jobs: list[Job]) -> list[Message]:
+        if self.behaviour == "silent":
+            return []
+        out: list[Message] = []
+        computed = 0
+        for job in jobs:
+            if job.compute and computed < COMPUTE_PER_BLOCK:
+                result = self.result(job)
+                if result is not None:
+                    out.append(SubmitInferenceResult(job.task_hash, self.address, result))
+                    computed += 1
+            for check in job.verify:
+                valid = self.verdict(job, check)
+                out.append(SubmitVerification(job.task_hash, self.address, check.submitter, valid))
+        reveal = [job.created_height for job in jobs if job.reveal]
+        if reveal:
+            height = max(reveal)
+            out.append(RevealSecret(self.address, height, self.secrets.secret(height)))
+        return out
+
+    def forced_error(self, job: Job) -> bool:
+        if not self.canary_rate_bps:
+            return False
+        secret = self.secrets.secret(job.created_height)
+        return crypto.is_forced_error(secret, job.task_hash, self.canary_rate_bps)
+
+    def result(self, job: Job) -> str | None:
+        """The result this node submits for `job`, or None to leave the task."""
+        behaviour = self.behaviour
+        if behaviour in ("whale", "sybil-junk"):
+            self.lies += 1
+            return wrong_answer(job.task_hash, self.address, b"junk")
+        if behaviour == "copying":
+            earlier = [result for node, result in job.results if node != self.address]
+            return earlier[0] if earlier else None
+        if self.forced_error(job):
+            return wrong_answer(job.task_hash, self.address, b"forced")
+        if behaviour == "wrong" and self.rng.random() < self.p:
+            return wrong_answer(job.task_hash, self.address, b"wrong")
+        return answer(job.task_hash, crypto.task_seed(job.task_hash, self.address))
+
+    def verdict(self, job: Job, check: Check) -> bool:
+        behaviour = self.behaviour
+        if behaviour == "lazy":
+            return True
+        if behaviour == "sybil-voter" and check.submitter == self.partner:
+            return True
+        if behaviour == "wrong" and self.rng.random() < self.p:
+            return False  # its recomputation came out wrong: it matches no result
+        truth = check.result == answer(job.task_hash, check.seed)
+        if behaviour == "whale":
+            self.lies += 1
+            return not truth
+        return truth
+
+
+class Sender:
+    """A task sender: `rate` tasks per block until `count` are sent, each with
+    `target_count` slots. A whale's colluding sender sends single-slot tasks."""
+
+    def __init__(self, key: bytes, count: int, rate: int, target_count: int, tag: str) -> None:
+        self.key = key
+        self.address = crypto.address_of_private_key(key)
+        self.remaining = count
+        self.rate = rate
+        self.target_count = target_count
+        self.tag = tag
+        self.nonce = 0
+
+    def decide(self) -> list[Message]:
+        out: list[Message] = []
+        for _ in range(min(self.rate, self.remaining)):
+            prompt = f"{self.tag} task {self.nonce}"
+            out.append(
+                SubmitTask(
+                    sender=self.address,
+                    nonce=self.nonce,
+                    schema="text",
+                    target_count=self.target_count,
+                    prompts=wire.hex0x(prompt.encode()),
+                    model_options="",
+                )
+            )
+            self.nonce += 1
+            self.remaining -= 1
+        return out
