@@ -30,7 +30,7 @@ def test_the_scenario_still_signs_the_same_transactions(document: dict[str, Any]
 def test_the_golden_chain_covers_every_path(document: dict[str, Any]) -> None:
     blocks = document["blocks"]
     types = {tx["type"] for block in blocks for tx in block["txs"]}
-    assert types == set(MESSAGE_TYPES)
+    assert types == set(MESSAGE_TYPES)  # CommitSecrets and RevealSecret included
     statuses = {status for block in blocks for status in block["statuses"]}
     assert statuses == {"committed", "late"}
     tasks = list(document["tasks"].values())
@@ -39,9 +39,27 @@ def test_the_golden_chain_covers_every_path(document: dict[str, Any]) -> None:
     assert {s for t in tasks for s in t["results"]} == {2, 3, 4}
     assert any(t["results"] == [] for t in tasks)
     assert any(t["results"] == [2, 2] for t in tasks)
-    assert {reason for t in tasks for _address, reason in t["slashed"]} == {"result", "verdict"}
+    # a dispute opened the last round (PROTOCOL 4.5), of a verified and of a rejected result
+    assert {(t["results"][0], t["rounds"][0]) for t in tasks if 2 in t["rounds"]} == {
+        (2, 2),
+        (3, 2),
+    }
+    # a revealed forced error, revealed honest results, and one result never revealed
+    assert {f for t in tasks for f in t["forcedErrors"]} == {True, False, None}
+    reasons = {reason for t in tasks for _address, reason in t["slashed"]}
+    assert reasons == {"result", "verdict", "lazy"}
+    assert {role for t in tasks for _address, role in t["payouts"]} == {
+        "compute",
+        "verify",
+        "canary",
+    }
+    (forced,) = [t for t in tasks if True in t["forcedErrors"]]
+    assert forced["status"] == "failed" and [r for _a, r in forced["slashed"]] == ["lazy"]
+    (unrevealed,) = [t for t in tasks if None in t["forcedErrors"]]
+    assert [(a, r) for a, r in unrevealed["slashed"]] == [(J, "result")]
+    assert unrevealed["payouts"] == []  # its verdicts are on no side (PROTOCOL 4.13)
     jailed = [J in block["jailed"] for block in blocks]
-    assert True in jailed and not jailed[-1]  # jailed by its slashes, released by a Stake
+    assert True in jailed and not jailed[-1]  # jailed by its slash, released by a Stake
 
 
 def test_another_block_time_changes_every_hash_from_there_on(document: dict[str, Any]) -> None:
