@@ -42,10 +42,17 @@ from chain.protocol.genesis import Params, dev_genesis, parse_genesis
 from resource_node.backends import BackendError, InferenceRequest, request_from_task
 from resource_node.backends.deterministic import DeterministicBackend
 from resource_node.backends.faults import WRONG_MARKER, Faults
+from resource_node.secrets import SecretChain
 from resource_node.state import state_path
 from resource_node.status import StatusServer
 from resource_node.untrusted import MAX_FIELD_LENGTH
-from resource_node.worker import CRASH_EXIT_CODE, ResourceNode, WorkerConfig
+from resource_node.worker import (
+    CRASH_EXIT_CODE,
+    ROLLOVER_MARGIN,
+    ResourceNode,
+    WorkerConfig,
+    forced_output,
+)
 from rpc.client import InferchainClient, Wallet
 from rpc.server import RpcServer
 from tests.helpers import LocalChain, local_chain, make_genesis
@@ -1036,3 +1043,327 @@ async def test_status_server_lifecycle() -> None:
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.get(status.url + "/health")
+
+
+# Assigned verifiers and forced errors (PROTOCOL 4.5, 4.13)
+
+
+@contextlib.asynccontextmanager
+async def forced_chain(
+    tmp_path: Path, **overrides: Any
+) -> AsyncIterator[tuple[LocalChain, Params]]:
+    """A manual dev chain where every result is a forced error (canaryRateBps 10000), and
+    tasks take results for 4 blocks (a rejected result leaves its slot open until then)."""
+    genesis = make_genesis(**{"canary_rate_bps": 10_000, "compute_deadline_blocks": 4, **overrides})
+    async with local_chain(tmp_path / "ledger", genesis, run=False) as chain:
+        yield chain, genesis.params
+
+
+async def stake_more(chain: LocalChain, wallet: Wallet, amount: int) -> None:
+    """`wallet` stakes `amount` more, paid by DEV0; committed."""
+    await chain.client.transfer(DEV0, wallet.address, amount)
+    mine(chain)
+    await chain.client.stake(wallet, amount)
+    mine(chain)
+
+
+def mine_past_compute_deadline(chain: LocalChain, params: Params, task: dict[str, Any]) -> None:
+    while chain.node.head.height < task["createdHeight"] + params.compute_deadline_blocks:
+        mine(chain)
+
+
+def slashes(task: dict[str, Any]) -> dict[str, list[str]]:
+    """address -> the reasons it was slashed for, in the task's settlement."""
+    out: dict[str, list[str]] = {}
+    for slash in task["settlement"]["slashed"]:
+        out.setdefault(slash["address"], []).append(slash["reason"])
+    return out
+
+
+def payouts(task: dict[str, Any], role: str) -> dict[str, int]:
+    return {
+        p["address"]: int(p["amount"]) for p in task["settlement"]["payouts"] if p["role"] == role
+    }
+
+
+async def test_a_node_verifies_only_the_results_it_is_assigned(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    # A fourth node: OTHER's result has three candidates, round 0 takes two (quorum 2).
+    await manual.client.register_resource_node(DEV1, "*", "")
+    await manual.client.stake(DEV1, MIN_NODE_STAKE)
+    task = await open_task(manual, target_count=1)
+    await submit_result(manual, OTHER, task, honest_output(task, OTHER.address))
+    mine(manual)
+    [entry] = (await entries(manual, task)).values()
+    [round0] = entry["assignment"]["rounds"]
+    [left_out] = {NODE.address, THIRD.address, DEV1.address} - set(round0)
+    wallets = {w.address: w for w in (NODE, THIRD, DEV1)}
+    nodes = {
+        a: await started(make_node(manual.url, wallet=w), cleanups) for a, w in wallets.items()
+    }
+    for address, node in nodes.items():
+        report = await node.run_once()
+        assert report.verdicts == (0 if address == left_out else 1), address
+    mine(manual)
+    current = await manual.client.query_task(task["taskHash"])
+    assert {v["verifier"] for v in current["verificationInfos"]} == set(round0)
+
+    # A byzantine validator lists the result to the node left out: the chain refuses it.
+    [listed] = [item for item in await manual.client.query_pending_tasks(wallets[left_out])] or [
+        {**task, "compute": False, "verify": []}
+    ]
+    forged = [{**listed, "verify": [{"submitter": OTHER.address, "result": entry["result"]}]}]
+    outsider = nodes[left_out]
+    report = await outsider.act_on(forged)
+    assert report.verdicts == 1
+    assert (outsider.stats().verdicts_accepted, outsider.stats().failed) == (0, 1)
+    assert "not assigned" in (outsider.last_error or "")
+    assert not outsider.submissions.has_verdict(task["taskHash"], OTHER.address)
+
+
+async def rejected_forced_error(
+    chain: LocalChain, params: Params, node: ResourceNode, cleanups: list[ResourceNode]
+) -> dict[str, Any]:
+    """`node` computes a task and its result is a forced error; OTHER and THIRD (honest)
+    reject it. The task, decided and waiting for `node`'s secret."""
+    task = await open_task(chain, target_count=1)
+    report = await node.run_once()
+    assert report.results == 1
+    assert (node.stats().forced_errors, node.info()["forcedErrors"]) == (1, 1)
+    mine(chain)
+    entry = (await entries(chain, task))[node.address]
+    assert entry["result"] == forced_output(honest_output(task, node.address))
+    for wallet in (OTHER, THIRD):
+        verifier = await started(make_node(chain.url, wallet=wallet, params=params), cleanups)
+        assert (await verifier.run_once()).verdicts == 1
+    mine(chain)
+    current = await chain.client.query_task(task["taskHash"])
+    [entry] = current["executionInfo"]
+    assert (entry["status"], entry["forcedError"], current["status"]) == (
+        REJECTED,
+        None,
+        "processing",  # its slot is open again, until the compute deadline
+    )
+    [listed] = await chain.client.query_pending_tasks(NODE)
+    assert listed["reveal"] is True
+    return task
+
+
+async def test_a_node_makes_its_forced_errors_and_reveals_them(
+    tmp_path: Path, cleanups: list[ResourceNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with forced_chain(tmp_path) as (chain, params):
+        node = await started(make_node(chain.url, params=params), cleanups)
+        with caplog.at_level(logging.INFO, logger="resource_node"):
+            task = await rejected_forced_error(chain, params, node, cleanups)
+            report = await node.run_once()
+        assert (report.results, report.verdicts) == (0, 0)
+        assert lines_with(caplog, task["taskHash"], "forced error")
+        assert lines_with(caplog, f"revealed the secret of height {task['createdHeight']}")
+        assert node.stats().reveals == 1 and node.info()["reveals"]["sent"] == 1
+        await node.run_once()  # the reveal is on its way to a block: not sent again
+        assert node.stats().reveals == 1
+        mine_past_compute_deadline(chain, params, task)
+        current = await chain.client.query_task(task["taskHash"])
+        [entry] = current["executionInfo"]
+        assert (current["status"], entry["forcedError"], current["response"]) == (
+            "failed",
+            True,
+            None,
+        )
+        assert NODE.address not in slashes(current)  # a revealed forced error costs no stake
+        assert set(payouts(current, "canary")) == {OTHER.address, THIRD.address}
+        [record] = [
+            n for n in await chain.client.get_resource_nodes() if n["address"] == NODE.address
+        ]
+        assert record["secrets"]["revealedHeight"] == task["createdHeight"]
+        assert (await node.run_once()).tasks == 0
+
+
+async def test_a_lazy_verifier_is_slashed_on_a_forced_error(
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    async with forced_chain(tmp_path) as (chain, params):
+        # THIRD holds more than 2/3 of the assigned stake: its verdict decides the last round.
+        await stake_more(chain, THIRD, 3_000 * E18)
+        node = await started(make_node(chain.url, params=params), cleanups)
+        task = await open_task(chain, target_count=1)
+        assert (await node.run_once()).results == 1 and node.stats().forced_errors == 1
+        mine(chain)
+        backend = RecordingBackend()
+        lazy = make_node(chain.url, wallet=OTHER, backend=backend, faults=Faults(lazy=True))
+        await started(lazy, cleanups)
+        assert (await lazy.run_once()).verdicts == 1 and backend.requests == []
+        mine(chain)  # the lazy verdict first: it is counted before the result is decided
+        honest = await started(make_node(chain.url, wallet=THIRD, params=params), cleanups)
+        assert (await honest.run_once()).verdicts == 1
+        mine(chain)
+        await node.run_once()
+        assert node.stats().reveals == 1
+        mine_past_compute_deadline(chain, params, task)
+        current = await chain.client.query_task(task["taskHash"])
+        assert current["executionInfo"][0]["forcedError"] is True
+        assert slashes(current) == {OTHER.address: ["lazy"]}
+        assert set(payouts(current, "canary")) == {THIRD.address}
+
+
+async def test_a_restarted_node_reveals_what_it_owes(
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    state = tmp_path / "state"
+    async with forced_chain(tmp_path) as (chain, params):
+        first = make_node(chain.url, params=params, state_dir=state)
+        await first.setup()
+        task = await rejected_forced_error(chain, params, first, cleanups)
+        await first.cleanup()  # stopped before it revealed
+        assert (
+            saved_state(state)["tasks"][task["taskHash"]]["createdHeight"] == task["createdHeight"]
+        )
+        second = await started(make_node(chain.url, params=params, state_dir=state), cleanups)
+        await second.run_once()
+        assert (second.stats().reveals, second.stats().secrets_commits) == (1, 0)
+        mine_past_compute_deadline(chain, params, task)
+        current = await chain.client.query_task(task["taskHash"])
+        assert current["executionInfo"][0]["forcedError"] is True
+        assert current["status"] == "failed" and NODE.address not in slashes(current)
+
+
+async def test_a_node_that_does_not_reveal_is_slashed_at_the_reveal_deadline(
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    async with forced_chain(
+        tmp_path, compute_deadline_blocks=2, verify_deadline_blocks=2, reveal_deadline_blocks=2
+    ) as (chain, params):
+        node = await started(
+            make_node(chain.url, params=params, faults=Faults(noreveal=True)), cleanups
+        )
+        task = await rejected_forced_error(chain, params, node, cleanups)
+        await node.run_once()
+        assert node.stats().reveals == 0
+        deadline = task["createdHeight"] + 6
+        while chain.node.head.height < deadline:
+            await node.run_once()
+            mine(chain)
+        current = await chain.client.query_task(task["taskHash"])
+        assert current["status"] == "failed"
+        assert current["executionInfo"][0]["forcedError"] is None
+        assert slashes(current) == {NODE.address: ["result"]}
+
+
+async def test_an_unrevealed_height_waits_for_the_nodes_undecided_results(
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    # Revealing the secret of a height tells every earlier one: a node reveals none above
+    # a result of its own still undecided.
+    async with forced_chain(tmp_path) as (chain, params):
+        node = await started(make_node(chain.url, params=params), cleanups)
+        first = await open_task(chain, prompts="first", target_count=1)
+        assert (await node.run_once()).results == 1
+        second = await open_task(chain, prompts="second", target_count=1)
+        assert (await node.run_once()).results == 1
+        mine(chain)
+        third = await started(make_node(chain.url, wallet=THIRD, params=params), cleanups)
+        other = await started(make_node(chain.url, wallet=OTHER, params=params), cleanups)
+        # The second result decided (both reject it), the first not: THIRD judges only the second.
+        await third.act_on(
+            [
+                t
+                for t in await chain.client.query_pending_tasks(THIRD)
+                if t["taskHash"] == second["taskHash"]
+            ]
+        )
+        await other.act_on(
+            [
+                t
+                for t in await chain.client.query_pending_tasks(OTHER)
+                if t["taskHash"] == second["taskHash"]
+            ]
+        )
+        mine(chain)
+        listing = await chain.client.query_pending_tasks(NODE)
+        assert [t["taskHash"] for t in listing if t["reveal"]] == [second["taskHash"]]
+        await node.run_once()
+        assert node.stats().reveals == 0  # the first result, created lower, is undecided
+        for verifier in (third, other):
+            await verifier.run_once()
+        mine(chain)
+        await node.run_once()
+        assert node.stats().reveals == 1
+        mine(chain)
+        for task in (first, second):
+            current = await chain.client.query_task(task["taskHash"])
+            assert current["executionInfo"][0]["forcedError"] is True, task["prompts"]
+
+
+async def test_a_node_registered_by_transaction_commits_its_secrets_then_computes(
+    manual: LocalChain, cleanups: list[ResourceNode], tmp_path: Path
+) -> None:
+    await manual.client.register_resource_node(DEV1, "*", "")
+    await manual.client.stake(DEV1, MIN_NODE_STAKE)
+    before = await open_task(manual, prompts="before the secrets")
+    state = tmp_path / "state"
+    node = await started(make_node(manual.url, wallet=DEV1, state_dir=state), cleanups)
+    assert node.stats().secrets_commits == 1 and node.info()["secrets"]["state"] == "committing"
+    epoch = saved_state(state, DEV1)["secretsEpoch"]
+    assert epoch is not None and epoch > 0
+    assert (await node.run_once()).results == 0  # not on chain yet: it computes nothing
+    mine(manual)
+    after = await open_task(manual, prompts="after the secrets")
+    report = await node.run_once()
+    assert report.results == 1
+    info = node.info()["secrets"]
+    assert (info["state"], info["epoch"]) == ("ready", epoch)
+    [record] = [n for n in await manual.client.get_resource_nodes() if n["address"] == DEV1.address]
+    head = SecretChain.derive(DEV1.private_key, epoch).head
+    assert record["secrets"]["head"] == "0x" + head.hex()
+    assert record["secrets"]["base"] > before["createdHeight"]
+    mine(manual)
+    assert DEV1.address in await entries(manual, after)
+    assert DEV1.address not in await entries(manual, before)  # its secrets came after it
+
+    # Restarted, it finds the epoch of its state file on chain and commits nothing.
+    await node.cleanup()
+    cleanups.remove(node)
+    again = await started(make_node(manual.url, wallet=DEV1, state_dir=state), cleanups)
+    assert again.stats().secrets_commits == 0 and again.info()["secrets"]["epoch"] == epoch
+
+
+async def test_a_chain_of_secrets_that_runs_out_is_followed_by_the_next_epoch(
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    genesis = make_genesis(
+        compute_deadline_blocks=2, verify_deadline_blocks=2, reveal_deadline_blocks=2
+    )
+    margin = 2 + 2 + 2 + ROLLOVER_MARGIN
+    async with local_chain(tmp_path / "ledger", genesis, run=False) as chain:
+        await chain.client.register_resource_node(DEV1, "*", "")
+        await chain.client.stake(DEV1, MIN_NODE_STAKE)
+        mine(chain)
+        node = make_node(
+            chain.url, wallet=DEV1, params=genesis.params, secret_chain_length=margin + 3
+        )
+        await started(node, cleanups)
+        mine(chain)
+        await node.run_once()
+        first_epoch, base = node.info()["secrets"]["epoch"], node.info()["secrets"]["base"]
+        assert node.info()["secrets"]["state"] == "ready" and first_epoch > 0
+        early = await open_task(chain, prompts="early")  # within the chain's reach
+        assert early["createdHeight"] - base <= 3
+        assert (await node.run_once()).results == 1
+        mine(chain, 3)
+        late = await open_task(chain, prompts="late")  # too close to the chain's end
+        assert late["createdHeight"] - base > 3
+        report = await node.run_once()
+        assert report.results == 0 and node.info()["secrets"]["state"] in ("rollover", "committing")
+        while node.info()["secrets"]["state"] != "ready":  # waits for `early` to settle
+            await node.run_once()
+            mine(chain)
+            assert chain.node.head.height < early["createdHeight"] + 20
+        assert node.info()["secrets"]["epoch"] > first_epoch
+        assert node.stats().secrets_commits == 2
+        fresh = await open_task(chain, prompts="fresh")
+        assert (await node.run_once()).results == 1
+        mine(chain)
+        assert DEV1.address in await entries(chain, fresh)
+        assert DEV1.address not in await entries(chain, late)
