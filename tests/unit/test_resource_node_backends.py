@@ -451,6 +451,8 @@ def test_openai_options() -> None:
         (["lazy", "silent"], Faults(lazy=True, silent=True)),
         (["slow:2.0,crash:5"], Faults(slow=2.0, crash_after=5)),
         (["wrong:0.25, lazy", "slow:0.5"], Faults(wrong=0.25, lazy=True, slow=0.5)),
+        (["noreveal", "copy"], Faults(noreveal=True, copy=True)),
+        (["copy,wrong:0.5"], Faults(wrong=0.5, copy=True)),
     ],
 )
 def test_fault_specs(specs: list[str], faults: Faults) -> None:
@@ -474,6 +476,9 @@ def test_fault_specs(specs: list[str], faults: Faults) -> None:
         "crash:0",
         "crash:1.5",
         "lazy,lazy",
+        "noreveal:1",
+        "copy:x",
+        "copy,copy",
     ],
 )
 def test_bad_fault_specs(spec: str) -> None:

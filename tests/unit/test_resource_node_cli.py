@@ -4,6 +4,7 @@ lines, status server, clean stop on SIGTERM, the crash fault's exit status)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from chain.protocol.genesis import Params, dev_genesis, parse_genesis
 from resource_node.__main__ import build_setup, main, parse_args
 from resource_node.backends.deterministic import DeterministicBackend
 from resource_node.backends.faults import Faults
@@ -86,6 +88,7 @@ def test_options_reach_the_node(tmp_path: Path) -> None:
         (["--dev-index", "0", "--backend", "openai"], "base_url"),
         (["--dev-index", "-1"], "--dev-index"),
         (["--key", "/nonexistent/key"], "--key"),
+        (["--dev-index", "0", "--genesis", "/nonexistent/genesis.json"], "--genesis"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(
@@ -215,3 +218,27 @@ async def test_sigterm_at_the_ready_line_stops_cleanly(
         )
         node.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(node.proc.wait(), START_TIMEOUT) == 0
+
+
+def test_the_genesis_gives_the_params(tmp_path: Path) -> None:
+    genesis = dev_genesis(params=Params(canary_rate_bps=0, reveal_deadline_blocks=7))
+    path = tmp_path / "genesis.json"
+    path.write_text(json.dumps(genesis))
+    args = ["--rpc", "http://127.0.0.1:1", "--dev-index", "0"]
+    setup = build_setup(parse_args([*args, "--genesis", str(path)]))
+    assert (setup.config.params.canary_rate_bps, setup.config.params.reveal_deadline_blocks) == (
+        0,
+        7,
+    )
+    assert setup.config.genesis_hash == "0x" + parse_genesis(genesis).hash.hex()
+    default = build_setup(parse_args(args))  # without it: the protocol's defaults
+    assert (default.config.params, default.config.genesis_hash) == (Params(), None)
+
+
+def test_a_genesis_that_is_not_one_exits_2(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "genesis.json"
+    path.write_text('{"chainId": "x"}')
+    assert main(["--rpc", "http://127.0.0.1:1", "--dev-index", "0", "--genesis", str(path)]) == 2
+    assert "--genesis" in caplog.text
