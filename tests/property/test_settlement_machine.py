@@ -36,7 +36,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from chain.protocol import crypto, tasks, wire
 from chain.protocol.blocks import apply_genesis, apply_tx, execute_block
@@ -56,6 +56,7 @@ from chain.protocol.state import (
     OPEN_TASK,
     State,
     decode_account,
+    get_account,
     get_node,
     get_supply,
     get_task,
@@ -628,7 +629,8 @@ class Reference:
 
     # end of block (4.5, 4.6, 4.7, 4.9)
 
-    def end_block(self, height: int, block_hash: bytes) -> None:
+    def assign(self, block_hash: bytes) -> None:
+        """End of block: round 0 of each result the block included, ordered by its hash."""
         for result in self.to_assign:
             task = next(t for t in self.tasks.values() if result in t.results)
             if task.status in FINAL:
@@ -636,6 +638,10 @@ class Reference:
             result.assignment_seed = block_hash
             self.next_round(task, result)
         self.to_assign = []
+
+    def end_block(self, height: int, block_hash: bytes) -> None:
+        """The block's results assigned (4.5), the deadlines due (4.6, 4.7), the reward (4.9)."""
+        self.assign(block_hash)
         for task in self.tasks.values():  # in creation order, as the deadlines came due
             due = [self.compute_deadline(task), self.verify_deadline(task)]
             if self.canary_rate:
@@ -1173,6 +1179,26 @@ class SettlementMachine(RuleBasedStateMachine):
             self.compare()
 
     # --- comparisons ------------------------------------------------------------------------
+
+    @invariant()
+    def pending_agrees(self) -> None:
+        """After every step: the next block's pending state holds the model's balances,
+        stakes and nonces, and the supply invariant (4.10) holds over it."""
+        if not hasattr(self, "chain"):
+            return
+        pending = self.chain.pending
+        total = 0
+        for address, acct in self.model.accounts.items():
+            real = get_account(pending, address)
+            assert (real.balance, real.stake, real.nonce) == (acct.balance, acct.stake, acct.nonce)
+            total += real.balance + real.stake
+        for task_hash in self.model.tasks:
+            task = get_task(pending, task_hash)
+            assert task is not None
+            total += 0 if task.status in FINAL else task.fee
+        genesis_supply, minted, burned = get_supply(pending)
+        assert total == genesis_supply + minted - burned
+        assert (minted, burned) == (self.model.minted, self.model.burned)
 
     def compare(self) -> None:
         store = self.chain.store
