@@ -407,7 +407,7 @@ class Ledger:
         """The votes this validator signed at `height`, by round and type."""
         out = []
         for key, raw in self.store.iterate(OWN_VOTE + h8(height)):
-            if key[-1] != OWN_PROPOSAL_TYPE:
+            if key[-1] not in (OWN_PROPOSAL_TYPE, OWN_LOCKED_TYPE):
                 out.append(vote_from_json(orjson.loads(raw)))
         return out
 
@@ -435,6 +435,20 @@ class Ledger:
         value = block_hash_ + (b"" if record is None else orjson.dumps(record))
         self.store.write({_own_key(height, round_, OWN_PROPOSAL_TYPE): value})
 
+    def save_locked_block(self, height: int, round_: int, record: Any) -> None:
+        """Keep the block this validator is about to precommit in (height, round), with its
+        transactions (`gossip.committed_to_wire`, no commit yet): a validator locked on a block
+        must still hold it after a restart, to propose it again (PROTOCOL 6.7)."""
+        self.store.write({_own_key(height, round_, OWN_LOCKED_TYPE): orjson.dumps(record)})
+
+    def locked_blocks(self, height: int) -> list[Any]:
+        """The blocks kept by `save_locked_block` at `height`, by round."""
+        return [
+            orjson.loads(raw)
+            for key, raw in self.store.iterate(OWN_VOTE + h8(height))
+            if key[-1] == OWN_LOCKED_TYPE
+        ]
+
     def own_rounds(self, height: int) -> list[int]:
         """The rounds of `height` in which this validator signed anything."""
         keys = self.store.iterate(OWN_VOTE + h8(height))
@@ -447,6 +461,7 @@ class Ledger:
 
 
 OWN_PROPOSAL_TYPE = crypto.VOTE_TYPES["proposal"]
+OWN_LOCKED_TYPE = 0xFF  # the block precommitted in a round (no vote type has this number)
 
 
 def other_genesis(stored: bytes, genesis: Genesis) -> StorageError:

@@ -276,6 +276,9 @@ class Consensus:
         for vote in self.node.ledger.own_votes(height):
             self._votes[_vote_key(vote)] = vote
             self._own.by_round.setdefault(vote.round, []).append(gossip.vote_to_wire(vote))
+        for record in self.node.ledger.locked_blocks(height):
+            kept = gossip.committed_from_wire(record, self.node.genesis.chain_id)
+            self._candidates.setdefault(kept.hash, Candidate(kept.block, kept.hash, kept.txs))
         proposed = self.node.priv.proposal_on_record(height, round_)
         if proposed is not None:
             candidate = Candidate(proposed.block, proposed.proposal.value, proposed.txs)
@@ -344,12 +347,26 @@ class Consensus:
             )
             obj = gossip.proposal_to_wire(signed)
         else:
+            if message.type == "precommit" and message.block_hash:
+                self._keep_locked(message)
             vote = self.node.priv.sign_vote(message)
             self._votes[_vote_key(vote)] = vote
             obj = gossip.vote_to_wire(vote)
         if message.height == self._own.height:
             self._own.by_round.setdefault(message.round, []).append(obj)
         network.broadcast(obj)
+
+    def _keep_locked(self, message: VoteMsg) -> None:
+        """Before a precommit for a block: the block on disk, unless it is this validator's own
+        proposal of that round (kept with the proposal)."""
+        candidate = self._candidates.get(message.block_hash)
+        ledger = self.node.ledger
+        if candidate is None or ledger.own_proposal(message.height, message.round) is not None:
+            return
+        record = gossip.committed_to_wire(
+            gossip.CommittedBlock(candidate.block, candidate.hash, (), candidate.txs)
+        )
+        ledger.save_locked_block(message.height, message.round, record)
 
     def _resend_own(self) -> None:
         network = self.node.network

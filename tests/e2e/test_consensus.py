@@ -132,8 +132,9 @@ async def test_a_restarted_validator_never_signs_a_conflicting_vote(
         ledger = Ledger.open(network.data_dir(k), network.genesis)
         heads[k] = ledger.head.height
         ledger.close()
-    # what validator 3 signed before the crash, at the height the network decides next:
-    # a prevote and a precommit in round 0 for a block nobody else has
+    # what validator 3 signed before the crash, at the height the network decides next: a
+    # prevote and a precommit for a block nobody else has, in the first round of that height
+    # it had signed nothing in (it may have prevoted in round 0 already before the kill)
     height = max(heads.values()) + 1
     other_block = b"\xee" * 32
     ledger = Ledger.open(network.data_dir(3), network.genesis)
@@ -142,25 +143,28 @@ async def test_a_restarted_validator_never_signs_a_conflicting_vote(
             dev_validator_key(network.genesis, 3), network.genesis.chain_id, ledger
         )
         address = priv.key.address
+        rounds = ledger.own_rounds(height)
+        round_ = rounds[-1] + 1 if rounds else 0
         for vote_type in ("prevote", "precommit"):
-            priv.sign_vote(VoteMsg(height, 0, vote_type, other_block, address))
+            priv.sign_vote(VoteMsg(height, round_, vote_type, other_block, address))
+        votes_signed = len(ledger.own_votes(height))
     finally:
         ledger.close()
 
     network.start_all()
     await network.wait_heights([0, 1, 2, 3], height + 2, timeout=60)
-    # no validator holds a round-0 precommit of validator 3 at that height for another block
+    # no validator holds a precommit of validator 3 in that round for another block
     for client in network.clients:
         for block in (await client.get_block(height), await client.get_block(height + 1)):
             votes = block["commit"] if block["height"] == height else block["lastCommit"]
             for vote in votes:
-                if vote["validator"] == address and vote["round"] == 0:
+                if vote["validator"] == address and vote["round"] == round_:
                     assert vote["blockHash"] == "0x" + other_block.hex(), vote
     await network.assert_same_chain([0, 1, 2, 3], height + 2)
     # it resumed in the round it had signed in, with its votes counted as already sent, so
     # it was never even asked to sign again there
     log = network.log(3)
-    assert f"resuming height {height} at round 0 with 2 votes" in log
+    assert f"resuming height {height} at round {round_} with {votes_signed} votes" in log
     assert "refusing to sign" not in log
 
 
