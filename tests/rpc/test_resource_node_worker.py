@@ -1367,3 +1367,31 @@ async def test_a_chain_of_secrets_that_runs_out_is_followed_by_the_next_epoch(
         mine(chain)
         assert DEV1.address in await entries(chain, fresh)
         assert DEV1.address not in await entries(chain, late)
+
+
+async def test_copy_fault_submits_a_listed_result_as_its_own(
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    genesis = make_genesis(canary_rate_bps=0)
+    async with local_chain(tmp_path / "ledger", genesis, run=False) as chain:
+        copied = await open_task(chain, prompts="copied", target_count=2)
+        alone = await open_task(chain, prompts="alone", target_count=2)
+        await submit_result(chain, OTHER, copied, honest_output(copied, OTHER.address))
+        mine(chain)
+        backend = RecordingBackend()
+        node = make_node(
+            chain.url, backend=backend, faults=Faults(copy=True), params=genesis.params
+        )
+        await started(node, cleanups)
+        report = await node.run_once()
+        assert (report.results, report.verdicts) == (2, 1)
+        mine(chain)
+        assert (await entries(chain, copied))[NODE.address]["result"] == honest_output(
+            copied, OTHER.address
+        )
+        # nothing to copy in the other task: computed, and OTHER's result verified honestly
+        assert (await entries(chain, alone))[NODE.address]["result"] == honest_output(
+            alone, NODE.address
+        )
+        assert len(backend.requests) == 2  # the verdict and the task with nothing to copy
+        assert await verdicts_by(chain, copied, NODE.address) == {OTHER.address: True}
