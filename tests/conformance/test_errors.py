@@ -423,7 +423,7 @@ async def test_duplicate_result_and_verdict(api: Api, sender: Wallet, nodes: lis
     verdict = await api.verdict_tx(second, task.task_hash, first.address, True)
     assert await api.client.send_presigned(verdict) is True
     await api.committed(verdict.tx_hash)
-    # The result is decided by now; a second verdict of the same node is still a duplicate.
+    # A second verdict of the same node on the same result is a duplicate, even a flipped one.
     other = await api.verdict_tx(second, task.task_hash, first.address, False)
     for tx in (verdict, other):
         await api.error("submitVerification", tx.params, -32006, watch=(second.address,))
