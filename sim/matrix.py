@@ -73,11 +73,13 @@ class CellResult:
     share: float
     net_per_task: dict[str, float]  # behaviour label -> mean net per node per task
     seconds: float
+    population: Population
 
     def to_json(self) -> dict[str, Any]:
         return {
             "behaviour": self.behaviour,
             "share": self.share,
+            "population": self.population.to_json(),
             "netPerTask": self.net_per_task,
             "seconds": round(self.seconds, 3),
         }
@@ -87,7 +89,9 @@ def run_cell(cell: Cell) -> CellResult:
     started = time.perf_counter()
     outcome = simulate(cell.population)
     net = {row.behaviour.split(":")[0]: row.net_per_task for row in behaviour_rows(outcome)}
-    return CellResult(cell.behaviour, cell.share, net, time.perf_counter() - started)
+    return CellResult(
+        cell.behaviour, cell.share, net, time.perf_counter() - started, cell.population
+    )
 
 
 def run_matrix(
@@ -130,7 +134,8 @@ def matrix_figure(results: Sequence[CellResult], out: Path, name: str = "sim-mat
         honest = baseline.net_per_task["honest"] / 10**15
         for axis in (left, right):
             axis.axhline(honest, color="tab:green", ls="--", lw=1, label="all honest")
-    left.set_yscale("symlog", linthresh=1)
+    for axis in (left, right):
+        axis.set_yscale("symlog", linthresh=1)
     left.set_title("the bad behaviour's nodes")
     right.set_title("the honest nodes beside them")
     for axis in (left, right):
