@@ -634,6 +634,8 @@ class ResourceNode:
         if task.compute and not self.submissions.has_result(task_hash) and self._may_compute(task):
             key: WorkKey = ("result", task_hash)
             if self._may_start(key):
+                if task.created_height is not None:  # a reveal from now on stays below it
+                    self._computing[task_hash] = task.created_height
                 jobs.append(self._start(key, partial(self._compute, key, task)))
                 results = 1
         for entry in task.verify:
@@ -770,13 +772,10 @@ class ResourceNode:
         return "accepted" if accepted else "closed"
 
     async def _compute(self, key: WorkKey, task: PendingTask) -> None:
-        task_hash = task.task_hash
-        if task.created_height is not None:
-            self._computing[task_hash] = task.created_height
         try:
             await self._compute_and_send(key, task)
         finally:
-            self._computing.pop(task_hash, None)
+            self._computing.pop(task.task_hash, None)
 
     async def _compute_and_send(self, key: WorkKey, task: PendingTask) -> None:
         task_hash = task.task_hash

@@ -119,6 +119,7 @@ ENTRIES = st.one_of(
     JSON_VALUES,
 )
 ENTRIES_LISTS = st.one_of(st.lists(ENTRIES, max_size=3), JSON_VALUES)
+HEIGHTS = st.one_of(st.integers(-2, 4), JSON_VALUES)  # the chain is at height 2
 TASKS = st.fixed_dictionaries(
     {},
     optional={
@@ -130,6 +131,8 @@ TASKS = st.fixed_dictionaries(
         "seed": st.one_of(JSON_VALUES, st.integers(min_value=0).map(str)),
         "compute": st.one_of(st.booleans(), JSON_VALUES),
         "verify": ENTRIES_LISTS,
+        "createdHeight": HEIGHTS,
+        "reveal": st.one_of(st.booleans(), JSON_VALUES),
     },
 )
 ITEMS = st.one_of(TASKS, JSON_VALUES)
@@ -211,6 +214,7 @@ class Outcome:
     result: str | None
     verdict: str | None
     unreadable: int
+    reveals: int
 
 
 async def _act_twice(url: str, listing: list[Any], good_hash: str) -> Outcome:
@@ -224,6 +228,7 @@ async def _act_twice(url: str, listing: list[Any], good_hash: str) -> Outcome:
             node.submissions.result_outcome(good_hash),
             None if verdict is None else verdict.outcome,
             node.stats().unreadable,
+            node.stats().reveals,
         )
 
 
@@ -238,7 +243,8 @@ def check_listing(target: Target, data: st.DataObject) -> None:
     for n in range(data.draw(st.integers(0, 2), label="mutated")):
         # the good task under another hash, one member changed: often still readable
         member = data.draw(st.sampled_from(sorted(target.good)), label="member")
-        value = data.draw(ENTRIES_LISTS if member == "verify" else FIELD_VALUES, label="value")
+        strategy = {"verify": ENTRIES_LISTS, "reveal": st.booleans(), "createdHeight": HEIGHTS}
+        value = data.draw(strategy.get(member, FIELD_VALUES), label="value")
         task_hash = "0x" + "6d" * 31 + f"{n:02x}"
         junk.append({**target.good, "taskHash": task_hash, member: value})
     listing = list(junk)
@@ -259,6 +265,8 @@ def check_listing(target: Target, data: st.DataObject) -> None:
     named = [m.split()[1] for m in skip_lines if m.split()[1].startswith("0x")]
     assert len(named) == len(set(named)), skip_lines  # one line per task
     assert outcome.second.results == outcome.second.verdicts == 0  # nothing runs again
+    # listed reveals never reveal a height at or above the node's own undecided result (1)
+    assert outcome.reveals == 0, messages
     assert outcome.second.skipped == outcome.first.skipped
     assert all(len(m) < 2_000 for m in messages)  # descriptions, never the values
     event(f"tasks skipped: {min(len(skip_lines), 3)}")
