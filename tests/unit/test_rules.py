@@ -82,12 +82,11 @@ TRANSFER_FEE = PARAMS.transfer_fee  # PROTOCOL 2: the default, 1e12
 
 
 def dev_secrets_head(key: bytes) -> bytes:
-    """A dev node's head (PROTOCOL 4.13), by hand: keccak^65536 of
-    keccak("inferchain/secrets/v1" || key || epoch 0 as 8 bytes)."""
-    value = Keccak.new(digest_bits=256, data=b"inferchain/secrets/v1" + key + bytes(8)).digest()
-    for _ in range(65536):
-        value = Keccak.new(digest_bits=256, data=value).digest()
-    return value
+    """A dev node's head (PROTOCOL 4.13): keccak^65536 of the seed
+    keccak("inferchain/secrets/v1" || key || epoch 0 as 8 bytes), the seed by hand (the long
+    chain by crypto.hash_steps, itself checked against pycryptodome in test_assignment.py)."""
+    seed = Keccak.new(digest_bits=256, data=b"inferchain/secrets/v1" + key + bytes(8)).digest()
+    return crypto.hash_steps(seed, 65536)
 
 
 NODE0_HEAD = dev_secrets_head(crypto.dev_private_key(DEV_MNEMONIC, 200))
