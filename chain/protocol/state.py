@@ -248,20 +248,27 @@ def put_awaiting(state: State, address: str, task_hashes: list[bytes]) -> None:
 
 
 def get_to_assign(state: Reader) -> list[tuple[bytes, str]]:
-    """(taskHash, submitter) of each result included in the block being executed."""
-    obj = _load(state.get(ASSIGN))
-    return [] if obj is None else [(bytes.fromhex(t[2:]), a) for t, a in obj["results"]]
+    """(taskHash, submitter) of each result included in the block being executed, in order."""
+    count = _due_count(state, ASSIGN)
+    out = []
+    for i in range(count):
+        raw = state.get(ASSIGN + b"/" + i.to_bytes(4, "big"))
+        assert raw is not None
+        out.append((raw[:32], raw[32:].decode()))
+    return out
 
 
 def add_to_assign(state: State, task_hash: bytes, submitter: str) -> None:
-    obj = _load(state.get(ASSIGN)) or {"results": []}
-    obj["results"].append(["0x" + task_hash.hex(), submitter])
-    state.put(ASSIGN, _dump(obj))
+    """Append a result to the block's list (one key per result: adding is O(1))."""
+    count = _due_count(state, ASSIGN)
+    state.put(ASSIGN + b"/" + count.to_bytes(4, "big"), task_hash + submitter.encode())
+    state.put(ASSIGN, (count + 1).to_bytes(4, "big"))
 
 
 def clear_to_assign(state: State) -> None:
-    if state.get(ASSIGN) is not None:
-        state.delete(ASSIGN)
+    for i in range(_due_count(state, ASSIGN)):
+        state.delete(ASSIGN + b"/" + i.to_bytes(4, "big"))
+    state.delete(ASSIGN)
 
 
 def validator_key(address: str) -> bytes:
