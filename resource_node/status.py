@@ -1,7 +1,10 @@
 """The resource node's own small HTTP status server (aiohttp), on loopback.
 
 - `GET /info`: what the node is and does: `{address, models, backend, faults, inFlight, done,
-  failed, verified, postprocessErrors, validator}` and some more counters (`ResourceNode.info`).
+  failed, verified, postprocessErrors, validator}` and some more counters (`ResourceNode.info`),
+  among them `forcedErrors` (results made deliberately wrong, PROTOCOL 4.13), `reveals: {sent,
+  refused}` and `secrets: {state, canaryRateBps, epoch, base, length, revealedHeight,
+  commits}`.
 - `GET /health`: `{"status": "ok"}` while the process serves.
 
 Lifecycle as every service here: `setup()` binds the port (0 picks a free one, see `url`),

@@ -693,7 +693,7 @@ class ResourceNode:
         if len(self._cooldown) >= MAX_COOLDOWNS:  # forget work whose cooldown has passed
             self._cooldown = {k: v for k, v in self._cooldown.items() if v[1] > now}
         self._cooldown[key] = (failures, now + delay)
-        self.last_error = f"{key[0]} for task {key[-1]}: {reason}"
+        self.last_error = f"{key[0]} for task {key[1] if len(key) > 1 else '-'}: {reason}"
 
     def _succeed(self, key: WorkKey) -> None:
         self._cooldown.pop(key, None)
@@ -907,6 +907,8 @@ class ResourceNode:
         """PROTOCOL 4.13: whether this node's result in the task must be deliberately wrong."""
         chain, height = self._secrets, task.created_height
         if self._secrets_state == SECRETS_OFF or chain is None or height is None:
+            return False
+        if not chain.reaches(height, self._base):  # another chain since: the task refuses it
             return False
         secret = chain.secret(height, self._base)
         task_hash = bytes.fromhex(task.task_hash[2:])
