@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from chain.protocol import state
+from chain.protocol import crypto, state
 from chain.protocol.types import Account, ResultStatus
 from sim import cli, matrix, report
 from sim.engine import Outcome, Simulation, SupplyError, simulate
@@ -215,3 +215,13 @@ def test_the_command_writes_the_table_the_figures_and_their_json(tmp_path: Path)
     for name in ("earnings.svg", "earnings.png", "earnings.json"):
         assert (out / name).stat().st_size > 0
     assert cli.main(["simulate", "--nodes", "2*greedy", "--out", str(out)]) == 2
+
+
+def test_each_agent_commits_the_chain_of_secrets_it_reveals_from() -> None:
+    sim = Simulation(MIXED, secret_chain_length=64)
+    heads = {n.address: n.secrets_head for n in sim.genesis.resource_nodes}
+    for agent in sim.agents:
+        assert heads[agent.address] == agent.secrets.head
+        assert crypto.hash_steps(crypto.secrets_seed(agent.key, 0), 64) == agent.secrets.head
+        for height in (1, 17, 64):
+            assert crypto.hash_steps(agent.secrets.secret(height), height) == agent.secrets.head
