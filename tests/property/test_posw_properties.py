@@ -533,6 +533,12 @@ class SupplyMachine(PoswMachine):
 # --- the literal property 1 ---------------------------------------------------------------------
 
 
+def first_result(chain: MemChain, task_hash: bytes) -> ExecutionInfo:
+    task = get_task(chain.pending, task_hash)
+    assert task is not None
+    return task.execution_info[0]
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="PROTOCOL 4.6: a round before the last decides by its own members alone, so a later "
@@ -569,14 +575,16 @@ def test_honest_stake_of_all_assigned_verifiers_decides() -> None:
         assert task is not None
         if honest in task.execution_info[0].rounds[0]:
             break
+    else:
+        pytest.fail("no block hash of 100 put the honest node in round 0")
     [byzantine] = set(task.execution_info[0].rounds[0]) - {honest}
     signed(SubmitVerification(task_hash, honest, submitter, False))
     signed(SubmitVerification(task_hash, byzantine, submitter, True))  # a dispute: round 1
-    entry = get_task(chain.pending, task_hash).execution_info[0]  # type: ignore[union-attr]
+    entry = first_result(chain, task_hash)
     assert len(entry.rounds) == 2 and honest not in entry.rounds[1]
     for verifier in entry.rounds[1]:
         signed(SubmitVerification(task_hash, verifier, submitter, True))
-    entry = get_task(chain.pending, task_hash).execution_info[0]  # type: ignore[union-attr]
+    entry = first_result(chain, task_hash)
     at = stakes(chain.pending, list(entry.assigned()))
     assert 3 * at[honest] > 2 * sum(at.values())
     assert entry.status == ResultStatus.REJECTED
