@@ -45,6 +45,7 @@ from chain.protocol.types import (
     Account,
     Message,
     RegisterResourceNode,
+    RevealSecret,
     Settlement,
     SignedTx,
     Stake,
@@ -1218,3 +1219,58 @@ def test_a_stake_change_counts_at_the_next_weighing(chain: Chain) -> None:
     assert chain.statuses(task) == [1]  # still verifying: nothing weighed it again
     chain.until(created + 10)  # the verify deadline weighs it with the new stakes
     assert chain.statuses(task) == [3]
+
+
+# --- assignment and reveals through the node (4.5, 4.13) -----------------------------------
+
+
+def test_a_verdict_waiting_beside_its_result_in_the_mempool_is_not_assigned(
+    chain: Chain,
+) -> None:
+    task = chain.submit_task(target_count=1)
+    chain.block()
+    chain.result(task, N0)
+    # the result has no assignment until the end of the block that includes it (4.5)
+    exc = chain.refused(SubmitVerification(task, N1, N0, True), NotEligible)
+    assert (exc.address, exc.reason) == (N1, "not assigned")
+    included = chain.block()
+    block = chain.node.ledger.get_block(included)
+    assert block is not None
+    (entry,) = chain.task(task).execution_info
+    assert entry.assignment_seed == block.hash  # the including block's hash orders them
+    assert sorted(entry.rounds[0]) == sorted([N1, N2])
+    chain.verdict(task, N1, N0, True)
+    chain.block()
+    assert chain.statuses(task) == [1]
+
+
+def test_a_dev_node_reveals_its_secret_and_the_task_settles(
+    make_chain: Callable[..., Chain],
+) -> None:
+    """The default canaryRateBps (100): dev nodes have secrets from genesis, a decided result
+    waits for its secret, offered as `reveal` work, and the revealSecret method settles it."""
+    chain = make_chain(canary_rate_bps=100)
+    task = chain.submit_task(target_count=1)
+    created = chain.block()
+    key = KEYS[N0]
+    secret = crypto.hash_steps(crypto.secrets_seed(key, 0), crypto.SECRET_CHAIN_LENGTH - created)
+    forced = crypto.is_forced_error(secret, task, 100)
+    chain.result(task, N0, "wrong on purpose" if forced else None)
+    chain.block()
+    for verifier in (N1, N2):
+        chain.verdict(task, verifier, N0, not forced)
+    chain.block()
+    assert chain.statuses(task) == [3 if forced else 2]
+    assert chain.task(task).settlement is None  # waiting for N0's secret
+    assert [(w.task.task_hash, w.reveal) for w in chain.work(N0)] == [(task, True)]
+    answer = chain.rpc("revealSecret", RevealSecret(N0, created, secret))
+    assert answer == {"txHash": wire.hex0x(chain.sign(RevealSecret(N0, created, secret)).hash)}
+    chain.block()
+    done = chain.task(task)
+    assert done.execution_info[0].forced_error is forced
+    if not forced:
+        assert (done.status, done.response) == ("verified", honest(task, N0))
+    assert chain.work(N0) == []
+    node = get_node(chain.node.ledger.store, N0)
+    assert node is not None and node.secrets is not None
+    assert (node.secrets.revealed_height, node.secrets.revealed) == (created, secret)
