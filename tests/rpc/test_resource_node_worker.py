@@ -1393,3 +1393,32 @@ async def test_copy_fault_submits_a_listed_result_as_its_own(
         )
         assert len(backend.requests) == 2  # the verdict and the task with nothing to copy
         assert await verdicts_by(chain, copied, NODE.address) == {OTHER.address: True}
+
+
+async def test_forced_errors_follow_the_rule_at_any_rate(
+    tmp_path: Path, cleanups: list[ResourceNode]
+) -> None:
+    # PROTOCOL 4.13 written out for a dev node: its secret of height h is its epoch 0 seed
+    # hashed SECRET_CHAIN_LENGTH - h times.
+    async with forced_chain(tmp_path, canary_rate_bps=5_000) as (chain, params):
+        tasks = [
+            await open_task(chain, prompts=f"task {n}", target_count=1, mined=False)
+            for n in range(8)
+        ]
+        mine(chain)
+        tasks = [await chain.client.query_task(task["taskHash"]) for task in tasks]
+        node = await started(make_node(chain.url, params=params), cleanups)
+        assert (await node.run_once()).results == len(tasks)
+        mine(chain)
+        seed = crypto.secrets_seed(NODE.private_key, 0)
+        forced = 0
+        for task in tasks:
+            height = task["createdHeight"]
+            secret = crypto.hash_steps(seed, crypto.SECRET_CHAIN_LENGTH - height)
+            rule = crypto.is_forced_error(secret, bytes.fromhex(task["taskHash"][2:]), 5_000)
+            honest = honest_output(task, NODE.address)
+            result = (await entries(chain, task))[NODE.address]["result"]
+            assert result == (forced_output(honest) if rule else honest), task["prompts"]
+            forced += rule
+        assert 0 < forced < len(tasks)  # both kinds, at this rate
+        assert node.stats().forced_errors == forced
