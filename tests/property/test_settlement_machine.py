@@ -345,6 +345,7 @@ class Reference:
         self.height = 0  # the last committed block; transactions go into height + 1
         self.included = 0  # results so far
         self.to_assign: list[Result] = []  # results of the block being built
+        self.reason: str | None = None  # the reason of the last refusal, where PROTOCOL names it
 
     def acct(self, address: str) -> Acct:
         return self.accounts.setdefault(address, Acct())
@@ -536,6 +537,7 @@ class Reference:
         if result is None:
             return InvalidParams
         if verifier not in result.assigned():
+            self.reason = "not assigned"  # data.reason, as PROTOCOL 4.5 names it
             return NotEligible
         if any(v.verifier == verifier for v in result.verdicts):
             return DuplicateSubmission
@@ -916,9 +918,11 @@ class SettlementMachine(RuleBasedStateMachine):
     def send(self, msg: Message, expected: ErrorClass) -> bytes:
         tx = self.chain.sign(msg)
         exc = self.chain.submit(tx)
+        reason, self.model.reason = self.model.reason, None
         if exc is not None:
             assert expected is not None, f"the rules refused {msg} with {exc!r}; the model accepts"
             assert type(exc) is expected, f"{msg}: rules {exc!r}, model {expected.__name__}"
+            assert reason is None or exc.reason == reason, (exc.reason, reason)
         else:
             assert expected is None, f"the rules accepted {msg}; the model: {expected.__name__}"
         return tx.digest
