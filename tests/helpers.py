@@ -115,6 +115,7 @@ def dev_node_wallet(k: int) -> Wallet:
     return Wallet.dev(DEV_NODE_INDEX + k)
 
 
+@functools.lru_cache(maxsize=256)
 def dev_secret(private_key: bytes, height: int, base: int = 0, epoch: int = 0) -> bytes:
     """The secret of `height` of a chain of secrets derived from `private_key` (the chain of
     `crypto.dev_secrets_head`, committed at `base`): the value that hashes `height - base`

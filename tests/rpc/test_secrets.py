@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 from eth_hash.auto import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chain.protocol import crypto
 from chain.protocol.types import CommitSecrets, RevealSecret
@@ -486,10 +488,23 @@ async def test_queryTask_shows_whether_a_revealed_result_was_a_forced_error(
         assert task["status"] == ("failed" if forced else "verified")
 
 
-def test_is_forced_error_is_the_rule_of_4_13() -> None:
-    secret, task = b"\x07" * 32, b"\x09" * 32
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32),
+       st.integers(0, BPS))  # fmt: skip
+def test_is_forced_error_is_the_rule_of_4_13(secret: bytes, task: bytes, rate: int) -> None:
+    """int(keccak256(s_h || taskHash)) * 10000 < canaryRateBps * 2^256, computed here."""
     draw = int.from_bytes(keccak(secret + task), "big")
-    for rate in (0, 1, 100, 5000, 9999, 10_000):
-        assert crypto.is_forced_error(secret, task, rate) is (draw * BPS < rate * 2**256)
+    assert crypto.is_forced_error(secret, task, rate) is (draw * BPS < rate * 2**256)
     assert crypto.is_forced_error(secret, task, BPS) is True
     assert crypto.is_forced_error(secret, task, 0) is False
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(1, 64), st.integers(0, 1000))
+def test_a_dev_secret_hashes_to_the_head(steps: int, base: int) -> None:
+    """The secret of height base + steps hashes `steps` times to the head (PROTOCOL 4.13),
+    and once to the secret of the height below it."""
+    key = NODE1.private_key
+    secret = dev_secret(key, base + steps, base)
+    assert crypto.hash_steps(secret, steps) == crypto.dev_secrets_head(key)
+    assert keccak(secret) == dev_secret(key, base + steps - 1, base)
