@@ -5,7 +5,7 @@ The rules are the real thing: `chain.protocol.blocks.execute_block` over an in-m
 transaction is admitted by applying it to the pending state of the next block, as a
 validator's mempool does; a block runs its admitted transactions again with
 `execute_block` (every one must commit) and ends with a block hash the machine draws, which
-orders the verifiers of the results it includes (PROTOCOL 4.5). Five resource nodes of
+orders the verifiers of the results it includes (PROTOCOL 4.5). Six resource nodes of
 different stakes and models compute (honestly: a fixed function of the task and the node's
 seed, wrong on purpose when their secret makes it a forced error; or not), verify (honestly,
 flipped or lazily `valid`), commit and reveal their secrets (or never do), while tasks come
@@ -20,7 +20,8 @@ amounts go back pool by pool; slashes take the stake at settlement, one after an
 order, and jailing follows all of them; a result is weighed when a verdict arrives and at the
 verify deadline (stakes as at that moment); a revealed forced error that ended unverified has
 its verdicts on no side; checks report errors in the rules' order. Every admission decision
-(accepted, or which error class) must agree with the model; after every block every
+(accepted, or which error class) must agree with the model; after every step the pending
+state's balances, stakes and nonces and its supply invariant; after every block every
 account's balance, stake and nonce, every node's jailed flag, models and secrets, and every
 task (status, response, verificationCount, executionInfo with its assignment and forcedError,
 settlement to the base unit) must equal the model's, and the supply invariant (4.10) must
@@ -1250,6 +1251,9 @@ class SettlementMachine(RuleBasedStateMachine):
             mtask.verification_count,
         )
         assert task.finished_height == mtask.finished
+        # the block's time: TIME0 + its height
+        finished_at = None if mtask.finished is None else TIME0 + mtask.finished
+        assert (task.created_at, task.finished_at) == (TIME0 + mtask.created, finished_at)
         got = [
             (
                 e.rank,
@@ -1291,7 +1295,7 @@ class SettlementMachine(RuleBasedStateMachine):
 
 
 SettlementMachine.TestCase.settings = settings(
-    max_examples=120,
+    max_examples=100,
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
