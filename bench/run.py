@@ -249,7 +249,7 @@ def targets(report: dict[str, Any]) -> list[Target]:
         target = run.get("target", {})
         out.append(
             Target(
-                f"e2e p50 at {block_time} ms, ms (3 blocks + inference)",
+                f"e2e p50 at {block_time} ms, ms ({target.get('blocks')} blocks + inference)",
                 run.get("latency", {}).get("p50_ms"),
                 float(target.get("boundMs", 0)),
                 True,
