@@ -132,16 +132,20 @@ def run(args: list[str], *, cwd: Path = REPO, stdin: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def dev_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The dev genesis (accounts unlocked, 200 ms blocks) on a validator process with two
-    resource nodes, so a task is computed and verified: its URL."""
+    """The dev genesis (accounts unlocked, 200 ms blocks) on a validator process with its three
+    resource nodes (as `make testnet` runs them), so a task is computed and each result verified
+    by the two others (no self-vote; a registered node that never answers would hold a result
+    undecided until its verify deadline): its URL."""
     root = tmp_path_factory.mktemp("readme")
     genesis_path = write_genesis(root / "genesis.json", make_genesis(block_time_ms=200))
     validator = ValidatorProcess(genesis_path, root / "validator")
     nodes: list[ResourceNodeProcess] = []
     try:
         url = validator.start()
-        for i in range(2):
-            nodes.append(ResourceNodeProcess(url, i, root / f"node-{i}"))
+        for i in range(3):
+            nodes.append(
+                ResourceNodeProcess(url, i, root / f"node-{i}", "--genesis", str(genesis_path))
+            )
             nodes[-1].start()
         yield url
     finally:
