@@ -3,7 +3,8 @@ runs `scripts/testnet.py`).
 
 Derives the genesis of N validators from `genesis.json` (`with_dev_validators`) into the data
 directory, starts the validators, each told the RPC URLs of the others, then M resource nodes
-spread over them (node i talks to validator i mod N). Every process has its own data directory
+spread over them (node i talks to validator i mod N); only those M are registered in the
+derived genesis. Every process has its own data directory
 and log file. Prints the RPC URLs, the chain id and the dev accounts, submits one demo task and
 prints its verified result, then keeps a live status line. Ctrl-C or SIGTERM stops every
 process cleanly.
@@ -671,6 +672,9 @@ async def main_async(args: argparse.Namespace) -> int:
         if args.nodes > len(base.resource_nodes):
             raise LaunchError(f"--nodes: {args.genesis} has {len(base.resource_nodes)}")
         raw = with_dev_validators(base.raw, args.validators, base_port=args.port)
+        # Only the resource nodes that run are registered: a result is judged by the others
+        # (PROTOCOL 4.5), and one that never answers would hold it to its verify deadline.
+        raw["resourceNodes"] = raw.get("resourceNodes", [])[: args.nodes]
         genesis = parse_genesis(raw)
         prepare_data_dir(data_dir, raw, args.fresh)
     except (GenesisError, LaunchError, OSError) as exc:

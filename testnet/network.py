@@ -135,6 +135,7 @@ class Network:
                 state_dir=self.root / f"node-{i}",
                 log_level=self.log_level,
                 faults=[fault] if fault is not None else [],
+                genesis_path=self.genesis_path,
             ),
             self.root / f"node-{i}.log",
             ready_prefix=RESOURCE_NODE_READY,
