@@ -372,9 +372,17 @@ class Reference:
         return self.standing(address) and self.nodes[address].serves(model)
 
     def may_compute(self, address: str, task: MTask) -> bool:
-        """4.13: with forced errors on, only with secrets committed before the task."""
+        """4.13: with forced errors on, only with secrets committed before the task, and
+        the secret of the task's height not revealed yet (else everyone would know at once
+        whether the result is a forced error)."""
         secrets = self.nodes[address].secrets
-        return not self.canary_rate or (secrets is not None and secrets.base < task.created)
+        if not self.canary_rate:
+            return True
+        return (
+            secrets is not None
+            and secrets.base < task.created
+            and secrets.revealed_height < task.created
+        )
 
     def busy(self, address: str) -> bool:
         """Results or verdicts of the node in a task not settled yet (4.11; the guard lasts
@@ -521,7 +529,6 @@ class Reference:
         rank = len(task.results) + 1
         self.included += 1
         result = Result(address, text, rank, seed_of(task_hash, address), height, self.included)
-        result.forced = self.known_forced(address, task)
         task.results.append(result)
         self.to_assign.append(result)
         self.refresh_status(task)
