@@ -10,7 +10,8 @@ m/44'/60'/0'/0/i (PROTOCOL 2).
 
 `--genesis FILE` is the genesis the validator runs: the node reads the params it needs from it
 (`canaryRateBps` and the deadlines, for forced errors: PROTOCOL 4.13) and warns when the
-validator's genesis hash is another one. Without it the node assumes the protocol's defaults.
+validator's genesis hash is another one. Without it the node asks the validator (getParams),
+and keeps the protocol's defaults only when the validator does not answer that method.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--genesis",
         metavar="FILE",
-        help="the chain's genesis.json, for its params (default: the protocol's defaults)",
+        help="the chain's genesis.json, for its params (default: the validator's getParams)",
     )
     parser.add_argument(
         "--state-dir",

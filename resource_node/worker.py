@@ -18,8 +18,8 @@ keeps running across validator restarts. Other rejections and backend failures c
 failed and are retried after a per-item cooldown.
 
 Forced errors (PROTOCOL 4.13), when the chain's `canaryRateBps` is above 0 (the node learns
-the params from `WorkerConfig.params`: the genesis file given with `--genesis`, else the
-protocol's defaults). The node needs a committed chain of secrets to compute
+the params from `WorkerConfig.params`, the genesis file given with `--genesis`, or else from
+the chain itself: getParams, once, at setup or at the first poll that reaches the validator). The node needs a committed chain of secrets to compute
 (`resource_node.secrets`): at the first poll it reads its record (getResourceNodes) and uses the
 chain of the epoch its state file names, or epoch 0 (a dev node's genesis `secretsHead`), when
 the chain holds that head; otherwise it commits a fresh epoch (CommitSecrets) and computes once
@@ -262,6 +262,8 @@ class ResourceNode:
         self._failures = 0  # consecutive polls that could not reach the validator
         self.last_error: str | None = None
         self.params = self.config.params
+        # Without --genesis the params are the chain's own, asked for once (getParams).
+        self._params_known = self.config.genesis_hash is not None
         # The chain of secrets (PROTOCOL 4.13): the one on chain, the one being committed.
         self._secrets_state = SECRETS_UNKNOWN if self.params.canary_rate_bps else SECRETS_OFF
         self._secrets: SecretChain | None = None
@@ -299,6 +301,10 @@ class ResourceNode:
             log.warning("fault silent: this node never submits results or verdicts")
         if self.faults.noreveal:
             log.warning("fault noreveal: this node never reveals its secrets")
+        try:
+            await self._learn_params()
+        except TransportError as exc:
+            log.info("the validator is not reachable yet (%s): its params are read at a poll", exc)
         if self._secrets_state == SECRETS_OFF:
             log.info("canaryRateBps 0: no forced errors, no secrets needed")
         else:
@@ -456,6 +462,26 @@ class ResourceNode:
         level = logging.DEBUG if quiet else logging.WARNING
         log.log(level, "%s (attempt %d, backing off): %s", what, self._failures, exc)
 
+    async def _learn_params(self) -> None:
+        """Without --genesis: the params of the chain itself, once (getParams); a validator
+        that does not serve them leaves the protocol's defaults, with a warning."""
+        if self._params_known:
+            return
+        try:
+            params = await self.client.get_params()
+        except (RpcError, ValueError) as exc:
+            log.warning("getParams unavailable (%s): assuming the protocol's defaults", exc)
+            params = self.params
+        self._params_known = True
+        if params != self.params:
+            self.params = params
+            self._secrets_state = SECRETS_UNKNOWN if params.canary_rate_bps else SECRETS_OFF
+        log.info(
+            "the chain's params: canaryRateBps %d, verificationQuorum %d",
+            params.canary_rate_bps,
+            params.verification_quorum,
+        )
+
     async def _check_chain(self) -> None:
         """Every poll: a chain that was reset (another genesis hash) is a new start, as the
         validator may have been replaced between two polls without the node seeing it down."""
@@ -491,6 +517,7 @@ class ResourceNode:
     async def _poll(self) -> tuple[CycleReport, list[asyncio.Task[None]]]:
         self._counters.polls += 1
         try:
+            await self._learn_params()
             await self._check_chain()
             await self._sync_secrets()
             tasks = await self.client.query_pending_tasks(self.wallet, limit=self.config.limit)

@@ -27,6 +27,7 @@ from chain.protocol.types import (
 # Reads
 CHAIN_ID = "chainId"
 GENESIS_HASH = "genesisHash"
+GET_PARAMS = "getParams"
 BLOCK_NUMBER = "blockNumber"
 GET_BLOCK = "getBlock"
 GET_TRANSACTION = "getTransaction"

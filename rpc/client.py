@@ -38,8 +38,9 @@ import aiohttp
 import orjson
 
 from chain.protocol import crypto, gossip, wire
-from chain.protocol.errors import InvalidParams
-from chain.protocol.genesis import DEV_MNEMONIC
+from chain.protocol.errors import GenesisError, InvalidParams
+from chain.protocol.genesis import DEV_MNEMONIC, parse_params
+from chain.protocol.genesis import Params as ChainParams
 from chain.protocol.types import (
     FINAL_STATUSES,
     ZERO_HASH,
@@ -444,6 +445,15 @@ class InferchainClient:
         if self._chain_id is None:
             self._chain_id = int(await self.call(api.CHAIN_ID))
         return self._chain_id
+
+    async def get_params(self) -> ChainParams:
+        """The genesis params the chain runs with (getParams); ValueError if the answer is not
+        a params object."""
+        raw = await self.call(api.GET_PARAMS)
+        try:
+            return parse_params(raw)
+        except GenesisError as exc:
+            raise ValueError(f"getParams answered params that do not parse: {exc}") from exc
 
     async def genesis_hash(self) -> str:
         """Not cached: a changed genesis hash is how a client notices a reset chain."""

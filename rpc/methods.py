@@ -26,6 +26,7 @@ from chain.protocol.errors import (
     TaskClosed,
     TaskNotFound,
 )
+from chain.protocol.genesis import params_to_json
 from chain.protocol.schema import postprocess
 from chain.protocol.types import (
     Account,
@@ -235,6 +236,11 @@ def render_block(node: Node, height: int) -> dict[str, Any]:
 
 def chain_id(node: Node, _params: Params) -> int:
     return node.genesis.chain_id
+
+
+def get_params(node: Node, _params: Params) -> dict[str, Any]:
+    """The genesis params the chain runs with, every one (an extension, PROTOCOL 5.2)."""
+    return params_to_json(node.params)
 
 
 def genesis_hash(node: Node, _params: Params) -> str:
@@ -471,6 +477,7 @@ def get_tasks_by_sender(node: Node, params: Params) -> list[dict[str, Any]]:
 METHODS: dict[str, MethodSpec] = {
     api.CHAIN_ID: MethodSpec(chain_id),
     api.GENESIS_HASH: MethodSpec(genesis_hash),
+    api.GET_PARAMS: MethodSpec(get_params),
     api.BLOCK_NUMBER: MethodSpec(block_number),
     api.GET_BLOCK: MethodSpec(get_block, ("height",)),
     api.GET_TRANSACTION: MethodSpec(get_transaction, ("txHash",), frozenset({"txHash"})),

@@ -186,6 +186,12 @@ def _text(value: Any, where: str) -> str:
     return value
 
 
+def parse_params(raw: Any) -> Params:
+    """`params` of a genesis document (missing keys take their defaults); GenesisError names
+    the key that is wrong. Also how a client reads `getParams` (PROTOCOL 5.2)."""
+    return _params(raw)
+
+
 def _params(raw: Any) -> Params:
     if not isinstance(raw, dict):
         raise GenesisError("params", "expected an object")

@@ -289,6 +289,8 @@ def secrets_problem(node: ResourceNodeInfo | None, params: Params, task: Task) -
     assert task.created_height is not None
     if secrets is None or secrets.base >= task.created_height:
         return "no secrets committed before the task"
+    if secrets.revealed_height >= task.created_height:
+        return "the secret of the task's height is revealed already"
     return None
 
 
@@ -340,8 +342,6 @@ def apply_result(
     entry = ExecutionInfo(
         rank, msg.resource_node, msg.result, msg.proof, seed, wire.hex0x(tx.hash), ctx.height
     )
-    if node is not None and node.secrets is not None and params.canary_rate_bps:
-        entry = replace(entry, forced_error=_known_forced_error(params, task, node.secrets))
     add_busy(state, msg.resource_node, 1)
     add_to_assign(state, task.task_hash, msg.resource_node)
     put_awaiting(

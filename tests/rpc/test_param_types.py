@@ -54,6 +54,7 @@ OUT_OF_SCOPE: set[str] = set()
 NO_PARAMS = (
     "chainId",
     "genesisHash",
+    "getParams",
     "blockNumber",
     "getValidators",
     "getResourceNodes",
