@@ -19,10 +19,11 @@ failed and are retried after a per-item cooldown.
 
 Forced errors (PROTOCOL 4.13), when the chain's `canaryRateBps` is above 0 (the node learns
 the params from `WorkerConfig.params`, the genesis file given with `--genesis`, or else from
-the chain itself: getParams, once, at setup or at the first poll that reaches the validator). The node needs a committed chain of secrets to compute
-(`resource_node.secrets`): at the first poll it reads its record (getResourceNodes) and uses the
-chain of the epoch its state file names, or epoch 0 (a dev node's genesis `secretsHead`), when
-the chain holds that head; otherwise it commits a fresh epoch (CommitSecrets) and computes once
+the chain itself: getParams, once, at setup or at the first poll that reaches the
+validator). The node needs a committed chain of secrets to compute (`resource_node.secrets`):
+at the first poll it reads its record (getResourceNodes) and uses the chain of the epoch its
+state file names, or epoch 0 (a dev node's genesis `secretsHead`), when the chain holds that
+head; otherwise it commits a fresh epoch (CommitSecrets) and computes once
 it is on chain. A result for a task created at height h is a forced error when
 `crypto.is_forced_error(secret(h), taskHash, canaryRateBps)`: the node then submits its output
 with `FORCED_MARKER` (deliberately wrong) and counts it. When a listed task says `reveal`, its
