@@ -418,6 +418,19 @@ def _over_two_thirds(stake_valid: int, stake_invalid: int, total: int) -> Result
     return None
 
 
+def _deadline_outcome(state: State, entry: ExecutionInfo, answered: frozenset[str]) -> ResultStatus:
+    """At the verify deadline (PROTOCOL 4.6): the side with more than half of the answers and
+    more than half of their stake; else unverified (a tie, no answer, or a split majority)."""
+    stake_valid, stake_invalid = _stakes(state, entry, answered)
+    count_valid = sum(1 for v in entry.verifications if v.valid)
+    count_invalid = len(entry.verifications) - count_valid
+    if stake_valid > stake_invalid and count_valid > count_invalid:
+        return ResultStatus.VERIFIED
+    if stake_invalid > stake_valid and count_invalid > count_valid:
+        return ResultStatus.REJECTED
+    return ResultStatus.UNVERIFIED
+
+
 def decide_result(
     state: State,
     params: Params,
@@ -434,11 +447,9 @@ def decide_result(
     (rounds, the last round's stake, the verify deadline) must change with it."""
     if entry.status not in UNDECIDED:
         return entry
+    answered = frozenset(v.verifier for v in entry.verifications)
     if at_deadline:
-        answered = frozenset(v.verifier for v in entry.verifications)
-        stake_valid, stake_invalid = _stakes(state, entry, answered)
-        outcome = _over_two_thirds(stake_valid, stake_invalid, stake_valid + stake_invalid)
-        return entry.decided(outcome or ResultStatus.UNVERIFIED, ctx.height)
+        return entry.decided(_deadline_outcome(state, entry, answered), ctx.height)
     while entry.rounds:
         if not is_last_round(params, entry):
             members = entry.rounds[-1]
@@ -446,11 +457,17 @@ def decide_result(
             if len(set(votes.values())) > 1:  # a dispute: call the next round at once
                 entry = open_round(state, params, task, entry)
                 continue
-            if votes and len(votes) == len(members):
-                valid = next(iter(votes.values()))
-                status = ResultStatus.VERIFIED if valid else ResultStatus.REJECTED
-                return entry.decided(status, ctx.height)
-            return entry
+            if not votes or len(votes) < len(members):
+                return entry  # the round waits for its members
+            # The round agrees; it decides if its side also holds more than 2/3 of the stake
+            # of every verdict given (earlier rounds' dissent included), else more are called.
+            stake_valid, stake_invalid = _stakes(state, entry, answered)
+            outcome = _over_two_thirds(stake_valid, stake_invalid, stake_valid + stake_invalid)
+            agreed = ResultStatus.VERIFIED if next(iter(votes.values())) else ResultStatus.REJECTED
+            if outcome == agreed:
+                return entry.decided(outcome, ctx.height)
+            entry = open_round(state, params, task, entry)
+            continue
         assigned = entry.assigned()
         total = sum(get_account(state, address).stake for address in assigned)
         outcome = _over_two_thirds(*_stakes(state, entry, assigned), total)
