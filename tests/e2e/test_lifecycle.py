@@ -118,14 +118,12 @@ async def test_byzantine_node_is_slashed_jailed_and_every_unit_accounted(
 
         # Every task is verified with an honest response; each honest result is verified, or
         # rejected as the node's own forced error, which costs it nothing.
-        forced = 0
         for task in tasks:
             assert task["status"] == "verified", task
             by_node = {e["resourceNode"]: e for e in task["executionInfo"]}
             for wallet in HONEST:
                 mine = by_node[wallet.address]
                 if mine["forcedError"]:
-                    forced += 1
                     assert mine["status"] == REJECTED, mine
                     assert mine["result"] != await honest_output(task, mine["seed"])
                     assert wallet.address not in {
