@@ -581,23 +581,30 @@ class Reference:
         return result.complete or len(result.rounds) > self.dispute_rounds + 1
 
     def decide(self, task: MTask, result: Result, height: int) -> None:
-        """4.6 on a verdict: a round before the last decides when all its members agree, and
-        a dispute opens the next; the last round decides by > 2/3 of all assigned stake."""
+        """4.6 on a verdict: a round before the last decides when all its members agree and
+        their side holds > 2/3 of the stake of every verdict given; a dispute, or agreement
+        short of that, opens the next; the last round decides by > 2/3 of all assigned stake."""
         while not self.is_last(result):
             members = result.rounds[-1]
             votes = {v.verifier: v.valid for v in result.verdicts if v.verifier in members}
             if len(set(votes.values())) == 2:
                 self.next_round(task, result)
                 continue
-            if votes and len(votes) == len(members):
-                result.status = VERIFIED if next(iter(votes.values())) else REJECTED
+            if not votes or len(votes) < len(members):
+                return
+            agreed = next(iter(votes.values()))
+            side = sum(self.acct(v.verifier).stake for v in result.verdicts if v.valid == agreed)
+            answering = sum(self.acct(v.verifier).stake for v in result.verdicts)
+            if 3 * side > 2 * answering:
+                result.status = VERIFIED if agreed else REJECTED
                 result.decided_height = height
-            return
+                return
+            self.next_round(task, result)
         assigned = result.assigned()
         total = sum(self.acct(a).stake for a in assigned)
-        self.weigh(result, height, total, unverified=False)
+        self.weigh(result, height, total)
 
-    def weigh(self, result: Result, height: int, total: int, *, unverified: bool) -> None:
+    def weigh(self, result: Result, height: int, total: int) -> None:
         for_ = sum(self.acct(v.verifier).stake for v in result.verdicts if v.valid)
         against = sum(self.acct(v.verifier).stake for v in result.verdicts if not v.valid)
         outcome = None
@@ -605,11 +612,22 @@ class Reference:
             outcome = VERIFIED
         elif 3 * against > 2 * total:
             outcome = REJECTED
-        elif unverified:
-            outcome = UNVERIFIED
         if outcome is not None:
             result.status = outcome
             result.decided_height = height
+
+    def deadline(self, result: Result, height: int) -> None:
+        """4.6 at the verify deadline: more than half of the answers and of their stake."""
+        valid = [v for v in result.verdicts if v.valid]
+        invalid = [v for v in result.verdicts if not v.valid]
+        stake_valid = sum(self.acct(v.verifier).stake for v in valid)
+        stake_invalid = sum(self.acct(v.verifier).stake for v in invalid)
+        result.status = UNVERIFIED
+        if len(valid) > len(invalid) and stake_valid > stake_invalid:
+            result.status = VERIFIED
+        elif len(invalid) > len(valid) and stake_invalid > stake_valid:
+            result.status = REJECTED
+        result.decided_height = height
 
     def refresh_status(self, task: MTask) -> None:
         if task.status in FINAL:
@@ -660,9 +678,8 @@ class Reference:
                 continue
             if height >= self.verify_deadline(task):
                 for result in task.results:
-                    if result.undecided:  # > 2/3 of the answering stake, else unverified
-                        answering = sum(self.acct(v.verifier).stake for v in result.verdicts)
-                        self.weigh(result, height, answering, unverified=True)
+                    if result.undecided:  # a majority of the answers by count and stake
+                        self.deadline(result, height)
                 self.refresh_status(task)
             reveal_closed = height >= self.reveal_deadline(task)
             self.maybe_settle(task, height, compute_closed=True, reveal_closed=reveal_closed)

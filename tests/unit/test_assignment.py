@@ -425,12 +425,13 @@ def test_the_last_round_needs_more_than_two_thirds_of_the_assigned_stake_exactly
     assert rules.entry(task, N0).status == 1
     rules.verdict(task, members[2], N0, False)
     assert rules.entry(task, N0).status == 1
-    # at the verify deadline: 4000 of the 6000 answering, still exactly 2/3: unverified
+    # at the verify deadline: two of the three answers and 4000 of their 6000, a majority
+    # by count and by stake: verified, and the dissenter is on the losing side
     rules.until(1 + 3 + 3)
-    assert rules.entry(task, N0).status == 4
+    assert rules.entry(task, N0).status == 2
     done = rules.task(task)
-    assert done.status == "failed"
-    assert settled(done)["slashed"] == [] and settled(done)["payouts"] == []
+    assert done.status == "verified"
+    assert [address for address, _amount, _reason in settled(done)["slashed"]] == [members[2]]
 
 
 @pytest.mark.parametrize(
@@ -442,7 +443,7 @@ def test_the_last_round_needs_more_than_two_thirds_of_the_assigned_stake_exactly
         ([], 4),  # no verdict
     ],
 )
-def test_at_the_verify_deadline_two_thirds_of_the_answering_stake_decide(
+def test_at_the_verify_deadline_the_majority_of_the_answers_decides(
     make_rules: Callable[..., Rules], votes: list[bool], status: int
 ) -> None:
     rules = make_rules(resource_nodes=3)  # round 0 is both others, the last round
@@ -457,23 +458,37 @@ def test_at_the_verify_deadline_two_thirds_of_the_answering_stake_decide(
     assert (entry.status, entry.decided_height) == (status, 7)
 
 
-@pytest.mark.parametrize(("extra", "status"), [(0, 4), (1, 2)])
-def test_the_deadline_needs_more_than_two_thirds_of_the_answering_stake(
-    make_rules: Callable[..., Rules], extra: int, status: int
+@pytest.mark.parametrize(
+    ("stakes", "votes", "status"),
+    [
+        ((2000, 1000, 2000), (True, False, None), 4),  # more stake valid, one answer each
+        ((1000, 1000, 3000), (True, True, False), 4),  # more answers valid, less stake
+        ((2000, 2000, 2000), (True, True, False), 2),  # both majorities
+        ((2000, 2000, 2000), (False, False, True), 3),
+    ],
+)
+def test_the_deadline_needs_a_majority_of_the_answers_by_count_and_by_stake(
+    make_rules: Callable[..., Rules],
+    stakes: tuple[int, int, int],
+    votes: tuple[bool | None, ...],
+    status: int,
 ) -> None:
-    """Four nodes, quorum 3: the last round holds the three others. One votes valid with
-    2000 (+ `extra` base units), one invalid with 1000, one stays silent with 2000: the last
-    round never reaches 2/3 of the 5000 assigned; at the deadline the valid side holds 2/3 of
-    the 3000 answering, exactly (unverified) or one base unit more (verified)."""
+    """Four nodes, quorum 3: the last round holds the three others, and no side reaches 2/3
+    of the assigned stake before the deadline. There the side with more than half of the
+    answers and more than half of their stake decides; one majority without the other is
+    unverified."""
     rules = make_rules(resource_nodes=4, verification_quorum=3)
-    valid_node, invalid_node, _silent = sorted(NODES[1:4])
-    rules.apply(Unstake(invalid_node, 0, 1_000 * E18))  # 1000 left
-    if extra:
-        rules.apply(Transfer(ALICE, 0, valid_node, extra))
-        rules.apply(Stake(valid_node, 0, extra))
+    nodes = sorted(NODES[1:4])
+    for node, stake in zip(nodes, stakes, strict=True):
+        if stake < 2000:
+            rules.apply(Unstake(node, 0, (2000 - stake) * E18))
+        elif stake > 2000:
+            rules.apply(Transfer(ALICE, 0, node, (stake - 2000) * E18))
+            rules.apply(Stake(node, 0, (stake - 2000) * E18))
     task = one_result(rules)
-    rules.verdict(task, valid_node, N0, True)
-    rules.verdict(task, invalid_node, N0, False)
+    for node, valid in zip(nodes, votes, strict=True):
+        if valid is not None:
+            rules.verdict(task, node, N0, valid)
     rules.until(6)
     assert rules.entry(task, N0).status == 1
     rules.end()  # the verify deadline

@@ -1203,21 +1203,20 @@ def test_rejected_node_cannot_unstake_its_slash_away_before_settlement(chain: Ch
 
 def test_a_stake_change_counts_at_the_next_weighing(chain: Chain) -> None:
     """A result is weighed when a verdict arrives and at its verify deadline (PROTOCOL 4.6:
-    a departure from "as soon as"): a Stake and an Unstake that break a tie count from then
-    on."""
+    a departure from "as soon as"): a Stake and an Unstake count from the next weighing on."""
     task = chain.submit_task(target_count=1)
-    created = chain.block()
+    chain.block()
     chain.result(task, N0, "garbage")
     chain.block()
-    chain.verdict(task, N1, N0, False)
-    chain.verdict(task, N2, N0, True)  # 2000 against, 2000 for: neither above 2/3
+    chain.verdict(task, N1, N0, False)  # 2000 of the 4000 assigned: not above 2/3
     chain.block()
     chain.stake(N1, 1000 * E18)  # now 3000 against
-    chain.send(chain.unstake_msg(N2, 1000 * E18))  # and 1000 for: 3000 of 4000 against
+    chain.send(chain.unstake_msg(N2, 1000 * E18))  # of 4000 assigned: above 2/3
     chain.block()
     chain.block()
     assert chain.statuses(task) == [1]  # still verifying: nothing weighed it again
-    chain.until(created + 10)  # the verify deadline weighs it with the new stakes
+    chain.verdict(task, N2, N0, True)  # the next weighing, with the new stakes
+    chain.block()
     assert chain.statuses(task) == [3]
 
 
