@@ -89,6 +89,10 @@ ZERO_HASH = b"\x00" * 32
 # 4.12): a bound on the hashing one transaction can ask of a validator (about 9 ms).
 MAX_REVEAL_STEPS = 4096
 DECIDED = (ResultStatus.VERIFIED, ResultStatus.REJECTED)
+# The results whose submitter must reveal its secret (PROTOCOL 4.13): every one no longer
+# undecided, the unverified included (a forced error judged 1 against 1 still catches the
+# lazy verdict).
+SETTLED_BY_SECRET = (*DECIDED, ResultStatus.UNVERIFIED)
 
 
 # Submission (PROTOCOL 4.1, 4.2)
@@ -575,7 +579,7 @@ def maybe_decide_task(
 
 
 def _unrevealed(entry: ExecutionInfo) -> bool:
-    return entry.status in DECIDED and entry.forced_error is None
+    return entry.status in SETTLED_BY_SECRET and entry.forced_error is None
 
 
 def process_deadlines(state: State, params: Params, ctx: BlockContext) -> None:
@@ -736,17 +740,17 @@ ResultKind = Literal["valid", "wrong", "forced", "unrevealed", "unverified"]  # 
 
 
 def result_kind(params: Params, entry: ExecutionInfo) -> ResultKind:
-    """What a decided result counts as at settlement (PROTOCOL 4.8): valid (verified,
-    revealed, not a forced error), wrong (rejected, not a forced error), a forced error, a
-    verified or rejected result not revealed by the reveal deadline, or unverified."""
-    if entry.status not in DECIDED:
-        return "unverified"
+    """What a decided result counts as at settlement (PROTOCOL 4.8): a result not revealed by
+    the reveal deadline, a forced error (whatever its status), valid (verified), wrong
+    (rejected) or unverified."""
     if params.canary_rate_bps:
         if entry.forced_error is None:
             return "unrevealed"
         if entry.forced_error:
             return "forced"
-    return "valid" if entry.status == ResultStatus.VERIFIED else "wrong"
+    if entry.status == ResultStatus.VERIFIED:
+        return "valid"
+    return "wrong" if entry.status == ResultStatus.REJECTED else "unverified"
 
 
 # For each kind of result: whether its submitter is slashed, and which verdict wins (None:

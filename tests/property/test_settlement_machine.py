@@ -18,15 +18,13 @@ follows this implementation's choices: rank weights go to valid results in rank 
 winning verdicts in `seq` order (a verifier with two winning verdicts is paid twice); unpaid
 amounts go back pool by pool; slashes take the stake at settlement, one after another in rank
 order, and jailing follows all of them; a result is weighed when a verdict arrives and at the
-verify deadline (stakes as at that moment); a revealed forced error that ended unverified has
-its verdicts on no side; checks report errors in the rules' order. Every admission decision
-(accepted, or which error class) must agree with the model; after every step the pending
-state's balances, stakes and nonces and its supply invariant; after every block every
-account's balance, stake and nonce, every node's jailed flag, models and secrets, and every
-task (status, response, verificationCount, executionInfo with its assignment and forcedError,
-settlement to the base unit) must equal the model's, and the supply invariant (4.10) must
-hold.
-"""
+verify deadline (stakes as at that moment); checks report errors in the rules' order. Every
+admission decision (accepted, or which error class) must agree with the model; after every step
+the pending state's balances, stakes and nonces and its supply invariant; after every block
+every account's balance, stake and nonce, every node's jailed flag, models and secrets, and
+every task (status, response, verificationCount, executionInfo with its assignment and
+forcedError, settlement to the base unit) must equal the model's, and the supply invariant
+(4.10) must hold."""
 
 from __future__ import annotations
 
@@ -105,7 +103,6 @@ REGISTER_MODELS = ["*", "llama-3", "mistral , gpt-x", "phi"]
 
 PENDING, VERIFYING, VERIFIED, REJECTED, UNVERIFIED = ResultStatus  # 0 to 4, in this order
 FINAL = FINAL_STATUSES
-DECIDED = (VERIFIED, REJECTED)
 
 # The machine's chains of secrets: short ones (a dev node's has 65,536 links), one per node
 # and epoch, the k-th committed with the k-th CommitSecrets of the node (epoch 0 at genesis).
@@ -640,7 +637,8 @@ class Reference:
             task.status = TaskStatus.COMPLETED
 
     def waits_for_secret(self, result: Result) -> bool:
-        return bool(self.canary_rate) and result.status in DECIDED and result.forced is None
+        # every result no longer undecided, the unverified included (4.13)
+        return bool(self.canary_rate) and not result.undecided and result.forced is None
 
     def maybe_settle(
         self, task: MTask, height: int, *, compute_closed: bool, reveal_closed: bool = False
@@ -706,14 +704,15 @@ class Reference:
         record.append({"address": address, "amount": amount, "reason": reason})
 
     def kind(self, result: Result) -> str:
-        """valid, wrong, forced (a revealed forced error), unrevealed or unverified (4.8)."""
-        if result.status not in DECIDED:
-            return "unverified"
+        """unrevealed, forced (a revealed forced error, whatever its status), valid, wrong or
+        unverified (4.8)."""
         if self.canary_rate and result.forced is None:
             return "unrevealed"
         if self.canary_rate and result.forced:
             return "forced"
-        return "valid" if result.status == VERIFIED else "wrong"
+        if result.status == VERIFIED:
+            return "valid"
+        return "wrong" if result.status == REJECTED else "unverified"
 
     def settle(self, task: MTask, height: int) -> None:
         by_rank = sorted(task.results, key=lambda r: r.rank)
