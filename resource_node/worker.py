@@ -919,7 +919,10 @@ class ResourceNode:
                 height,
             )
             return False
-        if height - self._base > chain.length - self._margin():
+        # Stop taking tasks a task's life before the end, so that the node's open ones settle
+        # before the next epoch is needed; never more than half the chain (deadlines longer
+        # than the chain would otherwise stop it for good).
+        if height - self._base > chain.length - min(self._margin(), chain.length // 2):
             self._secrets_state = SECRETS_ROLLOVER
             log.info(
                 "the chain of secrets of epoch %d (from height %d, length %d) runs out: no new "

@@ -85,3 +85,34 @@ async def test_a_node_given_a_genesis_file_keeps_its_params(tmp_path: Path) -> N
             assert node.params == from_file
         finally:
             await node.cleanup()
+
+
+async def test_deadlines_longer_than_the_chain_of_secrets_still_let_a_node_compute(
+    tmp_path: Path,
+) -> None:
+    """A chain whose deadlines add up to more than a dev node's 65,536 heights of secrets: the
+    node keeps at most half its chain in hand for them, so it still computes (it used to
+    count the chain as run out at once and never take a task)."""
+    genesis = make_genesis(compute_deadline_blocks=100_000, verify_deadline_blocks=100_000)
+    async with local_chain(tmp_path / "ledger", genesis, run=False) as chain:
+        receipt = await chain.client.submit_task(
+            Wallet.dev(0), prompts="Hello", model_options='{"model":"demo"}', target_count=1
+        )
+        chain.node.produce_block()
+        node = ResourceNode(
+            InferchainClient(chain.url, timeout=10.0),
+            NODE,
+            DeterministicBackend(),
+            config=WorkerConfig(),
+            rng=random.Random(7),
+        )
+        try:
+            await node.setup()
+            report = await node.run_once()
+            assert (report.results, report.error) == (1, None), report
+            assert node.info()["secrets"]["state"] == "ready"
+        finally:
+            await node.cleanup()
+        chain.node.produce_block()
+        task = await chain.client.query_task(receipt.task_hash)
+        assert [e["resourceNode"] for e in task["executionInfo"]] == [NODE.address]
