@@ -55,6 +55,7 @@ from chain.protocol import crypto, wire
 from chain.protocol.genesis import Params
 from chain.protocol.schema import JSON, postprocess, schema_kind
 from chain.protocol.tasks import MAX_REVEAL_STEPS
+from chain.protocol.types import SubmitInferenceResult
 from resource_node.backends import (
     Backend,
     BackendError,
@@ -76,7 +77,7 @@ from resource_node.untrusted import (
     describe,
     listed_hash,
 )
-from rpc.client import InferchainClient, RpcError, TransportError, Wallet
+from rpc.client import InferchainClient, RpcError, TransportError, Wallet, presign
 from rpc.errors import DUPLICATE_SUBMISSION, MEMPOOL_FULL
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,7 @@ class ResourceNode:
         self._reveal_polls = 0
         self._computing: dict[str, int] = {}  # task hash -> createdHeight, results in the works
         self._decided_own: dict[str, None] = {}  # tasks whose own result is known decided
+        self._result_txs: dict[str, str] = {}  # task hash -> the txHash of the own result sent
 
     @property
     def address(self) -> str:
@@ -823,6 +825,11 @@ class ResourceNode:
         )
         if outcome is None:
             return
+        if outcome == "accepted":  # its hash, to tell later whether a block took it (reveals)
+            msg = SubmitInferenceResult(bytes.fromhex(task_hash[2:]), self.address, output)
+            chain_id = await self.client.chain_id()
+            tx_hash = presign(msg, chain_id, self.wallet.private_key).tx_hash
+            self._remember(self._result_txs, task_hash, tx_hash)
         self.submissions.record_result(task_hash, outcome, task.created_height)
         self._succeed(key)
         if not forced:
@@ -1147,7 +1154,16 @@ class ResourceNode:
                 self.address.lower()
             ):
                 return entry.get("status") in (2, 3, 4)  # verified, rejected, unverified
-        return False  # not included yet: it may still be
+        # Not in the task: still in the mempool, or never to be (refused late in a block, or
+        # sent before a restart and gone). Only a pending one may still come.
+        tx_hash = self._result_txs.get(task_hash)
+        if tx_hash is None:
+            return True
+        try:
+            tx = await self.client.get_tx(tx_hash)
+        except TransportError:
+            return False
+        return tx is None or tx.get("status") != "pending"
 
     def _maybe_crash(self) -> None:
         limit = self.faults.crash_after
