@@ -19,6 +19,7 @@ from chain.node.node import Node, dev_validator_key
 from chain.protocol import crypto
 from chain.protocol.genesis import DEV_MNEMONIC as DEV_MNEMONIC  # re-exported for the tests
 from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
+from chain.protocol.types import Task
 from rpc.client import InferchainClient, Wallet
 from rpc.server import RpcServer
 from testnet.commands import (
@@ -187,3 +188,22 @@ def dev_node_by_address(address: str) -> Wallet:
         if dev_node_wallet(k).address == address:
             return dev_node_wallet(k)
     raise KeyError(f"{address} is no dev resource node")
+
+
+def settlement_values(task: Task, *, height: bool = True) -> dict[str, Any]:
+    """A settled task's settlement as plain values (amounts as ints, each slash and payout a
+    tuple), to compare with one written by hand."""
+    s = task.settlement
+    assert s is not None
+    out: dict[str, Any] = {"height": s.height} if height else {}
+    out.update(
+        {
+            "fee": s.fee,
+            "networkReward": s.network_reward,
+            "slashed": [(x.address, x.amount, x.reason) for x in s.slashed],
+            "payouts": [(p.address, p.amount, p.role, p.rank) for p in s.payouts],
+            "refund": s.refund,
+            "burned": s.burned,
+        }
+    )
+    return out

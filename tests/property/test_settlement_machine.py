@@ -37,6 +37,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from chain.node.store import MemoryStore
 from chain.protocol import crypto, tasks, wire
 from chain.protocol.blocks import apply_genesis, apply_tx, execute_block
 from chain.protocol.errors import (
@@ -137,26 +138,6 @@ def honest_output(task_hash: bytes, address: str) -> str:
 # --- the rules over an in-memory store --------------------------------------------------------
 
 
-class MemStore:
-    """A dict as the committed store: what `State` reads through to."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def commit(self, writes: dict[bytes, bytes | None]) -> None:
-        for key, value in writes.items():
-            if value is None:
-                self.data.pop(key, None)
-            else:
-                self.data[key] = value
-
-    def iterate(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        return sorted((k, v) for k, v in self.data.items() if k.startswith(prefix))
-
-
 class MemChain:
     """One validator's rules without its node: admission applies a transaction to the next
     block's pending state (a refused one changes nothing); `produce` runs the admitted ones
@@ -166,10 +147,10 @@ class MemChain:
         self.genesis = genesis
         self.params = genesis.params
         self.validator = genesis.validators[0].address
-        self.store = MemStore()
+        self.store = MemoryStore()  # the in-memory twin of the LevelDB store
         state = State(self.store)
         apply_genesis(state, genesis)
-        self.store.commit(state.writes())
+        self.store.write(state.writes())
         self.height = 0
         self.pending = State(self.store)
         self.txs: list[SignedTx] = []
@@ -194,7 +175,7 @@ class MemChain:
         state = State(self.store)
         records = execute_block(state, self.params, self.context(block_hash), self.txs, [])
         assert [status for _tx, status in records] == ["committed"] * len(self.txs)
-        self.store.commit(state.writes())
+        self.store.write(state.writes())
         self.height += 1
         self.pending = State(self.store)
         self.txs = []

@@ -63,6 +63,7 @@ from chain.protocol.types import (
     Transfer,
     Unstake,
 )
+from tests.helpers import settlement_values
 
 E18 = 10**18
 NODE_STAKE = 2_000 * E18
@@ -247,16 +248,7 @@ def one_result(rules: Rules, target_count: int = 1, text: str = "the answer") ->
 
 
 def settled(task: Task) -> dict[str, Any]:
-    s = task.settlement
-    assert s is not None
-    return {
-        "fee": s.fee,
-        "networkReward": s.network_reward,
-        "slashed": [(x.address, x.amount, x.reason) for x in s.slashed],
-        "payouts": [(p.address, p.amount, p.role, p.rank) for p in s.payouts],
-        "refund": s.refund,
-        "burned": s.burned,
-    }
+    return settlement_values(task, height=False)
 
 
 def settlement_identity_holds(task: Task) -> bool:

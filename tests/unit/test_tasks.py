@@ -58,6 +58,7 @@ from chain.protocol.types import (
     signer_of,
 )
 from rpc.methods import METHODS
+from tests.helpers import settlement_values
 
 E18 = 10**18
 CLOCK = 1_767_226_000.0  # a fixed node clock, after the dev genesis time
@@ -257,21 +258,6 @@ def make_chain(tmp_path: Path) -> Iterator[Callable[..., Chain]]:
 @pytest.fixture
 def chain(make_chain: Callable[..., Chain]) -> Chain:
     return make_chain()
-
-
-def settled_amounts(task: Task) -> dict[str, Any]:
-    """The settlement record as a dict of plain values, to compare with one written by hand."""
-    s = task.settlement
-    assert s is not None
-    return {
-        "height": s.height,
-        "fee": s.fee,
-        "networkReward": s.network_reward,
-        "slashed": [(x.address, x.amount, x.reason) for x in s.slashed],
-        "payouts": [(p.address, p.amount, p.role, p.rank) for p in s.payouts],
-        "refund": s.refund,
-        "burned": s.burned,
-    }
 
 
 # --- eligibility (4.2) ---------------------------------------------------------------------
@@ -530,7 +516,7 @@ def test_verification_count_counts_the_valid_verdicts_of_the_response(
         (c, True, 3),
         (d, True, 4),
     ]
-    slashed = settled_amounts(done)["slashed"]
+    slashed = settlement_values(done)["slashed"]
     assert slashed == [(b, NODE_STAKE * 500 // 10_000, "verdict")]
 
 
@@ -559,7 +545,7 @@ def test_task_with_only_a_rejected_result_fails_at_the_compute_deadline(chain: C
     unpaid_v = pool_v - v1 - v2
     burned = unpaid_v * slashed // pool_v
     refund = pool_c + unpaid_v - burned  # R = 0: nothing of it is unminted
-    assert settled_amounts(done) == {
+    assert settlement_values(done) == {
         "height": created + 5,
         "fee": f,
         "networkReward": 0,
@@ -616,7 +602,7 @@ def test_verdict_at_exactly_the_verify_deadline_is_accepted_one_later_is_late(
     chain.refused(SubmitVerification(task, N0, N1, True), TaskClosed)
     assert chain.rpc("submitVerification", SubmitVerification(task, N0, N1, True)) is False
     # the unverified result is neither paid nor slashed (4.6)
-    payouts = settled_amounts(done)["payouts"]
+    payouts = settlement_values(done)["payouts"]
     assert [(a, role) for a, _amount, role, _rank in payouts] == [(N0, "compute"), (N2, "verify")]
 
 
@@ -637,7 +623,7 @@ def test_tie_at_the_verify_deadline_is_unverified_and_nobody_is_paid_or_slashed(
     done = chain.task(task)
     assert chain.statuses(task) == [4]
     assert (done.status, done.finished_height) == ("failed", created + 10)
-    assert settled_amounts(done) == {
+    assert settlement_values(done) == {
         "height": created + 10,
         "fee": fee(1),
         "networkReward": 0,
@@ -668,7 +654,7 @@ def test_the_last_round_counts_the_silent_stake_until_the_verify_deadline(chain:
     done = chain.task(task)
     assert chain.statuses(task) == [3] and done.status == "failed"
     assert done.execution_info[0].decided_height == created + 10
-    assert settled_amounts(done)["slashed"] == [(N0, 200 * E18, "result")]
+    assert settlement_values(done)["slashed"] == [(N0, 200 * E18, "result")]
     assert chain.account(N2) == Account(NODE_BALANCE, NODE_STAKE, 0)  # silent: on no side
 
 
@@ -683,7 +669,7 @@ def test_no_result_at_the_compute_deadline_fails_at_once_with_the_fee_refunded(
     chain.block()
     done = chain.task(task)
     assert (done.status, done.finished_height, done.response) == ("failed", created + 5, None)
-    assert settled_amounts(done)["refund"] == fee(4)
+    assert settlement_values(done)["refund"] == fee(4)
     assert chain.account(ALICE).balance == DEV_BALANCE
 
 
@@ -736,7 +722,7 @@ def test_verified_result_with_an_open_slot_is_settled_at_the_compute_deadline(
     pool_c = (f + r) * 7000 // 10_000  # 9.1e15, all to the only valid result
     pool_v = f + r - pool_c  # 3.9e15, all to the only winning verifier
     assert (pool_c, pool_v) == (9_100_000_000_000_000, 3_900_000_000_000_000)
-    assert settled_amounts(done) == {
+    assert settlement_values(done) == {
         "height": created + 5,
         "fee": f,
         "networkReward": r,
@@ -848,7 +834,7 @@ def test_five_equal_nodes_and_one_byzantine(make_chain: Callable[..., Chain]) ->
     rest = unpaid_c + unpaid_v - burned
     unminted = rest * r // (f + r)
     refund = rest - unminted
-    assert settled_amounts(done) == {
+    assert settlement_values(done) == {
         "height": height,
         "fee": f,
         "networkReward": r - unminted,
@@ -893,7 +879,7 @@ def test_without_slashing_nobody_is_slashed_and_losers_are_still_unpaid(
     v = [pool_v * w // 61_251 for w in BYZANTINE_WEIGHTS]
     rest = (pool_c - c_n0 - c_n1) + (pool_v - sum(v))  # nothing to burn
     unminted = rest * r // (f + r)
-    assert settled_amounts(done) == {
+    assert settlement_values(done) == {
         "height": height,
         "fee": f,
         "networkReward": r - unminted,
@@ -947,7 +933,7 @@ def test_two_liars_outweighed_are_slashed_in_verdict_order_and_winners_paid_by_s
     burned = unpaid_v * (2 * slash) // pool_v
     rest = unpaid_v - burned
     unminted = rest * r // (f + r)
-    assert settled_amounts(done) == {
+    assert settlement_values(done) == {
         "height": height,
         "fee": f,
         "networkReward": r - unminted,
@@ -980,7 +966,7 @@ def test_rank_weights_decay_with_rank_decay_bps(make_chain: Callable[..., Chain]
     pool_c = fee(3) + NETWORK_REWARD  # computeShareBps 10000: everything to computation
     weights = [10_000, 7_500, 5_625]  # w(i+1) = w(i) * 7500 // 10000
     shares = [pool_c * w // sum(weights) for w in weights]
-    s = settled_amounts(done)
+    s = settlement_values(done)
     assert [p for p in s["payouts"] if p[2] == "compute"] == [
         (node, share, "compute", rank)
         for rank, (node, share) in enumerate(zip(NODES[:3], shares, strict=True), 1)
@@ -1010,7 +996,7 @@ def test_slashed_below_min_node_stake_is_jailed_and_restaking_unjails(
     chain.verdict(first, N2, N0, True)  # verified: the task settles, N2 loses 200
     chain.block()
     assert chain.task(first).status == "verified"
-    n2_paid = sum(p[1] for p in settled_amounts(chain.task(first))["payouts"] if p[0] == N2)
+    n2_paid = sum(p[1] for p in settlement_values(chain.task(first))["payouts"] if p[0] == N2)
     assert n2_paid > 0  # its valid verdict on N0's result won
     assert chain.account(N2).stake == 1800 * E18
     assert chain.jailed(N2)
@@ -1050,7 +1036,7 @@ def test_node_slashed_twice_is_jailed_on_what_is_left_after_both(
     assert chain.account(N2).stake == 1710 * E18
     assert chain.jailed(N2)
     assert not chain.jailed(N0) and not chain.jailed(N1)
-    assert settled_amounts(chain.task(task))["slashed"] == [
+    assert settlement_values(chain.task(task))["slashed"] == [
         (N2, 200 * E18, "result"),
         (N2, 90 * E18, "verdict"),
     ]
@@ -1198,7 +1184,7 @@ def test_rejected_node_cannot_unstake_its_slash_away_before_settlement(chain: Ch
     chain.until(created + 5)  # the slot stays open: the task settles at the compute deadline
     done = chain.task(task)
     assert done.status == "verified"
-    assert settled_amounts(done)["slashed"] == [(N2, NODE_STAKE * 1000 // 10_000, "result")]
+    assert settlement_values(done)["slashed"] == [(N2, NODE_STAKE * 1000 // 10_000, "result")]
 
 
 def test_a_stake_change_counts_at_the_next_weighing(chain: Chain) -> None:
