@@ -1154,11 +1154,12 @@ class ResourceNode:
                 self.address.lower()
             ):
                 return entry.get("status") in (2, 3, 4)  # verified, rejected, unverified
-        # Not in the task: still in the mempool, or never to be (refused late in a block, or
-        # sent before a restart and gone). Only a pending one may still come.
+        # Not in the task: still in the mempool, or never to be (refused late in a block).
+        # Only a pending one may still come; one whose hash this run does not know (sent
+        # before a restart, or answered as a duplicate) may, until its task is settled.
         tx_hash = self._result_txs.get(task_hash)
         if tx_hash is None:
-            return True
+            return False
         try:
             tx = await self.client.get_tx(tx_hash)
         except TransportError:
