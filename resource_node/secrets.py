@@ -17,6 +17,7 @@ The dev resource nodes of `chain.protocol.genesis.dev_genesis` commit epoch 0 of
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from chain.protocol import crypto
@@ -38,7 +39,12 @@ class SecretChain:
     def derive(
         cls, private_key: bytes, epoch: int, length: int = crypto.SECRET_CHAIN_LENGTH
     ) -> SecretChain:
-        """Walk the chain of `epoch` once (`length` hashes) and keep its checkpoints."""
+        """Walk the chain of `epoch` once (`length` hashes) and keep its checkpoints; the
+        same chain again is the one walked before (a value: nothing of it changes)."""
+        return _derived(private_key, epoch, length)
+
+    @classmethod
+    def walk(cls, private_key: bytes, epoch: int, length: int) -> SecretChain:
         if length < 1:
             raise ValueError(f"a chain of secrets has at least one value, got length {length}")
         if not 0 <= epoch < 1 << 64:
@@ -109,3 +115,8 @@ def listed_secrets(value: object) -> CommittedSecrets | None:
     if base is None or height is None or head is None or revealed is None or height < base:
         raise ValueError(f"secrets: not {{base, head, revealed, revealedHeight}}: {value!r:.200}")
     return CommittedSecrets(base, head, revealed, height)
+
+
+@functools.lru_cache(maxsize=16)
+def _derived(private_key: bytes, epoch: int, length: int) -> SecretChain:
+    return SecretChain.walk(private_key, epoch, length)
