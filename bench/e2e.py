@@ -17,7 +17,7 @@ its `createdHeight`, result height, verdict height and the height that decided t
 the follower only supplies the clock.
 
 The target: p50 at most 4 block intervals plus the simulated inference time of the backend.
-The issue's target was 3 (submit, result, verdict); PoS+W adds a block: a task is settled
+It was 3 (submit, result, verdict) before forced errors; they add a block: a task is settled
 (verified) only once the submitters of its decided results reveal their secrets (PROTOCOL
 4.13), which they do after the block that decided them, so the path is submit -> result ->
 verdicts of the assigned verifiers (decided) -> reveal (settled). `target.boundMs` counts
