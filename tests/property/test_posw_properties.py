@@ -78,7 +78,6 @@ from tests.property.test_settlement_machine import (
 E18 = 10**18
 MIN_STAKE = Params().min_node_stake
 MAX_NODES = 8
-DECIDED = (ResultStatus.VERIFIED, ResultStatus.REJECTED)
 HONEST_KINDS = ("honest", "silent")
 
 KEYS: dict[str, bytes] = {}
@@ -266,7 +265,8 @@ class PoswMachine(RuleBasedStateMachine):
         self.burned += s.burned
         lazy_expected: list[str] = []
         for entry in task.execution_info:
-            if entry.forced_error and entry.status in DECIDED:
+            # a revealed forced error catches its valid voters whatever its status (4.13)
+            if entry.forced_error and entry.status not in UNDECIDED:
                 self.forced_errors += 1
                 lazy_expected += [v.verifier for v in entry.verifications if v.valid]
         lazy = [x.address for x in s.slashed if x.reason == "lazy"]
