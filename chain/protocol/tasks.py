@@ -62,6 +62,7 @@ from chain.protocol.state import (
 from chain.protocol.types import (
     FINAL_STATUSES,
     UNDECIDED,
+    ZERO_HASH,
     Account,
     BlockContext,
     CommitSecrets,
@@ -84,15 +85,9 @@ from chain.protocol.types import (
 )
 
 BPS = 10_000
-ZERO_HASH = b"\x00" * 32
 # A reveal may walk at most this many heights past the node's last revealed secret (PROTOCOL
 # 4.12): a bound on the hashing one transaction can ask of a validator (about 9 ms).
 MAX_REVEAL_STEPS = 4096
-DECIDED = (ResultStatus.VERIFIED, ResultStatus.REJECTED)
-# The results whose submitter must reveal its secret (PROTOCOL 4.13): every one no longer
-# undecided, the unverified included (a forced error judged 1 against 1 still catches the
-# lazy verdict).
-SETTLED_BY_SECRET = (*DECIDED, ResultStatus.UNVERIFIED)
 
 
 # Submission (PROTOCOL 4.1, 4.2)
@@ -273,21 +268,25 @@ def standing_problem(node: ResourceNodeInfo | None, stake: int, params: Params) 
     return None
 
 
-def check_eligible(state: State, params: Params, address: str, model: str | None) -> None:
-    """An eligible node: registered, staked, not jailed, and serving the task's model (4.2).
+def check_eligible(
+    state: State, params: Params, address: str, model: str | None
+) -> ResourceNodeInfo:
+    """An eligible node: registered, staked, not jailed, and serving the task's model (4.2);
+    its record.
 
     Twins: `Reference.eligible` in tests/property/test_settlement_machine.py."""
     node = get_node(state, address)
     reason = standing_problem(node, get_account(state, address).stake, params)
     if reason is None and node is not None and not node.serves(model):
         reason = f"the node does not serve the model {model!r}"
-    if reason is not None:
-        raise NotEligible(address, reason)
+    if reason is not None or node is None:
+        raise NotEligible(address, reason or "not a registered resource node")
+    return node
 
 
-def secrets_problem(node: ResourceNodeInfo | None, params: Params, task: Task) -> str | None:
+def secrets_problem(node: ResourceNodeInfo, params: Params, task: Task) -> str | None:
     """Why a node may not compute this task for want of secrets (PROTOCOL 4.13), or None."""
-    if not params.canary_rate_bps or node is None:
+    if not params.canary_rate_bps:
         return None
     secrets = node.secrets
     assert task.created_height is not None
@@ -327,8 +326,7 @@ def apply_result(
     Twins: `Reference.result` in tests/property/test_settlement_machine.py and PROTOCOL 4.3
     (the order of its checks) must change with it."""
     task = _known_task(state, msg.task_hash)
-    check_eligible(state, params, msg.resource_node, task.model)
-    node = get_node(state, msg.resource_node)
+    node = check_eligible(state, params, msg.resource_node, task.model)
     reason = secrets_problem(node, params, task)
     if reason is not None:
         raise NotEligible(msg.resource_node, reason)
@@ -579,7 +577,9 @@ def maybe_decide_task(
 
 
 def _unrevealed(entry: ExecutionInfo) -> bool:
-    return entry.status in SETTLED_BY_SECRET and entry.forced_error is None
+    """A result no longer undecided, the unverified included (a forced error judged 1 against
+    1 still catches its lazy verdict), whose submitter has not revealed its secret (4.13)."""
+    return entry.status not in UNDECIDED and entry.forced_error is None
 
 
 def process_deadlines(state: State, params: Params, ctx: BlockContext) -> None:
@@ -781,8 +781,6 @@ def _slash_losers(
     for entry in results:
         kind = result_kind(params, entry)
         winning = _WINNING_VERDICT[kind]
-        if winning is None and kind != "unrevealed":
-            continue
         if kind in _SUBMITTER_SLASHED and params.slashing:
             address = entry.resource_node
             amount = _slash(state, address, params.result_slash_bps)
