@@ -249,26 +249,16 @@ def put_awaiting(state: State, address: str, task_hashes: list[bytes]) -> None:
 
 def get_to_assign(state: Reader) -> list[tuple[bytes, str]]:
     """(taskHash, submitter) of each result included in the block being executed, in order."""
-    count = _due_count(state, ASSIGN)
-    out = []
-    for i in range(count):
-        raw = state.get(ASSIGN + b"/" + i.to_bytes(4, "big"))
-        assert raw is not None
-        out.append((raw[:32], raw[32:].decode()))
-    return out
+    return [(raw[:32], raw[32:].decode()) for raw in _list_items(state, ASSIGN, ASSIGN + b"/")]
 
 
 def add_to_assign(state: State, task_hash: bytes, submitter: str) -> None:
-    """Append a result to the block's list (one key per result: adding is O(1))."""
-    count = _due_count(state, ASSIGN)
-    state.put(ASSIGN + b"/" + count.to_bytes(4, "big"), task_hash + submitter.encode())
-    state.put(ASSIGN, (count + 1).to_bytes(4, "big"))
+    """Append a result to the block's list."""
+    _list_append(state, ASSIGN, ASSIGN + b"/", task_hash + submitter.encode())
 
 
 def clear_to_assign(state: State) -> None:
-    for i in range(_due_count(state, ASSIGN)):
-        state.delete(ASSIGN + b"/" + i.to_bytes(4, "big"))
-    state.delete(ASSIGN)
+    _list_clear(state, ASSIGN, ASSIGN + b"/")
 
 
 def validator_key(address: str) -> bytes:
@@ -507,36 +497,51 @@ def due_key(height: int, index: int | None = None) -> bytes:
     return key if index is None else key + index.to_bytes(4, "big")
 
 
-def _due_count(state: Reader, count_key: bytes) -> int:
+# A list kept one key per item (appending is O(1)): `count_key` holds the count, item i is at
+# `prefix + i` (4 bytes, big-endian). The deadlines and the results to assign are such lists.
+
+
+def _list_count(state: Reader, count_key: bytes) -> int:
     raw = state.get(count_key)
     return 0 if raw is None else int.from_bytes(raw, "big")
 
 
-# The functions below derive each task's key from the count's, due_key(height) (one prefix
-# for the whole height): due_key(height, i) == due_key(height) + i.to_bytes(4, "big").
+def _list_items(state: Reader, count_key: bytes, prefix: bytes) -> list[bytes]:
+    items = (state.get(prefix + i.to_bytes(4, "big")) for i in range(_list_count(state, count_key)))
+    return [item for item in items if item is not None]
+
+
+def _list_append(state: State, count_key: bytes, prefix: bytes, item: bytes) -> None:
+    count = _list_count(state, count_key)
+    state.put(prefix + count.to_bytes(4, "big"), item)
+    state.put(count_key, (count + 1).to_bytes(4, "big"))
+
+
+def _list_clear(state: State, count_key: bytes, prefix: bytes) -> None:
+    for i in range(_list_count(state, count_key)):
+        state.delete(prefix + i.to_bytes(4, "big"))
+    state.delete(count_key)
+
+
+# The tasks due at a height are the list under due_key(height), its items under the same
+# prefix: due_key(height, i) == due_key(height) + i.to_bytes(4, "big").
 
 
 def get_due(state: Reader, height: int) -> list[bytes]:
     """The tasks due at `height`, in the order they were added."""
-    count_key = due_key(height)
-    count = _due_count(state, count_key)
-    hashes = (state.get(count_key + i.to_bytes(4, "big")) for i in range(count))
-    return [h for h in hashes if h is not None]
+    key = due_key(height)
+    return _list_items(state, key, key)
 
 
 def add_due(state: State, height: int, task_hash: bytes) -> None:
-    """Append a task to the ones due at `height` (one key per task: adding is O(1))."""
-    count_key = due_key(height)
-    count = _due_count(state, count_key)
-    state.put(count_key + count.to_bytes(4, "big"), task_hash)
-    state.put(count_key, (count + 1).to_bytes(4, "big"))
+    """Append a task to the ones due at `height`."""
+    key = due_key(height)
+    _list_append(state, key, key, task_hash)
 
 
 def clear_due(state: State, height: int) -> None:
-    count_key = due_key(height)
-    for i in range(_due_count(state, count_key)):
-        state.delete(count_key + i.to_bytes(4, "big"))
-    state.delete(count_key)
+    key = due_key(height)
+    _list_clear(state, key, key)
 
 
 # Undecided work per node (PROTOCOL 4.11: the Unstake guard)
