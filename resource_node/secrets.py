@@ -21,6 +21,7 @@ import functools
 from dataclasses import dataclass
 
 from chain.protocol import crypto
+from chain.protocol.types import Secrets
 
 CHECKPOINT_EVERY = 256
 
@@ -77,17 +78,6 @@ class SecretChain:
         return crypto.hash_steps(self.checkpoints[index], rest)
 
 
-@dataclass(frozen=True, slots=True)
-class CommittedSecrets:
-    """A node's `secrets` as getResourceNodes shows it: `{base, head, revealed,
-    revealedHeight}`. Read from an untrusted answer: `listed_secrets` checks every member."""
-
-    base: int
-    head: bytes
-    revealed: bytes
-    revealed_height: int
-
-
 def _hash32(value: object) -> bytes | None:
     if isinstance(value, str) and len(value) == 66 and value[:2] in ("0x", "0X"):
         try:
@@ -103,9 +93,10 @@ def _height(value: object) -> int | None:
     return None
 
 
-def listed_secrets(value: object) -> CommittedSecrets | None:
-    """The `secrets` member of a getResourceNodes entry, or None when it is null or not
-    well formed (ValueError then, naming what is wrong, unless it is null)."""
+def listed_secrets(value: object) -> Secrets | None:
+    """The `secrets` member of a getResourceNodes entry (`{base, head, revealed,
+    revealedHeight}`, every member checked: an untrusted answer), or None when it is null;
+    ValueError, naming what is wrong, when it is not well formed."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -114,7 +105,7 @@ def listed_secrets(value: object) -> CommittedSecrets | None:
     head, revealed = _hash32(value.get("head")), _hash32(value.get("revealed"))
     if base is None or height is None or head is None or revealed is None or height < base:
         raise ValueError(f"secrets: not {{base, head, revealed, revealedHeight}}: {value!r:.200}")
-    return CommittedSecrets(base, head, revealed, height)
+    return Secrets(head=head, base=base, revealed_height=height, revealed=revealed)
 
 
 @functools.lru_cache(maxsize=16)

@@ -55,7 +55,7 @@ from chain.protocol import crypto, wire
 from chain.protocol.genesis import Params
 from chain.protocol.schema import JSON, postprocess, schema_kind
 from chain.protocol.tasks import MAX_REVEAL_STEPS
-from chain.protocol.types import SubmitInferenceResult
+from chain.protocol.types import Secrets, SubmitInferenceResult
 from resource_node.backends import (
     Backend,
     BackendError,
@@ -64,7 +64,7 @@ from resource_node.backends import (
     request_for,
 )
 from resource_node.backends.faults import Faults
-from resource_node.secrets import CommittedSecrets, SecretChain, listed_secrets
+from resource_node.secrets import SecretChain, listed_secrets
 from resource_node.state import SubmissionLog, state_path
 from resource_node.untrusted import (
     MAX_FIELD_LENGTH,
@@ -961,7 +961,7 @@ class ResourceNode:
         self._reveal_sent = -1
         self._decided_own.clear()
 
-    async def _own_secrets(self) -> tuple[bool, CommittedSecrets | None]:
+    async def _own_secrets(self) -> tuple[bool, Secrets | None]:
         """Whether the node is registered, and its secrets as the chain shows them."""
         for entry in await self.client.get_resource_nodes():
             if isinstance(entry, dict) and str(entry.get("address", "")).lower() == (
@@ -1025,7 +1025,7 @@ class ResourceNode:
             )
         await self._commit_next()
 
-    def _use(self, chain: SecretChain, record: CommittedSecrets) -> None:
+    def _use(self, chain: SecretChain, record: Secrets) -> None:
         self._secrets, self._next = chain, None
         self._base, self._revealed_height = record.base, record.revealed_height
         self._reveal_sent = -1
