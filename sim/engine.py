@@ -29,6 +29,7 @@ from chain.protocol.types import (
 )
 from sim.agents import Agent, Job, SecretChain, Sender, derived_key, job_of_work
 from sim.population import UNIT, Population, checked
+from sim.verification import Verification
 
 CHAIN_ID = 7331
 GENESIS_TIME = "2026-01-01T00:00:00Z"
@@ -94,6 +95,8 @@ class Outcome:
     ledger: Ledger
     blocks: int
     params: Params
+    false_rejects: int = 0  # honest verdicts `invalid` on a right result (sim.verification)
+    false_accepts: int = 0  # honest verdicts `valid` on a wrong result
 
 
 def build_genesis(
@@ -155,6 +158,7 @@ class Simulation:
         self.validator = crypto.address_of_private_key(self.validator_key)
         self.members: list[Member] = []
         self.agents: list[Agent] = []
+        self.verification = Verification(population.errors, seed)
         index = 1
         for number, group in enumerate(population.groups):
             roles = (
@@ -173,9 +177,12 @@ class Simulation:
                         key,
                         SecretChain(key, length),
                         params.canary_rate_bps,
+                        verification=self.verification,
                         p=group.p,
                         partner=partner,
                         rng_seed=seed,
+                        false_accept=group.false_accept,
+                        min_temperature=population.min_temperature,
                     )
                     self.agents.append(agent)
                     self.members.append(
@@ -190,10 +197,15 @@ class Simulation:
                 population.task_rate,
                 population.target_count,
                 "sender",
+                population.temperature,
             )
         ]
         if colluded:
-            self.senders.append(Sender(derived_key(seed, index + 1), colluded, 1, 1, "colluder"))
+            self.senders.append(
+                Sender(
+                    derived_key(seed, index + 1), colluded, 1, 1, "colluder", population.temperature
+                )
+            )
         self.genesis = build_genesis(
             [
                 (m.address, m.stake, a.secrets.head)
@@ -365,6 +377,8 @@ class Simulation:
             self.ledger,
             self.height,
             self.params,
+            self.verification.false_rejects,
+            self.verification.false_accepts,
         )
 
 

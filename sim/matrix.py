@@ -1,5 +1,7 @@
 """The default matrix: populations mixing 0 to 33% of each bad behaviour with honest nodes,
-each run with the same seed, and the summary figure of net per task by behaviour and share.
+each run with the same seed, and the summary figure of net per task by behaviour and share;
+and the imperfect matrix: each behaviour, fault of a real-model network and copier at
+temperature 0 at 20%, under no verification errors, the measured rates and five times them.
 
 A behaviour's share is of the nodes (a sybil pair counts as two); a whale's is of the stake
 (one node staking that share of all the nodes' stake).
@@ -9,13 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sim.engine import simulate
-from sim.population import BAD_BEHAVIOURS, DEFAULT_STAKE, Group, Population
+from sim.population import BAD_BEHAVIOURS, DEFAULT_STAKE, OUTPUT_FAULTS, Group, Population
 from sim.report import _pyplot, behaviour_rows, colour, save_figure
+from sim.verification import ANY_FAULT, ErrorRates
 
 NODES = 12
 SHARES = (0.10, 0.20, 0.33)
@@ -144,6 +147,150 @@ def matrix_figure(results: Sequence[CellResult], out: Path, name: str = "sim-mat
     left.set_ylabel("net per node per task (mAEGIS)")
     fig.tight_layout()
     data = {"cells": [r.to_json() for r in results], "unit": "base units per node per task"}
+    paths = save_figure(fig, out, name, data)
+    plt.close(fig)
+    return paths
+
+
+# Imperfect verification (sim.verification): the behaviours, the faults of real-model networks
+# and the copier at temperature 0, each at IMPERFECT_SHARE of the nodes, at three levels of
+# error rates: none, the measured rates, and five times them.
+IMPERFECT_SHARE = 0.20
+# Placeholders until the verification's measured rates are passed (--false-reject,
+# --false-accept): FR 0.01 and FA 0.02 for every fault.
+PLACEHOLDER_RATES = ErrorRates.of(0.01, {ANY_FAULT: 0.02})
+RATE_FACTORS = (("exact", 0.0), ("measured", 1.0), ("5x measured", 5.0))
+COPY_T0 = "copying, t=0"
+COPY_T0_RAISED = "copying, t=0, nodes >= 0.5"
+IMPERFECT_ROWS = (
+    "honest",
+    *BAD_BEHAVIOURS,
+    *OUTPUT_FAULTS,
+    COPY_T0,
+    COPY_T0_RAISED,
+)
+# A copier of tasks run at temperature 0 copies right results: it earns as an honest node
+# without computing, a free rider the rules cannot see; raising the temperature of tasks
+# with more than one slot to 0.5 makes its copies wrong results again.
+FREE_RIDERS = (COPY_T0,)
+
+
+def row_population(row: str, *, tasks: int, seed: int) -> Population:
+    if row == "honest":
+        return Population((Group("honest", NODES),), tasks=tasks, seed=seed)
+    if row in (COPY_T0, COPY_T0_RAISED):
+        base = cell_population("copying", IMPERFECT_SHARE, tasks=tasks, seed=seed)
+        return replace(base, temperature=0.0, min_temperature=0.5 if row == COPY_T0_RAISED else 0)
+    return cell_population(row, IMPERFECT_SHARE, tasks=tasks, seed=seed)
+
+
+def row_behaviour(row: str) -> str:
+    """The behaviour label a row's bad nodes carry in its outcome."""
+    return "copying" if row in (COPY_T0, COPY_T0_RAISED) else row
+
+
+@dataclass(frozen=True, slots=True)
+class ImperfectResult:
+    """One row of the imperfect matrix at one level of error rates."""
+
+    row: str
+    level: str
+    rates: ErrorRates
+    net_per_task: dict[str, float]
+    false_rejects: int
+    false_accepts: int
+    population: Population
+
+    @property
+    def bad(self) -> float:
+        return self.net_per_task[row_behaviour(self.row)]
+
+    @property
+    def honest(self) -> float:
+        return self.net_per_task["honest"]
+
+    @property
+    def honest_wins(self) -> bool:
+        """Whether the honest nodes out-earn the row's behaviour (the all-honest row: trivially)."""
+        return self.row == "honest" or self.bad < self.honest
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "level": self.level,
+            **self.rates.to_json(),
+            "population": self.population.to_json(),
+            "netPerTask": self.net_per_task,
+            "falseRejects": self.false_rejects,
+            "falseAccepts": self.false_accepts,
+        }
+
+
+def run_imperfect_row(
+    row: str, level: str, rates: ErrorRates, *, tasks: int = MATRIX_TASKS, seed: int = 1
+) -> ImperfectResult:
+    population = row_population(row, tasks=tasks, seed=seed).with_errors(rates)
+    outcome = simulate(population)
+    net = {r.behaviour.split(":")[0]: r.net_per_task for r in behaviour_rows(outcome)}
+    return ImperfectResult(
+        row, level, rates, net, outcome.false_rejects, outcome.false_accepts, population
+    )
+
+
+def run_imperfect(
+    measured: ErrorRates = PLACEHOLDER_RATES,
+    *,
+    tasks: int = MATRIX_TASKS,
+    seed: int = 1,
+    rows: Sequence[str] = IMPERFECT_ROWS,
+    progress: Callable[[ImperfectResult], None] | None = None,
+) -> list[ImperfectResult]:
+    """Every row at no errors, at the `measured` rates and at five times them."""
+    results = []
+    for level, factor in RATE_FACTORS:
+        for row in rows:
+            result = run_imperfect_row(row, level, measured.scaled(factor), tasks=tasks, seed=seed)
+            if progress is not None:
+                progress(result)
+            results.append(result)
+    return results
+
+
+def imperfect_figure(
+    results: Sequence[ImperfectResult], out: Path, name: str = "sim-imperfect"
+) -> list[Path]:
+    """Net per task by behaviour at each level of error rates (left: the behaviour's nodes;
+    right: the honest nodes of the same populations), in mAEGIS per node per task."""
+    plt = _pyplot()
+    rows = list(dict.fromkeys(r.row for r in results))
+    levels = list(dict.fromkeys(r.level for r in results))
+    by = {(r.row, r.level): r for r in results}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 2), sharey=True)
+    height = 0.8 / len(levels)
+    shades = ("tab:gray", "tab:blue", "tab:red")
+    for i, level in enumerate(levels):
+        label = f"{level}: {by[(rows[0], level)].rates.label()}"
+        ys = [k + (i - (len(levels) - 1) / 2) * height for k in range(len(rows))]
+        for axis, value in ((left, "bad"), (right, "honest")):
+            axis.barh(
+                ys,
+                [getattr(by[(row, level)], value) / 10**15 for row in rows],
+                height=height,
+                color=shades[i % len(shades)],
+                label=label,
+            )
+    for axis in (left, right):
+        axis.set_xscale("symlog", linthresh=1)
+        axis.axvline(0, color="black", lw=0.5)
+        axis.set_xlabel("net per node per task (mAEGIS)")
+    left.set_yticks(range(len(rows)), rows)
+    left.invert_yaxis()
+    left.set_title("the behaviour's nodes")
+    right.set_title("the honest nodes beside them")
+    right.legend(fontsize="small", loc="lower right")
+    fig.suptitle(f"PoS+W under imperfect verification, {int(100 * IMPERFECT_SHARE)}% of {NODES}")
+    fig.tight_layout()
+    data = {"results": [r.to_json() for r in results], "unit": "base units per node per task"}
     paths = save_figure(fig, out, name, data)
     plt.close(fig)
     return paths
