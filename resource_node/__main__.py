@@ -37,6 +37,7 @@ from chain.protocol.genesis import (
 from resource_node.backends import (
     BACKEND_NAMES,
     Backend,
+    BackendError,
     make_backend,
     parse_backend_options,
 )
@@ -95,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="K=V",
         help="backend option, repeatable (deterministic: tokens_per_second, default_max_tokens; "
-        "openai: base_url, api_key, timeout, model)",
+        "openai: base_url, api_key, timeout, model, api, template, max_tokens, max_tokens_cap, "
+        "verify, logprobs, fast_path)",
     )
     parser.add_argument(
         "--fault",
@@ -105,8 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated or repeated: wrong[:P] (a wrong result with probability P, "
         "default 1; forced errors as any node's), lazy (every verdict valid=true without "
         "computing), silent (submits nothing), noreveal (never reveals its secrets), copy "
-        "(submits another node's listed result as its own), slow:S (S more seconds per "
-        "inference), crash:N (exits with status 3 after N results)",
+        "(submits another node's listed result as its own), otherprompt (answers with "
+        "another prompt's output), truncate (submits the first half of each output), slow:S "
+        "(S more seconds per inference), crash:N (exits with status 3 after N results)",
     )
     parser.add_argument("--concurrency", type=int, default=4, help="inferences at a time")
     parser.add_argument("--poll-interval", type=float, default=0.2, metavar="S", help="seconds")
@@ -243,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         return BAD_CONFIG_EXIT
     try:
         return asyncio.run(serve(setup))
-    except (StateError, OSError) as exc:
+    except (StateError, OSError, BackendError) as exc:
         log.error("%s", exc)
         return BAD_CONFIG_EXIT
     except KeyboardInterrupt:

@@ -123,6 +123,7 @@ class TaskInputs:
     model: str | None
     max_tokens: int | None
     length: int = 0
+    target_count: int = 1
 
 
 def read_inputs(task: Mapping[str, Any]) -> TaskInputs:
@@ -149,7 +150,10 @@ def read_inputs(task: Mapping[str, Any]) -> TaskInputs:
         reported = task.get("model")
         model = reported if isinstance(reported, str) and len(reported) <= 256 else None
     length = len(prompts) + len(raw_options) + len(schema)
-    return TaskInputs(prompts, options, schema, model, max_tokens, length)
+    target_count = task.get("targetCount")
+    if isinstance(target_count, bool) or not isinstance(target_count, int) or target_count < 1:
+        target_count = 1
+    return TaskInputs(prompts, options, schema, model, max_tokens, length, target_count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +164,16 @@ class VerifyEntry:
     submitter: str
     result: str
     seed: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedResult:
+    """A result of the task as its `executionInfo` lists it: who submitted it, its text and
+    its rank (0 is the earliest)."""
+
+    submitter: str
+    result: str
+    rank: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +189,7 @@ class PendingTask:
     bad_entries: tuple[tuple[str, str], ...]
     created_height: int | None = None  # None when not a height: no forced error can be told
     reveal: bool = False  # the node's decided result waits for its secret (PROTOCOL 4.13)
+    results: tuple[ListedResult, ...] = ()  # executionInfo, the entries that could be read
 
 
 MAX_HEIGHT = (1 << 63) - 1
@@ -223,6 +238,27 @@ def decode_entry(entry: Any) -> VerifyEntry:
     return VerifyEntry(submitter, result, reported_seed(entry.get("seed")))
 
 
+def listed_results(value: Any) -> tuple[ListedResult, ...]:
+    """The results of a listed task's `executionInfo` that can be read within the bounds (at
+    most MAX_VERIFY_ENTRIES); the others are left out: they only serve to tell a copy."""
+    if not isinstance(value, list):
+        return ()
+    out: list[ListedResult] = []
+    for entry in value[:MAX_VERIFY_ENTRIES]:
+        if not isinstance(entry, dict):
+            continue
+        rank = entry.get("rank")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank <= MAX_HEIGHT:
+            continue
+        try:
+            submitter = wire.parse_address(entry.get("resourceNode"), "executionInfo")
+            result = check_field(entry.get("result"), "executionInfo.result", nesting=False)
+        except (InvalidParams, Unreadable):
+            continue
+        out.append(ListedResult(submitter, result, rank))
+    return tuple(out)
+
+
 def _entry_name(entry: Any) -> str:
     submitter = entry.get("submitter") if isinstance(entry, dict) else None
     return f"submitter {describe(submitter)}" if submitter is not None else describe(entry)
@@ -264,4 +300,5 @@ def decode_task(item: Any, inputs: TaskInputs | None = None) -> PendingTask:
         bad_entries=tuple(bad),
         created_height=listed_height(item.get("createdHeight")),
         reveal=item.get("reveal") is True,
+        results=listed_results(item.get("executionInfo")),
     )

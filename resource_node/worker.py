@@ -60,14 +60,17 @@ from resource_node.backends import (
     Backend,
     BackendError,
     InferenceRequest,
+    TaskError,
     close_backend,
     request_for,
+    setup_backend,
 )
 from resource_node.backends.faults import Faults
 from resource_node.secrets import SecretChain, listed_secrets
 from resource_node.state import SubmissionLog, state_path
 from resource_node.untrusted import (
     MAX_FIELD_LENGTH,
+    ListedResult,
     PendingTask,
     TaskInputs,
     Unreadable,
@@ -90,6 +93,9 @@ FORCED_MARKER = " [forced error]"  # appended to the output of a forced error (P
 ROLLOVER_MARGIN = 64  # heights kept in hand past the deadlines before a chain of secrets ends
 COMMIT_PATIENCE = 100  # polls a sent CommitSecrets may take to show on chain, then sent again
 REVEAL_PATIENCE = 10  # polls a sent RevealSecret may take to show on chain, then sent again
+# A scored result identical to an earlier one is a copy unless an independent sample would be
+# this text with probability at least e^COPY_LOG_CHANCE (about one in a million).
+COPY_LOG_CHANCE = -13.8
 
 # Where the node's chain of secrets stands (PROTOCOL 4.13).
 SECRETS_OFF = "off"  # canaryRateBps 0: no secrets needed
@@ -211,6 +217,29 @@ def same_output(output: str, result: str) -> bool:
     return own == theirs
 
 
+def describe_output(output: str) -> str:
+    """An output for a verdict's log line: its start, its length and its keccak."""
+    digest = wire.hex0x(crypto.keccak(wire.decode_bytes_field(output)))
+    return f"{describe(output)}, keccak {digest[:18]}..."
+
+
+def copy_source(task: PendingTask, entry: VerifyEntry) -> ListedResult | None:
+    """Another node's result of the task, earlier in rank than `entry`'s, with the same text:
+    what a copier submits as its own (PROTOCOL 4.15)."""
+    ranks = [r.rank for r in task.results if r.submitter.lower() == entry.submitter.lower()]
+    if not ranks:
+        return None
+    own = wire.decode_bytes_field(entry.result)
+    for other in task.results:
+        if (
+            other.rank < ranks[0]
+            and other.submitter.lower() != entry.submitter.lower()
+            and wire.decode_bytes_field(other.result) == own
+        ):
+            return other
+    return None
+
+
 def forced_output(output: str) -> str:
     """A deliberately wrong result (PROTOCOL 4.13): the output with `FORCED_MARKER`, which no
     honest recomputation gives (it differs from `output`), within a task field's length."""
@@ -291,6 +320,7 @@ class ResourceNode:
         if self.config.state_dir is not None:
             path = state_path(self.config.state_dir, self.address)
         self.submissions = SubmissionLog.load(self.address, path)
+        await setup_backend(self.backend)
         log.info(
             "resource node %s: backend %s, models %s, faults %s, %d tasks remembered%s",
             self.address,
@@ -661,7 +691,12 @@ class ResourceNode:
         results = 0
         if self._secrets_state == SECRETS_ROLLOVER:
             return 0, 0  # no new task until the next chain of secrets is committed
-        if task.compute and not self.submissions.has_result(task_hash) and self._may_compute(task):
+        if (
+            task.compute
+            and not self.submissions.has_result(task_hash)
+            and (not self.faults.copy or self._copied(task) is not None)
+            and self._may_compute(task)
+        ):
             key: WorkKey = ("result", task_hash)
             if self._may_start(key):
                 if task.created_height is not None:  # a reveal from now on stays below it
@@ -679,6 +714,9 @@ class ResourceNode:
 
     def _serves(self, task: PendingTask) -> bool:
         model = task.inputs.model
+        serves = getattr(self.backend, "serves", None)
+        if serves is not None and not serves(model):
+            return False  # another model than the one its server serves
         return self._serves_all or model is None or model in self.config.models
 
     def _may_start(self, key: WorkKey) -> bool:
@@ -770,10 +808,24 @@ class ResourceNode:
     async def _infer(self, backend: Backend, key: WorkKey, request: InferenceRequest) -> str | None:
         try:
             return await backend.infer(request)
+        except TaskError as exc:
+            self._refuse(key, exc)
+            return None
         except BackendError as exc:
             log.warning("%s for task %s: backend failed: %s", key[0], key[1], exc)
             self._fail(key, f"backend: {exc}")
             return None
+
+    def _refuse(self, key: WorkKey, exc: TaskError) -> None:
+        """A task this node's backend cannot do (an option it cannot pass): skipped from now
+        on, neither computed nor verified, and logged once (counted with the unreadable)."""
+        task_hash = key[1]
+        self._remember(self._unreadable, task_hash, str(exc))
+        if self._report_once(
+            ("task", task_hash), "task %s skipped: this node cannot do it: %s", task_hash, exc
+        ):
+            self._counters.unreadable += 1
+            self.last_error = f"task {task_hash} skipped: {exc}"
 
     def _rejected(self, key: WorkKey, exc: RpcError | TransportError | ValueError) -> None:
         """A submission that got no true/false/-32006 answer."""
@@ -812,6 +864,8 @@ class ResourceNode:
         copied = self._copied(task) if self.faults.copy else None
         if copied is not None:
             output: str | None = copied
+        elif self.faults.copy:
+            return  # nothing to copy any more
         else:
             seed = self._seed(task_hash, self.address, task.seed)
             output = await self._infer(self._compute_backend, key, request_for(task.inputs, seed))
@@ -853,13 +907,13 @@ class ResourceNode:
     async def _verify(self, key: WorkKey, task: PendingTask, entry: VerifyEntry) -> None:
         task_hash, submitter, result = task.task_hash, entry.submitter, entry.result
         if self.faults.lazy:
-            valid = True
+            valid, why = True, "lazy: not computed"
         else:
             seed = self._seed(task_hash, submitter, entry.seed)
-            output = await self._infer(self._verify_backend, key, request_for(task.inputs, seed))
-            if output is None:
+            verdict = await self._judge(key, task, entry, request_for(task.inputs, seed))
+            if verdict is None:
                 return
-            valid = same_output(output, result)
+            valid, why = verdict
         outcome = await self._send(
             key, self.client.submit_verification(self.wallet, task_hash, submitter, valid)
         )
@@ -871,19 +925,71 @@ class ResourceNode:
         self._counters.verified += 1
         self._counters.verdicts[outcome] += 1
         log.info(
-            "verdict on %s's result for task %s: valid=%s, %s%s",
+            "verdict on %s's result for task %s: valid=%s, %s; %s",
             submitter,
             task_hash,
             str(valid).lower(),
             outcome,
-            " (lazy)" if self.faults.lazy else "",
+            why,
         )
 
+    async def _judge(
+        self, key: WorkKey, task: PendingTask, entry: VerifyEntry, request: InferenceRequest
+    ) -> tuple[bool, str] | None:
+        """The verdict on `entry` and why, by the task's verification method (PROTOCOL
+        4.15); None when it cannot be given now (the backend failed: retried later, or the
+        task is one this node cannot do)."""
+        result = entry.result
+        # A backend without a distribution to score against (the deterministic model) verifies
+        # every task exactly: its distribution is one output per seed.
+        score = getattr(self.backend, "score", None)
+        verify_method = getattr(self.backend, "verify_method", None)
+        try:
+            method = "exact" if score is None or verify_method is None else verify_method(request)
+        except TaskError as exc:
+            self._refuse(key, exc)
+            return None
+        copy_of = copy_source(task, entry) if method == "scored" else None
+        own: str | None = None
+        if method == "exact" or (copy_of is None and getattr(self.backend, "fast_path", False)):
+            own = await self._infer(self._verify_backend, key, request)
+            if own is None:
+                return None
+            if same_output(own, result):
+                return True, f"own output identical ({describe_output(own)}), {method}"
+            if method == "exact":
+                return False, f"own output differs: {describe_output(own)}, exact"
+        assert score is not None
+        try:
+            judgement = await score(request, result)
+        except TaskError as exc:
+            self._refuse(key, exc)
+            return None
+        except BackendError as exc:
+            log.warning("verdict for task %s: scoring failed: %s", key[1], exc)
+            self._fail(key, f"scoring: {exc}")
+            return None
+        why = (
+            f"scored: {judgement.reason} (tokens {judgement.tokens}, outside {judgement.outside}, "
+            f"mean log-prob {judgement.mean_logprob:.3f} against {judgement.expected_logprob:.3f}, "
+            f"end {judgement.ending})"
+        )
+        if own is not None:
+            why += f"; own output {describe_output(own)}"
+        if judgement.valid and copy_of is not None and judgement.log_chance < COPY_LOG_CHANCE:
+            return False, (
+                f"a copy of {copy_of.submitter}'s result of rank {copy_of.rank}: an independent "
+                f"sample is this text with probability e^{judgement.log_chance:.1f}; {why}"
+            )
+        return judgement.valid, why
+
     def _copied(self, task: PendingTask) -> str | None:
-        """Fault copy: another node's result of the task, as the listing shows it."""
-        for entry in task.verify:
-            if entry.submitter.lower() != self.address.lower():
-                return entry.result
+        """Fault copy: another node's result of the task, as the listing shows it (in its
+        executionInfo, or a verify entry); the copier computes nothing itself."""
+        listed = [(r.submitter, r.result) for r in task.results]
+        for submitter, result in [*listed, *((e.submitter, e.result) for e in task.verify)]:
+            if submitter.lower() != self.address.lower():
+                return result
         return None
 
     # Forced errors and the chain of secrets (PROTOCOL 4.13)

@@ -28,6 +28,11 @@ class BackendError(Exception):
     """A backend could not produce an output (server down, timeout, malformed answer)."""
 
 
+class TaskError(BackendError):
+    """The task asks what this backend cannot do (an option it does not know or the server
+    refuses, a value out of range): an error of that one task, not retried."""
+
+
 @dataclass(frozen=True, slots=True)
 class InferenceRequest:
     """What a backend computes from.
@@ -43,6 +48,7 @@ class InferenceRequest:
     seed: int = 0
     max_tokens: int | None = None
     schema: str = DEFAULT_SCHEMA
+    target_count: int = 1
 
 
 class Backend(Protocol):
@@ -90,6 +96,7 @@ def request_for(inputs: TaskInputs, seed: int) -> InferenceRequest:
         seed=seed,
         max_tokens=inputs.max_tokens,
         schema=inputs.schema,
+        target_count=inputs.target_count,
     )
 
 
@@ -126,6 +133,14 @@ def make_backend(name: str, options: Mapping[str, str]) -> Backend:
 
         return OpenAIBackend.from_options(options)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+
+
+async def setup_backend(backend: Backend) -> None:
+    """Let a backend check its server before the node starts (a `setup`, if it has one):
+    BackendError says why it cannot serve."""
+    setup = getattr(backend, "setup", None)
+    if setup is not None:
+        await setup()
 
 
 async def close_backend(backend: Backend) -> None:

@@ -11,29 +11,42 @@ A fault spec is a comma-separated list (and `--fault` may repeat):
 - `silent`: never submit results or verdicts.
 - `noreveal`: never reveal a secret: each of its verified or rejected results is treated as
   wrong at its reveal deadline.
-- `copy`: instead of computing, submit as its own result another node's result of the task
-  that the listing shows it (a verify entry), when there is one; computes otherwise.
+- `copy`: never compute: submit as its own result another node's result of the task as soon
+  as the listing shows one (in the task's executionInfo or a verify entry).
+- `otherprompt`: answer every task with the output for another prompt (one made from the
+  seed), as a node that serves a cached or unrelated answer.
+- `truncate`: submit only the first half of the characters of each output it computes.
 - `slow:S`: S extra seconds of latency for every inference.
 - `crash:N`: the process exits (`os._exit(3)`) after its N-th submitted result.
 
-`wrong` and `slow` wrap a backend (`Faults.compute_backend`, `Faults.verify_backend`); `lazy`,
-`silent`, `noreveal`, `copy` and `crash` are read by the worker. The wrappers own nothing:
+`wrong`, `otherprompt`, `truncate` and `slow` wrap a backend (`Faults.compute_backend`,
+`Faults.verify_backend`); `lazy`, `silent`, `noreveal`, `copy` and `crash` are read by the
+worker. The wrappers own nothing:
 close the inner backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chain.protocol import crypto
 from resource_node.backends import Backend, InferenceRequest
 
 WRONG_DOMAIN = b"inferchain/fault/wrong"
 WRONG_MARKER = " [wrong]"
-KINDS = ("wrong", "lazy", "silent", "noreveal", "copy", "slow", "crash")
-FLAGS = ("lazy", "silent", "noreveal", "copy")  # the faults without an argument
+KINDS = (
+    "wrong", "lazy", "silent", "noreveal", "copy", "otherprompt", "truncate", "slow", "crash"
+)  # fmt: skip
+# the faults without an argument
+FLAGS = ("lazy", "silent", "noreveal", "copy", "otherprompt", "truncate")
+OTHER_PROMPTS = (
+    "Describe a city you have never visited, number {n}.",
+    "Write a recipe that uses {n} eggs.",
+    "Tell a short story about the number {n}.",
+)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -64,6 +77,36 @@ class WrongBackend:
         if is_wrong(request.seed, self.probability):
             return output + WRONG_MARKER
         return output
+
+
+@dataclass(frozen=True, slots=True)
+class OtherPromptBackend:
+    """Answers with the output for another prompt than the task's, made from the seed."""
+
+    inner: Backend
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    async def infer(self, request: InferenceRequest) -> str:
+        other = OTHER_PROMPTS[request.seed % len(OTHER_PROMPTS)].format(n=request.seed % 997)
+        return await self.inner.infer(replace(request, prompts=json.dumps({"prompt": other})))
+
+
+@dataclass(frozen=True, slots=True)
+class TruncatedBackend:
+    """Returns the first half of the characters of the inner output."""
+
+    inner: Backend
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    async def infer(self, request: InferenceRequest) -> str:
+        output = await self.inner.infer(request)
+        return output[: len(output) // 2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +147,8 @@ class Faults:
     crash_after: int | None = None
     noreveal: bool = False
     copy: bool = False
+    otherprompt: bool = False
+    truncate: bool = False
 
     @classmethod
     def parse(cls, specs: Iterable[str]) -> Faults:
@@ -149,6 +194,8 @@ class Faults:
             crash_after=crash_after,
             noreveal="noreveal" in flags,
             copy="copy" in flags,
+            otherprompt="otherprompt" in flags,
+            truncate="truncate" in flags,
         )
 
     def describe(self) -> list[str]:
@@ -164,6 +211,10 @@ class Faults:
             out.append("noreveal")
         if self.copy:
             out.append("copy")
+        if self.otherprompt:
+            out.append("otherprompt")
+        if self.truncate:
+            out.append("truncate")
         if self.slow > 0:
             out.append(f"slow:{self.slow:g}")
         if self.crash_after is not None:
@@ -174,8 +225,11 @@ class Faults:
         return SlowBackend(backend, self.slow, sleep) if self.slow > 0 else backend
 
     def compute_backend(self, backend: Backend, sleep: Sleep = asyncio.sleep) -> Backend:
-        """The backend that computes this node's own results: `wrong` and `slow` applied."""
-        wrapped = WrongBackend(backend, self.wrong) if self.wrong > 0 else backend
+        """The backend that computes this node's own results: `otherprompt`, `truncate`,
+        `wrong` and `slow` applied."""
+        wrapped = OtherPromptBackend(backend) if self.otherprompt else backend
+        wrapped = TruncatedBackend(wrapped) if self.truncate else wrapped
+        wrapped = WrongBackend(wrapped, self.wrong) if self.wrong > 0 else wrapped
         return self._slowed(wrapped, sleep)
 
     def verify_backend(self, backend: Backend, sleep: Sleep = asyncio.sleep) -> Backend:

@@ -1370,7 +1370,7 @@ async def test_a_chain_of_secrets_that_runs_out_is_followed_by_the_next_epoch(
         assert DEV1.address not in await entries(chain, late)
 
 
-async def test_copy_fault_submits_a_listed_result_as_its_own(
+async def test_copy_fault_submits_a_listed_result_as_its_own_and_never_computes(
     tmp_path: Path, cleanups: list[ResourceNode]
 ) -> None:
     genesis = make_genesis(canary_rate_bps=0)
@@ -1385,17 +1385,23 @@ async def test_copy_fault_submits_a_listed_result_as_its_own(
         )
         await started(node, cleanups)
         report = await node.run_once()
-        assert (report.results, report.verdicts) == (2, 1)
+        assert (report.results, report.verdicts) == (1, 1)
         mine(chain)
         assert (await entries(chain, copied))[NODE.address]["result"] == honest_output(
             copied, OTHER.address
         )
-        # nothing to copy in the other task: computed, and OTHER's result verified honestly
-        assert (await entries(chain, alone))[NODE.address]["result"] == honest_output(
-            alone, NODE.address
-        )
-        assert len(backend.requests) == 2  # the verdict and the task with nothing to copy
+        # nothing to copy in the other task: nothing computed, OTHER's result verified honestly
+        assert NODE.address not in await entries(chain, alone)
+        assert len(backend.requests) == 1  # the verdict only
         assert await verdicts_by(chain, copied, NODE.address) == {OTHER.address: True}
+        # once another result of it is listed, the copier submits that
+        await submit_result(chain, OTHER, alone, honest_output(alone, OTHER.address))
+        mine(chain)
+        assert (await node.run_once()).results == 1
+        mine(chain)
+        assert (await entries(chain, alone))[NODE.address]["result"] == honest_output(
+            alone, OTHER.address
+        )
 
 
 async def test_forced_errors_follow_the_rule_at_any_rate(

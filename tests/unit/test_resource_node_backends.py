@@ -21,6 +21,7 @@ from chain.protocol.schema import postprocess
 from resource_node.backends import (
     BackendError,
     InferenceRequest,
+    TaskError,
     make_backend,
     parse_backend_options,
     prompt_text,
@@ -33,7 +34,11 @@ from resource_node.backends.faults import (
     SlowBackend,
     WrongBackend,
 )
-from resource_node.backends.openai_compat import MAX_ANSWER_BYTES, OpenAIBackend
+from resource_node.backends.openai_compat import (
+    MAX_ANSWER_BYTES,
+    MIN_SHARED_TEMPERATURE,
+    OpenAIBackend,
+)
 from resource_node.untrusted import MAX_FIELD_LENGTH, Unreadable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -292,6 +297,7 @@ class StubServer:
 
     url: str = ""
     mode: str = "ok"
+    models: list[str] = field(default_factory=lambda: ["demo"])
     requests: list[dict[str, Any]] = field(default_factory=list)
     never: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -302,6 +308,8 @@ class StubServer:
             await self.never.wait()  # never set: the client's timeout must end it
         if self.mode == "error":
             return web.json_response({"error": {"message": "model exploded"}}, status=500)
+        if self.mode == "refuse":
+            return web.json_response({"error": {"message": "unknown field top_k"}}, status=422)
         if self.mode == "not_json":
             return web.Response(text="<html>gateway</html>")
         if self.mode == "no_choices":
@@ -310,13 +318,22 @@ class StubServer:
             return web.Response(body=b'{"choices": ' + b"[" * 100_000)
         if self.mode == "huge":
             return web.Response(body=b" " * (MAX_ANSWER_BYTES + 1))
+        chat = request.path.endswith("/chat/completions")
         if self.mode == "long_content":
             content = "x" * (MAX_FIELD_LENGTH + 1)
-            return web.json_response({"choices": [{"message": {"content": content}}]})
-        content = f"echo: {body['messages'][0]['content']}"
-        return web.json_response(
-            {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
-        )
+        else:
+            content = f"echo: {body['messages'][0]['content'] if chat else body['prompt']}"
+        if chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+            }
+        else:
+            choice = {"index": 0, "text": content, "finish_reason": "stop"}
+        return web.json_response({"choices": [choice]})
+
+    async def list_models(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"object": "list", "data": [{"id": m} for m in self.models]})
 
 
 @pytest.fixture
@@ -324,6 +341,8 @@ async def stub() -> AsyncIterator[StubServer]:
     server = StubServer()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", server.handle)
+    app.router.add_post("/v1/completions", server.handle)
+    app.router.add_get("/v1/models", server.list_models)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -344,42 +363,133 @@ async def infer(backend: OpenAIBackend, request: InferenceRequest) -> str:
         await backend.aclose()
 
 
-async def test_openai_request_shape_and_answer(stub: StubServer) -> None:
+CHATML = "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+
+
+async def test_openai_completions_request_shape_and_answer(stub: StubServer) -> None:
     backend = make_backend("openai", {"base_url": stub.url, "api_key": "sk-test"})
     assert isinstance(backend, OpenAIBackend)
-    request = replace(REQUEST, model_options={"temperature": 0.3, "top_p": 0.9}, seed=77)
-    assert await infer(backend, request) == "echo: Hello"
+    request = replace(REQUEST, model_options={"temperature": 0.3, "top_p": 0.8}, seed=77)
+    assert await infer(backend, request) == f"echo: {CHATML}"
     [seen] = stub.requests
-    assert seen["path"] == "/v1/chat/completions"
+    assert seen["path"] == "/v1/completions"
     assert seen["headers"]["Authorization"] == "Bearer sk-test"
     assert seen["body"] == {
-        "model": "demo",
-        "messages": [{"role": "user", "content": "Hello"}],
+        "prompt": CHATML,
         "temperature": 0.3,
-        "top_p": 0.9,
+        "top_p": 0.8,
         "max_tokens": 8,
         "seed": 77,
     }
 
 
-async def test_openai_passes_only_the_options_present(stub: StubServer) -> None:
-    backend = OpenAIBackend(stub.url)
+async def test_openai_sampling_defaults_and_every_option_passed(stub: StubServer) -> None:
+    backend = OpenAIBackend(stub.url, template="raw", model="demo")
     request = InferenceRequest(model=None, prompts="plain prompt", model_options={}, seed=5)
     assert await infer(backend, request) == "echo: plain prompt"
-    [seen] = stub.requests
-    assert seen["body"] == {
-        "messages": [{"role": "user", "content": "plain prompt"}],
+    assert stub.requests[-1]["body"] == {
+        "model": "demo",
+        "prompt": "plain prompt",
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_tokens": 256,  # the default when the task sets none
         "seed": 5,
     }
-    assert "Authorization" not in seen["headers"]
+    options = {
+        "temperature": 1.2, "top_p": 0.5, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1,
+        "presence_penalty": -0.5, "frequency_penalty": 0.25, "stop": ["\n\n", "END"],
+    }  # fmt: skip
+    backend = OpenAIBackend(stub.url, template="Q: {prompt}\nA:")
+    await infer(backend, replace(request, model_options=options, max_tokens=64))
+    body = stub.requests[-1]["body"]
+    assert body["prompt"] == "Q: plain prompt\nA:"
+    assert {k: body[k] for k in options} == options
+    assert body["max_tokens"] == 64
 
 
-async def test_openai_model_override_and_v1_base_url(stub: StubServer) -> None:
-    backend = OpenAIBackend(stub.url + "/v1/", model="served-model")
-    await infer(backend, REQUEST)
+@pytest.mark.parametrize(
+    ("options", "max_tokens", "match"),
+    [
+        ({"temperature": 2.5}, None, r"modelOptions\.temperature: must be from 0 to 2"),
+        ({"top_p": -0.1}, None, r"modelOptions\.top_p"),
+        ({"top_k": 1.5}, None, r"modelOptions\.top_k: expected an integer"),
+        ({"min_p": "0.1"}, None, r"modelOptions\.min_p: expected a number"),
+        ({"stop": 7}, None, r"modelOptions\.stop"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, None, r"modelOptions\.stop: at most 4"),
+        ({"mirostat": 2}, None, r"mirostat not known"),
+        ({"verify": "fuzzy"}, None, r"modelOptions\.verify"),
+        ({}, 4096, r"modelOptions\.max_tokens: must be from 1 to this node's cap 2048"),
+        ({}, 0, r"modelOptions\.max_tokens"),
+    ],
+)
+async def test_openai_an_option_it_cannot_pass_is_an_error_of_the_task(
+    stub: StubServer, options: dict[str, Any], max_tokens: int | None, match: str
+) -> None:
+    request = replace(REQUEST, model_options=options, max_tokens=max_tokens, target_count=2)
+    with pytest.raises(TaskError, match=match):
+        await infer(OpenAIBackend(stub.url), request)
+    assert stub.requests == []  # nothing was sent
+
+
+async def test_openai_a_request_the_server_refuses_is_an_error_of_the_task(
+    stub: StubServer,
+) -> None:
+    stub.mode = "refuse"
+    with pytest.raises(TaskError, match="refused the task's request"):
+        await infer(OpenAIBackend(stub.url), REQUEST)
+
+
+async def test_openai_max_tokens_capped_by_the_node(stub: StubServer) -> None:
+    backend = make_backend(
+        "openai", {"base_url": stub.url, "max_tokens": "32", "max_tokens_cap": "100"}
+    )
+    assert isinstance(backend, OpenAIBackend)
+    await infer(backend, replace(REQUEST, max_tokens=None))
+    assert stub.requests[-1]["body"]["max_tokens"] == 32
+    with pytest.raises(TaskError, match="cap 100"):
+        await infer(backend, replace(REQUEST, max_tokens=101))
+
+
+async def test_openai_shared_tasks_are_sampled_warm_enough_to_tell_a_copy(
+    stub: StubServer,
+) -> None:
+    cold = replace(REQUEST, model_options={"temperature": 0.0})
+    await infer(OpenAIBackend(stub.url), replace(cold, target_count=3))
+    assert stub.requests[-1]["body"]["temperature"] == MIN_SHARED_TEMPERATURE
+    await infer(OpenAIBackend(stub.url), cold)  # one slot: as asked
+    assert stub.requests[-1]["body"]["temperature"] == 0.0
+    await infer(OpenAIBackend(stub.url, verify="exact"), replace(cold, target_count=3))
+    assert stub.requests[-1]["body"]["temperature"] == 0.0
+
+
+async def test_openai_setup_checks_the_served_model(stub: StubServer) -> None:
+    backend = OpenAIBackend(stub.url, model="demo", verify="exact")
+    await backend.setup()
+    assert backend.serves("demo") and backend.serves(None) and not backend.serves("other")
+    await backend.aclose()
+    unknown = OpenAIBackend(stub.url, model="other", verify="exact")
+    with pytest.raises(BackendError, match="does not serve model 'other'; it serves 'demo'"):
+        await unknown.setup()
+    await unknown.aclose()
+    adopted = OpenAIBackend(stub.url, verify="exact")  # no model named: the server's only one
+    await adopted.setup()
+    assert adopted.model == "demo" and not adopted.serves("other")
+    await adopted.aclose()
+    stub.models = ["a", "b"]
+    several = OpenAIBackend(stub.url, verify="exact")
+    with pytest.raises(BackendError, match="serves a, b: choose one"):
+        await several.setup()
+    await several.aclose()
+
+
+async def test_openai_chat_request_shape(stub: StubServer) -> None:
+    backend = OpenAIBackend(stub.url + "/v1/", model="served-model", api="chat")
+    assert await infer(backend, REQUEST) == "echo: Hello"
     [seen] = stub.requests
     assert seen["path"] == "/v1/chat/completions"
     assert seen["body"]["model"] == "served-model"
+    assert seen["body"]["messages"] == [{"role": "user", "content": "Hello"}]
+    assert backend.verify == "exact"  # a chat server cannot score
 
 
 async def test_openai_seed_fits_a_signed_64_bit_integer(stub: StubServer) -> None:
@@ -387,6 +497,7 @@ async def test_openai_seed_fits_a_signed_64_bit_integer(stub: StubServer) -> Non
     assert stub.requests[0]["body"]["seed"] == 2**63 - 1
 
 
+@pytest.mark.parametrize("api", ["completions", "chat"])
 @pytest.mark.parametrize(
     ("mode", "match"),
     [
@@ -399,11 +510,11 @@ async def test_openai_seed_fits_a_signed_64_bit_integer(stub: StubServer) -> Non
     ],
 )
 async def test_openai_bad_answers_raise_backend_error(
-    stub: StubServer, mode: str, match: str
+    stub: StubServer, mode: str, match: str, api: str
 ) -> None:
     stub.mode = mode
     with pytest.raises(BackendError, match=match):
-        await infer(OpenAIBackend(stub.url), REQUEST)
+        await infer(OpenAIBackend(stub.url, api=api), REQUEST)
 
 
 async def test_openai_timeout_raises_backend_error(stub: StubServer) -> None:
@@ -430,12 +541,25 @@ def test_openai_options() -> None:
         make_backend("openai", {"base_url": "http://h", "temperature": "1"})
     with pytest.raises(ValueError, match="timeout"):
         make_backend("openai", {"base_url": "http://h", "timeout": "0"})
+    with pytest.raises(ValueError, match="api"):
+        make_backend("openai", {"base_url": "http://h", "api": "grpc"})
+    with pytest.raises(ValueError, match="template"):
+        make_backend("openai", {"base_url": "http://h", "template": "no placeholder"})
+    with pytest.raises(ValueError, match="verify=scored needs api=completions"):
+        make_backend("openai", {"base_url": "http://h", "api": "chat", "verify": "scored"})
+    with pytest.raises(ValueError, match="max_tokens"):
+        make_backend(
+            "openai", {"base_url": "http://h", "max_tokens": "300", "max_tokens_cap": "200"}
+        )
+    with pytest.raises(ValueError, match="fast_path"):
+        make_backend("openai", {"base_url": "http://h", "fast_path": "maybe"})
     backend = make_backend("openai", {"base_url": "http://h:1", "timeout": "3", "model": "m"})
     assert isinstance(backend, OpenAIBackend)
-    assert (backend.url, backend.timeout, backend.model) == (
-        "http://h:1/v1/chat/completions",
+    assert (backend.url, backend.timeout, backend.model, backend.verify) == (
+        "http://h:1/v1/completions",
         3.0,
         "m",
+        "scored",
     )
 
 
@@ -523,6 +647,20 @@ async def test_wrong_applies_to_results_not_to_verification() -> None:
     honest = DeterministicBackend()
     assert await faults.compute_backend(honest).infer(REQUEST) != await honest.infer(REQUEST)
     assert await faults.verify_backend(honest).infer(REQUEST) == await honest.infer(REQUEST)
+
+
+async def test_otherprompt_answers_another_prompt_and_truncate_half_of_the_output() -> None:
+    honest = DeterministicBackend()
+    own = await honest.infer(REQUEST)
+    other = await Faults.parse(["otherprompt"]).compute_backend(honest).infer(REQUEST)
+    assert other != own
+    moved = replace(REQUEST, seed=REQUEST.seed + 1)  # another seed asks another prompt
+    assert await Faults.parse(["otherprompt"]).compute_backend(honest).infer(moved) != other
+    cut = await Faults.parse(["truncate"]).compute_backend(honest).infer(REQUEST)
+    assert own.startswith(cut) and len(cut) == len(own) // 2
+    both = Faults.parse(["otherprompt,truncate"])
+    assert both.describe() == ["otherprompt", "truncate"]
+    assert await both.verify_backend(honest).infer(REQUEST) == own  # verdicts stay honest
 
 
 async def test_slow_adds_latency_on_the_injected_clock() -> None:
