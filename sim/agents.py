@@ -18,6 +18,11 @@ Behaviours (PROTOCOL 4.5, 4.6, 4.13):
 - copying: submits the text of an earlier result of the task without computing; computed
   with another seed it is wrong (detected as a copy, fault `copy`), unless the task runs at
   temperature 0, where every seed gives the same text and the copy is right;
+- late-copying: as copying, but only a result already verified (so never another node's
+  forced error), and it makes its own forced errors: at temperature 0 it earns as an honest
+  node without computing. (The plain copier skips its forced errors: at temperature 0 its
+  copy on such a task is a right result the chain takes as a forced error, and the honest
+  verifiers who judged it valid are slashed as lazy, PROTOCOL 4.13.)
 - other-prompt, truncated, other-model: as honest, but every result it submits is another
   prompt's output, a truncated output or a different model's text (a wrong result of that
   fault);
@@ -37,6 +42,7 @@ from typing import Any
 from chain.protocol import crypto, tasks, wire
 from chain.protocol.types import (
     Message,
+    ResultStatus,
     RevealSecret,
     SubmitInferenceResult,
     SubmitTask,
@@ -109,6 +115,7 @@ class Job:
     results: tuple[tuple[str, str], ...]
     target_count: int = 1
     temperature: float | None = None
+    verified: tuple[str, ...] = ()  # the nodes whose result is verified
 
 
 def job_of_work(work: tasks.Work) -> Job:
@@ -124,6 +131,7 @@ def job_of_work(work: tasks.Work) -> Job:
         tuple((e.resource_node, e.result) for e in task.execution_info),
         task.target_count,
         temperature_of(task.model_options),
+        tuple(e.resource_node for e in task.execution_info if e.status == ResultStatus.VERIFIED),
     )
 
 
@@ -140,6 +148,7 @@ def job_of_json(item: dict[str, Any]) -> Job:
         tuple((e["resourceNode"], e["result"]) for e in entries),
         int(item["targetCount"]),
         temperature_of(item["modelOptions"]),
+        tuple(e["resourceNode"] for e in entries if e["status"] == ResultStatus.VERIFIED),
     )
 
 
@@ -256,6 +265,11 @@ class Agent:
         if behaviour == "copying":
             earlier = [result for node, result in job.results if node != self.address]
             return "copy", earlier[0] if earlier else None
+        if behaviour == "late-copying":
+            if self.forced_error(job):
+                return "forced", wrong_answer(job.task_hash, self.address, b"forced")
+            done = [result for node, result in job.results if node in job.verified]
+            return "copy", done[0] if done else None
         if self.forced_error(job):
             return "forced", wrong_answer(job.task_hash, self.address, b"forced")
         if behaviour == "wrong" and self.rng.random() < self.p:

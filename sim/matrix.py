@@ -9,6 +9,7 @@ A behaviour's share is of the nodes (a sybil pair counts as two); a whale's is o
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -159,34 +160,56 @@ IMPERFECT_SHARE = 0.20
 # Placeholders until the verification's measured rates are passed (--false-reject,
 # --false-accept): FR 0.01 and FA 0.02 for every fault.
 PLACEHOLDER_RATES = ErrorRates.of(0.01, {ANY_FAULT: 0.02})
+# A lazy verifier loses canaryRateBps of its verdicts to forced errors, an honest one about FR
+# of them to false rejects, each at the same verifierSlashBps: at canaryRateBps = FR the two
+# break even (over 5 seeds at FR 0.01 and 100 bps, lazy came out ahead in 2). The matrix's
+# network runs forced errors at CANARY_MARGIN times the measured FR, at least the default.
+CANARY_MARGIN = 3
 RATE_FACTORS = (("exact", 0.0), ("measured", 1.0), ("5x measured", 5.0))
-COPY_T0 = "copying, t=0"
-COPY_T0_RAISED = "copying, t=0, nodes >= 0.5"
+# Rows at temperature 0 (every task's modelOptions.temperature 0), and with the nodes
+# raising tasks of more than one slot to at least RAISED_TEMPERATURE.
+T0 = ", t=0"
+RAISED = ", t=0, nodes >= 0.5"
+RAISED_TEMPERATURE = 0.5
 IMPERFECT_ROWS = (
     "honest",
     *BAD_BEHAVIOURS,
     *OUTPUT_FAULTS,
-    COPY_T0,
-    COPY_T0_RAISED,
+    "copying" + T0,
+    "late-copying" + T0,
+    "late-copying" + RAISED,
 )
-# A copier of tasks run at temperature 0 copies right results: it earns as an honest node
-# without computing, a free rider the rules cannot see; raising the temperature of tasks
-# with more than one slot to 0.5 makes its copies wrong results again.
-FREE_RIDERS = (COPY_T0,)
+# A copier of tasks run at temperature 0 copies right results; one that copies only results
+# already verified (never a forced error) earns as an honest node without computing, a free
+# rider the rules cannot see. Raising the temperature of tasks with more than one slot makes
+# its copies wrong results again.
+FREE_RIDERS = ("late-copying" + T0,)
 
 
-def row_population(row: str, *, tasks: int, seed: int) -> Population:
+def canary_rate_bps(measured: ErrorRates) -> int:
+    """The forced-error rate a network verified at `measured` needs (CANARY_MARGIN)."""
+    default = Population((Group("honest", 2),)).chain_params().canary_rate_bps
+    return max(default, math.ceil(CANARY_MARGIN * measured.false_reject * 10_000))
+
+
+def row_population(
+    row: str, *, tasks: int, seed: int, params: dict[str, Any] | None = None
+) -> Population:
     if row == "honest":
-        return Population((Group("honest", NODES),), tasks=tasks, seed=seed)
-    if row in (COPY_T0, COPY_T0_RAISED):
-        base = cell_population("copying", IMPERFECT_SHARE, tasks=tasks, seed=seed)
-        return replace(base, temperature=0.0, min_temperature=0.5 if row == COPY_T0_RAISED else 0)
-    return cell_population(row, IMPERFECT_SHARE, tasks=tasks, seed=seed)
+        base = Population((Group("honest", NODES),), tasks=tasks, seed=seed)
+    else:
+        base = cell_population(row_behaviour(row), IMPERFECT_SHARE, tasks=tasks, seed=seed)
+    base = replace(base, params=dict(params or {}))
+    if row.endswith(RAISED):
+        return replace(base, temperature=0.0, min_temperature=RAISED_TEMPERATURE)
+    if row.endswith(T0):
+        return replace(base, temperature=0.0)
+    return base
 
 
 def row_behaviour(row: str) -> str:
     """The behaviour label a row's bad nodes carry in its outcome."""
-    return "copying" if row in (COPY_T0, COPY_T0_RAISED) else row
+    return row.split(",")[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,9 +250,15 @@ class ImperfectResult:
 
 
 def run_imperfect_row(
-    row: str, level: str, rates: ErrorRates, *, tasks: int = MATRIX_TASKS, seed: int = 1
+    row: str,
+    level: str,
+    rates: ErrorRates,
+    *,
+    tasks: int = MATRIX_TASKS,
+    seed: int = 1,
+    params: dict[str, Any] | None = None,
 ) -> ImperfectResult:
-    population = row_population(row, tasks=tasks, seed=seed).with_errors(rates)
+    population = row_population(row, tasks=tasks, seed=seed, params=params).with_errors(rates)
     outcome = simulate(population)
     net = {r.behaviour.split(":")[0]: r.net_per_task for r in behaviour_rows(outcome)}
     return ImperfectResult(
@@ -243,13 +272,19 @@ def run_imperfect(
     tasks: int = MATRIX_TASKS,
     seed: int = 1,
     rows: Sequence[str] = IMPERFECT_ROWS,
+    params: dict[str, Any] | None = None,
     progress: Callable[[ImperfectResult], None] | None = None,
 ) -> list[ImperfectResult]:
-    """Every row at no errors, at the `measured` rates and at five times them."""
+    """Every row at no errors, at the `measured` rates and at five times them, on one network:
+    genesis `params`, by default forced errors at `canary_rate_bps(measured)`."""
+    if params is None:
+        params = {"canaryRateBps": canary_rate_bps(measured)}
     results = []
     for level, factor in RATE_FACTORS:
         for row in rows:
-            result = run_imperfect_row(row, level, measured.scaled(factor), tasks=tasks, seed=seed)
+            result = run_imperfect_row(
+                row, level, measured.scaled(factor), tasks=tasks, seed=seed, params=params
+            )
             if progress is not None:
                 progress(result)
             results.append(result)
@@ -288,7 +323,11 @@ def imperfect_figure(
     left.set_title("the behaviour's nodes")
     right.set_title("the honest nodes beside them")
     right.legend(fontsize="small", loc="lower right")
-    fig.suptitle(f"PoS+W under imperfect verification, {int(100 * IMPERFECT_SHARE)}% of {NODES}")
+    canary = results[0].population.chain_params().canary_rate_bps if results else 0
+    fig.suptitle(
+        f"PoS+W under imperfect verification: each behaviour at {int(100 * IMPERFECT_SHARE)}%"
+        f" of {NODES} nodes, canaryRateBps {canary}"
+    )
     fig.tight_layout()
     data = {"results": [r.to_json() for r in results], "unit": "base units per node per task"}
     paths = save_figure(fig, out, name, data)

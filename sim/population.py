@@ -26,6 +26,7 @@ BEHAVIOURS = (
     "wrong",
     "lazy",
     "copying",
+    "late-copying",
     "silent",
     "sybil-pair",
     "whale",

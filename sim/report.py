@@ -139,11 +139,15 @@ COLOURS = {
     "silent": "tab:gray",
     "sybil-pair": "tab:red",
     "whale": "tab:blue",
+    "late-copying": "tab:pink",
+    "other-prompt": "tab:olive",
+    "truncated": "tab:cyan",
+    "other-model": "tab:brown",
 }
 
 
 def colour(label: str) -> str:
-    return COLOURS.get(label.split(":")[0], "tab:brown")
+    return COLOURS.get(label.split(":")[0], "black")
 
 
 def save_figure(fig: Any, out: Path, name: str, data: dict[str, Any]) -> list[Path]:
