@@ -140,14 +140,14 @@ COLOURS = {
     "sybil-pair": "tab:red",
     "whale": "tab:blue",
     "late-copying": "tab:pink",
-    "other-prompt": "tab:olive",
+    "other-prompt": "gold",
     "truncated": "tab:cyan",
-    "other-model": "tab:brown",
+    "other-model": "tab:olive",
 }
 
 
 def colour(label: str) -> str:
-    return COLOURS.get(label.split(":")[0], "black")
+    return COLOURS.get(label.split(":")[0], "tab:brown")
 
 
 def save_figure(fig: Any, out: Path, name: str, data: dict[str, Any]) -> list[Path]:
