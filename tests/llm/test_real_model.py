@@ -140,6 +140,8 @@ def run_network(root: Path, nodes: list[NodeSpec], count: int, target_count: int
             else:
                 extra += ["--backend", "openai", "--backend-opt", f"base_url={urls[spec.server]}"]
                 extra += ["--backend-opt", f"model={llama.MODEL_ALIAS}"]
+                # one request at a time per node: the server answers one at a time
+                extra += ["--backend-opt", "timeout=300", "--concurrency", "1"]
             for fault in spec.faults:
                 extra += ["--fault", fault]
             node = ResourceNodeProcess(rpc, index, root / f"node-{index}", *extra)

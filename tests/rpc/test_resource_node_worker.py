@@ -1431,3 +1431,83 @@ async def test_forced_errors_follow_the_rule_at_any_rate(
             forced += rule
         assert 0 < forced < len(tasks)  # both kinds, at this rate
         assert node.stats().forced_errors == forced
+
+
+# A real-model node (the openai backend) against a stub of the outside server
+
+
+@dataclass
+class ModelServer:
+    """A stand-in for an OpenAI-compatible server serving `demo`: completions echo the
+    prompt's end and the seed; `refused` holds the option names it answers 400 for."""
+
+    url: str = ""
+    refused: tuple[str, ...] = ()
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.bodies.append(body)
+        for option in self.refused:
+            if option in body:
+                return web.json_response({"error": f"unsupported {option}"}, status=400)
+        text = f"{body['prompt'][-12:]} {body['seed']}"
+        return web.json_response({"choices": [{"index": 0, "text": text}]})
+
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"data": [{"id": "demo"}]})
+
+
+@pytest.fixture
+async def model_server() -> AsyncIterator[ModelServer]:
+    server = ModelServer()
+    app = web.Application()
+    app.router.add_post("/v1/completions", server.completions)
+    app.router.add_get("/v1/models", server.models)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_real_model_node_refuses_what_it_cannot_do_and_serves_its_model_only(
+    tmp_path: Path,
+    cleanups: list[ResourceNode],
+    model_server: ModelServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from resource_node.backends.openai_compat import OpenAIBackend
+
+    model_server.refused = ("top_k",)
+    genesis = make_genesis(canary_rate_bps=0)
+    async with local_chain(tmp_path / "ledger", genesis, run=False) as chain:
+        good = await open_task(chain, model_options='{"model":"demo","max_tokens":8}')
+        hot = await open_task(chain, model_options='{"model":"demo","max_tokens":4096}')
+        odd = await open_task(chain, model_options='{"model":"demo","mirostat":2}')
+        top_k = await open_task(chain, model_options='{"model":"demo","top_k":5}')
+        other = await open_task(chain, model_options='{"model":"llama-70b"}')
+        backend = OpenAIBackend(model_server.url, verify="exact")
+        node = await started(make_node(chain.url, backend=backend, params=genesis.params), cleanups)
+        assert backend.model == "demo"  # the server's only model, checked at setup
+        with caplog.at_level(logging.WARNING, logger="resource_node.worker"):
+            for _ in range(2):  # the second poll neither retries nor logs again
+                await node.run_once()
+        mine(chain)
+        assert NODE.address in await entries(chain, good)
+        for task in (hot, odd, top_k, other):
+            assert NODE.address not in await entries(chain, task)
+        refused = [r.getMessage() for r in caplog.records if "cannot do it" in r.getMessage()]
+        assert len(refused) == 3, refused
+        assert any(
+            "modelOptions.max_tokens: must be from 1 to this node's cap 2048" in m for m in refused
+        )
+        assert any("mirostat not known" in m for m in refused)
+        assert any("refused the task's request" in m for m in refused)
+        assert node.stats().unreadable == 3
+        # sent once each: the good task and the one whose top_k the server refused
+        assert [b["max_tokens"] for b in model_server.bodies] == [8, 256]

@@ -1,0 +1,153 @@
+"""The real model: submit-to-verified latency on a network of real-model nodes.
+
+Two llama.cpp servers with SmolLM2-135M-Instruct (`testnet.llama`: one with the stock flags,
+one with another thread count and batch size), a dev validator at 500 ms blocks and three dev
+resource nodes with `--backend openai` (two on the first server, one on the second), verified
+by `scored` (PROTOCOL 4.15). Tasks at temperature 0.7 and `max_tokens` 32 are submitted one at
+a time, each awaited until it is decided: the latency is a task's whole path (submit, a
+result generated, two assigned verifiers regenerating or scoring it, the block that settles
+it), with nothing queued in front of it. The statuses say whether any honest result was
+rejected.
+
+The scored verifier's cost and its measured error rates come from `bench.llm_rates`.
+`python -m bench.llm --tasks N` prints the report as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import percentile, validator, write_json
+from chain.protocol.genesis import Params, dev_genesis, parse_genesis
+from rpc.client import InferchainClient, Wallet
+from testnet import llama
+from testnet.commands import RESOURCE_NODE_READY, resource_node_args
+from testnet.process import Process
+
+DEFAULT_TASKS = 20
+MAX_TOKENS = 32
+TEMPERATURE = 0.7
+BLOCK_TIME_MS = 500
+TASK_TIMEOUT_S = 300.0
+OTHER_FLAGS = ("--n_threads", "1", "--n_batch", "16", "--n_ubatch", "16")
+NODE_SERVERS = (0, 0, 1)  # the server each resource node uses
+PROMPTS = (
+    "Name a colour and say why you like it.",
+    "Write one sentence about the sea.",
+    "Give a tip for learning to cook.",
+    "Why is the sky blue?",
+    "Tell me a fact about the moon.",
+)
+
+
+def _genesis_file(path: Path) -> Path:
+    params = Params(
+        block_time_ms=BLOCK_TIME_MS,
+        compute_deadline_blocks=240,
+        verify_deadline_blocks=480,
+        canary_rate_bps=0,
+    )
+    genesis = parse_genesis(dev_genesis(resource_nodes=len(NODE_SERVERS), params=params))
+    path.write_text(json.dumps(genesis.raw, indent=2))
+    return path
+
+
+async def _submit_each(url: str, tasks: int) -> list[tuple[float, dict[str, Any]]]:
+    user = Wallet.dev(0)
+    out: list[tuple[float, dict[str, Any]]] = []
+    options = {"model": llama.MODEL_ALIAS, "temperature": TEMPERATURE, "max_tokens": MAX_TOKENS}
+    async with InferchainClient(url) as client:
+        for i in range(tasks):
+            prompt = f"{PROMPTS[i % len(PROMPTS)]} ({i})"
+            start = time.perf_counter()
+            receipt = await client.submit_task(
+                user,
+                prompts=json.dumps({"prompt": prompt}),
+                model_options=json.dumps(options),
+                target_count=1,
+            )
+            task = await client.wait_for_task(receipt.task_hash, timeout=TASK_TIMEOUT_S)
+            out.append((time.perf_counter() - start, task))
+    return out
+
+
+def latency(work_dir: Path, tasks: int = DEFAULT_TASKS) -> dict[str, Any]:
+    """Submit-to-decided latency of `tasks` tasks, one at a time, on a real-model network."""
+    reason = llama.unavailable()
+    if reason is not None:
+        return {"skipped": reason}
+    genesis_path = _genesis_file(work_dir / "genesis.json")
+    servers = [
+        llama.LlamaServer(work_dir / "server-stock.log"),
+        llama.LlamaServer(work_dir / "server-other.log", OTHER_FLAGS),
+    ]
+    nodes: list[Process] = []
+    chain = validator(genesis_path, work_dir / "validator")
+    try:
+        urls = [server.start() for server in servers]
+        rpc = chain.start()
+        for index, server in enumerate(NODE_SERVERS):
+            extra = ["--backend", "openai", "--backend-opt", f"base_url={urls[server]}"]
+            extra += ["--backend-opt", f"model={llama.MODEL_ALIAS}", "--concurrency", "1"]
+            extra += ["--backend-opt", "timeout=300"]
+            args = resource_node_args(
+                rpc, index, genesis_path=genesis_path, log_level="WARNING", extra=extra
+            )
+            node = Process(
+                f"resource node {index}",
+                args,
+                work_dir / f"node-{index}.log",
+                ready_prefix=RESOURCE_NODE_READY,
+            )
+            nodes.append(node)
+            node.spawn()
+        for node in nodes:
+            node.wait_ready()
+        measured = asyncio.run(_submit_each(rpc, tasks))
+    finally:
+        for node in nodes:
+            node.close()
+        chain.stop()
+        for model_server in servers:
+            model_server.stop()
+    seconds = [s for s, _ in measured]
+    statuses: dict[str, int] = {}
+    rejected = 0
+    for _, task in measured:
+        statuses[task["status"]] = statuses.get(task["status"], 0) + 1
+        rejected += sum(1 for e in task["executionInfo"] if e["status"] == 3)
+    return {
+        "tasks": tasks,
+        "blockTimeMs": BLOCK_TIME_MS,
+        "maxTokens": MAX_TOKENS,
+        "temperature": TEMPERATURE,
+        "statuses": statuses,
+        "honestRejected": rejected,
+        "p50Ms": round(percentile(seconds, 0.5) * 1000, 1),
+        "p95Ms": round(percentile(seconds, 0.95) * 1000, 1),
+        "meanMs": round(sum(seconds) / len(seconds) * 1000, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Submit-to-verified latency of a real model")
+    parser.add_argument("--tasks", type=int, default=DEFAULT_TASKS)
+    parser.add_argument("--json", help="also write the report here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="inferchain-llm-") as work:
+        report = latency(Path(work), args.tasks)
+    if args.json:
+        write_json(Path(args.json), report)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
