@@ -257,13 +257,18 @@ def run_imperfect(args: argparse.Namespace, console: Console) -> int:
         cells = []
         for level, _ in matrix.RATE_FACTORS:
             result = by[(row, level)]
-            mark = "" if result.honest_wins or row in matrix.FREE_RIDERS else " !"
+            mark = "" if result.honest_wins else " !"
+            if row in matrix.FREE_RIDERS:
+                mark = " (free rider)" if mark else ""
             cells.append(
                 f"{result.bad / report.MILLI:,.1f} / {result.honest / report.MILLI:,.1f}{mark}"
             )
         out.add_row(row, *cells)
     console.print(out)
-    console.print("! : the behaviour earns at least what the honest nodes beside it earn")
+    console.print(
+        "! : the behaviour earns at least what the honest nodes beside it earn; (free rider): "
+        "so does a copier at temperature 0, whose copies are right results"
+    )
     paths = matrix.imperfect_figure(results, args.out)
     console.print(f"{seconds:.1f} s; wrote {', '.join(str(p) for p in paths)}")
     return 0

@@ -179,17 +179,17 @@ IMPERFECT_ROWS = (
     "late-copying" + T0,
     "late-copying" + RAISED,
 )
-# A copier of tasks run at temperature 0 copies right results; one that copies only results
-# already verified (never a forced error) earns as an honest node without computing, a free
-# rider the rules cannot see. Raising the temperature of tasks with more than one slot makes
-# its copies wrong results again.
-FREE_RIDERS = ("late-copying" + T0,)
+# A copier of tasks run at temperature 0 copies right results: a free rider the rules cannot
+# see. One that copies only results already verified (never another node's forced error) and
+# makes its own forced errors earns as an honest node without computing. Raising the
+# temperature of tasks with more than one slot makes its copies wrong results again.
+FREE_RIDERS = ("copying" + T0, "late-copying" + T0)
 
 
 def canary_rate_bps(measured: ErrorRates) -> int:
     """The forced-error rate a network verified at `measured` needs (CANARY_MARGIN)."""
     default = Population((Group("honest", 2),)).chain_params().canary_rate_bps
-    return max(default, math.ceil(CANARY_MARGIN * measured.false_reject * 10_000))
+    return max(default, math.ceil(round(CANARY_MARGIN * measured.false_reject * 10_000, 6)))
 
 
 def row_population(
@@ -322,13 +322,14 @@ def imperfect_figure(
     left.invert_yaxis()
     left.set_title("the behaviour's nodes")
     right.set_title("the honest nodes beside them")
-    right.legend(fontsize="small", loc="lower right")
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(levels), fontsize="small")
     canary = results[0].population.chain_params().canary_rate_bps if results else 0
     fig.suptitle(
         f"PoS+W under imperfect verification: each behaviour at {int(100 * IMPERFECT_SHARE)}%"
         f" of {NODES} nodes, canaryRateBps {canary}"
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     data = {"results": [r.to_json() for r in results], "unit": "base units per node per task"}
     paths = save_figure(fig, out, name, data)
     plt.close(fig)

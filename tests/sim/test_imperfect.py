@@ -134,11 +134,19 @@ def copier_population(behaviour: str, min_temperature: float) -> Population:
 def test_a_copier_at_temperature_zero_earns_as_an_honest_node_until_nodes_raise_it() -> None:
     free = simulate(copier_population("late-copying", 0.0))
     copier = {m.address for m in free.members if m.label == "late-copying"}
-    copies = [e for t in free.tasks for e in t.execution_info if e.resource_node in copier]
+    copies = [
+        e
+        for t in free.tasks
+        for e in t.execution_info
+        if e.resource_node in copier and e.forced_error is False
+    ]
     assert len(copies) > 10
     assert all(e.status == ResultStatus.VERIFIED for e in copies)  # right without computing
     nets = net_per_task(free)
-    assert nets["late-copying"] > 0 and free.ledger.slashed.get(next(iter(copier)), 0) == 0
+    assert nets["late-copying"] > 0
+    assert not any(free.ledger.slashed.get(a, 0) for a in copier)
+    slashes = [s for t in free.tasks if t.settlement for s in t.settlement.slashed]
+    assert not any(s.reason == "lazy" for s in slashes)  # no honest verifier caught out
     # tasks of more than one slot at temperature 0.5: every copy is a wrong result again
     raised = simulate(copier_population("late-copying", 0.5))
     copier = {m.address for m in raised.members if m.label == "late-copying"}
