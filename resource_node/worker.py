@@ -26,8 +26,8 @@ state file names, or epoch 0 (a dev node's genesis `secretsHead`), when the chai
 head; otherwise it commits a fresh epoch (CommitSecrets) and computes once
 it is on chain. A result for a task created at height h is a forced error when
 `crypto.is_forced_error(secret(h), taskHash, canaryRateBps)`: the node then submits its output
-with `FORCED_MARKER` (deliberately wrong) and counts it. When a listed task says `reveal`, its
-decided result waits for the secret: the node reveals the highest such createdHeight, but never a
+reversed, with `FORCED_MARKER` (deliberately wrong), and counts it. When a listed task says
+`reveal`, its decided result waits for the secret: the node reveals the highest such createdHeight, but never a
 height at or above one of its own results still undecided (that would tell its verifiers
 whether it is a forced error), and computes no task created at or below a height it revealed.
 When its chain is about to run out, it takes no new task until nothing of it is unsettled and
@@ -241,10 +241,12 @@ def copy_source(task: PendingTask, entry: VerifyEntry) -> ListedResult | None:
 
 
 def forced_output(output: str) -> str:
-    """A deliberately wrong result (PROTOCOL 4.13): the output with `FORCED_MARKER`, which no
-    honest recomputation gives (it differs from `output`), within a task field's length."""
+    """A deliberately wrong result (PROTOCOL 4.13): the output's characters in reverse order
+    with `FORCED_MARKER`, which no honest recomputation gives (it differs from `output`) and no
+    model's distribution passes (a text with a marker only appended can pass `scored`, 4.15),
+    within a task field's length."""
     room = MAX_FIELD_LENGTH - len(FORCED_MARKER)
-    wrong = output[:room] + FORCED_MARKER
+    wrong = output[:room][::-1] + FORCED_MARKER
     if wrong == output:  # a full-length output that ends with the marker already
         wrong = output[:room] + FORCED_MARKER.upper()
     return wrong
