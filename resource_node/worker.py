@@ -29,9 +29,9 @@ it is on chain. A result for a task created at height h is a forced error when
 reversed, with `FORCED_MARKER` (deliberately wrong), and counts it. When a listed task says
 `reveal`, its decided result waits for the secret: the node reveals the highest such
 createdHeight, but never a height at or above one of its own results still undecided (that
-would tell its verifiers whether it is a forced error), and computes no task created at or below a height it revealed.
-When its chain is about to run out, it takes no new task until nothing of it is unsettled and
-commits the next epoch.
+would tell its verifiers whether it is a forced error), and computes no task created at or
+below a height it revealed. When its chain is about to run out, it takes no new task until
+nothing of it is unsettled and commits the next epoch.
 
 Lifecycle as every service here: `setup()`, `run_forever()`, `stop()`, `cleanup()`;
 `run_once()` is one poll-and-act cycle for tests and scripts.
