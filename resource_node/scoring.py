@@ -52,7 +52,7 @@ The rules (`judge`), with p the raw probability of a token and T the temperature
    of a stop string is (a listed token that is a prefix of a stop string, or starts with
    one). "length": the token count is within `length_slack` of max_tokens (re-tokenizing a
    generated text can merge tokens). Otherwise "none", which is invalid; so is a count over
-   max_tokens + length_slack. An empty completion is valid only with a "stop" ending.
+   max_tokens (merging only lowers it). An empty completion is valid only with a "stop" ending.
 
 `log_chance` is the natural log of the probability that an independent honest sample is this
 exact completion (each token's probability under the tempered, truncated distribution over
@@ -326,7 +326,7 @@ def judge(scored: Scored, sampling: Sampling, thresholds: Thresholds = Threshold
             f"mean log-prob {mean_lp:.3f} is {expected - mean_lp:.3f} below the expected "
             f"{expected:.3f} (at most {allowed:.3f})",
         )
-    if n > sampling.max_tokens + th.length_slack:
+    if n > sampling.max_tokens:
         return verdict(False, f"{n} tokens, more than max_tokens {sampling.max_tokens}")
     if ending == "none":
         if n == 0:
