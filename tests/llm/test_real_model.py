@@ -44,6 +44,7 @@ FAULTY_TASKS = 4
 MAX_TOKENS = 24
 TEMPERATURE = 0.7
 TASK_TIMEOUT = 600.0
+READY_TIMEOUT = 300.0
 # The second server differs from the stock one in threads and batch sizes.
 OTHER_FLAGS = ("--n_threads", "1", "--n_batch", "16", "--n_ubatch", "16")
 PROMPTS = (
@@ -151,7 +152,8 @@ def run_network(root: Path, nodes: list[NodeSpec], count: int, target_count: int
             processes.append(node)
             node.spawn()
         for process in processes[1:]:
-            process.wait_ready()
+            # each real-model node probes its server at start (PROTOCOL 4.15), one at a time
+            process.wait_ready(READY_TIMEOUT)
         tasks = asyncio.run(drive(rpc, count, target_count))
         logs = [p.log_path.read_text(errors="replace") for p in processes[1:]]
         return Run(tasks, nodes, logs)
