@@ -36,7 +36,6 @@ MAX_TOKENS = 32
 TEMPERATURE = 0.7
 BLOCK_TIME_MS = 500
 TASK_TIMEOUT_S = 300.0
-OTHER_FLAGS = ("--n_threads", "1", "--n_batch", "16", "--n_ubatch", "16")
 NODE_SERVERS = (0, 0, 1)  # the server each resource node uses
 PROMPTS = (
     "Name a colour and say why you like it.",
@@ -86,7 +85,7 @@ def latency(work_dir: Path, tasks: int = DEFAULT_TASKS) -> dict[str, Any]:
     genesis_path = _genesis_file(work_dir / "genesis.json")
     servers = [
         llama.LlamaServer(work_dir / "server-stock.log"),
-        llama.LlamaServer(work_dir / "server-other.log", OTHER_FLAGS),
+        llama.LlamaServer(work_dir / "server-other.log", llama.OTHER_FLAGS),
     ]
     nodes: list[Process] = []
     chain = validator(genesis_path, work_dir / "validator")

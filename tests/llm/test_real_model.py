@@ -45,8 +45,6 @@ MAX_TOKENS = 24
 TEMPERATURE = 0.7
 TASK_TIMEOUT = 600.0
 READY_TIMEOUT = 300.0
-# The second server differs from the stock one in threads and batch sizes.
-OTHER_FLAGS = ("--n_threads", "1", "--n_batch", "16", "--n_ubatch", "16")
 PROMPTS = (
     "Name a colour and say why you like it.",
     "What is the capital of France?",
@@ -128,7 +126,7 @@ def run_network(root: Path, nodes: list[NodeSpec], count: int, target_count: int
     genesis_path = write_genesis(root / "genesis.json", genesis)
     servers = [
         llama.LlamaServer(root / "server-stock.log"),
-        llama.LlamaServer(root / "server-other.log", OTHER_FLAGS),
+        llama.LlamaServer(root / "server-other.log", llama.OTHER_FLAGS),
     ]
     validator = ValidatorProcess(genesis_path, root / "validator")
     processes: list[ValidatorProcess | ResourceNodeProcess] = [validator]
