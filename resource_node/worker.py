@@ -226,14 +226,15 @@ def describe_output(output: str) -> str:
 def copy_source(task: PendingTask, entry: VerifyEntry) -> ListedResult | None:
     """Another node's result of the task, earlier in rank than `entry`'s, with the same text:
     what a copier submits as its own (PROTOCOL 4.15)."""
-    ranks = [r.rank for r in task.results if r.submitter.lower() == entry.submitter.lower()]
-    if not ranks:
+    # both addresses are checksummed as they were read (`untrusted`): compared as they are
+    rank = next((r.rank for r in task.results if r.submitter == entry.submitter), None)
+    if rank is None:
         return None
     own = wire.decode_bytes_field(entry.result)
     for other in task.results:
         if (
-            other.rank < ranks[0]
-            and other.submitter.lower() != entry.submitter.lower()
+            other.rank < rank
+            and other.submitter != entry.submitter
             and wire.decode_bytes_field(other.result) == own
         ):
             return other
@@ -652,9 +653,14 @@ class ResourceNode:
             what = f"with taskHash {describe(item.get('taskHash'))}"
         else:
             what = describe(item)
+        self._set_aside(task_hash, what, "cannot read it", exc)
+
+    def _set_aside(self, task_hash: str | None, what: str, why: str, exc: Exception) -> None:
+        """A task this node will not work on: remembered (when it has a hash), logged once,
+        counted with the unreadable."""
         if task_hash is not None:
             self._remember(self._unreadable, task_hash, str(exc))
-        if self._report_once(("task", what), "task %s skipped: cannot read it: %s", what, exc):
+        if self._report_once(("task", what), "task %s skipped: %s: %s", what, why, exc):
             self._counters.unreadable += 1
             self.last_error = f"task {what} skipped: {exc}"
 
@@ -821,13 +827,7 @@ class ResourceNode:
     def _refuse(self, key: WorkKey, exc: TaskError) -> None:
         """A task this node's backend cannot do (an option it cannot pass): skipped from now
         on, neither computed nor verified, and logged once (counted with the unreadable)."""
-        task_hash = key[1]
-        self._remember(self._unreadable, task_hash, str(exc))
-        if self._report_once(
-            ("task", task_hash), "task %s skipped: this node cannot do it: %s", task_hash, exc
-        ):
-            self._counters.unreadable += 1
-            self.last_error = f"task {task_hash} skipped: {exc}"
+        self._set_aside(key[1], key[1], "this node cannot do it", exc)
 
     def _rejected(self, key: WorkKey, exc: RpcError | TransportError | ValueError) -> None:
         """A submission that got no true/false/-32006 answer."""
