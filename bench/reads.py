@@ -547,7 +547,7 @@ def _remove_stale(cache_dir: Path, tasks: int, keep: str) -> None:
             shutil.rmtree(path)
     for path in cache_dir.glob(f".tmp-ledger-{tasks}-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not process_alive(int(pid)):
+        if wire.ascii_digits(pid) and not process_alive(int(pid)):
             log.info("removing the interrupted fill %s", path)
             shutil.rmtree(path, ignore_errors=True)
 

@@ -31,7 +31,8 @@ log = logging.getLogger("inferchain")
 
 
 def _at_least_one(text: str) -> int:
-    value = int(text) if text.strip().isdigit() else 0
+    digits = text.strip()
+    value = int(digits) if wire.ascii_digits(digits) else 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text!r}")
     return value

@@ -635,7 +635,7 @@ class InferchainClient:
         except ValueError:
             return
         expected = (error.data or {}).get("expected")
-        if isinstance(expected, str) and expected.isdigit():
+        if isinstance(expected, str) and wire.ascii_digits(expected):
             expected = int(expected)
         if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
             self._nonces.pop(address, None)  # no usable hint: ask the node next time

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import plyvel
 
+from chain.protocol import wire
 from chain.protocol.errors import StorageError
 
 # LevelDB: a bloom filter per table, so a read of a missing key (every new task's duplicate
@@ -251,7 +252,7 @@ def _remove_stale_checks(path: Path) -> None:
         if not entry.name.startswith(CHECK_PREFIX):
             continue
         pid = entry.name.removeprefix(CHECK_PREFIX)
-        if pid.isdigit() and (int(pid) == os.getpid() or not process_alive(int(pid))):
+        if wire.ascii_digits(pid) and (int(pid) == os.getpid() or not process_alive(int(pid))):
             shutil.rmtree(entry.path, ignore_errors=True)
 
 

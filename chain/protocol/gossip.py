@@ -125,7 +125,7 @@ class Verifier:
         if signer not in self._keys:
             raise InvalidPeerMessage(f"{signer} ({VALIDATOR_HEADER}) is not a validator")
         text = headers.get(TIME_HEADER, "")
-        if not text.isdigit() or len(text) > 19:
+        if not wire.ascii_digits(text) or len(text) > 19:
             raise InvalidPeerMessage(f"header {TIME_HEADER} must be unix milliseconds")
         time_ms = int(text)
         if abs(time_ms - now_ms) > MAX_CLOCK_SKEW_MS:

@@ -25,6 +25,14 @@ HEX_BYTES = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 HEX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 DECIMAL = re.compile(r"0|[1-9][0-9]*")
+
+
+def ascii_digits(text: str) -> bool:
+    """Whether `text` is one or more of the ASCII digits 0-9: what `int` reads as a decimal.
+    `str.isdigit` alone is not that: it is true of digits `int` refuses (superscripts)."""
+    return text.isascii() and text.isdigit()
+
+
 MAX_DECIMAL_DIGITS = 78  # 2**256 has 78 digits
 
 

@@ -32,7 +32,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 
-from chain.protocol import crypto
+from chain.protocol import crypto, wire
 from resource_node.backends import Backend, InferenceRequest
 
 WRONG_DOMAIN = b"inferchain/fault/wrong"
@@ -183,7 +183,7 @@ class Faults:
                 if slow < 0:
                     raise ValueError(f"fault {item!r}: seconds must not be negative")
             else:
-                if not sep or not arg.isdigit() or int(arg) < 1:
+                if not sep or not wire.ascii_digits(arg) or int(arg) < 1:
                     raise ValueError(f"fault {item!r}: write crash:N with N >= 1 results")
                 crash_after = int(arg)
         return cls(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chain.node.node import dev_validator_key
@@ -975,6 +975,7 @@ def test_a_request_with_a_bad_signature_is_refused_saying_why(
     ),
     st.binary(max_size=64),
 )
+@example({TIME_HEADER: "\u00b2"}, b"")  # a digit to str.isdigit, not to int
 def test_any_request_headers_verify_or_are_refused_as_an_invalid_peer_message(
     changes: dict[str, str], body: bytes
 ) -> None:
