@@ -53,6 +53,11 @@ The rules (`judge`), with p the raw probability of a token and T the temperature
    one). "length": the token count is within `length_slack` of max_tokens (re-tokenizing a
    generated text can merge tokens). Otherwise "none", which is invalid; so is a count over
    max_tokens (merging only lowers it). An empty completion is valid only with a "stop" ending.
+5. Cut short. When the verifier has its own output for the same seed (the fast path computed
+   it) and that output goes on, past a non-space text, from where the submitted completion
+   ends by "stop", the completion stopped where the same model and seed did not: invalid. Two
+   honest servers sample the same token from the same seed unless their probabilities differ
+   across the seed's draw, so this rule only errs where they diverge at exactly the end.
 
 `log_chance` is the natural log of the probability that an independent honest sample is this
 exact completion (each token's probability under the tempered, truncated distribution over
@@ -281,8 +286,23 @@ def _ending(scored: Scored, sampling: Sampling, th: Thresholds, tokens: int) -> 
     return "none"
 
 
-def judge(scored: Scored, sampling: Sampling, thresholds: Thresholds = Thresholds()) -> Judgement:
-    """The verdict of the rules of this module's docstring on a scored completion."""
+def cut_short(completion: str, own: str | None) -> bool:
+    """Whether the verifier's own output for the same seed goes on, past a non-space text,
+    from where `completion` ends (rule 5)."""
+    return own is not None and own.startswith(completion) and bool(own[len(completion) :].strip())
+
+
+def judge(
+    scored: Scored,
+    sampling: Sampling,
+    thresholds: Thresholds = Thresholds(),
+    *,
+    completion: str | None = None,
+    own: str | None = None,
+) -> Judgement:
+    """The verdict of the rules of this module's docstring on a scored completion; rule 5
+    applies when both `completion` (the submitted text) and `own` (the verifier's output for
+    the same seed) are given."""
     th = thresholds
     n = len(scored.positions)
     outside = 0
@@ -335,6 +355,12 @@ def judge(scored: Scored, sampling: Sampling, thresholds: Thresholds = Threshold
             False,
             f"ends after token {n - 1} {scored.positions[-1].token!r} with neither the end of "
             f"sequence nor a stop string in the support, {n} of {sampling.max_tokens} tokens",
+        )
+    if ending == "stop" and completion is not None and cut_short(completion, own):
+        return verdict(
+            False,
+            f"ends after {n} tokens where this node's output for the same seed goes on "
+            f"({len(own or '') - len(completion)} more characters)",
         )
     return verdict(True, "ok")
 

@@ -963,7 +963,7 @@ class ResourceNode:
                 return False, f"own output differs: {describe_output(own)}, exact"
         assert score is not None
         try:
-            judgement = await score(request, result)
+            judgement = await score(request, result, own)
         except TaskError as exc:
             self._refuse(key, exc)
             return None

@@ -82,6 +82,7 @@ DEFAULT_TOP_P = 0.9
 # A task of targetCount > 1 verified by score is sampled at least this hot, so that two nodes'
 # outputs differ and a copy can be told (PROTOCOL 4.15).
 MIN_SHARED_TEMPERATURE = 0.5
+NEUTRAL_REPEAT_PENALTY = 1.0
 MAX_STOPS = 4
 MAX_STOP_CHARS = 256
 # The modelOptions keys the backend reads: the sampling below, and the ones the node reads.
@@ -321,9 +322,13 @@ class OpenAIBackend:
             key: _sampling_value(key, options[key]) for key in SAMPLING_RANGES if key in options
         }
         temperature = float(values.setdefault("temperature", DEFAULT_TEMPERATURE))
-        if request.target_count > 1 and self.verify_method(request) == "scored":
-            temperature = max(temperature, MIN_SHARED_TEMPERATURE)
-            values["temperature"] = temperature
+        if self.verify_method(request) == "scored":
+            if request.target_count > 1:
+                temperature = max(temperature, MIN_SHARED_TEMPERATURE)
+                values["temperature"] = temperature
+            # scored judges by the model's own distribution: llama.cpp and Ollama default to
+            # a repeat penalty of 1.1, which samples from another one
+            values.setdefault("repeat_penalty", NEUTRAL_REPEAT_PENALTY)
         values.setdefault("top_p", DEFAULT_TOP_P)
         stops = _stops(options["stop"]) if "stop" in options else ()
         body: dict[str, Any] = {}
@@ -356,9 +361,11 @@ class OpenAIBackend:
         answer = await self.post(self.url_path, self.request_body(request))
         return self._content(answer)
 
-    async def score(self, request: InferenceRequest, completion: str) -> scoring.Judgement:
-        """Judge `completion` as an output of `request` by the model's own distribution
-        (PROTOCOL 4.15); BackendError when the server fails, TaskError for a bad option."""
+    async def read_scores(
+        self, request: InferenceRequest, completion: str
+    ) -> tuple[scoring.Scored, scoring.Sampling]:
+        """`completion` teacher-forced after `request`'s prompt, and the sampling `request`
+        sets; BackendError when the server fails, TaskError for a bad option."""
         generation = self.generation(request)
         if self.scoring_method is None:
             raise BackendError("this node's server was not probed for scoring (setup not run)")
@@ -370,7 +377,15 @@ class OpenAIBackend:
             method=self.scoring_method,
             logprobs=self.logprobs,
         )
-        return scoring.judge(scored, generation.sampling, self.thresholds)
+        return scored, generation.sampling
+
+    async def score(
+        self, request: InferenceRequest, completion: str, own: str | None = None
+    ) -> scoring.Judgement:
+        """Judge `completion` as an output of `request` by the model's own distribution
+        (PROTOCOL 4.15), with this node's own output for the same seed when it has one."""
+        scored, sampling = await self.read_scores(request, completion)
+        return scoring.judge(scored, sampling, self.thresholds, completion=completion, own=own)
 
     @property
     def url_path(self) -> str:

@@ -378,6 +378,7 @@ async def test_openai_completions_request_shape_and_answer(stub: StubServer) -> 
         "prompt": CHATML,
         "temperature": 0.3,
         "top_p": 0.8,
+        "repeat_penalty": 1.0,  # scored judges by the model's own distribution: no penalty
         "max_tokens": 8,
         "seed": 77,
     }
@@ -392,6 +393,7 @@ async def test_openai_sampling_defaults_and_every_option_passed(stub: StubServer
         "prompt": "plain prompt",
         "temperature": 0.7,
         "top_p": 0.9,
+        "repeat_penalty": 1.0,
         "max_tokens": 256,  # the default when the task sets none
         "seed": 5,
     }

@@ -148,6 +148,36 @@ def test_a_junk_sequence_is_invalid(seed: int, s: Sampling, n: int) -> None:
     assert j.mean_logprob < j.expected_logprob
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    s=samplings,
+    n=st.integers(16, 80),
+    rest=st.text(min_size=0, max_size=12),
+)
+def test_a_completion_that_stops_where_the_same_seed_goes_on_is_cut_short(
+    seed: int, s: Sampling, n: int, rest: str
+) -> None:
+    n = min(n, s.max_tokens)
+    scored = _honest(seed, s, n)
+    completion = "".join(p.token for p in scored.positions)
+    # without its own output, or when its own is the same, or differs earlier, it is valid
+    assert judge(scored, s, completion=completion).valid
+    assert judge(scored, s, completion=completion, own=completion).valid
+    assert judge(scored, s, completion=completion, own="x" + completion + "more").valid
+    own = completion + rest
+    j = judge(scored, s, completion=completion, own=own)
+    if rest.strip():
+        assert not j.valid and "goes on" in j.reason, j.reason
+    else:  # only space after it: the same ending, as a server may strip or keep it
+        assert j.valid, j.reason
+    # a completion that ends by length is never cut short: max_tokens ended it
+    s_len = Sampling(s.temperature, s.top_p, s.top_k, s.min_p, max_tokens=n)
+    by_length = Scored(scored.positions, (("t0", -0.0001), ("t1", -9.5)), "echo")
+    j = judge(by_length, s_len, completion=completion, own=completion + " and more")
+    assert j.valid and j.ending == "length", j.reason
+
+
 def test_an_empty_completion_needs_the_end_of_sequence_in_support() -> None:
     greedy = Sampling(temperature=0.0)
     assert judge(Scored((), None, "echo"), greedy).valid
