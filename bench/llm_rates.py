@@ -1,19 +1,26 @@
-"""False-reject and false-accept rates of the `scored` verification method against a real
-OpenAI-compatible server (llama.cpp's, as the `openai` backend calls it).
+"""False-reject and false-accept rates of the `scored` verification method (PROTOCOL 4.15),
+through the `openai` backend as a resource node runs it, against two real OpenAI-compatible
+servers (llama.cpp's, one with the stock flags and one with other threads and batch sizes).
 
-Honest results are generated on the generating server (`--base-url`) through
-/v1/chat/completions, as the `openai` backend asks (temperature, top_p, max_tokens, seed), over
-varied prompts, temperatures 0, 0.7 and 1.0, top_p 0.9 and 1.0 and max_tokens 32 to 96. Each is
-then scored on the verifying server (`--verify-url`, another build or thread count), with the
-prompt rendered as the chat template does, and judged by `resource_node.scoring.judge`.
-Faulty results, one kind after another: another prompt's honest output, the first half of the
-output's characters, the deterministic backend's text, the output with " [wrong]" appended,
-and the output with a few words swapped. The report gives the rates per kind, the worst
-honest margins (what the thresholds were chosen from), and the verifier's cost: scoring seconds
-per token against generation seconds per token.
+Each result is generated on one server and verified on the other, half of them each way, both
+ways at once. For every result the verifier does what a node does: it regenerates with the same
+seed (the fast path: an identical output is valid at once; otherwise its own output is kept for
+rule 5), then scores the submitted text and judges it (`OpenAIBackend.read_scores`,
+`resource_node.scoring.judge`). The tasks are varied prompts at the node's sampling defaults
+and around them: temperature 0.7, 1.0 and 0, top_p 0.9 and 1.0, max_tokens 24 to 64.
 
-`python -m bench.llm_rates --base-url http://127.0.0.1:P [--verify-url U] [--results N]
-[--json FILE]`: the report as JSON on stdout (and in FILE).
+Faulty results, one kind after another, each judged against the honest task it stands for:
+another prompt's honest output (fault `otherprompt`), the first half of the characters
+(`truncate`), the deterministic backend's text, the output with " [wrong]" appended, and the
+output with three pairs of words swapped.
+
+The report gives the rates per kind, the verdicts by the fast path and by rule 5, the rates of
+the scoring rules alone (no fast path, no own output), the honest margins the thresholds were
+chosen from, and the verifier's cost: scoring seconds per token against generation's.
+
+`python -m bench.llm_rates --base-url URL [--verify-url URL] [--results N] [--dump FILE]`, or
+`--rejudge FILE` to judge a dump again under other thresholds (`--support-slack`, `--z`,
+`--mean-tolerance`) without a server. The report is JSON on stdout (and in `--json FILE`).
 """
 
 from __future__ import annotations
@@ -24,42 +31,26 @@ import json
 import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import aiohttp
-
-from resource_node.backends import BackendError, InferenceRequest
+from resource_node.backends import InferenceRequest
 from resource_node.backends.deterministic import DeterministicBackend
-from resource_node.scoring import (
-    Position,
-    Post,
-    Sampling,
-    Scored,
-    Thresholds,
-    detect_method,
-    judge,
-    score,
-    spread,
-)
+from resource_node.backends.openai_compat import OpenAIBackend
+from resource_node.scoring import Position, Sampling, Scored, Thresholds, judge, spread
 
 DEFAULT_RESULTS = 240
-TIMEOUT_S = 120.0
-# the chat template of SmolLM2 as llama.cpp renders one user message (its default system one)
-SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-TEMPLATE = (
-    "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
-# what llama.cpp's server applies when a request does not say (its chat defaults)
-SERVER_TOP_K = 40
-SERVER_MIN_P = 0.05
-TEMPERATURES = (0.0, 0.7, 1.0)
-TOP_PS = (0.9, 1.0)
-MAX_TOKENS = (32, 48, 64, 96)
-Row = tuple[str, str, Sampling, Scored]  # kind, prompt, sampling, scored
+TIMEOUT_S = 300.0
 FAULTS = ("other", "truncated", "deterministic", "marker", "swapped")
-
+# (temperature, top_p, max_tokens), in turn: the node's defaults first and most often
+SAMPLINGS = (
+    (0.7, 0.9, 24),
+    (0.7, 0.9, 48),
+    (1.0, 0.9, 32),
+    (0.7, 1.0, 32),
+    (0.7, 0.9, 64),
+    (0.0, 1.0, 32),
+)
 TOPICS = (
     "rivers", "the moon", "bread", "volcanoes", "chess", "bees", "the ocean", "trains",
     "libraries", "winter", "coffee", "electricity", "forests", "the internet", "music",
@@ -74,43 +65,29 @@ FORMS = (
 )
 
 
-def prompts(count: int) -> list[str]:
-    """`count` distinct prompts (up to len(TOPICS) * len(FORMS))."""
+def prompts() -> list[str]:
+    """Every prompt of TOPICS and FORMS, in a fixed shuffled order."""
     every = [form.format(topic) for form in FORMS for topic in TOPICS]
     random.Random(7).shuffle(every)
-    return every[: max(1, min(count, len(every)))]
+    return every
 
 
-def render(prompt: str) -> str:
-    return TEMPLATE.format(system=SYSTEM, prompt=prompt)
-
-
-def make_post(session: aiohttp.ClientSession, base_url: str) -> Post:
-    base = base_url.rstrip("/")
-    if base.endswith("/v1"):
-        base = base[:-3]
-
-    async def post(path: str, body: dict[str, Any]) -> Any:
-        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
-        try:
-            async with session.post(base + path, json=body, timeout=timeout) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise BackendError(f"POST {path}: HTTP {resp.status}: {raw[:200]!r}")
-        except TimeoutError as exc:
-            raise BackendError(f"POST {path}: no answer within {TIMEOUT_S:g} s") from exc
-        except aiohttp.ClientError as exc:
-            raise BackendError(f"POST {path} failed: {exc!r}") from exc
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise BackendError(f"POST {path}: the answer is not JSON") from exc
-
-    return post
+def task(index: int) -> InferenceRequest:
+    """The `index`-th honest task: its prompt, sampling options and seed."""
+    texts = prompts()
+    temperature, top_p, max_tokens = SAMPLINGS[index % len(SAMPLINGS)]
+    options = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+    return InferenceRequest(
+        model=None,
+        prompts=json.dumps({"prompt": texts[index % len(texts)]}),
+        model_options=options,
+        seed=1000 + index,
+        max_tokens=max_tokens,
+    )
 
 
 def swap_words(text: str, rng: random.Random) -> str:
-    """`text` with three pairs of words (not next to each other) swapped."""
+    """`text` with three pairs of words swapped."""
     words = text.split(" ")
     if len(words) < 4:
         return " ".join(reversed(words)) + " x"
@@ -121,184 +98,134 @@ def swap_words(text: str, rng: random.Random) -> str:
     return swapped if swapped != text else text + " swapped"
 
 
-async def generate(
-    post: Post,
-    model: str | None,
-    prompt: str,
-    sampling: Sampling,
-    seed: int,
-    repeat_penalty: float | None,
-) -> tuple[str, int, float]:
-    body: dict[str, Any] = {
-        "messages": [{"role": "user", "content": prompt}],
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "max_tokens": sampling.max_tokens,
-        "seed": seed,
-    }
-    if repeat_penalty is not None:
-        body["repeat_penalty"] = repeat_penalty
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One judged result: what it is, the task's sampling, the scores the verifier read, the
+    submitted text and the verifier's own output for the same seed."""
+
+    kind: str  # "honest" or one of FAULTS
+    index: int
+    way: str  # "stock->other" or "other->stock"
+    sampling: Sampling
+    scored: Scored
+    completion: str
+    own: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    valid: bool
+    by: str  # "identical", "scored", "cut short"
+    reason: str
+    deficit_ratio: float  # the mean log-prob's deficit over what rule 3 allows
+    outside: int
+
+
+def verdict(row: Row, th: Thresholds, *, fast_path: bool = True, with_own: bool = True) -> Verdict:
+    """The verdict a node gives on `row`: the fast path, then the scoring rules."""
+    if fast_path and row.completion == row.own:
+        return Verdict(True, "identical", "own output identical", 0.0, 0)
+    own = row.own if with_own else None
+    j = judge(row.scored, row.sampling, th, completion=row.completion, own=own)
+    n = max(1, j.tokens)
+    allowed = th.mean_tolerance + th.z * spread(row.scored, row.sampling, th) / n
+    deficit = j.expected_logprob - j.mean_logprob
+    by = "cut short" if "goes on" in j.reason else "scored"
+    return Verdict(j.valid, by, j.reason, deficit / allowed if allowed > 0 else deficit, j.outside)
+
+
+class Pipeline:
+    """Results generated on `gen` and verified on `ver`, as nodes on those servers do."""
+
+    def __init__(self, gen: OpenAIBackend, ver: OpenAIBackend, way: str) -> None:
+        self.gen, self.ver, self.way = gen, ver, way
+        self.seconds = {"generation": 0.0, "scoring": 0.0}
+        self.tokens = {"generation": 0, "scoring": 0}
+
+    async def _score(self, request: InferenceRequest, text: str) -> tuple[Scored, Sampling]:
+        start = time.perf_counter()
+        scored, sampling = await self.ver.read_scores(request, text)
+        self.seconds["scoring"] += time.perf_counter() - start
+        self.tokens["scoring"] += len(scored.positions)
+        return scored, sampling
+
+    async def honest(self, index: int) -> Row:
+        request = task(index)
+        start = time.perf_counter()
+        text = await self.gen.infer(request)
+        self.seconds["generation"] += time.perf_counter() - start
+        own = await self.ver.infer(request)
+        scored, sampling = await self._score(request, text)
+        # the generated tokens, as the verifier's tokenizer reads them back
+        self.tokens["generation"] += len(scored.positions)
+        return Row("honest", index, self.way, sampling, scored, text, own)
+
+    async def faulty(self, row: Row, kind: str, other: str, rng: random.Random) -> Row | None:
+        request = task(row.index)
+        text = row.completion
+        if kind == "other":
+            text = other
+        elif kind == "truncated":
+            text = text[: len(text) // 2]
+        elif kind == "deterministic":
+            text = await DeterministicBackend().infer(request)
+        elif kind == "marker":
+            text = text + " [wrong]"
+        else:
+            text = swap_words(text, rng)
+        if text == row.completion:
+            return None
+        scored, sampling = await self._score(request, text)
+        return replace(row, kind=kind, scored=scored, sampling=sampling, completion=text)
+
+    async def run(self, indices: list[int]) -> list[Row]:
+        rows = [await self.honest(i) for i in indices]
+        rng = random.Random(11 + len(self.way))
+        faulty: list[Row] = []
+        for n, row in enumerate(rows):
+            kind = FAULTS[n % len(FAULTS)]
+            prompt = task(row.index).prompts
+            others = [r for r in rows if task(r.index).prompts != prompt]
+            other = others[(n * 7) % len(others)].completion if others else row.completion + "x"
+            made = await self.faulty(row, kind, other, rng)
+            if made is not None:
+                faulty.append(made)
+        return rows + faulty
+
+
+async def measure(
+    base_url: str, verify_url: str, results: int, model: str | None
+) -> dict[str, Any]:
+    """Rows and costs over `results` honest results, half generated on each server."""
+    options = {"timeout": str(TIMEOUT_S), "max_tokens_cap": "256"}
     if model:
-        body["model"] = model
-    start = time.perf_counter()
-    answer = await post("/v1/chat/completions", body)
-    elapsed = time.perf_counter() - start
-    text = answer["choices"][0]["message"]["content"]
-    tokens = int(answer.get("usage", {}).get("completion_tokens", 0))
-    return str(text), tokens, elapsed
-
-
-def _summary(judgements: list[dict[str, Any]]) -> dict[str, Any]:
-    total = len(judgements)
-    accepted = sum(1 for j in judgements if j["valid"])
-    return {"count": total, "accepted": accepted, "rejected": total - accepted}
-
-
-async def rates(
-    base_url: str,
-    verify_url: str,
-    *,
-    results: int,
-    model: str | None,
-    method: str | None,
-    thresholds: Thresholds,
-    repeat_penalty: float | None = 1.0,
-    dump: str | None = None,
-    first: int = 0,
-) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session:
-        gen_post = make_post(session, base_url)
-        ver_post = make_post(session, verify_url)
-        if method is None:
-            method = await detect_method(ver_post, model=model, prompt=render("Say hello."))
-        texts = prompts(max(50, results // 4))
-        honest: list[dict[str, Any]] = []
-        gen_seconds = 0.0
-        gen_tokens = 0
-        score_seconds = 0.0
-        score_tokens = 0
-        for i in range(first, first + results):
-            prompt = texts[i % len(texts)]
-            sampling = Sampling(
-                temperature=TEMPERATURES[i % 3],
-                top_p=TOP_PS[(i // 3) % 2],
-                top_k=SERVER_TOP_K,
-                min_p=SERVER_MIN_P,
-                max_tokens=MAX_TOKENS[(i // 6) % len(MAX_TOKENS)],
-            )
-            seed = 1000 + i
-            text, tokens, elapsed = await generate(
-                gen_post, model, prompt, sampling, seed, repeat_penalty
-            )
-            gen_seconds += elapsed
-            gen_tokens += tokens
-            start = time.perf_counter()
-            scored = await score(
-                ver_post, model=model, prompt=render(prompt), completion=text, method=method
-            )
-            score_seconds += time.perf_counter() - start
-            score_tokens += len(scored.positions)
-            honest.append(
-                {"prompt": prompt, "sampling": sampling, "seed": seed, "text": text, "s": scored}
-            )
-        rng = random.Random(11)
-        deterministic = DeterministicBackend()
-        rows = [("honest", h["prompt"], h["sampling"], h["s"]) for h in honest]
-        for i, h in enumerate(honest):
-            kind = FAULTS[i % len(FAULTS)]
-            text = h["text"]
-            if kind == "other":
-                others = [o for o in honest if o["prompt"] != h["prompt"]]
-                text = others[i % len(others)]["text"]
-            elif kind == "truncated":
-                text = text[: len(text) // 2]
-            elif kind == "deterministic":
-                request = InferenceRequest(
-                    model=model, prompts=h["prompt"], seed=h["seed"], max_tokens=32
-                )
-                text = await deterministic.infer(request)
-            elif kind == "marker":
-                text = text + " [wrong]"
-            else:
-                text = swap_words(text, rng)
-            if text == h["text"]:
-                continue
-            scored = await score(
-                ver_post, model=model, prompt=render(h["prompt"]), completion=text, method=method
-            )
-            rows.append((kind, h["prompt"], h["sampling"], scored))
+        options["model"] = model
+    a = OpenAIBackend.from_options({**options, "base_url": base_url})
+    b = OpenAIBackend.from_options({**options, "base_url": verify_url})
+    try:
+        await a.setup()
+        await b.setup()
+        ways = [Pipeline(a, b, "stock->other"), Pipeline(b, a, "other->stock")]
+        halves = [list(range(0, results, 2)), list(range(1, results, 2))]
+        done = await asyncio.gather(*(w.run(h) for w, h in zip(ways, halves, strict=True)))
+    finally:
+        await a.aclose()
+        await b.aclose()
+    seconds = {k: sum(w.seconds[k] for w in ways) for k in ("generation", "scoring")}
+    tokens = {k: sum(w.tokens[k] for w in ways) for k in ("generation", "scoring")}
     cost = {
-        "generationSecondsPerToken": gen_seconds / max(1, gen_tokens),
-        "scoringSecondsPerToken": score_seconds / max(1, score_tokens),
-        "generatedTokens": gen_tokens,
-        "scoredTokens": score_tokens,
+        "method": {"stock": a.scoring_method, "other": b.scoring_method},
+        "generationSecondsPerToken": seconds["generation"] / max(1, tokens["generation"]),
+        "scoringSecondsPerToken": seconds["scoring"] / max(1, tokens["scoring"]),
+        "generatedTokens": tokens["generation"],
+        "scoredTokens": tokens["scoring"],
     }
-    if dump:
-        document = {
-            "method": method,
-            "cost": cost,
-            "rows": [
-                {"kind": k, "prompt": p, "sampling": asdict(sm), "scored": asdict(sc)}
-                for k, p, sm, sc in rows
-            ],
-        }
-        with open(dump, "w", encoding="utf-8") as out:
-            json.dump(document, out)
-    return report(rows, thresholds, method, cost)
+    return {"rows": [row for rows in done for row in rows], "cost": cost}
 
 
-def load_dump(path: str) -> tuple[list[Row], str, dict[str, Any]]:
-    """The rows, method and cost a `--dump` file holds."""
-    with open(path, encoding="utf-8") as src:
-        document = json.load(src)
-    rows: list[Row] = []
-    for r in document["rows"]:
-        sm = r["sampling"]
-        sampling = Sampling(**{**sm, "stop": tuple(sm["stop"])})
-        sc = r["scored"]
-        positions = tuple(
-            Position(p["token"], p["logprob"], tuple((t, v) for t, v in p["top"]))
-            for p in sc["positions"]
-        )
-        end = None if sc["end"] is None else tuple((t, v) for t, v in sc["end"])
-        rows.append((r["kind"], r["prompt"], sampling, Scored(positions, end, sc["method"])))
-    return rows, document["method"], document["cost"]
-
-
-def report(
-    rows: list[Row], thresholds: Thresholds, method: str, cost: dict[str, Any]
-) -> dict[str, Any]:
-    """The rates of `rows` judged under `thresholds`."""
-    report_honest = [_record(p, sc, sm, thresholds) for k, p, sm, sc in rows if k == "honest"]
-    faulty: dict[str, list[dict[str, Any]]] = {kind: [] for kind in FAULTS}
-    for k, p, sm, sc in rows:
-        if k != "honest":
-            faulty[k].append(_record(p, sc, sm, thresholds))
-    honest_out = _summary(report_honest)
-    return {
-        "method": method,
-        "thresholds": asdict(thresholds),
-        "prompts": len({r["prompt"] for r in report_honest}),
-        "honest": {
-            **honest_out,
-            "falseRejectRate": honest_out["rejected"] / max(1, honest_out["count"]),
-            "rejectedReasons": [r["reason"] for r in report_honest if not r["valid"]][:10],
-            "maxOutside": max((r["outside"] for r in report_honest), default=0),
-            "outsideHistogram": _histogram([r["outside"] for r in report_honest]),
-            "worstDeficit": max((r["deficit"] for r in report_honest), default=0.0),
-            "worstDeficitOverAllowed": max((r["ratio"] for r in report_honest), default=0.0),
-            "endings": _histogram([r["ending"] for r in report_honest]),
-        },
-        "faulty": {
-            kind: {
-                **_summary(rs),
-                "falseAcceptRate": sum(1 for r in rs if r["valid"]) / max(1, len(rs)),
-                "acceptedExamples": [r["text"][:80] for r in rs if r["valid"]][:3],
-            }
-            for kind, rs in faulty.items()
-        },
-        "cost": cost,
-    }
+def _rate(verdicts: list[Verdict], valid: bool) -> dict[str, Any]:
+    hits = sum(1 for v in verdicts if v.valid == valid)
+    return {"count": len(verdicts), "n": hits, "rate": hits / max(1, len(verdicts))}
 
 
 def _histogram(values: list[Any]) -> dict[str, int]:
@@ -308,66 +235,106 @@ def _histogram(values: list[Any]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def _record(
-    prompt: str, scored: Scored, sampling: Sampling, thresholds: Thresholds
-) -> dict[str, Any]:
-    j = judge(scored, sampling, thresholds)
-    deficit = j.expected_logprob - j.mean_logprob
-    n = max(1, j.tokens)
-    base = thresholds.mean_tolerance + thresholds.z * spread(scored, sampling, thresholds) / n
+def report(rows: list[Row], th: Thresholds, cost: dict[str, Any]) -> dict[str, Any]:
+    """The rates of `rows` judged under `th`: as a node judges (fast path and rule 5) and by
+    the scoring rules alone."""
+    honest = [r for r in rows if r.kind == "honest"]
+    node = [verdict(r, th) for r in honest]
+    alone = [verdict(r, th, fast_path=False, with_own=False) for r in honest]
+    faulty_rows = [r for r in rows if r.kind != "honest"]
+    faulty = {kind: [(r, verdict(r, th)) for r in faulty_rows if r.kind == kind] for kind in FAULTS}
+    every_faulty = [v for pairs in faulty.values() for _, v in pairs]
     return {
-        "valid": j.valid,
-        "reason": j.reason,
-        "outside": j.outside,
-        "ending": j.ending,
-        "ratio": deficit / base if base > 0 else deficit,
-        "deficit": deficit,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "text": "".join(p.token for p in scored.positions),
-        "prompt": prompt,
+        "thresholds": asdict(th),
+        "honest": {
+            "falseReject": _rate(node, False),
+            "identical": sum(1 for v in node if v.by == "identical"),
+            "rejectedReasons": [v.reason for v in node if not v.valid][:10],
+            "scoringAlone": {
+                "falseReject": _rate(alone, False),
+                "worstDeficitOverAllowed": max((v.deficit_ratio for v in alone), default=0.0),
+                "outsideHistogram": _histogram([v.outside for v in alone]),
+                "rejectedReasons": [v.reason for v in alone if not v.valid][:10],
+            },
+        },
+        "faulty": {
+            "falseAccept": _rate(every_faulty, True),
+            **{
+                kind: {
+                    "falseAccept": _rate([v for _, v in pairs], True),
+                    "byRule5": sum(1 for _, v in pairs if v.by == "cut short"),
+                    "acceptedExamples": [r.completion[:80] for r, v in pairs if v.valid][:3],
+                }
+                for kind, pairs in faulty.items()
+            },
+        },
+        "cost": cost,
     }
+
+
+def dump(rows: list[Row], cost: dict[str, Any], path: str) -> None:
+    document = {"cost": cost, "rows": [asdict(r) for r in rows]}
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(document, out)
+
+
+def load(path: str) -> tuple[list[Row], dict[str, Any]]:
+    """The rows and cost a `--dump` file holds."""
+    with open(path, encoding="utf-8") as src:
+        document = json.load(src)
+    rows = []
+    for r in document["rows"]:
+        sm = r["sampling"]
+        sc = r["scored"]
+        positions = tuple(
+            Position(p["token"], p["logprob"], tuple((t, v) for t, v in p["top"]))
+            for p in sc["positions"]
+        )
+        end = None if sc["end"] is None else tuple((t, v) for t, v in sc["end"])
+        rows.append(
+            Row(
+                r["kind"],
+                r["index"],
+                r["way"],
+                Sampling(**{**sm, "stop": tuple(sm["stop"])}),
+                Scored(positions, end, sc["method"]),
+                r["completion"],
+                r["own"],
+            )
+        )
+    return rows, document["cost"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.llm_rates --base-url URL [...]`: the report as JSON on stdout."""
     parser = argparse.ArgumentParser(prog="python -m bench.llm_rates", description=__doc__)
-    parser.add_argument("--base-url", required=True, help="the generating server")
-    parser.add_argument("--verify-url", help="the verifying server (default: the same)")
+    parser.add_argument("--base-url", help="one server (the stock flags)")
+    parser.add_argument("--verify-url", help="the other server (default: the same)")
     parser.add_argument("--results", type=int, default=DEFAULT_RESULTS, metavar="N")
-    parser.add_argument("--first", type=int, default=0, help="the index of the first result")
     parser.add_argument("--model", default=None)
-    parser.add_argument("--method", choices=("echo", "echo-shifted", "stepwise"), default=None)
     parser.add_argument("--json", metavar="FILE", help="also write the report to FILE")
     parser.add_argument("--dump", metavar="FILE", help="write every scored result to FILE")
-    parser.add_argument(
-        "--rejudge", metavar="DUMP", help="judge the results of a --dump file again, offline"
-    )
-    parser.add_argument(
-        "--repeat-penalty",
-        type=float,
-        default=1.0,
-        help="sent with each generation (llama.cpp's own default is 1.1); negative: not sent",
-    )
+    parser.add_argument("--rejudge", metavar="DUMP", help="judge a --dump file again, offline")
+    defaults = Thresholds()
+    parser.add_argument("--support-slack", type=int, default=defaults.support_slack)
+    parser.add_argument("--mean-tolerance", type=float, default=defaults.mean_tolerance)
+    parser.add_argument("--z", type=float, default=defaults.z)
     args = parser.parse_args(argv)
+    th = replace(
+        defaults, support_slack=args.support_slack, mean_tolerance=args.mean_tolerance, z=args.z
+    )
     if args.rejudge:
-        rows, method, cost = load_dump(args.rejudge)
-        document = report(rows, Thresholds(), method, cost)
-    else:
-        document = asyncio.run(
-            rates(
-                args.base_url,
-                args.verify_url or args.base_url,
-                results=args.results,
-                model=args.model,
-                method=args.method,
-                thresholds=Thresholds(),
-                repeat_penalty=None if args.repeat_penalty < 0 else args.repeat_penalty,
-                dump=args.dump,
-                first=args.first,
-            )
+        rows, cost = load(args.rejudge)
+    elif args.base_url:
+        measured = asyncio.run(
+            measure(args.base_url, args.verify_url or args.base_url, args.results, args.model)
         )
-    text = json.dumps(document, indent=2) + "\n"
+        rows, cost = measured["rows"], measured["cost"]
+        if args.dump:
+            dump(rows, cost, args.dump)
+    else:
+        parser.error("--base-url or --rejudge is needed")
+    text = json.dumps(report(rows, th, cost), indent=2) + "\n"
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             out.write(text)

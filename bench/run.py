@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import floods, ingest, memory
+from bench import floods, ingest, llm, llm_rates, memory
 from bench.common import REPO, Throughput
 from chain.protocol import crypto
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("ingest", "reads", "e2e", "floods", "memory")
+SECTIONS = ("ingest", "reads", "e2e", "floods", "memory", "llm")
 PEER_NONE = "none"
 PEER_HARDHAT = "hardhat"
 
@@ -49,6 +49,8 @@ class Options:
     flood_attacks: tuple[str, ...] = floods.ATTACKS
     memory_tasks: int = memory.DEFAULT_TASKS
     memory_step: int = memory.DEFAULT_STEP
+    llm_tasks: int = llm.DEFAULT_TASKS
+    llm_results: int = llm_rates.DEFAULT_RESULTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,10 @@ async def memory_section(opts: Options) -> dict[str, Any]:
     return await memory.memory_over_tasks(opts.work_dir, opts.memory_tasks, opts.memory_step)
 
 
+async def llm_section(opts: Options) -> dict[str, Any]:
+    return await llm.real_model(opts.work_dir / "llm", opts.llm_tasks, opts.llm_results)
+
+
 def targets(report: dict[str, Any]) -> list[Target]:
     """The issue's targets, from whatever sections ran."""
     out = []
@@ -276,6 +282,7 @@ async def run(opts: Options, progress: Callable[[str], None] = log.info) -> dict
         ("e2e", e2e_section),
         ("floods", floods_section),
         ("memory", memory_section),
+        ("llm", llm_section),
     ):
         if section not in opts.sections:
             continue
@@ -380,6 +387,9 @@ def table(report: dict[str, Any]) -> str:
     part = report.get("memory")
     if part is not None:
         lines += ["", *memory_table(part)]
+    part = report.get("llm")
+    if part is not None:
+        lines += ["", *llm_table(part)]
     lines += ["", "Targets", "", "| target | value | bound | met |", "|---|---:|---:|---|"]
     for t in report.get("targets", []):
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
@@ -442,4 +452,56 @@ def memory_table(part: dict[str, Any]) -> list[str]:
         f"Growth after the first step: RSS {part['growthAfterFirstStepMiB']:+.1f} MiB, "
         f"anonymous {part['anonGrowthAfterFirstStepMiB']:+.1f} MiB",
     ]
+    return lines
+
+
+def _pct(rate: dict[str, Any]) -> str:
+    return f"{rate['n']} of {rate['count']} ({rate['rate'] * 100:.1f}%)"
+
+
+def llm_table(part: dict[str, Any]) -> list[str]:
+    """The real model's rates, verifier's cost and latency."""
+    if "skipped" in part:
+        return [f"Real model: skipped ({part['skipped']})"]
+    lines = [
+        f"Real model ({part['model']}, two llama.cpp servers: stock, and {part['serverFlags']})"
+    ]
+    rates = part.get("rates")
+    if rates is not None:
+        honest = rates["honest"]
+        cost = rates["cost"]
+        lines += [
+            "",
+            "| `scored` | results | wrongly judged |",
+            "|---|---:|---:|",
+            f"| honest, rejected (fast path identical: {honest['identical']}) "
+            f"| {honest['falseReject']['count']} | {_pct(honest['falseReject'])} |",
+            f"| honest, rejected by the scoring rules alone "
+            f"| {honest['scoringAlone']['falseReject']['count']} "
+            f"| {_pct(honest['scoringAlone']['falseReject'])} |",
+        ]
+        for kind, fig in rates["faulty"].items():
+            if kind != "falseAccept":
+                lines.append(
+                    f"| faulty ({kind}), accepted | {fig['falseAccept']['count']} "
+                    f"| {_pct(fig['falseAccept'])} |"
+                )
+        fa = rates["faulty"]["falseAccept"]
+        lines.append(f"| every faulty result, accepted | {fa['count']} | {_pct(fa)} |")
+        ratio = cost["scoringSecondsPerToken"] / max(1e-9, cost["generationSecondsPerToken"])
+        lines += [
+            "",
+            f"Verifier's cost ({cost['method']}): scoring {cost['scoringSecondsPerToken']:.3f} "
+            f"s/token against generation {cost['generationSecondsPerToken']:.3f} s/token "
+            f"({ratio:.1f}x), over {cost['scoredTokens']:,} scored tokens.",
+        ]
+    lat = part.get("latency")
+    if lat is not None:
+        lines += [
+            "",
+            f"Submit to decided, one task at a time ({lat['tasks']} tasks, "
+            f"{lat['blockTimeMs']} ms blocks, max_tokens {lat['maxTokens']}, temperature "
+            f"{lat['temperature']}): p50 {lat['p50Ms']:,.0f} ms, p95 {lat['p95Ms']:,.0f} ms; "
+            f"statuses {lat['statuses']}, honest results rejected {lat['honestRejected']}.",
+        ]
     return lines

@@ -1,7 +1,8 @@
 """Measure inferchain on this machine (`make bench`): ingestion against a hardhat peer and the
 machine's ceilings, reads at 10 thousand and 1 million tasks, the default testnet end to end,
 an honest client under each flood (`--only floods`), memory over finished tasks (`--only
-memory`).
+memory`), and the real model (`--only llm`, with the llm extra: `scored`'s error rates and
+cost, and a task's latency on real-model nodes).
 
 Prints the figures as Markdown tables with the targets they are held to, and writes them as
 JSON (`--json`). The method is in docs/PERFORMANCE.md.
@@ -69,6 +70,18 @@ def parse_args() -> argparse.Namespace:
         help="memory: finished tasks between two RSS readings",
     )
     parser.add_argument(
+        "--llm-tasks",
+        type=int,
+        default=run.Options.llm_tasks,
+        help="llm: tasks whose latency is measured",
+    )
+    parser.add_argument(
+        "--llm-results",
+        type=int,
+        default=run.Options.llm_results,
+        help="llm: honest results rated by scored (and as many faulty ones)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: small counts, one round, a 10k ledger, short end-to-end runs",
@@ -106,6 +119,8 @@ def main() -> int:
             flood_attacks=tuple(args.attack or floods.ATTACKS),
             memory_tasks=min(args.memory_tasks, 10_000) if args.quick else args.memory_tasks,
             memory_step=min(args.memory_step, 5_000) if args.quick else args.memory_step,
+            llm_tasks=min(args.llm_tasks, 4) if args.quick else args.llm_tasks,
+            llm_results=min(args.llm_results, 10) if args.quick else args.llm_results,
         )
         report = asyncio.run(run.run(opts))
     write_json(Path(args.json), report)
