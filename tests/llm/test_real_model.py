@@ -178,6 +178,8 @@ def honest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 FAULTY = {2: "otherprompt", 3: "truncate", 4: "deterministic", 5: "copy"}
+# the nodes whose verdicts are honest: otherprompt and truncate only fault what they compute
+HONEST_VERIFIERS = (0, 1, 2, 3)
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +234,6 @@ def test_faulty_results_are_rejected_every_time(faulty: Run) -> None:
 
 @KNOWN_WEAKNESS
 def test_a_copy_is_rejected_as_a_copy(faulty: Run) -> None:
-    log = faulty.logs[0] + faulty.logs[1]
+    log = "".join(faulty.logs[i] for i in HONEST_VERIFIERS)
     copier = faulty.address(5)
     assert re.search(rf"verdict on {copier}'s result .*valid=false.*a copy of", log), log[-3000:]
