@@ -184,8 +184,11 @@ class Pipeline:
         faulty: list[Row] = []
         for n, row in enumerate(rows):
             kind = FAULTS[n % len(FAULTS)]
+            # another prompt's output under the same sampling options, as the fault gives
             prompt = task(row.index).prompts
-            others = [r for r in rows if task(r.index).prompts != prompt]
+            others = [
+                r for r in rows if task(r.index).prompts != prompt and r.sampling == row.sampling
+            ]
             other = others[(n * 7) % len(others)].completion if others else row.completion + "x"
             made = await self.faulty(row, kind, other, rng)
             if made is not None:
