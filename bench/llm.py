@@ -133,7 +133,10 @@ async def latency(work_dir: Path, urls: list[str], tasks: int = DEFAULT_TASKS) -
 
 
 async def real_model(
-    work_dir: Path, tasks: int = DEFAULT_TASKS, results: int = llm_rates.DEFAULT_RESULTS
+    work_dir: Path,
+    tasks: int = DEFAULT_TASKS,
+    results: int = llm_rates.DEFAULT_RESULTS,
+    first: int = 0,
 ) -> dict[str, Any]:
     """The real model's part of the benchmark, on two servers (the stock flags and
     `llama.OTHER_FLAGS`): the rates and the verifier's cost of `scored` over `results` honest
@@ -154,7 +157,7 @@ async def real_model(
             "serverFlags": list(llama.OTHER_FLAGS),
         }
         if results > 0:
-            measured = await llm_rates.measure(urls[0], urls[1], results, llama.MODEL_ALIAS)
+            measured = await llm_rates.measure(urls[0], urls[1], results, llama.MODEL_ALIAS, first)
             llm_rates.dump(measured["rows"], measured["cost"], str(work_dir / DUMP_FILE))
             report["rates"] = llm_rates.report(measured["rows"], Thresholds(), measured["cost"])
         if tasks > 0:
@@ -171,12 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--results", type=int, default=llm_rates.DEFAULT_RESULTS, help="honest results rated"
     )
+    parser.add_argument("--first", type=int, default=0, help="the first rated task's index")
     parser.add_argument("--json", help="also write the report here")
     parser.add_argument("--work-dir", help="keep the logs and the dump here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="inferchain-llm-") as work:
         where = Path(args.work_dir) if args.work_dir else Path(work)
-        report = asyncio.run(real_model(where, args.tasks, args.results))
+        report = asyncio.run(real_model(where, args.tasks, args.results, args.first))
     if args.json:
         write_json(Path(args.json), report)
     print(json.dumps(report, indent=2))

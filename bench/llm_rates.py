@@ -197,9 +197,10 @@ class Pipeline:
 
 
 async def measure(
-    base_url: str, verify_url: str, results: int, model: str | None
+    base_url: str, verify_url: str, results: int, model: str | None, first: int = 0
 ) -> dict[str, Any]:
-    """Rows and costs over `results` honest results, half generated on each server."""
+    """Rows and costs over `results` honest results (tasks `first` on), half generated on each
+    server."""
     options = {"timeout": str(TIMEOUT_S), "max_tokens_cap": "256"}
     if model:
         options["model"] = model
@@ -209,7 +210,8 @@ async def measure(
         await a.setup()
         await b.setup()
         ways = [Pipeline(a, b, "stock->other"), Pipeline(b, a, "other->stock")]
-        halves = [list(range(0, results, 2)), list(range(1, results, 2))]
+        every = range(first, first + results)
+        halves = [list(every[0::2]), list(every[1::2])]
         done = await asyncio.gather(*(w.run(h) for w, h in zip(ways, halves, strict=True)))
     finally:
         await a.aclose()
@@ -314,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-url", help="one server (the stock flags)")
     parser.add_argument("--verify-url", help="the other server (default: the same)")
     parser.add_argument("--results", type=int, default=DEFAULT_RESULTS, metavar="N")
+    parser.add_argument(
+        "--first", type=int, default=0, help="the first task's index (another run's new seeds)"
+    )
     parser.add_argument("--model", default=None)
     parser.add_argument("--json", metavar="FILE", help="also write the report to FILE")
     parser.add_argument("--dump", metavar="FILE", help="write every scored result to FILE")
@@ -330,7 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         rows, cost = load(args.rejudge)
     elif args.base_url:
         measured = asyncio.run(
-            measure(args.base_url, args.verify_url or args.base_url, args.results, args.model)
+            measure(
+                args.base_url,
+                args.verify_url or args.base_url,
+                args.results,
+                args.model,
+                args.first,
+            )
         )
         rows, cost = measured["rows"], measured["cost"]
         if args.dump:
