@@ -91,6 +91,11 @@ ERROR_EXCERPT = 300
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 # What a server answers for a request it cannot take: the task's error, not the server's.
 REFUSED_STATUSES = (400, 422)
+# Idle connections are closed before the servers' own keep-alive ends (uvicorn's, under
+# llama-cpp-python and vLLM: 5 s), and a request on one the server closed meanwhile is sent
+# again once.
+KEEPALIVE_S = 2.0
+STALE_RETRIES = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +410,8 @@ class OpenAIBackend:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S)
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
@@ -416,16 +422,23 @@ class OpenAIBackend:
         url = self._url(path)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         data = None if body is None else json.dumps(body)
-        try:
-            async with self._get_session().request(
-                method, url, data=data, headers=self._headers(), timeout=timeout
-            ) as resp:
-                status = resp.status
-                raw = await self._read(resp, url)
-        except TimeoutError as exc:
-            raise BackendError(f"{method} {url}: no answer within {self.timeout:g} s") from exc
-        except aiohttp.ClientError as exc:
-            raise BackendError(f"{method} {url} failed: {exc!r}") from exc
+        for attempt in range(1 + STALE_RETRIES):
+            try:
+                async with self._get_session().request(
+                    method, url, data=data, headers=self._headers(), timeout=timeout
+                ) as resp:
+                    status = resp.status
+                    raw = await self._read(resp, url)
+                break
+            except TimeoutError as exc:
+                raise BackendError(f"{method} {url}: no answer within {self.timeout:g} s") from exc
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # a kept-alive connection the server closed as it was reused: once more, on a
+                # new one (a generation is seeded and a scoring reads only: both repeatable)
+                if attempt == STALE_RETRIES:
+                    raise BackendError(f"{method} {url} failed: {exc!r}") from exc
+            except aiohttp.ClientError as exc:
+                raise BackendError(f"{method} {url} failed: {exc!r}") from exc
         text = raw[:ERROR_EXCERPT].decode("utf-8", errors="replace")
         if status in REFUSED_STATUSES and body is not None:
             raise TaskError(f"{method} {url}: the server refused the task's request: {text!r}")

@@ -682,3 +682,52 @@ def test_no_faults_leave_the_backend_alone() -> None:
     assert Faults().compute_backend(honest) is honest
     assert Faults().verify_backend(honest) is honest
     assert Faults().describe() == []
+
+
+async def test_a_kept_alive_connection_the_server_closed_is_replaced_once() -> None:
+    # A raw HTTP/1.1 server: the first connection answers one request and keeps the
+    # connection open, then closes it unanswered when the next request comes on it (a
+    # server's keep-alive ending just as the client reuses the connection); later
+    # connections answer every request.
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(0)
+        first = len(connections) == 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                connections[-1] += 1
+                if first and connections[-1] == 2:
+                    return  # closed, unanswered
+                body = json.dumps({"choices": [{"text": f"answer {len(connections)}"}]}).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = OpenAIBackend(f"http://127.0.0.1:{port}", template="raw")
+    try:
+        first = await asyncio.wait_for(backend.infer(REQUEST), TEST_TIMEOUT)
+        second = await asyncio.wait_for(backend.infer(REQUEST), TEST_TIMEOUT)
+    finally:
+        await backend.aclose()
+        server.close()
+        await server.wait_closed()
+    assert first == "answer 1"
+    assert second == "answer 2"  # sent again on a second connection
+    assert connections == [2, 1]
