@@ -40,8 +40,14 @@ The rules (`judge`), with p the raw probability of a token and T the temperature
    margin of `logprob_margin` nats, the difference measured between two servers. At
    temperature 0 the support is the argmax, and a token within `greedy_margin` nats of it
    counts as inside (near-ties, and llama.cpp's default repeat penalty). A token not in the
-   top-k list is "far outside" and is always counted outside.
-2. Outside tokens. At most `support_slack` tokens may be outside the support.
+   top-k list is judged by its own log-prob against the same bounds (every listed token
+   better than it is before it; in a flat distribution an honest token is often unlisted).
+   A token outside the support is inside after all when a token inside the support at its
+   position is a prefix of the rest of the completion from there: the same text cut into
+   other tokens (re-tokenizing a generated text does not always give the tokens generated).
+2. Outside tokens. At most `support_slack` tokens may be just outside the support: inside
+   it with a margin of `slack_margin` nats instead of `logprob_margin` (noise between
+   builds). A token further out, "far outside", is invalid at once.
 3. Mean log-prob. The expected log-prob of an honest sample at the same positions is computed
    from the sampling distribution over the listed top-k (the unlisted tail put at the lowest
    listed log-prob minus one); with n tokens, the mean submitted log-prob may be below the
@@ -51,8 +57,9 @@ The rules (`judge`), with p the raw probability of a token and T the temperature
    end-of-sequence token ("") is inside the support right after the completion, or the start
    of a stop string is (a listed token that is a prefix of a stop string, or starts with
    one). "length": the token count is within `length_slack` of max_tokens (re-tokenizing a
-   generated text can merge tokens). Otherwise "none", which is invalid; so is a count over
-   max_tokens (merging only lowers it). An empty completion is valid only with a "stop" ending.
+   generated text can merge or split tokens). Otherwise "none", which is invalid; so is a
+   count over max_tokens + `length_slack`. An empty completion is valid only with a "stop"
+   ending.
 5. Cut short. When the verifier has its own output for the same seed (the fast path computed
    it) and that output goes on, past a non-space text, from where the submitted completion
    ends by "stop", the completion stopped where the same model and seed did not: invalid. Two
@@ -122,8 +129,9 @@ class Scored:
 class Thresholds:
     """The limits of `judge`; the defaults are the measured values (bench.llm_rates)."""
 
-    support_slack: int = 2
+    support_slack: int = 1
     logprob_margin: float = 0.1
+    slack_margin: float = 1.0
     greedy_margin: float = 1.0
     mean_tolerance: float = 0.5
     z: float = 4.0
@@ -172,8 +180,6 @@ def inside(top: Top, logprob: float, rank: int | None, sampling: Sampling, th: T
     if not top:
         return True  # nothing known: never reject on it
     best = top[0][1]
-    if rank is None:
-        return False  # far outside
     if sampling.temperature <= 0.0:
         return logprob >= best - th.greedy_margin
     eps = th.logprob_margin
@@ -292,6 +298,23 @@ def cut_short(completion: str, own: str | None) -> bool:
     return own is not None and own.startswith(completion) and bool(own[len(completion) :].strip())
 
 
+def _rests(positions: tuple[Position, ...]) -> list[str]:
+    """The completion's text from each position on."""
+    rests = [""] * (len(positions) + 1)
+    for index in range(len(positions) - 1, -1, -1):
+        rests[index] = positions[index].token + rests[index + 1]
+    return rests[: len(positions)]
+
+
+def _resegmented(top: Top, rest: str, sampling: Sampling, th: Thresholds) -> float | None:
+    """The log-prob of the best listed token inside the support that is a non-empty prefix
+    of `rest` (the same text in other tokens, rule 1), or None."""
+    for rank, (text, value) in enumerate(top):
+        if text and rest.startswith(text) and inside(top, value, rank, sampling, th):
+            return value
+    return None
+
+
 def judge(
     scored: Scored,
     sampling: Sampling,
@@ -311,13 +334,23 @@ def judge(
     total_expected = 0.0
     variance = 0.0
     log_chance = 0.0
+    slack = replace(th, logprob_margin=max(th.logprob_margin, th.slack_margin))
+    rests = _rests(scored.positions)
+    far = ""
     for index, pos in enumerate(scored.positions):
         rank = _listed(pos.top, pos.token, pos.logprob, th.logprob_margin)
         if not inside(pos.top, pos.logprob, rank, sampling, th):
-            outside += 1
-            if not first_out:
-                where = "outside the top-k" if rank is None else "outside the support"
-                first_out = f"token {index} {pos.token!r} ({pos.logprob:.2f}) is {where}"
+            other = _resegmented(pos.top, rests[index], sampling, th)
+            if other is not None:
+                # the same text in other tokens: read as the token the model would have given
+                pos = Position(pos.token, other, pos.top)
+            else:
+                what = f"token {index} {pos.token!r} ({pos.logprob:.2f}; the best"
+                what += f" {pos.top[0][1]:.2f}{'' if rank is not None else ', unlisted'})"
+                if not inside(pos.top, pos.logprob, rank, sampling, slack):
+                    far = far or f"{what} is far outside the support"
+                outside += 1
+                first_out = first_out or f"{what} is outside the support"
         total_lp += pos.logprob
         dist = _distribution(pos.top, sampling, th)
         mean = sum(v * q for v, q in dist)
@@ -336,6 +369,8 @@ def judge(
     def verdict(valid: bool, reason: str) -> Judgement:
         return Judgement(valid, reason, n, outside, mean_lp, expected, ending, log_chance)
 
+    if far:
+        return verdict(False, far)
     if outside > th.support_slack:
         return verdict(
             False, f"{outside} tokens outside the support (at most {th.support_slack}): {first_out}"
@@ -346,8 +381,12 @@ def judge(
             f"mean log-prob {mean_lp:.3f} is {expected - mean_lp:.3f} below the expected "
             f"{expected:.3f} (at most {allowed:.3f})",
         )
-    if n > sampling.max_tokens:
-        return verdict(False, f"{n} tokens, more than max_tokens {sampling.max_tokens}")
+    if n > sampling.max_tokens + th.length_slack:
+        return verdict(
+            False,
+            f"{n} tokens, more than max_tokens {sampling.max_tokens} (and {th.length_slack} "
+            "more for re-tokenizing)",
+        )
     if ending == "none":
         if n == 0:
             return verdict(False, "empty completion where the end of sequence is not in support")

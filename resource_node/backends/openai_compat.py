@@ -83,6 +83,8 @@ DEFAULT_TOP_P = 0.9
 # outputs differ and a copy can be told (PROTOCOL 4.15).
 MIN_SHARED_TEMPERATURE = 0.5
 NEUTRAL_REPEAT_PENALTY = 1.0
+SCORED_TOP_K = 40
+SCORED_MIN_P = 0.05
 MAX_STOPS = 4
 MAX_STOP_CHARS = 256
 # The modelOptions keys the backend reads: the sampling below, and the ones the node reads.
@@ -334,6 +336,10 @@ class OpenAIBackend:
             # scored judges by the model's own distribution: llama.cpp and Ollama default to
             # a repeat penalty of 1.1, which samples from another one
             values.setdefault("repeat_penalty", NEUTRAL_REPEAT_PENALTY)
+            # and by its support, which every node bounds alike (llama.cpp's defaults): a
+            # token the model gives less than min_p of the best is then far outside it
+            values.setdefault("top_k", SCORED_TOP_K)
+            values.setdefault("min_p", SCORED_MIN_P)
         values.setdefault("top_p", DEFAULT_TOP_P)
         stops = _stops(options["stop"]) if "stop" in options else ()
         body: dict[str, Any] = {}

@@ -379,6 +379,8 @@ async def test_openai_completions_request_shape_and_answer(stub: StubServer) -> 
         "temperature": 0.3,
         "top_p": 0.8,
         "repeat_penalty": 1.0,  # scored judges by the model's own distribution: no penalty
+        "top_k": 40,  # and by its support, bounded alike by every node
+        "min_p": 0.05,
         "max_tokens": 8,
         "seed": 77,
     }
@@ -394,6 +396,8 @@ async def test_openai_sampling_defaults_and_every_option_passed(stub: StubServer
         "temperature": 0.7,
         "top_p": 0.9,
         "repeat_penalty": 1.0,
+        "top_k": 40,
+        "min_p": 0.05,
         "max_tokens": 256,  # the default when the task sets none
         "seed": 5,
     }

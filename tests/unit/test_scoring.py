@@ -7,6 +7,7 @@ import hashlib
 import math
 import random
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -104,19 +105,50 @@ def test_an_honest_sample_cut_at_max_tokens_ends_by_length(seed: int, s: Samplin
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32), s=samplings, n=st.integers(16, 80), extra=st.integers(1, 5))
-def test_far_off_tokens_are_invalid(seed: int, s: Sampling, n: int, extra: int) -> None:
+@given(seed=st.integers(0, 2**32), s=samplings, n=st.integers(16, 80), count=st.integers(1, 5))
+def test_a_token_far_outside_the_support_is_invalid(
+    seed: int, s: Sampling, n: int, count: int
+) -> None:
+    # a min_p bounds the support of any token by its own log-prob, listed or not
+    s = replace(s, min_p=max(s.min_p, 0.02), temperature=max(s.temperature, 0.3))
     n = min(n, s.max_tokens)
     scored = _honest(seed, s, n)
-    count = Thresholds().support_slack + extra
     positions = list(scored.positions)
     for i in random.Random(seed).sample(range(n), min(n, count)):
         top = positions[i].top
-        positions[i] = Position(" far", top[-1][1] - 3.0, top)
+        positions[i] = Position(" far", top[0][1] - 12.0, top)
     j = judge(Scored(tuple(positions), scored.end, "echo"), s)
     assert not j.valid
     assert j.outside >= min(n, count)
-    assert "outside" in j.reason and "far" in j.reason
+    assert "far outside" in j.reason and "' far'" in j.reason
+
+
+def test_tokens_just_outside_are_counted_against_the_slack() -> None:
+    top = (("a", math.log(0.6)), ("b", math.log(0.3)), ("c", math.log(0.09)), ("d", -6.0))
+    s = Sampling(temperature=1.0, top_p=0.75, max_tokens=64)
+    good = Position("a", top[0][1], top)
+    just = Position("c", top[2][1], top)  # the nucleus ends at b: c is just past it
+    assert not judge(
+        Scored((good, just, good), EOS_END, "echo"), s, Thresholds(support_slack=0)
+    ).valid
+    j = judge(Scored((good, just, good), EOS_END, "echo"), s, Thresholds(support_slack=1))
+    assert j.valid and j.outside == 1, j.reason
+    j = judge(Scored((good, just, good, just), EOS_END, "echo"), s, Thresholds(support_slack=1))
+    assert not j.valid and "2 tokens outside" in j.reason
+
+
+def test_the_same_text_in_other_tokens_is_inside() -> None:
+    # " chessm" read back as " c" + "hessm": " chess", a prefix of the rest, is inside
+    top = ((" chess", -0.3), (" and", -1.6), (" c", -9.0))
+    after = (("hessm", -0.2), ("x", -2.0))
+    s = Sampling(temperature=0.7, top_p=0.9, min_p=0.05, max_tokens=64)
+    positions = (Position(" c", -9.0, top), Position("hessm", -0.2, after))
+    j = judge(Scored(positions, EOS_END, "echo"), s, Thresholds(support_slack=0))
+    assert j.valid and j.outside == 0, j.reason
+    # a word no listed token begins is far outside
+    other = (Position(" moon", -9.0, top), Position("hessm", -0.2, after))
+    j = judge(Scored(other, EOS_END, "echo"), s)
+    assert not j.valid and "far outside" in j.reason
 
 
 @settings(max_examples=40, deadline=None)
