@@ -70,16 +70,15 @@ else
 endif
 
 # The in-process tests on two workers; the process tests (networks, crashes, the launcher, the
-# benchmark's smoke runs) after them, on two workers too but a whole file to each (--dist
-# loadfile: a file's module fixtures, one set of processes for its tests, start once), as part
-# of their time goes in waiting on their processes; then the real model's (tests/llm), which
-# run once `make llm` has installed the llm extra and skip, saying so, before.
+# benchmark's smoke runs) one at a time, as their processes need the cores to themselves; then
+# the real model's (tests/llm), which run once `make llm` has installed the llm extra and skip,
+# saying so, before.
 SERIAL_TESTS := tests/e2e tests/bench
 LLM_TESTS := tests/llm
 
 test: $(STAMP) lint js
 	$(PY) -m pytest -q -n 2 $(addprefix --ignore=,$(SERIAL_TESTS) $(LLM_TESTS)) tests $(ARGS)
-	$(PY) -m pytest -q -n 2 --dist loadfile $(SERIAL_TESTS) $(ARGS)
+	$(PY) -m pytest -q $(SERIAL_TESTS) $(ARGS)
 	$(PY) -m pytest -q -rs $(LLM_TESTS) $(ARGS)
 
 # A new chain on the next `make testnet`: its data directory goes (the same as ARGS=--fresh).
