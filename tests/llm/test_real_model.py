@@ -45,6 +45,13 @@ USER = Wallet.dev(0)
 VERIFIED, REJECTED = 2, 3
 HONEST_TASKS = 30
 FAULTY_TASKS = 4
+COPY_TASKS = 3
+COPY_MAX_TOKENS = 48
+OPEN_PROMPTS = (
+    "Write a short story about a lighthouse keeper.",
+    "Describe a market in a city you imagine.",
+    "Write a poem about the wind in autumn.",
+)
 MAX_TOKENS = 24
 TEMPERATURE = 0.7
 TASK_TIMEOUT = 600.0
@@ -107,13 +114,15 @@ def model_options(**extra: Any) -> str:
     return json.dumps(options)
 
 
-async def drive(url: str, count: int, target_count: int) -> list[dict[str, Any]]:
+async def drive(
+    url: str, count: int, target_count: int, prompts: tuple[str, ...], max_tokens: int
+) -> list[dict[str, Any]]:
     async with InferchainClient(url) as client:
         receipts = [
             await client.submit_task(
                 USER,
-                prompts=f'{{"prompt": "{PROMPTS[i % len(PROMPTS)]} ({i})"}}',
-                model_options=model_options(),
+                prompts=f'{{"prompt": "{prompts[i % len(prompts)]} ({i})"}}',
+                model_options=model_options(max_tokens=max_tokens),
                 target_count=target_count,
             )
             for i in range(count)
@@ -125,7 +134,14 @@ async def drive(url: str, count: int, target_count: int) -> list[dict[str, Any]]
         )
 
 
-def run_network(root: Path, nodes: list[NodeSpec], count: int, target_count: int) -> Run:
+def run_network(
+    root: Path,
+    nodes: list[NodeSpec],
+    count: int,
+    target_count: int,
+    prompts: tuple[str, ...] = PROMPTS,
+    max_tokens: int = MAX_TOKENS,
+) -> Run:
     genesis = llm_genesis(len(nodes))
     genesis_path = write_genesis(root / "genesis.json", genesis)
     servers = [
@@ -156,7 +172,7 @@ def run_network(root: Path, nodes: list[NodeSpec], count: int, target_count: int
         for process in processes[1:]:
             # each real-model node probes its server at start (PROTOCOL 4.15), one at a time
             process.wait_ready(READY_TIMEOUT)
-        tasks = asyncio.run(drive(rpc, count, target_count))
+        tasks = asyncio.run(drive(rpc, count, target_count, prompts, max_tokens))
         logs = [p.log_path.read_text(errors="replace") for p in processes[1:]]
         return Run(tasks, nodes, logs)
     finally:
@@ -208,16 +224,6 @@ def test_honest_nodes_on_two_servers_are_never_rejected(honest: Run) -> None:
     assert verdicts > 0 and scored_verdicts(honest.logs[1]) == verdicts, honest.logs[1][-3000:]
 
 
-# A known weakness, measured (README "Real models"): a plausible output for another prompt, or a
-# truncation at a sentence's end, passes `scored` a few times in a hundred, and a copy is not
-# always the result its verifiers meet; these two run and report, not yet held to "every time".
-KNOWN_WEAKNESS = pytest.mark.xfail(
-    reason="scored accepts about 4-8% of plausible faulty outputs (README: Real models)",
-    strict=False,
-)
-
-
-@KNOWN_WEAKNESS
 def test_faulty_results_are_rejected_every_time(faulty: Run) -> None:
     for index, fault in FAULTY.items():
         results = faulty.results_of(index)
@@ -232,8 +238,26 @@ def test_faulty_results_are_rejected_every_time(faulty: Run) -> None:
     assert [task["status"] for task in faulty.tasks] == ["verified"] * FAULTY_TASKS
 
 
-@KNOWN_WEAKNESS
-def test_a_copy_is_rejected_as_a_copy(faulty: Run) -> None:
-    log = "".join(faulty.logs[i] for i in HONEST_VERIFIERS)
-    copier = faulty.address(5)
-    assert re.search(rf"verdict on {copier}'s result .*valid=false.*a copy of", log), log[-3000:]
+@pytest.fixture(scope="module")
+def copying(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    # Two honest nodes and a copier: in the faulty network the copier copies whichever result
+    # is listed first, most often the deterministic node's (it answers at once), which is
+    # rejected as far outside the support before a copy is looked for. Open prompts and 48
+    # tokens: a copy of a short, likely answer ("Paris.") is no evidence (PROTOCOL 4.15).
+    nodes = [NodeSpec(0), NodeSpec(1), NodeSpec(0, ("copy",))]
+    root = tmp_path_factory.mktemp("llm-copy")
+    yield run_network(root, nodes, COPY_TASKS, len(nodes), OPEN_PROMPTS, COPY_MAX_TOKENS)
+
+
+def test_a_copy_of_an_honest_result_is_rejected_as_a_copy(copying: Run) -> None:
+    copier = copying.address(2)
+    log = copying.logs[0] + copying.logs[1]
+    for task in copying.tasks:
+        entries = {e["resourceNode"]: e for e in task["executionInfo"]}
+        copied = entries[copier]
+        assert copied["status"] == REJECTED, copied
+        originals = [e for a, e in entries.items() if a != copier]
+        assert any(e["result"] == copied["result"] for e in originals), task
+        assert all(e["status"] == VERIFIED for e in originals), task
+        verdict = rf"verdict on {copier}'s result for task {task['taskHash']}: valid=false"
+        assert re.search(verdict + r".*a copy of", log), log[-3000:]
