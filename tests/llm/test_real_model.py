@@ -8,6 +8,7 @@ nodes with `--backend openai`, each on one of the servers; tasks at temperature 
 - Honest nodes, on both servers, are never rejected over 30 tasks.
 - Nodes that answer another prompt's output, a truncated output, the deterministic backend's
   text, or a copy of another node's result in the same task are rejected every time.
+- A copy of an honest node's result (open prompts, 48 tokens) is rejected as a copy.
 
 Forced errors are off (canaryRateBps 0): they are rejected on purpose, and are tested
 without a real model (tests/e2e/test_forced_errors.py). The set skips, saying why, where the
