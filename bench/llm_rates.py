@@ -37,7 +37,7 @@ from typing import Any
 from resource_node.backends import InferenceRequest
 from resource_node.backends.deterministic import DeterministicBackend
 from resource_node.backends.openai_compat import OpenAIBackend
-from resource_node.scoring import Position, Sampling, Scored, Thresholds, judge, spread
+from resource_node.scoring import Position, Sampling, Scored, Thresholds, judge
 
 DEFAULT_RESULTS = 240
 TIMEOUT_S = 300.0
@@ -127,11 +127,10 @@ def verdict(row: Row, th: Thresholds, *, fast_path: bool = True, with_own: bool 
         return Verdict(True, "identical", "own output identical", 0.0, 0)
     own = row.own if with_own else None
     j = judge(row.scored, row.sampling, th, completion=row.completion, own=own)
-    n = max(1, j.tokens)
-    allowed = th.mean_tolerance + th.z * spread(row.scored, row.sampling, th) / n
     deficit = j.expected_logprob - j.mean_logprob
+    ratio = deficit / j.allowed_deficit if j.allowed_deficit > 0 else deficit
     by = "cut short" if "goes on" in j.reason else "scored"
-    return Verdict(j.valid, by, j.reason, deficit / allowed if allowed > 0 else deficit, j.outside)
+    return Verdict(j.valid, by, j.reason, ratio, j.outside)
 
 
 class Pipeline:

@@ -148,6 +148,7 @@ class Judgement:
     expected_logprob: float
     ending: str
     log_chance: float
+    allowed_deficit: float  # how far the mean log-prob may be below the expected (rule 3)
 
 
 # --- the support ------------------------------------------------------------------------------
@@ -263,16 +264,6 @@ def _chance(
 # --- the judge --------------------------------------------------------------------------------
 
 
-def spread(scored: Scored, sampling: Sampling, thresholds: Thresholds = Thresholds()) -> float:
-    """The standard deviation of the sum of an honest sample's log-probs at these positions."""
-    total = 0.0
-    for pos in scored.positions:
-        dist = _distribution(pos.top, sampling, thresholds)
-        mean = sum(v * q for v, q in dist)
-        total += sum(q * (v - mean) ** 2 for v, q in dist)
-    return math.sqrt(total)
-
-
 def _ending(scored: Scored, sampling: Sampling, th: Thresholds, tokens: int) -> str:
     end = scored.end
     if end is None:
@@ -367,7 +358,7 @@ def judge(
     allowed = th.mean_tolerance + (th.z * math.sqrt(variance) / n if n else 0.0)
 
     def verdict(valid: bool, reason: str) -> Judgement:
-        return Judgement(valid, reason, n, outside, mean_lp, expected, ending, log_chance)
+        return Judgement(valid, reason, n, outside, mean_lp, expected, ending, log_chance, allowed)
 
     if far:
         return verdict(False, far)
