@@ -263,7 +263,7 @@ def report(rows: list[Row], th: Thresholds, cost: dict[str, Any]) -> dict[str, A
         },
         "faulty": {
             "falseAccept": _rate(every_faulty, True),
-            **{
+            "kinds": {
                 kind: {
                     "falseAccept": _rate([v for _, v in pairs], True),
                     "byRule5": sum(1 for _, v in pairs if v.by == "cut short"),

@@ -480,12 +480,11 @@ def llm_table(part: dict[str, Any]) -> list[str]:
             f"| {honest['scoringAlone']['falseReject']['count']} "
             f"| {_pct(honest['scoringAlone']['falseReject'])} |",
         ]
-        for kind, fig in rates["faulty"].items():
-            if kind != "falseAccept":
-                lines.append(
-                    f"| faulty ({kind}), accepted | {fig['falseAccept']['count']} "
-                    f"| {_pct(fig['falseAccept'])} |"
-                )
+        for kind, fig in rates["faulty"]["kinds"].items():
+            lines.append(
+                f"| faulty ({kind}), accepted | {fig['falseAccept']['count']} "
+                f"| {_pct(fig['falseAccept'])} |"
+            )
         fa = rates["faulty"]["falseAccept"]
         lines.append(f"| every faulty result, accepted | {fa['count']} | {_pct(fa)} |")
         ratio = cost["scoringSecondsPerToken"] / max(1e-9, cost["generationSecondsPerToken"])

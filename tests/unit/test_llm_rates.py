@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import llm_rates
+from bench import llm_rates, run
 from resource_node.scoring import Position, Sampling, Scored, Thresholds
 
 TOP = (("Hi", -0.2), (" there", -1.9), ("!", -3.0))
@@ -48,18 +48,27 @@ def test_the_report_counts_and_a_dump_judges_the_same(tmp_path: Path) -> None:
         row("other", ["Hi", " there"], "Hi!", EOS_END),
         row("deterministic", ["zz", "qq", "xx"], "Hi", NO_EOS),
     ]
-    cost = {"generationSecondsPerToken": 0.1, "scoringSecondsPerToken": 0.3}
+    cost = {
+        "method": {"stock": "echo", "other": "echo"},
+        "generationSecondsPerToken": 0.1,
+        "scoringSecondsPerToken": 0.3,
+        "scoredTokens": 10,
+    }
     report = llm_rates.report(rows, Thresholds(), cost)
     assert report["honest"]["falseReject"] == {"count": 2, "n": 0, "rate": 0.0}
     assert report["honest"]["identical"] == 1
-    faulty = report["faulty"]
+    faulty = report["faulty"]["kinds"]
     assert faulty["truncated"]["falseAccept"]["n"] == 0
     assert faulty["truncated"]["byRule5"] == 1
     assert faulty["other"]["falseAccept"]["n"] == 1  # a plausible text: accepted
     assert faulty["deterministic"]["falseAccept"]["n"] == 0
-    assert faulty["falseAccept"] == {"count": 3, "n": 1, "rate": 1 / 3}
+    assert report["faulty"]["falseAccept"] == {"count": 3, "n": 1, "rate": 1 / 3}
     path = tmp_path / "dump.json"
     llm_rates.dump(rows, cost, str(path))
     loaded, loaded_cost = llm_rates.load(str(path))
     assert loaded == rows and loaded_cost == cost
     assert llm_rates.report(loaded, Thresholds(), loaded_cost) == report
+    table = run.llm_table({"model": "m", "serverFlags": [], "rates": report})
+    assert "| faulty (other), accepted | 1 | 1 of 1 (100.0%) |" in table
+    assert "| every faulty result, accepted | 3 | 1 of 3 (33.3%) |" in table
+    assert any("(3.0x)" in line for line in table)
