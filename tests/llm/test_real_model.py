@@ -195,8 +195,6 @@ def honest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 FAULTY = {2: "otherprompt", 3: "truncate", 4: "deterministic", 5: "copy"}
-# the nodes whose verdicts are honest: otherprompt and truncate only fault what they compute
-HONEST_VERIFIERS = (0, 1, 2, 3)
 
 
 @pytest.fixture(scope="module")
