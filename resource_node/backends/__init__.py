@@ -10,7 +10,7 @@ either.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,6 +61,46 @@ class Backend(Protocol):
     def name(self) -> str: ...
 
     async def infer(self, request: InferenceRequest) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """An output and, when the backend counts them, its tokens (prompt and completion)."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def usage(self) -> dict[str, int] | None:
+        """OpenAI's usage object, or None when the backend does not count."""
+        if self.prompt_tokens is None or self.completion_tokens is None:
+            return None
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+async def complete(backend: Backend, request: InferenceRequest) -> Completion:
+    """The backend's output with its usage (its `complete`, if it has one; a fault wrapper
+    has none, and its output is then given without usage)."""
+    method = getattr(backend, "complete", None)
+    if method is not None:
+        done: Completion = await method(request)
+        return done
+    return Completion(await backend.infer(request))
+
+
+async def stream_text(backend: Backend, request: InferenceRequest) -> AsyncIterator[str]:
+    """The backend's output in chunks as it makes them (its `stream`, if it has one), else
+    the whole output as one chunk."""
+    method = getattr(backend, "stream", None)
+    if method is None:
+        yield await backend.infer(request)
+        return
+    async for chunk in method(request):
+        yield chunk
 
 
 def parse_json_object(value: str) -> dict[str, Any] | None:

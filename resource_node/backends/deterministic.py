@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from chain.protocol import crypto, schema, wire
 from resource_node.backends import (
+    Completion,
     InferenceRequest,
     check_known_options,
     float_option,
     int_option,
+    prompt_text,
 )
 
 STREAM_DOMAIN = b"inferchain/deterministic/v1"
@@ -41,6 +44,7 @@ VOCABULARY = (
 )  # fmt: skip
 
 Sleep = Callable[[float], Awaitable[None]]
+WORD_CHUNK = re.compile(r"\s*\S+\s*")
 
 
 def canonical_input(request: InferenceRequest) -> bytes:
@@ -112,7 +116,21 @@ class DeterministicBackend:
         return render(words, request.schema), len(words)
 
     async def infer(self, request: InferenceRequest) -> str:
+        return (await self.complete(request)).text
+
+    async def complete(self, request: InferenceRequest) -> Completion:
+        """The output, with its usage counted in words (the prompt's split on whitespace)."""
         output, tokens = self.compute(request)
         if self.tokens_per_second > 0:
             await self.sleep(tokens / self.tokens_per_second)
-        return output
+        prompt_words = len(prompt_text(request.prompts).split())
+        return Completion(output, prompt_words, tokens)
+
+    async def stream(self, request: InferenceRequest) -> AsyncIterator[str]:
+        """The output word by word (each with the spaces after it), at the simulated speed:
+        the chunks join to what `infer` returns."""
+        output, _tokens = self.compute(request)
+        for word in WORD_CHUNK.findall(output):
+            if self.tokens_per_second > 0:
+                await self.sleep(1 / self.tokens_per_second)
+            yield word

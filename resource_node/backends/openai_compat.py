@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ from chain.protocol import wire
 from resource_node import scoring
 from resource_node.backends import (
     BackendError,
+    Completion,
     InferenceRequest,
     TaskError,
     check_known_options,
@@ -97,6 +98,7 @@ REFUSED_STATUSES = (400, 422)
 # llama-cpp-python and vLLM: 5 s), and a request on one the server closed meanwhile is sent
 # again once.
 KEEPALIVE_S = 2.0
+USAGE_KEYS = ("prompt_tokens", "completion_tokens")
 STALE_RETRIES = 1
 
 
@@ -371,6 +373,71 @@ class OpenAIBackend:
     async def infer(self, request: InferenceRequest) -> str:
         answer = await self.post(self.url_path, self.request_body(request))
         return self._content(answer)
+
+    async def complete(self, request: InferenceRequest) -> Completion:
+        """The output and the server's usage (its `usage` object, when it has one)."""
+        answer = await self.post(self.url_path, self.request_body(request))
+        usage = answer.get("usage") if isinstance(answer, dict) else None
+        counts = [usage.get(k) if isinstance(usage, dict) else None for k in USAGE_KEYS]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+            counts = [None, None]
+        return Completion(self._content(answer), counts[0], counts[1])
+
+    async def stream(self, request: InferenceRequest) -> AsyncIterator[str]:
+        """The output as the server streams it (`stream: true`, server-sent events), chunk by
+        chunk; BackendError when the server fails, TaskError when it refuses the request."""
+        body = self.request_body(request) | {"stream": True}
+        url = self._url(self.url_path)
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        size = 0
+        try:
+            async with self._get_session().post(
+                url, data=json.dumps(body), headers=self._headers(), timeout=timeout
+            ) as resp:
+                if resp.status != 200:
+                    raw = await self._read(resp, url)
+                    text = raw[:ERROR_EXCERPT].decode("utf-8", errors="replace")
+                    if resp.status in REFUSED_STATUSES:
+                        raise TaskError(f"POST {url}: the server refused the request: {text!r}")
+                    raise BackendError(f"POST {url}: HTTP {resp.status}: {text!r}")
+                async for line in resp.content:
+                    size += len(line)
+                    if size > MAX_ANSWER_BYTES:
+                        raise BackendError(f"{url}: the stream is over {MAX_ANSWER_BYTES} bytes")
+                    chunk = self._event_text(line, url)
+                    if chunk is None:
+                        return
+                    if chunk:
+                        yield chunk
+        except TimeoutError as exc:
+            raise BackendError(
+                f"POST {url}: no end of the stream within {self.timeout:g} s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise BackendError(f"POST {url} failed: {exc!r}") from exc
+
+    def _event_text(self, line: bytes, url: str) -> str | None:
+        """The text of one server-sent event line ('' for a line without any), or None at
+        `data: [DONE]`."""
+        text = line.strip()
+        if not text.startswith(b"data:"):
+            return ""
+        data = text[5:].strip()
+        if data == b"[DONE]":
+            return None
+        try:
+            event = wire.parse_json(data)
+            choice = event["choices"][0]
+            content = choice["delta"].get("content") if self.api == "chat" else choice["text"]
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise BackendError(
+                f"POST {url}: a stream event without its text: {data[:80]!r}"
+            ) from exc
+        if content is None:
+            return ""
+        if not isinstance(content, str):
+            raise BackendError(f"POST {url}: a stream event's text is not a string")
+        return content
 
     async def read_scores(
         self, request: InferenceRequest, completion: str
