@@ -1,9 +1,15 @@
 """Run a resource node: `python -m resource_node --rpc URL (--key FILE | --dev-index I)`.
 
 It polls the validator for tasks, computes results with its backend, verifies other nodes'
-results, and serves its status on loopback. When ready it prints `Resource node 0x... ready`
-and `Status on http://127.0.0.1:PORT` on stdout; it stops cleanly on SIGINT and SIGTERM
-(exit 0). Bad options exit 2 with a message that names the option.
+results, and serves on its HTTP port (loopback) the Infernet node API and Ocean's
+compute-to-data over its containers (`--config`, `--container`), and its status. When ready
+it prints `Resource node 0x... ready` and `Serving on http://127.0.0.1:PORT` on stdout; it
+stops cleanly on SIGINT and SIGTERM (exit 0). Bad options exit 2 with a message that names
+the option.
+
+The node registers that URL as its `endpoint` on the chain (a RegisterResourceNode with its
+registered models, sent once when the chain shows another endpoint), unless `--endpoint`
+names another URL to register or is `off`.
 
 `--dev-index I` is resource node I of a dev genesis: account 200 + I of the mnemonic on
 m/44'/60'/0'/0/i (PROTOCOL 2).
@@ -42,8 +48,23 @@ from resource_node.backends import (
     parse_backend_options,
 )
 from resource_node.backends.faults import Faults
+from resource_node.containers import (
+    Container,
+    NodeConfig,
+    RateLimit,
+    backend_key,
+    build_containers,
+    check_unique,
+    default_containers,
+    load_config,
+    parse_container_flag,
+)
+from resource_node.infernet import InfernetApi
+from resource_node.jobs import JobEngine
+from resource_node.jobstore import JobStore, StorageError
+from resource_node.ocean import OceanConfig, OceanProvider
+from resource_node.server import NodeServer
 from resource_node.state import StateError
-from resource_node.status import StatusServer
 from resource_node.worker import ResourceNode, WorkerConfig
 from rpc import serving
 from rpc.client import InferchainClient, Wallet
@@ -64,7 +85,12 @@ class NodeSetup:
     backend: Backend
     faults: Faults
     config: WorkerConfig
-    status_port: int
+    containers: dict[str, Container]
+    rate_limit: RateLimit
+    max_running_jobs: int
+    ocean: OceanConfig
+    http_port: int
+    endpoint: str | None  # None: off; "" : the server's own URL
     rpc_timeout: float
 
 
@@ -124,7 +150,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where to remember submissions across restarts (default: memory only)",
     )
     parser.add_argument(
-        "--status-port", type=int, default=0, metavar="P", help="status port (0: a free one)"
+        "--http-port",
+        "--status-port",
+        dest="http_port",
+        type=int,
+        default=0,
+        metavar="P",
+        help="the HTTP port: Infernet, Ocean and status routes (0: a free one)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="containers and limits, a JSON file in Infernet's shape (default: one container "
+        "per served model, on --backend)",
+    )
+    parser.add_argument(
+        "--container",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="one more container, a JSON object as in --config's containers (repeatable)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        metavar="N/S",
+        help="requests per client to the /api/ routes: N per S seconds (default 60/60)",
+    )
+    parser.add_argument(
+        "--max-running-jobs", type=int, metavar="N", help="off-chain jobs at a time (default 16)"
+    )
+    parser.add_argument(
+        "--endpoint",
+        default="auto",
+        metavar="URL",
+        help="the URL registered on the chain: auto (the HTTP server's, the default), a URL, "
+        "or off",
     )
     parser.add_argument(
         "--rpc-timeout", type=float, default=DEFAULT_RPC_TIMEOUT, metavar="S", help="seconds"
@@ -175,8 +235,8 @@ def build_setup(args: argparse.Namespace) -> NodeSetup:
     models = tuple(model.strip() for model in args.models.split(",") if model.strip())
     if not models:
         raise ValueError("--models: give at least one model, or * for all")
-    if not 0 <= args.status_port <= 65535:
-        raise ValueError(f"--status-port must be between 0 and 65535, got {args.status_port}")
+    if not 0 <= args.http_port <= 65535:
+        raise ValueError(f"--http-port must be between 0 and 65535, got {args.http_port}")
     if not args.rpc_timeout > 0:
         raise ValueError(f"--rpc-timeout must be positive, got {args.rpc_timeout}")
     if not args.poll_interval > 0:
@@ -192,13 +252,40 @@ def build_setup(args: argparse.Namespace) -> NodeSetup:
         params=Params() if genesis is None else genesis.params,
         genesis_hash=None if genesis is None else wire.hex0x(genesis.hash),
     )
+    options = parse_backend_options(args.backend_opt)
+    faults = Faults.parse(args.fault)
+    node_config = load_config(args.config) if args.config else None
+    containers = (
+        node_config.containers
+        if node_config is not None
+        else default_containers(models, args.backend, options, faults.describe())
+    )
+    extra = tuple(parse_container_flag(text, i) for i, text in enumerate(args.container))
+    containers = (*containers, *extra)
+    check_unique(containers, "--config and --container")
+    node_config = node_config or NodeConfig()
+    rate_limit = (
+        RateLimit.parse(args.rate_limit, "--rate-limit") if args.rate_limit else None
+    ) or node_config.rate_limit
+    running = args.max_running_jobs or node_config.max_running_jobs
+    if running < 1:
+        raise ValueError(f"--max-running-jobs must be at least 1, got {running}")
+    endpoint = None if args.endpoint == "off" else "" if args.endpoint == "auto" else args.endpoint
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        raise ValueError(f"--endpoint: auto, off or an http(s) URL, got {args.endpoint!r}")
+    backend = make_backend(args.backend, options)
     return NodeSetup(
         rpc=args.rpc,
         wallet=load_wallet(args),
-        backend=make_backend(args.backend, parse_backend_options(args.backend_opt)),
-        faults=Faults.parse(args.fault),
+        backend=backend,
+        faults=faults,
         config=config,
-        status_port=args.status_port,
+        containers=build_containers(containers, {backend_key(args.backend, options): backend}),
+        rate_limit=rate_limit,
+        max_running_jobs=running,
+        ocean=OceanConfig.parse(node_config.ocean, "--config ocean"),
+        http_port=args.http_port,
+        endpoint=endpoint,
         rpc_timeout=args.rpc_timeout,
     )
 
@@ -208,26 +295,63 @@ async def serve(setup: NodeSetup) -> int:
     node = ResourceNode(
         client, setup.wallet, setup.backend, faults=setup.faults, config=setup.config
     )
-    status = StatusServer(node.info, port=setup.status_port)
+    containers = setup.containers
+    store: JobStore | None = None
+    engine: JobEngine | None = None
+    ocean: OceanProvider | None = None
+    server: NodeServer | None = None
     try:
         await node.setup()
+        for container in containers.values():
+            await container.setup()
+        store = JobStore.open(setup.config.state_dir, node.address)
+        engine = JobEngine(containers, store, max_running=setup.max_running_jobs)
+        engine.recover()
+        infernet = InfernetApi(engine, onchain=lambda: node.stats().in_flight)
+        ocean = OceanProvider(
+            config=setup.ocean,
+            engine=engine,
+            store=store,
+            client=client,
+            address=node.address,
+            base_url=lambda: server.url if server is not None else "",
+        )
+        ocean.recover()
+        server = NodeServer(
+            node.info,
+            routes=[*infernet.routes(), *ocean.routes()],
+            rate_limit=setup.rate_limit,
+            port=setup.http_port,
+        )
         serving.prepare_process(asyncio.get_running_loop())
-        await status.setup()
+        await server.setup()
+        if setup.endpoint is not None:
+            node.announce(setup.endpoint or server.url)
+        running = server
 
         def stop() -> None:
             node.stop()
-            status.stop()
+            running.stop()
 
         # the handlers first: a SIGTERM sent as soon as the ready line is read stops cleanly
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
         print(f"Resource node {node.address} ready", flush=True)
-        print(f"Status on {status.url}", flush=True)
-        await asyncio.gather(node.run_forever(), status.run_forever())
+        print(f"Serving on {server.url}", flush=True)
+        await asyncio.gather(node.run_forever(), server.run_forever())
         log.info("stopping: %s", node.stats())
     finally:
-        await status.cleanup()
+        if server is not None:
+            await server.cleanup()
+        if ocean is not None:
+            await ocean.close(setup.config.shutdown_grace)
+        if engine is not None:
+            await engine.close(setup.config.shutdown_grace)
+        if store is not None:
+            store.close()
+        for container in containers.values():
+            await container.close()
         await node.cleanup()
     return 0
 
@@ -246,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         return BAD_CONFIG_EXIT
     try:
         return asyncio.run(serve(setup))
-    except (StateError, OSError, BackendError) as exc:
+    except (StateError, StorageError, OSError, BackendError) as exc:
         log.error("%s", exc)
         return BAD_CONFIG_EXIT
     except KeyboardInterrupt:

@@ -310,6 +310,7 @@ class ResourceNode:
         self._computing: dict[str, int] = {}  # task hash -> createdHeight, results in the works
         self._decided_own: dict[str, None] = {}  # tasks whose own result is known decided
         self._result_txs: dict[str, str] = {}  # task hash -> the txHash of the own result sent
+        self._endpoint: str | None = None  # the URL to register, until the chain shows it
 
     @property
     def address(self) -> str:
@@ -432,7 +433,7 @@ class ResourceNode:
         )
 
     def info(self) -> dict[str, Any]:
-        """The GET /info document of the status server."""
+        """The GET /status document of the node's HTTP server."""
         s = self.stats()
         return {
             "address": self.address,
@@ -465,7 +466,7 @@ class ResourceNode:
         }
 
     def secrets_info(self) -> dict[str, Any]:
-        """Where the node's chain of secrets stands (PROTOCOL 4.13), for GET /info."""
+        """Where the node's chain of secrets stands (PROTOCOL 4.13), for GET /status."""
         chain = self._secrets
         return {
             "state": self._secrets_state,
@@ -550,11 +551,44 @@ class ResourceNode:
             self.client.forget_chain()
             self._forget_secrets()
 
+    def announce(self, endpoint: str) -> None:
+        """Register `endpoint` (the node's HTTP URL) on the chain at the next poll, if the
+        chain shows another one for this node (PROTOCOL 7)."""
+        self._endpoint = endpoint
+
+    async def _register_endpoint(self) -> None:
+        """A RegisterResourceNode with the models the chain has and the endpoint to announce,
+        once the chain shows another endpoint; nothing for a node the chain does not list."""
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        listed = await self.client.get_resource_nodes()
+        entry = next(
+            (n for n in listed if str(n.get("address", "")).lower() == self.address.lower()),
+            None,
+        )
+        if entry is None:
+            self._endpoint = None
+            log.warning("this node is not registered on the chain: endpoint %s not sent", endpoint)
+            return
+        if entry.get("endpoint") != endpoint:
+            try:
+                await self.client.register_resource_node(
+                    self.wallet, str(entry.get("models") or "*"), endpoint
+                )
+            except RpcError as exc:
+                self._endpoint = None
+                log.warning("registering endpoint %s refused: %s", endpoint, exc)
+                return
+            log.info("registered endpoint %s on the chain", endpoint)
+        self._endpoint = None
+
     async def _poll(self) -> tuple[CycleReport, list[asyncio.Task[None]]]:
         self._counters.polls += 1
         try:
             await self._learn_params()
             await self._check_chain()
+            await self._register_endpoint()
             await self._sync_secrets()
             tasks = await self.client.query_pending_tasks(self.wallet, limit=self.config.limit)
         except TransportError as exc:

@@ -1,6 +1,6 @@
 """Serving an aiohttp application on host:port with the defences every HTTP server of the
 project has (PROTOCOL 5, "Transport limits"): the validator's (`rpc.__main__`) and the
-resource node's status server (`resource_node.status`).
+resource node's HTTP server (`resource_node.server`).
 
 - **Open connections** are capped. Past the cap the connection waiting longest without a
   request in progress is closed to make room; when every one has a request in progress the

@@ -12,7 +12,7 @@ from pathlib import Path
 
 # What a process prints on stdout once it serves; its URL follows.
 VALIDATOR_READY = "Listening on "
-RESOURCE_NODE_READY = "Status on "
+RESOURCE_NODE_READY = "Serving on "
 
 
 def validator_args(
@@ -53,7 +53,7 @@ def resource_node_args(
     dev_index: int,
     *,
     state_dir: Path | None = None,
-    status_port: int | None = None,
+    http_port: int | None = None,
     log_level: str | None = None,
     faults: Iterable[str] = (),
     genesis_path: Path | None = None,
@@ -68,8 +68,8 @@ def resource_node_args(
         args += ["--genesis", str(genesis_path)]
     if state_dir is not None:
         args += ["--state-dir", str(state_dir)]
-    if status_port is not None:
-        args += ["--status-port", str(status_port)]
+    if http_port is not None:
+        args += ["--http-port", str(http_port)]
     if log_level is not None:
         args += ["--log-level", log_level]
     for fault in faults:

@@ -370,7 +370,10 @@ class Testnet:
             print(f"  {process.name:<16} RPC {url}  pid {process.pid}  log {process.log_path}")
         for i, process in net.nodes.items():
             via = net.urls[i % net.size]
-            print(f"  {process.name:<16} via {via}  pid {process.pid}  log {process.log_path}")
+            print(
+                f"  {process.name:<16} HTTP {process.url} (Infernet /api/jobs, Ocean "
+                f"/api/services)  via {via}  pid {process.pid}  log {process.log_path}"
+            )
         print(f"  launcher pid {os.getpid()} (recorded in {self.lock.pid_path})")
         dev_keys = genesis.dev_keys()
         if dev_keys:

@@ -90,11 +90,11 @@ class ValidatorProcess(Process):
 
 
 class ResourceNodeProcess(Process):
-    """`python -m resource_node` for dev resource node `index`; `url` is its status URL."""
+    """`python -m resource_node` for dev resource node `index`; `url` is its HTTP URL."""
 
     def __init__(self, rpc_url: str, index: int, state_dir: Path, *extra: str) -> None:
         self.index = index
-        args = resource_node_args(rpc_url, index, state_dir=state_dir, status_port=0, extra=extra)
+        args = resource_node_args(rpc_url, index, state_dir=state_dir, http_port=0, extra=extra)
         log_path = state_dir.parent / f"{state_dir.name}.log"
         super().__init__(f"resource node {index}", args, log_path, ready_prefix=RESOURCE_NODE_READY)
 

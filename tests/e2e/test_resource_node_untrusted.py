@@ -99,7 +99,7 @@ async def wait_logged(node: ResourceNodeProcess, offset: int, hashes: list[str])
 
 
 async def node_info(node: ResourceNodeProcess) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(node.url + "/info") as resp:
+    async with aiohttp.ClientSession() as http, http.get(node.url + "/status") as resp:
         assert resp.status == 200
         info: dict[str, Any] = await resp.json()
         return info

@@ -43,8 +43,8 @@ from resource_node.backends import BackendError, InferenceRequest, request_from_
 from resource_node.backends.deterministic import DeterministicBackend
 from resource_node.backends.faults import WRONG_MARKER, Faults
 from resource_node.secrets import SecretChain
+from resource_node.server import NodeServer
 from resource_node.state import state_path
-from resource_node.status import StatusServer
 from resource_node.untrusted import MAX_FIELD_LENGTH
 from resource_node.worker import (
     CRASH_EXIT_CODE,
@@ -998,21 +998,21 @@ async def test_run_forever_until_stop(chain: LocalChain, cleanups: list[Resource
     assert node.stats().results_accepted == 1 and node.stats().polls >= 1
 
 
-# Status server
+# The node's HTTP server: status and health
 
 
-async def test_status_server_answers_info_and_health(
+async def test_the_server_answers_status_and_health(
     manual: LocalChain, cleanups: list[ResourceNode]
 ) -> None:
     await open_task(manual)
     node = await started(make_node(manual.url, faults=Faults.parse(["slow:0"])), cleanups)
     await node.run_once()
-    status = StatusServer(node.info, port=0)
+    status = NodeServer(node.info, port=0)
     await status.setup()
     try:
         assert status.port != 0 and status.url == f"http://127.0.0.1:{status.port}"
         async with aiohttp.ClientSession() as http:
-            async with http.get(status.url + "/info") as resp:
+            async with http.get(status.url + "/status") as resp:
                 assert resp.status == 200
                 info = await resp.json()
             async with http.get(status.url + "/health") as resp:
@@ -1031,8 +1031,8 @@ async def test_status_server_answers_info_and_health(
     assert info["validator"] == manual.url
 
 
-async def test_status_server_lifecycle() -> None:
-    status = StatusServer(dict, port=0)
+async def test_the_server_lifecycle() -> None:
+    status = NodeServer(dict, port=0)
     await status.setup()
     try:
         runner = asyncio.create_task(status.run_forever())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -323,6 +324,8 @@ class StubServer:
             content = "x" * (MAX_FIELD_LENGTH + 1)
         else:
             content = f"echo: {body['messages'][0]['content'] if chat else body['prompt']}"
+        if body.get("stream"):
+            return await self.stream(request, content, chat)
         if chat:
             choice: dict[str, Any] = {
                 "index": 0,
@@ -330,7 +333,22 @@ class StubServer:
             }
         else:
             choice = {"index": 0, "text": content, "finish_reason": "stop"}
-        return web.json_response({"choices": [choice]})
+        usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+        return web.json_response({"choices": [choice], "usage": usage})
+
+    async def stream(self, request: web.Request, content: str, chat: bool) -> web.StreamResponse:
+        """Server-sent events as OpenAI's servers send them: a chunk per word, then [DONE]."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in re.findall(r"\s*\S+\s*", content):
+            delta = {"delta": {"content": word}} if chat else {"text": word}
+            event = {"choices": [{"index": 0, **delta}]}
+            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        if self.mode == "bad_stream":
+            await response.write(b'data: {"choices": []}\n\n')
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
     async def list_models(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"object": "list", "data": [{"id": m} for m in self.models]})
@@ -364,6 +382,42 @@ async def infer(backend: OpenAIBackend, request: InferenceRequest) -> str:
 
 
 CHATML = "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+async def test_openai_streams_chunks_that_join_to_the_answer(stub: StubServer, api: str) -> None:
+    backend = OpenAIBackend(stub.url, api=api, template="raw")
+    try:
+        chunks = [chunk async for chunk in backend.stream(REQUEST)]
+        whole = await backend.infer(REQUEST)
+    finally:
+        await backend.aclose()
+    assert stub.requests[0]["body"]["stream"] is True
+    assert "stream" not in stub.requests[1]["body"]
+    assert len(chunks) > 1 and "".join(chunks) == whole
+
+
+async def test_openai_a_broken_stream_is_a_backend_error(stub: StubServer) -> None:
+    stub.mode = "bad_stream"
+    backend = OpenAIBackend(stub.url)
+    try:
+        with pytest.raises(BackendError, match="stream event without its text"):
+            _ = [chunk async for chunk in backend.stream(REQUEST)]
+        stub.mode = "refuse"
+        with pytest.raises(TaskError, match="refused"):
+            _ = [chunk async for chunk in backend.stream(REQUEST)]
+    finally:
+        await backend.aclose()
+
+
+async def test_openai_complete_reads_the_servers_usage(stub: StubServer) -> None:
+    backend = OpenAIBackend(stub.url)
+    try:
+        done = await backend.complete(REQUEST)
+    finally:
+        await backend.aclose()
+    assert done.usage() == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    assert done.text.startswith("echo: ")
 
 
 async def test_openai_completions_request_shape_and_answer(stub: StubServer) -> None:

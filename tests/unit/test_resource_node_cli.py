@@ -113,7 +113,7 @@ class NodeProcess:
         self.proc = proc
         self.log_path = log_path
         self.address = ""
-        self.status_url = ""
+        self.url = ""
 
     async def read_ready(self) -> None:
         assert self.proc.stdout is not None
@@ -124,9 +124,9 @@ class NodeProcess:
             lines,
             self.log_path.read_text(),
         )
-        assert lines[1].startswith("Status on http://127.0.0.1:"), lines
+        assert lines[1].startswith("Serving on http://127.0.0.1:"), lines
         self.address = lines[0].split()[2]
-        self.status_url = lines[1].removeprefix("Status on ").strip()
+        self.url = lines[1].removeprefix("Serving on ").strip()
 
 
 StartNode = Callable[..., Awaitable[NodeProcess]]
@@ -176,13 +176,24 @@ async def test_process_serves_status_and_stops_on_sigterm(
     )
     assert node.address == Wallet.dev(202).address
     async with aiohttp.ClientSession() as http:
-        async with http.get(node.status_url + "/health") as resp:
+        async with http.get(node.url + "/health") as resp:
             assert await resp.json() == {"status": "ok"}
-        async with http.get(node.status_url + "/info") as resp:
+        async with http.get(node.url + "/status") as resp:
             info = await resp.json()
+        async with http.get(node.url + "/info") as resp:
+            infernet = await resp.json()
     assert info["address"] == node.address
     assert info["faults"] == ["lazy"]
     assert info["backend"] == "deterministic"
+    assert infernet["containers"] == [
+        {
+            "id": "deterministic",
+            "external": True,
+            "image": "inferchain/deterministic:v1",
+            "description": "the node's deterministic backend",
+        }
+    ]
+    assert infernet["pending"] == {"offchain": 0, "onchain": 0}
     node.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(node.proc.wait(), START_TIMEOUT) == 0
 
