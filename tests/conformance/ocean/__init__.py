@@ -1,0 +1,1 @@
+"""The conformance suite of Ocean's compute-to-data provider on a resource node (PROTOCOL 7.5)."""
