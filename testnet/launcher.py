@@ -97,6 +97,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--port", type=int, default=8545, help="RPC port of validator 0; validator k: port + k"
     )
+    parser.add_argument(
+        "--node-port",
+        type=int,
+        default=9100,
+        metavar="P",
+        help="HTTP port of resource node 0 (Infernet, Ocean, status); node i: P + i; 0: free "
+        "ports (each node registers its URL on the chain)",
+    )
     parser.add_argument("--block-time", type=int, metavar="MS", help="override blockTimeMs")
     parser.add_argument(
         "--byzantine", metavar="SPEC", help="fault of the last resource node, e.g. wrong:0.5"
@@ -121,6 +129,10 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--validators: between 1 and {MAX_VALIDATORS}")
     if not 1 <= args.port <= 65536 - args.validators:
         parser.error(f"--port: validators use ports {args.port}..{args.port + args.validators - 1}")
+    if args.node_port != 0 and not 1 <= args.node_port <= 65536 - args.nodes:
+        parser.error(
+            f"--node-port: nodes use ports {args.node_port}..{args.node_port + args.nodes - 1}"
+        )
     if args.block_time is not None and args.block_time < 0:
         parser.error("--block-time: milliseconds, 0 or more")
     if args.block_time == 0 and args.validators > 1:
@@ -183,6 +195,7 @@ class Testnet:
             block_time_ms=args.block_time,
             log_level=args.log_level,
             node_faults={} if args.byzantine is None else {args.nodes - 1: args.byzantine},
+            node_ports=node_ports(args),
             request_timeout_s=REQUEST_TIMEOUT_S,
         )
         self.stop = asyncio.Event()
@@ -571,9 +584,18 @@ def ports_in_use(ports: list[int]) -> list[int]:
     return busy
 
 
-async def check_nothing_runs(data_dir: Path, ports: list[int]) -> None:
+def node_ports(args: argparse.Namespace) -> list[int] | None:
+    """The HTTP ports of the resource nodes (`--node-port`), or None for free ones."""
+    if args.node_port == 0:
+        return None
+    return [args.node_port + i for i in range(args.nodes)]
+
+
+async def check_nothing_runs(
+    data_dir: Path, ports: list[int], node_ports: list[int] | None = None
+) -> None:
     """LaunchError, saying what runs and how to reach or stop it, if a validator still holds a
-    ledger of `data_dir` or one of `ports` is taken."""
+    ledger of `data_dir` or one of `ports` (the validators') or `node_ports` is taken."""
     held = held_ledgers(data_dir)
     if held:
         lines = [f"a validator is still running on the data directory {data_dir}:"]
@@ -598,6 +620,15 @@ async def check_nothing_runs(data_dir: Path, ports: list[int]) -> None:
             "  stop what runs there, or choose another --port (and --data-dir)",
         ]
         raise LaunchError("\n".join(lines))
+    busy = ports_in_use(node_ports or [])
+    if busy:
+        assert node_ports is not None
+        taken = f"port {busy[0]} is" if len(busy) == 1 else f"ports {', '.join(map(str, busy))} are"
+        raise LaunchError(
+            f"{taken} already in use on 127.0.0.1 (resource node i listens on {node_ports[0]} + "
+            "i): nothing was started; stop what runs there, or choose another --node-port "
+            "(0: free ports)"
+        )
 
 
 async def _describe_listener(url: str) -> str:
@@ -670,7 +701,9 @@ async def main_async(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     try:
-        await check_nothing_runs(data_dir, [args.port + k for k in range(args.validators)])
+        await check_nothing_runs(
+            data_dir, [args.port + k for k in range(args.validators)], node_ports(args)
+        )
         base = read_genesis(args.genesis)
         if args.nodes > len(base.resource_nodes):
             raise LaunchError(f"--nodes: {args.genesis} has {len(base.resource_nodes)}")

@@ -49,6 +49,7 @@ class Network:
         check_invariants: bool = False,
         node_faults: Mapping[int, str] | None = None,
         request_timeout_s: float = DEFAULT_TIMEOUT,
+        node_ports: Sequence[int] | None = None,
     ) -> None:
         if len(ports) != len(genesis.validators):
             raise ValueError(f"{len(genesis.validators)} validators, {len(ports)} ports")
@@ -62,6 +63,7 @@ class Network:
         self.check_invariants = check_invariants
         self.node_faults = dict(node_faults or {})  # resource node -> its --fault spec
         self.request_timeout_s = request_timeout_s
+        self.node_ports = list(node_ports) if node_ports is not None else None  # None: free
         self.validators: list[Process | None] = [None] * len(ports)
         self.nodes: dict[int, Process] = {}
         self.clients = [self._client(k) for k in range(len(ports))]
@@ -133,6 +135,7 @@ class Network:
                 self.urls[i % len(self.urls)],
                 i,
                 state_dir=self.root / f"node-{i}",
+                http_port=0 if self.node_ports is None else self.node_ports[i],
                 log_level=self.log_level,
                 faults=[fault] if fault is not None else [],
                 genesis_path=self.genesis_path,

@@ -56,6 +56,7 @@ VECTORS = REPO / "tests" / "vectors" / "eip712.json"
 JS_DIR = REPO / "tests" / "js"
 README_URL = "http://127.0.0.1:8545"
 README_HOST = "localhost:8545"
+README_NODE_URL = "http://127.0.0.1:9100"
 LANGUAGES = ("sh", "python", "js", "text")
 MAX_NOT_RUN = 2
 RUN_TIMEOUT = 120.0
@@ -95,8 +96,11 @@ BLOCKS = parse_blocks(README.read_text(encoding="utf-8"))
 CODE_BLOCKS = [block for block in BLOCKS if block.language != "text"]
 
 
-def pointed_at(code: str, url: str) -> str:
-    """The block with the README's validator URL replaced by `url`."""
+def pointed_at(code: str, url: str, node_url: str | None = None) -> str:
+    """The block with the README's validator URL replaced by `url`, and its resource node's
+    URL (node 0 of `make testnet`) by `node_url`."""
+    if node_url is not None:
+        code = code.replace(README_NODE_URL, node_url)
     return code.replace(README_URL, url).replace(README_HOST, url.removeprefix("http://"))
 
 
@@ -130,8 +134,14 @@ def run(args: list[str], *, cwd: Path = REPO, stdin: str | None = None) -> str:
     return done.stdout
 
 
+@dataclass(frozen=True, slots=True)
+class DevChain:
+    url: str  # the validator's
+    node_url: str  # resource node 0's
+
+
 @pytest.fixture(scope="module")
-def dev_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def dev_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevChain]:
     """The dev genesis (accounts unlocked, 200 ms blocks) on a validator process with its three
     resource nodes (as `make testnet` runs them), so a task is computed and each result verified
     by the two others (no self-vote; a registered node that never answers would hold a result
@@ -147,7 +157,7 @@ def dev_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 ResourceNodeProcess(url, i, root / f"node-{i}", "--genesis", str(genesis_path))
             )
             nodes[-1].start()
-        yield url
+        yield DevChain(url, nodes[0].url)
     finally:
         for node in nodes:
             node.close()
@@ -254,12 +264,12 @@ def dry_run(block: Block, request: pytest.FixtureRequest) -> None:
             assert re.search(r"\d+ tests? collected|^\S+::", done.stdout, re.M), done.stdout
 
 
-async def until_ready(block: Block, url: str, tmp_path: Path) -> None:
+async def until_ready(block: Block, chain: DevChain, tmp_path: Path) -> None:
     """Start the block's one command with its data in `tmp_path` and its ports 0; it must get
     ready, answer GET /health, and stop cleanly on SIGTERM."""
-    (command,) = commands_of(pointed_at(block.code, url))
+    (command,) = commands_of(pointed_at(block.code, chain.url))
     command = command.replace(".data/", f"{tmp_path}/")
-    command = re.sub(r"(--(?:status-)?port) \d+", r"\1 0", command)
+    command = re.sub(r"(--(?:http-)?port) \d+", r"\1 0", command)
     words = shlex.split(command)
     assert words[0] == ".venv/bin/python", f"{block.name}: {command}"
     ready = VALIDATOR_READY if words[1:3] == ["-m", "rpc"] else RESOURCE_NODE_READY
@@ -276,8 +286,8 @@ async def until_ready(block: Block, url: str, tmp_path: Path) -> None:
         process.close()
 
 
-def run_shell(block: Block, url: str) -> None:
-    out = run(["bash", "-euo", "pipefail", "-c", pointed_at(block.code, url)])
+def run_shell(block: Block, chain: DevChain) -> None:
+    out = run(["bash", "-euo", "pipefail", "-c", pointed_at(block.code, chain.url, chain.node_url)])
     assert out.strip(), f"{block.name} printed nothing"
     decoder, at = json.JSONDecoder(), 0
     while (start := out.find("{", at)) != -1:  # the answers curl printed, back to back
@@ -285,8 +295,8 @@ def run_shell(block: Block, url: str) -> None:
         assert "error" not in answer, f"{block.name}: {answer}"
 
 
-async def run_python(block: Block, url: str) -> None:
-    out = run([sys.executable, "-c", pointed_at(block.code, url)])
+async def run_python(block: Block, chain: DevChain) -> None:
+    out = run([sys.executable, "-c", pointed_at(block.code, chain.url, chain.node_url)])
     assert out.strip(), f"{block.name} printed nothing"
     if "wait_for_task" in block.code:
         assert out.splitlines()[-1].startswith("verified at block "), out

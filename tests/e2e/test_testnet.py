@@ -84,7 +84,15 @@ class Launcher:
     def __init__(self, data_dir: Path, *args: str) -> None:
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--data-dir", str(data_dir), *args],
+            [
+                sys.executable,
+                str(SCRIPT),
+                "--data-dir",
+                str(data_dir),
+                # free ports for the resource nodes, unless the test chooses them
+                *(() if "--node-port" in args else ("--node-port", "0")),
+                *args,
+            ],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -158,10 +166,11 @@ def run_network(launch: Launch, data_dir: Path, validators: int, nodes: int) -> 
     """Start the network, wait for the demo result and all validators in the status line,
     interrupt it and check it stopped everything; its output."""
     port = free_ports(validators)
+    node_port = free_ports(nodes)
     launcher = launch(
         data_dir,
         *("--validators", str(validators), "--nodes", str(nodes), "--fresh"),
-        *("--block-time", "200", "--port", str(port)),
+        *("--block-time", "200", "--port", str(port), "--node-port", str(node_port)),
     )
     launcher.wait_for_line(DEMO_VERIFIED, DEMO_TIMEOUT)
     status = launcher.wait_for_line(f"validators {validators}/{validators}", DEMO_TIMEOUT)
@@ -173,6 +182,8 @@ def run_network(launch: Launch, data_dir: Path, validators: int, nodes: int) -> 
     assert pids_using(data_dir) == [], launcher.output
     for k in range(validators):
         assert f"http://127.0.0.1:{port + k}" in launcher.output
+    for i in range(nodes):  # each resource node's URL: its Infernet and Ocean APIs
+        assert f"HTTP http://127.0.0.1:{node_port + i} (Infernet" in launcher.output
     genesis = json.loads((data_dir / "genesis.json").read_text())
     urls = [validator["url"] for validator in genesis["validators"]]
     assert urls == [f"http://127.0.0.1:{port + k}" for k in range(validators)]

@@ -242,3 +242,14 @@ def test_node_config_defaults() -> None:
     config = NodeConfig.parse({})
     assert config.containers == ()
     assert config.rate_limit == RateLimit(60, 60.0)
+
+
+def test_the_readme_config_example_is_a_valid_config() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("`--config node.json` gives them") :]
+    start = section.index("```text\n") + len("```text\n")
+    example = section[start : section.index("\n```", start)]
+    config = NodeConfig.parse(json.loads(example))
+    assert [c.id for c in config.containers] == ["chat", "summarize"]
+    assert not config.containers[1].external
+    assert config.rate_limit == RateLimit(60, 60.0)
