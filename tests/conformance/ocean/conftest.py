@@ -3,9 +3,12 @@ through, reached over HTTP only.
 
 `pytest tests/conformance/ocean --target URL --chain URL` checks the resource node at URL,
 paid through the validator at `--chain` by the funded dev accounts of a dev chain (the
-well-known mnemonic). Without `--target`, the suite starts a validator (the dev genesis,
-automine) and dev resource node 0 as processes, with a second, slow container (`slow`: the
-deterministic model at 4 tokens a second) for the tests that stop a job while it runs.
+well-known mnemonic); the node must allow the suite's polling (`--rate-limit 100000/60`,
+as the suite's own node runs), and the tests that stop a job in the middle need its `slow`
+container (the stop test skips without one). Without `--target`, the suite starts a validator
+(the dev genesis, automine) and dev resource node 0 as processes, with a second, slow
+container (`slow`: the deterministic model at 4 tokens a second) for the tests that stop or
+kill the node in the middle of a job.
 """
 
 from __future__ import annotations
