@@ -232,7 +232,7 @@ async def callers(infernet: Target) -> AsyncIterator[CallerFactory]:
                 )
             connector = aiohttp.TCPConnector(local_addr=(address, 0) if address else None)
             session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
-            return Caller(target, session, address)
+            return Caller(target, session, address, limited=url is not None)
 
         yield make
 

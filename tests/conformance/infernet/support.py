@@ -13,11 +13,12 @@ import ipaddress
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 
 WAIT_S = 15.0  # how long a job of the suite may take to end
 POLL_FIRST_S = 0.01
@@ -31,6 +32,7 @@ OTHER_CLIENT = "127.0.0.2"  # the ownership rows
 LIMITED_CLIENT = "127.0.0.3"  # the 429 row, on the rate-limited node
 BUSY_CLIENT = "127.0.0.4"  # the 503 row, on the same node
 RESTART_CLIENT = "127.0.0.5"  # the restart row: a list of ids of its own
+SUITE_REQUESTS = 100  # about what a run sends to /api/ routes from 127.0.0.1
 
 
 @dataclass
@@ -84,20 +86,25 @@ class Caller:
     url: str
     session: aiohttp.ClientSession
     address: str | None = None
-    sent: list[str] = field(default_factory=list)  # "METHOD path" of every request
+    limited: bool = False  # the suite's rate-limited node: a 429 is what a row expects
 
     async def request(
         self, method: str, path: str, *, body: Any = None, raw: bytes | None = None
     ) -> tuple[int, Any, Mapping[str, str]]:
         """The status, the parsed JSON answer and the headers."""
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        self.sent.append(f"{method} {path}")
         headers = {"Content-Type": "application/json"} if data is not None else {}
         async with self.session.request(
             method, self.url + path, data=data, headers=headers
         ) as resp:
             text = await resp.read()
             answer = json.loads(text) if text else None
+            if resp.status == 429 and not self.limited:
+                pytest.fail(
+                    f"{method} {path}: the target rate-limited the suite ({answer}); a run "
+                    f"sends about {SUITE_REQUESTS} requests to /api/ routes within seconds from "
+                    f"{self.address or 'this host'}: raise the target's limit to pass"
+                )
             return resp.status, answer, resp.headers
 
     async def get(self, path: str) -> tuple[int, Any]:
