@@ -9,6 +9,8 @@ nodes with `--backend openai`, each on one of the servers; tasks at temperature 
 - Nodes that answer another prompt's output, a truncated output, the deterministic backend's
   text, or a copy of another node's result in the same task are rejected every time.
 - A copy of an honest node's result (open prompts, 48 tokens) is rejected as a copy.
+- A node's Infernet API runs jobs on the model, and a streamed job's chunks join to the text
+  the same seed gives unstreamed (PROTOCOL 7.2).
 
 Forced errors are off (canaryRateBps 0): they are rejected on purpose, and are tested
 without a real model (tests/e2e/test_forced_errors.py). The set skips, saying why, where the
@@ -260,3 +262,66 @@ def test_a_copy_of_an_honest_result_is_rejected_as_a_copy(copying: Run) -> None:
         assert all(e["status"] == VERIFIED for e in originals), task
         verdict = rf"verdict on {copier}'s result for task {task['taskHash']}: valid=false"
         assert re.search(verdict + r".*a copy of", log), log[-3000:]
+
+
+# Off-chain jobs on a real model (PROTOCOL 7.2): a node's Infernet API over the openai backend
+
+
+def test_infernet_jobs_and_streams_on_a_real_model(tmp_path: Path) -> None:
+    server = llama.LlamaServer(tmp_path / "server.log")
+    node: ResourceNodeProcess | None = None
+    try:
+        url = server.start()
+        # no validator needed for off-chain jobs: the node waits for one, and serves meanwhile
+        node = ResourceNodeProcess(
+            "http://127.0.0.1:9",
+            0,
+            tmp_path / "node",
+            *("--backend", "openai", "--backend-opt", f"base_url={url}"),
+            *("--backend-opt", f"model={llama.MODEL_ALIAS}", "--backend-opt", "timeout=300"),
+        )
+        node.spawn()
+        node.wait_ready(READY_TIMEOUT)
+        streamed, job = asyncio.run(infernet_jobs(node.url))
+    finally:
+        if node is not None:
+            node.close()
+        server.stop()
+    chunks, stream_result = streamed
+    assert "".join(chunks) == stream_result["result"]["output"]["output"]
+    assert stream_result["status"] == "success"
+    # the same seed, not streamed: the same text, with the server's token counts
+    output = job["result"]["output"]
+    assert output["output"] == "".join(chunks)
+    assert output["model"] == llama.MODEL_ALIAS and output["seed"] == 11
+    assert output["usage"]["completion_tokens"] >= 1
+
+
+async def infernet_jobs(url: str) -> tuple[tuple[list[str], dict[str, Any]], dict[str, Any]]:
+    import aiohttp
+
+    data = {
+        "prompt": "Write one sentence about the sea.",
+        "seed": 11,
+        "options": {"max_tokens": 24},
+    }
+    body = {"containers": ["openai"], "data": data}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/api/jobs/stream", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+            job_id = (await resp.content.readline()).decode().strip()
+            chunks = [chunk.decode() async for chunk in resp.content.iter_any()]
+        async with http.post(url + "/api/jobs", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+            other = (await resp.json())["id"]
+
+        async def finished(job: str) -> dict[str, Any]:
+            async with asyncio.timeout(TASK_TIMEOUT):
+                while True:
+                    async with http.get(url + "/api/jobs", params={"id": job}) as resp:
+                        (result,) = await resp.json()
+                    if result["status"] != "running":
+                        return dict(result)
+                    await asyncio.sleep(0.1)
+
+        return (chunks, await finished(job_id)), await finished(other)
