@@ -3,9 +3,10 @@ as Infernet's guardian checks it, its containers run in sequence, the job kept i
 job store.
 
 A job belongs to the client that made it, by the client's address (its IP, as Infernet's
-`remote_addr`). It is recorded `running` before its id is answered and rewritten once it ends,
-so it survives a restart; a job still `running` when the node starts again was cut short by
-the stop, and ends `failed` with an error that says so (`recover`). At most
+`remote_addr`). It is recorded `running` before its id is answered, rewritten after each stage
+and once it ends, so it survives a restart; a job still `running` when the node starts again
+was cut short by the stop, and ends `failed` with an error from the stage that was running,
+saying so (`recover`), the stages before it kept. At most
 `max_running` jobs run at a time: past that `Busy`, which the server answers 503 with a
 Retry-After.
 """
@@ -347,6 +348,9 @@ class JobEngine:
                     break
                 results.append({"container": cid, "output": output})
                 data = {"prompt": output["output"]}
+                if not last:  # kept as it goes: a stop keeps the stages that ended
+                    running = replace(job, results=tuple(results))
+                    self.store.write({job_key(job.id): running.to_json()})
             self.store.write({job_key(job.id): self._ended(job, status, results).to_json()})
         except asyncio.CancelledError:
             raise

@@ -1,6 +1,8 @@
 """Fixtures of the conformance suite: the node under test, reached over HTTP only.
 
 `pytest tests/conformance --target URL` checks any node that serves the AegisAI RPC at URL.
+The resource node suites in `infernet/` and `ocean/` read the same option as the resource
+node's URL: run them by their directory (`pytest tests/conformance/infernet --target URL`).
 Without `--target`, the suite starts `python -m rpc` itself (the dev genesis with automine,
 dev accounts unlocked) on an ephemeral port, and stops it at the end of the run.
 

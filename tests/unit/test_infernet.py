@@ -291,14 +291,29 @@ async def test_jobs_survive_a_restart_and_a_running_one_ends_failed(
     _, done = await node.post("/api/jobs", {"containers": ["first"], "data": {"prompt": "a"}})
     before = await node.finished(done["id"])
     _, held = await node.post("/api/jobs", {"containers": ["held"], "data": {"prompt": "b"}})
-    await node.engine.close(0)  # the node stops with the job running
+    _, second = await node.post(
+        "/api/jobs", {"containers": ["first", "held"], "data": {"prompt": "c"}}
+    )
+
+    async def first_stage_kept() -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not (job := node.engine.job(second["id"])) or not job.results:
+                await asyncio.sleep(0.01)
+
+    await first_stage_kept()
+    await node.engine.close(0)  # the node stops with the jobs running
     node.store.close()
     again = await make_node(store_dir=store_dir)
-    assert await again.my_ids() == [done["id"], held["id"]]
+    assert await again.my_ids() == [done["id"], held["id"], second["id"]]
     assert (await again.get(f"/api/jobs?id={done['id']}"))[1][0] == before
     cut = (await again.get(f"/api/jobs?id={held['id']}"))[1][0]
     assert cut["status"] == "failed"
     assert cut["result"] == {"container": "held", "error": STOPPED_ERROR}
+    # cut in its second stage: the first stage's output is kept
+    cut = (await again.get(f"/api/jobs?id={second['id']}&intermediate=true"))[1][0]
+    assert cut["result"] == {"container": "held", "error": STOPPED_ERROR}
+    assert [r["container"] for r in cut["intermediate_results"]] == ["first"]
+    assert "output" in cut["intermediate_results"][0]
 
 
 async def test_the_rate_limit_answers_429_and_does_nothing(make_node: NodeFactory) -> None:

@@ -18,15 +18,7 @@ from tests.conformance.infernet.support import (
 
 CUT_CHAINS = [
     pytest.param(["slow"], id="one stage"),
-    pytest.param(
-        ["first", "slow"],
-        id="cut in its second stage",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the engine stores a job's stage results only when the job ends: after the "
-            "kill the error names the job's first container, and the finished stage is lost",
-        ),
-    ),
+    pytest.param(["first", "slow"], id="cut in its second stage"),
 ]
 
 
