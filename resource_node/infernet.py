@@ -48,6 +48,13 @@ def retry_later(status: int, exc: Busy | RateLimited) -> web.Response:
     return response
 
 
+def refusal(exc: JobRequestError | Busy | RateLimited) -> web.Response:
+    """A job the node does not take: 400 `{error[, params]}`, busy 503, rate-limited 429."""
+    if isinstance(exc, JobRequestError):
+        return web.json_response(exc.to_json(), status=400)
+    return retry_later(503 if isinstance(exc, Busy) else 429, exc)
+
+
 async def json_body(request: web.Request) -> Any:
     """The request's JSON body; JobRequestError when it is not JSON."""
     raw = await request.read()
@@ -98,12 +105,8 @@ class InfernetApi:
     async def create(self, request: web.Request) -> web.Response:
         try:
             job_id = self.engine.create(await json_body(request), client_of(request))
-        except JobRequestError as exc:
-            return web.json_response(exc.to_json(), status=400)
-        except Busy as exc:
-            return retry_later(503, exc)
-        except RateLimited as exc:
-            return retry_later(429, exc)
+        except (JobRequestError, Busy, RateLimited) as exc:
+            return refusal(exc)
         return web.json_response({"id": job_id})
 
     async def batch(self, request: web.Request) -> web.Response:
@@ -133,12 +136,8 @@ class InfernetApi:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         try:
             job_id, chunks = await self.engine.stream(await json_body(request), client_of(request))
-        except JobRequestError as exc:
-            return web.json_response(exc.to_json(), status=400)
-        except Busy as exc:
-            return retry_later(503, exc)
-        except RateLimited as exc:
-            return retry_later(429, exc)
+        except (JobRequestError, Busy, RateLimited) as exc:
+            return refusal(exc)
         response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await response.prepare(request)
         try:

@@ -164,6 +164,17 @@ class Job:
         }
 
 
+async def finish(tasks: Iterable[asyncio.Task[None]], grace: float) -> None:
+    """Let `tasks` end within `grace` seconds, then cancel the rest and wait for them."""
+    running = list(tasks)
+    if not running:
+        return
+    _done, pending = await asyncio.wait(running, timeout=grace)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
 def job_key(job_id: str) -> bytes:
     return JOB_PREFIX + job_id.encode()
 
@@ -219,13 +230,7 @@ class JobEngine:
     async def close(self, grace: float) -> None:
         """Let running jobs end within `grace` seconds; the rest are cancelled (and end
         failed at the next start)."""
-        tasks = list(self._tasks.values())
-        if not tasks:
-            return
-        _done, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await finish(self._tasks.values(), grace)
 
     @property
     def running(self) -> int:

@@ -39,7 +39,7 @@ from aiohttp import web
 from chain.protocol import crypto, wire
 from chain.protocol.errors import ChainError
 from resource_node.containers import Container, StageError, job_seed
-from resource_node.jobs import BUSY_RETRY_AFTER_S, JobEngine
+from resource_node.jobs import BUSY_RETRY_AFTER_S, JobEngine, finish
 from resource_node.jobstore import JobStore
 from resource_node.untrusted import MAX_FIELD_LENGTH, describe
 from rpc.client import InferchainClient, RpcError, TransportError
@@ -504,18 +504,13 @@ class OceanProvider:
     async def close(self, grace: float) -> None:
         """Let running jobs end within `grace` seconds; the rest are cancelled where they
         are, and resume at the next start."""
-        tasks = list(self._tasks.values())
-        if not tasks:
-            return
-        _done, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await finish(self._tasks.values(), grace)
 
     # Requests: reading them
 
     @staticmethod
     async def _body(request: web.Request) -> dict[str, Any]:
+        """The request's body, a JSON object; BadRequest otherwise."""
         raw = await request.read()
         try:
             body = wire.parse_json(raw)
@@ -528,16 +523,8 @@ class OceanProvider:
     async def _params(self, request: web.Request) -> dict[str, Any]:
         """The query's parameters, and a JSON object body's (a body wins)."""
         params: dict[str, Any] = dict(request.query)
-        if request.can_read_body:
-            raw = await request.read()
-            if raw.strip():
-                try:
-                    body = wire.parse_json(raw)
-                except ValueError as exc:
-                    raise BadRequest(f"body: not JSON ({exc})") from exc
-                if not isinstance(body, dict):
-                    raise BadRequest(f"body: a JSON object, got {describe(body)}")
-                params.update(body)
+        if request.can_read_body and (await request.read()).strip():
+            params.update(await self._body(request))
         if "consumerAddress" not in params and "owner" in params:
             params["consumerAddress"] = params["owner"]
         return params

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import functools
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,3 +207,23 @@ def settlement_values(task: Task, *, height: bool = True) -> dict[str, Any]:
         }
     )
     return out
+
+
+WAIT_S = 30.0
+POLL_S = 0.02
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[Any]], what: str, timeout: float = WAIT_S
+) -> Any:
+    """`await probe()` until it answers something true, and that answer; TimeoutError naming
+    `what` after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError(f"after {timeout} s: {what}")
+        await asyncio.sleep(POLL_S)

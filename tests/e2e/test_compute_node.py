@@ -10,7 +10,6 @@ with its finished jobs and that job failed, saying the node stopped.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 from chain.protocol.genesis import Params, dev_genesis, parse_genesis
 from resource_node.jobs import STOPPED_ERROR
 from rpc.client import InferchainClient, Wallet
-from tests.helpers import ResourceNodeProcess, ValidatorProcess, write_genesis
+from tests.helpers import ResourceNodeProcess, ValidatorProcess, wait_until, write_genesis
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +27,6 @@ USER = Wallet.dev(0)
 NODES = (Wallet.dev(200), Wallet.dev(201))
 WAIT_S = 60.0
 SLOW = '{"id": "slow", "backend_options": {"tokens_per_second": 0.2}}'
-
-
-async def eventually(check: Any, timeout: float = WAIT_S) -> Any:
-    """`await check()` until it answers something true; that answer."""
-    async with asyncio.timeout(timeout):
-        while not (answer := await check()):
-            await asyncio.sleep(0.05)
-    return answer
 
 
 async def job_result(http: aiohttp.ClientSession, url: str, job_id: str) -> dict[str, Any]:
@@ -63,7 +54,7 @@ async def test_a_node_serves_jobs_beside_the_chain_and_keeps_them(tmp_path: Path
                 listed = {n["address"]: n["endpoint"] for n in await client.get_resource_nodes()}
                 return listed if listed[NODES[0].address] == nodes[0].url else None
 
-            listed = await eventually(endpoints)
+            listed = await wait_until(endpoints, "the endpoint registered", WAIT_S)
             assert listed[NODES[1].address] == genesis.resource_nodes[1].endpoint
             assert nodes[1].url != genesis.resource_nodes[1].endpoint  # it chose a free port
             models = {n["address"]: n["models"] for n in await client.get_resource_nodes()}
@@ -84,7 +75,7 @@ async def test_a_node_serves_jobs_beside_the_chain_and_keeps_them(tmp_path: Path
                 result = await job_result(http, nodes[0].url, done_id)
                 return result if result["status"] != "running" else None
 
-            done = await eventually(finished)
+            done = await wait_until(finished, "the job done", WAIT_S)
             assert done["status"] == "success"
 
             # a job that runs for a while, and the node killed under it
@@ -102,13 +93,13 @@ async def test_a_node_serves_jobs_beside_the_chain_and_keeps_them(tmp_path: Path
                 except aiohttp.ClientError:
                     return False
 
-            await eventually(served)
+            await wait_until(served, "the node serving again", WAIT_S)
             assert await job_result(http, nodes[0].url, done_id) == done
             cut = await job_result(http, nodes[0].url, slow_id)
             assert cut["status"] == "failed"
             assert cut["result"] == {"container": "slow", "error": STOPPED_ERROR}
             # and the chain learns the restarted node's new URL
-            await eventually(endpoints)
+            await wait_until(endpoints, "the new endpoint registered", WAIT_S)
     finally:
         for node in nodes:
             node.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from resource_node.ocean import (
     sign_text,
 )
 from rpc.client import Wallet
-from tests.helpers import LocalChain
+from tests.helpers import LocalChain, wait_until
 
 E18 = 10**18
 NODE = Wallet.dev(200)
@@ -92,18 +92,6 @@ def containers(gate: Gate) -> dict[str, Container]:
         gated, DeterministicBackend(tokens_per_second=1.0, sleep=gate.sleep), owns_backend=True
     )
     return built
-
-
-async def wait_until(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise TimeoutError(f"after {WAIT_S} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -240,7 +228,7 @@ class Provider:
             current = await self.status(job_id)
             return current if current["status"] == status else None
 
-        return await wait_until(probe, f"job {job_id} reaching status {status}")  # type: ignore[no-any-return]
+        return await wait_until(probe, f"job {job_id} reaching status {status}", WAIT_S)  # type: ignore[no-any-return]
 
     def log_lines(self, job_id: str) -> list[str]:
         return [line for _k, line in self.store.scan(PREFIX + b"log/" + job_id.encode() + b"/")]
@@ -432,7 +420,7 @@ async def test_stop_cancels_the_records_not_run(provider: Provider) -> None:
     async def two_done() -> bool:
         return provider.results_done(job_id) == 2
 
-    await wait_until(two_done, "two records done")
+    await wait_until(two_done, "two records done", WAIT_S)
     assert provider.engine.reserved == 1
     query = provider.signed_query(job_id, jobId=job_id)
     answer = await provider.request("PUT", "/api/services/compute", params=query)
@@ -654,7 +642,7 @@ async def test_a_restart_keeps_jobs_and_nonces_and_resumes_a_running_job(
     async def two_done() -> bool:
         return provider.results_done(job_id) == 2
 
-    await wait_until(two_done, "two records done")
+    await wait_until(two_done, "two records done", WAIT_S)
     nonce = provider.stored_nonce(CONSUMER)
     await provider.stop()
 

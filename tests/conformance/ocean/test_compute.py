@@ -10,10 +10,8 @@ JSON of the asset), not from the provider's code.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -25,6 +23,7 @@ from chain.protocol import crypto, wire
 from rpc.client import InferchainClient, Wallet
 from tests.conformance.ocean.conftest import SLOW_CONTAINER, OceanTarget
 from tests.conformance.support import fresh_wallet
+from tests.helpers import wait_until
 
 E18 = 10**18
 WAIT_S = 60.0
@@ -63,18 +62,6 @@ def did_of(publisher: str, asset: dict[str, Any]) -> str:
     canonical = json.dumps(asset, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     text = f"inferchain/ocean/did/v1/{publisher}/".encode() + canonical.encode()
     return "did:op:" + crypto.keccak(text).hex()
-
-
-async def wait_until(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise TimeoutError(f"after {WAIT_S} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -179,7 +166,7 @@ class Session:
             status = await self.status(job_id)
             return status if status["status"] == 70 else None
 
-        return await wait_until(probe, f"job {job_id} completed")  # type: ignore[no-any-return]
+        return await wait_until(probe, f"job {job_id} completed", WAIT_S)  # type: ignore[no-any-return]
 
     async def result(self, job_id: str, index: int) -> Answer:
         params = self.query(f"{job_id}{index}", jobId=job_id, index=str(index))
@@ -329,7 +316,7 @@ async def test_stop_cancels_the_records_not_run(session: Session) -> None:
     async def one_done() -> bool:
         return "record 0: done" in await session.log(first)
 
-    await wait_until(one_done, "the first record done")
+    await wait_until(one_done, "the first record done", WAIT_S)
     answer = await session.request(
         "PUT", "/api/services/compute", params=session.query(job_id, jobId=job_id)
     )
@@ -355,7 +342,7 @@ async def test_a_killed_node_resumes_its_job(session: Session) -> None:
     async def one_done() -> bool:
         return "record 0: done" in await session.log(first)
 
-    await wait_until(one_done, "the first record done")
+    await wait_until(one_done, "the first record done", WAIT_S)
     session.target.restart(kill=True)
     replay = await session.request("POST", "/api/services/compute", json=body)
     assert replay.status == 400 and "nonce" in replay.json()["error"]
