@@ -562,7 +562,12 @@ class ResourceNode:
         endpoint = self._endpoint
         if endpoint is None:
             return
-        listed = await self.client.get_resource_nodes()
+        try:
+            listed = await self.client.get_resource_nodes()
+        except RpcError as exc:  # a validator without the method: nothing to register
+            self._endpoint = None
+            log.warning("getResourceNodes refused (%s): endpoint %s not registered", exc, endpoint)
+            return
         entry = next(
             (n for n in listed if str(n.get("address", "")).lower() == self.address.lower()),
             None,

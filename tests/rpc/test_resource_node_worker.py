@@ -1031,6 +1031,39 @@ async def test_the_server_answers_status_and_health(
     assert info["validator"] == manual.url
 
 
+async def test_the_node_registers_its_url_once(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    """PROTOCOL 7.3: the URL the chain shows for the node becomes its own, with its models
+    kept; once it shows it, nothing more is sent."""
+    node = await started(make_node(manual.url), cleanups)
+    url = "http://127.0.0.1:9999"
+    node.announce(url)
+    await node.run_once()
+    mine(manual)
+    listed = {n["address"]: n for n in await manual.client.get_resource_nodes()}
+    assert listed[NODE.address]["endpoint"] == url
+    assert listed[NODE.address]["models"] == "*"
+    nonce = (await manual.client.get_account(NODE.address))["nonce"]
+    node.announce(url)  # as after a restart on the same URL
+    await node.run_once()
+    mine(manual)
+    assert (await manual.client.get_account(NODE.address))["nonce"] == nonce
+
+
+async def test_a_node_the_chain_does_not_list_registers_nothing(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    stranger = Wallet.dev(5)
+    node = await started(make_node(manual.url, wallet=stranger), cleanups)
+    node.announce("http://127.0.0.1:9999")
+    await node.run_once()
+    mine(manual)
+    assert (await manual.client.get_account(stranger.address))["nonce"] == 0
+    listed = [n["address"] for n in await manual.client.get_resource_nodes()]
+    assert stranger.address not in listed
+
+
 async def test_the_server_lifecycle() -> None:
     status = NodeServer(dict, port=0)
     await status.setup()
