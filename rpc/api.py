@@ -13,6 +13,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from chain.protocol.types import (
+    AoDataItem,
+    AoMessage,
+    AoSpawn,
+    AoTerminate,
     CommitSecrets,
     RegisterResourceNode,
     RevealSecret,
@@ -38,6 +42,11 @@ TASK_STATS = "taskStats"
 GET_TASKS_BY_SENDER = "getTasksBySender"
 QUERY_TASK = "queryTask"
 QUERY_PENDING_TASKS = "queryPendingTasks"
+# AO, the chain as the scheduler unit (PROTOCOL 8), extensions
+AO_PROCESS = "aoProcess"
+AO_PROCESSES = "aoProcesses"
+AO_SCHEDULE = "aoSchedule"
+AO_MESSAGE_BY_ID = "aoMessageById"
 
 # Transactions
 SUBMIT_TASK = "submitTask"
@@ -49,6 +58,10 @@ SUBMIT_INFERENCE_RESULT = "submitInferenceResult"
 SUBMIT_VERIFICATION = "submitVerification"
 COMMIT_SECRETS = "commitSecrets"  # PROTOCOL 4.13, an extension
 REVEAL_SECRET = "revealSecret"
+AO_SPAWN = "aoSpawn"
+AO_MESSAGE = "aoMessage"
+AO_DATA_ITEM = "aoDataItem"
+AO_TERMINATE = "aoTerminate"
 
 # The upstream names, served as the same methods
 SUBMIT_REQUEST = "submitRequest"  # submitTask
@@ -69,6 +82,10 @@ METHOD_OF_TYPE: Mapping[str, str] = MappingProxyType(
         RegisterResourceNode.TYPE: REGISTER_RESOURCE_NODE,
         CommitSecrets.TYPE: COMMIT_SECRETS,
         RevealSecret.TYPE: REVEAL_SECRET,
+        AoSpawn.TYPE: AO_SPAWN,
+        AoMessage.TYPE: AO_MESSAGE,
+        AoDataItem.TYPE: AO_DATA_ITEM,
+        AoTerminate.TYPE: AO_TERMINATE,
     }
 )
 

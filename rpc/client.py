@@ -30,7 +30,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -44,6 +44,10 @@ from chain.protocol.genesis import Params as ChainParams
 from chain.protocol.types import (
     FINAL_STATUSES,
     ZERO_HASH,
+    AoDataItem,
+    AoMessage,
+    AoSpawn,
+    AoTerminate,
     CommitSecrets,
     Message,
     RegisterResourceNode,
@@ -159,6 +163,23 @@ class TaskReceipt:
 
     tx_hash: str
     task_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AoReceipt:
+    """An AO transaction sent: its txHash, and the AO id of its process or message."""
+
+    tx_hash: str
+    id: str
+
+
+AO_DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
+AO_DEFAULT_COMPUTE_LIMIT = 9_000_000_000
+
+
+def ao_tags_json(tags: Sequence[tuple[str, str]]) -> str:
+    """AO's tags as the chain takes them: a JSON list of {name, value}."""
+    return json.dumps([{"name": name, "value": value} for name, value in tags])
 
 
 @dataclass(frozen=True, slots=True)
@@ -792,6 +813,114 @@ class InferchainClient:
 
         tx, result = await self._send_account_tx(wallet, build, nonce)
         return self._check_tx_hash(tx, result)
+
+    # AO (PROTOCOL 8)
+
+    async def ao_spawn(
+        self,
+        wallet: Wallet,
+        *,
+        module: str,
+        scheduler: str | None = None,
+        memory_limit: int = AO_DEFAULT_MEMORY_LIMIT,
+        compute_limit: int = AO_DEFAULT_COMPUTE_LIMIT,
+        cron_interval: str = "",
+        tags: Sequence[tuple[str, str]] = (),
+        data: str = "",
+        nonce: int | None = None,
+    ) -> AoReceipt:
+        """Spawn an AO process of `module` (Lua source or a published module's id), relayed by
+        `scheduler` (default: the wallet); its txHash and process id."""
+        relay = _checksum(scheduler or wallet.address, "scheduler")
+
+        def build(n: int) -> Message:
+            return AoSpawn(
+                sender=wallet.address,
+                nonce=n,
+                module=module,
+                scheduler=relay,
+                memory_limit=memory_limit,
+                compute_limit=compute_limit,
+                cron_interval=cron_interval,
+                tags=ao_tags_json(tags),
+                data=data,
+            )
+
+        return await self._send_ao_tx(wallet, build, nonce)
+
+    async def ao_message(
+        self,
+        wallet: Wallet,
+        target: str,
+        *,
+        data: str = "",
+        tags: Sequence[tuple[str, str]] = (),
+        from_process: str = "",
+        nonce: int | None = None,
+    ) -> AoReceipt:
+        """Send an AO message to process `target` (relayed for `from_process` when given);
+        its txHash and message id."""
+
+        def build(n: int) -> Message:
+            return AoMessage(
+                sender=wallet.address,
+                nonce=n,
+                target=target,
+                data=data,
+                tags=ao_tags_json(tags),
+                from_process=from_process,
+            )
+
+        return await self._send_ao_tx(wallet, build, nonce)
+
+    async def ao_data_item(
+        self, wallet: Wallet, item: bytes, nonce: int | None = None
+    ) -> AoReceipt:
+        """Hand in an ANS-104 data item (PROTOCOL 8.3); its txHash and the item's id."""
+        encoded = wire.hex0x(item)
+
+        def build(n: int) -> Message:
+            return AoDataItem(sender=wallet.address, nonce=n, item=encoded)
+
+        return await self._send_ao_tx(wallet, build, nonce)
+
+    async def ao_terminate(self, wallet: Wallet, process: str, nonce: int | None = None) -> str:
+        """Terminate process `process` (its owner only); the txHash."""
+
+        def build(n: int) -> Message:
+            return AoTerminate(sender=wallet.address, nonce=n, process=process)
+
+        tx, result = await self._send_account_tx(wallet, build, nonce)
+        return self._check_tx_hash(tx, result)
+
+    async def _send_ao_tx(
+        self, wallet: Wallet, build: Callable[[int], Message], nonce: int | None
+    ) -> AoReceipt:
+        tx, result = await self._send_account_tx(wallet, build, nonce)
+        tx_hash = self._check_tx_hash(tx, result)
+        if not isinstance(result.get("id"), str):
+            raise ValueError(f"{tx.method} answered {result!r}, expected an AO id")
+        return AoReceipt(tx_hash, result["id"])
+
+    async def ao_process(self, process_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(api.AO_PROCESS, {"processId": process_id})
+        return result
+
+    async def ao_processes(self, start: int = 0, limit: int = 100) -> list[str]:
+        result: list[str] = await self.call(api.AO_PROCESSES, {"from": start, "limit": limit})
+        return result
+
+    async def ao_schedule(
+        self, process_id: str, from_slot: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
+        """`{messages, next}`: the process's scheduled messages from `from_slot`."""
+        params = {"processId": process_id, "fromSlot": from_slot, "limit": limit}
+        result: dict[str, Any] = await self.call(api.AO_SCHEDULE, params)
+        return result
+
+    async def ao_message_by_id(self, message_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(api.AO_MESSAGE_BY_ID, {"messageId": message_id})
+        return result
 
     async def commit_secrets(self, wallet: Wallet, head: bytes, nonce: int | None = None) -> str:
         """Commit the head of `wallet`'s chain of secrets (PROTOCOL 4.13); returns the txHash."""

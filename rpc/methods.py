@@ -16,7 +16,7 @@ from typing import Any
 
 from chain.node.ledger import TxRecord
 from chain.node.node import Node
-from chain.protocol import crypto, wire
+from chain.protocol import ans104, ao, crypto, wire
 from chain.protocol import state as st
 from chain.protocol.blocks import block_header_json, vote_to_json
 from chain.protocol.errors import (
@@ -30,6 +30,10 @@ from chain.protocol.genesis import params_to_json
 from chain.protocol.schema import postprocess
 from chain.protocol.types import (
     Account,
+    AoDataItem,
+    AoMessage,
+    AoSpawn,
+    AoTerminate,
     CommitSecrets,
     Message,
     RegisterResourceNode,
@@ -474,6 +478,68 @@ def get_tasks_by_sender(node: Node, params: Params) -> list[dict[str, Any]]:
     return [render_task(task) for task in node.tasks_of_sender(address, from_nonce, limit)]
 
 
+# AO (PROTOCOL 8)
+
+MAX_AO_PAGE = 1000
+
+
+def _ao_id_param(params: Params, name: str) -> str:
+    value = params[name]
+    if not isinstance(value, str) or not ao.ID.fullmatch(value):
+        raise InvalidParams(name, "an AO id: 43 characters of base64url")
+    return value
+
+
+def ao_process(node: Node, params: Params) -> dict[str, Any]:
+    """A process as the chain scheduled it, with its count of slots; a published module's id
+    answers `{module}`."""
+    pid = _ao_id_param(params, "processId")
+    process = node.ao_process(pid)
+    if process is None:
+        module = node.ao_module(pid)
+        if module is None:
+            raise NotFound("processId", f"no process {pid}")
+        return {"id": pid, "module": module, "type": "Module"}
+    return process
+
+
+def ao_processes(node: Node, params: Params) -> list[str]:
+    start = wire.parse_uint(params.get("from", 0), "from", 64)
+    limit = wire.parse_int(params.get("limit", 100), "limit", 1, MAX_AO_PAGE)
+    return node.ao_processes(start, limit)
+
+
+def ao_schedule(node: Node, params: Params) -> dict[str, Any]:
+    """The process's messages in slot order, paged: `{messages, next}` (`next` null at the
+    end)."""
+    pid = _ao_id_param(params, "processId")
+    start = wire.parse_uint(params.get("fromSlot", 0), "fromSlot", 64)
+    limit = wire.parse_int(params.get("limit", 100), "limit", 1, MAX_AO_PAGE)
+    process = node.ao_process(pid)
+    if process is None:
+        raise NotFound("processId", f"no process {pid}")
+    messages = node.ao_slots(pid, start, limit)
+    end = start + len(messages)
+    return {"messages": messages, "next": end if end < process["slots"] else None}
+
+
+def ao_message_by_id(node: Node, params: Params) -> dict[str, Any]:
+    message_id = _ao_id_param(params, "messageId")
+    message = node.ao_message(message_id)
+    if message is None:
+        raise NotFound("messageId", f"no scheduled message {message_id}")
+    return message
+
+
+def _ao_receipt(tx: SignedTx) -> dict[str, str]:
+    """The txHash and the AO id the transaction gives its process or message."""
+    msg = tx.message
+    if isinstance(msg, AoDataItem):
+        item_id = ans104.parse(wire.decode_bytes_field(msg.item)).id
+        return {"txHash": wire.hex0x(tx.hash), "id": item_id}
+    return {"txHash": wire.hex0x(tx.hash), "id": ao.ao_id(tx.signature)}
+
+
 METHODS: dict[str, MethodSpec] = {
     api.CHAIN_ID: MethodSpec(chain_id),
     api.GENESIS_HASH: MethodSpec(genesis_hash),
@@ -505,5 +571,15 @@ METHODS: dict[str, MethodSpec] = {
         ("ResourceAddress", "TimeStamp", "Signature", "limit"),
         frozenset({"ResourceAddress", "TimeStamp"}),
     ),
+    api.AO_SPAWN: tx_method(AoSpawn, _ao_receipt),
+    api.AO_MESSAGE: tx_method(AoMessage, _ao_receipt),
+    api.AO_DATA_ITEM: tx_method(AoDataItem, _ao_receipt),
+    api.AO_TERMINATE: tx_method(AoTerminate, _tx_receipt),
+    api.AO_PROCESS: MethodSpec(ao_process, ("processId",), frozenset({"processId"})),
+    api.AO_PROCESSES: MethodSpec(ao_processes, ("from", "limit")),
+    api.AO_SCHEDULE: MethodSpec(
+        ao_schedule, ("processId", "fromSlot", "limit"), frozenset({"processId"})
+    ),
+    api.AO_MESSAGE_BY_ID: MethodSpec(ao_message_by_id, ("messageId",), frozenset({"messageId"})),
 }
 METHODS.update({alias: METHODS[method] for alias, method in api.ALIASES.items()})

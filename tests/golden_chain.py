@@ -10,8 +10,9 @@ deadline; a dispute settled by the last round, with a losing verdict slashed; a 
 rejected after a dispute, revealed, its lazy verifier slashed and its catchers paid the canary
 bonus; reveals that settle tasks; a result never revealed, slashed as wrong at its reveal
 deadline, which jails its node below minNodeStake until a Stake releases it; results and
-transactions that come too late and stay in their block as `late`; and a task verified by two
-results paid by rank.
+transactions that come too late and stay in their block as `late`; a task verified by two
+results paid by rank; and AO's processes, messages, data items, a relay, a cron tick and a
+terminate (PROTOCOL 8).
 
 The verdicts depend on the assignment, which depends on the block hashes: the scenario is
 written block by block, each block's verdicts chosen from the rounds the chain assigned in
@@ -34,7 +35,7 @@ from typing import Any
 import orjson
 
 from chain.node.ledger import Ledger
-from chain.protocol import crypto, wire
+from chain.protocol import ans104, ao, crypto, wire
 from chain.protocol.blocks import context_of, execute_block
 from chain.protocol.consensus import VoteMsg
 from chain.protocol.genesis import (
@@ -47,6 +48,10 @@ from chain.protocol.genesis import (
 from chain.protocol.gossip import ValidatorKey, sign_vote
 from chain.protocol.state import State, get_node
 from chain.protocol.types import (
+    AoDataItem,
+    AoMessage,
+    AoSpawn,
+    AoTerminate,
     BlockContext,
     CommitSecrets,
     ExecutionInfo,
@@ -74,7 +79,7 @@ PARAMS = Params(
     canary_rate_bps=1000,
 )
 OPTIONS = '{"model":"demo","temperature":0.7,"max_tokens":64}'
-BLOCKS = 14  # past every deadline of the scenario
+BLOCKS = 16  # past every deadline of the scenario, and a block after the AO terminate
 # A salt in every prompt, the first that gives the scenario its forced error and no other
 # (`find_salt`): which results are forced errors is a function of the task hashes.
 SALT = 5
@@ -264,6 +269,50 @@ def _scenario(chain_id: int, view: View) -> Iterator[list[SignedTx]]:
     yield []  # block 10
     yield []  # block 11: the reveal deadline of `jailing`: J's result, never revealed
     yield [sign(Stake(J, 3, 200 * AEGIS))]  # block 12: J stakes back above minNodeStake
+    yield from _ao_scenario(sign)
+
+
+AO_MODULE = "Handlers.add('ping', Handlers.utils.hasMatchingTag('Action', 'Ping'), print)"
+
+
+def _ao_scenario(sign: Callable[[Message], SignedTx]) -> Iterator[list[SignedTx]]:
+    """Blocks 13 to 15: AO (PROTOCOL 8): a spawn with a cron of one block, a message, a
+    process, a module and a message as data items (dev account 4's, handed in by account 5),
+    a relay by the process's scheduler, a spawn by module id, the cron tick of block 14, a
+    terminate, and a message to the terminated process and a terminate by another than the
+    owner, both late."""
+    item_signer = ans104.EthereumSigner(_key(4))
+
+    def item(**kw: Any) -> str:
+        return wire.hex0x(ans104.serialize(ans104.create(signer=item_signer, **kw)))
+
+    spawn = sign(
+        AoSpawn(
+            A0, 3, AO_MODULE, A0, 1 << 20, 10**6, "1-blocks", '[{"name":"Name","value":"p0"}]', "hi"
+        )
+    )
+    p0 = ao.ao_id(spawn.signature)
+    process_item = item(data=AO_MODULE.encode(), tags=[ans104.Tag("Type", "Process")])
+    p1 = ans104.parse(wire.decode_bytes_field(process_item)).id
+    module_item = item(data=AO_MODULE.encode(), tags=[ans104.Tag("Type", "Module")])
+    module = ans104.parse(wire.decode_bytes_field(module_item)).id
+    yield [  # block 13
+        spawn,
+        sign(AoMessage(A1, 2, p0, "ping", '[{"name":"Action","value":"Ping"}]', "")),
+        sign(AoDataItem(A5, 2, process_item)),
+        sign(AoDataItem(A5, 3, module_item)),
+    ]
+    to_p1 = item(data=b"hello", target=ao.id_bytes(p1), tags=[ans104.Tag("Type", "Message")])
+    yield [  # block 14; the cron tick of p0 at its end
+        sign(AoMessage(A0, 4, p0, "pong", "[]", p0)),
+        sign(AoSpawn(A1, 3, module, A1, 1 << 20, 10**6, "", "[]", "")),
+        sign(AoDataItem(A5, 4, to_p1)),
+    ]
+    yield [  # block 15
+        sign(AoTerminate(A0, 5, p0)),
+        sign(AoMessage(A1, 4, p0, "late", "[]", "")),  # late: p0 is terminated
+        sign(AoTerminate(A1, 4, p1)),  # late: A1 is not p1's owner
+    ]
 
 
 def _precommit(key: ValidatorKey, chain_id: int, height: int, hash_: bytes) -> Any:
@@ -350,6 +399,18 @@ def _run(
                     "slashed": [[s.address, s.reason] for s in task.settlement.slashed],
                     "payouts": [[p.address, p.role] for p in task.settlement.payouts],
                 }
+            processes = {}
+            view = ledger.view
+            for index in range(ao.process_count(view)):
+                pid = ao.process_at(view, index)
+                assert pid is not None
+                process = ao.get_process(view, pid)
+                assert process is not None
+                slots = [ao.get_slot(view, pid, slot) for slot in range(process["slots"])]
+                processes[pid] = {
+                    "terminated": process["terminated"],
+                    "slots": [[s["id"], s["from"], s["cron"]] for s in slots if s is not None],
+                }
         finally:
             ledger.close()
     return {
@@ -357,6 +418,7 @@ def _run(
         "genesisHash": wire.hex0x(genesis.hash),
         "blocks": out,
         "tasks": tasks,
+        "ao": processes,
     }
 
 

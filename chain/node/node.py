@@ -24,7 +24,7 @@ from chain.node.ledger import Ledger, StoredBlock, TxRecord
 from chain.node.mempool import DEFAULT_CAPACITY, DEFAULT_MAX_PER_SENDER, Mempool
 from chain.node.signer import PrivValidator
 from chain.node.validators import CONSENSUS_TIMEOUTS, Consensus, Network
-from chain.protocol import crypto, gossip, tasks, wire
+from chain.protocol import ao, crypto, gossip, tasks, wire
 from chain.protocol import state as st
 from chain.protocol.blocks import Head
 from chain.protocol.consensus import Timeouts
@@ -375,6 +375,36 @@ class Node:
             self.next_context().height,
             list(self.ledger.open_task_hashes()),
         )
+
+    # AO (PROTOCOL 8): committed state only, as a scheduler unit answers
+
+    def ao_process(self, pid: str) -> dict[str, Any] | None:
+        return ao.get_process(self.ledger.view, pid)
+
+    def ao_processes(self, start: int, limit: int) -> list[str]:
+        """The ids of the processes spawned, in order, from the `start`-th."""
+        view = self.ledger.view
+        ids = (ao.process_at(view, i) for i in range(start, start + limit))
+        return [pid for pid in ids if pid is not None]
+
+    def ao_slots(self, pid: str, start: int, limit: int) -> list[dict[str, Any]]:
+        """The process's scheduled messages from slot `start`, at most `limit`."""
+        view = self.ledger.view
+        out = []
+        for slot in range(start, start + limit):
+            entry = ao.get_slot(view, pid, slot)
+            if entry is None:
+                break
+            out.append(entry)
+        return out
+
+    def ao_message(self, message_id: str) -> dict[str, Any] | None:
+        view = self.ledger.view
+        place = ao.get_message_place(view, message_id)
+        return None if place is None else ao.get_slot(view, *place)
+
+    def ao_module(self, module_id: str) -> str | None:
+        return ao.get_module(self.ledger.view, module_id)
 
     def tasks_of_sender(self, address: str, from_nonce: int, limit: int) -> list[Task]:
         """The committed tasks of `address`, by nonce, from `from_nonce` on."""

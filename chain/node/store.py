@@ -16,12 +16,14 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
+import orjson
 import plyvel
 
 from chain.protocol import wire
@@ -556,6 +558,47 @@ class MemoryStore:
 
     def close(self) -> None:
         pass
+
+
+class JsonStore:
+    """JSON records by key on a LevelDB of their own, each write one synced batch: the
+    durable store of the units beside the chain (a resource node's jobs, an AO unit's
+    results). `temporary` removes the directory's parent at `close` (a store for one run)."""
+
+    def __init__(self, path: Path, *, temporary: bool = False) -> None:
+        self.path = path
+        self.temporary = temporary
+        self._db = LevelDBStore(path)
+
+    @classmethod
+    def in_temporary_dir(cls, prefix: str) -> Self:
+        root = Path(tempfile.mkdtemp(prefix=prefix))
+        return cls(root / "store", temporary=True)
+
+    def get(self, key: bytes) -> Any:
+        raw = self._db.get(key)
+        return None if raw is None else wire.parse_json(raw)
+
+    def write(self, changes: Mapping[bytes, Any]) -> None:
+        """Put each value (None deletes the key), all or none, synced."""
+        self._db.write(
+            {key: None if value is None else orjson.dumps(value) for key, value in changes.items()}
+        )
+
+    def scan(
+        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, Any]]:
+        for key, raw in self._db.iterate(prefix, start=start, reverse=reverse):
+            yield key, wire.parse_json(raw)
+
+    def keys(self, prefix: bytes) -> Iterator[bytes]:
+        for key, _raw in self._db.iterate(prefix):
+            yield key
+
+    def close(self) -> None:
+        self._db.close()
+        if self.temporary:
+            shutil.rmtree(self.path.parent, ignore_errors=True)
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:

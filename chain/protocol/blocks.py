@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from chain.protocol import accounts, crypto, tasks, wire
+from chain.protocol import accounts, ao, crypto, tasks, wire
 from chain.protocol.errors import InvalidParams, InvalidPeerMessage, InvalidTransaction
 from chain.protocol.genesis import Genesis, Params
 from chain.protocol.state import (
@@ -38,6 +38,10 @@ from chain.protocol.state import (
 )
 from chain.protocol.types import (
     Account,
+    AoDataItem,
+    AoMessage,
+    AoSpawn,
+    AoTerminate,
     Block,
     BlockContext,
     CommitSecrets,
@@ -244,6 +248,14 @@ def apply_tx(state: State, params: Params, ctx: BlockContext, tx: SignedTx) -> N
         tasks.apply_commit_secrets(scratch, ctx, msg)
     elif isinstance(msg, RevealSecret):
         tasks.apply_reveal(scratch, params, ctx, msg)
+    elif isinstance(msg, AoSpawn):
+        ao.apply_spawn(scratch, params, ctx, tx, msg)
+    elif isinstance(msg, AoMessage):
+        ao.apply_message(scratch, params, ctx, tx, msg)
+    elif isinstance(msg, AoDataItem):
+        ao.apply_data_item(scratch, params, ctx, tx, msg)
+    elif isinstance(msg, AoTerminate):
+        ao.apply_terminate(scratch, params, msg)
     else:
         tasks.apply_verification(scratch, params, ctx, tx, msg)
     state.merge(scratch)
@@ -316,6 +328,7 @@ def end_block(
     block carries (4.9)."""
     tasks.assign_verifiers(state, params, ctx)
     tasks.process_deadlines(state, params, ctx)
+    ao.schedule_cron(state, ctx)
     reward = params.block_reward
     if reward == 0:
         return

@@ -190,6 +190,100 @@ class RevealSecret:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AoSpawn:
+    """An AO process spawned (PROTOCOL 8.2): its module (Lua source, or the id of a published
+    module), the unit that may relay its outgoing messages (`scheduler`), its limits and cron
+    interval, and AO's tags (a JSON list of {name, value}) and data. Slot 0 of the process."""
+
+    sender: str
+    nonce: int
+    module: str
+    scheduler: str
+    memory_limit: int
+    compute_limit: int
+    cron_interval: str = ""
+    tags: str = "[]"
+    data: str = ""
+
+    TYPE: ClassVar[str] = "AoSpawn"
+    TX_TYPE: ClassVar[str] = "spawn"
+    SIGNER: ClassVar[str] = "sender"
+    FIELDS: ClassVar[FieldSpec] = (
+        ("sender", "sender", "address"),
+        ("nonce", "nonce", "uint64"),
+        ("module", "module", "string"),
+        ("scheduler", "scheduler", "address"),
+        ("memoryLimit", "memory_limit", "uint64"),
+        ("computeLimit", "compute_limit", "uint64"),
+        ("cronInterval", "cron_interval", "string"),
+        ("tags", "tags", "string"),
+        ("data", "data", "string"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AoMessage:
+    """A message to an AO process (PROTOCOL 8.2), given the process's next slot. With
+    `fromProcess`, a message that process sent, relayed by its scheduler (the signer)."""
+
+    sender: str
+    nonce: int
+    target: str
+    data: str = ""
+    tags: str = "[]"
+    from_process: str = ""
+
+    TYPE: ClassVar[str] = "AoMessage"
+    TX_TYPE: ClassVar[str] = "message"
+    SIGNER: ClassVar[str] = "sender"
+    FIELDS: ClassVar[FieldSpec] = (
+        ("sender", "sender", "address"),
+        ("nonce", "nonce", "uint64"),
+        ("target", "target", "string"),
+        ("data", "data", "string"),
+        ("tags", "tags", "string"),
+        ("fromProcess", "from_process", "string"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AoDataItem:
+    """An ANS-104 data item (PROTOCOL 8.3), signed by its own owner and handed in by `sender`:
+    a process (tag Type = Process), a message (Type = Message) or a module (Type = Module)."""
+
+    sender: str
+    nonce: int
+    item: str
+
+    TYPE: ClassVar[str] = "AoDataItem"
+    TX_TYPE: ClassVar[str] = "dataitem"
+    SIGNER: ClassVar[str] = "sender"
+    FIELDS: ClassVar[FieldSpec] = (
+        ("sender", "sender", "address"),
+        ("nonce", "nonce", "uint64"),
+        ("item", "item", "bytes"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AoTerminate:
+    """An AO process ended by its owner (PROTOCOL 8.2): later messages to it are refused."""
+
+    sender: str
+    nonce: int
+    process: str
+
+    TYPE: ClassVar[str] = "AoTerminate"
+    TX_TYPE: ClassVar[str] = "terminate"
+    SIGNER: ClassVar[str] = "sender"
+    FIELDS: ClassVar[FieldSpec] = (
+        ("sender", "sender", "address"),
+        ("nonce", "nonce", "uint64"),
+        ("process", "process", "string"),
+    )
+
+
 Message = (
     SubmitTask
     | SubmitInferenceResult
@@ -200,6 +294,10 @@ Message = (
     | RegisterResourceNode
     | CommitSecrets
     | RevealSecret
+    | AoSpawn
+    | AoMessage
+    | AoDataItem
+    | AoTerminate
 )
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
@@ -213,9 +311,22 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         RegisterResourceNode,
         CommitSecrets,
         RevealSecret,
+        AoSpawn,
+        AoMessage,
+        AoDataItem,
+        AoTerminate,
     )
 }
-ACCOUNT_TX_TYPES = (SubmitTask, Transfer, Stake, Unstake, RegisterResourceNode, CommitSecrets)
+AO_TX_TYPES = (AoSpawn, AoMessage, AoDataItem, AoTerminate)
+ACCOUNT_TX_TYPES = (
+    SubmitTask,
+    Transfer,
+    Stake,
+    Unstake,
+    RegisterResourceNode,
+    CommitSecrets,
+    *AO_TX_TYPES,
+)
 
 
 def signer_of(msg: Message) -> str:

@@ -271,7 +271,16 @@ _PARSERS = {
     "bool": parse_bool,
 }
 
-OPTIONAL_DEFAULTS: dict[str, Any] = {"SID": "0x" + "00" * 32, "feeParams": "", "proof": ""}
+OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "SID": "0x" + "00" * 32,
+    "feeParams": "",
+    "proof": "",
+    # AO (PROTOCOL 8.2)
+    "cronInterval": "",
+    "tags": "[]",
+    "data": "",
+    "fromProcess": "",
+}
 
 
 _MISSING = object()

@@ -20,8 +20,12 @@ from typing import Any
 
 import pytest
 
-from chain.protocol import crypto
+from chain.protocol import ans104, ao, crypto, wire
 from chain.protocol.types import (
+    AoDataItem,
+    AoMessage,
+    AoSpawn,
+    AoTerminate,
     CommitSecrets,
     RegisterResourceNode,
     RevealSecret,
@@ -32,7 +36,7 @@ from chain.protocol.types import (
     Transfer,
     Unstake,
 )
-from rpc.client import RpcError, pending_tasks_params, presign, sign_params
+from rpc.client import RpcError, Wallet, pending_tasks_params, presign, sign_params
 from rpc.methods import METHODS
 from tests.helpers import LocalChain, dev_secret
 from tests.rpc.support import (
@@ -141,6 +145,43 @@ KINDS: dict[str, dict[str, str]] = {
         "secret": "bytes32",
         "signature": "signature",
     },
+    "aoSpawn": {
+        "sender": "address",
+        "nonce": "uint64",
+        "module": "string",
+        "scheduler": "address",
+        "memoryLimit": "uint64",
+        "computeLimit": "uint64",
+        "cronInterval": "string",
+        "tags": "string",
+        "data": "string",
+        "signature": "signature",
+    },
+    "aoMessage": {
+        "sender": "address",
+        "nonce": "uint64",
+        "target": "string",
+        "data": "string",
+        "tags": "string",
+        "fromProcess": "string",
+        "signature": "signature",
+    },
+    "aoTerminate": {
+        "sender": "address",
+        "nonce": "uint64",
+        "process": "string",
+        "signature": "signature",
+    },
+    "aoDataItem": {
+        "sender": "address",
+        "nonce": "uint64",
+        "item": "bytes",
+        "signature": "signature",
+    },
+    "aoProcess": {"processId": "aoId"},
+    "aoProcesses": {"from": "uint64", "limit": "limit"},
+    "aoSchedule": {"processId": "aoId", "fromSlot": "uint64", "limit": "limit"},
+    "aoMessageById": {"messageId": "aoId"},
 }
 KINDS.update({method: {"bogus": "unknown"} for method in NO_PARAMS})
 RESULT_METHODS = {"submitInferenceResult", "submitResponse", "submitVerification"}
@@ -153,6 +194,10 @@ TX_METHODS = {
     "registerResourceNode",
     "commitSecrets",
     "revealSecret",
+    "aoSpawn",
+    "aoMessage",
+    "aoTerminate",
+    "aoDataItem",
     *RESULT_METHODS,
 }
 # The params a queryPendingTasks signature covers: changing them breaks the signature.
@@ -185,6 +230,31 @@ BASE_TASK = presign(
 _RESULT = _signed(
     SubmitInferenceResult(BASE_TASK.signed.digest, NODE0.address, "Bonjour", proof="0xabcd")
 )
+_SPAWN = _signed(
+    AoSpawn(
+        NODE0.address,
+        0,
+        "-- a bare process",
+        NODE0.address,
+        1 << 20,
+        10**6,
+        "2-blocks",
+        "[]",
+        "spawned",
+    )
+)
+# a process as a data item, signed by dev account 3 (its owner), handed in by node 0
+_ITEM = wire.hex0x(
+    ans104.serialize(
+        ans104.create(
+            signer=ans104.EthereumSigner(Wallet.dev(3).private_key),
+            data=b"-- a bare process",
+            tags=[ans104.Tag("Type", "Process")],
+        )
+    )
+)
+# node 0's process, once the spawn above is in: the base message and the base terminate name it
+PROCESS = ao.ao_id(bytes.fromhex(_SPAWN["signature"][2:]))
 BASE: dict[str, dict[str, Any]] = {
     "getBlock": {"height": 0},
     "getTransaction": {"txHash": UNKNOWN_HASH},
@@ -211,6 +281,18 @@ BASE: dict[str, dict[str, Any]] = {
     ),
     # node 0's secret of height 1 (its genesis chain, base 0)
     "revealSecret": _signed(RevealSecret(NODE0.address, 1, dev_secret(NODE0.private_key, 1))),
+    "aoSpawn": _SPAWN,
+    "aoMessage": _signed(
+        # relayed from the process to itself: node 0 is its scheduler
+        AoMessage(NODE0.address, 1, PROCESS, "ping", '[{"name":"Action","value":"Ping"}]', PROCESS)
+    ),
+    "aoTerminate": _signed(AoTerminate(NODE0.address, 1, PROCESS)),
+    "aoDataItem": _signed(AoDataItem(NODE0.address, 0, _ITEM)),
+    # a well-formed id the chain has not scheduled: reads answer -32602 naming it
+    "aoProcess": {"processId": "A" * 43},
+    "aoProcesses": {"from": 0, "limit": 5},
+    "aoSchedule": {"processId": "A" * 43, "fromSlot": 0, "limit": 5},
+    "aoMessageById": {"messageId": "A" * 43},
 }
 BASE.update({method: {} for method in NO_PARAMS})
 DEV_BASE: dict[str, dict[str, Any]] = {
@@ -235,7 +317,32 @@ DEV_BASE: dict[str, dict[str, Any]] = {
     "commitSecrets": {"sender": DEV0.address, "head": "0x" + "11" * 32},
     # accepted once dev account 0 is a node that committed its chain at height `height - 1`
     "revealSecret": {"resourceNode": DEV0.address, "height": 2, "secret": "0x" + "22" * 32},
+    "aoSpawn": {
+        "sender": DEV0.address,
+        "module": "",
+        "scheduler": DEV0.address,
+        "memoryLimit": 1 << 20,
+        "computeLimit": 10**6,
+    },
+    # the target and process are filled in by the acceptance test, once dev 0 spawned
+    "aoMessage": {"sender": DEV0.address, "target": "A" * 43, "data": "ping"},
+    "aoTerminate": {"sender": DEV0.address, "process": "A" * 43},
+    "aoDataItem": {
+        "sender": DEV0.address,
+        "item": wire.hex0x(
+            ans104.serialize(
+                ans104.create(
+                    signer=ans104.EthereumSigner(Wallet.dev(4).private_key),
+                    data=b"-- another",
+                    tags=[ans104.Tag("Type", "Process")],
+                )
+            )
+        ),
+    },
 }
+# The AO reads whose base id names nothing: a well-typed value of another param still gets
+# -32602, naming the id.
+AO_UNKNOWN_ID = {"aoProcess": "processId", "aoSchedule": "processId", "aoMessageById": "messageId"}
 
 
 def base_params(method: str) -> dict[str, Any]:
@@ -295,6 +402,8 @@ def expected_codes(
             return {-32004} if signed else None
         if param in SIGNED_READ_PARAMS.get(method, ()):
             return {-32004}
+        if method in AO_UNKNOWN_ID:
+            return {-32602}  # the base's id names nothing on this chain
         return None
     if kind == "taskHash":
         return {-32003} if isinstance(value, str) else {-32003, -32602}
@@ -319,9 +428,16 @@ def test_the_table_covers_every_method_in_scope() -> None:
 @pytest.mark.parametrize("method", sorted(TX_METHODS - RESULT_METHODS))
 async def test_signed_base_params_are_accepted(chain: LocalChain, method: str) -> None:
     """The bases the table mutates are valid: an error below is caused by the mutation."""
+    if method in ("aoMessage", "aoTerminate"):  # node 0's process first
+        spawned = await chain.client.call("aoSpawn", BASE["aoSpawn"])
+        assert spawned["id"] == PROCESS
     result = await chain.client.call(method, BASE[method])
     assert re.fullmatch(r"0x[0-9a-f]{64}", result["txHash"])
     dev_base = DEV_BASE[method]
+    if method in ("aoMessage", "aoTerminate"):  # and dev 0's own
+        spawned = await chain.client.call("aoSpawn", DEV_BASE["aoSpawn"])
+        key = "target" if method == "aoMessage" else "process"
+        dev_base = {**dev_base, key: spawned["id"]}
     if method == "unstake":
         await chain.client.call("stake", DEV_BASE["stake"])
     if method in ("commitSecrets", "revealSecret"):  # a resource node's own transactions
@@ -390,7 +506,7 @@ async def _check_table(
             answer.code == -32602
             and isinstance(params, dict)
             and answer.data is not None
-            and answer.data.get("param") != param
+            and answer.data.get("param") not in (param, AO_UNKNOWN_ID.get(method))
         ):
             problems.append(f"{where}: data does not name {param}: {answer.data}")
     assert not problems, "\n".join(problems)

@@ -117,6 +117,10 @@ def test_presign_method_names() -> None:
         "registerResourceNode",
         "commitSecrets",
         "revealSecret",
+        "aoSpawn",
+        "aoMessage",
+        "aoDataItem",
+        "aoTerminate",
     }
 
 

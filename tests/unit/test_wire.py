@@ -303,7 +303,7 @@ REQUIRED = [
     (cls.TYPE, name)
     for cls in MESSAGE_TYPES.values()
     for name, _attr, _abi in cls.FIELDS
-    if name not in {"SID", "feeParams", "proof"}
+    if name not in wire.OPTIONAL_DEFAULTS
 ]
 
 
