@@ -192,7 +192,15 @@ class Testnet:
         self.port = free_port_block(VALIDATORS)
         self.urls = [f"http://127.0.0.1:{self.port + k}" for k in range(VALIDATORS)]
         args = [str(TESTNET), "--fresh", "--no-demo", "--block-time", str(self.block_time_ms)]
-        args += ["--data-dir", str(self.data_dir), "--port", str(self.port), "--node-port", "0"]
+        args += [
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--node-port",
+            "0",
+            "--no-ao",
+        ]
         args += ["--validators", str(VALIDATORS), "--nodes", str(self.nodes)]
         args += ["--log-level", self.log_level]
         with (self.data_dir.parent / f"{self.data_dir.name}.log").open("ab") as launcher_log:

@@ -13,6 +13,7 @@ from pathlib import Path
 # What a process prints on stdout once it serves; its URL follows.
 VALIDATOR_READY = "Listening on "
 RESOURCE_NODE_READY = "Serving on "
+AO_READY = "AO on "
 
 
 def validator_args(
@@ -75,3 +76,13 @@ def resource_node_args(
     for fault in faults:
         args += ["--fault", fault]
     return [*args, *extra]
+
+
+def ao_args(
+    rpc_url: str, data_dir: Path, *, port: int = 0, log_level: str | None = None
+) -> list[str]:
+    """`python -m ao`, the AO unit (PROTOCOL 8), over the validator at `rpc_url`."""
+    args = ["-m", "ao", "--rpc", rpc_url, "--data-dir", str(data_dir), "--port", str(port)]
+    if log_level is not None:
+        args += ["--log-level", log_level]
+    return args

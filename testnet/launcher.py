@@ -105,6 +105,14 @@ def parse_args() -> argparse.Namespace:
         help="HTTP port of resource node 0 (Infernet, Ocean, status); node i: P + i; 0: free "
         "ports (each node registers its URL on the chain)",
     )
+    parser.add_argument(
+        "--ao-port",
+        type=int,
+        default=8700,
+        metavar="P",
+        help="HTTP port of the AO unit (PROTOCOL 8); 0: a free one",
+    )
+    parser.add_argument("--no-ao", action="store_true", help="do not start the AO unit")
     parser.add_argument("--block-time", type=int, metavar="MS", help="override blockTimeMs")
     parser.add_argument(
         "--byzantine", metavar="SPEC", help="fault of the last resource node, e.g. wrong:0.5"
@@ -241,7 +249,10 @@ class Testnet:
             for k, process in enumerate(self.net.validators)
             if process is not None
         ]
-        return found + [(Slot("node", i), process) for i, process in self.net.nodes.items()]
+        found += [(Slot("node", i), process) for i, process in self.net.nodes.items()]
+        if self.net.ao is not None:
+            found.append((Slot("ao", 0), self.net.ao))
+        return found
 
     def running_validators(self) -> list[int]:
         return [k for k, p in enumerate(self.net.validators) if p is not None and p.running()]
@@ -333,6 +344,8 @@ class Testnet:
         try:
             if slot.kind == "validator":
                 await self.net.start_validator(slot.index)
+            elif slot.kind == "ao":
+                await self.net.start_ao(self.args.ao_port)
             else:
                 await self.net.start_node(slot.index)
         except LaunchError as exc:
@@ -386,6 +399,11 @@ class Testnet:
             print(
                 f"  {process.name:<16} HTTP {process.url} (Infernet /api/jobs, Ocean "
                 f"/api/services)  via {via}  pid {process.pid}  log {process.log_path}"
+            )
+        if net.ao is not None:
+            print(
+                f"  {net.ao.name:<16} HTTP {net.ao.url} (processes, messages, scheduler, "
+                f"compute, messenger, cron)  pid {net.ao.pid}  log {net.ao.log_path}"
             )
         print(f"  launcher pid {os.getpid()} (recorded in {self.lock.pid_path})")
         dev_keys = genesis.dev_keys()
@@ -447,6 +465,8 @@ class Testnet:
         # Ready before the demo task: a task fails at its compute deadline (20 blocks of the
         # dev chain) when no node has started by then, and a loaded machine is that slow.
         await self.guard(asyncio.gather(*(asyncio.to_thread(n.wait_ready) for n in nodes)))
+        if not self.args.no_ao:
+            await self.guard(self.net.start_ao(self.args.ao_port))
         self.write_pid_file()
         self.print_banner()
         supervisor = asyncio.create_task(self.supervise())
@@ -625,9 +645,9 @@ async def check_nothing_runs(
         assert node_ports is not None
         taken = f"port {busy[0]} is" if len(busy) == 1 else f"ports {', '.join(map(str, busy))} are"
         raise LaunchError(
-            f"{taken} already in use on 127.0.0.1 (resource node i listens on {node_ports[0]} + "
-            "i): nothing was started; stop what runs there, or choose another --node-port "
-            "(0: free ports)"
+            f"{taken} already in use on 127.0.0.1 (the resource nodes' or the AO unit's): "
+            "nothing was started; stop what runs there, or choose another --node-port or "
+            "--ao-port (0: free ports)"
         )
 
 
@@ -702,7 +722,12 @@ async def main_async(args: argparse.Namespace) -> int:
         return 2
     try:
         await check_nothing_runs(
-            data_dir, [args.port + k for k in range(args.validators)], node_ports(args)
+            data_dir,
+            [args.port + k for k in range(args.validators)],
+            [
+                *(node_ports(args) or []),
+                *([] if args.no_ao or not args.ao_port else [args.ao_port]),
+            ],
         )
         base = read_genesis(args.genesis)
         if args.nodes > len(base.resource_nodes):

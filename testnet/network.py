@@ -25,8 +25,10 @@ from resource_node.backends.faults import Faults
 from resource_node.worker import CRASH_EXIT_CODE
 from rpc.client import DEFAULT_TIMEOUT, InferchainClient, TransportError
 from testnet.commands import (
+    AO_READY,
     RESOURCE_NODE_READY,
     VALIDATOR_READY,
+    ao_args,
     resource_node_args,
     validator_args,
 )
@@ -66,6 +68,7 @@ class Network:
         self.node_ports = list(node_ports) if node_ports is not None else None  # None: free
         self.validators: list[Process | None] = [None] * len(ports)
         self.nodes: dict[int, Process] = {}
+        self.ao: Process | None = None  # the AO unit, when one is started
         self.clients = [self._client(k) for k in range(len(ports))]
         self._retired: list[InferchainClient] = []
 
@@ -149,8 +152,26 @@ class Network:
         return process
 
     def processes(self) -> list[Process]:
-        """Every process started so far (the last one of each validator and node)."""
-        return [*(p for p in self.validators if p is not None), *self.nodes.values()]
+        """Every process started so far (the last one of each validator and node, the AO
+        unit)."""
+        found = [*(p for p in self.validators if p is not None), *self.nodes.values()]
+        return found if self.ao is None else [*found, self.ao]
+
+    def spawn_ao(self, port: int = 0) -> Process:
+        """Start the AO unit over validator 0 (do not wait for it)."""
+        process = Process(
+            "AO unit",
+            ao_args(self.urls[0], self.root / "ao", port=port, log_level=self.log_level),
+            self.root / "ao.log",
+            ready_prefix=AO_READY,
+        )
+        self.ao = process
+        process.spawn()
+        return process
+
+    async def start_ao(self, port: int = 0) -> None:
+        process = self.spawn_ao(port)
+        await asyncio.to_thread(process.wait_ready)
 
     # perturb.Cluster
 
@@ -213,6 +234,7 @@ class Network:
 
     def stop(self, timeout: float) -> None:
         """Stop every process cleanly (`stop_all`): the resource nodes, then the validators."""
+        stop_all([] if self.ao is None else [self.ao], timeout)
         stop_all(self.nodes.values(), timeout)
         stop_all((p for p in self.validators if p is not None), timeout)
 

@@ -44,7 +44,7 @@ from chain.protocol.crypto import dev_private_key
 from chain.protocol.genesis import DEV_MNEMONIC, VALIDATOR_KEY_OFFSET, dev_genesis
 from chain.protocol.types import SubmitTask
 from rpc.client import InferchainClient, Wallet
-from testnet.commands import RESOURCE_NODE_READY, VALIDATOR_READY
+from testnet.commands import AO_READY, RESOURCE_NODE_READY, VALIDATOR_READY, ao_args
 from testnet.process import Process
 from tests.helpers import REPO, ResourceNodeProcess, ValidatorProcess, make_genesis, write_genesis
 
@@ -57,6 +57,7 @@ JS_DIR = REPO / "tests" / "js"
 README_URL = "http://127.0.0.1:8545"
 README_HOST = "localhost:8545"
 README_NODE_URL = "http://127.0.0.1:9100"
+README_AO_URL = "http://127.0.0.1:8700"
 LANGUAGES = ("sh", "python", "js", "text")
 MAX_NOT_RUN = 2
 RUN_TIMEOUT = 120.0
@@ -96,11 +97,13 @@ BLOCKS = parse_blocks(README.read_text(encoding="utf-8"))
 CODE_BLOCKS = [block for block in BLOCKS if block.language != "text"]
 
 
-def pointed_at(code: str, url: str, node_url: str | None = None) -> str:
-    """The block with the README's validator URL replaced by `url`, and its resource node's
-    URL (node 0 of `make testnet`) by `node_url`."""
+def pointed_at(code: str, url: str, node_url: str | None = None, ao_url: str | None = None) -> str:
+    """The block with the README's validator URL replaced by `url`, its resource node's URL
+    (node 0 of `make testnet`) by `node_url` and its AO unit's by `ao_url`."""
     if node_url is not None:
         code = code.replace(README_NODE_URL, node_url)
+    if ao_url is not None:
+        code = code.replace(README_AO_URL, ao_url)
     return code.replace(README_URL, url).replace(README_HOST, url.removeprefix("http://"))
 
 
@@ -138,6 +141,7 @@ def run(args: list[str], *, cwd: Path = REPO, stdin: str | None = None) -> str:
 class DevChain:
     url: str  # the validator's
     node_url: str  # resource node 0's
+    ao_url: str  # the AO unit's
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +153,7 @@ def dev_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevChain]:
     root = tmp_path_factory.mktemp("readme")
     genesis_path = write_genesis(root / "genesis.json", make_genesis(block_time_ms=200))
     validator = ValidatorProcess(genesis_path, root / "validator")
-    nodes: list[ResourceNodeProcess] = []
+    nodes: list[Process] = []
     try:
         url = validator.start()
         for i in range(3):
@@ -157,7 +161,10 @@ def dev_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevChain]:
                 ResourceNodeProcess(url, i, root / f"node-{i}", "--genesis", str(genesis_path))
             )
             nodes[-1].start()
-        yield DevChain(url, nodes[0].url)
+        unit = Process("AO unit", ao_args(url, root / "ao"), root / "ao.log", ready_prefix=AO_READY)
+        nodes.append(unit)  # closed with them
+        unit.start()
+        yield DevChain(url, nodes[0].url, unit.url)
     finally:
         for node in nodes:
             node.close()
@@ -287,7 +294,8 @@ async def until_ready(block: Block, chain: DevChain, tmp_path: Path) -> None:
 
 
 def run_shell(block: Block, chain: DevChain) -> None:
-    out = run(["bash", "-euo", "pipefail", "-c", pointed_at(block.code, chain.url, chain.node_url)])
+    code = pointed_at(block.code, chain.url, chain.node_url, chain.ao_url)
+    out = run(["bash", "-euo", "pipefail", "-c", code])
     assert out.strip(), f"{block.name} printed nothing"
     decoder, at = json.JSONDecoder(), 0
     while (start := out.find("{", at)) != -1:  # the answers curl printed, back to back
@@ -296,7 +304,8 @@ def run_shell(block: Block, chain: DevChain) -> None:
 
 
 async def run_python(block: Block, chain: DevChain) -> None:
-    out = run([sys.executable, "-c", pointed_at(block.code, chain.url, chain.node_url)])
+    code = pointed_at(block.code, chain.url, chain.node_url, chain.ao_url)
+    out = run([sys.executable, "-c", code])
     assert out.strip(), f"{block.name} printed nothing"
     if "wait_for_task" in block.code:
         assert out.splitlines()[-1].startswith("verified at block "), out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import select
 import signal
 import socket
@@ -91,6 +92,7 @@ class Launcher:
                 str(data_dir),
                 # free ports for the resource nodes, unless the test chooses them
                 *(() if "--node-port" in args else ("--node-port", "0")),
+                *(() if "--ao-port" in args else ("--ao-port", "0")),
                 *args,
             ],
             cwd=REPO,
@@ -184,6 +186,7 @@ def run_network(launch: Launch, data_dir: Path, validators: int, nodes: int) -> 
         assert f"http://127.0.0.1:{port + k}" in launcher.output
     for i in range(nodes):  # each resource node's URL: its Infernet and Ocean APIs
         assert f"HTTP http://127.0.0.1:{node_port + i} (Infernet" in launcher.output
+    assert re.search(r"AO unit +HTTP http://127\.0\.0\.1:\d+ \(processes", launcher.output)
     genesis = json.loads((data_dir / "genesis.json").read_text())
     urls = [validator["url"] for validator in genesis["validators"]]
     assert urls == [f"http://127.0.0.1:{port + k}" for k in range(validators)]

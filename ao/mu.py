@@ -1,0 +1,192 @@
+"""The messenger unit (PROTOCOL 8.6): what evaluation sends (`ao.send`, `msg.reply`) relayed
+to the target's scheduler, the chain, as new messages from the process (`fromProcess`),
+signed with the unit's key on the process's behalf; and the crank that keeps monitored
+processes evaluated.
+
+The MU relays the outbox of the processes whose `scheduler` is the unit's address (the chain
+refuses a relay by anyone else, 8.2). Each relay is written to the store, signed with its
+nonce, before it is sent, and marked once the chain has it: a restart sends the ones not
+marked again, the same signed transaction, which the chain takes once (a second time its
+nonce is used: -32000), so every message is relayed exactly once.
+
+The crank polls, for each monitored process, the chain for slots not evaluated yet and has
+the CU evaluate them (which hands the MU their outboxes). The unit monitors its own processes
+from their spawn, and any other on `POST /messenger/monitor/{pid}` (kept in the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from ao.cu import ComputeUnit
+from ao.runtime import Result
+from ao.store import JsonStore
+from chain.protocol import ao as ao_rules
+from chain.protocol.types import AoMessage
+from rpc.client import (
+    AoReceipt,
+    InferchainClient,
+    RpcError,
+    TransportError,
+    Wallet,
+    ao_tags_json,
+    presign,
+)
+from rpc.errors import NONCE_MISMATCH
+
+log = logging.getLogger(__name__)
+
+RELAY_PREFIX = b"mu/relay/"  # <pid>/<slot:8>/<index:4> -> {params, method, id, done}
+MONITOR_PREFIX = b"mu/monitor/"  # <pid> -> true
+DEFAULT_POLL_S = 0.2
+
+
+def relay_key(pid: str, slot: int, index: int) -> bytes:
+    return RELAY_PREFIX + pid.encode() + b"/" + slot.to_bytes(8, "big") + index.to_bytes(4, "big")
+
+
+class MessengerUnit:
+    """Relays outboxes and cranks monitored processes."""
+
+    def __init__(
+        self,
+        client: InferchainClient,
+        wallet: Wallet,
+        cu: ComputeUnit,
+        store: JsonStore,
+        *,
+        poll_interval: float = DEFAULT_POLL_S,
+    ) -> None:
+        self.client = client
+        self.wallet = wallet
+        self.cu = cu
+        self.store = store
+        self.poll_interval = poll_interval
+        self._stopping = asyncio.Event()
+        self._send_lock = asyncio.Lock()
+        self._known_processes = 0
+        cu.listeners.append(self.on_result)
+
+    # Monitoring
+
+    def monitored(self) -> list[str]:
+        return [key[len(MONITOR_PREFIX) :].decode() for key in self.store.keys(MONITOR_PREFIX)]
+
+    def monitor(self, pid: str) -> None:
+        self.store.write({MONITOR_PREFIX + pid.encode(): True})
+
+    def unmonitor(self, pid: str) -> None:
+        self.store.write({MONITOR_PREFIX + pid.encode(): None})
+
+    async def crank_once(self) -> None:
+        """Evaluate what is new in every monitored process, and every new process whose
+        scheduler is this unit (monitored from then on)."""
+        await self._discover()
+        for pid in self.monitored():
+            try:
+                await self.cu.catch_up(pid)
+            except (RpcError, TransportError) as exc:
+                log.debug("crank %s: %s", pid, exc)
+
+    async def _discover(self) -> None:
+        new = await self.client.ao_processes(self._known_processes, 1000)
+        for pid in new:
+            process = await self.client.ao_process(pid)
+            if str(process["scheduler"]).lower() == self.wallet.address.lower():
+                self.monitor(pid)
+        self._known_processes += len(new)
+
+    async def run_forever(self) -> None:
+        await self.resend_pending()
+        while not self._stopping.is_set():
+            try:
+                await self.crank_once()
+            except (RpcError, TransportError) as exc:
+                log.info("crank: the chain is not reachable (%s)", exc)
+            except Exception:
+                log.exception("crank failed unexpectedly")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # Relaying
+
+    async def on_result(self, pid: str, entry: dict[str, Any], result: Result) -> None:
+        """A slot of `pid` was evaluated: relay its outbox when this unit is its scheduler."""
+        if not result.messages:
+            return
+        process = await self.cu.process(pid)
+        if str(process["scheduler"]).lower() != self.wallet.address.lower():
+            return
+        for index, outgoing in enumerate(result.messages):
+            if not ao_rules.ID.fullmatch(str(outgoing.get("Target", ""))):
+                # to a wallet (a reply to a user): read from the result, nothing to relay
+                continue
+            await self.relay(pid, int(entry["slot"]), index, outgoing)
+
+    async def relay(self, pid: str, slot: int, index: int, outgoing: dict[str, Any]) -> None:
+        """Sign, record, then send one outgoing message (once: a recorded one is resent)."""
+        key = relay_key(pid, slot, index)
+        async with self._send_lock:
+            record = self.store.get(key)
+            if record is None:
+                target = str(outgoing.get("Target", ""))
+                tags = [(str(t["name"]), str(t["value"])) for t in outgoing.get("Tags", [])]
+                data = outgoing.get("Data", "")
+                nonce = await self.client.next_nonce(self.wallet.address)
+                msg = AoMessage(
+                    sender=self.wallet.address,
+                    nonce=nonce,
+                    target=target,
+                    data=data if isinstance(data, str) else str(data),
+                    tags=ao_tags_json(tags),
+                    from_process=pid,
+                )
+                tx = presign(msg, await self.client.chain_id(), self.wallet.private_key)
+                record = {"method": tx.method, "params": tx.params, "done": False}
+                record["id"] = ao_rules.ao_id(bytes.fromhex(tx.params["signature"][2:]))
+                self.store.write({key: record})
+            if not record["done"]:
+                await self._send(key, record)
+
+    async def _send(self, key: bytes, record: dict[str, Any]) -> None:
+        try:
+            await self.client.send_signed(record["method"], record["params"])
+        except RpcError as exc:
+            if exc.code == NONCE_MISMATCH:  # sent before the restart: the chain has it
+                log.info("relay %s was sent before: %s", record["id"], exc)
+            else:  # the chain refused it (an unknown target): its nonce is not used
+                log.warning("relay %s refused: %s", record["id"], exc)
+                self.client.reset_nonce(self.wallet.address)
+        self.store.write({key: {**record, "done": True}})
+
+    async def resend_pending(self) -> None:
+        """The relays recorded but not marked sent (the unit stopped between the two)."""
+        for key, record in list(self.store.scan(RELAY_PREFIX)):
+            if not record["done"]:
+                async with self._send_lock:
+                    await self._send(key, record)
+
+    # The unit's own transactions, in turn with the relays (one key, one nonce sequence)
+
+    async def send_data_item(self, raw: bytes) -> AoReceipt:
+        async with self._send_lock:
+            return await self.client.ao_data_item(self.wallet, raw)
+
+    async def send_message(
+        self, target: str, tags: list[tuple[str, str]], data: str = ""
+    ) -> AoReceipt:
+        async with self._send_lock:
+            return await self.client.ao_message(self.wallet, target, tags=tags, data=data)
+
+    def relayed(self, message_id: str) -> list[dict[str, Any]]:
+        """The relays of the outbox of message `message_id`, as recorded."""
+        kept = self.cu.kept_result(message_id)
+        if kept is None:
+            return []
+        return [r for _k, r in self.store.scan(RELAY_PREFIX + kept[0].encode() + b"/")]
