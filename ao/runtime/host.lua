@@ -18,7 +18,8 @@ local next, type, rawget, rawset, rawequal, select, tostring, tonumber, error, p
   next, type, rawget, rawset, rawequal, select, tostring, tonumber, error, pcall
 local xpcall, setmetatable, ipairs = xpcall, setmetatable, ipairs
 local mathtype, huge = math.type, math.huge
-local format, find, sub = string.format, string.find, string.sub
+local format, find, sub, gsub = string.format, string.find, string.sub, string.gsub
+local unpack = table.unpack
 local concat, sort = table.concat, table.sort
 local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
 local G = _G
@@ -178,6 +179,210 @@ for _, f in ipairs({ sandbox_load, sandbox_collect, sandbox_setmetatable, sandbo
   opaque[f] = true
 end
 
+-- Determinism. Lua's string hashes are seeded per state and tables are hashed by address,
+-- so the raw `next` order differs between two states; table.sort picks random pivots on
+-- unbalanced input; tostring and %p show addresses. The process gets: pairs and next in
+-- the canonical key order (false, true, numbers by value, strings by bytes, then tables and
+-- functions by a shallow fingerprint), a stable merge sort, tostring without addresses
+-- ("table", "function", "thread", or __name / __tostring), string.format refusing %p, and
+-- math.randomseed() without arguments seeding from the message id.
+
+local real_tostring = tostring
+local real_format = string.format
+
+local function sandbox_tostring(...)
+  if select("#", ...) == 0 then return real_tostring() end
+  local v = ...
+  local kind = type(v)
+  if kind == "table" or kind == "function" or kind == "thread" or kind == "userdata" then
+    local mt = getmetatable_raw(v)
+    if mt ~= nil and rawget(mt, "__tostring") ~= nil then return real_tostring(v) end
+    if mt ~= nil and type(rawget(mt, "__name")) == "string" then return rawget(mt, "__name") end
+    return kind
+  end
+  return real_tostring(v)
+end
+
+local function fingerprint(v)
+  local kind = type(v)
+  if kind == "table" then
+    local parts = {}
+    for k, x in next, v do
+      local tk, tx = type(k), type(x)
+      if (tk == "string" or tk == "number" or tk == "boolean") then
+        parts[#parts + 1] = real_tostring(k) .. "=" .. (
+          (tx == "string" or tx == "number" or tx == "boolean") and real_tostring(x) or tx)
+      end
+    end
+    sort(parts)
+    return "table{" .. concat(parts, ",") .. "}"
+  elseif kind == "function" then
+    local info = getinfo(v, "S")
+    return "function " .. info.short_src .. ":" .. info.linedefined
+  end
+  return kind
+end
+
+local function canonical_keys(t)
+  local bools, nums, strs, others = {}, {}, {}, nil
+  for k in next, t do
+    local kind = type(k)
+    if kind == "number" then
+      nums[#nums + 1] = k
+    elseif kind == "string" then
+      strs[#strs + 1] = k
+    elseif kind == "boolean" then
+      bools[k and 2 or 1] = true
+    else
+      others = others or {}
+      others[#others + 1] = k
+    end
+  end
+  sort(nums)
+  sort(strs)
+  local keys = {}
+  if bools[1] then keys[#keys + 1] = false end
+  if bools[2] then keys[#keys + 1] = true end
+  for i = 1, #nums do keys[#keys + 1] = nums[i] end
+  for i = 1, #strs do keys[#keys + 1] = strs[i] end
+  if others then
+    local prints = {}
+    for _, k in ipairs(others) do prints[k] = fingerprint(k) end
+    sort(others, function(a, b) return prints[a] < prints[b] end)
+    for i = 1, #others do keys[#keys + 1] = others[i] end
+  end
+  return keys
+end
+
+local function check_table(t, name)
+  if type(t) ~= "table" then
+    error("bad argument #1 to '" .. name .. "' (table expected, got " .. type(t) .. ")", 3)
+  end
+end
+
+local function sandbox_pairs(t)
+  local mt = getmetatable_raw(t)
+  local metamethod = mt ~= nil and type(mt) == "table" and rawget(mt, "__pairs") or nil
+  if metamethod then
+    local f, s, c = metamethod(t)
+    return f, s, c
+  end
+  check_table(t, "pairs")
+  local keys, i = canonical_keys(t), 0
+  return function()
+    while true do
+      i = i + 1
+      local k = keys[i]
+      if k == nil then return nil end
+      local v = rawget(t, k)
+      if v ~= nil then return k, v end
+    end
+  end, t, nil
+end
+
+local function sandbox_next(t, k)
+  check_table(t, "next")
+  if k == nil then
+    if next(t) == nil then return nil end
+    local keys = canonical_keys(t)
+    return keys[1], rawget(t, keys[1])
+  end
+  local keys = canonical_keys(t)
+  for i = 1, #keys do
+    if rawequal(keys[i], k) then
+      local after = keys[i + 1]
+      if after == nil then return nil end
+      return after, rawget(t, after)
+    end
+  end
+  error("invalid key to 'next'", 2)
+end
+
+local function merge_sort(list, less)
+  check_table(list, "sort")
+  local n = #list
+  if n < 2 then return end
+  if less == nil then
+    less = function(a, b) return a < b end
+  elseif type(less) ~= "function" then
+    error("bad argument #2 to 'sort' (function expected, got " .. type(less) .. ")", 2)
+  end
+  local a, b = {}, {}
+  for i = 1, n do a[i] = list[i] end
+  local width = 1
+  while width < n do
+    local lo = 1
+    while lo <= n do
+      local mid, hi = lo + width, lo + 2 * width - 1
+      if mid > n then
+        for i = lo, n do b[i] = a[i] end
+      else
+        if hi > n then hi = n end
+        local i, j, o = lo, mid, lo
+        while i < mid and j <= hi do
+          if less(a[j], a[i]) then
+            b[o] = a[j]
+            j = j + 1
+          else
+            b[o] = a[i]
+            i = i + 1
+          end
+          o = o + 1
+        end
+        while i < mid do b[o] = a[i] i = i + 1 o = o + 1 end
+        while j <= hi do b[o] = a[j] j = j + 1 o = o + 1 end
+      end
+      lo = lo + 2 * width
+    end
+    a, b = b, a
+    width = width * 2
+  end
+  for i = 1, n do list[i] = a[i] end
+end
+
+local function sandbox_format(fmt, ...)
+  if type(fmt) == "string" then
+    local plain = gsub(fmt, "%%%%", "")
+    if find(plain, "%%[-+ #0]*%d*%.?%d*p") then
+      error("string.format: %p is not available to a process (addresses differ between "
+        .. "compute units)", 2)
+    end
+  end
+  local n = select("#", ...)
+  for i = 1, n do
+    local kind = type((select(i, ...)))
+    if kind == "table" or kind == "function" or kind == "thread" or kind == "userdata" then
+      local args = { ... }
+      for j = 1, n do
+        local tj = type(args[j])
+        if tj == "table" or tj == "function" or tj == "thread" or tj == "userdata" then
+          args[j] = sandbox_tostring(args[j])
+        end
+      end
+      return real_format(fmt, unpack(args, 1, n))
+    end
+  end
+  return real_format(fmt, ...)
+end
+
+local seed_a, seed_b = 0, 0
+
+local function sandbox_randomseed(...)
+  if select("#", ...) == 0 then return randomseed(seed_a, seed_b) end
+  return randomseed(...)
+end
+
+G.pairs = sandbox_pairs
+G.next = sandbox_next
+G.tostring = sandbox_tostring
+table.sort = merge_sort
+string.format = sandbox_format
+math.randomseed = sandbox_randomseed
+for _, f in ipairs({ sandbox_pairs, sandbox_next, sandbox_tostring, merge_sort, sandbox_format,
+  sandbox_randomseed }) do
+  opaque[f] = true
+end
+
 G.io, G.debug, G.loadfile, G.dofile, G.python, G.warn = nil, nil, nil, nil, nil, nil
 G.os = { time = function() return 0 end }
 string.dump = nil
@@ -250,7 +455,7 @@ local function describe(e)
     local ok, text = pcall(hjson.encode, e)
     if ok then return "error", "error object: " .. text end
   end
-  return "error", "error object: " .. tostring(e)
+  return "error", "error object: " .. sandbox_tostring(e)
 end
 
 local function finish(ok, ...)
@@ -309,7 +514,10 @@ host_code[stop_budget] = true
 host_code[host.apply] = true
 host_code[host.load_module] = true
 
-function host.seed(a, b) randomseed(a, b) end
+function host.seed(a, b)
+  seed_a, seed_b = a, b
+  randomseed(a, b)
+end
 
 function host.collate()
   local current = setlocale(nil, "collate")
@@ -326,92 +534,143 @@ local function roots()
   return { G, getmetatable_raw("") }
 end
 
-local function reach()
-  local seen, tables, functions = {}, {}, {}
-  local stack = roots()
-  while #stack > 0 do
-    local v = stack[#stack]
-    stack[#stack] = nil
-    local kind = type(v)
-    if (kind == "table" or kind == "function") and not seen[v] then
+-- The checkpoint: one pass over the graph, each table's entries copied (with its metatable,
+-- false when none) and each Lua function's upvalues, in parallel arrays.
+function host.checkpoint()
+  local seen = {}
+  local tables, copies, metas, nt = {}, {}, {}, 0
+  local functions, upvalues, counts, nf = {}, {}, {}, 0
+  local r = roots()
+  local stack, top = { r[1], r[2] }, 2
+  while top > 0 do
+    local v = stack[top]
+    stack[top] = nil
+    top = top - 1
+    if not seen[v] then
       seen[v] = true
-      if kind == "table" then
-        tables[#tables + 1] = v
+      if type(v) == "table" then
+        nt = nt + 1
+        tables[nt] = v
+        local c = {}
         for k, x in next, v do
-          stack[#stack + 1] = k
-          stack[#stack + 1] = x
+          c[k] = x
+          local tk, tx = type(k), type(x)
+          if (tk == "table" or tk == "function") and not seen[k] then
+            top = top + 1
+            stack[top] = k
+          end
+          if (tx == "table" or tx == "function") and not seen[x] then
+            top = top + 1
+            stack[top] = x
+          end
         end
+        copies[nt] = c
         local mt = getmetatable_raw(v)
-        if mt then stack[#stack + 1] = mt end
+        metas[nt] = mt or false
+        if mt ~= nil and not seen[mt] then
+          top = top + 1
+          stack[top] = mt
+        end
       elseif not opaque[v] then
-        functions[#functions + 1] = v
-        local i = 1
+        local ups, n = {}, 0
         while true do
-          local name, x = getupvalue(v, i)
+          local name, x = getupvalue(v, n + 1)
           if name == nil then break end
-          stack[#stack + 1] = x
-          i = i + 1
+          n = n + 1
+          ups[n] = x
+          local tx = type(x)
+          if (tx == "table" or tx == "function") and not seen[x] then
+            top = top + 1
+            stack[top] = x
+          end
+        end
+        if n > 0 then
+          nf = nf + 1
+          functions[nf], upvalues[nf], counts[nf] = v, ups, n
         end
       end
     end
   end
-  return tables, functions
-end
-
-function host.checkpoint()
-  local tables, functions = reach()
-  local saved_tables, saved_functions = {}, {}
-  for i, t in ipairs(tables) do
-    local c = {}
-    for k, v in next, t do c[k] = v end
-    saved_tables[i] = { t, c, getmetatable_raw(t) }
-  end
-  for i, f in ipairs(functions) do
-    local ups = {}
-    local n = 0
-    while true do
-      local name, x = getupvalue(f, n + 1)
-      if name == nil then break end
-      n = n + 1
-      ups[n] = x
-    end
-    saved_functions[i] = { f, ups, n }
-  end
-  return { saved_tables, saved_functions, #tables }
+  return { tables, copies, metas, nt, functions, upvalues, counts, nf }
 end
 
 function host.restore(checkpoint)
-  for _, entry in ipairs(checkpoint[1]) do
-    local t, c, mt = entry[1], entry[2], entry[3]
+  local tables, copies, metas = checkpoint[1], checkpoint[2], checkpoint[3]
+  for i = 1, checkpoint[4] do
+    local t, c = tables[i], copies[i]
     for k in next, t do
       if rawget(c, k) == nil then rawset(t, k, nil) end
     end
     for k, v in next, c do rawset(t, k, v) end
-    setmetatable_raw(t, mt)
+    setmetatable_raw(t, metas[i] or nil)
   end
-  for _, entry in ipairs(checkpoint[2]) do
-    local f, ups, n = entry[1], entry[2], entry[3]
-    for i = 1, n do setupvalue(f, i, ups[i]) end
+  local functions, upvalues, counts = checkpoint[5], checkpoint[6], checkpoint[7]
+  for i = 1, checkpoint[8] do
+    local f, ups = functions[i], upvalues[i]
+    for j = 1, counts[i] do setupvalue(f, j, ups[j]) end
   end
 end
 
-function host.size(checkpoint) return checkpoint[3] end
+function host.size(checkpoint) return checkpoint[4] end
 
--- memory(): the serialization documented in ao/runtime/memory.py.
+-- memory(): the serialization documented in ao/runtime/__init__.py.
 
 local function float_text(x)
   if x ~= x then return "nan" end
   if x == huge then return "inf" end
   if x == -huge then return "-inf" end
+  if x == 0 and 1 / x < 0 then return "-0" end
   for precision = 1, 17 do
     local text = format("%." .. precision .. "g", x)
-    if tonumber(text) == x then
-      if x == 0 and 1 / x < 0 then return "-0" end
-      return text
-    end
+    if tonumber(text) == x then return text end
   end
   return format("%.17g", x)
 end
+
+local function step_text(k, ids)
+  local kind = type(k)
+  if kind == "string" then
+    if find(k, "^[%a_][%w_]*$") then return "." .. k end
+    return "[" .. format("%q", k) .. "]"
+  end
+  if kind == "number" then
+    return "[" .. (mathtype(k) == "integer" and format("%d", k) or float_text(k)) .. "]"
+  end
+  if kind == "boolean" then return "[" .. real_tostring(k) .. "]" end
+  return "[@" .. real_tostring(ids[k] or "?") .. "]"
+end
+
+-- The path stack: kind 0 a root's name, 1 a key, 2 "<key>", 3 "<metatable>", 4 an upvalue.
+local function path_text(state)
+  local kinds, keys, parts = state.kinds, state.keys, {}
+  for i = 1, state.depth do
+    local kind, key = kinds[i], keys[i]
+    if kind == 0 then
+      parts[i] = key
+    elseif kind == 1 then
+      parts[i] = step_text(key, state.ids)
+    elseif kind == 2 then
+      parts[i] = "<key>"
+    elseif kind == 3 then
+      parts[i] = "<metatable>"
+    else
+      parts[i] = "<upvalue " .. key .. ">"
+    end
+  end
+  return concat(parts)
+end
+
+local function push(state, kind, key)
+  local d = state.depth + 1
+  state.depth = d
+  state.kinds[d], state.keys[d] = kind, key
+end
+
+local function pop(state)
+  state.depth = state.depth - 1
+end
+
+local encode
 
 local type_rank = { boolean = 1, number = 2, string = 3 }
 
@@ -422,91 +681,109 @@ local function primitive_before(a, b)
   return a < b
 end
 
-local function identifier(k)
-  return type(k) == "string" and find(k, "^[%a_][%w_]*$") ~= nil
-end
-
-local function step_text(k, ids)
-  if identifier(k) then return "." .. k end
-  local kind = type(k)
-  if kind == "string" then return "[" .. format("%q", k) .. "]" end
-  if kind == "number" then
-    return "[" .. (mathtype(k) == "integer" and format("%d", k) or float_text(k)) .. "]"
-  end
-  if kind == "boolean" then return "[" .. tostring(k) .. "]" end
-  return "[@" .. tostring(ids[k] or "?") .. "]"
-end
-
-local encode
-
-local function put_string(out, s)
-  out[#out + 1] = "s" .. #s .. ":" .. s
-end
-
-local function encode_table(t, state, path)
-  local out = state.out
-  local primitives, objects = {}, {}
+-- A table's keys: the booleans, numbers and strings in canonical order, and the others.
+local function split_keys(t)
+  local keys, n, objects = {}, 0, nil
+  local first, mixed = nil, false
   for k in next, t do
-    if type_rank[type(k)] then primitives[#primitives + 1] = k else objects[#objects + 1] = k end
+    local kind = type(k)
+    if type_rank[kind] then
+      n = n + 1
+      keys[n] = k
+      if first == nil then
+        first = kind
+      elseif kind ~= first then
+        mixed = true
+      end
+    else
+      objects = objects or {}
+      objects[#objects + 1] = k
+    end
   end
-  sort(primitives, primitive_before)
+  if n > 1 then
+    if mixed or first == "boolean" then sort(keys, primitive_before) else sort(keys) end
+  end
+  return keys, objects
+end
+
+local function encode_table(t, state)
+  local out = state.out
+  local keys, objects = split_keys(t)
   out[#out + 1] = "{"
-  for _, k in ipairs(primitives) do
-    encode(k, state, path)
-    encode(rawget(t, k), state, path .. step_text(k, state.ids))
+  for i = 1, #keys do
+    local k = keys[i]
+    encode(k, state)
+    push(state, 1, k)
+    encode(rawget(t, k), state)
+    pop(state)
   end
-  if #objects > 0 then
+  if objects then
     local known, unknown = {}, {}
     for _, k in ipairs(objects) do
       if state.ids[k] then known[#known + 1] = k else unknown[#unknown + 1] = k end
     end
     sort(known, function(a, b) return state.ids[a] < state.ids[b] end)
     if #unknown > 0 then
-      local key_text = {}
+      local texts = {}
       for _, k in ipairs(unknown) do
         local trial = { out = {}, ids = setmetatable({}, { __index = state.ids }), next_id = 0,
-          prefix = "~" }
-        encode(k, trial, "")
-        encode(rawget(t, k), trial, "")
-        key_text[k] = concat(trial.out)
+          prefix = "~", kinds = {}, keys = {}, depth = 0 }
+        encode(k, trial)
+        encode(rawget(t, k), trial)
+        texts[k] = concat(trial.out)
       end
-      sort(unknown, function(a, b) return key_text[a] < key_text[b] end)
+      sort(unknown, function(a, b) return texts[a] < texts[b] end)
     end
     for _, group in ipairs({ known, unknown }) do
       for _, k in ipairs(group) do
-        encode(k, state, path .. "<key>")
-        encode(rawget(t, k), state, path .. step_text(k, state.ids))
+        push(state, 2, k)
+        encode(k, state)
+        pop(state)
+        push(state, 1, k)
+        encode(rawget(t, k), state)
+        pop(state)
       end
     end
   end
+  out = state.out
   out[#out + 1] = "}"
   local mt = getmetatable_raw(t)
   if mt == nil then
     out[#out + 1] = "n"
   else
-    encode(mt, state, path .. "<metatable>")
+    push(state, 3)
+    encode(mt, state)
+    pop(state)
   end
 end
 
-encode = function(v, state, path)
+local function put_string(out, s)
+  local n = #out
+  out[n + 1] = "s" .. #s .. ":"
+  out[n + 2] = s
+end
+
+encode = function(v, state)
   local out = state.out
   local kind = type(v)
-  if kind == "nil" then
-    out[#out + 1] = "n"
-  elseif kind == "boolean" then
-    out[#out + 1] = v and "T" or "F"
+  if kind == "string" then
+    local n = #out
+    out[n + 1] = "s" .. #v .. ":"
+    out[n + 2] = v
   elseif kind == "number" then
     if mathtype(v) == "integer" then
       out[#out + 1] = format("i%d;", v)
     else
       out[#out + 1] = "d" .. float_text(v) .. ";"
     end
-  elseif kind == "string" then
-    put_string(out, v)
+  elseif kind == "boolean" then
+    out[#out + 1] = v and "T" or "F"
+  elseif kind == "nil" then
+    out[#out + 1] = "n"
   else
     local id = state.ids[v]
     if id then
-      out[#out + 1] = "r" .. tostring(id) .. ";"
+      out[#out + 1] = "r" .. id .. ";"
       return
     end
     state.next_id = state.next_id + 1
@@ -514,15 +791,15 @@ encode = function(v, state, path)
     state.ids[v] = id
     if kind == "table" then
       out[#out + 1] = "t" .. id .. ":"
-      encode_table(v, state, path)
+      encode_table(v, state)
     elseif kind == "function" then
       local info = getinfo(v, "S")
       if info.what == "C" or opaque[v] then
         out[#out + 1] = "c" .. id .. ":"
-        put_string(out, path)
+        put_string(out, path_text(state))
       else
         out[#out + 1] = "f" .. id .. ":"
-        put_string(out, path)
+        put_string(out, path_text(state))
         put_string(out, info.short_src .. ":" .. info.linedefined)
         out[#out + 1] = "("
         local i = 1
@@ -530,7 +807,9 @@ encode = function(v, state, path)
           local name, x = getupvalue(v, i)
           if name == nil then break end
           put_string(out, name)
-          encode(x, state, path .. "<upvalue " .. name .. ">")
+          push(state, 4, name)
+          encode(x, state)
+          pop(state)
           i = i + 1
         end
         out[#out + 1] = ")"
@@ -545,10 +824,15 @@ encode = function(v, state, path)
 end
 
 function host.memory()
-  local state = { out = { "AOMEM/1\n" }, ids = {}, next_id = 0 }
+  local state = { out = { "AOMEM/1\n" }, ids = {}, next_id = 0, kinds = {}, keys = {},
+    depth = 0 }
   local r = roots()
-  encode(r[1], state, "_G")
-  encode(r[2], state, "<string metatable>")
+  push(state, 0, "_G")
+  encode(r[1], state)
+  pop(state)
+  push(state, 0, "<string metatable>")
+  encode(r[2], state)
+  pop(state)
   return concat(state.out)
 end
 

@@ -254,6 +254,14 @@ def test_a_failing_eval_rolls_back_new_handlers_and_the_reference_counter() -> N
     assert tags_of(sent[0])["Reference"] == "1"
 
 
+def test_dry_run_of_a_failing_message_changes_nothing() -> None:
+    rt = runtime(ROLLBACK_MODULE)
+    before = rt.memory()
+    result = rt.dry_run(message(1, action="Fail"))
+    assert result.error is not None and "boom in handler" in result.error
+    assert rt.memory() == before
+
+
 def test_dry_run_changes_nothing_and_still_answers() -> None:
     rt = runtime(
         "Count = 0\nHandlers.add('inc', {Action='Inc'}, function(m)\n"
@@ -290,6 +298,13 @@ Handlers.add("fail", { Action = "Fail" }, function(m)
   error("failed")
 end)
 Handlers.add("loop", { Action = "Loop" }, function(m) State.n = -2 while true do end end)
+Handlers.add("list", { Action = "List" }, function(m)
+  local seen = {}
+  for k, v in pairs(State.names) do seen[#seen + 1] = tostring(k) .. "=" .. tostring(v) end
+  State.order = table.concat(seen, ";")
+  State.first = next(State.names)
+  print(State.order)
+end)
 Handlers.add("cycle", { Action = "Cycle" }, function(m)
   local t = { name = m.Data }
   t.self = t
@@ -297,9 +312,9 @@ Handlers.add("cycle", { Action = "Cycle" }, function(m)
 end)
 """
 
-actions = st.sampled_from(["Set", "Incr", "Push", "Send", "Fail", "Loop", "Cycle", "Other"])
+actions = st.sampled_from(["Set", "Incr", "Push", "Send", "Fail", "Loop", "Cycle", "List", "Other"])
 programs = st.lists(
-    st.tuples(actions, st.sampled_from(["a", "b", "1", "2", "x y"]), st.booleans()),
+    st.tuples(actions, st.sampled_from(["a", "b", "1", "2", "x y", "k9", "k10"]), st.booleans()),
     max_size=8,
 )
 
@@ -323,6 +338,41 @@ def test_two_runtimes_fed_the_same_messages_reach_the_same_memory(
         assert a == b
         assert (a.error is not None) == (action in ("Fail", "Loop"))
         assert left.memory() == right.memory()
+
+
+DETERMINISM_PROBE = """
+local t = {}
+for i = 1, 60 do t["key" .. i] = i end
+t[3] = "three"; t[1.5] = "x"; t[true] = "yes"; t[false] = "no"
+local order = {}
+for k in pairs(t) do order[#order + 1] = tostring(k) end
+local records = {}
+for i = 1, 300 do records[i] = { group = i % 4, i = i } end
+table.sort(records, function(a, b) return a.group < b.group end)
+local firsts = {}
+for i = 1, 8 do firsts[i] = records[i].i end
+math.randomseed()
+return table.concat(order, ",") .. " | " .. tostring(next(t)) .. " | " .. tostring({})
+  .. " " .. tostring(print) .. " " .. string.format("%s", {}) .. " | "
+  .. table.concat(firsts, ",") .. " | " .. math.random(1, 10 ^ 9)
+"""
+
+
+def test_what_lua_leaves_to_the_state_is_the_same_on_every_runtime() -> None:
+    # Lua seeds string hashes per state and hashes tables by address: raw `next` order,
+    # tostring's addresses and table.sort's pivots would differ between compute units.
+    outputs = {data(evaluate(runtime(), DETERMINISM_PROBE)) for _ in range(3)}
+    assert len(outputs) == 1
+    (output,) = outputs
+    order, first, names, firsts, _ = output.split(" | ")
+    keys = order.split(",")
+    assert keys[:4] == ["false", "true", "1.5", "3"]
+    assert keys[4:] == sorted(f"key{i}" for i in range(1, 61))
+    assert first == "false"
+    assert names == "table function table"
+    assert firsts == "4,8,12,16,20,24,28,32"  # stable
+    result = evaluate(runtime(), "return string.format('%p', {})")
+    assert result.error is not None and "%p is not available" in result.error
 
 
 def test_memory_format_distinguishes_integers_floats_and_shares() -> None:
