@@ -16,7 +16,7 @@ local setlocale = os.setlocale
 local randomseed = math.randomseed
 local next, type, rawget, rawset, rawequal, select, tostring, tonumber, error, pcall =
   next, type, rawget, rawset, rawequal, select, tostring, tonumber, error, pcall
-local xpcall, setmetatable, ipairs = xpcall, setmetatable, ipairs
+local xpcall, setmetatable, ipairs, rawlen = xpcall, setmetatable, ipairs, rawlen
 local mathtype, huge = math.type, math.huge
 local format, find, sub, gsub = string.format, string.find, string.sub, string.gsub
 local unpack = table.unpack
@@ -455,7 +455,7 @@ local function describe(e)
     local ok, text = pcall(hjson.encode, e)
     if ok then return "error", "error object: " .. text end
   end
-  return "error", "error object: " .. sandbox_tostring(e)
+  return "error", "error object: a " .. type(e)
 end
 
 local function finish(ok, ...)
@@ -470,13 +470,50 @@ local function finish(ok, ...)
   return false, kind, text, logs
 end
 
-local function texts(list, what)
-  for i, m in ipairs(list) do
-    if type(m.Target) ~= "string" and what == "message" then
-      error("ao.send: message " .. i .. " has no Target", 0)
+-- The outbox as the result shows it, checked and copied with raw reads (no metamethod of
+-- the process runs): a message {Target, Data, Anchor, Tags}, a spawn {Data, Anchor, Tags}.
+local function checked(list, what)
+  if type(list) ~= "table" then error("ao.outbox." .. what .. " is not a list", 0) end
+  local out = {}
+  for i = 1, rawlen(list) do
+    local m = rawget(list, i)
+    local where = "ao.outbox." .. what .. "[" .. i .. "]"
+    if type(m) ~= "table" then error(where .. " is not a table", 0) end
+    local copy = {}
+    for _, field in ipairs(what == "Messages" and { "Target", "Data", "Anchor" }
+      or { "Data", "Anchor" }) do
+      local value = rawget(m, field)
+      if type(value) ~= "string" then error(where .. "." .. field .. " is not a string", 0) end
+      copy[field] = value
     end
+    local tags = rawget(m, "Tags")
+    if type(tags) ~= "table" then error(where .. ".Tags is not a list", 0) end
+    local tag_list = {}
+    for j = 1, rawlen(tags) do
+      local tag = rawget(tags, j)
+      local name = type(tag) == "table" and rawget(tag, "name") or nil
+      local value = type(tag) == "table" and rawget(tag, "value") or nil
+      if type(name) ~= "string" or type(value) ~= "string" then
+        error(where .. ".Tags[" .. j .. "] is not a {name, value} of strings", 0)
+      end
+      tag_list[j] = { name = name, value = value }
+    end
+    copy.Tags = tag_list
+    out[i] = copy
   end
-  return list
+  return out
+end
+
+local function output_of(value)
+  if type(value) == "string" then return value end
+  if type(value) ~= "table" then return "" end
+  local out = {}
+  for _, field in ipairs({ "data", "prompt" }) do
+    local text = rawget(value, field)
+    out[field] = type(text) == "string" and text or ""
+  end
+  if rawget(value, "print") == true then out.print = true end
+  return out
 end
 
 function host.load_module(source, instructions)
@@ -485,12 +522,11 @@ function host.load_module(source, instructions)
     local fn, err = real_load(source, "=module", "t", G)
     if not fn then error(err, 0) end
     fn()
-    stop_budget()
-    local ao = sandbox_require(".ao")
+    local outbox = rawget(sandbox_require(".ao"), "outbox")
     return hjson.encode({
       Output = process_logs(),
-      Messages = texts(ao.outbox.Messages, "message"),
-      Spawns = texts(ao.outbox.Spawns, "spawn"),
+      Messages = checked(rawget(outbox, "Messages"), "Messages"),
+      Spawns = checked(rawget(outbox, "Spawns"), "Spawns"),
     })
   end))
 end
@@ -500,11 +536,10 @@ function host.apply(message_json, instructions)
   start_budget(instructions)
   return finish(pcall(function()
     local result = process_handle(msg, env)
-    stop_budget()
     return hjson.encode({
-      Output = result.Output,
-      Messages = texts(result.Messages, "message"),
-      Spawns = texts(result.Spawns, "spawn"),
+      Output = output_of(rawget(result, "Output")),
+      Messages = checked(rawget(result, "Messages"), "Messages"),
+      Spawns = checked(rawget(result, "Spawns"), "Spawns"),
     })
   end))
 end

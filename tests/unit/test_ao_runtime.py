@@ -428,6 +428,7 @@ HANDLERS_MODULE = """
 Seen = {}
 local function note(name) return function(msg) table.insert(Seen, name) end end
 Handlers.add("first", function(msg)
+  if msg.Mode == "break" then return "break" end
   return msg.Mode == "continue" and "continue" or 0
 end, note("first"))
 Handlers.add("second", function(msg)
@@ -450,6 +451,7 @@ def seen(rt: ProcessRuntime, n: int) -> str:
     "tags, expected",
     [
         ((("Mode", "continue"),), "first,last"),
+        ((("Mode", "break"),), "first"),
         ((("Mode", "one"),), "second,last"),
         ((("Mode", "minus"),), "second"),
         ((("Mode", "skip"),), "last"),
@@ -475,6 +477,15 @@ def test_unhandled_message_goes_to_the_default_handler_and_inbox() -> None:
         "New Message From OOO...OOO: Action = Nobody"
     )
     assert data(evaluate(rt, "return #Inbox .. Inbox[1].Data", 2)) == "1hello"
+
+
+def test_inbox_keeps_the_last_ten_thousand() -> None:
+    rt = runtime()
+    assert evaluate(rt, "for i = 1, 10000 do Inbox[i] = { Data = tostring(i) } end").error is None
+    rt.apply(message(2, "newest", action="Nobody"))
+    assert data(evaluate(rt, "return #Inbox .. Inbox[1].Data .. Inbox[10000].Data", 3)) == (
+        "100002newest"
+    )
 
 
 def test_has_matching_data_and_reply() -> None:
@@ -618,6 +629,30 @@ def test_spawn_shape() -> None:
         "Reference": "1",
         "Name": "child",
     }
+
+
+@pytest.mark.parametrize(
+    "code, error",
+    [
+        ("ao.outbox.Messages = 5", "ao.outbox.Messages is not a list"),
+        ("table.insert(ao.outbox.Messages, { Target = 'x' })", "Messages[1].Data is not a string"),
+        (
+            "table.insert(ao.outbox.Spawns, { Data = 'd', Anchor = 'a', Tags = { 1 } })",
+            "Spawns[1].Tags[1] is not a {name, value} of strings",
+        ),
+        (
+            "error(setmetatable({ code = 7 }, { __tostring = function() while true do end end }))",
+            'error object: {"code":7}',
+        ),
+        ("error(print)", "error object: a function"),
+    ],
+)
+def test_what_the_process_leaves_in_the_outbox_is_checked(code: str, error: str) -> None:
+    rt = runtime()
+    before = rt.memory()
+    result = evaluate(rt, code)
+    assert result.error is not None and error in result.error
+    assert rt.memory() == before
 
 
 def test_a_tag_value_that_is_a_table_is_an_error() -> None:
