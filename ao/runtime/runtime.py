@@ -3,11 +3,13 @@ aos-compatible runtime loaded, its module on top; apply, dry run, memory.
 
 Each message runs under the instruction budget (a count hook set by the host side, which
 keeps the debug library the process does not have) and the memory limit (lupa's
-`max_memory`). Before it runs, the graph reachable from the globals is checkpointed (each
-table's entries and metatable, each Lua function's upvalues); when it raises or exceeds a
-limit, or when it was a dry run, every table is set back in place and every upvalue
-restored, so the state is what it was. A full collection before each message keeps what
-the memory limit counts the same on every compute unit.
+`max_memory`, set to the bytes in use plus what the process may still grow by). Before
+it runs, the graph reachable from the globals is checkpointed (each table's entries and
+metatable, each Lua function's upvalues); when it raises or exceeds a limit, or when it
+was a dry run, every table is set back in place and every upvalue restored, so the state
+is what it was. A full collection before each message makes what the limit counts the
+live state's size; a table that grew during a message undone keeps its larger capacity,
+so two units (one of them having run a dry run) can differ by that slack near the limit.
 """
 
 from __future__ import annotations
@@ -96,11 +98,16 @@ class ProcessRuntime:
         used = self._lua.get_memory_used(total=True)
         return int(used or 0)
 
-    def _limit_memory(self) -> None:
+    def _checkpoint(self) -> Any:
+        """The checkpoint of the state, and the memory limit set for what runs next: the
+        process may grow to `memory_bytes` beyond the runtime's own, the checkpoint's copies
+        not counted."""
         self._host.collect()
         state = self._used() - self._baseline
+        checkpoint = self._host.checkpoint()
         allowance = max(self.limits.memory_bytes - state, 1)
         self._lua.set_max_memory(self._used() + allowance, total=True)
+        return checkpoint
 
     def _unlimit(self) -> None:
         self._lua.set_max_memory(UNLIMITED, total=True)
@@ -140,8 +147,7 @@ class ProcessRuntime:
     def _load(self, source: str) -> Result:
         if not source.strip():
             return Result(output="", messages=[], spawns=[], error=None)
-        checkpoint = self._host.checkpoint()
-        self._limit_memory()
+        checkpoint = self._checkpoint()
         kind, value, _ = self._run(self._host.load_module, source.encode())
         if kind != "ok":
             self._host.restore(checkpoint)
@@ -189,8 +195,7 @@ class ProcessRuntime:
         if collate != b"C":
             log.warning("LC_COLLATE was %r: set to C for the Lua state", collate)
         self._host.seed(*seed_of(message.id))
-        checkpoint = self._host.checkpoint()
-        self._limit_memory()
+        checkpoint = self._checkpoint()
         kind, value, logs = self._run(
             self._host.apply, self.message_json(message, self.process.module_id)
         )

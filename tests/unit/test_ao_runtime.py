@@ -143,6 +143,17 @@ def test_memory_bomb_ends_the_message_and_the_unit_keeps_running() -> None:
     assert data(evaluate(rt, "Count = Count + 1; return Count", 4)) == "1"
 
 
+def test_memory_limit_counts_the_state_not_the_checkpoint() -> None:
+    rt = runtime("Records = {} for i = 1, 30000 do Records[i] = { id = i } end")
+    state = rt.memory_used()
+    assert 2 << 20 < state < 4 << 20
+    room = ((8 << 20) - state) // 2 - (256 << 10)  # string.rep holds its buffer and the string
+    grown = evaluate(rt, f"Big = string.rep('x', {room}) return #Big", 1)
+    assert data(grown) == str(room)
+    too_much = evaluate(rt, f"Bigger = string.rep('y', {room})", 2)
+    assert too_much.error is not None and too_much.error.startswith("memory limit exceeded")
+
+
 @pytest.mark.parametrize(
     "loop",
     [
