@@ -162,16 +162,15 @@ class ComputeUnit:
                 await self._keep(pid, entry, live, result)
             return live
 
+    @staticmethod
+    def _not_loaded(live: Evaluated) -> Result:
+        return Result(output="", error=f"the module does not load: {live.load_error}")
+
     def _apply(self, live: Evaluated, entry: dict[str, Any]) -> Result:
         if live.runtime is None:
-            return Result(
-                output="",
-                messages=[],
-                spawns=[],
-                error=f"the module does not load: {live.load_error}",
-            )
-        if entry["slot"] == 0:  # the spawn: its module was loaded when the runtime was made
-            return Result(output="", messages=[], spawns=[], error=None)
+            return self._not_loaded(live)
+        if entry["slot"] == 0:  # the spawn: what the module did as the runtime loaded it
+            return live.runtime.load_result
         return live.runtime.apply(to_message(entry))
 
     async def _keep(self, pid: str, entry: dict[str, Any], live: Evaluated, result: Result) -> None:
@@ -228,12 +227,7 @@ class ComputeUnit:
         """`message` evaluated on the current memory and forgotten: nothing changes."""
         live = await self.catch_up(pid)
         if live.runtime is None:
-            return Result(
-                output="",
-                messages=[],
-                spawns=[],
-                error=f"the module does not load: {live.load_error}",
-            )
+            return self._not_loaded(live)
         async with self._lock(pid):
             return live.runtime.dry_run(message)
 
