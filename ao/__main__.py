@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ao.compat import AoConnectApi
 from ao.cu import ComputeUnit
 from ao.mu import MessengerUnit
 from ao.server import AoApi
@@ -85,6 +86,7 @@ async def serve(args: argparse.Namespace, wallet: Wallet, data_dir: Path) -> int
     mu = MessengerUnit(client, wallet, cu, store, poll_interval=args.poll_interval)
     app = web.Application()
     app.add_routes(AoApi(client, cu, mu, store).routes())
+    app.add_routes(AoConnectApi(client, cu, mu, store).routes())
     service = serving.HttpService(app, "127.0.0.1", args.port)
     try:
         serving.prepare_process(asyncio.get_running_loop())

@@ -33,6 +33,7 @@ from rpc import api
 from rpc.client import (
     AO_DEFAULT_COMPUTE_LIMIT,
     AO_DEFAULT_MEMORY_LIMIT,
+    AoReceipt,
     InferchainClient,
     RpcError,
     TransportError,
@@ -88,6 +89,29 @@ def tags_of(value: Any, name: str = "tags") -> list[tuple[str, str]]:
     ):
         raise BadRequest(f"{name}: a list of {{name, value}} strings")
     return [(t["name"], t["value"]) for t in value]
+
+
+async def hand_in_data_item(
+    mu: MessengerUnit, raw: bytes, *, committed: bool = False
+) -> tuple[ans104.DataItem, AoReceipt]:
+    """A data item (PROTOCOL 8.3) checked, then handed to the chain signed by the unit; a
+    process it spawns is monitored. With `committed`, answered once its transaction is in a
+    block (BadRequest if it is not committed). BadRequest naming what is wrong with the item."""
+    try:
+        item = ans104.parse(raw)
+        ans104.verify(item)
+    except ans104.Ans104Error as exc:
+        raise BadRequest(f"data item: {exc}") from exc
+    receipt = await mu.send_data_item(raw)
+    if committed:
+        tx = await mu.client.wait_for_tx(receipt.tx_hash, timeout=WAIT_S)
+        if tx["status"] != "committed":
+            raise BadRequest(f"data item {receipt.id}: its transaction is {tx['status']}")
+    if ao_rules.tag([(t.name, t.value) for t in item.tags], ao_rules.TYPE_TAG) == (
+        ao_rules.PROCESS_TYPE
+    ):
+        mu.monitor(receipt.id)
+    return item, receipt
 
 
 class AoApi:
@@ -300,16 +324,7 @@ class AoApi:
     # The scheduler
 
     async def scheduler_post(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            item = ans104.parse(raw)
-            ans104.verify(item)
-        except ans104.Ans104Error as exc:
-            raise BadRequest(f"data item: {exc}") from exc
-        receipt = await self.mu.send_data_item(raw)
-        kind = dict((t.name, t.value) for t in item.tags).get(ao_rules.TYPE_TAG)
-        if kind == ao_rules.PROCESS_TYPE:
-            self.mu.monitor(receipt.id)
+        _item, receipt = await hand_in_data_item(self.mu, await request.read())
         return web.json_response({"id": receipt.id, "timestamp": int(time.time() * 1000)})
 
     async def scheduler_get(self, request: web.Request) -> web.Response:
