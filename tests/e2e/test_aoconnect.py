@@ -45,7 +45,8 @@ end)
 """
 
 
-def node_with_aoconnect() -> str:
+def node_with(*packages: str) -> str:
+    """node, with `packages` installed in tests/js; skips saying which is missing."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: aoconnect needs Node 18+ and npm")
@@ -54,7 +55,7 @@ def node_with_aoconnect() -> str:
     ).stdout.strip()
     if int(version.lstrip("v").split(".")[0]) < NODE_MAJOR:
         pytest.skip(f"node {version} is older than {NODE_MAJOR}: aoconnect uses fetch()")
-    for package in ("@permaweb/aoconnect", "arbundles", "ethers"):
+    for package in packages:
         if not (JS_DIR / "node_modules" / package).is_dir():
             pytest.skip(f"{package} is not installed in tests/js: `cd tests/js && npm ci`")
     return node
@@ -62,7 +63,12 @@ def node_with_aoconnect() -> str:
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    return node_with_aoconnect()
+    return node_with("@permaweb/aoconnect", "arbundles", "ethers")
+
+
+@pytest.fixture(scope="module")
+def node_arbundles() -> str:
+    return node_with("arbundles")
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +209,31 @@ async def test_the_gateway_answers_modules_processes_and_the_scheduler_location(
     process = await client.ao_process(pid)
     assert edge["node"]["owner"]["address"] == process["owner"]
     assert edge["node"]["block"]["height"] == process["height"]
+    # a module published through POST / answers its own tags and owner; one published
+    # through /scheduler, whose tags the chain does not keep, the ones aoconnect requires
+    signer = ans104.EthereumSigner(Wallet.dev(5).private_key)
+    own = [ans104.Tag("Type", "Module"), ans104.Tag("Module-Format", "mine")]
+    mine = ans104.create(signer=signer, data=PING.encode(), tags=own)
+    status, body = await call(http, "POST", unit_url + "/", data=ans104.serialize(mine))
+    assert status == 200 and body["id"] == mine.id, body
+    bare = ans104.create(signer=signer, data=PING.encode(), tags=[ans104.Tag("Type", "Module")])
+    status, body = await call(http, "POST", unit_url + "/scheduler", data=ans104.serialize(bare))
+    assert status == 200 and body["id"] == bare.id, body
+    await wait_until(functools.partial(_published, client, bare.id), "the module published", WAIT_S)
+    variables = {"transactionIds": [mine.id, bare.id]}
+    status, answer = await call(
+        http, "POST", unit_url + "/graphql", json={"query": query, "variables": variables}
+    )
+    assert status == 200, answer
+    first, second = (edge["node"] for edge in answer["data"]["transactions"]["edges"])
+    assert first["tags"] == [
+        {"name": "Type", "value": "Module"},
+        {"name": "Module-Format", "value": "mine"},
+    ]
+    assert first["owner"]["address"].lower() == signer.address.lower()
+    tags = {t["name"]: t["value"] for t in second["tags"]}
+    assert tags["Type"] == "Module" and tags["Module-Format"] == "inferchain-lua-5.4"
+    assert {"Data-Protocol", "Input-Encoding", "Output-Encoding"} <= set(tags)
     location = "query GetSchedulerLocation ($owner: String!) { Scheduler-Location }"
     status, answer = await call(
         http,
@@ -278,7 +309,7 @@ def run_arbundles(node: str, create: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 async def test_arbundles_items_are_scheduled_under_their_ids(
-    node: str, unit_url: str, client: InferchainClient, http: aiohttp.ClientSession
+    node_arbundles: str, unit_url: str, client: InferchainClient, http: aiohttp.ClientSession
 ) -> None:
     arweave = ans104.ArweaveSigner.generate()
     ethereum = ans104.EthereumSigner(ETH_KEY)
@@ -289,7 +320,7 @@ async def test_arbundles_items_are_scheduled_under_their_ids(
     status, unit = await call(http, "GET", unit_url + "/")
     spawn_tags = [["Type", "Process"], ["Scheduler", unit["Address"]]]
     spawns = run_arbundles(
-        node,
+        node_arbundles,
         [
             {
                 "signer": spec,
@@ -322,7 +353,7 @@ async def test_arbundles_items_are_scheduled_under_their_ids(
         assert process["module"] == PING
     # each signer messages the other's process
     messages = run_arbundles(
-        node,
+        node_arbundles,
         [
             {
                 "signer": spec,
@@ -356,3 +387,10 @@ async def _scheduled(client: InferchainClient, message_id: str) -> dict[str, Any
     except RpcError:
         return None
     return entry
+
+
+async def _published(client: InferchainClient, module_id: str) -> bool:
+    try:
+        return (await client.ao_process(module_id)).get("type") == "Module"
+    except RpcError:
+        return False
