@@ -270,7 +270,7 @@ class AoConnectApi:
                 raise BadRequest(f"graphql: ids, a list of 1 to {MAX_GRAPHQL_IDS} ids")
             nodes = [node for i in ids if (node := await self._transaction(i)) is not None]
             if not nodes:
-                raise NotFoundError(f"no module, process or message {', '.join(ids)} here")
+                raise NotFoundError(f"no module, process or message {', '.join(ids)} on this chain")
             return _edges(nodes)
         owner = variables.get("owner")
         if isinstance(owner, str) and "Scheduler-Location" in query:
