@@ -291,7 +291,7 @@ class AoConnectApi:
 
     async def _transaction(self, item_id: str) -> dict[str, Any] | None:
         """A module, process or message as a gateway's transaction node, None if unknown."""
-        if not ao_rules.ID.fullmatch(item_id):
+        if not ao_rules.is_id(item_id):
             return None
         try:
             record = await self.client.ao_process(item_id)
@@ -359,6 +359,6 @@ def _cursor(request: web.Request, name: str) -> int | None:
 
 
 def _id(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not ao_rules.ID.fullmatch(value):
+    if not isinstance(value, str) or not ao_rules.is_id(value):
         raise BadRequest(f"{name}: an AO id, 43 characters of base64url")
     return value

@@ -21,7 +21,7 @@ import contextlib
 import logging
 from typing import Any
 
-from ao.cu import ComputeUnit
+from ao.cu import ComputeUnit, UnknownProcess
 from ao.runtime import Result
 from ao.store import JsonStore
 from chain.protocol import ao as ao_rules
@@ -88,6 +88,8 @@ class MessengerUnit:
         for pid in self.monitored():
             try:
                 await self.cu.catch_up(pid)
+            except UnknownProcess:  # monitored as it was handed in: not in a block yet
+                continue
             except (RpcError, TransportError) as exc:
                 log.debug("crank %s: %s", pid, exc)
 
@@ -124,10 +126,20 @@ class MessengerUnit:
         if str(process["scheduler"]).lower() != self.wallet.address.lower():
             return
         for index, outgoing in enumerate(result.messages):
-            if not ao_rules.ID.fullmatch(str(outgoing.get("Target", ""))):
-                # to a wallet (a reply to a user): read from the result, nothing to relay
+            if not await self._is_process(str(outgoing.get("Target", ""))):
+                # to a wallet (a reply to a user, whose address may look like an id): read
+                # from the result, nothing to relay
                 continue
             await self.relay(pid, int(entry["slot"]), index, outgoing)
+
+    async def _is_process(self, target: str) -> bool:
+        if not ao_rules.is_id(target):
+            return False
+        try:
+            await self.cu.process(target)
+        except UnknownProcess:
+            return False
+        return True
 
     async def relay(self, pid: str, slot: int, index: int, outgoing: dict[str, Any]) -> None:
         """Sign, record, then send one outgoing message (once: a recorded one is resent)."""

@@ -421,7 +421,7 @@ class AoApi:
 
     @staticmethod
     def _id(value: Any, name: str) -> str:
-        if not isinstance(value, str) or not ao_rules.ID.fullmatch(value):
+        if not isinstance(value, str) or not ao_rules.is_id(value):
             raise BadRequest(f"{name}: an AO id, 43 characters of base64url")
         return value
 

@@ -485,7 +485,7 @@ MAX_AO_PAGE = 1000
 
 def _ao_id_param(params: Params, name: str) -> str:
     value = params[name]
-    if not isinstance(value, str) or not ao.ID.fullmatch(value):
+    if not isinstance(value, str) or not ao.is_id(value):
         raise InvalidParams(name, "an AO id: 43 characters of base64url")
     return value
 

@@ -87,6 +87,12 @@ def ao_id(signature: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(signature).digest()).rstrip(b"=").decode()
 
 
+def is_id(text: str) -> bool:
+    """Whether `text` is an AO id in its one canonical form: 43 base64url characters that
+    stand for 32 bytes (the last character's two low bits zero)."""
+    return bool(ID.fullmatch(text)) and id_text(id_bytes(text)) == text
+
+
 def id_bytes(ao_id_text: str) -> bytes:
     """The 32 bytes an AO id stands for (a data item's `target`)."""
     return base64.urlsafe_b64decode(ao_id_text + "=")
@@ -258,8 +264,8 @@ def _pay_fee(state: State, params: Params, sender: str, nonce: int | None) -> No
 
 
 def _process_id(value: str, param: str) -> str:
-    if not isinstance(value, str) or not ID.fullmatch(value):
-        raise InvalidParams(param, "an AO id: 43 characters of base64url")
+    if not isinstance(value, str) or not is_id(value):
+        raise InvalidParams(param, "an AO id: 43 characters of base64url, standing for 32 bytes")
     return value
 
 

@@ -27,6 +27,8 @@ from tests.helpers import ValidatorProcess, make_genesis, wait_until, write_gene
 pytestmark = pytest.mark.slow
 
 WAIT_S = 60.0
+UNKNOWN = "Z" * 42 + "A"  # well-formed ids (canonical: the last character's low bits 0)
+OTHER_UNKNOWN = "Y" * 42 + "A"
 PING = """
 Handlers.add("ping", Handlers.utils.hasMatchingTag("Action", "Ping"), function (msg)
   Pings = (Pings or 0) + 1
@@ -191,9 +193,9 @@ BAD_POSTS: list[tuple[str, Any, int, str]] = [
     ("/process", {"module": PING, "cron_interval": "5-fortnights"}, 400, "cronInterval"),
     ("/process", {"module": "A" * 43}, 400, "module"),
     ("/message", {"to": "short", "data": "x"}, 400, "to"),
-    ("/message", {"to": "Z" * 43, "data": "x"}, 404, "no process"),
-    ("/message", {"to": "Z" * 43, "data": 5}, 400, "data"),
-    ("/messenger", {"message_id": "Z" * 43, "target_process": "Z" * 43}, 404, "no message"),
+    ("/message", {"to": UNKNOWN, "data": "x"}, 404, "no process"),
+    ("/message", {"to": UNKNOWN, "data": 5}, 400, "data"),
+    ("/messenger", {"message_id": UNKNOWN, "target_process": UNKNOWN}, 404, "no message"),
 ]
 
 
@@ -207,10 +209,10 @@ async def test_bad_input_is_refused_and_schedules_nothing(
             assert status == code and text in answer["error"], (path, body, answer)
         for path, code in (
             ("/process/short", 400),
-            ("/process/" + "Z" * 43, 404),
-            ("/message/" + "Z" * 43, 404),
-            ("/compute/" + "Z" * 43 + "/message/" + "Y" * 43, 404),
-            ("/cron/" + "Z" * 43, 404),
+            ("/process/" + UNKNOWN, 404),
+            ("/message/" + UNKNOWN, 404),
+            ("/compute/" + UNKNOWN + "/message/" + OTHER_UNKNOWN, 404),
+            ("/cron/" + UNKNOWN, 404),
         ):
             status, answer = await unit.get(path)
             assert status == code and answer["error"], (path, answer)
