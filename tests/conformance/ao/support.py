@@ -14,14 +14,15 @@ from typing import Any
 
 import aiohttp
 
+from chain.protocol import ao as ao_rules
 from rpc.client import InferchainClient
 from tests.helpers import wait_until
 
 WAIT_S = 30.0
 AO_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 RESULT_KEYS = {"Output", "Messages", "Spawns", "Error"}
-UNKNOWN_ID = "Z" * 43
-OTHER_UNKNOWN_ID = "Y" * 43
+# an id in its canonical form (the SHA-256 of something never signed) that nothing has
+UNKNOWN_ID = ao_rules.ao_id(b"inferchain conformance: an id nothing has")
 PROCESS_PAGE = 1000
 
 COUNTER = """

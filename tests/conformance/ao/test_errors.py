@@ -105,6 +105,9 @@ ROWS: dict[str, Row] = {
     "process-cron-type": Row(
         "POST", "/process", body={"module": COUNTER, "cron_interval": 5}, text="cron_interval"
     ),
+    "process-bad-scheduler": Row(
+        "POST", "/process", body={"module": "", "scheduler": "nope"}, text="scheduler"
+    ),
     "process-data-type": Row("POST", "/process", body={"module": "", "data": 5}, text="data"),
     "process-tags-type": Row("POST", "/process", body={"module": "", "tags": "x"}, text="tags"),
     "process-tag-empty-name": Row(

@@ -50,11 +50,28 @@ async def test_a_process_messages_another_and_the_reply_comes_back(unit: AoUnit)
 
 
 async def test_monitor_and_unmonitor(unit: AoUnit) -> None:
-    pid = await unit.spawn(COUNTER)
-    for method in ("POST", "DELETE", "POST"):
-        answer = await unit.request(method, f"/messenger/monitor/{pid}")
+    pinger = await unit.spawn(PING)
+    caller = await unit.spawn(CALLER)
+    for method in ("DELETE", "POST", "DELETE"):
+        answer = await unit.request(method, f"/messenger/monitor/{caller}")
         assert answer.status == 200, answer
         assert set(answer.body) == {"status"} and isinstance(answer.body["status"], str)
+    call = await unit.send(caller, "Call", pinger)
+
+    async def committed() -> bool:
+        # read from the scheduler only: nothing here has the caller evaluated
+        answer = await unit.get(f"/scheduler/{call}?process-id={caller}")
+        return answer.status == 200
+
+    await wait_until(committed, "the call scheduled", WAIT_S)
+    answer = await unit.post(f"/messenger/monitor/{caller}")
+    assert answer.status == 200, answer
+
+    async def relayed() -> bool:
+        return any(e["fromProcess"] == caller for e in await unit.schedule(pinger))
+
+    # monitored again, the crank evaluates the caller and its Ping is relayed unasked
+    await wait_until(relayed, "the monitored caller's message relayed", WAIT_S)
 
 
 async def test_a_cron_of_two_blocks_ticks_once_every_two_blocks(unit: AoUnit) -> None:

@@ -71,6 +71,8 @@ async def test_terminate_then_messages_are_refused(
     # a terminated target is refused by the chain (PROTOCOL 8.2: -32602 data.param target)
     assert refused.status in (400, 404), refused
     assert "terminated" in error_text(refused) or pid in error_text(refused), refused
+    again = await unit.delete(f"/process/{pid}")
+    assert again.status == 400 and "terminated" in error_text(again), again
     assert await snapshot(unit, pid, chain) == before
 
 

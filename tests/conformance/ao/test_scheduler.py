@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import Callable
 
 import pytest
@@ -31,15 +32,25 @@ def arweave_signer() -> ans104.ArweaveSigner:
     return ans104.ArweaveSigner.generate()
 
 
+def anchor() -> bytes:
+    """A new anchor for each item: type-3 signatures are deterministic (RFC 6979), and an
+    item handed in twice (a second run against the same target) is a duplicate."""
+    return secrets.token_bytes(32)
+
+
 def spawn_item(data: str = PING) -> ans104.DataItem:
     return ans104.create(
-        signer=ETHEREUM_SIGNER, data=data.encode(), tags=[ans104.Tag("Type", "Process")]
+        signer=ETHEREUM_SIGNER,
+        data=data.encode(),
+        anchor=anchor(),
+        tags=[ans104.Tag("Type", "Process")],
     )
 
 
 def message_item(signer: ans104.Signer, pid: str, action: str) -> ans104.DataItem:
     tags = [ans104.Tag("Type", "Message"), ans104.Tag("Action", action)]
-    return ans104.create(signer=signer, data=b"", target=ao_rules.id_bytes(pid), tags=tags)
+    target = ao_rules.id_bytes(pid)
+    return ans104.create(signer=signer, data=b"", target=target, anchor=anchor(), tags=tags)
 
 
 async def post_item(unit: AoUnit, item: ans104.DataItem) -> str:
@@ -110,7 +121,8 @@ async def test_an_item_of_an_unknown_type_is_refused(
     unit: AoUnit, chain: InferchainClient | None
 ) -> None:
     pid = await unit.spawn(PING)
-    item = ans104.create(signer=ETHEREUM_SIGNER, data=b"x", tags=[ans104.Tag("Type", "Other")])
+    tags = [ans104.Tag("Type", "Other")]
+    item = ans104.create(signer=ETHEREUM_SIGNER, data=b"x", anchor=anchor(), tags=tags)
     before = await snapshot(unit, pid, chain)
     answer = await unit.post("/scheduler", data=ans104.serialize(item))
     assert answer.status == 400 and "Type" in error_text(answer), answer
