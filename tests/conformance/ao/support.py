@@ -9,7 +9,7 @@ chain behind it through the client library): the suite can check any AO unit.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -71,7 +71,6 @@ class AoUnit:
 
     url: str
     http: aiohttp.ClientSession
-    spawned: list[str] = field(default_factory=list)
 
     async def request(
         self, method: str, path: str, *, json: Any = None, data: bytes | None = None
@@ -99,7 +98,6 @@ class AoUnit:
         assert set(answer.body) == {"process_id"}, answer.body
         pid = str(answer.body["process_id"])
         assert AO_ID.fullmatch(pid), pid
-        self.spawned.append(pid)
         return pid
 
     async def send(self, pid: str, action: str, data: str = "", **extra: Any) -> str:

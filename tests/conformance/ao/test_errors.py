@@ -133,6 +133,7 @@ ROWS: dict[str, Row] = {
     ),
     # GET /process/{id}, DELETE /process/{id}
     "memory-malformed-id": Row("GET", "/process/short", text="process id"),
+    "memory-non-canonical-id": Row("GET", "/process/" + "Z" * 43, text="process id"),
     "memory-unknown": Row("GET", "/process/{unknown}", status=404, text="{unknown}"),
     "memory-bad-to": Row("GET", "/process/{pid}?to=soon", text="to"),
     "terminate-malformed-id": Row("DELETE", "/process/short", text="process id"),
@@ -144,6 +145,7 @@ ROWS: dict[str, Row] = {
     "message-not-json": Row("POST", "/message", raw=b"[", text="JSON"),
     "message-no-to": Row("POST", "/message", body={"data": "x"}, text="to"),
     "message-malformed-to": Row("POST", "/message", body={"to": "short"}, text="to"),
+    "message-non-canonical-to": Row("POST", "/message", body={"to": "Z" * 43}, text="to"),
     "message-unknown-to": Row(
         "POST", "/message", body={"to": "{unknown}", "data": "x"}, status=404, text="{unknown}"
     ),
