@@ -207,6 +207,12 @@ class AoApi:
             source = str(published["module"])
         memory = ao_size(body.get("memory_limit"), "memory_limit", AO_DEFAULT_MEMORY_LIMIT)
         compute = ao_size(body.get("compute_limit"), "compute_limit", AO_DEFAULT_COMPUTE_LIMIT)
+        for name, value, low, high in (
+            ("memory_limit", memory, ao_rules.MIN_MEMORY_LIMIT, ao_rules.MAX_MEMORY_LIMIT),
+            ("compute_limit", compute, ao_rules.MIN_COMPUTE_LIMIT, ao_rules.MAX_COMPUTE_LIMIT),
+        ):
+            if not low <= value <= high:
+                raise BadRequest(f"{name}: from {low} to {high}, got {value}")
         cron = body.get("cron_interval") or ""
         if not isinstance(cron, str):
             raise BadRequest("cron_interval: text such as 5-blocks, 10-seconds, 1-minute")
@@ -316,8 +322,6 @@ class AoApi:
             if self.store.get(SUBMITTED_PREFIX + message_id.encode()) is None:
                 raise NotFoundError(f"no message {message_id}") from exc
             return web.json_response({"status": "pending", "result": None})
-        if entry["slot"] == 0:
-            return web.json_response({"status": "processed", "result": None})
         result = await self.cu.result(entry["process"], message_id)
         return web.json_response({"status": "processed", "result": result})
 

@@ -14,10 +14,6 @@ from tests.conformance.ao.support import COUNTER, AoUnit, Reference, error_text,
 
 OTHER_OWNER = Wallet.dev(1).address
 BAD_SIGNATURE = "0x" + "11" * 65
-LIMIT_BUG = (
-    "ao/server.py spawn: a limit out of the chain's range reaches Limits() in the module's "
-    "throwaway check, whose ValueError no handler catches: 500 text/plain, not 400 {error}"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,28 +66,24 @@ ROWS: dict[str, Row] = {
         "/process",
         body={"module": COUNTER, "memory_limit": 1024},
         text="emory",
-        bug=LIMIT_BUG,
     ),
     "process-memory-high": Row(
         "POST",
         "/process",
         body={"module": COUNTER, "memory_limit": "2-gb"},
         text="emory",
-        bug=LIMIT_BUG,
     ),
     "process-compute-low": Row(
         "POST",
         "/process",
         body={"module": COUNTER, "compute_limit": 10},
         text="ompute",
-        bug=LIMIT_BUG,
     ),
     "process-compute-high": Row(
         "POST",
         "/process",
         body={"module": COUNTER, "compute_limit": 10**13},
         text="ompute",
-        bug=LIMIT_BUG,
     ),
     "process-cron-text": Row(
         "POST",

@@ -4,8 +4,6 @@ Error}`."""
 
 from __future__ import annotations
 
-import pytest
-
 from rpc.client import InferchainClient
 from tests.conformance.ao.support import COUNTER, RESULT_KEYS, AoUnit, snapshot
 
@@ -67,13 +65,6 @@ async def test_a_dry_run_answers_and_changes_nothing(
     assert after["Messages"][0]["Data"] == "3"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ao/server.py message_status answers a spawn (slot 0) with result null, while the CU "
-        "keeps the spawn's result (what the module did as it loaded) and /compute answers it"
-    ),
-)
 async def test_the_spawn_is_processed_and_its_result_is_the_load(unit: AoUnit) -> None:
     pid = await unit.spawn('print("loaded")\n' + COUNTER)
     computed = await unit.request("GET", f"/compute/{pid}/message/{pid}")
