@@ -36,15 +36,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ao.cu import ComputeUnit, UnknownMessage, UnknownProcess
+from ao.cu import ComputeUnit
 from ao.mu import MessengerUnit
 from ao.runtime import Message
 from ao.server import (
-    WAIT_S,
     BadRequest,
-    Handler,
     NotFoundError,
-    error,
+    guard,
     hand_in_data_item,
     tags_of,
 )
@@ -52,7 +50,7 @@ from ao.store import JsonStore
 from chain.protocol import ans104, wire
 from chain.protocol import ao as ao_rules
 from chain.protocol.errors import InvalidParams
-from rpc.client import InferchainClient, RpcError, TransportError
+from rpc.client import InferchainClient, RpcError
 from rpc.errors import INVALID_PARAMS
 
 MODULE_TAGS_PREFIX = b"compat/module/"  # <module id> -> {owner, tags: [[name, value]]}
@@ -75,7 +73,6 @@ class AoConnectApi:
         self.store = store
 
     def routes(self) -> list[web.RouteDef]:
-        guard = self._guard
         return [
             web.get("/", guard(self.info)),
             web.post("/", guard(self.mu_post)),
@@ -86,33 +83,6 @@ class AoConnectApi:
             web.post("/dry-run", guard(self.dry_run)),
             web.post("/graphql", guard(self.graphql)),
         ]
-
-    def _guard(self, handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                return await handler(request)
-            except BadRequest as exc:
-                return error(400, str(exc))
-            except NotFoundError as exc:
-                return error(404, str(exc))
-            except UnknownProcess as exc:
-                return error(404, f"no process {exc.args[0]}")
-            except UnknownMessage as exc:
-                return error(404, f"no message {exc.args[0]} of this process")
-            except RpcError as exc:
-                data = exc.data if isinstance(exc.data, dict) else {}
-                if data.get("param") == "target":  # a message to no process, or a terminated one
-                    return error(404, str(data.get("reason", exc.message)))
-                if "param" in data and "reason" in data:
-                    return error(400, f"the chain refused it: {data['param']}: {data['reason']}")
-                detail = f" ({exc.data})" if exc.data else ""
-                return error(400, f"the chain refused it: {exc.message}{detail}")
-            except TransportError as exc:
-                return error(503, f"the chain cannot be reached: {exc}")
-            except TimeoutError:
-                return error(503, f"the chain did not schedule it within {WAIT_S:.0f} s")
-
-        return guarded
 
     # The scheduler's root
 

@@ -114,6 +114,35 @@ async def hand_in_data_item(
     return item, receipt
 
 
+def guard(handler: Handler) -> Handler:
+    """A route whose refusals answer `{error}`: 400 for bad input or a refusal of the chain
+    (its param and reason), 404 for an unknown process or message (a message to no process
+    or a terminated one included), 503 when the chain cannot be reached or does not schedule
+    in time. Never a 500 for what the caller did."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return error(400, str(exc))
+        except (NotFoundError, UnknownProcess, UnknownMessage) as exc:
+            return error(404, _not_found_text(exc))
+        except RpcError as exc:
+            data = exc.data if isinstance(exc.data, dict) else {}
+            if data.get("param") == "target":
+                return error(404, str(data.get("reason", exc.message)))
+            if "param" in data and "reason" in data:
+                return error(400, f"the chain refused it: {data['param']}: {data['reason']}")
+            detail = f" ({exc.data})" if exc.data else ""
+            return error(400, f"the chain refused it: {exc.message}{detail}")
+        except TransportError as exc:
+            return error(503, f"the chain cannot be reached: {exc}")
+        except TimeoutError:
+            return error(503, f"the chain did not schedule it within {WAIT_S:.0f} s")
+
+    return guarded
+
+
 class AoApi:
     """The routes over a CU, an MU and the client library."""
 
@@ -126,7 +155,6 @@ class AoApi:
         self.store = store
 
     def routes(self) -> list[web.RouteDef]:
-        guard = self._guard
         return [
             web.post("/process", guard(self.spawn)),
             web.get("/process/{id}", guard(self.process_memory)),
@@ -143,22 +171,6 @@ class AoApi:
             web.get("/cron/{pid}", guard(self.cron_list)),
             web.post("/cron/{pid}", guard(self.cron_run)),
         ]
-
-    def _guard(self, handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                return await handler(request)
-            except BadRequest as exc:
-                return error(400, str(exc))
-            except (NotFoundError, UnknownProcess, UnknownMessage) as exc:
-                return error(404, _not_found_text(exc))
-            except RpcError as exc:
-                detail = f" ({exc.data})" if exc.data else ""
-                return error(400, f"the chain refused it: {exc.message}{detail}")
-            except TransportError as exc:
-                return error(503, f"the chain cannot be reached: {exc}")
-
-        return guarded
 
     # Bodies
 
@@ -286,12 +298,7 @@ class AoApi:
             "tags": ao_tags_json(tags),
             "fromProcess": from_process,
         }
-        try:
-            receipt = await self._send(api.AO_MESSAGE, fields, body)
-        except RpcError as exc:
-            if exc.data and exc.data.get("param") == "target":
-                raise NotFoundError(str(exc.data.get("reason", exc.message))) from exc
-            raise
+        receipt = await self._send(api.AO_MESSAGE, fields, body)
         self._remember(receipt["id"], target)
         return web.json_response({"message_id": receipt["id"]})
 
