@@ -15,14 +15,13 @@ from chain.protocol.errors import InsufficientBalance, InvalidParams, NonceMisma
 from chain.protocol.genesis import Params
 from chain.protocol.state import (
     State,
+    burn,
     get_account,
     get_busy,
     get_node,
-    get_supply,
     get_validator,
     put_account,
     put_node,
-    put_supply,
 )
 from chain.protocol.types import (
     Account,
@@ -72,9 +71,7 @@ def apply_transfer(state: State, params: Params, msg: Transfer) -> None:
     put_account(
         state, msg.to, Account(receiver.balance + msg.amount, receiver.stake, receiver.nonce)
     )
-    if fee:
-        genesis_supply, minted, burned = get_supply(state)
-        put_supply(state, genesis_supply, minted, burned + fee)
+    burn(state, fee)
 
 
 def apply_stake(state: State, params: Params, msg: Stake) -> None:

@@ -33,10 +33,9 @@ from chain.protocol.genesis import Params
 from chain.protocol.state import (
     Reader,
     State,
+    burn,
     get_account,
-    get_supply,
     put_account,
-    put_supply,
 )
 from chain.protocol.types import (
     Account,
@@ -248,19 +247,15 @@ def _check_new_id(state: Reader, message_id: str) -> None:
         raise DuplicateSubmission(message_id, f"AO id {message_id} is scheduled already")
 
 
-def _pay_fee(state: State, params: Params, sender: str, nonce: int | None) -> None:
-    """The nonce (when the transaction has one) and the fee, burned."""
+def _pay_fee(state: State, params: Params, sender: str, nonce: int) -> None:
+    """The sender's nonce, and the fee, burned."""
     account = get_account(state, sender)
-    if nonce is not None:
-        check_nonce(account, sender, nonce)
+    check_nonce(account, sender, nonce)
     fee = params.transfer_fee
     if account.balance < fee:
         raise InsufficientBalance(sender, fee, account.balance)
-    next_nonce = account.nonce + 1 if nonce is not None else account.nonce
-    put_account(state, sender, Account(account.balance - fee, account.stake, next_nonce))
-    if fee:
-        genesis_supply, minted, burned = get_supply(state)
-        put_supply(state, genesis_supply, minted, burned + fee)
+    put_account(state, sender, Account(account.balance - fee, account.stake, account.nonce + 1))
+    burn(state, fee)
 
 
 def _process_id(value: str, param: str) -> str:

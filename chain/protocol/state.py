@@ -165,6 +165,13 @@ def credit(state: State, address: str, amount: int) -> None:
     state.put(key, encode_account(Account(account.balance + amount, account.stake, account.nonce)))
 
 
+def burn(state: State, amount: int) -> None:
+    """Count `amount` as burned: it leaves the supply (PROTOCOL 4.10); nothing for 0."""
+    if amount:
+        genesis_supply, minted, burned = get_supply(state)
+        put_supply(state, genesis_supply, minted, burned + amount)
+
+
 # Resource nodes and validators
 
 
