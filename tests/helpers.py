@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import functools
 import json
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from eth_hash.auto import keccak
 
@@ -31,6 +34,8 @@ from testnet.commands import (
 from testnet.process import Process
 
 REPO = Path(__file__).resolve().parent.parent
+JS_DIR = REPO / "tests" / "js"
+NODE_MAJOR = 18  # fetch() without a flag
 
 
 def make_genesis(**overrides: Any) -> Genesis:
@@ -227,3 +232,21 @@ async def wait_until(
         if loop.time() > deadline:
             raise TimeoutError(f"after {timeout} s: {what}")
         await asyncio.sleep(POLL_S)
+
+
+def node_for(what: str, packages: Iterable[str] = ()) -> str:
+    """node (NODE_MAJOR or later) with `packages` installed in tests/js, for `what`; the
+    test skips, saying which is missing, when they cannot be had."""
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip(f"node is not installed: {what} needs Node {NODE_MAJOR}+ and npm")
+    version = subprocess.run(
+        [node, "--version"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+    if int(version.lstrip("v").split(".")[0]) < NODE_MAJOR:
+        pytest.skip(f"node {version} is older than {NODE_MAJOR}: {what} uses fetch()")
+    for package in packages:
+        if not (JS_DIR / "node_modules" / package).is_dir():
+            pytest.skip(f"{package} is not installed in tests/js: `cd tests/js && npm ci`")
+    return node

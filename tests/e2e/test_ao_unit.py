@@ -22,6 +22,7 @@ from chain.protocol import ans104
 from rpc.client import InferchainClient, Wallet
 from testnet.commands import AO_READY, ao_args
 from testnet.process import Process
+from tests.conformance.ao.support import CALLER, PING
 from tests.helpers import ValidatorProcess, make_genesis, wait_until, write_genesis
 
 pytestmark = pytest.mark.slow
@@ -29,19 +30,6 @@ pytestmark = pytest.mark.slow
 WAIT_S = 60.0
 UNKNOWN = "Z" * 42 + "A"  # well-formed ids (canonical: the last character's low bits 0)
 OTHER_UNKNOWN = "Y" * 42 + "A"
-PING = """
-Handlers.add("ping", Handlers.utils.hasMatchingTag("Action", "Ping"), function (msg)
-  Pings = (Pings or 0) + 1
-  msg.reply({ Data = "pong " .. Pings })
-end)
-"""
-CALLER = """
-Handlers.add("call", Handlers.utils.hasMatchingTag("Action", "Call"), function (msg)
-  ao.send({ Target = msg.Data, Action = "Ping" })
-end)
-Handlers.add("answer", function (msg) return msg.Data and msg.Data:find("^pong") end,
-  function (msg) Answers = (Answers or 0) + 1; LastAnswer = msg.Data end)
-"""
 TICKER = """
 Handlers.add("cron", Handlers.utils.hasMatchingTag("Action", "Cron"), function (msg)
   Ticks = (Ticks or 0) + 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,47 +27,31 @@ from chain.protocol import ans104
 from rpc.client import InferchainClient, RpcError, Wallet
 from testnet.commands import AO_READY, ao_args
 from testnet.process import Process
-from tests.helpers import REPO, ValidatorProcess, make_genesis, wait_until, write_genesis
+from tests.conformance.ao.support import PING
+from tests.helpers import (
+    JS_DIR,
+    ValidatorProcess,
+    make_genesis,
+    node_for,
+    wait_until,
+    write_genesis,
+)
 
 pytestmark = pytest.mark.slow
 
-JS_DIR = REPO / "tests" / "js"
-NODE_MAJOR = 18
 SCRIPT_TIMEOUT_S = 180
 WAIT_S = 60.0
 ETH_KEY = Wallet.dev(7).private_key
-PING = """
-Handlers.add("ping", Handlers.utils.hasMatchingTag("Action", "Ping"), function (msg)
-  Pings = (Pings or 0) + 1
-  msg.reply({ Data = "pong " .. Pings })
-end)
-"""
-
-
-def node_with(*packages: str) -> str:
-    """node, with `packages` installed in tests/js; skips saying which is missing."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: aoconnect needs Node 18+ and npm")
-    version = subprocess.run(
-        [node, "--version"], capture_output=True, text=True, check=True, timeout=30
-    ).stdout.strip()
-    if int(version.lstrip("v").split(".")[0]) < NODE_MAJOR:
-        pytest.skip(f"node {version} is older than {NODE_MAJOR}: aoconnect uses fetch()")
-    for package in packages:
-        if not (JS_DIR / "node_modules" / package).is_dir():
-            pytest.skip(f"{package} is not installed in tests/js: `cd tests/js && npm ci`")
-    return node
 
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    return node_with("@permaweb/aoconnect", "arbundles", "ethers")
+    return node_for("aoconnect", ("@permaweb/aoconnect", "arbundles", "ethers"))
 
 
 @pytest.fixture(scope="module")
 def node_arbundles() -> str:
-    return node_with("arbundles")
+    return node_for("the arbundles row", ("arbundles",))
 
 
 @pytest.fixture(scope="module")

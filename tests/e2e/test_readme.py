@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,14 +45,21 @@ from chain.protocol.types import SubmitTask
 from rpc.client import InferchainClient, Wallet
 from testnet.commands import AO_READY, RESOURCE_NODE_READY, VALIDATOR_READY, ao_args
 from testnet.process import Process
-from tests.helpers import REPO, ResourceNodeProcess, ValidatorProcess, make_genesis, write_genesis
+from tests.helpers import (
+    JS_DIR,
+    REPO,
+    ResourceNodeProcess,
+    ValidatorProcess,
+    make_genesis,
+    node_for,
+    write_genesis,
+)
 
 pytestmark = pytest.mark.slow
 
 README = REPO / "README.md"
 PROTOCOL = REPO / "docs" / "PROTOCOL.md"
 VECTORS = REPO / "tests" / "vectors" / "eip712.json"
-JS_DIR = REPO / "tests" / "js"
 README_URL = "http://127.0.0.1:8545"
 README_HOST = "localhost:8545"
 README_NODE_URL = "http://127.0.0.1:9100"
@@ -61,7 +67,6 @@ README_AO_URL = "http://127.0.0.1:8700"
 LANGUAGES = ("sh", "python", "js", "text")
 MAX_NOT_RUN = 2
 RUN_TIMEOUT = 120.0
-NODE_MAJOR = 18  # fetch() without a flag
 FENCE = re.compile(r"^```(\S*)\n(.*?)^```$", re.M | re.S)
 
 
@@ -191,12 +196,7 @@ def strict_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def node_for_js() -> str:
     """node, with ethers installed in tests/js; skips only when node cannot be had."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: the JavaScript example needs Node 18+ and npm")
-    version = run([node, "--version"]).strip()
-    if int(version.lstrip("v").split(".")[0]) < NODE_MAJOR:
-        pytest.skip(f"node {version} is older than {NODE_MAJOR}: the example uses fetch()")
+    node = node_for("the JavaScript example")
     assert (JS_DIR / "node_modules" / "ethers").is_dir(), (
         "ethers is not installed in tests/js: `make test` does it, or `cd tests/js && npm ci`"
     )

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chain.protocol import ans104, crypto
 from chain.protocol.ans104 import Tag
+from tests.helpers import JS_DIR, node_for
 
-JS_DIR = Path(__file__).resolve().parents[1] / "js"
-NODE_MAJOR = 18
 TIMEOUT = 120
 
 ETH_KEY = crypto.keccak(b"ans104 interop key")
@@ -38,20 +35,6 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def node_with_arbundles() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: the arbundles interop needs Node 18+ and npm")
-    version = subprocess.run(
-        [node, "--version"], capture_output=True, text=True, check=True, timeout=TIMEOUT
-    ).stdout.strip()
-    if int(version.lstrip("v").split(".")[0]) < NODE_MAJOR:
-        pytest.skip(f"node {version} is older than {NODE_MAJOR}")
-    if not (JS_DIR / "node_modules" / "arbundles").is_dir():
-        pytest.skip("arbundles is not installed in tests/js: `cd tests/js && npm ci`")
-    return node
-
-
 def run_arbundles(node: str, request: dict[str, Any]) -> dict[str, Any]:
     done = subprocess.run(
         [node, "ans104.mjs"],
@@ -68,7 +51,7 @@ def run_arbundles(node: str, request: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    return node_with_arbundles()
+    return node_for("the arbundles interop", ("arbundles",))
 
 
 @pytest.fixture(scope="module")
