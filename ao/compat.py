@@ -36,21 +36,20 @@ from typing import Any
 
 from aiohttp import web
 
-from ao.cu import ComputeUnit
-from ao.mu import MessengerUnit
-from ao.runtime import Message
 from ao.server import (
     BadRequest,
     NotFoundError,
+    UnitApi,
     guard,
     hand_in_data_item,
+    id_param,
+    json_body,
     tags_of,
 )
-from ao.store import JsonStore
 from chain.protocol import ans104, wire
 from chain.protocol import ao as ao_rules
 from chain.protocol.errors import InvalidParams
-from rpc.client import InferchainClient, RpcError
+from rpc.client import RpcError
 from rpc.errors import INVALID_PARAMS
 
 MODULE_TAGS_PREFIX = b"compat/module/"  # <module id> -> {owner, tags: [[name, value]]}
@@ -61,16 +60,8 @@ MAX_RESULTS = 1000
 MAX_GRAPHQL_IDS = 100
 
 
-class AoConnectApi:
-    """aoconnect's legacy routes over the unit's CU, MU and client library."""
-
-    def __init__(
-        self, client: InferchainClient, cu: ComputeUnit, mu: MessengerUnit, store: JsonStore
-    ) -> None:
-        self.client = client
-        self.cu = cu
-        self.mu = mu
-        self.store = store
+class AoConnectApi(UnitApi):
+    """aoconnect's legacy routes."""
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -149,7 +140,7 @@ class AoConnectApi:
 
     async def _monitored_pid(self, request: web.Request) -> str:
         """The process of a (un)monitor request, which carries a signed data item."""
-        pid = _id(request.match_info["pid"], "process id")
+        pid = id_param(request.match_info["pid"], "process id")
         try:
             ans104.verify(ans104.parse(await request.read()))
         except ans104.Ans104Error as exc:
@@ -160,13 +151,13 @@ class AoConnectApi:
     # The compute unit
 
     async def result(self, request: web.Request) -> web.Response:
-        mid = _id(request.match_info["id"], "message id")
-        pid = _id(request.query.get("process-id"), "process-id")
+        mid = id_param(request.match_info["id"], "message id")
+        pid = id_param(request.query.get("process-id"), "process-id")
         await self.cu.process(pid)
         return web.json_response(await self.cu.result(pid, mid))
 
     async def results(self, request: web.Request) -> web.Response:
-        pid = _id(request.match_info["pid"], "process id")
+        pid = id_param(request.match_info["pid"], "process id")
         low = _cursor(request, "from")
         high = _cursor(request, "to")
         sort = request.query.get("sort", "ASC")
@@ -191,8 +182,8 @@ class AoConnectApi:
         return web.json_response({"edges": edges})
 
     async def dry_run(self, request: web.Request) -> web.Response:
-        pid = _id(request.query.get("process-id"), "process-id")
-        body = await _json(request)
+        pid = id_param(request.query.get("process-id"), "process-id")
+        body = await json_body(request)
         target = body.get("Target", pid)
         if target != pid:
             raise BadRequest(f"Target: {target!r} is not the process-id {pid}")
@@ -205,27 +196,20 @@ class AoConnectApi:
         sender = body.get("From", fields["Owner"])
         if not isinstance(sender, str):
             raise BadRequest("From: a string")
-        tags = tags_of(body.get("Tags"), "Tags")
-        process = await self.cu.process(pid)
-        message = Message(
-            id=fields["Id"],
-            slot=int(process["slots"]),
+        result = await self.cu.dry_run(
+            pid,
+            message_id=fields["Id"],
             owner=fields["Owner"],
-            from_=sender,
-            target=pid,
-            tags=tuple(tags),
+            sender=sender,
+            tags=tags_of(body.get("Tags"), "Tags"),
             data=fields["Data"],
-            timestamp_ms=int(time.time() * 1000),
-            block_height=0,
-            from_process=None,
-            cron=False,
         )
-        return web.json_response((await self.cu.dry_run(pid, message)).to_json())
+        return web.json_response(result.to_json())
 
     # The gateway
 
     async def graphql(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await json_body(request)
         query = body.get("query")
         variables = body.get("variables") or {}
         if not isinstance(query, str) or not isinstance(variables, dict):
@@ -308,17 +292,6 @@ def _edges(nodes: list[dict[str, Any]]) -> web.Response:
     return web.json_response({"data": {"transactions": {"edges": [{"node": n} for n in nodes]}}})
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        body = wire.parse_json(raw) if raw.strip() else {}
-    except ValueError as exc:
-        raise BadRequest(f"body: not JSON ({exc})") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("body: a JSON object")
-    return body
-
-
 def _cursor(request: web.Request, name: str) -> int | None:
     value = request.query.get(name)
     if value is None or value == "":
@@ -326,9 +299,3 @@ def _cursor(request: web.Request, name: str) -> int | None:
     if not wire.ascii_digits(value) or len(value) > 15:
         raise BadRequest(f"{name}: a cursor (a slot) of this unit, got {value!r}")
     return int(value)
-
-
-def _id(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not ao_rules.is_id(value):
-        raise BadRequest(f"{name}: an AO id, 43 characters of base64url")
-    return value

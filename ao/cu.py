@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,11 +224,36 @@ class ComputeUnit:
         kept = self.store.get(result_key(place["process"], place["slot"]))
         return None if kept is None else (str(place["process"]), dict(kept["result"]))
 
-    async def dry_run(self, pid: str, message: Message) -> Result:
-        """`message` evaluated on the current memory and forgotten: nothing changes."""
+    async def dry_run(
+        self,
+        pid: str,
+        *,
+        message_id: str,
+        owner: str,
+        sender: str,
+        tags: Iterable[tuple[str, str]],
+        data: str,
+        from_process: str | None = None,
+    ) -> Result:
+        """A message that is not scheduled, evaluated on the current memory and forgotten:
+        nothing changes (PROTOCOL 8.5). It stands at the process's next slot, at the unit's
+        time (ms) and block height 0."""
         live = await self.catch_up(pid)
         if live.runtime is None:
             return self._not_loaded(live)
+        message = Message(
+            id=message_id,
+            slot=live.next_slot,
+            owner=owner,
+            from_=sender,
+            target=pid,
+            tags=tuple(tags),
+            data=data,
+            timestamp_ms=int(time.time() * 1000),
+            block_height=0,
+            from_process=from_process,
+            cron=False,
+        )
         async with self._lock(pid):
             return live.runtime.dry_run(message)
 

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ao.cu import ComputeUnit, UnknownMessage, UnknownProcess
 from ao.mu import MessengerUnit
-from ao.runtime import Limits, Message, ModuleError, ProcessInfo, ProcessRuntime
+from ao.runtime import Limits, ModuleError, ProcessInfo, ProcessRuntime
 from ao.store import JsonStore
 from chain.protocol import ans104, wire
 from chain.protocol import ao as ao_rules
@@ -114,6 +114,37 @@ async def hand_in_data_item(
     return item, receipt
 
 
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object (an empty body is `{}`); BadRequest otherwise."""
+    raw = await request.read()
+    try:
+        body = wire.parse_json(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise BadRequest(f"body: not JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("body: a JSON object")
+    return body
+
+
+def id_param(value: Any, name: str) -> str:
+    """An AO id of a request, in its canonical form (PROTOCOL 8.1); BadRequest naming it."""
+    if not isinstance(value, str) or not ao_rules.is_id(value):
+        raise BadRequest(f"{name}: an AO id, 43 characters of base64url")
+    return value
+
+
+class UnitApi:
+    """Routes over the unit's compute unit, messenger unit, client library and store."""
+
+    def __init__(
+        self, client: InferchainClient, cu: ComputeUnit, mu: MessengerUnit, store: JsonStore
+    ) -> None:
+        self.client = client
+        self.cu = cu
+        self.mu = mu
+        self.store = store
+
+
 def guard(handler: Handler) -> Handler:
     """A route whose refusals answer `{error}`: 400 for bad input or a refusal of the chain
     (its param and reason), 404 for an unknown process or message (a message to no process
@@ -143,16 +174,8 @@ def guard(handler: Handler) -> Handler:
     return guarded
 
 
-class AoApi:
-    """The routes over a CU, an MU and the client library."""
-
-    def __init__(
-        self, client: InferchainClient, cu: ComputeUnit, mu: MessengerUnit, store: JsonStore
-    ) -> None:
-        self.client = client
-        self.cu = cu
-        self.mu = mu
-        self.store = store
+class AoApi(UnitApi):
+    """The routes of AO's document."""
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -174,17 +197,6 @@ class AoApi:
 
     # Bodies
 
-    @staticmethod
-    async def _json(request: web.Request) -> dict[str, Any]:
-        raw = await request.read()
-        try:
-            body = wire.parse_json(raw) if raw.strip() else {}
-        except ValueError as exc:
-            raise BadRequest(f"body: not JSON ({exc})") from exc
-        if not isinstance(body, dict):
-            raise BadRequest("body: a JSON object")
-        return body
-
     async def _send(self, method: str, fields: dict[str, Any], body: dict[str, Any]) -> Any:
         """A signed request as the transaction it signs; else unsigned, from `owner` or dev
         account 0 (a dev chain fills nonce and signature)."""
@@ -204,7 +216,7 @@ class AoApi:
     # Processes
 
     async def spawn(self, request: web.Request) -> web.Response:
-        body = await self._json(request)
+        body = await json_body(request)
         module = body.get("module", "")
         if not isinstance(module, str):
             raise BadRequest("module: Lua source, or the id of a published module")
@@ -260,7 +272,7 @@ class AoApi:
         return web.json_response({"process_id": receipt["id"]})
 
     async def process_memory(self, request: web.Request) -> web.Response:
-        pid = self._id(request.match_info["id"], "process id")
+        pid = id_param(request.match_info["id"], "process id")
         to = request.query.get("to")
         if to is not None and not wire.ascii_digits(to):
             raise BadRequest(f"to: a timestamp in ms, got {to!r}")
@@ -268,8 +280,8 @@ class AoApi:
         return web.Response(body=memory, content_type="application/octet-stream")
 
     async def terminate(self, request: web.Request) -> web.Response:
-        pid = self._id(request.match_info["id"], "process id")
-        body = {**request.query, **await self._json(request)}
+        pid = id_param(request.match_info["id"], "process id")
+        body = {**request.query, **await json_body(request)}
         process = await self.cu.process(pid)
         if body.get("signature") is None and not body.get("owner"):
             body["owner"] = process["owner"]
@@ -279,15 +291,15 @@ class AoApi:
     # Messages
 
     async def message(self, request: web.Request) -> web.Response:
-        body = await self._json(request)
-        target = self._id(body.get("to"), "to")
+        body = await json_body(request)
+        target = id_param(body.get("to"), "to")
         data = body.get("data", "")
         if not isinstance(data, str):
             raise BadRequest("data: a string")
         tags = tags_of(body.get("tags"))
         from_process = body.get("from_process") or ""
         if from_process:
-            self._id(from_process, "from_process")
+            id_param(from_process, "from_process")
         if body.get("read_only"):
             return web.json_response(
                 {"result": (await self._dry_run(target, body, tags)).to_json()}
@@ -303,26 +315,20 @@ class AoApi:
         return web.json_response({"message_id": receipt["id"]})
 
     async def _dry_run(self, target: str, body: dict[str, Any], tags: list[tuple[str, str]]) -> Any:
-        process = await self.cu.process(target)
-        owner = body.get("owner") or DEV_ACCOUNT
+        owner = str(body.get("owner") or DEV_ACCOUNT)
         digest = hashlib.sha256(repr(sorted(body.items())).encode()).digest()
-        message = Message(
-            id=ao_rules.ao_id(digest),
-            slot=int(process["slots"]),
-            owner=str(owner),
-            from_=str(body.get("from_process") or owner),
-            target=target,
-            tags=tuple(tags),
+        return await self.cu.dry_run(
+            target,
+            message_id=ao_rules.ao_id(digest),
+            owner=owner,
+            sender=str(body.get("from_process") or owner),
+            tags=tags,
             data=str(body.get("data", "")),
-            timestamp_ms=int(time.time() * 1000),
-            block_height=0,
             from_process=body.get("from_process") or None,
-            cron=False,
         )
-        return await self.cu.dry_run(target, message)
 
     async def message_status(self, request: web.Request) -> web.Response:
-        message_id = self._id(request.match_info["id"], "message id")
+        message_id = id_param(request.match_info["id"], "message id")
         try:
             entry = await self.client.ao_message_by_id(message_id)
         except RpcError as exc:
@@ -339,7 +345,7 @@ class AoApi:
         return web.json_response({"id": receipt.id, "timestamp": int(time.time() * 1000)})
 
     async def scheduler_get(self, request: web.Request) -> web.Response:
-        item_id = self._id(request.match_info["id"], "id")
+        item_id = id_param(request.match_info["id"], "id")
         pid = request.query.get("process-id")
         if pid is not None:
             try:
@@ -370,15 +376,15 @@ class AoApi:
     # Compute, messenger, cron
 
     async def compute(self, request: web.Request) -> web.Response:
-        pid = self._id(request.match_info["pid"], "process id")
-        mid = self._id(request.match_info["mid"], "message id")
+        pid = id_param(request.match_info["pid"], "process id")
+        mid = id_param(request.match_info["mid"], "message id")
         await self.cu.process(pid)
         return web.json_response(await self.cu.result(pid, mid))
 
     async def messenger(self, request: web.Request) -> web.Response:
-        body = await self._json(request)
-        mid = self._id(body.get("message_id"), "message_id")
-        target = self._id(body.get("target_process"), "target_process")
+        body = await json_body(request)
+        mid = id_param(body.get("message_id"), "message_id")
+        target = id_param(body.get("target_process"), "target_process")
         try:
             entry = await self.client.ao_message_by_id(mid)
         except RpcError as exc:
@@ -393,19 +399,19 @@ class AoApi:
         return web.json_response({"status": "relayed", "count": len(outbox)})
 
     async def monitor(self, request: web.Request) -> web.Response:
-        pid = self._id(request.match_info["pid"], "process id")
+        pid = id_param(request.match_info["pid"], "process id")
         await self.cu.process(pid)
         self.mu.monitor(pid)
         return web.json_response({"status": f"monitoring {pid}"})
 
     async def unmonitor(self, request: web.Request) -> web.Response:
-        pid = self._id(request.match_info["pid"], "process id")
+        pid = id_param(request.match_info["pid"], "process id")
         await self.cu.process(pid)
         self.mu.unmonitor(pid)
         return web.json_response({"status": f"not monitoring {pid}"})
 
     async def cron_list(self, request: web.Request) -> web.Response:
-        pid = self._id(request.match_info["pid"], "process id")
+        pid = id_param(request.match_info["pid"], "process id")
         await self.cu.process(pid)
         low = self._timestamp(request, "from", 0)
         high = self._timestamp(request, "to", 2**63)
@@ -418,7 +424,7 @@ class AoApi:
 
     async def cron_run(self, request: web.Request) -> web.Response:
         """A Cron message now, from the unit; its result once evaluated."""
-        pid = self._id(request.match_info["pid"], "process id")
+        pid = id_param(request.match_info["pid"], "process id")
         await self.cu.process(pid)
         receipt = await self.mu.send_message(pid, [("Action", "Cron")])
         async with asyncio.timeout(WAIT_S):
@@ -429,12 +435,6 @@ class AoApi:
                 except RpcError:
                     await asyncio.sleep(POLL_S)
         return web.json_response(await self.cu.result(pid, receipt.id))
-
-    @staticmethod
-    def _id(value: Any, name: str) -> str:
-        if not isinstance(value, str) or not ao_rules.is_id(value):
-            raise BadRequest(f"{name}: an AO id, 43 characters of base64url")
-        return value
 
 
 def _not_found_text(exc: Exception) -> str:
