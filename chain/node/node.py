@@ -379,7 +379,9 @@ class Node:
     # AO (PROTOCOL 8): committed state only, as a scheduler unit answers
 
     def ao_process(self, pid: str) -> dict[str, Any] | None:
-        return ao.get_process(self.ledger.view, pid)
+        """The process `pid` names (its own id or an alias of it, PROTOCOL 8.2)."""
+        view = self.ledger.view
+        return ao.get_process(view, ao.resolve(view, pid))
 
     def ao_processes(self, start: int, limit: int) -> list[str]:
         """The ids of the processes spawned, in order, from the `start`-th."""
@@ -390,6 +392,7 @@ class Node:
     def ao_slots(self, pid: str, start: int, limit: int) -> list[dict[str, Any]]:
         """The process's scheduled messages from slot `start`, at most `limit`."""
         view = self.ledger.view
+        pid = ao.resolve(view, pid)
         out = []
         for slot in range(start, start + limit):
             entry = ao.get_slot(view, pid, slot)

@@ -54,6 +54,8 @@ MODULE = b"s/ao/module/"  # <id>: a published module's Lua source
 CRON = b"s/ao/cron"  # the processes with a cron interval, sorted
 PROCESS_COUNT = b"s/ao/count"  # how many processes were spawned
 PROCESS_LIST = b"s/ao/list/"  # <i:8>: the i-th process spawned
+ALIAS = b"s/ao/alias/"  # <id>: the process that id stands for (a Dev-Process-Id spawn's own id)
+DEV_ID_TAG = "Dev-Process-Id"
 
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
 MAX_TAGS = 128  # as ANS-104
@@ -199,6 +201,12 @@ def get_process(state: Reader, pid: str) -> dict[str, Any] | None:
     return _load(state.get(process_key(pid)))
 
 
+def resolve(state: Reader, pid: str) -> str:
+    """The process an id stands for: an alias's process (8.2, Dev-Process-Id), else `pid`."""
+    raw = state.get(ALIAS + pid.encode())
+    return pid if raw is None else raw.decode()
+
+
 def get_slot(state: Reader, pid: str, slot: int) -> dict[str, Any] | None:
     """A scheduled message `{id, process, slot, owner, from, fromProcess, tags, data, height,
     timestamp, cron}` (slot 0 is the spawn, with `module`)."""
@@ -282,6 +290,7 @@ def apply_spawn(
     spawn(
         state,
         ctx,
+        params,
         pid=pid,
         owner=msg.sender,
         module=msg.module,
@@ -297,6 +306,7 @@ def apply_spawn(
 def spawn(
     state: State,
     ctx: BlockContext,
+    params: Params,
     *,
     pid: str,
     owner: str,
@@ -309,6 +319,10 @@ def spawn(
     data: str,
 ) -> None:
     _check_new_id(state, pid)
+    spawn_id = pid
+    chosen = tag(tags, DEV_ID_TAG)
+    if chosen is not None:
+        pid = _dev_process_id(state, params, chosen)
     module_id = None
     if ID.fullmatch(module):
         if get_module(state, module) is None:
@@ -332,11 +346,14 @@ def spawn(
         "terminated": False,
         "cronTicks": 0,
     }
+    if chosen is not None:
+        process["spawnId"] = spawn_id
+        state.put(ALIAS + spawn_id.encode(), pid.encode())
     _put_slot(
         state,
         process,
         {
-            "id": pid,
+            "id": spawn_id,
             "owner": owner,
             "from": owner,
             "fromProcess": None,
@@ -353,6 +370,28 @@ def spawn(
     if cron is not None:
         listed = get_cron_processes(state)
         state.put(CRON, _dump(sorted({*listed, pid})))
+
+
+def _dev_process_id(state: Reader, params: Params, chosen: str) -> str:
+    """The id a spawn chooses with its Dev-Process-Id tag (8.2): on a chain whose params set
+    aoAliases, an AO id that no process, message, module or alias has taken."""
+    param = f"tags.{DEV_ID_TAG}"
+    if not params.ao_aliases:
+        raise InvalidParams(
+            param,
+            "a process chooses its id only on a chain whose params set aoAliases (a dev chain)",
+        )
+    if not is_id(chosen):
+        raise InvalidParams(param, "an AO id: 43 characters of base64url, standing for 32 bytes")
+    taken = (
+        state.get(PROCESS + chosen.encode()) is not None
+        or state.get(MESSAGE_ID + chosen.encode()) is not None
+        or state.get(MODULE + chosen.encode()) is not None
+        or state.get(ALIAS + chosen.encode()) is not None
+    )
+    if taken:
+        raise InvalidParams(param, f"{chosen} is taken already")
+    return chosen
 
 
 def apply_message(
@@ -384,7 +423,7 @@ def schedule(
     from_process: str | None,
 ) -> None:
     _check_new_id(state, message_id)
-    process = get_process(state, _process_id(target, "target"))
+    process = get_process(state, resolve(state, _process_id(target, "target")))
     if process is None:
         raise InvalidParams("target", f"no process {target}")
     if process["terminated"]:
@@ -442,6 +481,7 @@ def apply_data_item(
         spawn(
             state,
             ctx,
+            params,
             pid=item.id,
             owner=owner,
             module=tag(tags, "Module") or data,
@@ -485,7 +525,8 @@ def _tag_int(tags: list[tuple[str, str]], name: str, default: int) -> int:
 
 def apply_terminate(state: State, params: Params, msg: AoTerminate) -> None:
     """An AoTerminate (PROTOCOL 8.2): by the process's owner; later messages are refused."""
-    process = get_process(state, _process_id(msg.process, "process"))
+    pid = resolve(state, _process_id(msg.process, "process"))
+    process = get_process(state, pid)
     if process is None:
         raise InvalidParams("process", f"no process {msg.process}")
     if process["owner"].lower() != msg.sender.lower():
@@ -493,9 +534,9 @@ def apply_terminate(state: State, params: Params, msg: AoTerminate) -> None:
     if process["terminated"]:
         raise InvalidParams("process", f"process {msg.process} was terminated already")
     _pay_fee(state, params, msg.sender, msg.nonce)
-    state.put(process_key(msg.process), _dump({**process, "terminated": True}))
+    state.put(process_key(pid), _dump({**process, "terminated": True}))
     if process["cronInterval"]:
-        listed = [p for p in get_cron_processes(state) if p != msg.process]
+        listed = [p for p in get_cron_processes(state) if p != pid]
         state.put(CRON, _dump(listed))
 
 

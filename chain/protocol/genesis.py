@@ -50,6 +50,7 @@ class Params:
     canary_rate_bps: int = 100
     canary_bonus: int = 10**16
     slashing: bool = True
+    ao_aliases: bool = False
 
 
 # wire name -> (attribute, kind); kind "int" is a JSON integer, "amount" a decimal string
@@ -77,8 +78,11 @@ PARAM_FIELDS: dict[str, tuple[str, str]] = {
     "canaryRateBps": ("canary_rate_bps", "bps"),
     "canaryBonus": ("canary_bonus", "amount"),
     "slashing": ("slashing", "bool"),
+    "aoAliases": ("ao_aliases", "bool"),
 }
 assert {a for a, _k in PARAM_FIELDS.values()} == {f.name for f in fields(Params)}
+# Written only when true: a genesis without them hashes as it did before they existed.
+WRITTEN_WHEN_TRUE = frozenset({"aoAliases"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +381,8 @@ def params_to_json(params: Params) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, (attr, kind) in PARAM_FIELDS.items():
         value = getattr(params, attr)
+        if key in WRITTEN_WHEN_TRUE and not value:
+            continue
         out[key] = str(value) if kind == "amount" else value
     return out
 
@@ -397,8 +403,9 @@ def dev_genesis(
     node_base_port: int = 9100,
     genesis_time: str = "2026-01-01T00:00:00Z",
 ) -> dict[str, Any]:
-    """A genesis document whose keys all derive from `mnemonic` (PROTOCOL 2)."""
-    params = params or Params()
+    """A genesis document whose keys all derive from `mnemonic` (PROTOCOL 2); without
+    `params`, the defaults with `aoAliases` (a dev chain's processes may choose their ids)."""
+    params = params or Params(ao_aliases=True)
     accounts = [
         {
             "address": crypto.address_of_private_key(crypto.dev_private_key(mnemonic, i)),
