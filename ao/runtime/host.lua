@@ -516,11 +516,23 @@ local function output_of(value)
   return out
 end
 
+-- Lines whose first non-blank characters are `//` made `--` comments (PROTOCOL 8.8: tried
+-- only when the text does not compile as it is), or nil when there is none.
+local function slash_comments(source)
+  local fixed, count = gsub("\n" .. source, "\n([ \t]*)//", "\n%1--")
+  if count == 0 then return nil end
+  return sub(fixed, 2)
+end
+
 function host.load_module(source, instructions)
   start_budget(instructions)
   return finish(pcall(function()
     local fn, err = real_load(source, "=module", "t", G)
-    if not fn then error(err, 0) end
+    if not fn then
+      local fixed = slash_comments(source)
+      if fixed then fn = real_load(fixed, "=module", "t", G) end
+      if not fn then error(err, 0) end
+    end
     fn()
     local outbox = rawget(sandbox_require(".ao"), "outbox")
     return hjson.encode({
@@ -870,5 +882,132 @@ function host.memory()
   pop(state)
   return concat(state.out)
 end
+
+-- read(path): the value at a path of the process's globals as JSON, with raw reads only
+-- (no metamethod of the process runs), under the budget. Errors are "missing: ..." (the
+-- path names nothing) or "value: ..." (the value is not JSON).
+
+local READ_DEPTH = 64
+local READ_BYTES = 8 * 1024 * 1024
+local byte, tointeger = string.byte, math.tointeger
+local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+  ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+
+local function read_string(s)
+  return '"' .. gsub(s, '[%c"\\]', function(c)
+    return ESCAPES[c] or format("\\u%04x", byte(c))
+  end) .. '"'
+end
+
+local function read_number(x, where)
+  if mathtype(x) == "integer" then return tostring(x) end
+  if x ~= x or x == huge or x == -huge then
+    error("value: " .. where .. " is " .. tostring(x) .. ", which JSON cannot hold", 0)
+  end
+  local text = float_text(x)
+  if not find(text, "[%.eEn]") then text = text .. ".0" end
+  return text
+end
+
+local function integer_text(seg)
+  if not find(seg, "^%-?%d+$") then return nil end
+  local n = tointeger(tonumber(seg))
+  if n == nil or tostring(n) ~= seg then return nil end
+  return n
+end
+
+local function read_value(v, where, state, depth)
+  local kind = type(v)
+  if kind == "string" then return read_string(v) end
+  if kind == "number" then return read_number(v, where) end
+  if kind == "boolean" then return tostring(v) end
+  if kind ~= "table" then
+    error("value: " .. where .. " is a " .. kind .. ", which JSON cannot hold", 0)
+  end
+  if depth > READ_DEPTH then
+    error("value: " .. where .. " nests deeper than " .. READ_DEPTH .. " tables", 0)
+  end
+  if state.seen[v] then
+    error("value: " .. where .. " is a table reached twice (a cycle, or a table shared)", 0)
+  end
+  state.seen[v] = true
+  local count, keys = 0, {}
+  for k in next, v do
+    count = count + 1
+    local kk = type(k)
+    if kk == "number" and mathtype(k) == "integer" then
+      keys[count] = k
+    elseif kk == "string" then
+      keys[count] = k
+    else
+      error("value: " .. where .. " has a key that is a " ..
+        (kk == "number" and "float" or kk) .. ": JSON keys are strings or integers", 0)
+    end
+  end
+  local list = count > 0
+  for i = 1, count do
+    if rawget(v, i) == nil then list = false; break end
+  end
+  local parts = {}
+  if list then
+    for i = 1, count do
+      parts[i] = read_value(rawget(v, i), where .. "[" .. i .. "]", state, depth + 1)
+    end
+    state.size = state.size + count + 2
+    if state.size > READ_BYTES then error("value: larger than " .. READ_BYTES .. " bytes", 0) end
+    return "[" .. concat(parts, ",") .. "]"
+  end
+  local named, texts = {}, {}
+  for i = 1, count do
+    local k = keys[i]
+    local text = type(k) == "string" and k or tostring(k)
+    if named[text] then
+      error("value: " .. where .. " has both the key " .. text .. " and the key \"" .. text ..
+        "\"", 0)
+    end
+    named[text] = k
+    texts[i] = text
+  end
+  sort(texts)
+  for i, text in ipairs(texts) do
+    local part = read_string(text) .. ":" ..
+      read_value(rawget(v, named[text]), where .. "." .. text, state, depth + 1)
+    state.size = state.size + #part + 1
+    if state.size > READ_BYTES then error("value: larger than " .. READ_BYTES .. " bytes", 0) end
+    parts[i] = part
+  end
+  return "{" .. concat(parts, ",") .. "}"
+end
+
+function host.read(path_json, instructions)
+  local path = hjson.decode(path_json)
+  start_budget(instructions)
+  return finish(pcall(function()
+    local value, where = G, ""
+    for i = 1, #path do
+      local seg = path[i]
+      local here = where == "" and seg or where .. "." .. seg
+      if type(value) ~= "table" then
+        error("value: " .. where .. " is a " .. type(value) .. ", not a table", 0)
+      end
+      local found = rawget(value, seg)
+      if found == nil then
+        local n = integer_text(seg)
+        if n ~= nil then found = rawget(value, n) end
+      end
+      if found == nil then
+        error("missing: no key " .. format("%q", seg) ..
+          (where == "" and " among the globals" or " in " .. where), 0)
+      end
+      value, where = found, here
+    end
+    local state = { seen = {}, size = 0 }
+    local text = read_value(value, where, state, 1)
+    if #text > READ_BYTES then error("value: larger than " .. READ_BYTES .. " bytes", 0) end
+    return text
+  end))
+end
+
+host_code[host.read] = true
 
 return host

@@ -70,7 +70,12 @@ local function eval(msg)
   if type(code) ~= "string" then error("Eval: the Data must be Lua text", 0) end
   local fn, err = load("return " .. code, "=eval", "t", _G)
   if not fn then fn, err = load(code, "=eval", "t", _G) end
-  if not fn then error(err, 0) end
+  if not fn then
+    -- `//` comment lines (PROTOCOL 8.8), tried only when the text does not compile
+    local fixed, count = ("\n" .. code):gsub("\n([ \t]*)//", "\n%1--")
+    if count > 0 then fn = load(fixed:sub(2), "=eval", "t", _G) end
+    if not fn then error(err, 0) end
+  end
   local value = fn()
   if value ~= nil then
     logs[#logs + 1] = type(value) == "table" and stringify.format(value) or tostring(value)

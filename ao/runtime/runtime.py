@@ -19,6 +19,7 @@ import importlib.resources
 import json
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import lupa.lua54 as lupa
@@ -219,6 +220,24 @@ class ProcessRuntime:
     def dry_run(self, message: Message) -> Result:
         """Evaluate `message` on the current state and forget it: nothing changes."""
         return self._evaluate(message, keep=False)
+
+    def read(self, path: Sequence[str]) -> Any:
+        """The value at `path` of the process's globals (PROTOCOL 8.8, "Reading the state"),
+        as JSON values, read with raw access under the compute budget; the state is unchanged.
+        LookupError when the path names nothing, ValueError when a value on it is not a
+        table or the value is not JSON (a function, a cycle, a NaN, ...)."""
+        segments = list(path)
+        if not segments:
+            raise ValueError("a path names at least a global")
+        if not all(isinstance(s, str) for s in segments):
+            raise ValueError("a path is a list of texts")
+        kind, value, _ = self._run(self._host.read, json.dumps(segments).encode())
+        if kind == "ok":
+            return json.loads(value.decode("utf-8", "replace"))
+        text = self._error_text(kind, value)
+        if text.startswith("missing: "):
+            raise LookupError(text.removeprefix("missing: "))
+        raise ValueError(text.removeprefix("value: "))
 
     def memory(self) -> bytes:
         """The process's state, serialized as the package's docstring says."""

@@ -818,14 +818,27 @@ def test_apus_send_examples_send_what_the_document_says(as_module: bool) -> None
     assert tags_of(infer)["Reference"] == "2"
 
 
-def test_apus_handler_example_as_printed_is_not_lua() -> None:
-    # The document's handler has a `//` comment, which Lua (and so aos) reads as floor
-    # division: it is refused with its line, as aos refuses it.
-    result = evaluate(runtime(), APUS_HANDLER)
-    assert result.error is not None and result.error.startswith("eval:5:")
+@pytest.mark.parametrize("as_module", [True, False])
+def test_apus_handler_example_as_printed_runs_its_slash_line_a_comment(as_module: bool) -> None:
+    # The document's handler has a `//` comment, which Lua reads as floor division: a text
+    # that does not compile is tried again with such lines made `--` comments (PROTOCOL 8.8),
+    # as a module and through Eval, and the handler then prints what it was given.
+    response = (("Action", "Infer-Response"), ("X-Reference", "r-1"), ("X-Session", "s-1"))
+    rt = runtime(APUS_HANDLER) if as_module else runtime()
+    if not as_module:
+        assert evaluate(rt, APUS_HANDLER).error is None
+    result = rt.apply(message(9, tags=response, data='{"result": "hi"}'))
+    assert data(result) == '{"result": "hi"}\nr-1\ns-1'
+
+
+def test_slash_lines_are_read_as_comments_only_when_the_text_does_not_compile() -> None:
+    kept = runtime('Text = "a\\n// not a comment"\nN = 7 // 2')
+    assert kept.read(["N"]) == 3 and kept.read(["Text"]) == "a\n// not a comment"
     with pytest.raises(ModuleError) as raised:
-        runtime(APUS_HANDLER)
-    assert raised.value.line == 5
+        runtime("// a comment\nlocal x = = 1")
+    assert raised.value.line == 1  # the text's own error, as it was given
+    result = evaluate(runtime(), "// a comment\nreturn 1 +")
+    assert result.error is not None and result.error.startswith("eval:1:")
 
 
 def infer_response(n: int, body: str, *extra: tuple[str, str]) -> Message:
