@@ -6,8 +6,13 @@ processes) and its key (`DIR/unit.key`): the key of the first start stays the un
 key signs the unit's own transactions (data items handed in, relayed messages, cron runs):
 on a dev chain it is dev account 9 unless `--key FILE` or `--dev-index I` says otherwise.
 
-When ready it prints `AO unit <address> ready` and `AO on http://127.0.0.1:PORT`; it stops
-cleanly on SIGINT and SIGTERM. Bad options exit 2 with a message that names the option.
+It also ships the APUS token and AI router (`ao.apus`, PROTOCOL 8.10) unless `--no-apus`:
+their bridge's key is `DIR/bridge.key` (first start: `--bridge-key FILE`, `--bridge-dev-index
+I`, else dev account 8), and it must hold funds for the tasks' fees.
+
+When ready it prints `AO unit <address> ready`, the token's and the router's ids, and `AO on
+http://127.0.0.1:PORT`; it stops cleanly on SIGINT and SIGTERM. Bad options exit 2 with a
+message that names the option.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ao.apus import Apus, RouterConfig
 from ao.compat import AoConnectApi
 from ao.cu import ComputeUnit
 from ao.mu import MessengerUnit
+from ao.patch import PatchApi
 from ao.server import AoApi
 from ao.store import JsonStore
 from chain.protocol.errors import StorageError
@@ -36,7 +43,10 @@ log = logging.getLogger("ao")
 
 BAD_CONFIG_EXIT = 2
 DEFAULT_DEV_INDEX = 9
+DEFAULT_BRIDGE_DEV_INDEX = 8
 KEY_FILE = "unit.key"
+BRIDGE_KEY_FILE = "bridge.key"
+DEFAULT_ROUTER = RouterConfig()
 READY = "AO on "
 
 
@@ -48,6 +58,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     keys = parser.add_mutually_exclusive_group()
     keys.add_argument("--key", metavar="FILE", help="the unit's private key (hex), first start")
     keys.add_argument("--dev-index", type=int, metavar="I", help="dev account I, first start")
+    bridge = parser.add_mutually_exclusive_group()
+    bridge.add_argument("--bridge-key", metavar="FILE", help="the bridge's key (hex), first start")
+    bridge.add_argument("--bridge-dev-index", type=int, metavar="I", help="dev account I")
+    parser.add_argument("--no-apus", action="store_true", help="do not ship the APUS processes")
+    parser.add_argument("--router-model", default=DEFAULT_ROUTER.model, metavar="NAME")
+    parser.add_argument(
+        "--armstrongs-per-credit",
+        type=int,
+        default=DEFAULT_ROUTER.armstrongs_per_credit,
+        metavar="N",
+    )
+    parser.add_argument("--infer-price", type=int, default=DEFAULT_ROUTER.price, metavar="CREDITS")
+    parser.add_argument(
+        "--target-count", type=int, default=DEFAULT_ROUTER.target_count, metavar="N"
+    )
     parser.add_argument("--poll-interval", type=float, default=0.2, metavar="S", help="seconds")
     parser.add_argument("--log-level", default="INFO", type=str.upper)
     return parser.parse_args(argv)
@@ -56,47 +81,116 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_wallet(args: argparse.Namespace, data_dir: Path) -> Wallet:
     """The unit's key: DIR/unit.key when it exists, else --key, --dev-index or dev account 9,
     written there; ValueError naming the option."""
-    path = data_dir / KEY_FILE
+    return load_key(data_dir / KEY_FILE, args.key, args.dev_index, DEFAULT_DEV_INDEX, "")
+
+
+def load_bridge_wallet(args: argparse.Namespace, data_dir: Path) -> Wallet:
+    """The bridge's key: DIR/bridge.key, else --bridge-key, --bridge-dev-index or dev
+    account 8, written there."""
+    return load_key(
+        data_dir / BRIDGE_KEY_FILE,
+        args.bridge_key,
+        args.bridge_dev_index,
+        DEFAULT_BRIDGE_DEV_INDEX,
+        "bridge-",
+    )
+
+
+def load_key(
+    path: Path, key_file: str | None, dev_index: int | None, default_index: int, option: str
+) -> Wallet:
+    """The key kept at `path`, else the one `--<option>key FILE` or `--<option>dev-index I`
+    gives (or dev account `default_index`), written to `path` (mode 0600)."""
     if path.exists():
         try:
             return Wallet.from_key(path.read_text().strip())
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
-    if args.key:
+    if key_file:
         try:
-            wallet = Wallet.from_key(Path(args.key).read_text().strip())
+            wallet = Wallet.from_key(Path(key_file).read_text().strip())
         except (OSError, ValueError) as exc:
-            raise ValueError(f"--key {args.key}: {exc}") from exc
+            raise ValueError(f"--{option}key {key_file}: {exc}") from exc
     else:
-        index = DEFAULT_DEV_INDEX if args.dev_index is None else args.dev_index
+        index = default_index if dev_index is None else dev_index
         if index < 0:
-            raise ValueError(f"--dev-index must not be negative, got {index}")
+            raise ValueError(f"--{option}dev-index must not be negative, got {index}")
         wallet = Wallet.dev(index)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write("0x" + wallet.private_key.hex() + "\n")
     return wallet
 
 
-async def serve(args: argparse.Namespace, wallet: Wallet, data_dir: Path) -> int:
+def router_config(args: argparse.Namespace) -> RouterConfig:
+    """The router's settings; ValueError naming the option that is out of range."""
+    for option, value, low in (
+        ("--armstrongs-per-credit", args.armstrongs_per_credit, 1),
+        ("--infer-price", args.infer_price, 0),
+        ("--target-count", args.target_count, 1),
+    ):
+        if value < low:
+            raise ValueError(f"{option} must be at least {low}, got {value}")
+    if not args.router_model.strip():
+        raise ValueError("--router-model must not be empty")
+    return RouterConfig(
+        model=args.router_model,
+        armstrongs_per_credit=args.armstrongs_per_credit,
+        price=args.infer_price,
+        target_count=args.target_count,
+    )
+
+
+async def serve(
+    args: argparse.Namespace, wallet: Wallet, bridge: Wallet | None, data_dir: Path
+) -> int:
     client = InferchainClient(args.rpc)
     store = JsonStore(data_dir / "store")
     cu = ComputeUnit(client, store)
     mu = MessengerUnit(client, wallet, cu, store, poll_interval=args.poll_interval)
+    apus = None
+    if bridge is not None:
+        apus = Apus(
+            client,
+            cu,
+            mu,
+            store,
+            bridge,
+            config=router_config(args),
+            poll_interval=args.poll_interval,
+        )
     app = web.Application()
     app.add_routes(AoApi(client, cu, mu, store).routes())
     app.add_routes(AoConnectApi(client, cu, mu, store).routes())
+    app.add_routes(PatchApi(client, cu, mu, store).routes())
+    if apus is not None:
+        app.add_routes(apus.routes())
     service = serving.HttpService(app, "127.0.0.1", args.port)
     try:
         serving.prepare_process(asyncio.get_running_loop())
+        await mu.resend_pending()
+        if apus is not None:
+            await apus.ship()
         await service.start()
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            mu.stop()
+            if apus is not None:
+                apus.stop()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, mu.stop)
+            loop.add_signal_handler(sig, stop)
         print(f"AO unit {wallet.address} ready", flush=True)
+        if apus is not None:
+            print(f"APUS token {apus.token}", flush=True)
+            print(f"APUS router {apus.router} (bridge {apus.bridge.wallet.address})", flush=True)
         print(f"{READY}{service.url}", flush=True)
-        await mu.run_forever()
+        if apus is None:
+            await mu.run_forever()
+        else:
+            await asyncio.gather(mu.run_forever(), apus.run_forever())
     finally:
         await service.stop()
         await client.close()
@@ -120,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args.data_dir)
     try:
         wallet = load_wallet(args, data_dir)
-        return asyncio.run(serve(args, wallet, data_dir))
+        bridge = None if args.no_apus else load_bridge_wallet(args, data_dir)
+        if bridge is not None:
+            router_config(args)
+        return asyncio.run(serve(args, wallet, bridge, data_dir))
     except (ValueError, OSError, StorageError) as exc:
         log.error("%s", exc)
         return BAD_CONFIG_EXIT

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +93,7 @@ class ComputeUnit:
         self._locks: dict[str, asyncio.Lock] = {}
         self.listeners: list[Listener] = []  # told of each slot evaluated (the MU)
         self.mismatches = 0
+        self._ids: dict[str, str] = {}  # an id a caller gave -> the process's own id
 
     # Reading the chain
 
@@ -106,6 +107,15 @@ class ComputeUnit:
         if process.get("type") == "Module":
             raise UnknownProcess(pid)
         return process
+
+    async def canonical(self, pid: str) -> str:
+        """The process's own id for `pid`, which may be another id the chain resolves to it
+        (a dev chain's `Dev-Process-Id`, 8.2); UnknownProcess when there is no process."""
+        known = self._ids.get(pid)
+        if known is None:
+            known = str((await self.process(pid))["id"])
+            self._ids[pid] = known
+        return known
 
     async def module_source(self, process: dict[str, Any]) -> str:
         if process.get("moduleId"):
@@ -153,6 +163,7 @@ class ComputeUnit:
 
     async def catch_up(self, pid: str) -> Evaluated:
         """Evaluate every committed slot of `pid` not evaluated yet."""
+        pid = await self.canonical(pid)
         async with self._lock(pid):
             live = self._live.get(pid)
             if live is None:
@@ -175,16 +186,17 @@ class ComputeUnit:
         return live.runtime.apply(to_message(entry))
 
     async def _keep(self, pid: str, entry: dict[str, Any], live: Evaluated, result: Result) -> None:
+        """Keep the slot's result and memory hash, then tell the listeners, and mark them
+        told: a slot kept but not told (the unit stopped between the two) is told when it
+        is evaluated again after the restart."""
         slot = int(entry["slot"])
         memory = memory_hash(live.runtime.memory()) if live.runtime is not None else ""
         key = result_key(pid, slot)
         kept = self.store.get(key)
         if kept is None:
+            kept = {"id": entry["id"], "result": result.to_json(), "memory": memory, "told": False}
             self.store.write(
-                {
-                    key: {"id": entry["id"], "result": result.to_json(), "memory": memory},
-                    RESULT_ID_PREFIX + entry["id"].encode(): {"process": pid, "slot": slot},
-                }
+                {key: kept, RESULT_ID_PREFIX + entry["id"].encode(): {"process": pid, "slot": slot}}
             )
         elif kept["memory"] != memory:
             self.mismatches += 1
@@ -197,15 +209,17 @@ class ComputeUnit:
                 kept["memory"][:16],
             )
         live.next_slot = slot + 1
-        if kept is None:
+        if not kept.get("told", True):
             for listener in self.listeners:
                 await listener(pid, entry, result)
+            self.store.write({key: {**kept, "told": True}})
 
     # Reads
 
     async def result(self, pid: str, message_id: str) -> dict[str, Any]:
         """The result of message `message_id` of `pid`, once the chain scheduled it; it is
         evaluated first when it was not yet. UnknownMessage if it is not `pid`'s."""
+        pid = await self.canonical(pid)
         place = self.store.get(RESULT_ID_PREFIX + message_id.encode())
         if place is None:
             await self.catch_up(pid)
@@ -238,6 +252,7 @@ class ComputeUnit:
         """A message that is not scheduled, evaluated on the current memory and forgotten:
         nothing changes (PROTOCOL 8.5). It stands at the process's next slot, at the unit's
         time (ms) and block height 0."""
+        pid = await self.canonical(pid)
         live = await self.catch_up(pid)
         if live.runtime is None:
             return self._not_loaded(live)
@@ -246,7 +261,7 @@ class ComputeUnit:
             slot=live.next_slot,
             owner=owner,
             from_=sender,
-            target=pid,
+            target=live.process["id"],
             tags=tuple(tags),
             data=data,
             timestamp_ms=int(time.time() * 1000),
@@ -259,6 +274,7 @@ class ComputeUnit:
 
     async def memory(self, pid: str, to: int | None = None) -> bytes:
         """The memory after the last slot at or before timestamp `to` (ms; None: now)."""
+        pid = await self.canonical(pid)
         live = await self.catch_up(pid)
         if to is None:
             return live.runtime.memory() if live.runtime is not None else b""
@@ -269,3 +285,13 @@ class ComputeUnit:
         for entry in entries:
             self._apply(replay, entry)
         return replay.runtime.memory() if replay.runtime is not None else b""
+
+    async def read(self, pid: str, path: Sequence[str]) -> Any:
+        """The value at `path` of the process's globals now (`ProcessRuntime.read`): its
+        state, read without a message. LookupError when the path names nothing (or the
+        module does not load), ValueError when the value cannot be given as JSON."""
+        live = await self.catch_up(pid)
+        if live.runtime is None:
+            raise LookupError(f"the module does not load: {live.load_error}")
+        async with self._lock(live.process["id"]):
+            return live.runtime.read(path)

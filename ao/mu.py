@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 from ao.cu import ComputeUnit, UnknownProcess
+from ao.once import OnceSender
 from ao.runtime import Result
 from ao.store import JsonStore
 from chain.protocol import ao as ao_rules
@@ -33,9 +34,7 @@ from rpc.client import (
     TransportError,
     Wallet,
     ao_tags_json,
-    presign,
 )
-from rpc.errors import NONCE_MISMATCH
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class MessengerUnit:
         self.store = store
         self.poll_interval = poll_interval
         self._stopping = asyncio.Event()
-        self._send_lock = asyncio.Lock()
+        self.sender = OnceSender(client, wallet, store)
         self._known_processes = 0
         cu.listeners.append(self.on_result)
 
@@ -143,57 +142,36 @@ class MessengerUnit:
 
     async def relay(self, pid: str, slot: int, index: int, outgoing: dict[str, Any]) -> None:
         """Sign, record, then send one outgoing message (once: a recorded one is resent)."""
-        key = relay_key(pid, slot, index)
-        async with self._send_lock:
-            record = self.store.get(key)
-            if record is None:
-                target = str(outgoing.get("Target", ""))
-                tags = [(str(t["name"]), str(t["value"])) for t in outgoing.get("Tags", [])]
-                data = outgoing.get("Data", "")
-                nonce = await self.client.next_nonce(self.wallet.address)
-                msg = AoMessage(
-                    sender=self.wallet.address,
-                    nonce=nonce,
-                    target=target,
-                    data=data if isinstance(data, str) else str(data),
-                    tags=ao_tags_json(tags),
-                    from_process=pid,
-                )
-                tx = presign(msg, await self.client.chain_id(), self.wallet.private_key)
-                record = {"method": tx.method, "params": tx.params, "done": False}
-                record["id"] = ao_rules.ao_id(bytes.fromhex(tx.params["signature"][2:]))
-                self.store.write({key: record})
-            if not record["done"]:
-                await self._send(key, record)
+        target = str(outgoing.get("Target", ""))
+        tags = [(str(t["name"]), str(t["value"])) for t in outgoing.get("Tags", [])]
+        data = outgoing.get("Data", "")
 
-    async def _send(self, key: bytes, record: dict[str, Any]) -> None:
-        try:
-            await self.client.send_signed(record["method"], record["params"])
-        except RpcError as exc:
-            if exc.code == NONCE_MISMATCH:  # sent before the restart: the chain has it
-                log.info("relay %s was sent before: %s", record["id"], exc)
-            else:  # the chain refused it (an unknown target): its nonce is not used
-                log.warning("relay %s refused: %s", record["id"], exc)
-                self.client.reset_nonce(self.wallet.address)
-        self.store.write({key: {**record, "done": True}})
+        def build(nonce: int) -> AoMessage:
+            return AoMessage(
+                sender=self.wallet.address,
+                nonce=nonce,
+                target=target,
+                data=data if isinstance(data, str) else str(data),
+                tags=ao_tags_json(tags),
+                from_process=pid,
+            )
+
+        await self.sender.send_once(relay_key(pid, slot, index), build)
 
     async def resend_pending(self) -> None:
         """The relays recorded but not marked sent (the unit stopped between the two)."""
-        for key, record in list(self.store.scan(RELAY_PREFIX)):
-            if not record["done"]:
-                async with self._send_lock:
-                    await self._send(key, record)
+        await self.sender.resend_pending(RELAY_PREFIX)
 
     # The unit's own transactions, in turn with the relays (one key, one nonce sequence)
 
     async def send_data_item(self, raw: bytes) -> AoReceipt:
-        async with self._send_lock:
+        async with self.sender.lock:
             return await self.client.ao_data_item(self.wallet, raw)
 
     async def send_message(
         self, target: str, tags: list[tuple[str, str]], data: str = ""
     ) -> AoReceipt:
-        async with self._send_lock:
+        async with self.sender.lock:
             return await self.client.ao_message(self.wallet, target, tags=tags, data=data)
 
     def relayed(self, message_id: str) -> list[dict[str, Any]]:

@@ -405,6 +405,9 @@ class Testnet:
                 f"  {net.ao.name:<16} HTTP {net.ao.url} (processes, messages, scheduler, "
                 f"compute, messenger, cron)  pid {net.ao.pid}  log {net.ao.log_path}"
             )
+        if net.ao is not None and net.apus is not None:
+            for line in apus_lines(net.ao.url, net.apus):
+                print(line)
         print(f"  launcher pid {os.getpid()} (recorded in {self.lock.pid_path})")
         dev_keys = genesis.dev_keys()
         if dev_keys:
@@ -487,6 +490,35 @@ class Testnet:
         finally:
             supervisor.cancel()
             await asyncio.gather(supervisor, return_exceptions=True)
+
+
+def apus_lines(url: str, apus: dict[str, Any]) -> list[str]:
+    """The banner's lines for the APUS processes the AO unit ships: their ids and, when a
+    dev account holds credits, a recipe to ask the router a question with curl."""
+    router = apus["router"]
+    lines = [
+        f"  APUS token {apus['token']}  AI router {router}  (bridge {apus['bridge']} pays the "
+        "tasks' fees)"
+    ]
+    client = apus.get("devClient")
+    if client:
+        infer = json.dumps(
+            {
+                "to": router,
+                "tags": [
+                    {"name": "Action", "value": "Infer"},
+                    {"name": "X-Prompt", "value": "Who are you?"},
+                    {"name": "X-Reference", "value": "q1"},
+                ],
+            },
+            separators=(",", ":"),
+        )
+        lines.append(
+            f"  ask the router (as dev account 0, which holds credits): curl -s {url}/message "
+            f"-d '{infer}'; the answer: curl -s {url}/{router}~process@1.0/now/cache/tasks/"
+            f"{client}-q1"
+        )
+    return lines
 
 
 async def _task_stats(clients: list[InferchainClient]) -> dict[str, Any] | None:

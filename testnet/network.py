@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from chain.protocol import wire
 from chain.protocol.genesis import Genesis
 from chain.protocol.gossip import DEV_TOKEN_FILE
@@ -69,6 +71,7 @@ class Network:
         self.validators: list[Process | None] = [None] * len(ports)
         self.nodes: dict[int, Process] = {}
         self.ao: Process | None = None  # the AO unit, when one is started
+        self.apus: dict[str, Any] | None = None  # its GET /apus: the APUS processes' ids
         self.clients = [self._client(k) for k in range(len(ports))]
         self._retired: list[InferchainClient] = []
 
@@ -172,6 +175,7 @@ class Network:
     async def start_ao(self, port: int = 0) -> None:
         process = self.spawn_ao(port)
         await asyncio.to_thread(process.wait_ready)
+        self.apus = await apus_of(process.url)
 
     # perturb.Cluster
 
@@ -251,6 +255,22 @@ class Network:
 
     def _client(self, k: int) -> InferchainClient:
         return InferchainClient(self.urls[k], timeout=self.request_timeout_s)
+
+
+async def apus_of(url: str) -> dict[str, Any] | None:
+    """The AO unit's `GET /apus` (the shipped token's and router's ids), or None when it ships
+    none (`--no-apus`) or does not answer."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(url + "/apus") as response,
+        ):
+            if response.status != 200:
+                return None
+            info: dict[str, Any] = await response.json()
+            return info
+    except (aiohttp.ClientError, TimeoutError):
+        return None
 
 
 async def health_of(client: InferchainClient) -> dict[str, Any] | None:
