@@ -156,7 +156,9 @@ def dev_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevChain]:
     by the two others (no self-vote; a registered node that never answers would hold a result
     undecided until its verify deadline): its URL."""
     root = tmp_path_factory.mktemp("readme")
-    genesis_path = write_genesis(root / "genesis.json", make_genesis(block_time_ms=200))
+    genesis_path = write_genesis(
+        root / "genesis.json", make_genesis(block_time_ms=200, ao_aliases=True)
+    )
     validator = ValidatorProcess(genesis_path, root / "validator")
     nodes: list[Process] = []
     try:

@@ -108,9 +108,10 @@ def test_shipped_genesis_loads() -> None:
     assert genesis.raw == RAW
 
 
-def test_shipped_params_are_the_protocol_defaults() -> None:
-    assert RAW["params"] == PROTOCOL_DEFAULTS
-    assert load_genesis(GENESIS_PATH).params == Params()
+def test_shipped_params_are_the_protocol_defaults_on_a_dev_chain() -> None:
+    # the protocol's defaults, and aoAliases: the shipped genesis is a dev chain's (8.2)
+    assert RAW["params"] == {**PROTOCOL_DEFAULTS, "aoAliases": True}
+    assert load_genesis(GENESIS_PATH).params == Params(ao_aliases=True)
     assert params_to_json(Params()) == PROTOCOL_DEFAULTS
 
 
