@@ -4,7 +4,9 @@
 the AI router (`router.lua`), owned and scheduled by the unit's key; their ids are kept in
 the store and given by `GET /apus`. On a dev chain (`params.aoAliases`, PROTOCOL 2) the two
 take the ids APUS's document uses (`Dev-Process-Id`, 8.2), so its examples run unchanged,
-and the token's Faucet is on; on any other chain their ids are their spawns'.
+the token's Faucet is on, and dev account 0 (the REST routes' sender when a request names
+none) buys credits with 10 APUS from the Faucet, once; on any other chain their ids are
+their spawns'. A router that another unit schedules is not bridged by this one.
 
 **The bridge** has its own key (funded: it pays every task's fee and every message it
 sends). It reads the router's `Pending` from the compute unit and, for each task there:

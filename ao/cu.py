@@ -7,7 +7,10 @@ and in its store each slot's result and the SHA-256 of the memory after it. Afte
 it evaluates each process again from slot 0 when first asked (functions cannot be written to
 disk, a Lua state can be rebuilt), and checks each slot's memory against the hash it kept:
 two CUs, or one before and after a restart, reach the same memory byte for byte, and a CU
-that does not says so in its log.
+that does not says so in its log. Listeners (the MU) are told of each slot kept, and the slot
+marked told after: one kept but not told when the unit stopped is told on its replay.
+A process named by another id the chain resolves to it (a dev chain's `Dev-Process-Id`) is
+evaluated under its own id.
 
 Results are AO's `{Output, Messages, Spawns, Error}`. `memory(pid, to)` is the memory after
 the last slot at or before the timestamp `to`: the live state's when that is the last slot

@@ -7,7 +7,7 @@ The MU relays the outbox of the processes whose `scheduler` is the unit's addres
 refuses a relay by anyone else, 8.2). Each relay is written to the store, signed with its
 nonce, before it is sent, and marked once the chain has it: a restart sends the ones not
 marked again, the same signed transaction, which the chain takes once (a second time its
-nonce is used: -32000), so every message is relayed exactly once.
+nonce is used: -32000), so every message is relayed exactly once (`ao.once`).
 
 The crank polls, for each monitored process, the chain for slots not evaluated yet and has
 the CU evaluate them (which hands the MU their outboxes). The unit monitors its own processes

@@ -7,6 +7,9 @@ Each is a `.lua` file of this package, read with importlib.resources (`source("t
   Mint by the owner, a dev chain's Faucet). Its header documents every action, tag and
   error; it is what APUS's AI router buys credits with (a Transfer with `X-Reason =
   Buy-Credits` to the router).
+- `router.lua`: APUS's AI router: credits bought with the token, `Infer` checked and kept
+  pending for the bridge (`ao.apus`), `Task-Status` from the bridge turned into exactly one
+  `Infer-Response`, and the `cache` the `/now/cache/...` routes read (PROTOCOL 8.10).
 """
 
 from __future__ import annotations
