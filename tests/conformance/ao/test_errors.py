@@ -133,6 +133,13 @@ ROWS: dict[str, Row] = {
     "terminate-not-owner": Row(
         "DELETE", "/process/{pid}", body={"owner": OTHER_OWNER}, text="the chain refused it"
     ),
+    # GET /{pid}~process@1.0/now/... (the state, read without a message)
+    "now-malformed-id": Row("GET", "/short~process@1.0/now/Count", text="AO id"),
+    "now-unknown": Row("GET", "/{unknown}~process@1.0/now/Count", status=404, text="{unknown}"),
+    "now-no-path": Row("GET", "/{pid}~process@1.0/now/", text="path"),
+    "now-missing-key": Row("GET", "/{pid}~process@1.0/now/Nothing", status=404, text="Nothing"),
+    "now-not-a-table": Row("GET", "/{pid}~process@1.0/now/Count/x", text="not a table"),
+    "now-a-function": Row("GET", "/{pid}~process@1.0/now/Handlers/add", text="function"),
     # POST /message
     "message-not-json": Row("POST", "/message", raw=b"[", text="JSON"),
     "message-no-to": Row("POST", "/message", body={"data": "x"}, text="to"),
