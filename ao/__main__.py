@@ -171,7 +171,7 @@ async def serve(
         serving.prepare_process(asyncio.get_running_loop())
         await mu.resend_pending()
         if apus is not None:
-            await apus.ship()
+            await apus.ship_when_reachable()
         await service.start()
         loop = asyncio.get_running_loop()
 

@@ -141,8 +141,19 @@ class Apus:
 
     # Shipping the processes
 
+    async def ship_when_reachable(self, retry_s: float = 1.0) -> None:
+        """`ship`, once the chain answers (a unit may start before its validator)."""
+        while True:
+            try:
+                await self.ship()
+                return
+            except TransportError as exc:
+                log.info("APUS: waiting for the chain (%s)", exc)
+                await asyncio.sleep(retry_s)
+
     async def ship(self) -> None:
-        """Spawn the token and the router, once (the ids are kept)."""
+        """Spawn the token and the router, once (the ids are kept); ValueError when the chain
+        refuses a spawn (the unit's key cannot pay the fee)."""
         self.dev = bool((await self.client.get_params()).ao_aliases)
         await self.mu.sender.resend_pending(SPAWN_PREFIX)
         if self.token is None or self.router is None:
@@ -229,7 +240,7 @@ class Apus:
 
         record = await self.mu.sender.send_once(SPAWN_PREFIX + name.encode(), build)
         if "error" in record:
-            raise RuntimeError(f"the chain refused the APUS {name}: {record['error']['message']}")
+            raise ValueError(f"the chain refused the APUS {name}: {record['error']['message']}")
         return dev_id if self.dev else str(record["id"])
 
     def info(self) -> dict[str, Any]:
