@@ -24,7 +24,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ao.runtime import Limits, Message, ModuleError, ProcessInfo, ProcessRuntime, Result
@@ -81,6 +81,8 @@ class Evaluated:
     runtime: ProcessRuntime | None  # None: the module does not load (every message errors)
     load_error: str | None
     next_slot: int = 0
+    # slots kept whose listeners failed (the chain unreachable): told again before the next
+    untold: list[tuple[dict[str, Any], Result]] = field(default_factory=list)
 
 
 Listener = Callable[[str, dict[str, Any], Result], Awaitable[None]]
@@ -172,6 +174,10 @@ class ComputeUnit:
             if live is None:
                 live = await self._fresh(pid)
                 self._live[pid] = live
+            while live.untold:
+                entry, result = live.untold[0]
+                await self._tell(pid, entry, result)
+                live.untold.pop(0)
             for entry in await self.slots(pid, live.next_slot):
                 result = self._apply(live, entry)
                 await self._keep(pid, entry, live, result)
@@ -213,9 +219,19 @@ class ComputeUnit:
             )
         live.next_slot = slot + 1
         if not kept.get("told", True):
-            for listener in self.listeners:
-                await listener(pid, entry, result)
-            self.store.write({key: {**kept, "told": True}})
+            try:
+                await self._tell(pid, entry, result)
+            except Exception:
+                live.untold.append((entry, result))
+                raise
+
+    async def _tell(self, pid: str, entry: dict[str, Any], result: Result) -> None:
+        for listener in self.listeners:
+            await listener(pid, entry, result)
+        key = result_key(pid, int(entry["slot"]))
+        kept = self.store.get(key)
+        assert kept is not None
+        self.store.write({key: {**kept, "told": True}})
 
     # Reads
 
