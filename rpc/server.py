@@ -1,6 +1,6 @@
 """The validator's HTTP face: JSON-RPC 2.0 on POST / and /rpc, plus GET /tx/<hash>,
-GET /queryPendingTasks (the upstream shape), GET /health and the routes other validators
-use (`rpc.p2p`).
+GET /queryPendingTasks (the upstream shape), GET /health, the WebSocket of subscriptions
+at GET /ws (`rpc.subscriptions`) and the routes other validators use (`rpc.p2p`).
 
 Every request shape of the JSON-RPC 2.0 specification gets its own answer (a parse error, an
 invalid request inside a batch, an empty batch, HTTP 204 when only notifications came). Each
@@ -27,7 +27,7 @@ from chain.node.node import Node
 from chain.protocol import crypto, wire
 from chain.protocol.errors import ChainError, InvalidParams
 from chain.protocol.types import Message
-from rpc import api, errors, p2p, serving
+from rpc import api, errors, p2p, serving, subscriptions
 from rpc.methods import METHODS, MethodSpec, pending_tasks_answer, render_tx, signed_call
 
 log = logging.getLogger(__name__)
@@ -109,9 +109,11 @@ def _recover_all(calls: deque[SignedAhead]) -> None:
 class RpcServer:
     """The aiohttp application around one node."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, ws_limits: subscriptions.Limits | None = None) -> None:
         self.node = node
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.hub = subscriptions.Hub(node, ws_limits or subscriptions.Limits())
+        self.hub.add_routes(self.app)
         for path in JSONRPC_PATHS:
             self.app.router.add_post(path, self.handle_rpc)
         self.app.router.add_get("/tx/{tx_hash}", self.handle_get_tx)

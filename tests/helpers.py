@@ -23,6 +23,7 @@ from chain.protocol import crypto
 from chain.protocol.genesis import DEV_MNEMONIC as DEV_MNEMONIC  # re-exported for the tests
 from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
 from chain.protocol.types import Task
+from rpc import subscriptions
 from rpc.client import InferchainClient, Wallet
 from rpc.server import RpcServer
 from testnet.commands import (
@@ -53,7 +54,12 @@ class LocalChain:
 
 @contextlib.asynccontextmanager
 async def local_chain(
-    data_dir: Path, genesis: Genesis | None = None, *, run: bool = True, **node_options: Any
+    data_dir: Path,
+    genesis: Genesis | None = None,
+    *,
+    run: bool = True,
+    ws_limits: subscriptions.Limits | None = None,
+    **node_options: Any,
 ) -> AsyncIterator[LocalChain]:
     """A validator in this process with its RPC on 127.0.0.1:<ephemeral>.
 
@@ -65,7 +71,7 @@ async def local_chain(
         genesis, data_dir, dev_validator_key(genesis, None), check_invariants=True, **node_options
     )
     await node.setup()
-    runner = web.AppRunner(RpcServer(node).app, access_log=None)
+    runner = web.AppRunner(RpcServer(node, ws_limits).app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

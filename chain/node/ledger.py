@@ -15,6 +15,7 @@ Key layout (big-endian integers, raw 20-byte addresses and 32-byte hashes):
   sender/<addr><nonce:8> taskHash of that sender's task with that nonce
   hist/<state key><h:8>  value of an account or node record after block h
   vote/<h:8><r:4><t:1>   this validator's own signed vote at (height, round, type)
+  ev/<h:8>               the hashes of the tasks block h changed (chain.node.events)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from chain.node import events
 from chain.node import store as stores
 from chain.node.store import DataDirState, KeyValueReader, KeyValueStore, LevelDBStore
 from chain.protocol import blocks, crypto, wire
@@ -47,6 +49,7 @@ from chain.protocol.state import (
     NODE,
     OPEN_TASK,
     STATE_PREFIX,
+    TASK,
     State,
     decode_account,
     get_supply,
@@ -301,6 +304,7 @@ class Ledger:
             )
             if status == "committed" and tx.message.TYPE == "SubmitTask":
                 changes[SENDER_TASK + bytes.fromhex(tx.signer[2:]) + h8(tx.nonce or 0)] = tx.digest
+        changes[events.EVENTS + h8(block.height)] = events.changed_tasks(write_set)
         if extra:
             changes.update(extra)
         self._add_block(changes, header, hash_, commit, write_set, app_hash)
@@ -366,6 +370,25 @@ class Ledger:
 
     def get_task(self, task_hash: bytes) -> Task | None:
         return get_task(self.view, task_hash)
+
+    def events_at(self, height: int) -> list[dict[str, Any]]:
+        """The events of block `height` (chain.node.events): the block, each of its
+        transactions, then what happened in it to each task it changed; [] for a block this
+        ledger does not hold."""
+        stored = self.get_block(height)
+        if stored is None:
+            return []
+        header = block_header_json(stored.block)
+        out = [events.block_event(height, header, stored.hash)]
+        for tx_hash in stored.block.txs:
+            raw = self.view.get(TX + tx_hash)
+            if raw is not None:
+                out.append(events.tx_event(height, orjson.loads(raw)))
+        for task_hash in events.task_hashes(self.view.get(events.EVENTS + h8(height))):
+            raw = self.view.get(TASK + task_hash)
+            if raw is not None:
+                out.extend(events.task_events(orjson.loads(raw), height))
+        return out
 
     def state_at(self, key: bytes, height: int) -> bytes | None:
         """The value of a versioned state key (accounts, nodes) after block `height`."""
