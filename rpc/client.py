@@ -30,7 +30,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -557,6 +557,39 @@ class InferchainClient:
         if not isinstance(result, dict):
             raise TransportError(status, f"GET /tx/{tx_hash} did not return an object")
         return result
+
+    async def subscribe(self, topic: str, **params: Any) -> AsyncIterator[dict[str, Any]]:
+        """Subscribe to `topic` over the validator's WebSocket (`GET /ws`, PROTOCOL 5.6) and
+        yield each notification's result, in order (`fromHeight=h` replays from block h
+        first). RpcError when the subscription is refused; TransportError, with the close
+        code and reason, when the socket closes (1008: this consumer fell behind)."""
+        url = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws"
+        try:
+            ws = await self._get_session().ws_connect(url, heartbeat=30.0)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise TransportError(exc.status, f"GET /ws: {exc.message}") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(None, f"GET /ws: {exc}") from exc
+        async with ws:
+            request = {"topic": topic, **params}
+            await ws.send_str(
+                orjson.dumps(
+                    {"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": request}
+                ).decode()
+            )
+            subscription: str | None = None
+            while True:
+                msg = await ws.receive()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    reason = msg.extra if isinstance(msg.extra, str) else ""
+                    raise TransportError(ws.close_code, f"the subscription closed: {reason}")
+                body = orjson.loads(msg.data)
+                if subscription is None and body.get("id") == 1:
+                    if "error" in body:
+                        raise RpcError.from_response(body["error"])
+                    subscription = str(body["result"])
+                elif body.get("method") == "subscription":
+                    yield body["params"]["result"]
 
     async def health(self) -> dict[str, Any]:
         """GET /health."""

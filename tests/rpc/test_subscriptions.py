@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from rpc import subscriptions
+from rpc.client import RpcError
 from tests.helpers import LocalChain, dev_node_by_address, local_chain, wait_until
 from tests.rpc.support import DEV0, NODE0, mine
 from tests.rpc.test_lifecycle import lifecycle_genesis
@@ -265,3 +266,20 @@ async def test_subscriptions_and_connections_are_capped(tmp_path: Path) -> None:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await connect(chain, http)
         assert refused.value.status == 429
+
+
+async def test_the_client_library_subscribes_and_says_why_it_was_refused(
+    manual: LocalChain,
+) -> None:
+    await blocks(manual, 2)
+    stream = manual.client.subscribe("newBlocks", fromHeight=1)
+    try:
+        first = await asyncio.wait_for(anext(stream), WAIT_S)
+        second = await asyncio.wait_for(anext(stream), WAIT_S)
+        assert (first["height"], second["height"]) == (1, 2)
+    finally:
+        await stream.aclose()
+    refused = manual.client.subscribe("task", taskHash="0x12")
+    with pytest.raises(RpcError) as info:
+        await asyncio.wait_for(anext(refused), WAIT_S)
+    assert info.value.code == -32602 and info.value.data["param"] == "taskHash"
