@@ -23,7 +23,7 @@ from chain.protocol import crypto, wire
 from chain.protocol.errors import ChainError
 from chain.protocol.genesis import Genesis
 from chain.protocol.gossip import RequestSigner
-from rpc import serving
+from rpc import serving, subscriptions
 from rpc.p2p import Peers
 from rpc.server import RpcServer
 
@@ -81,6 +81,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run LevelDB's repair on --data-dir, check the ledger against --genesis, "
         "say what was done, and exit (start the validator again without it)",
+    )
+    defaults = subscriptions.Limits()
+    parser.add_argument(
+        "--ws-queue",
+        type=_at_least_one,
+        default=defaults.queue,
+        metavar="N",
+        help=f"notifications waiting per WebSocket before it is closed 1008 (default "
+        f"{defaults.queue})",
+    )
+    parser.add_argument(
+        "--ws-subscriptions",
+        type=_at_least_one,
+        default=defaults.subscriptions,
+        metavar="N",
+        help=f"subscriptions per WebSocket (default {defaults.subscriptions})",
+    )
+    parser.add_argument(
+        "--ws-connections",
+        type=_at_least_one,
+        default=defaults.connections,
+        metavar="N",
+        help=f"WebSockets per client address (default {defaults.connections})",
     )
     parser.add_argument("--quiet", action="store_true", help="do not print the dev accounts")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
@@ -154,7 +177,10 @@ async def serve(args: argparse.Namespace) -> int:
         peers = Peers(urls, genesis.hash, node.consensus.pending_tx_wire, signer)
         node.network = peers
     limits = serving.prepare_process(loop, serving.limits_from(args))
-    server = RpcServer(node)
+    ws_limits = subscriptions.Limits(
+        queue=args.ws_queue, subscriptions=args.ws_subscriptions, connections=args.ws_connections
+    )
+    server = RpcServer(node, ws_limits)
     cors = serving.cors_from(args, dev=genesis.dev is not None)
     service = serving.HttpService(
         server.app, args.host, args.port, limits=limits, cors=cors, refuse=server.refuse
