@@ -143,8 +143,14 @@ def router_config(args: argparse.Namespace) -> RouterConfig:
 
 
 async def serve(
-    args: argparse.Namespace, wallet: Wallet, bridge: Wallet | None, data_dir: Path
+    args: argparse.Namespace,
+    wallet: Wallet,
+    data_dir: Path,
+    bridge: Wallet | None,
+    config: RouterConfig = DEFAULT_ROUTER,
 ) -> int:
+    """The unit; with `bridge` (its key) it ships the APUS processes, the router with
+    `config`."""
     client = InferchainClient(args.rpc)
     store = JsonStore(data_dir / "store")
     cu = ComputeUnit(client, store)
@@ -157,7 +163,7 @@ async def serve(
             mu,
             store,
             bridge,
-            config=router_config(args),
+            config=config,
             poll_interval=args.poll_interval,
         )
     app = web.Application()
@@ -214,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args.data_dir)
     try:
         wallet = load_wallet(args, data_dir)
-        bridge = None if args.no_apus else load_bridge_wallet(args, data_dir)
-        if bridge is not None:
-            router_config(args)
-        return asyncio.run(serve(args, wallet, bridge, data_dir))
+        if args.no_apus:
+            return asyncio.run(serve(args, wallet, data_dir, None))
+        bridge = load_bridge_wallet(args, data_dir)
+        return asyncio.run(serve(args, wallet, data_dir, bridge, router_config(args)))
     except (ValueError, OSError, StorageError) as exc:
         log.error("%s", exc)
         return BAD_CONFIG_EXIT

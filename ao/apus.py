@@ -35,10 +35,10 @@ from aiohttp import web
 
 from ao.cu import ComputeUnit, UnknownProcess
 from ao.mu import MessengerUnit
-from ao.once import OnceSender
+from ao.once import OnceSender, poll_forever
 from ao.processes import source
 from ao.store import JsonStore
-from chain.protocol.types import AoMessage, AoSpawn, Message, SubmitTask
+from chain.protocol.types import AoSpawn, Message, SubmitTask
 from rpc.client import (
     AO_DEFAULT_COMPUTE_LIMIT,
     AO_DEFAULT_MEMORY_LIMIT,
@@ -193,18 +193,7 @@ class Apus:
             ],
         }
         for name, tags in steps.items():
-
-            def build(nonce: int, tags: list[tuple[str, str]] = tags) -> Message:
-                return AoMessage(
-                    sender=client.address,
-                    nonce=nonce,
-                    target=token,
-                    data="",
-                    tags=ao_tags_json(tags),
-                    from_process="",
-                )
-
-            record = await sender.send_once(DEV_PREFIX + name, build)
+            record = await sender.send_message_once(DEV_PREFIX + name, token, tags)
             if "error" in record:
                 log.warning("dev account 0 gets no APUS credits: %s", record["error"]["message"])
                 return
@@ -262,15 +251,7 @@ class Apus:
 
     async def run_forever(self) -> None:
         await self.bridge.resend_pending(TASK_PREFIX)
-        while not self._stopping.is_set():
-            try:
-                await self.step()
-            except (RpcError, TransportError) as exc:
-                log.info("bridge: the chain is not reachable (%s)", exc)
-            except Exception:
-                log.exception("bridge failed unexpectedly")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
+        await poll_forever(self.step, self._stopping, self.poll_interval, "bridge")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -281,6 +262,8 @@ class Apus:
             return
         try:
             pending = await self.cu.read(self.router, ["Pending"])
+            if not pending:
+                return
             router = await self.cu.read(self.router, ["Router"])
         except LookupError:  # not in a block yet
             return
@@ -333,7 +316,6 @@ class Apus:
     ) -> None:
         router = self.router
         assert router is not None
-        wallet = self.bridge.wallet
         tags = [
             ("Action", "Task-Status"),
             ("Task-Reference", key),
@@ -342,18 +324,7 @@ class Apus:
         ]
         if worker:
             tags.append(("Worker", worker))
-
-        def build(nonce: int) -> Message:
-            return AoMessage(
-                sender=wallet.address,
-                nonce=nonce,
-                target=router,
-                data=data,
-                tags=ao_tags_json(tags),
-                from_process="",
-            )
-
-        record = await self.bridge.send_once(prefix + status.encode(), build)
+        record = await self.bridge.send_message_once(prefix + status.encode(), router, tags, data)
         if "error" in record:
             log.error(
                 "bridge: task %s: the router was not told %s: %s", key, status, record["error"]

@@ -17,23 +17,20 @@ from their spawn, and any other on `POST /messenger/monitor/{pid}` (kept in the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from ao.cu import ComputeUnit, UnknownProcess
-from ao.once import OnceSender
+from ao.once import OnceSender, poll_forever
 from ao.runtime import Result
 from ao.store import JsonStore
 from chain.protocol import ao as ao_rules
-from chain.protocol.types import AoMessage
 from rpc.client import (
     AoReceipt,
     InferchainClient,
     RpcError,
     TransportError,
     Wallet,
-    ao_tags_json,
 )
 
 log = logging.getLogger(__name__)
@@ -102,15 +99,7 @@ class MessengerUnit:
 
     async def run_forever(self) -> None:
         await self.resend_pending()
-        while not self._stopping.is_set():
-            try:
-                await self.crank_once()
-            except (RpcError, TransportError) as exc:
-                log.info("crank: the chain is not reachable (%s)", exc)
-            except Exception:
-                log.exception("crank failed unexpectedly")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
+        await poll_forever(self.crank_once, self._stopping, self.poll_interval, "crank")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -142,21 +131,14 @@ class MessengerUnit:
 
     async def relay(self, pid: str, slot: int, index: int, outgoing: dict[str, Any]) -> None:
         """Sign, record, then send one outgoing message (once: a recorded one is resent)."""
-        target = str(outgoing.get("Target", ""))
-        tags = [(str(t["name"]), str(t["value"])) for t in outgoing.get("Tags", [])]
         data = outgoing.get("Data", "")
-
-        def build(nonce: int) -> AoMessage:
-            return AoMessage(
-                sender=self.wallet.address,
-                nonce=nonce,
-                target=target,
-                data=data if isinstance(data, str) else str(data),
-                tags=ao_tags_json(tags),
-                from_process=pid,
-            )
-
-        await self.sender.send_once(relay_key(pid, slot, index), build)
+        await self.sender.send_message_once(
+            relay_key(pid, slot, index),
+            str(outgoing.get("Target", "")),
+            [(str(t["name"]), str(t["value"])) for t in outgoing.get("Tags", [])],
+            data if isinstance(data, str) else str(data),
+            from_process=pid,
+        )
 
     async def resend_pending(self) -> None:
         """The relays recorded but not marked sent (the unit stopped between the two)."""

@@ -1,4 +1,5 @@
-"""Transactions of one key that are sent exactly once, across restarts (PROTOCOL 8.6, 8.10).
+"""Transactions of one key that are sent exactly once, across restarts (PROTOCOL 8.6, 8.10),
+and the poll loop the unit's messenger and bridge run.
 
 A transaction is built with the key's next nonce, signed, and written to the store under a
 key of the caller's before it is sent; once the chain answers it is marked `done` (with the
@@ -12,14 +13,15 @@ the process stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ao.store import JsonStore
 from chain.protocol import ao as ao_rules
-from chain.protocol.types import Message
-from rpc.client import InferchainClient, RpcError, Wallet, presign
+from chain.protocol.types import AoMessage, Message
+from rpc.client import InferchainClient, RpcError, TransportError, Wallet, ao_tags_json, presign
 from rpc.errors import NONCE_MISMATCH
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,29 @@ class OnceSender:
                 record = await self._send(key, record)
             return dict(record)
 
+    async def send_message_once(
+        self,
+        key: bytes,
+        target: str,
+        tags: Sequence[tuple[str, str]],
+        data: str = "",
+        from_process: str = "",
+    ) -> dict[str, Any]:
+        """`send_once` of an AoMessage from the wallet to `target` (relayed for
+        `from_process` when given)."""
+
+        def build(nonce: int) -> Message:
+            return AoMessage(
+                sender=self.wallet.address,
+                nonce=nonce,
+                target=target,
+                data=data,
+                tags=ao_tags_json(tags),
+                from_process=from_process,
+            )
+
+        return await self.send_once(key, build)
+
     async def _send(self, key: bytes, record: dict[str, Any]) -> dict[str, Any]:
         try:
             await self.client.send_signed(record["method"], record["params"])
@@ -78,3 +103,19 @@ class OnceSender:
         async with self.lock:
             for key, record in undone:
                 await self._send(key, record)
+
+
+async def poll_forever(
+    step: Callable[[], Awaitable[None]], stopping: asyncio.Event, interval: float, name: str
+) -> None:
+    """`step` every `interval` seconds until `stopping` is set; a chain that cannot be
+    reached is logged and tried again, anything else logged with its traceback."""
+    while not stopping.is_set():
+        try:
+            await step()
+        except (RpcError, TransportError) as exc:
+            log.info("%s: the chain is not reachable (%s)", name, exc)
+        except Exception:
+            log.exception("%s failed unexpectedly", name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)

@@ -44,7 +44,7 @@ class PatchApi(UnitApi):
         except UnknownProcess:
             raise
         except LookupError as exc:
-            raise NotFoundError(str(exc).strip("'\"")) from exc
+            raise NotFoundError(str(exc)) from exc
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
         return web.json_response(value)
