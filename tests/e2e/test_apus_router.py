@@ -33,6 +33,7 @@ from ao.apus import ROUTER_ID, TOKEN_ID
 from chain.protocol.genesis import Genesis
 from rpc.client import InferchainClient, RpcError
 from testnet.network import Network, apus_of
+from tests.apus_examples import APUS_BUY_CREDITS, APUS_HANDLER, APUS_INFER
 from tests.e2e.network import free_ports, network_genesis
 from tests.helpers import dev_node_wallet, wait_until, write_genesis
 
@@ -42,35 +43,6 @@ WAIT_S = 120.0
 APUS = 10**12
 RATE = 10**10  # Armstrongs per credit: the router's default
 BYZANTINE = 2
-
-# APUS's document, as published (the handler's `//` line included)
-BUY_EXAMPLE = """ao.send({
-    Target = "mqBYxpDsolZmJyBdTK8TJp_ftOuIUXVYcSQ8MYZdJg0", -- $APUS Token Process
-    Recipient = "Bf6JJR2tl2Wr38O2-H6VctqtduxHgKF-NzRB9HhTRzo", -- Our Router Process
-    Action = "Transfer",
-    Quantity = "1000000000000", -- e.g., 1 $APUS (10^12 Armstrongs)
-    ["X-Reason"] = "Buy-Credits"
-})"""
-INFER_EXAMPLE = """ao.send({
-    Target = "Bf6JJR2tl2Wr38O2-H6VctqtduxHgKF-NzRB9HhTRzo",
-    Action = "Infer",
-    ["X-Prompt"] = "Who are you?",
-    ["X-Options"] = '{"temperature": 0.8, "max_tokens": 150}'
-})"""
-HANDLER_EXAMPLE = """Handlers.add(
-    "AcceptResponse",
-    { Action = "Infer-Response" },
-    function (msg)
-\t    // check msg.Code for error
-\t    if msg.Code then
-\t\t    print(msg.Code)
-\t\t    print(msg.Data)
-\t\t  end
-\t    print(msg.Data)
-\t    print(msg["X-Reference"])
-\t    print(msg["X-Session"])
-\t  end
-)"""
 
 
 def tag(entry: dict[str, Any], name: str) -> str | None:
@@ -285,12 +257,12 @@ async def test_the_processes_take_the_documents_ids_and_the_banner_says_so(testn
 
 
 async def test_the_documents_examples_print_a_verified_answer(testnet: Unit) -> None:
-    client = await testnet.funded_client(HANDLER_EXAMPLE)
-    await testnet.evaluate(client, BUY_EXAMPLE)
+    client = await testnet.funded_client(APUS_HANDLER)
+    await testnet.evaluate(client, APUS_BUY_CREDITS)
     await wait_until(
         lambda: _equals(testnet.credits(client), APUS // RATE), "100 credits bought", WAIT_S
     )
-    infer = await testnet.evaluate(client, INFER_EXAMPLE)
+    infer = await testnet.evaluate(client, APUS_INFER)
     (sent,) = infer["Messages"]  # the unit relays it to the router
     assert sent["Target"] == ROUTER_ID
     (response,) = await wait_until(lambda: testnet.responses(client), "Infer-Response", WAIT_S)
@@ -328,7 +300,7 @@ async def _equals(value: Any, expected: Any) -> bool:
 
 async def test_a_session_over_three_turns_carries_the_earlier_turns(testnet: Unit) -> None:
     client = await testnet.funded_client()
-    await testnet.evaluate(client, BUY_EXAMPLE)
+    await testnet.evaluate(client, APUS_BUY_CREDITS)
     await wait_until(lambda: testnet.credits(client), "credits", WAIT_S)
     prompts = ["Name a colour.", "Name a fruit of that colour.", "How does it taste?"]
     session: str | None = None
@@ -396,7 +368,7 @@ async def test_a_unit_killed_in_the_middle_of_an_infer_delivers_one_response(
     testnet: Unit,
 ) -> None:
     client = await testnet.funded_client()
-    await testnet.evaluate(client, BUY_EXAMPLE)
+    await testnet.evaluate(client, APUS_BUY_CREDITS)
     await wait_until(lambda: testnet.credits(client), "credits", WAIT_S)
     send = 'Send({Target = "%s", Action = "Infer", ["X-Prompt"] = "%s", ["X-Reference"] = "%s"})'
     await testnet.evaluate(client, send % (ROUTER_ID, "Before the crash?", "crash"))
@@ -426,7 +398,7 @@ async def test_a_unit_killed_in_the_middle_of_an_infer_delivers_one_response(
 
 async def test_every_error_row_answers_its_code_and_changes_nothing(nodeless: Unit) -> None:
     client = await nodeless.funded_client()
-    await nodeless.evaluate(client, BUY_EXAMPLE)
+    await nodeless.evaluate(client, APUS_BUY_CREDITS)
     await wait_until(lambda: nodeless.credits(client), "credits", WAIT_S)
     rows = [
         ([("X-Options", '{"temperature": 0.8, "colour": "red"}')], "INVALID_OPTIONS", "colour"),

@@ -16,6 +16,7 @@ from chain.protocol import ao as rules
 from chain.protocol.genesis import dev_genesis, params_to_json, parse_genesis
 from rpc.client import RpcError, Wallet
 from tests.helpers import LocalChain, local_chain, make_genesis
+from tests.rpc.support import mine
 
 OWNER = Wallet.dev(1)
 OTHER = Wallet.dev(2)
@@ -36,10 +37,6 @@ async def dev(tmp_path: Path) -> AsyncIterator[LocalChain]:
 async def plain(tmp_path: Path) -> AsyncIterator[LocalChain]:
     async with local_chain(tmp_path / "ledger", run=False) as running:
         yield running
-
-
-def mine(chain: LocalChain) -> None:
-    chain.node.produce_block()
 
 
 async def spawn(chain: LocalChain, chosen: str, sender: Wallet = OWNER) -> Any:

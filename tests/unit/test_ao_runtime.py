@@ -13,6 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ao.runtime import Limits, Message, ModuleError, ProcessInfo, ProcessRuntime, Result
+from tests.apus_examples import (
+    APUS_BUY_CREDITS,
+    APUS_HANDLER,
+    APUS_INFER,
+    APUS_ROUTER,
+    APUS_TOKEN,
+)
 
 PID = "P" * 43
 OWNER = "O" * 42
@@ -757,42 +764,6 @@ def test_math_random_is_seeded_from_the_message_id() -> None:
     assert data(b.apply(message(7, code, action="Eval"))) == first
     assert data(a.apply(message(8, code, action="Eval"))) != first
     assert data(a.apply(message(7, code, action="Eval"))) == first
-
-
-# The APUS AI router document's Lua examples (verbatim)
-
-APUS_ROUTER = "Bf6JJR2tl2Wr38O2-H6VctqtduxHgKF-NzRB9HhTRzo"
-APUS_TOKEN = "mqBYxpDsolZmJyBdTK8TJp_ftOuIUXVYcSQ8MYZdJg0"
-
-APUS_BUY_CREDITS = """ao.send({
-    Target = "mqBYxpDsolZmJyBdTK8TJp_ftOuIUXVYcSQ8MYZdJg0", -- $APUS Token Process
-    Recipient = "Bf6JJR2tl2Wr38O2-H6VctqtduxHgKF-NzRB9HhTRzo", -- Our Router Process
-    Action = "Transfer",
-    Quantity = "1000000000000", -- e.g., 1 $APUS (10^12 Armstrongs)
-    ["X-Reason"] = "Buy-Credits"
-})"""
-
-APUS_INFER = """ao.send({
-    Target = "Bf6JJR2tl2Wr38O2-H6VctqtduxHgKF-NzRB9HhTRzo",
-    Action = "Infer",
-    ["X-Prompt"] = "Who are you?",
-    ["X-Options"] = '{"temperature": 0.8, "max_tokens": 150}'
-})"""
-
-APUS_HANDLER = """Handlers.add(
-    "AcceptResponse",
-    { Action = "Infer-Response" },
-    function (msg)
-\t    // check msg.Code for error
-\t    if msg.Code then
-\t\t    print(msg.Code)
-\t\t    print(msg.Data)
-\t\t  end
-\t    print(msg.Data)
-\t    print(msg["X-Reference"])
-\t    print(msg["X-Session"])
-\t  end
-)"""
 
 
 @pytest.mark.parametrize("as_module", [False, True])
