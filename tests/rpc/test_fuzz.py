@@ -48,7 +48,7 @@ from chain.protocol.types import (
     Transfer,
     Unstake,
 )
-from rpc import errors
+from rpc import api, errors
 from rpc.client import InferchainClient, RpcError, Wallet, pending_tasks_params, sign_params
 from rpc.methods import METHODS
 from tests.helpers import ValidatorProcess, make_genesis, write_genesis
@@ -103,9 +103,14 @@ ACCOUNT_TX_METHODS = {
     "registerResourceNode",
 }
 RESULT_METHODS = {"submitInferenceResult", "submitResponse", "submitVerification"}
+# The other transactions (secrets, AO): what an account transaction answers, and -32006 for
+# an AO id scheduled already.
+OTHER_TX_METHODS = set(api.METHOD_OF_TYPE.values()) - ACCOUNT_TX_METHODS - RESULT_METHODS
+OTHER_TX_CODES = ACCOUNT_TX_CODES | {-32006}
 METHOD_CODES: dict[str, set[int]] = {method: READ_CODES for method in METHODS}
 METHOD_CODES.update({method: ACCOUNT_TX_CODES for method in ACCOUNT_TX_METHODS})
 METHOD_CODES.update({method: RESULT_CODES for method in RESULT_METHODS})
+METHOD_CODES.update({method: OTHER_TX_CODES for method in OTHER_TX_METHODS})
 METHOD_CODES["queryTask"] = {errors.INVALID_PARAMS, -32003}
 METHOD_CODES["queryPendingTasks"] = {errors.INVALID_PARAMS, -32004, -32005}
 
@@ -378,7 +383,7 @@ def parser_refuses(payload: Any) -> bool:
 
 def admitted_by(method: str, result: Any) -> int:
     """How many transactions an accepted call adds to the mempool, checked for its shape."""
-    if method in ACCOUNT_TX_METHODS:
+    if method in ACCOUNT_TX_METHODS or method in OTHER_TX_METHODS:
         assert isinstance(result, dict) and isinstance(result.get("txHash"), str), result
         return 1
     if method in RESULT_METHODS:
