@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from chain.node import devstate
 from chain.node.config import load_genesis
 from chain.node.ledger import repair_ledger
 from chain.node.mempool import DEFAULT_MAX_PER_SENDER
@@ -36,6 +37,13 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text!r}")
     return value
+
+
+def _non_negative(text: str) -> int:
+    digits = text.strip()
+    if not wire.ascii_digits(digits):
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 0, got {text!r}")
+    return int(digits)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +70,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="URL",
         help="RPC URL of another validator (repeat; default: the genesis validators' urls)",
+    )
+    parser.add_argument(
+        "--automine-interval",
+        type=_non_negative,
+        default=0,
+        metavar="MS",
+        help="automine: at least this long between two blocks (default 0); dev_mine still "
+        "mines at once",
+    )
+    parser.add_argument(
+        "--load-state",
+        metavar="FILE",
+        help="dev chain: start from the state a --dump-state wrote (the data directory must "
+        "hold a new chain)",
+    )
+    parser.add_argument(
+        "--dump-state",
+        metavar="FILE",
+        help="dev chain: write the whole state (ledger and mempool) to FILE on stop",
     )
     parser.add_argument(
         "--max-pending-per-sender",
@@ -155,11 +182,19 @@ async def serve(args: argparse.Namespace) -> int:
         block_time_ms=args.block_time,
         max_pending_per_sender=args.max_pending_per_sender,
         check_invariants=args.check_invariants,
+        automine_interval_ms=args.automine_interval,
     )
     backend = crypto.eth_keys_backend_name()
     if "CoinCurve" not in backend:
         log.warning("eth-keys uses %s, not coincurve: signatures are about 30x slower", backend)
     await node.setup()
+    if args.load_state or args.dump_state:
+        refusal = node.dev_controls_refusal()
+        if refusal is not None:
+            await node.cleanup()
+            raise ChainError(f"--load-state and --dump-state: {refusal}")
+    if args.load_state:
+        await load_state(node, args.load_state)
     damage: list[ChainError] = []  # the ledger found damaged while running: stop, exit 2
     loop = asyncio.get_running_loop()
 
@@ -205,12 +240,46 @@ async def serve(args: argparse.Namespace) -> int:
         if damage:
             raise damage[0]
         log.info("stopping at height %d", node.head.height)
+        if args.dump_state:
+            await dump_state(node, args.dump_state)
     finally:
         if peers is not None:
             await peers.stop()
         await service.stop()
         await node.cleanup()
     return 0
+
+
+async def load_state(node: Node, path: str) -> None:
+    """Start from a dumped state: only on a new chain, so nothing is overwritten."""
+    if node.head.height > 0 or node.pending_count():
+        refusal = ChainError(
+            f"--load-state {path}: the data directory {node.data_dir} already holds a chain "
+            f"at height {node.head.height}; give a new --data-dir"
+        )
+        await node.cleanup()
+        raise refusal
+    assert node.dev is not None
+    try:
+        state = devstate.read_file(path, node.genesis)
+        head = await node.dev.load(state)
+    except ChainError:
+        await node.cleanup()
+        raise
+    log.info(
+        "state loaded from %s: height %d, appHash %s, %d transactions pending",
+        path,
+        head.height,
+        wire.hex0x(head.app_hash),
+        node.pending_count(),
+    )
+
+
+async def dump_state(node: Node, path: str) -> None:
+    assert node.dev is not None
+    state = await node.dev.dump()
+    devstate.write_file(path, state, node.genesis)
+    log.info("state written to %s at height %d", path, node.head.height)
 
 
 def repair(args: argparse.Namespace) -> int:

@@ -63,6 +63,15 @@ AO_MESSAGE = "aoMessage"
 AO_DATA_ITEM = "aoDataItem"
 AO_TERMINATE = "aoTerminate"
 
+# Dev controls, on a dev chain of one validator (PROTOCOL 5.7), as anvil's
+DEV_SNAPSHOT = "dev_snapshot"
+DEV_REVERT = "dev_revert"
+DEV_MINE = "dev_mine"
+DEV_SET_NEXT_BLOCK_TIMESTAMP = "dev_setNextBlockTimestamp"
+DEV_INCREASE_TIME = "dev_increaseTime"
+DEV_SET_BALANCE = "dev_setBalance"
+DEV_RESET = "dev_reset"
+
 # The upstream names, served as the same methods
 SUBMIT_REQUEST = "submitRequest"  # submitTask
 SUBMIT_RESPONSE = "submitResponse"  # submitInferenceResult

@@ -591,6 +591,39 @@ class InferchainClient:
                 elif body.get("method") == "subscription":
                     yield body["params"]["result"]
 
+    # Dev controls (PROTOCOL 5.7): a dev chain of one validator only
+
+    async def dev_snapshot(self) -> str:
+        """Keep the whole state; the id to give dev_revert."""
+        return str(await self.call(api.DEV_SNAPSHOT))
+
+    async def dev_revert(self, snapshot_id: str) -> bool:
+        """Restore a snapshot (consuming it and every later one); False if there is none.
+        The nonces learnt are forgotten, as the chain moved back."""
+        reverted = bool(await self.call(api.DEV_REVERT, {"id": snapshot_id}))
+        self.forget_chain()
+        return reverted
+
+    async def dev_mine(self, blocks: int = 1) -> int:
+        """Make `blocks` blocks now; the new height."""
+        return int(await self.call(api.DEV_MINE, {"blocks": blocks}))
+
+    async def dev_set_next_block_timestamp(self, timestamp: int) -> int:
+        return int(await self.call(api.DEV_SET_NEXT_BLOCK_TIMESTAMP, {"timestamp": timestamp}))
+
+    async def dev_increase_time(self, seconds: int) -> int:
+        """Move block times forward; the offset in all, in seconds."""
+        return int(await self.call(api.DEV_INCREASE_TIME, {"seconds": seconds}))
+
+    async def dev_set_balance(self, address: str, balance: int) -> None:
+        await self.call(api.DEV_SET_BALANCE, {"address": address, "balance": str(balance)})
+
+    async def dev_reset(self) -> int:
+        """Back to the genesis block; the nonces learnt are forgotten."""
+        height = int(await self.call(api.DEV_RESET))
+        self.forget_chain()
+        return height
+
     async def health(self) -> dict[str, Any]:
         """GET /health."""
         status, body = await self._get("/health")

@@ -15,6 +15,7 @@ from typing import Any
 
 from chain.protocol.errors import (
     ChainError,
+    DevOnly,
     DuplicateSubmission,
     InsufficientBalance,
     InvalidParams,
@@ -62,6 +63,7 @@ ERROR_TABLE: tuple[tuple[type[ChainError], RpcErrorSpec], ...] = (
     (NotEligible, RpcErrorSpec(NOT_ELIGIBLE, "Not eligible")),
     (DuplicateSubmission, RpcErrorSpec(DUPLICATE_SUBMISSION, "Duplicate submission")),
     (MempoolFull, RpcErrorSpec(MEMPOOL_FULL, "Mempool full")),
+    (DevOnly, RpcErrorSpec(METHOD_NOT_FOUND, "Method not found")),
     (InvalidParams, RpcErrorSpec(INVALID_PARAMS, "Invalid params")),
     (NotFound, RpcErrorSpec(INVALID_PARAMS, "Invalid params")),
     (InvalidTransaction, RpcErrorSpec(INVALID_PARAMS, "Invalid params")),

@@ -4,22 +4,26 @@ and rendering of ledger values for the wire.
 Each method is declared once with its parameters in upstream order (for positional calls)
 and its aliases (`requestHash` for `taskHash`, `response` for `result`). Handlers are plain
 synchronous functions of (node, params): they never await, so calls in a batch apply in
-order and admission never interleaves with block production.
+order and admission never interleaves with block production. The dev controls (PROTOCOL
+5.7) are the exception, marked `awaits`: their handler checks the call and returns the
+coroutine that does the work, between two blocks, which the server awaits.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from chain.node.devmode import DevProducer
 from chain.node.ledger import TxRecord
 from chain.node.node import Node
 from chain.protocol import ans104, ao, crypto, wire
 from chain.protocol import state as st
 from chain.protocol.blocks import block_header_json, vote_to_json
 from chain.protocol.errors import (
+    DevOnly,
     InvalidParams,
     InvalidSignature,
     NotFound,
@@ -68,6 +72,7 @@ class MethodSpec:
     aliases: dict[str, str] = field(default_factory=dict)
     message_type: type[Message] | None = None
     signed_handler: SignedHandler | None = None
+    awaits: bool = False  # the handler returns a coroutine, awaited for the answer
 
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> Params:
         if args:
@@ -540,6 +545,74 @@ def _ao_receipt(tx: SignedTx) -> dict[str, str]:
     return {"txHash": wire.hex0x(tx.hash), "id": ao.ao_id(tx.signature)}
 
 
+# Dev controls (PROTOCOL 5.7)
+
+MAX_DEV_MINE = 1000
+MAX_TIME_STEP_S = 100 * 365 * 24 * 3600  # a century, in one call to dev_increaseTime
+
+
+def _dev_producer(node: Node, method: str) -> DevProducer:
+    refusal = node.dev_controls_refusal()
+    if refusal is not None:
+        raise DevOnly(method, refusal)
+    assert node.dev is not None
+    return node.dev
+
+
+async def _answer(work: Awaitable[Any], render: Callable[[Any], Any]) -> Any:
+    return render(await work)
+
+
+def dev_snapshot(node: Node, _params: Params) -> Coroutine[Any, Any, Any]:
+    return _answer(_dev_producer(node, api.DEV_SNAPSHOT).snapshot(), hex)
+
+
+def _snapshot_id(value: Any) -> int:
+    """A snapshot id as dev_snapshot answers it ("0x1"), or as an integer."""
+    if isinstance(value, str) and value.startswith("0x") and 2 < len(value) <= 18:
+        try:
+            return int(value, 16)
+        except ValueError:
+            pass
+    elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64:
+        return value
+    raise InvalidParams("id", 'expected a snapshot id as dev_snapshot answers it, such as "0x1"')
+
+
+def dev_revert(node: Node, params: Params) -> Coroutine[Any, Any, Any]:
+    dev = _dev_producer(node, api.DEV_REVERT)
+    return _answer(dev.revert(_snapshot_id(params["id"])), bool)
+
+
+def dev_mine(node: Node, params: Params) -> Coroutine[Any, Any, Any]:
+    dev = _dev_producer(node, api.DEV_MINE)
+    count = wire.parse_int(params.get("blocks", 1), "blocks", 1, MAX_DEV_MINE)
+    return _answer(dev.mine(count), lambda head: head.height)
+
+
+def dev_set_next_block_timestamp(node: Node, params: Params) -> Coroutine[Any, Any, Any]:
+    dev = _dev_producer(node, api.DEV_SET_NEXT_BLOCK_TIMESTAMP)
+    at = wire.parse_int(params["timestamp"], "timestamp", 0, 2**63 - 1)
+    return _answer(dev.set_next_block_timestamp(at), int)
+
+
+def dev_increase_time(node: Node, params: Params) -> Coroutine[Any, Any, Any]:
+    dev = _dev_producer(node, api.DEV_INCREASE_TIME)
+    seconds = wire.parse_int(params["seconds"], "seconds", 0, MAX_TIME_STEP_S)
+    return _answer(dev.increase_time(seconds), int)
+
+
+def dev_set_balance(node: Node, params: Params) -> Coroutine[Any, Any, Any]:
+    dev = _dev_producer(node, api.DEV_SET_BALANCE)
+    address = wire.parse_address(params["address"], "address")
+    balance = wire.parse_uint(params["balance"], "balance")
+    return _answer(dev.set_balance(address, balance), lambda _none: True)
+
+
+def dev_reset(node: Node, _params: Params) -> Coroutine[Any, Any, Any]:
+    return _answer(_dev_producer(node, api.DEV_RESET).reset(), lambda head: head.height)
+
+
 METHODS: dict[str, MethodSpec] = {
     api.CHAIN_ID: MethodSpec(chain_id),
     api.GENESIS_HASH: MethodSpec(genesis_hash),
@@ -581,5 +654,19 @@ METHODS: dict[str, MethodSpec] = {
         ao_schedule, ("processId", "fromSlot", "limit"), frozenset({"processId"})
     ),
     api.AO_MESSAGE_BY_ID: MethodSpec(ao_message_by_id, ("messageId",), frozenset({"messageId"})),
+    api.DEV_SNAPSHOT: MethodSpec(dev_snapshot, awaits=True),
+    api.DEV_REVERT: MethodSpec(dev_revert, ("id",), frozenset({"id"}), awaits=True),
+    api.DEV_MINE: MethodSpec(dev_mine, ("blocks",), awaits=True),
+    api.DEV_SET_NEXT_BLOCK_TIMESTAMP: MethodSpec(
+        dev_set_next_block_timestamp, ("timestamp",), frozenset({"timestamp"}), awaits=True
+    ),
+    api.DEV_INCREASE_TIME: MethodSpec(
+        dev_increase_time, ("seconds",), frozenset({"seconds"}), awaits=True
+    ),
+    api.DEV_SET_BALANCE: MethodSpec(
+        dev_set_balance, ("address", "balance"), frozenset({"address", "balance"}), awaits=True
+    ),
+    api.DEV_RESET: MethodSpec(dev_reset, awaits=True),
 }
+AWAITING_METHODS = frozenset(name for name, spec in METHODS.items() if spec.awaits)
 METHODS.update({alias: METHODS[method] for alias, method in api.ALIASES.items()})

@@ -28,7 +28,14 @@ from chain.protocol import crypto, wire
 from chain.protocol.errors import ChainError, InvalidParams
 from chain.protocol.types import Message
 from rpc import api, errors, p2p, serving, subscriptions
-from rpc.methods import METHODS, MethodSpec, pending_tasks_answer, render_tx, signed_call
+from rpc.methods import (
+    AWAITING_METHODS,
+    METHODS,
+    MethodSpec,
+    pending_tasks_answer,
+    render_tx,
+    signed_call,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +146,36 @@ class RpcServer:
             if problem is not None:
                 return _error_response(errors.invalid_request(problem), _valid_id(item))
             outcome = self.call(item["method"], item.get("params"))
-        if "id" not in item:
-            return None
-        if isinstance(outcome, errors.RpcFailure):
-            return _error_response(outcome, item["id"])
-        return {"jsonrpc": "2.0", "result": outcome, "id": item["id"]}
+        return _response(item, outcome)
+
+    async def dispatch_awaiting(self, payload: Any) -> Any:
+        """`dispatch` for a body that calls a dev control (`AWAITING_METHODS`): the calls in
+        order, each dev control awaited before the next call runs (`_calls_awaiting` said
+        the body is one call or a batch within MAX_BATCH)."""
+        responses = []
+        for item in payload if isinstance(payload, list) else [payload]:
+            spec = METHODS.get(item["method"]) if _request_problem(item) is None else None
+            if spec is None or not spec.awaits:
+                response = self.dispatch_one(item)
+            else:
+                response = _response(item, await self._awaited(item["method"], spec, item))
+            if response is not None:
+                responses.append(response)
+        if not isinstance(payload, list):
+            return responses[0] if responses else None
+        return responses or None
+
+    async def _awaited(self, name: str, spec: MethodSpec, item: dict[str, Any]) -> Any:
+        work = self._outcome(name, lambda: spec.handler(self.node, _bind(spec, item.get("params"))))
+        if isinstance(work, errors.RpcFailure):
+            return work
+        try:
+            return await work
+        except ChainError as exc:
+            return errors.error_for(exc)
+        except Exception:
+            log.exception("method %s failed", name)
+            return errors.internal_error()
 
     def call(self, name: str, params: Any) -> Any:
         """The result of a method call, or the RpcFailure it is answered with."""
@@ -264,7 +296,10 @@ class RpcServer:
             payload = wire.parse_json(body)
         except ValueError as exc:
             return _json(_error_response(errors.parse_error(f"invalid JSON: {exc}")))
-        result = self.dispatch(payload)
+        if _calls_awaiting(payload):
+            result = await self.dispatch_awaiting(payload)
+        else:
+            result = self.dispatch(payload)
         if result is None:
             return web.Response(status=204)
         return _json(result)
@@ -317,6 +352,28 @@ class RpcServer:
                 **self.node.consensus_status(),
             }
         )
+
+
+def _response(item: Any, outcome: Any) -> dict[str, Any] | None:
+    """The response object to a valid request `item` (None for a notification)."""
+    if "id" not in item:
+        return None
+    if isinstance(outcome, errors.RpcFailure):
+        return _error_response(outcome, item["id"])
+    return {"jsonrpc": "2.0", "result": outcome, "id": item["id"]}
+
+
+def _calls_awaiting(payload: Any) -> bool:
+    """True when the body calls a dev control (never for a batch past MAX_BATCH)."""
+    if isinstance(payload, dict):
+        return _awaits(payload.get("method"))
+    if isinstance(payload, list) and len(payload) <= MAX_BATCH:
+        return any(isinstance(item, dict) and _awaits(item.get("method")) for item in payload)
+    return False
+
+
+def _awaits(method: Any) -> bool:
+    return isinstance(method, str) and method in AWAITING_METHODS
 
 
 def _bind(spec: MethodSpec, params: Any) -> dict[str, Any]:

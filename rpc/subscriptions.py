@@ -133,6 +133,7 @@ class Hub:
         self.per_client: Counter[str] = Counter()
         self._delivered = -1  # the last height given to the connections
         self._runner: asyncio.Task[None] | None = None
+        node.on_rewind.append(self.rewind)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/ws", self.handle)
@@ -170,6 +171,15 @@ class Hub:
                     if sub.cursor <= height:
                         self._give(conn, sub, height, events)
         self._delivered = max(self._delivered, head)
+
+    def rewind(self, height: int) -> None:
+        """The head moved back to `height` (a dev revert or reset): the blocks made from
+        there are new ones, delivered as any other; work is offered again."""
+        self._delivered = min(self._delivered, height)
+        for conn in self.connections:
+            for sub in conn.subscriptions.values():
+                sub.cursor = min(sub.cursor, height + 1)
+                sub.offered.clear()
 
     def _give(
         self, conn: Connection, sub: Subscription, height: int, events: list[dict[str, Any]]

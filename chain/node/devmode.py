@@ -6,6 +6,14 @@ as `lastCommit`. With a block time it makes a block every interval, empty or not
 count blocks); with block time 0 (automine) it makes one as soon as transactions wait, and
 once a second while tasks are open.
 
+Automine waits at least `--automine-interval` between blocks when it is set, so that
+deadlines counted in blocks keep a length in time under load.
+
+The dev controls (PROTOCOL 5.7) run here, one at a time with block production, never under a
+block being written: mine blocks now, snapshot and revert the whole state (anvil's semantics:
+a revert consumes its snapshot and every later one), reset to genesis, move the clock, set a
+balance.
+
 Group commit: the block's precommit is signed and its batch written in a worker thread, while
 the event loop goes on admitting transactions onto the state after that block; they make the
 next block. Reads see a block once its write is done (`Ledger.publish`).
@@ -16,12 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from chain.node import devstate
+from chain.node.devstate import ChainState
 from chain.node.ledger import PreparedBlock, log_late
 from chain.protocol import blocks, gossip
+from chain.protocol import state as st
 from chain.protocol.blocks import Head
 from chain.protocol.consensus import VoteMsg
+from chain.protocol.errors import InvalidParams
 from chain.protocol.state import State
 from chain.protocol.types import BlockContext, SignedTx, Vote
 
@@ -33,6 +46,12 @@ log = logging.getLogger(__name__)
 AUTOMINE_HEARTBEAT_S = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class DevSnapshot:
+    state: ChainState
+    next_timestamp: tuple[int, int] | None
+
+
 class DevProducer:
     """Makes and commits every block of a one-validator chain."""
 
@@ -42,6 +61,9 @@ class DevProducer:
         self._writing: asyncio.Future[PreparedBlock] | None = None
         self._writing_head: Head | None = None  # of the block being written
         self._open: BlockContext | None = None  # of the block being filled
+        self.lock = asyncio.Lock()  # one block or one dev control at a time
+        self._snapshots: dict[int, DevSnapshot] = {}
+        self._next_snapshot = 1
 
     async def run(self) -> None:
         block_time_ms = self.node.block_time_ms
@@ -82,6 +104,10 @@ class DevProducer:
             await self._produce()
             if len(self.node.mempool):
                 self.tx_waiting.set()
+            gap = self.node.automine_interval_ms / 1000
+            if gap > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), gap)
 
     def next_context(self) -> BlockContext:
         """The context of the next block: the one fixed by the first transaction admitted
@@ -102,6 +128,10 @@ class DevProducer:
         return self._publish(self._sign_and_write(prepared), txs)
 
     async def _produce(self) -> None:
+        async with self.lock:
+            await self._produce_unlocked()
+
+    async def _produce_unlocked(self) -> None:
         """`produce_block` with the signature and the synced write in a worker thread."""
         prepared, txs = self._seal()
         loop = asyncio.get_running_loop()
@@ -171,3 +201,95 @@ class DevProducer:
         """Wait for the block being written, if any (never close the ledger under it)."""
         if self._writing is not None:
             await asyncio.wait({self._writing})
+
+    def forget_open_block(self) -> None:
+        """The mempool was made again: the block being filled has no context yet."""
+        self._open = None
+
+    # Dev controls (PROTOCOL 5.7)
+
+    async def mine(self, count: int) -> Head:
+        """Make `count` blocks now, one after the other; the last one's head."""
+        async with self.lock:
+            for _ in range(count):
+                await self._produce_unlocked()
+        return self.node.ledger.head
+
+    async def snapshot(self) -> int:
+        """Keep the whole state (ledger, mempool, pinned time); its id."""
+        async with self.lock:
+            node = self.node
+            state = ChainState(tuple(node.ledger.entries()), tuple(node.mempool.held()))
+            snapshot_id = self._next_snapshot
+            self._next_snapshot += 1
+            self._snapshots[snapshot_id] = DevSnapshot(state, node.next_timestamp)
+            return snapshot_id
+
+    async def revert(self, snapshot_id: int) -> bool:
+        """Restore a snapshot, consuming it and every later one; False if there is none."""
+        async with self.lock:
+            snap = self._snapshots.get(snapshot_id)
+            if snap is None:
+                return False
+            for later in [i for i in self._snapshots if i >= snapshot_id]:
+                del self._snapshots[later]
+            self.node.restore(snap.state.entries, snap.state.mempool)
+            self.node.next_timestamp = snap.next_timestamp
+            return True
+
+    async def reset(self) -> Head:
+        """Back to the genesis block: an empty mempool, no snapshots, no time offset."""
+        async with self.lock:
+            fresh = devstate.genesis_state(self.node.genesis)
+            self._snapshots.clear()
+            self.node.restore(fresh.entries, ())
+            return self.node.ledger.head
+
+    async def load(self, state: ChainState) -> Head:
+        async with self.lock:
+            self.node.restore(state.entries, state.mempool)
+            return self.node.ledger.head
+
+    async def dump(self) -> ChainState:
+        async with self.lock:
+            node = self.node
+            return ChainState(tuple(node.ledger.entries()), tuple(node.mempool.held()))
+
+    async def increase_time(self, seconds: int) -> int:
+        """Move the clock of block times forward; the offset in all, in seconds."""
+        async with self.lock:
+            node = self.node
+            node.set_time_offset(node.time_offset + seconds)
+            node.reload_mempool()
+            return node.time_offset
+
+    async def set_next_block_timestamp(self, at: int) -> int:
+        """Pin the next block's time to `at` (Unix seconds); later blocks go on from it."""
+        async with self.lock:
+            node = self.node
+            head = node.ledger.head
+            if at < head.time:
+                raise InvalidParams(
+                    "timestamp", f"{at} is before the head block's time {head.time}"
+                )
+            node.set_time_offset(at - int(node.now()))
+            node.next_timestamp = (head.height + 1, at)
+            node.reload_mempool()
+            return at
+
+    async def set_balance(self, address: str, balance: int) -> None:
+        """Set an account's balance, outside any block; the supply counters follow (the
+        difference is minted or burned), so the supply invariant holds."""
+        async with self.lock:
+            node = self.node
+            state = State(node.ledger.view)
+            account = st.get_account(state, address)
+            genesis_supply, minted, burned = st.get_supply(state)
+            if balance > account.balance:
+                minted += balance - account.balance
+            else:
+                burned += account.balance - balance
+            st.put_account(state, address, replace(account, balance=balance))
+            st.put_supply(state, genesis_supply, minted, burned)
+            node.ledger.write_state(state.write_set())
+            node.reload_mempool()

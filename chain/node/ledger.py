@@ -16,10 +16,12 @@ Key layout (big-endian integers, raw 20-byte addresses and 32-byte hashes):
   hist/<state key><h:8>  value of an account or node record after block h
   vote/<h:8><r:4><t:1>   this validator's own signed vote at (height, round, type)
   ev/<h:8>               the hashes of the tasks block h changed (chain.node.events)
+  meta/dev/timeOffset    dev chains: seconds added to the clock for block times (5.7)
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -183,6 +185,42 @@ class Ledger:
             store.close()
             raise
 
+    def entries(self) -> list[tuple[bytes, bytes]]:
+        """Every key and value of the ledger at the published head, in key order: what a
+        dev snapshot or a state dump holds (PROTOCOL 5.7)."""
+        return list(self.view.iterate(b""))
+
+    def replace(self, entries: Sequence[tuple[bytes, bytes]]) -> None:
+        """Make the ledger hold exactly `entries` (from `entries()` of this chain), in one
+        synced batch, and read its head again: a dev revert, reset or state load. Refused
+        (StorageError, nothing written) when they are not a consistent ledger of this
+        genesis."""
+        wanted = dict(entries)
+        problem = ledger_problem(_SortedReader(wanted), self.genesis)
+        if problem is not None:
+            raise StorageError(f"the state to restore is not a ledger of this chain: {problem}")
+        changes: dict[bytes, bytes | None] = {k: None for k, _v in self.view.iterate(b"")}
+        changes.update(wanted)
+        self.store.write(changes)
+        self.head = self._load_head()
+        self._head_commit = None
+        self.view.move_to(self.store.snapshot())
+        self._open_tasks = {key[len(OPEN_TASK) :] for key, _ in self.view.iterate(OPEN_TASK)}
+
+    def write_state(
+        self,
+        write_set: Sequence[tuple[bytes, bytes | None]],
+        extra: Mapping[bytes, bytes | None] | None = None,
+    ) -> None:
+        """Write state outside any block (dev controls only: a balance set, the clock's
+        offset), the versioned keys as their value after the head block, in one synced
+        batch, and read it from now on."""
+        changes: dict[bytes, bytes | None] = dict(write_set)
+        changes.update(_versions(write_set, h8(self.head.height)))
+        changes.update(extra or {})
+        self.store.write(changes)
+        self.view.move_to(self.store.snapshot())
+
     def watch_damage(self, callback: Callable[[StorageError], None]) -> None:
         """Call `callback` once, with the error, when a read or write of the open ledger
         finds it damaged (the error is raised to the caller as well)."""
@@ -240,9 +278,7 @@ class Ledger:
         hex_hash = wire.hex0x(hash_)
         changes[BLOCK + suffix] = _block_record(header, hex_hash, commit)
         changes[BLOCK_HASH + hash_] = suffix
-        for key, value in write_set:
-            if key.startswith(VERSIONED_PREFIXES):
-                changes[HISTORY + key + suffix] = value if value is not None else b""
+        changes.update(_versions(write_set, suffix))
         changes[HEAD] = orjson.dumps(
             {
                 "height": height,
@@ -579,6 +615,46 @@ def _supply_check(reader: KeyValueReader) -> tuple[int, int]:
     tasks = (get_task(reader, key[len(OPEN_TASK) :]) for key, _v in reader.iterate(OPEN_TASK))
     escrow = (t.fee for t in tasks if t is not None and t.settlement is None)
     return blocks.supply_check(accounts, escrow, get_supply(reader))
+
+
+def _versions(write_set: Sequence[tuple[bytes, bytes | None]], suffix: bytes) -> dict[bytes, bytes]:
+    """The history entries of the versioned keys a write set changes (`suffix`: the height
+    they are the value after)."""
+    return {
+        HISTORY + key + suffix: value if value is not None else b""
+        for key, value in write_set
+        if key.startswith(VERSIONED_PREFIXES)
+    }
+
+
+class _SortedReader:
+    """A KeyValueReader over a state held in memory, to check it before it is written: its
+    keys sorted once, each range found by bisection (the check reads one range per account,
+    so a scan per read would be quadratic)."""
+
+    def __init__(self, items: Mapping[bytes, bytes]) -> None:
+        self._items = items
+        self._keys = sorted(items)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._items.get(key)
+
+    def iterate(
+        self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        keys = self._keys
+        low = bisect.bisect_left(keys, prefix)
+        high = low
+        while high < len(keys) and keys[high].startswith(prefix):
+            high += 1
+        if start is not None:
+            if reverse:
+                high = min(high, bisect.bisect_right(keys, start, low, high))
+            else:
+                low = max(low, bisect.bisect_left(keys, start, low, high))
+        span = range(high - 1, low - 1, -1) if reverse else range(low, high)
+        for i in span:
+            yield keys[i], self._items[keys[i]]
 
 
 # Repair (`python -m rpc --repair`)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ __all__ = ["Network", "Node", "ValidatorKey", "dev_validator_key", "resource_nod
 
 log = logging.getLogger(__name__)
 
+TIME_OFFSET = b"meta/dev/timeOffset"  # in the ledger, outside the state (PROTOCOL 5.7)
+
 
 def dev_validator_key(genesis: Genesis, index: int | None) -> ValidatorKey:
     """Validator `index` of a dev genesis (dev account 100 + index); None: the only one."""
@@ -88,6 +90,7 @@ class Node:
         check_invariants: bool = False,
         clock: Callable[[], float] = time.time,
         timeouts: Timeouts = CONSENSUS_TIMEOUTS,
+        automine_interval_ms: int = 0,
     ) -> None:
         self.genesis = genesis
         self.params = genesis.params
@@ -96,6 +99,13 @@ class Node:
         self.block_time_ms = self.params.block_time_ms if block_time_ms is None else block_time_ms
         self.check_invariants = check_invariants
         self.timeouts = timeouts
+        self.automine_interval_ms = automine_interval_ms
+        # Dev controls (PROTOCOL 5.7): seconds added to the clock for block times (kept in
+        # the ledger), the time the next block is pinned to as (height, time), and what
+        # follows the head when a revert or a reset moves it back.
+        self.time_offset = 0
+        self.next_timestamp: tuple[int, int] | None = None
+        self.on_rewind: list[Callable[[int], None]] = []
         self._clock = clock
         self._mempool_capacity = mempool_capacity
         self._max_pending_per_sender = max_pending_per_sender
@@ -134,15 +144,11 @@ class Node:
 
     async def setup(self) -> None:
         self._ledger = Ledger.open(self.data_dir, self.genesis)
-        self._mempool = Mempool(
-            self._ledger.view,
-            self.params,
-            self._mempool_capacity,
-            max_per_sender=self._max_pending_per_sender,
-        )
+        self._mempool = self._new_mempool()
         self._priv = PrivValidator(self.validator, self.genesis.chain_id, self._ledger)
         head = self._ledger.head
         log.info("ledger open at height %d, appHash 0x%s", head.height, head.app_hash.hex())
+        self._read_time_offset()
         self._replay_journal()
 
     def _replay_journal(self) -> None:
@@ -152,33 +158,86 @@ class Node:
         journal = Journal(self.data_dir)
         self._journal = journal
         records, unreadable = journal.read()
-        mempool = self.mempool
-        admitted = dropped = 0
+        txs: list[SignedTx] = []
+        undecoded = 0
         for obj in records:
             try:
-                tx = gossip.tx_from_wire(obj, self.genesis.chain_id)
-                if tx.hash in mempool or self.ledger.get_tx(tx.hash) is not None:
-                    dropped += 1
-                    continue
-                ctx = self.next_context()
-                mempool.admit(tx, ctx)
-            except (InvalidPeerMessage, InvalidTransaction, MempoolFull) as exc:
+                txs.append(gossip.tx_from_wire(obj, self.genesis.chain_id))
+            except InvalidPeerMessage as exc:
                 log.debug("journal record not admitted again: %s", exc)
-                dropped += 1
-                continue
-            admitted += 1
-            if self.dev is not None:
-                self.dev.admitted(ctx)
-        journal.rewrite(mempool.held())
-        mempool.journal = journal
+                undecoded += 1
+        admitted, dropped = self._admit_again(txs)
         if records or unreadable:
             log.info(
                 "mempool journal: %d transactions admitted again, %d dropped (committed or "
                 "no longer valid), %d unreadable records skipped",
                 admitted,
-                dropped,
+                dropped + undecoded,
                 unreadable,
             )
+
+    def _admit_again(self, txs: list[SignedTx]) -> tuple[int, int]:
+        """Admit `txs` in order into the mempool, without journaling them one by one; then
+        rewrite the journal with what it holds and journal every admission from here on.
+        (admitted, dropped): those committed already or no longer valid are dropped."""
+        mempool = self.mempool
+        mempool.journal = None
+        admitted = dropped = 0
+        for tx in txs:
+            try:
+                if tx.hash in mempool or self.ledger.get_tx(tx.hash) is not None:
+                    dropped += 1
+                    continue
+                ctx = self.next_context()
+                mempool.admit(tx, ctx)
+            except (InvalidTransaction, MempoolFull) as exc:
+                log.debug("transaction not admitted again: %s", exc)
+                dropped += 1
+                continue
+            admitted += 1
+            if self.dev is not None:
+                self.dev.admitted(ctx)
+        assert self._journal is not None
+        self._journal.rewrite(mempool.held())
+        mempool.journal = self._journal
+        return admitted, dropped
+
+    # Dev controls (PROTOCOL 5.7): called by the dev producer, no block being written
+
+    def dev_controls_refusal(self) -> str | None:
+        """Why this chain has no dev controls, or None when it has them."""
+        if self.genesis.dev is None:
+            return "dev controls need a dev chain: this genesis has no dev section"
+        if self.dev is None:
+            return "dev controls need a chain of one validator: this one has several"
+        return None
+
+    def restore(self, entries: Sequence[tuple[bytes, bytes]], txs: Sequence[SignedTx]) -> None:
+        """Make the ledger hold exactly `entries` and the mempool `txs` (a revert, a reset,
+        a loaded state); whatever follows the head is told where it moved."""
+        self.ledger.replace(entries)
+        self._read_time_offset()
+        self.reload_mempool(list(txs))
+        for rewound in self.on_rewind:
+            rewound(self.head.height)
+
+    def reload_mempool(self, txs: list[SignedTx] | None = None) -> None:
+        """A new mempool over the committed state, with `txs` (by default the ones held)
+        admitted again: after the dev controls changed the state or the clock."""
+        held = self.mempool.held() if txs is None else txs
+        self._mempool = self._new_mempool()
+        if self.dev is not None:
+            self.dev.forget_open_block()
+        self._admit_again(held)
+
+    def set_time_offset(self, seconds: int) -> None:
+        self.ledger.write_state((), {TIME_OFFSET: str(seconds).encode()})
+        self.time_offset = seconds
+
+    def _read_time_offset(self) -> None:
+        raw = self.ledger.view.get(TIME_OFFSET)
+        self.time_offset = 0 if raw is None else int(raw)
+        self.next_timestamp = None
 
     async def run_forever(self) -> None:
         if self.dev is not None:
@@ -247,11 +306,23 @@ class Node:
         """The node clock (Unix seconds); rules never read it, only block times."""
         return self._clock()
 
-    def context_after(self, head: Head) -> BlockContext:
-        """The context of the block after `head`, made by this validator now."""
-        return BlockContext(
-            head.height + 1, max(head.time, int(self._clock())), self.validator.address
+    def _new_mempool(self) -> Mempool:
+        return Mempool(
+            self.ledger.view,
+            self.params,
+            self._mempool_capacity,
+            max_per_sender=self._max_pending_per_sender,
         )
+
+    def context_after(self, head: Head) -> BlockContext:
+        """The context of the block after `head`, made by this validator now: at the
+        clock plus the dev offset, or at the time the dev controls pinned it to."""
+        pinned = self.next_timestamp
+        if pinned is not None and pinned[0] == head.height + 1:
+            at = pinned[1]
+        else:
+            at = int(self._clock()) + self.time_offset
+        return BlockContext(head.height + 1, max(head.time, at), self.validator.address)
 
     def next_context(self) -> BlockContext:
         """The context of the next block (in dev mode, the one its first transaction met)."""

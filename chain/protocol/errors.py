@@ -172,6 +172,18 @@ class NotFound(ChainError):
         return {"param": self.param, "reason": self.reason}
 
 
+class DevOnly(ChainError):
+    """A dev control called on a chain that has none: answered as a method it does not
+    have, with the reason (PROTOCOL 5.7)."""
+
+    def __init__(self, method: str, reason: str) -> None:
+        super().__init__(reason)
+        self.method = method
+
+    def data(self) -> dict[str, Any]:
+        return {"method": self.method, "reason": self.reason}
+
+
 class MempoolFull(ChainError):
     """The mempool is at one of its limits: a count of transactions, their bytes, or the
     transactions one sender may have waiting (`sender` set)."""
