@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from eth_hash.auto import keccak
 
-from chain.node.node import Node, dev_validator_key
+from chain.node.node import Node, ValidatorKey, dev_validator_key
 from chain.protocol import crypto
 from chain.protocol.genesis import DEV_MNEMONIC as DEV_MNEMONIC  # re-exported for the tests
 from chain.protocol.genesis import Genesis, Params, dev_genesis, parse_genesis
@@ -59,17 +59,18 @@ async def local_chain(
     *,
     run: bool = True,
     ws_limits: subscriptions.Limits | None = None,
+    key: ValidatorKey | None = None,
     **node_options: Any,
 ) -> AsyncIterator[LocalChain]:
     """A validator in this process with its RPC on 127.0.0.1:<ephemeral>.
 
     With `run`, blocks are produced (automine unless the genesis says otherwise); without it,
-    the test produces blocks itself with `node.produce_block()`.
+    the test produces blocks itself with `node.produce_block()`. `key`: the validator's, by
+    default the only validator of a dev genesis.
     """
     genesis = genesis or make_genesis()
-    node = Node(
-        genesis, data_dir, dev_validator_key(genesis, None), check_invariants=True, **node_options
-    )
+    key = key or dev_validator_key(genesis, None)
+    node = Node(genesis, data_dir, key, check_invariants=True, **node_options)
     await node.setup()
     runner = web.AppRunner(RpcServer(node, ws_limits).app, access_log=None)
     await runner.setup()

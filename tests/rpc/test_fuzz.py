@@ -50,7 +50,7 @@ from chain.protocol.types import (
 )
 from rpc import api, errors
 from rpc.client import InferchainClient, RpcError, Wallet, pending_tasks_params, sign_params
-from rpc.methods import METHODS
+from rpc.methods import AWAITING_METHODS, METHODS
 from tests.helpers import ValidatorProcess, make_genesis, write_genesis
 from tests.rpc.support import (
     CHAIN_ID,
@@ -107,7 +107,10 @@ RESULT_METHODS = {"submitInferenceResult", "submitResponse", "submitVerification
 # an AO id scheduled already.
 OTHER_TX_METHODS = set(api.METHOD_OF_TYPE.values()) - ACCOUNT_TX_METHODS - RESULT_METHODS
 OTHER_TX_CODES = ACCOUNT_TX_CODES | {-32006}
-METHOD_CODES: dict[str, set[int]] = {method: READ_CODES for method in METHODS}
+# The dev controls change the chain by design (mine, revert, reset): they are left out of this
+# run, whose chain must not move; tests/rpc/test_dev_controls.py has their bad-input rows.
+FUZZED = sorted(set(METHODS) - AWAITING_METHODS)
+METHOD_CODES: dict[str, set[int]] = {method: READ_CODES for method in FUZZED}
 METHOD_CODES.update({method: ACCOUNT_TX_CODES for method in ACCOUNT_TX_METHODS})
 METHOD_CODES.update({method: RESULT_CODES for method in RESULT_METHODS})
 METHOD_CODES.update({method: OTHER_TX_CODES for method in OTHER_TX_METHODS})
@@ -431,13 +434,13 @@ FUZZ_SETTINGS = settings(
 
 
 def test_every_method_is_fuzzed_and_has_codes() -> None:
-    assert set(METHOD_CODES) == set(METHODS)
+    assert set(METHOD_CODES) == set(FUZZED)
     for codes in METHOD_CODES.values():
         assert codes <= TABLE_CODES and errors.INTERNAL_ERROR not in codes
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", FUZZED)
 @settings(FUZZ_SETTINGS, max_examples=EXAMPLES)
 @given(data=st.data())
 def test_arbitrary_params(
@@ -449,7 +452,7 @@ def test_arbitrary_params(
 @pytest.mark.long
 @pytest.mark.skipif(not LONG, reason="the long fuzz run: INFERCHAIN_LONG=1")
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", FUZZED)
 @settings(FUZZ_SETTINGS, max_examples=EXAMPLES * LONG_FACTOR)
 @given(data=st.data())
 def test_arbitrary_params_long(

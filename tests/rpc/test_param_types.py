@@ -37,7 +37,7 @@ from chain.protocol.types import (
     Unstake,
 )
 from rpc.client import RpcError, Wallet, pending_tasks_params, presign, sign_params
-from rpc.methods import METHODS
+from rpc.methods import AWAITING_METHODS, METHODS
 from tests.helpers import LocalChain, dev_secret
 from tests.rpc.support import (
     CHAIN_ID,
@@ -54,7 +54,9 @@ from tests.rpc.support import (
 )
 
 UNKNOWN_HASH = "0x" + "5a" * 32
-OUT_OF_SCOPE: set[str] = set()
+# The dev controls change the chain when a call succeeds (a reset, a revert, blocks mined):
+# their bad-input rows are in tests/rpc/test_dev_controls.py, each checked to change nothing.
+OUT_OF_SCOPE: set[str] = set(AWAITING_METHODS)
 NO_PARAMS = (
     "chainId",
     "genesisHash",
