@@ -322,6 +322,7 @@ async def serve(setup: NodeSetup) -> int:
             routes=[*infernet.routes(), *ocean.routes()],
             rate_limit=setup.rate_limit,
             port=setup.http_port,
+            metrics=node.metrics.registry,
         )
         serving.prepare_process(asyncio.get_running_loop())
         await server.setup()

@@ -9,6 +9,7 @@ URL, registered on the chain as its `endpoint` (PROTOCOL 7).
   4.13), `reveals: {sent, refused}` and `secrets: {state, canaryRateBps, epoch, base, length,
   revealedHeight, commits}`.
 - `GET /health`: `{"status": "ok"}` while the process serves.
+- `GET /metrics`: the node's metrics in the Prometheus text format (`resource_node.metrics`).
 
 Every `/api/` route counts against a per-client rate limit (Infernet's default, 60 requests
 per 60 s; `--rate-limit`): past it 429 `{error}` with Retry-After, and nothing done.
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from resource_node.containers import RateLimit
 from resource_node.infernet import client_of, retry_later
@@ -41,7 +43,8 @@ Handler = Callable[[web.Request], Any]
 
 
 class NodeServer:
-    """Serves the node's routes: `routes` (the APIs), GET /status and GET /health."""
+    """Serves the node's routes: `routes` (the APIs), GET /status, GET /health and GET
+    /metrics (the `metrics` registry; without one, an empty registry)."""
 
     def __init__(
         self,
@@ -51,8 +54,10 @@ class NodeServer:
         rate_limit: RateLimit | None = None,
         host: str = DEFAULT_HOST,
         port: int = 0,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         self._status = status
+        self._metrics = metrics if metrics is not None else CollectorRegistry()
         self._routes = list(routes)
         self._limiter = RateLimiter(rate_limit or RateLimit())
         self.host = host
@@ -64,6 +69,7 @@ class NodeServer:
         app = web.Application(middlewares=[self._limit])
         app.router.add_get("/status", self._handle_status)
         app.router.add_get("/health", self._handle_health)
+        app.router.add_get("/metrics", self._handle_metrics)
         app.add_routes(self._routes)
         return app
 
@@ -96,6 +102,10 @@ class NodeServer:
 
     async def _handle_health(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def _handle_metrics(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self._metrics)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def setup(self) -> None:
         """Bind and listen; OSError (with the port) when the port is taken."""

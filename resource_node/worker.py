@@ -45,6 +45,7 @@ import logging
 import os
 import random
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -66,6 +67,7 @@ from resource_node.backends import (
     setup_backend,
 )
 from resource_node.backends.faults import Faults
+from resource_node.metrics import NodeMetrics
 from resource_node.secrets import SecretChain, listed_secrets
 from resource_node.state import SubmissionLog, state_path
 from resource_node.untrusted import (
@@ -293,6 +295,7 @@ class ResourceNode:
         self._unreadable: dict[str, str] = {}  # task hash -> why it cannot be read
         self._reported: dict[tuple[str, ...], None] = {}  # problems logged once
         self._counters = _Counters()
+        self.metrics = NodeMetrics()  # served at GET /metrics by the node's server
         self._failures = 0  # consecutive polls that could not reach the validator
         self.last_error: str | None = None
         self.params = self.config.params
@@ -853,8 +856,9 @@ class ResourceNode:
     # Work
 
     async def _infer(self, backend: Backend, key: WorkKey, request: InferenceRequest) -> str | None:
+        started = time.perf_counter()
         try:
-            return await backend.infer(request)
+            output = await backend.infer(request)
         except TaskError as exc:
             self._refuse(key, exc)
             return None
@@ -862,6 +866,8 @@ class ResourceNode:
             log.warning("%s for task %s: backend failed: %s", key[0], key[1], exc)
             self._fail(key, f"backend: {exc}")
             return None
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        return output
 
     def _refuse(self, key: WorkKey, exc: TaskError) -> None:
         """A task this node's backend cannot do (an option it cannot pass): skipped from now
@@ -931,6 +937,7 @@ class ResourceNode:
             self._check_postprocess(task, output, "own")
         self._counters.done += 1
         self._counters.results[outcome] += 1
+        self.metrics.tasks_computed.inc()
         if forced and outcome == "accepted":
             self._counters.forced_errors += 1
         log.info(
@@ -965,6 +972,7 @@ class ResourceNode:
         self._check_postprocess(task, result, f"{submitter}'s")
         self._counters.verified += 1
         self._counters.verdicts[outcome] += 1
+        self.metrics.verdict(valid)
         log.info(
             "verdict on %s's result for task %s: valid=%s, %s; %s",
             submitter,

@@ -1,6 +1,7 @@
 """The validator's HTTP face: JSON-RPC 2.0 on POST / and /rpc, plus GET /tx/<hash>,
-GET /queryPendingTasks (the upstream shape), GET /health, the WebSocket of subscriptions
-at GET /ws (`rpc.subscriptions`) and the routes other validators use (`rpc.p2p`).
+GET /queryPendingTasks (the upstream shape), GET /health, GET /metrics (`rpc.metrics`), the
+WebSocket of subscriptions at GET /ws (`rpc.subscriptions`) and the routes other validators
+use (`rpc.p2p`).
 
 Every request shape of the JSON-RPC 2.0 specification gets its own answer (a parse error, an
 invalid request inside a batch, an empty batch, HTTP 204 when only notifications came). Each
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +38,8 @@ from rpc.methods import (
     render_tx,
     signed_call,
 )
+from rpc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from rpc.metrics import ValidatorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +122,7 @@ class RpcServer:
 
     def __init__(self, node: Node, ws_limits: subscriptions.Limits | None = None) -> None:
         self.node = node
+        self.metrics = ValidatorMetrics(node)
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
         self.hub = subscriptions.Hub(node, ws_limits or subscriptions.Limits())
         self.hub.add_routes(self.app)
@@ -125,6 +130,7 @@ class RpcServer:
             self.app.router.add_post(path, self.handle_rpc)
         self.app.router.add_get("/tx/{tx_hash}", self.handle_get_tx)
         self.app.router.add_get("/health", self.handle_health)
+        self.app.router.add_get("/metrics", self.handle_metrics)
         self.app.router.add_get("/queryPendingTasks", self.handle_get_pending)
         p2p.add_routes(self.app, node)
         self.app.on_cleanup.append(self._close_recovery_pool)
@@ -138,7 +144,9 @@ class RpcServer:
     def dispatch_one(self, item: Any, ahead: SignedAhead | None = None) -> dict[str, Any] | None:
         """The response to one request object; None for a notification, which is never
         answered, not even with an error. `ahead` is this item's call as `recover_ahead`
-        decoded it."""
+        decoded it. Every call is counted in the metrics (its method, its time, and for a
+        transaction whether it was admitted)."""
+        started = time.perf_counter()
         if ahead is not None:  # a valid request: recover_ahead checked it
             outcome = self._outcome(item["method"], lambda: self._admit_ahead(ahead))
         else:
@@ -146,6 +154,7 @@ class RpcServer:
             if problem is not None:
                 return _error_response(errors.invalid_request(problem), _valid_id(item))
             outcome = self.call(item["method"], item.get("params"))
+        self.metrics.observe_call(item["method"], outcome, time.perf_counter() - started)
         return _response(item, outcome)
 
     async def dispatch_awaiting(self, payload: Any) -> Any:
@@ -158,7 +167,10 @@ class RpcServer:
             if spec is None or not spec.awaits:
                 response = self.dispatch_one(item)
             else:
-                response = _response(item, await self._awaited(item["method"], spec, item))
+                started = time.perf_counter()
+                outcome = await self._awaited(item["method"], spec, item)
+                self.metrics.observe_call(item["method"], outcome, time.perf_counter() - started)
+                response = _response(item, outcome)
             if response is not None:
                 responses.append(response)
         if not isinstance(payload, list):
@@ -335,6 +347,12 @@ class RpcServer:
         if answer.deprecation is not None:
             body["data"] = answer.deprecation
         return _json(body)
+
+    async def handle_metrics(self, _request: web.Request) -> web.Response:
+        """GET /metrics: the Prometheus text format (PROTOCOL 5.7)."""
+        return web.Response(
+            body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        )
 
     async def handle_health(self, _request: web.Request) -> web.Response:
         head = self.node.head

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -124,8 +125,11 @@ class DevProducer:
 
     def produce_block(self) -> Head:
         """Build, execute, sign and commit the next block from the mempool, in this thread."""
+        started = time.perf_counter()
         prepared, txs = self._seal()
-        return self._publish(self._sign_and_write(prepared), txs)
+        head = self._publish(self._sign_and_write(prepared), txs)
+        self.node.observe_commit(time.perf_counter() - started)
+        return head
 
     async def _produce(self) -> None:
         async with self.lock:
@@ -133,12 +137,14 @@ class DevProducer:
 
     async def _produce_unlocked(self) -> None:
         """`produce_block` with the signature and the synced write in a worker thread."""
+        started = time.perf_counter()
         prepared, txs = self._seal()
         loop = asyncio.get_running_loop()
         writing = loop.run_in_executor(None, self._sign_and_write, prepared)
         self._writing = writing
         written = await asyncio.shield(writing)  # a cancelled producer still lets it end
         self._publish(written, txs)
+        self.node.observe_commit(time.perf_counter() - started)
         await self.node.notify_new_block()
 
     def _seal(self) -> tuple[PreparedBlock, list[SignedTx]]:

@@ -75,6 +75,11 @@ class Mempool:
         """Transactions held: admitted, or in a block not yet written."""
         return len(self._txs) + len(self._sealed)
 
+    @property
+    def bytes_held(self) -> int:
+        """The size (`blocks.tx_size`) of the transactions held, sealed ones included."""
+        return self._bytes
+
     def __contains__(self, tx_hash: bytes) -> bool:
         return tx_hash in self._txs or tx_hash in self._sealed
 

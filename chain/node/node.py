@@ -75,6 +75,10 @@ def resource_node_dev_key(genesis: Genesis, index: int) -> bytes:
     return crypto.dev_private_key(genesis.dev.mnemonic, RESOURCE_NODE_KEY_OFFSET + index)
 
 
+def _ignore_seconds(_seconds: float) -> None:
+    pass
+
+
 class Node:
     """One validator. Lifecycle: `setup()`, `run_forever()`, `stop()`, `cleanup()`."""
 
@@ -119,6 +123,9 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         self._check_validator()
         self.network: Network | None = None
+        # Told the seconds of each block from the start of its production (dev mode) or of
+        # its height (Tendermint) to its commit; the server's metrics set it (rpc.metrics).
+        self.observe_commit: Callable[[float], None] = _ignore_seconds
         self.consensus = Consensus(self)
         self.dev = DevProducer(self) if self.alone else None
 
@@ -399,6 +406,10 @@ class Node:
     def pending_count(self) -> int:
         """How many transactions wait in the mempool."""
         return len(self.mempool)
+
+    def pending_bytes(self) -> int:
+        """The size of the transactions waiting in the mempool (`blocks.tx_size`)."""
+        return self.mempool.bytes_held
 
     def next_nonce(self, address: str) -> int:
         """The next nonce of `address`, counting its transactions in the mempool."""

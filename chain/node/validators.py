@@ -149,6 +149,7 @@ class Consensus:
         self._own = RoundMessages()
         self._timers: set[asyncio.TimerHandle] = set()
         self._height_since = 0.0
+        self._height_started = (0, 0.0)  # (height, loop time) of the height being decided
         self._warned_app_hash: set[int] = set()
         self._fatal: ChainError | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -293,6 +294,7 @@ class Consensus:
                 " and a proposal" if proposed is not None else "",
             )
         self._height_since = asyncio.get_running_loop().time()
+        self._height_started = (height, self._height_since)
         self._act(machine.start(height, round_, signed))
         self._resend_own()
 
@@ -403,6 +405,9 @@ class Consensus:
             return
         self._commit(candidate, commit)
         loop = asyncio.get_running_loop()
+        started_height, started = self._height_started
+        if started_height == decision.height:  # not for a block that came by block sync
+            self.node.observe_commit(loop.time() - started)
         timer: asyncio.TimerHandle | None = None
 
         def next_height() -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from chain.node.ledger import HISTORY, Ledger
 from chain.node.node import dev_validator_key
@@ -227,3 +229,38 @@ async def test_a_burst_through_one_validator_reaches_every_ledger(network: Local
     for tx in presigned[::50]:
         for client in network.clients:
             assert (await client.get_tx(tx.tx_hash) or {}).get("status") == "committed"
+
+
+async def test_each_validator_times_the_blocks_it_decides(network: LocalNetwork) -> None:
+    """GET /metrics of validators under Tendermint (PROTOCOL 5.7): their peers up, and each
+    block decided by consensus timed from the start of its height to its commit."""
+    network.start_all()
+    await network.wait_heights([0, 1, 2, 3], 3)
+
+    async def scrape(k: int) -> dict[str, float]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(network.clients[k].url + "/metrics") as resp,
+        ):
+            assert resp.status == 200
+            text = await resp.text()
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if not sample.labels
+        }
+
+    for k in range(4):
+        samples = await eventually(
+            lambda k=k: scrape(k),
+            lambda seen: seen.get("inferchain_peers_up") == 3,
+            30,
+            f"validator {k} with its three peers up",
+        )
+        height = samples["inferchain_height"]
+        committed = samples["inferchain_block_commit_seconds_count"]
+        assert height >= 3
+        assert 1 <= committed <= height  # a block taken by block sync is not timed
+        assert samples["inferchain_block_commit_seconds_sum"] > 0
+        assert samples["inferchain_round"] >= 0

@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from chain.node.journal import JOURNAL_FILE
 from chain.node.node import Node
@@ -1029,6 +1030,68 @@ async def test_the_server_answers_status_and_health(
     assert info["postprocessErrors"] == 0
     assert (info["polls"], info["pollErrors"], info["lastError"]) == (1, 0, None)
     assert info["validator"] == manual.url
+
+
+async def scrape_node(node: ResourceNode) -> tuple[dict[str, Any], dict[str, float]]:
+    """GET /status and GET /metrics of `node`'s HTTP server; the samples by name and labels."""
+    server = NodeServer(node.info, port=0, metrics=node.metrics.registry)
+    await server.setup()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/status") as resp:
+                info = await resp.json()
+            async with http.get(server.url + "/metrics") as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"].startswith("text/plain; version=")
+                text = await resp.text()
+    finally:
+        await server.cleanup()
+    samples = {
+        sample.name + "".join(f"|{k}={v}" for k, v in sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return info, samples
+
+
+async def test_the_server_serves_the_nodes_metrics(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    task = await open_task(manual, target_count=2)
+    node = await started(make_node(manual.url), cleanups)
+    third = await started(make_node(manual.url, wallet=THIRD), cleanups)
+    _info, before = await scrape_node(node)
+    assert before["inferchain_node_tasks_computed_total"] == 0
+    assert before["inferchain_node_inference_seconds_count"] == 0
+    assert (await node.run_once()).results == 1
+    await submit_result(manual, OTHER, task, "not what the model answers")
+    mine(manual)  # each result is assigned to the two other nodes
+    report = await third.run_once()
+    assert (report.results, report.verdicts) == (0, 2)  # the slots are taken
+    report = await node.run_once()
+    assert (report.results, report.verdicts) == (0, 1)
+    mine(manual)
+    assert await verdicts_by(manual, task, THIRD.address) == {
+        NODE.address: True,
+        OTHER.address: False,
+    }
+
+    info, samples = await scrape_node(node)
+    assert (info["done"], info["verified"]) == (1, 1)
+    assert samples["inferchain_node_tasks_computed_total"] == 1
+    assert samples["inferchain_node_tasks_verified_total"] == 1
+    assert samples.get("inferchain_node_verdicts_total|verdict=valid", 0) == 0
+    assert samples["inferchain_node_verdicts_total|verdict=invalid"] == 1
+    assert samples["inferchain_node_inference_seconds_count"] == 2  # its result, its verdict
+    assert samples["inferchain_node_inference_seconds_bucket|le=+Inf"] == 2
+
+    info, samples = await scrape_node(third)
+    assert (info["done"], info["verified"]) == (0, 2)
+    assert samples["inferchain_node_tasks_computed_total"] == 0
+    assert samples["inferchain_node_tasks_verified_total"] == 2
+    assert samples["inferchain_node_verdicts_total|verdict=valid"] == 1
+    assert samples["inferchain_node_verdicts_total|verdict=invalid"] == 1
+    assert samples["inferchain_node_inference_seconds_count"] == 2
 
 
 async def test_the_node_registers_its_url_once(
