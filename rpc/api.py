@@ -47,6 +47,8 @@ AO_PROCESS = "aoProcess"
 AO_PROCESSES = "aoProcesses"
 AO_SCHEDULE = "aoSchedule"
 AO_MESSAGE_BY_ID = "aoMessageById"
+# OpenRPC's service discovery method (PROTOCOL 5.7), an extension
+RPC_DISCOVER = "rpc.discover"
 
 # Transactions
 SUBMIT_TASK = "submitTask"

@@ -540,6 +540,14 @@ def _ao_receipt(tx: SignedTx) -> dict[str, str]:
     return {"txHash": wire.hex0x(tx.hash), "id": ao.ao_id(tx.signature)}
 
 
+def rpc_discover(_node: Node, _params: Params) -> dict[str, Any]:
+    """The OpenRPC document of this API (PROTOCOL 5.7). `rpc.openrpc` reads this module's
+    method table, so it is imported at the first call, once the table exists."""
+    from rpc import openrpc
+
+    return openrpc.document()
+
+
 METHODS: dict[str, MethodSpec] = {
     api.CHAIN_ID: MethodSpec(chain_id),
     api.GENESIS_HASH: MethodSpec(genesis_hash),
@@ -581,5 +589,6 @@ METHODS: dict[str, MethodSpec] = {
         ao_schedule, ("processId", "fromSlot", "limit"), frozenset({"processId"})
     ),
     api.AO_MESSAGE_BY_ID: MethodSpec(ao_message_by_id, ("messageId",), frozenset({"messageId"})),
+    api.RPC_DISCOVER: MethodSpec(rpc_discover),
 }
 METHODS.update({alias: METHODS[method] for alias, method in api.ALIASES.items()})
