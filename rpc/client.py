@@ -484,6 +484,11 @@ class InferchainClient:
     async def block_number(self) -> int:
         return int(await self.call(api.BLOCK_NUMBER))
 
+    async def discover(self) -> dict[str, Any]:
+        """The API's OpenRPC document (rpc.discover, PROTOCOL 5.7)."""
+        result: dict[str, Any] = await self.call(api.RPC_DISCOVER)
+        return result
+
     async def get_block(self, height: int | str = "latest") -> dict[str, Any]:
         result: dict[str, Any] = await self.call(api.GET_BLOCK, {"height": height})
         return result

@@ -686,7 +686,6 @@ METHOD_DOCS: dict[str, MethodDoc] = {
         ref("TaskReceipt"),
         errors.NONCE_MISMATCH,
         errors.INSUFFICIENT_BALANCE,
-        errors.DUPLICATE_SUBMISSION,
     ),
     api.TRANSFER: tx_doc(
         "Transfer an amount",
