@@ -63,6 +63,7 @@ NO_PARAMS = (
     "getValidators",
     "getResourceNodes",
     "taskStats",
+    "rpc.discover",
 )
 
 TASK_KINDS = {
