@@ -28,7 +28,7 @@ from chain.protocol.errors import InvalidParams
 from rpc import api, errors, openrpc
 from rpc.client import RpcError
 from rpc.methods import METHODS, MethodSpec, chain_id
-from tests.helpers import LocalChain, local_chain, make_genesis
+from tests.helpers import LocalChain, local_chain, make_genesis, verify_with_assigned
 from tests.rpc.support import (
     DEV0,
     DEV1,
@@ -241,7 +241,7 @@ async def test_real_results_are_valid_under_their_schemas(manual: LocalChain) ->
     for name in (api.GET_VALIDATORS, api.GET_RESOURCE_NODES, api.TASK_STATS):
         check_result(name, await client.call(name))
 
-    receipt = await client.call(api.SUBMIT_TASK, task_params(DEV0.address, targetCount=2))
+    receipt = await client.call(api.SUBMIT_TASK, task_params(DEV0.address))
     check_result(api.SUBMIT_TASK, receipt)
     task_hash = receipt["taskHash"]
     waiting = await client.call(api.QUERY_TASK, {"taskHash": task_hash})
@@ -264,11 +264,18 @@ async def test_real_results_are_valid_under_their_schemas(manual: LocalChain) ->
     task = await client.call(api.QUERY_TASK, [task_hash])
     assert len(task["executionInfo"]) == 1 and task["createdHeight"] is not None
     check_result(api.QUERY_TASK, task)
+    # Judged by its assigned verifiers, the task is decided and settled.
+    assert await verify_with_assigned(client, task_hash, NODE0.address, True)
+    height = mine(manual)
+    task = await client.call(api.QUERY_TASK, [task_hash])
+    assert task["status"] == "verified" and task["settlement"] is not None, task
+    assert task["verificationInfos"] and task["settlement"]["payouts"]
+    check_result(api.QUERY_TASK, task)
     check_result(
         api.GET_TASKS_BY_SENDER, await client.call(api.GET_TASKS_BY_SENDER, [DEV0.address])
     )
     included = await client.call(api.GET_TRANSACTION, {"txHash": result.tx_hash})
-    assert included["blockHeight"] == height
+    assert included["blockHeight"] == height - 1 and included["tx_type"] == "inference"
     check_result(api.GET_TRANSACTION, included)
     for block in ("latest", 0, height):
         check_result(api.GET_BLOCK, await client.call(api.GET_BLOCK, [block]))
