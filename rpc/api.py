@@ -47,6 +47,8 @@ AO_PROCESS = "aoProcess"
 AO_PROCESSES = "aoProcesses"
 AO_SCHEDULE = "aoSchedule"
 AO_MESSAGE_BY_ID = "aoMessageById"
+# OpenRPC's service discovery method (PROTOCOL 5.8), an extension
+RPC_DISCOVER = "rpc.discover"
 
 # Transactions
 SUBMIT_TASK = "submitTask"
@@ -63,7 +65,7 @@ AO_MESSAGE = "aoMessage"
 AO_DATA_ITEM = "aoDataItem"
 AO_TERMINATE = "aoTerminate"
 
-# Dev controls, on a dev chain of one validator (PROTOCOL 5.7), as anvil's
+# Dev controls, on a dev chain of one validator (PROTOCOL 5.9), as anvil's
 DEV_SNAPSHOT = "dev_snapshot"
 DEV_REVERT = "dev_revert"
 DEV_MINE = "dev_mine"

@@ -484,6 +484,11 @@ class InferchainClient:
     async def block_number(self) -> int:
         return int(await self.call(api.BLOCK_NUMBER))
 
+    async def discover(self) -> dict[str, Any]:
+        """The API's OpenRPC document (rpc.discover, PROTOCOL 5.8)."""
+        result: dict[str, Any] = await self.call(api.RPC_DISCOVER)
+        return result
+
     async def get_block(self, height: int | str = "latest") -> dict[str, Any]:
         result: dict[str, Any] = await self.call(api.GET_BLOCK, {"height": height})
         return result
@@ -591,7 +596,7 @@ class InferchainClient:
                 elif body.get("method") == "subscription":
                     yield body["params"]["result"]
 
-    # Dev controls (PROTOCOL 5.7): a dev chain of one validator only
+    # Dev controls (PROTOCOL 5.9): a dev chain of one validator only
 
     async def dev_snapshot(self) -> str:
         """Keep the whole state; the id to give dev_revert."""

@@ -5,7 +5,7 @@ Each method is declared once with its parameters in upstream order (for position
 and its aliases (`requestHash` for `taskHash`, `response` for `result`). Handlers are plain
 synchronous functions of (node, params): they never await, so calls in a batch apply in
 order and admission never interleaves with block production. The dev controls (PROTOCOL
-5.7) are the exception, marked `awaits`: their handler checks the call and returns the
+5.9) are the exception, marked `awaits`: their handler checks the call and returns the
 coroutine that does the work, between two blocks, which the server awaits.
 """
 
@@ -545,7 +545,7 @@ def _ao_receipt(tx: SignedTx) -> dict[str, str]:
     return {"txHash": wire.hex0x(tx.hash), "id": ao.ao_id(tx.signature)}
 
 
-# Dev controls (PROTOCOL 5.7)
+# Dev controls (PROTOCOL 5.9)
 
 MAX_DEV_MINE = 1000
 MAX_TIME_STEP_S = 100 * 365 * 24 * 3600  # a century, in one call to dev_increaseTime
@@ -613,6 +613,14 @@ def dev_reset(node: Node, _params: Params) -> Coroutine[Any, Any, Any]:
     return _answer(_dev_producer(node, api.DEV_RESET).reset(), lambda head: head.height)
 
 
+def rpc_discover(_node: Node, _params: Params) -> dict[str, Any]:
+    """The OpenRPC document of this API (PROTOCOL 5.8). `rpc.openrpc` reads this module's
+    method table, so it is imported at the first call, once the table exists."""
+    from rpc import openrpc
+
+    return openrpc.document()
+
+
 METHODS: dict[str, MethodSpec] = {
     api.CHAIN_ID: MethodSpec(chain_id),
     api.GENESIS_HASH: MethodSpec(genesis_hash),
@@ -667,6 +675,7 @@ METHODS: dict[str, MethodSpec] = {
         dev_set_balance, ("address", "balance"), frozenset({"address", "balance"}), awaits=True
     ),
     api.DEV_RESET: MethodSpec(dev_reset, awaits=True),
+    api.RPC_DISCOVER: MethodSpec(rpc_discover),
 }
 AWAITING_METHODS = frozenset(name for name, spec in METHODS.items() if spec.awaits)
 METHODS.update({alias: METHODS[method] for alias, method in api.ALIASES.items()})

@@ -9,7 +9,7 @@ once a second while tasks are open.
 Automine waits at least `--automine-interval` between blocks when it is set, so that
 deadlines counted in blocks keep a length in time under load.
 
-The dev controls (PROTOCOL 5.7) run here, one at a time with block production, never under a
+The dev controls (PROTOCOL 5.9) run here, one at a time with block production, never under a
 block being written: mine blocks now, snapshot and revert the whole state (anvil's semantics:
 a revert consumes its snapshot and every later one), reset to genesis, move the clock, set a
 balance.
@@ -212,7 +212,7 @@ class DevProducer:
         """The mempool was made again: the block being filled has no context yet."""
         self._open = None
 
-    # Dev controls (PROTOCOL 5.7)
+    # Dev controls (PROTOCOL 5.9)
 
     async def mine(self, count: int) -> Head:
         """Make `count` blocks now, one after the other; the last one's head."""

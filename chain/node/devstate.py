@@ -1,4 +1,4 @@
-"""A dev chain's whole state as a value (PROTOCOL 5.7): what `dev_snapshot` keeps, what
+"""A dev chain's whole state as a value (PROTOCOL 5.9): what `dev_snapshot` keeps, what
 `dev_revert` and `dev_reset` restore, and what `--dump-state` / `--load-state` write and
 read.
 

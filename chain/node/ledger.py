@@ -187,7 +187,7 @@ class Ledger:
 
     def entries(self) -> list[tuple[bytes, bytes]]:
         """Every key and value of the ledger at the published head, in key order: what a
-        dev snapshot or a state dump holds (PROTOCOL 5.7)."""
+        dev snapshot or a state dump holds (PROTOCOL 5.9)."""
         return list(self.view.iterate(b""))
 
     def replace(self, entries: Sequence[tuple[bytes, bytes]]) -> None:

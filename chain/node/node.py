@@ -52,7 +52,7 @@ __all__ = ["Network", "Node", "ValidatorKey", "dev_validator_key", "resource_nod
 
 log = logging.getLogger(__name__)
 
-TIME_OFFSET = b"meta/dev/timeOffset"  # in the ledger, outside the state (PROTOCOL 5.7)
+TIME_OFFSET = b"meta/dev/timeOffset"  # in the ledger, outside the state (PROTOCOL 5.9)
 
 
 def dev_validator_key(genesis: Genesis, index: int | None) -> ValidatorKey:
@@ -104,7 +104,7 @@ class Node:
         self.check_invariants = check_invariants
         self.timeouts = timeouts
         self.automine_interval_ms = automine_interval_ms
-        # Dev controls (PROTOCOL 5.7): seconds added to the clock for block times (kept in
+        # Dev controls (PROTOCOL 5.9): seconds added to the clock for block times (kept in
         # the ledger), the time the next block is pinned to as (height, time), and what
         # follows the head when a revert or a reset moves it back.
         self.time_offset = 0
@@ -209,7 +209,7 @@ class Node:
         mempool.journal = self._journal
         return admitted, dropped
 
-    # Dev controls (PROTOCOL 5.7): called by the dev producer, no block being written
+    # Dev controls (PROTOCOL 5.9): called by the dev producer, no block being written
 
     def dev_controls_refusal(self) -> str | None:
         """Why this chain has no dev controls, or None when it has them."""

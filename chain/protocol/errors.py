@@ -174,7 +174,7 @@ class NotFound(ChainError):
 
 class DevOnly(ChainError):
     """A dev control called on a chain that has none: answered as a method it does not
-    have, with the reason (PROTOCOL 5.7)."""
+    have, with the reason (PROTOCOL 5.9)."""
 
     def __init__(self, method: str, reason: str) -> None:
         super().__init__(reason)

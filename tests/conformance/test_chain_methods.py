@@ -1,8 +1,8 @@
 """The chain methods of PROTOCOL 5.2: reads (chainId, genesisHash, blockNumber, getBlock,
 getTransaction, getAccount, getValidators, getResourceNodes, taskStats), the account
 transactions (transfer, stake, unstake, registerResourceNode -> {txHash}), named and
-positional, with the encodings of PROTOCOL 1; and the getTasksBySender extension when the
-target serves it.
+positional, with the encodings of PROTOCOL 1; and the getTasksBySender and rpc.discover
+extensions when the target serves them.
 
 The chain is shared with every other test and may be old: values are compared before and
 after, never against a fresh genesis.
@@ -11,6 +11,8 @@ after, never against a fresh genesis.
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 from chain.protocol.types import RegisterResourceNode, Stake, Transfer, Unstake
 from rpc.client import Wallet, presign
@@ -33,6 +35,7 @@ from tests.conformance.support import (
     is_height,
     positional,
 )
+from tests.rpc.support import request
 
 
 async def signed(api: Api, wallet: Wallet, cls: Any, **fields: Any) -> Any:
@@ -258,3 +261,23 @@ async def test_get_tasks_by_sender(api: Api, sender: Wallet, tasks_by_sender: No
     limited = {"address": sender.address, "fromNonce": 0, "limit": 1}
     assert await api.result("getTasksBySender", limited) == found[:1]
     assert await api.result("getTasksBySender", [fresh_wallet().address]) == []
+
+
+# rpc.discover (an extension of this API: OpenRPC's service discovery, PROTOCOL 5.8)
+
+
+async def test_rpc_discover_lists_methods_the_target_serves(api: Api) -> None:
+    """The OpenRPC document names each method once, rpc.discover among them, each with its
+    params and result; every method it names is served (a param it does not take is -32602,
+    never -32601, and changes nothing)."""
+    status, answer = await api.raw(request("rpc.discover"))
+    if status == 200 and answer.get("error", {}).get("code") == -32601:
+        pytest.skip("the target does not serve rpc.discover (-32601)")
+    doc = await api.result("rpc.discover")
+    assert doc["openrpc"].startswith("1.") and doc["info"]["title"] and doc["info"]["version"]
+    names = [method["name"] for method in doc["methods"]]
+    assert len(names) == len(set(names)) and {"rpc.discover", "chainId", "queryTask"} <= set(names)
+    for method in doc["methods"]:
+        assert isinstance(method["params"], list) and "schema" in method["result"], method
+        await api.error(method["name"], {"notAParam": 1}, -32602, mentions=("notAParam",))
+    await api.error("rpc.discover", [1], -32602)

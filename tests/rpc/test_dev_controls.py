@@ -1,4 +1,4 @@
-"""The dev controls (PROTOCOL 5.7) on a real validator over HTTP: snapshots reverted exactly
+"""The dev controls (PROTOCOL 5.9) on a real validator over HTTP: snapshots reverted exactly
 (head, appHash, nonces, tasks and the mempool), blocks mined at once, the clock moved, a
 balance set (durable, with the supply invariant kept), a reset to genesis; their bad-input
 rows changing nothing; and -32601 with the reason on chains that have no dev controls."""

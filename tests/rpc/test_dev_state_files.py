@@ -1,4 +1,4 @@
-"""`--dump-state FILE` and `--load-state FILE` (PROTOCOL 5.7) on real validator processes: a
+"""`--dump-state FILE` and `--load-state FILE` (PROTOCOL 5.9) on real validator processes: a
 state written at a clean stop and loaded into a new data directory gives back the same head,
 appHash, nonces, tasks and pending transactions; a file that is not this chain's state, a
 data directory that already holds a chain, and a chain of several validators are refused

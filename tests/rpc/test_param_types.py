@@ -65,6 +65,7 @@ NO_PARAMS = (
     "getValidators",
     "getResourceNodes",
     "taskStats",
+    "rpc.discover",
 )
 
 TASK_KINDS = {
