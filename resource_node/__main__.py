@@ -140,6 +140,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="inferences at a time")
     parser.add_argument("--poll-interval", type=float, default=0.2, metavar="S", help="seconds")
     parser.add_argument(
+        "--no-push",
+        action="store_true",
+        help="poll only: do not subscribe to the validator's pendingTasks over /ws",
+    )
+    parser.add_argument(
         "--genesis",
         metavar="FILE",
         help="the chain's genesis.json, for its params (default: the validator's getParams)",
@@ -246,6 +251,7 @@ def build_setup(args: argparse.Namespace) -> NodeSetup:
     genesis = load_genesis(args.genesis)
     config = WorkerConfig(
         poll_interval=args.poll_interval,
+        push=not args.no_push,
         concurrency=args.concurrency,
         models=models,
         state_dir=Path(args.state_dir) if args.state_dir else None,

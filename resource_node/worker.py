@@ -33,6 +33,13 @@ would tell its verifiers whether it is a forced error), and computes no task cre
 below a height it revealed. When its chain is about to run out, it takes no new task until
 nothing of it is unsettled and commits the next epoch.
 
+Pushed work (PROTOCOL 5.6): besides polling, the node subscribes to `pendingTasks` over the
+validator's WebSocket and acts on each item as it is offered, a task still in the mempool
+included, so it can start one block earlier. While subscribed it polls every
+`pushed_poll_interval` only (for its params, endpoint and secrets, and anything a push
+missed); a validator without `/ws`, or a subscription that closes, puts it back on polling
+every `poll_interval`, and it subscribes again after `push_retry`.
+
 Lifecycle as every service here: `setup()`, `run_forever()`, `stop()`, `cleanup()`;
 `run_once()` is one poll-and-act cycle for tests and scripts.
 """
@@ -82,7 +89,14 @@ from resource_node.untrusted import (
     describe,
     listed_hash,
 )
-from rpc.client import InferchainClient, RpcError, TransportError, Wallet, presign
+from rpc.client import (
+    InferchainClient,
+    RpcError,
+    TransportError,
+    Wallet,
+    pending_tasks_params,
+    presign,
+)
 from rpc.errors import DUPLICATE_SUBMISSION, MEMPOOL_FULL
 
 log = logging.getLogger(__name__)
@@ -117,6 +131,9 @@ class WorkerConfig:
     """Knobs of the worker; the defaults suit a local testnet."""
 
     poll_interval: float = 0.2
+    push: bool = True  # subscribe to pendingTasks over /ws, polling less while subscribed
+    pushed_poll_interval: float = 2.0
+    push_retry: float = 5.0
     concurrency: int = 4
     limit: int = 100
     models: tuple[str, ...] = ("*",)
@@ -167,6 +184,7 @@ class NodeStats:
     reveals: int = 0
     reveals_refused: int = 0
     secrets_commits: int = 0
+    pushes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +214,7 @@ class _Counters:
     )
     polls: int = 0
     poll_errors: int = 0
+    pushes: int = 0
     results_sent: int = 0
     forced_errors: int = 0
     reveals: int = 0
@@ -314,6 +333,7 @@ class ResourceNode:
         self._decided_own: dict[str, None] = {}  # tasks whose own result is known decided
         self._result_txs: dict[str, str] = {}  # task hash -> the txHash of the own result sent
         self._endpoint: str | None = None  # the URL to register, until the chain shows it
+        self._pushing = False  # subscribed to pendingTasks
 
     @property
     def address(self) -> str:
@@ -362,17 +382,60 @@ class ResourceNode:
             log.info("the secrets are read at a later poll: validator unreachable (%s)", exc)
 
     async def run_forever(self) -> None:
-        """Poll and act until `stop()`; the validator being away only slows the polling."""
+        """Poll and act until `stop()`, and follow the pushed work; the validator being away
+        only slows the polling."""
+        follower: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.poll()
+                except Exception as exc:  # a bug or a full disk must not end the node
+                    log.exception("poll failed unexpectedly")
+                    self._counters.poll_errors += 1
+                    self._back_off("poll failed unexpectedly", exc)
+                if follower is None and self.config.push:  # after a first poll: params known
+                    follower = asyncio.get_running_loop().create_task(self._follow_pushes())
+                delay = self.next_delay()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
+
+    async def _follow_pushes(self) -> None:
+        """Act on the work the validator pushes (pendingTasks) while it does; when it cannot
+        (no /ws, a refusal, a close), poll as before and subscribe again later."""
+        said_polling = False
         while not self._stopping.is_set():
             try:
-                await self.poll()
-            except Exception as exc:  # a bug or a full disk must not end the node: log, back off
-                log.exception("poll failed unexpectedly")
-                self._counters.poll_errors += 1
-                self._back_off("poll failed unexpectedly", exc)
-            delay = self.next_delay()
+                chain_id = await self.client.chain_id()
+                params = pending_tasks_params(self.wallet, chain_id=chain_id)
+                async with self.client.subscription("pendingTasks", **params) as pushed:
+                    self._pushing = True
+                    said_polling = False
+                    log.info("work is pushed by %s (pendingTasks)", self.client.url)
+                    async for note in pushed:
+                        self._take_pushed(note)
+            except (TransportError, RpcError) as exc:
+                if self._pushing or not said_polling:
+                    log.info("polling %s: no pendingTasks subscription (%s)", self.client.url, exc)
+                said_polling = True
+            except Exception:  # a bug must not end the node: it polls
+                log.exception("the pendingTasks subscription failed unexpectedly")
+            self._pushing = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                await asyncio.wait_for(self._stopping.wait(), self.config.push_retry)
+
+    def _take_pushed(self, note: Any) -> None:
+        """One pushed item: acted on as a one-task listing."""
+        self._counters.pushes += 1
+        work = note.get("work") if isinstance(note, dict) else None
+        if work is None:
+            self._report_once(("push",), "a pushed notification without work: %s", describe(note))
+            return
+        self._dispatch([work])
 
     def stop(self) -> None:
         self._stopping.set()
@@ -429,6 +492,7 @@ class ResourceNode:
             verdicts_duplicate=c.verdicts["duplicate"],
             polls=c.polls,
             poll_errors=c.poll_errors,
+            pushes=c.pushes,
             forced_errors=c.forced_errors,
             reveals=c.reveals,
             reveals_refused=c.reveals_refused,
@@ -462,6 +526,8 @@ class ResourceNode:
             },
             "polls": s.polls,
             "pollErrors": s.poll_errors,
+            "push": "subscribed" if self._pushing else ("polling" if self.config.push else "off"),
+            "pushes": s.pushes,
             "lastError": self.last_error,
             "forcedErrors": s.forced_errors,
             "reveals": {"sent": s.reveals, "refused": s.reveals_refused},
@@ -482,8 +548,11 @@ class ResourceNode:
         }
 
     def next_delay(self) -> float:
-        """The poll interval, or a jittered exponential backoff while the validator is away."""
+        """The poll interval (the longer one while work is pushed), or a jittered
+        exponential backoff while the validator is away."""
         if self._failures == 0:
+            if self._pushing:
+                return max(self.config.poll_interval, self.config.pushed_poll_interval)
             return self.config.poll_interval
         base = min(
             self.config.backoff_max,

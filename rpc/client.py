@@ -323,6 +323,59 @@ def _encode(payload: Any) -> bytes:
         return json.dumps(payload, separators=(",", ":")).encode()
 
 
+class Subscription:
+    """One subscription over a validator's WebSocket (`InferchainClient.subscription`)."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, request: dict[str, Any]) -> None:
+        self._session = session
+        self._url = url
+        self._request = request
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self.id = ""
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._ws = await self._session.ws_connect(self._url, heartbeat=30.0)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise TransportError(exc.status, f"GET /ws: {exc.message}") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(None, f"GET /ws: {exc}") from exc
+        try:
+            message = {"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": self._request}
+            await self._ws.send_str(orjson.dumps(message).decode())
+            body = await self._receive()
+            if "error" in body:
+                raise RpcError.from_response(body["error"])
+            self.id = str(body.get("result"))
+        except BaseException:
+            await self._ws.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        while True:
+            body = await self._receive()
+            if body.get("method") == "subscription":
+                result: dict[str, Any] = body["params"]["result"]
+                return result
+
+    async def _receive(self) -> dict[str, Any]:
+        assert self._ws is not None, "enter the subscription first"
+        msg = await self._ws.receive()
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            reason = msg.extra if isinstance(msg.extra, str) else ""
+            raise TransportError(self._ws.close_code, f"the subscription closed: {reason}")
+        body: dict[str, Any] = orjson.loads(msg.data)
+        return body
+
+
 class InferchainClient:
     """Async client of one validator's JSON-RPC API (PROTOCOL 5).
 
@@ -568,33 +621,15 @@ class InferchainClient:
         yield each notification's result, in order (`fromHeight=h` replays from block h
         first). RpcError when the subscription is refused; TransportError, with the close
         code and reason, when the socket closes (1008: this consumer fell behind)."""
+        async with self.subscription(topic, **params) as subscription:
+            async for result in subscription:
+                yield result
+
+    def subscription(self, topic: str, **params: Any) -> Subscription:
+        """`subscribe` as an async context manager: entered once the validator answered the
+        subscription's id (`.id`), then iterated for the notifications' results."""
         url = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws"
-        try:
-            ws = await self._get_session().ws_connect(url, heartbeat=30.0)
-        except aiohttp.WSServerHandshakeError as exc:
-            raise TransportError(exc.status, f"GET /ws: {exc.message}") from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(None, f"GET /ws: {exc}") from exc
-        async with ws:
-            request = {"topic": topic, **params}
-            await ws.send_str(
-                orjson.dumps(
-                    {"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": request}
-                ).decode()
-            )
-            subscription: str | None = None
-            while True:
-                msg = await ws.receive()
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    reason = msg.extra if isinstance(msg.extra, str) else ""
-                    raise TransportError(ws.close_code, f"the subscription closed: {reason}")
-                body = orjson.loads(msg.data)
-                if subscription is None and body.get("id") == 1:
-                    if "error" in body:
-                        raise RpcError.from_response(body["error"])
-                    subscription = str(body["result"])
-                elif body.get("method") == "subscription":
-                    yield body["params"]["result"]
+        return Subscription(self._get_session(), url, {"topic": topic, **params})
 
     # Dev controls (PROTOCOL 5.9): a dev chain of one validator only
 

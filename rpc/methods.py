@@ -448,8 +448,19 @@ def pending_tasks_answer(node: Node, params: Params) -> PendingTasksAnswer:
     deprecation = None
     if params.get("Signature") is not None:
         deprecation = check_pending_signature(node, address, timestamp, params["Signature"])
+    out = work_items(node, address, limit)
+    if deprecation is not None and address not in _warned_legacy_signers:
+        _warned_legacy_signers.add(address)
+        log.warning("queryPendingTasks from %s: %s", address, deprecation["warning"])
+    return PendingTasksAnswer(out, deprecation)
+
+
+def work_items(
+    node: Node, address: str, limit: int, task_hashes: list[bytes] | None = None
+) -> list[dict[str, Any]]:
+    """queryPendingTasks' items: the node's work (among `task_hashes` only, when given)."""
     out = []
-    for work in node.pending_work(address)[:limit]:
+    for work in node.pending_work(address, task_hashes)[:limit]:
         item = render_task(work.task)
         item["seed"] = str(crypto.task_seed(work.task.task_hash, address))
         item["compute"] = work.compute
@@ -459,10 +470,7 @@ def pending_tasks_answer(node: Node, params: Params) -> PendingTasksAnswer:
         ]
         item["reveal"] = work.reveal
         out.append(item)
-    if deprecation is not None and address not in _warned_legacy_signers:
-        _warned_legacy_signers.add(address)
-        log.warning("queryPendingTasks from %s: %s", address, deprecation["warning"])
-    return PendingTasksAnswer(out, deprecation)
+    return out
 
 
 def query_pending_tasks(node: Node, params: Params) -> list[dict[str, Any]]:

@@ -30,8 +30,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from chain.node.node import Node
 from chain.protocol import wire
 from chain.protocol.errors import ChainError, InvalidParams
+from chain.protocol.types import SignedTx, SubmitTask
 from rpc import errors
-from rpc.methods import pending_tasks_answer
+from rpc.methods import MAX_PENDING_LIMIT, pending_tasks_answer, work_items
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +135,15 @@ class Hub:
         self._delivered = -1  # the last height given to the connections
         self._runner: asyncio.Task[None] | None = None
         node.on_rewind.append(self.rewind)
+        node.on_admitted.append(self.admitted)
+        self._admitted: list[bytes] = []  # tasks admitted since the last offer of them
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/ws", self.handle)
         app.on_startup.append(self._start)
-        app.on_cleanup.append(self._stop)
+        # on shutdown, before aiohttp waits for the handlers: an open socket would hold the
+        # validator's stop for the whole shutdown timeout
+        app.on_shutdown.append(self._stop)
 
     async def _start(self, _app: web.Application) -> None:
         self._delivered = self.node.ledger.head.height
@@ -192,14 +197,41 @@ class Hub:
                     conn.notify(sub, event)
         sub.cursor = height + 1
 
-    def _offer_work(self, conn: Connection, sub: Subscription) -> None:
-        """The resource node's work (queryPendingTasks' items) not offered before."""
-        answer = pending_tasks_answer(self.node, {"ResourceAddress": sub.key, "TimeStamp": 0})
-        for item in answer.tasks:
+    def _offer_work(
+        self, conn: Connection, sub: Subscription, task_hashes: list[bytes] | None = None
+    ) -> None:
+        """The resource node's work (queryPendingTasks' items) not offered before; among
+        `task_hashes` only when given (tasks just admitted, offered from the mempool). A node
+        that cannot act (jailed, unstaked) is offered nothing until it can."""
+        try:
+            items = work_items(self.node, sub.key, MAX_PENDING_LIMIT, task_hashes)
+        except ChainError:
+            return
+        height = self.node.ledger.head.height
+        for item in items:
             key = f"{item['taskHash']}:{item['compute']}:{len(item['verify'])}:{item['reveal']}"
             if key not in sub.offered:
                 sub.offered.add(key)
-                conn.notify(sub, {"height": self.node.ledger.head.height, "work": item})
+                note = {"height": height, "work": item}
+                if task_hashes is not None:
+                    note["inMempool"] = True
+                conn.notify(sub, note)
+
+    def admitted(self, tx: SignedTx) -> None:
+        """A transaction was admitted: a new task's work is offered to the resource nodes
+        subscribed, before its block (once per turn of the loop, for a batch's tasks)."""
+        if not isinstance(tx.message, SubmitTask) or not self.connections:
+            return
+        if not self._admitted:
+            asyncio.get_running_loop().call_soon(self._offer_admitted)
+        self._admitted.append(tx.digest)
+
+    def _offer_admitted(self) -> None:
+        hashes, self._admitted = self._admitted, []
+        for conn in list(self.connections):
+            for sub in list(conn.subscriptions.values()):
+                if sub.topic == "pendingTasks":
+                    self._offer_work(conn, sub, hashes)
 
     # The socket
 

@@ -110,6 +110,9 @@ class Node:
         self.time_offset = 0
         self.next_timestamp: tuple[int, int] | None = None
         self.on_rewind: list[Callable[[int], None]] = []
+        # Told of each transaction admitted to the mempool (a client's or a peer's), after it
+        # is admitted: the subscriptions offer a new task's work from the mempool (5.6).
+        self.on_admitted: list[Callable[[SignedTx], None]] = []
         self._clock = clock
         self._mempool_capacity = mempool_capacity
         self._max_pending_per_sender = max_pending_per_sender
@@ -360,6 +363,12 @@ class Node:
             self.dev.admitted(ctx)
         if self.network is not None:
             self.network.gossip_tx(wire.signed_tx_to_json(tx))
+        self.admitted(tx)
+
+    def admitted(self, tx: SignedTx) -> None:
+        """Tell whatever follows the mempool that `tx` was admitted."""
+        for listener in self.on_admitted:
+            listener(tx)
 
     def dev_sign(self, msg: Message) -> SignedTx:
         """Sign for an unlocked dev account (PROTOCOL 5.4)."""
@@ -447,15 +456,18 @@ class Node:
             return None
         return tasks.pending_task(self.params, tx)
 
-    def pending_work(self, address: str) -> list[tasks.Work]:
+    def pending_work(
+        self, address: str, task_hashes: list[bytes] | None = None
+    ) -> list[tasks.Work]:
         """The open tasks `address` may act on at the next block (queryPendingTasks), on the
-        state the mempool would produce."""
+        state the mempool would produce; with `task_hashes`, among those only (a task still
+        in the mempool included)."""
         return tasks.pending_work(
             self.mempool.pending_state,
             self.params,
             address,
             self.next_context().height,
-            list(self.ledger.open_task_hashes()),
+            list(self.ledger.open_task_hashes()) if task_hashes is None else task_hashes,
         )
 
     # AO (PROTOCOL 8): committed state only, as a scheduler unit answers

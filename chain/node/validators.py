@@ -198,6 +198,8 @@ class Consensus:
                 self.node.mempool.admit(tx, self.node.next_context())
             except (InvalidTransaction, MempoolFull) as exc:
                 log.debug("gossiped transaction not admitted: %s", exc)
+                continue
+            self.node.admitted(tx)
 
     def _claims_known_tx(self, item: Any) -> bool:
         """Whether a gossiped transaction names a hash this node holds already (its
