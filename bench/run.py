@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import floods, ingest, llm, llm_rates, memory
+from bench import floods, ingest, llm, llm_rates, memory, subs
 from bench.common import REPO, Throughput
 from chain.protocol import crypto
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("ingest", "reads", "e2e", "floods", "memory", "llm")
+SECTIONS = ("ingest", "reads", "e2e", "floods", "memory", "llm", "subscriptions")
 PEER_NONE = "none"
 PEER_HARDHAT = "hardhat"
 
@@ -51,6 +51,7 @@ class Options:
     memory_step: int = memory.DEFAULT_STEP
     llm_tasks: int = llm.DEFAULT_TASKS
     llm_results: int = llm_rates.DEFAULT_RESULTS
+    subs_blocks: int = subs.BLOCKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +226,12 @@ async def llm_section(opts: Options) -> dict[str, Any]:
     return await llm.real_model(opts.work_dir / "llm", opts.llm_tasks, opts.llm_results)
 
 
+async def subscriptions_section(opts: Options) -> dict[str, Any]:
+    return await subs.subscription_latency(
+        opts.genesis_path, opts.work_dir, blocks=opts.subs_blocks
+    )
+
+
 def targets(report: dict[str, Any]) -> list[Target]:
     """The issue's targets, from whatever sections ran."""
     out = []
@@ -283,6 +290,7 @@ async def run(opts: Options, progress: Callable[[str], None] = log.info) -> dict
         ("floods", floods_section),
         ("memory", memory_section),
         ("llm", llm_section),
+        ("subscriptions", subscriptions_section),
     ):
         if section not in opts.sections:
             continue
@@ -390,6 +398,9 @@ def table(report: dict[str, Any]) -> str:
     part = report.get("llm")
     if part is not None:
         lines += ["", *llm_table(part)]
+    part = report.get("subscriptions")
+    if part is not None:
+        lines += ["", *subs.subscriptions_table(part)]
     lines += ["", "Targets", "", "| target | value | bound | met |", "|---|---:|---:|---|"]
     for t in report.get("targets", []):
         value = "-" if t["value"] is None else f"{t['value']:.2f}"

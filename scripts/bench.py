@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import floods, memory, run  # noqa: E402
+from bench import floods, memory, run, subs  # noqa: E402
 from bench.common import write_json  # noqa: E402
 
 
@@ -121,6 +121,7 @@ def main() -> int:
             memory_step=min(args.memory_step, 5_000) if args.quick else args.memory_step,
             llm_tasks=min(args.llm_tasks, 4) if args.quick else args.llm_tasks,
             llm_results=min(args.llm_results, 10) if args.quick else args.llm_results,
+            subs_blocks=10 if args.quick else subs.BLOCKS,
         )
         report = asyncio.run(run.run(opts))
     write_json(Path(args.json), report)
