@@ -9,6 +9,9 @@ ARGS ?=
 # stamp on every install. Without npm the example's test skips and says why.
 JS := tests/js
 JS_STAMP := $(JS)/node_modules/.package-lock.json
+# ethers v6 and ws for the JavaScript dApp example (tests/e2e/test_examples.py), the same way.
+EXAMPLES_JS := examples/js
+EXAMPLES_JS_STAMP := $(EXAMPLES_JS)/node_modules/.package-lock.json
 
 .PHONY: testnet test lint js node bench reset clean distclean llm llm-wheel
 
@@ -33,13 +36,20 @@ lint: $(STAMP)
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
-js: $(JS_STAMP)
+js: $(JS_STAMP) $(EXAMPLES_JS_STAMP)
 
 $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		cd $(JS) && npm ci --no-audit --no-fund; \
 	else \
 		echo "npm not found: the README's JavaScript example will be skipped"; \
+	fi
+
+$(EXAMPLES_JS_STAMP): $(EXAMPLES_JS)/package.json $(EXAMPLES_JS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(EXAMPLES_JS) && npm ci --no-audit --no-fund; \
+	else \
+		echo "npm not found: the JavaScript dApp example will be skipped"; \
 	fi
 
 # The llm extra: a real model for tests/llm and the benchmark. llama.cpp is compiled once (about
@@ -85,9 +95,10 @@ test: $(STAMP) lint js
 reset:
 	rm -rf .data/testnet
 
-# What the runs left; the installed .venv and tests/js/node_modules stay (distclean: them too).
+# What the runs left; the installed .venv and the node_modules of tests/js and examples/js stay
+# (distclean: them too).
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 distclean: clean
-	rm -rf $(VENV) $(JS)/node_modules
+	rm -rf $(VENV) $(JS)/node_modules $(EXAMPLES_JS)/node_modules

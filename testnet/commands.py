@@ -58,13 +58,17 @@ def resource_node_args(
     log_level: str | None = None,
     faults: Iterable[str] = (),
     genesis_path: Path | None = None,
+    models: str | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """`python -m resource_node` as dev resource node `dev_index`, working through the
     validator at `rpc_url`; `faults` are `--fault` specs; `genesis_path` the chain's genesis
-    file, for its params (forced errors); `extra` is passed as it is."""
+    file, for its params (forced errors); `models` its `--models` (comma-separated; None: the
+    node's default, every model); `extra` is passed as it is."""
     args = ["-m", "resource_node", "--rpc", rpc_url]
     args += ["--dev-index", str(dev_index)]
+    if models is not None:
+        args += ["--models", models]
     if genesis_path is not None:
         args += ["--genesis", str(genesis_path)]
     if state_dir is not None:

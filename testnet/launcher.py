@@ -17,6 +17,11 @@ processes running and says when too few validators run to make blocks. With `--r
 exited process is started again after a backoff. The launcher gives up only when no validator
 runs and none will be restarted.
 
+`--models` gives each resource node its models (written into its genesis entry, which is
+what the chain routes by, and passed to the node as its `--models`); `--byzantine` gives nodes
+their faults (the resource node's `--fault` specs). How a list maps to the nodes is in
+`node_models` and `node_faults`.
+
 With `--perturb` it then injects faults in a loop (`testnet.perturb`: pause, disconnect,
 restart, foreign genesis, resource node kill) and prints what it did and whether the network
 recovered each time.
@@ -35,7 +40,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -72,13 +77,20 @@ RESTART_MAX_S = 30.0  # each next one twice as long, up to this,
 RESTART_RESET_S = 60.0  # and a process that ran this long starts again from the first delay
 LOCK_FILE = "launcher.lock"  # flock-ed by the launcher running on a data directory
 PID_FILE = "launcher.json"  # who holds it: the launcher's pid, its URLs, its processes' pids
+MODEL_LISTS_SEPARATOR = ";"  # --models: between the nodes' lists (a list's models take ",")
+FAULTS_JOIN = "+"  # --byzantine: between one node's faults (the nodes' specs take ",")
+ALL_MODELS = "*"  # a node's models: every model
+HONEST = "*"  # --byzantine: the spec of an honest node (as is an empty one)
+DEMO_MODEL = "demo"  # the demo task's model: it needs a node to compute and one to verify
 
 
 class Stopped(Exception):
     """SIGINT, SIGTERM or SIGHUP arrived."""
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (`argv`, default sys.argv's), checked: a bad option exits 2 with a
+    message naming it."""
     parser = argparse.ArgumentParser(description="Run a local inferchain network")
     parser.add_argument(
         "--genesis", default=str(REPO / "genesis.json"), help="genesis to derive the network from"
@@ -115,7 +127,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-ao", action="store_true", help="do not start the AO unit")
     parser.add_argument("--block-time", type=int, metavar="MS", help="override blockTimeMs")
     parser.add_argument(
-        "--byzantine", metavar="SPEC", help="fault of the last resource node, e.g. wrong:0.5"
+        "--models",
+        metavar="LISTS",
+        help="the models of each resource node, one comma-separated list per node separated "
+        "by ';' from node 0 on, e.g. 'demo,llama;demo;*' (a node without a list, or with an "
+        "empty one, keeps the models of its genesis entry)",
+    )
+    parser.add_argument(
+        "--byzantine",
+        metavar="SPECS",
+        help="faults of resource nodes as --fault specs: one spec is the last node's (e.g. "
+        "wrong:0.5); several, comma-separated, are nodes 0, 1, ... in order (e.g. "
+        "'wrong:1,lazy,*'; '*' or empty: honest; a node's faults joined with '+', e.g. "
+        "wrong:0.5+slow:1); nodes without a spec are honest",
     )
     parser.add_argument(
         "--fresh", action="store_true", help="delete the chain in --data-dir and start a new one"
@@ -132,7 +156,7 @@ def parse_args() -> argparse.Namespace:
         help="inject faults in a loop and report whether the network recovers each time",
     )
     parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not 1 <= args.validators <= MAX_VALIDATORS:
         parser.error(f"--validators: between 1 and {MAX_VALIDATORS}")
     if not 1 <= args.port <= 65536 - args.validators:
@@ -147,14 +171,86 @@ def parse_args() -> argparse.Namespace:
         parser.error("--block-time 0 (automine) needs --validators 1")
     if args.nodes < 0:
         parser.error("--nodes: 0 or more")
-    if args.byzantine is not None:
-        if args.nodes == 0:
-            parser.error("--byzantine: there is no resource node to make faulty")
-        try:
-            Faults.parse([args.byzantine])
-        except ValueError as exc:
-            parser.error(f"--byzantine: {exc}")
+    if args.byzantine is not None and args.nodes == 0:
+        parser.error("--byzantine: there is no resource node to make faulty")
+    if args.models is not None and args.nodes == 0:
+        parser.error("--models: there is no resource node to give models to")
+    try:
+        args.node_models = node_models(args.models, args.nodes)
+    except ValueError as exc:
+        parser.error(f"--models: {exc}")
+    try:
+        args.node_faults = node_faults(args.byzantine, args.nodes)
+    except ValueError as exc:
+        parser.error(f"--byzantine: {exc}")
     return args
+
+
+def node_models(text: str | None, nodes: int) -> dict[int, str]:
+    """`--models`: resource node i -> the models it serves, a comma-separated list as a
+    genesis entry's `models` holds it (PROTOCOL 2), for the nodes that are given one.
+
+    The lists are separated by `;` and taken in order, the first for node 0; within a list
+    the models are separated by `,` and `*` is every model. A node after the last list, or
+    whose list is empty, is not in the answer: it keeps its genesis entry's models. ValueError
+    for more lists than `nodes`, or a list of commas that names no model."""
+    if text is None:
+        return {}
+    lists = text.split(MODEL_LISTS_SEPARATOR)
+    if len(lists) > nodes:
+        raise ValueError(
+            f"{len(lists)} model lists for {_count(nodes, 'resource node')} (--nodes {nodes})"
+        )
+    models: dict[int, str] = {}
+    for i, listed in enumerate(lists):
+        if not listed.strip():
+            continue
+        names = [name.strip() for name in listed.split(",") if name.strip()]
+        if not names:
+            raise ValueError(f"list {i + 1} ({listed!r}, node {i}) names no model; use * for all")
+        models[i] = ",".join(names)
+    return models
+
+
+def serving(genesis: Genesis, model: str) -> list[int]:
+    """The resource nodes of `genesis` whose models include `model` (or `*`), by index."""
+    return [
+        i
+        for i, node in enumerate(genesis.resource_nodes)
+        if {ALL_MODELS, model} & {name.strip() for name in node.models.split(",")}
+    ]
+
+
+def node_faults(text: str | None, nodes: int) -> dict[int, str]:
+    """`--byzantine`: resource node i -> its `--fault` spec, for the faulty nodes.
+
+    One spec (no comma) is the fault of the last node, node `nodes - 1`. Several,
+    comma-separated, are taken in order, the first for node 0; a node after the last spec is
+    honest. A spec `*` or empty is an honest node; one node's several faults are joined with
+    `+` (`wrong:0.5+slow:1`), since the comma separates the nodes. Every spec is checked by the
+    resource node's own parser (`Faults.parse`); ValueError naming the spec that fails it, or
+    for more specs than `nodes`."""
+    if text is None:
+        return {}
+    specs = text.split(",")
+    if len(specs) > nodes:
+        raise ValueError(
+            f"{len(specs)} specs for {_count(nodes, 'resource node')} (--nodes {nodes})"
+        )
+    first = nodes - 1 if len(specs) == 1 else 0
+    faults: dict[int, str] = {}
+    for offset, spec in enumerate(specs):
+        i = first + offset
+        if spec.strip() in ("", HONEST):
+            continue
+        fault = ",".join(part.strip() for part in spec.split(FAULTS_JOIN))
+        try:
+            parsed = Faults.parse([fault])
+        except ValueError as exc:
+            raise ValueError(f"spec {spec!r} (node {i}): {exc}") from None
+        if parsed.describe():
+            faults[i] = fault
+    return faults
 
 
 class StatusLine:
@@ -202,7 +298,7 @@ class Testnet:
             [args.port + k for k in range(args.validators)],
             block_time_ms=args.block_time,
             log_level=args.log_level,
-            node_faults={} if args.byzantine is None else {args.nodes - 1: args.byzantine},
+            node_faults=args.node_faults,
             node_ports=node_ports(args),
             request_timeout_s=REQUEST_TIMEOUT_S,
         )
@@ -423,7 +519,7 @@ class Testnet:
             receipt = await client.submit_task(
                 Wallet.dev(0),
                 prompts='{"prompt":"Translate to French: Hello, world!"}',
-                model_options='{"model":"demo","max_tokens":16}',
+                model_options=json.dumps({"model": DEMO_MODEL, "max_tokens": 16}),
                 target_count=1,
             )
             print(f"demo task {receipt.task_hash}", flush=True)
@@ -479,6 +575,12 @@ class Testnet:
             elif self.net.node_count < 2:
                 log.info(
                     "no demo task: another resource node verifies a result; run --nodes 2 or more"
+                )
+            elif len(serving(self.genesis, DEMO_MODEL)) < 2:
+                log.info(
+                    "no demo task: fewer than two resource nodes serve the model %s, and "
+                    "another node than its own verifies a result (--models)",
+                    DEMO_MODEL,
                 )
             else:
                 await self.guard(self.demo_task())
@@ -695,6 +797,22 @@ async def _describe_listener(url: str) -> str:
     )
 
 
+def network_genesis(
+    base: Genesis, validators: int, port: int, nodes: int, models: Mapping[int, str]
+) -> dict[str, Any]:
+    """The network's genesis document: `base` with `validators` dev validators from `port`
+    on, its first `nodes` resource nodes, and node i's `models` as `models[i]` says (the
+    others keep theirs). Each node is started with its entry's models (`Network.node_args`)."""
+    raw = with_dev_validators(base.raw, validators, base_port=port)
+    # Only the resource nodes that run are registered: a result is judged by the others
+    # (PROTOCOL 4.5), and one that never answers would hold it to its verify deadline.
+    raw["resourceNodes"] = [
+        {**entry, "models": models[i]} if i in models else entry
+        for i, entry in enumerate(raw.get("resourceNodes", [])[:nodes])
+    ]
+    return raw
+
+
 def read_genesis(path: str) -> Genesis:
     """The genesis file at `path`; GenesisError, worded as a validator words it, if it cannot
     be read."""
@@ -764,10 +882,7 @@ async def main_async(args: argparse.Namespace) -> int:
         base = read_genesis(args.genesis)
         if args.nodes > len(base.resource_nodes):
             raise LaunchError(f"--nodes: {args.genesis} has {len(base.resource_nodes)}")
-        raw = with_dev_validators(base.raw, args.validators, base_port=args.port)
-        # Only the resource nodes that run are registered: a result is judged by the others
-        # (PROTOCOL 4.5), and one that never answers would hold it to its verify deadline.
-        raw["resourceNodes"] = raw.get("resourceNodes", [])[: args.nodes]
+        raw = network_genesis(base, args.validators, args.port, args.nodes, args.node_models)
         genesis = parse_genesis(raw)
         prepare_data_dir(data_dir, raw, args.fresh)
     except (GenesisError, LaunchError, OSError) as exc:

@@ -5,7 +5,9 @@ tests run.
 Validator k is `python -m rpc --validator k` on `ports[k]` with its ledger in
 `root/validator-k` and its log in `root/validator-k.log`, the others as its `--peer`s; resource
 node i works through validator i mod N, with its state in `root/node-i`, its log in
-`root/node-i.log`. The genesis is `root/genesis.json`, written by whoever builds the network.
+`root/node-i.log`, serving the models of the genesis's resource node i (its `models`, which the
+chain routes tasks by). The genesis is `root/genesis.json`, written by whoever builds the
+network.
 Faults: SIGKILL, SIGSTOP/SIGCONT, a foreign genesis; cutting links goes through the dev-chain
 control of the transport (`perturb`), with the token each validator writes into its data dir.
 """
@@ -137,15 +139,7 @@ class Network:
         crashes = fault is not None and Faults.parse([fault]).crash_after is not None
         process = Process(
             f"resource node {i}",
-            resource_node_args(
-                self.urls[i % len(self.urls)],
-                i,
-                state_dir=self.root / f"node-{i}",
-                http_port=0 if self.node_ports is None else self.node_ports[i],
-                log_level=self.log_level,
-                faults=[fault] if fault is not None else [],
-                genesis_path=self.genesis_path,
-            ),
+            self.node_args(i),
             self.root / f"node-{i}.log",
             ready_prefix=RESOURCE_NODE_READY,
             may_exit_with=CRASH_EXIT_CODE if crashes else None,
@@ -153,6 +147,27 @@ class Network:
         self.nodes[i] = process
         process.spawn()
         return process
+
+    def node_args(self, i: int) -> list[str]:
+        """Resource node i's command line: dev node i through validator i mod N, with its
+        `--fault` and the models of its genesis entry."""
+        fault = self.node_faults.get(i)
+        return resource_node_args(
+            self.urls[i % len(self.urls)],
+            i,
+            state_dir=self.root / f"node-{i}",
+            http_port=0 if self.node_ports is None else self.node_ports[i],
+            log_level=self.log_level,
+            faults=[fault] if fault is not None else [],
+            genesis_path=self.genesis_path,
+            models=self.node_models(i),
+        )
+
+    def node_models(self, i: int) -> str | None:
+        """Resource node i's `--models`: those of its genesis entry, so that it takes the
+        tasks the chain lets it take; None (every model) for a node the genesis lacks."""
+        nodes = self.genesis.resource_nodes
+        return nodes[i].models if i < len(nodes) else None
 
     def processes(self) -> list[Process]:
         """Every process started so far (the last one of each validator and node, the AO

@@ -241,9 +241,9 @@ async def wait_until(
         await asyncio.sleep(POLL_S)
 
 
-def node_for(what: str, packages: Iterable[str] = ()) -> str:
-    """node (NODE_MAJOR or later) with `packages` installed in tests/js, for `what`; the
-    test skips, saying which is missing, when they cannot be had."""
+def node_for(what: str, packages: Iterable[str] = (), directory: Path = JS_DIR) -> str:
+    """node (NODE_MAJOR or later) with `packages` installed in `directory` (default tests/js),
+    for `what`; the test skips, saying which is missing, when they cannot be had."""
 
     node = shutil.which("node")
     if node is None:
@@ -254,6 +254,7 @@ def node_for(what: str, packages: Iterable[str] = ()) -> str:
     if int(version.lstrip("v").split(".")[0]) < NODE_MAJOR:
         pytest.skip(f"node {version} is older than {NODE_MAJOR}: {what} uses fetch()")
     for package in packages:
-        if not (JS_DIR / "node_modules" / package).is_dir():
-            pytest.skip(f"{package} is not installed in tests/js: `cd tests/js && npm ci`")
+        if not (directory / "node_modules" / package).is_dir():
+            where = directory.relative_to(REPO)
+            pytest.skip(f"{package} is not installed in {where}: `cd {where} && npm ci`")
     return node

@@ -4,7 +4,8 @@ and says "stopped". A second launcher where a network runs (its data directory, 
 validator still holding a ledger) is refused at once and starts and submits nothing. A
 validator killed with SIGKILL is reported with its exit code and log tail while the others
 go on committing; with too few the launcher says blocks cannot commit, with none it exits;
-with `--restart` the killed validator comes back.
+with `--restart` the killed validator comes back. With `--models` a task goes only to the
+nodes that serve its model.
 
 A result is verified by another resource node than the one that computed it, so every network
 here runs at least two resource nodes.
@@ -30,7 +31,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rpc.client import InferchainClient
+from chain.protocol.genesis import RESOURCE_NODE_KEY_OFFSET
+from rpc.client import InferchainClient, Wallet
 from testnet.process import Exited, log_tail, run_to_exit
 from tests.helpers import REPO, ValidatorProcess, make_genesis, write_genesis
 
@@ -364,6 +366,55 @@ async def test_restart_brings_a_killed_validator_back(launch: Launch, tmp_path: 
     launcher.wait_for_line("resource node 1 restarted", DEMO_TIMEOUT)
     assert "validators 4/4" in launcher.wait_for_line("nodes 2/2", DEMO_TIMEOUT)
     assert launcher_pids(data_dir)["resource node 1"] != node
+    assert launcher.interrupt() == 0, launcher.output
+
+
+async def test_tasks_go_to_the_nodes_that_serve_their_model(launch: Launch, tmp_path: Path) -> None:
+    """`--models "demo;llama"`: node 0 serves demo, node 1 llama, in the genesis and in the
+    nodes alike. A llama task is computed by node 1 alone (node 0 may not take it, and no
+    other node may verify it: unverified at its verify deadline, neither paid nor slashed);
+    a task for a model no node serves gets no result and fails at its compute deadline,
+    its whole fee refunded."""
+    data_dir = tmp_path / "testnet"
+    port = free_ports(1)
+    launcher = launch(
+        data_dir,
+        *("--validators", "1", "--nodes", "2", "--models", "demo;llama", "--no-ao"),
+        *("--no-demo", "--fresh", "--block-time", "100", "--port", str(port)),
+    )
+    launcher.wait_for_line("nodes 2/2", DEMO_TIMEOUT)
+    genesis = json.loads((data_dir / "genesis.json").read_text())
+    assert [node["models"] for node in genesis["resourceNodes"]] == ["demo", "llama"]
+    node_1 = Wallet.dev(RESOURCE_NODE_KEY_OFFSET + 1).address
+    assert genesis["resourceNodes"][1]["address"] == node_1
+
+    async with InferchainClient(f"http://127.0.0.1:{port}") as client:
+        params = await client.get_params()
+        llama, nobody = [
+            await client.submit_task(
+                Wallet.dev(0),
+                prompts='{"prompt":"Hello"}',
+                model_options=json.dumps({"model": model, "max_tokens": 8}),
+            )
+            for model in ("llama", "mistral")
+        ]
+        unserved = await client.wait_for_task(nobody.task_hash, timeout=DEMO_TIMEOUT)
+        served = await client.wait_for_task(llama.task_hash, timeout=DEMO_TIMEOUT)
+
+    assert [entry["resourceNode"] for entry in served["executionInfo"]] == [node_1]
+    [entry] = served["executionInfo"]
+    assert entry["assignment"]["rounds"] == [[]]  # no other node serves llama
+    assert entry["status"] == 4  # unverified
+    assert served["status"] == "failed"
+    assert served["settlement"]["refund"] == served["fee"]
+    assert served["settlement"]["slashed"] == []
+
+    assert unserved["status"] == "failed"
+    assert unserved["executionInfo"] == []
+    deadline = unserved["createdHeight"] + params.compute_deadline_blocks
+    assert unserved["finishedHeight"] == deadline
+    assert unserved["settlement"]["refund"] == unserved["fee"]
+    assert unserved["settlement"]["payouts"] == []
     assert launcher.interrupt() == 0, launcher.output
 
 
