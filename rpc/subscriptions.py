@@ -189,8 +189,10 @@ class Hub:
     def _give(
         self, conn: Connection, sub: Subscription, height: int, events: list[dict[str, Any]]
     ) -> None:
-        if sub.topic == "pendingTasks":
-            self._offer_work(conn, sub)
+        if sub.topic == "pendingTasks":  # the work of the tasks this block changed
+            changed = {e["taskHash"] for e in events if e["topic"] == "task"}
+            if changed:
+                self._offer_work(conn, sub, [bytes.fromhex(h[2:]) for h in sorted(changed)])
         else:
             for event in events:
                 if sub.match(event):
@@ -198,11 +200,16 @@ class Hub:
         sub.cursor = height + 1
 
     def _offer_work(
-        self, conn: Connection, sub: Subscription, task_hashes: list[bytes] | None = None
+        self,
+        conn: Connection,
+        sub: Subscription,
+        task_hashes: list[bytes] | None = None,
+        in_mempool: bool = False,
     ) -> None:
         """The resource node's work (queryPendingTasks' items) not offered before; among
-        `task_hashes` only when given (tasks just admitted, offered from the mempool). A node
-        that cannot act (jailed, unstaked) is offered nothing until it can."""
+        `task_hashes` only when given (the tasks a block changed, or tasks just admitted to
+        the mempool). A node that cannot act (jailed, unstaked) is offered nothing until it
+        can."""
         try:
             items = work_items(self.node, sub.key, MAX_PENDING_LIMIT, task_hashes)
         except ChainError:
@@ -213,7 +220,7 @@ class Hub:
             if key not in sub.offered:
                 sub.offered.add(key)
                 note = {"height": height, "work": item}
-                if task_hashes is not None:
+                if in_mempool:
                     note["inMempool"] = True
                 conn.notify(sub, note)
 
@@ -231,7 +238,7 @@ class Hub:
         for conn in list(self.connections):
             for sub in list(conn.subscriptions.values()):
                 if sub.topic == "pendingTasks":
-                    self._offer_work(conn, sub, hashes)
+                    self._offer_work(conn, sub, hashes, in_mempool=True)
 
     # The socket
 
