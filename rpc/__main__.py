@@ -80,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "mines at once",
     )
     parser.add_argument(
+        "--no-overload-guard",
+        action="store_true",
+        help="admit new tasks past what the network verifies before their deadline "
+        "(PROTOCOL 5.10; by default they are refused, -32007, with when to retry)",
+    )
+    parser.add_argument(
         "--load-state",
         metavar="FILE",
         help="dev chain: start from the state a --dump-state wrote (the data directory must "
@@ -183,6 +189,7 @@ async def serve(args: argparse.Namespace) -> int:
         max_pending_per_sender=args.max_pending_per_sender,
         check_invariants=args.check_invariants,
         automine_interval_ms=args.automine_interval,
+        overload_guard=not args.no_overload_guard,
     )
     backend = crypto.eth_keys_backend_name()
     if "CoinCurve" not in backend:

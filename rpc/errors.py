@@ -25,6 +25,7 @@ from chain.protocol.errors import (
     NonceMismatch,
     NotEligible,
     NotFound,
+    Overloaded,
     TaskNotFound,
     UnknownTask,
 )
@@ -63,6 +64,7 @@ ERROR_TABLE: tuple[tuple[type[ChainError], RpcErrorSpec], ...] = (
     (NotEligible, RpcErrorSpec(NOT_ELIGIBLE, "Not eligible")),
     (DuplicateSubmission, RpcErrorSpec(DUPLICATE_SUBMISSION, "Duplicate submission")),
     (MempoolFull, RpcErrorSpec(MEMPOOL_FULL, "Mempool full")),
+    (Overloaded, RpcErrorSpec(MEMPOOL_FULL, "Mempool full")),
     (DevOnly, RpcErrorSpec(METHOD_NOT_FOUND, "Method not found")),
     (InvalidParams, RpcErrorSpec(INVALID_PARAMS, "Invalid params")),
     (NotFound, RpcErrorSpec(INVALID_PARAMS, "Invalid params")),

@@ -450,6 +450,9 @@ class Ledger:
     def has_open_tasks(self) -> bool:
         return bool(self._open_tasks)
 
+    def open_task_count(self) -> int:
+        return len(self._open_tasks)
+
     def supply_check(self) -> tuple[int, int]:
         """(held, expected) of the supply invariant over the committed state (PROTOCOL 4.10)."""
         accounts = (decode_account(v) for _k, v in self.view.iterate(ACCOUNT))

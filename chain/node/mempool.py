@@ -86,6 +86,10 @@ class Mempool:
     def get(self, tx_hash: bytes) -> SignedTx | None:
         return self._txs.get(tx_hash) or self._sealed.get(tx_hash)
 
+    def task_count(self) -> int:
+        """SubmitTasks admitted and not yet committed."""
+        return len(self._tasks)
+
     def pending_task(self, task_hash: bytes) -> SignedTx | None:
         """The admitted, not yet committed SubmitTask whose taskHash is `task_hash`."""
         return self._tasks.get(task_hash)

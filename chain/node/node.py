@@ -22,6 +22,7 @@ from chain.node.devmode import DevProducer
 from chain.node.journal import Journal
 from chain.node.ledger import Ledger, StoredBlock, TxRecord
 from chain.node.mempool import DEFAULT_CAPACITY, DEFAULT_MAX_PER_SENDER, Mempool
+from chain.node.overload import OverloadGuard
 from chain.node.signer import PrivValidator
 from chain.node.validators import CONSENSUS_TIMEOUTS, Consensus, Network
 from chain.protocol import ao, crypto, gossip, tasks, wire
@@ -43,6 +44,7 @@ from chain.protocol.types import (
     Message,
     ResourceNodeInfo,
     SignedTx,
+    SubmitTask,
     Task,
     ValidatorInfo,
     signer_of,
@@ -95,6 +97,7 @@ class Node:
         clock: Callable[[], float] = time.time,
         timeouts: Timeouts = CONSENSUS_TIMEOUTS,
         automine_interval_ms: int = 0,
+        overload_guard: bool = True,
     ) -> None:
         self.genesis = genesis
         self.params = genesis.params
@@ -113,6 +116,11 @@ class Node:
         # Told of each transaction admitted to the mempool (a client's or a peer's), after it
         # is admitted: the subscriptions offer a new task's work from the mempool (5.6).
         self.on_admitted: list[Callable[[SignedTx], None]] = []
+        # New tasks past what the network verifies in time are refused (5.10); with timed
+        # blocks only: an automined block's deadline has no length in time.
+        self.overload: OverloadGuard | None = None
+        if overload_guard and self.block_time_ms > 0:
+            self.overload = OverloadGuard(self.params.compute_deadline_blocks, self.block_time_ms)
         self._clock = clock
         self._mempool_capacity = mempool_capacity
         self._max_pending_per_sender = max_pending_per_sender
@@ -356,7 +364,10 @@ class Node:
 
     def submit(self, tx: SignedTx) -> None:
         """Admit a verified transaction to the mempool and pass it on to the other
-        validators; raises ChainError if refused."""
+        validators; raises ChainError if refused (a new task, Overloaded, when the network
+        could not verify it in time)."""
+        if self.overload is not None and isinstance(tx.message, SubmitTask):
+            self._check_overload()
         ctx = self.next_context()
         self.mempool.admit(tx, ctx)
         if self.dev is not None:
@@ -364,6 +375,13 @@ class Node:
         if self.network is not None:
             self.network.gossip_tx(wire.signed_tx_to_json(tx))
         self.admitted(tx)
+
+    def _check_overload(self) -> None:
+        assert self.overload is not None
+        height = self.ledger.head.height
+        if self.overload.needs_head(height):
+            self.overload.saw_head(height, self.task_stats())
+        self.overload.check(self.ledger.open_task_count() + self.mempool.task_count())
 
     def admitted(self, tx: SignedTx) -> None:
         """Tell whatever follows the mempool that `tx` was admitted."""

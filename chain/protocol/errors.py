@@ -241,6 +241,33 @@ class MempoolFull(ChainError):
         return out | {"reason": self.reason, "retry": True}
 
 
+class Overloaded(ChainError):
+    """The tasks open would take longer to verify than a new one may wait (PROTOCOL 5.10):
+    the validator takes no new task now; retry after `retry_after_s`."""
+
+    def __init__(self, open_tasks: int, max_open: int, verified_per_s: float, retry_s: float):
+        super().__init__(
+            f"overloaded: {open_tasks} tasks are open and this network verifies "
+            f"{verified_per_s:.1f} per second, so a new task would not be verified before its "
+            f"deadline; retry in {retry_s:.1f} s"
+        )
+        self.open_tasks = open_tasks
+        self.max_open = max_open
+        self.verified_per_s = verified_per_s
+        self.retry_after_s = retry_s
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "limit": "openTasks",
+            "openTasks": self.open_tasks,
+            "maxOpenTasks": self.max_open,
+            "verifiedPerS": round(self.verified_per_s, 2),
+            "retryAfterMs": int(self.retry_after_s * 1000),
+            "reason": self.reason,
+            "retry": True,
+        }
+
+
 class GenesisError(ChainError):
     """genesis.json is missing a field or holds a bad value; the node does not start."""
 

@@ -504,7 +504,7 @@ async def test_mempool_full(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["nope", "", " chainId", "chainid", "SubmitTask", "eth_chainId", "rpc.discover", "keys",
+    ["nope", "", " chainId", "chainid", "SubmitTask", "eth_chainId", "rpc.modules", "keys",
      "get", "__missing__", "__class__", "call", "x" * 300, "漢字"],
 )  # fmt: skip
 async def test_unknown_method(chain: LocalChain, name: str) -> None:
