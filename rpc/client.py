@@ -30,7 +30,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -563,7 +563,7 @@ class InferchainClient:
             raise TransportError(status, f"GET /tx/{tx_hash} did not return an object")
         return result
 
-    async def subscribe(self, topic: str, **params: Any) -> AsyncIterator[dict[str, Any]]:
+    async def subscribe(self, topic: str, **params: Any) -> AsyncGenerator[dict[str, Any], None]:
         """Subscribe to `topic` over the validator's WebSocket (`GET /ws`, PROTOCOL 5.6) and
         yield each notification's result, in order (`fromHeight=h` replays from block h
         first). RpcError when the subscription is refused; TransportError, with the close
