@@ -166,9 +166,54 @@ async def follow_blocks(
         await asyncio.sleep(poll_s)
 
 
+REJECTED = 3  # executionInfo[].status of a result judged wrong (PROTOCOL 4.6)
+
+
+def status_history(task: dict[str, Any]) -> list[tuple[int, str]]:
+    """The statuses a task had, each with the block that gave it, read from its queryTask
+    answer (PROTOCOL 4): `submitted` in the block that included it; then, at the end of each
+    block that added a result or rejected one, `processing` while fewer results than
+    `targetCount` hold a slot (a rejected result frees its slot) and `completed` once they all
+    do; `verified` or `failed` in the block that decided it.
+
+    Twin: `_with_results` in chain/protocol/tasks.py, which sets the status it reads."""
+    created = task["createdHeight"]
+    if not isinstance(created, int):
+        return []
+    entries = [e for e in task["executionInfo"] if isinstance(e["height"], int)]
+    heights = {e["height"] for e in entries}
+    heights |= {
+        e["decidedHeight"]
+        for e in entries
+        if e["status"] == REJECTED and isinstance(e["decidedHeight"], int)
+    }
+    history = [(created, "submitted")]
+    for height in sorted(heights):
+        given = [e for e in entries if e["height"] <= height]
+        freed = sum(
+            1
+            for e in given
+            if e["status"] == REJECTED
+            and isinstance(e["decidedHeight"], int)
+            and e["decidedHeight"] <= height
+        )
+        status = "processing" if len(given) - freed < task["targetCount"] else "completed"
+        history.append((height, status))
+    if isinstance(task["finishedHeight"], int):
+        history.append((task["finishedHeight"], task["status"]))
+    changes: list[tuple[int, str]] = []
+    for height, status in history:
+        if changes and changes[-1][0] == height:
+            changes.pop()  # a block shows the status it ends with
+        if not changes or changes[-1][1] != status:
+            changes.append((height, status))
+    return changes
+
+
 @dataclass(frozen=True, slots=True)
 class StatusChange:
-    """A task seen at a new status (`previous` None: the first time this watch saw it)."""
+    """A task's new status and the block that gave it (`previous` None: it was just
+    submitted)."""
 
     task_hash: str
     sender: str
@@ -187,19 +232,23 @@ class StatusChange:
 
 
 class StatusWatch:
-    """The last status seen of each task, and the changes a new read of some tasks shows."""
+    """The status changes of tasks from block `start` on, each given once: read from the
+    tasks' queryTask answers (`status_history`), so a block read late misses nothing."""
 
-    def __init__(self, client: InferchainClient, sender: str | None) -> None:
+    def __init__(self, client: InferchainClient, sender: str | None, start: int) -> None:
         self.client = client
         self.sender = sender.lower() if sender is not None else None
-        self.known: dict[str, str] = {}
+        self.start = start
+        self.given: dict[str, int] = {}  # task -> the height of the last change given
+        self.final: set[str] = set()
 
     def open_tasks(self) -> set[str]:
-        return {task for task, status in self.known.items() if status not in FINAL}
+        return set(self.given) - self.final
 
     async def read(self, task_hashes: Iterable[str], height: int) -> list[StatusChange]:
-        """queryTask for each of `task_hashes`, at once; the tasks whose status changed."""
-        hashes = sorted(set(task_hashes))
+        """The changes of `task_hashes` up to block `height` not given yet (one batch of
+        queryTask)."""
+        hashes = sorted(set(task_hashes) - self.final)
         if not hashes:
             return []
         answers = await self.client.batch([(api.QUERY_TASK, {"taskHash": h}) for h in hashes])
@@ -210,12 +259,16 @@ class StatusWatch:
                 continue
             if self.sender is not None and task["sender"].lower() != self.sender:
                 continue
-            previous = self.known.get(task_hash)
-            if task["status"] != previous:
-                self.known[task_hash] = task["status"]
-                changes.append(
-                    StatusChange(task_hash, task["sender"], height, task["status"], previous)
-                )
+            last = self.given.get(task_hash, self.start - 1)
+            previous = None
+            for at, status in status_history(task):
+                if last < at <= height:
+                    changes.append(StatusChange(task_hash, task["sender"], at, status, previous))
+                    self.given[task_hash] = at
+                    if status in FINAL:
+                        self.final.add(task_hash)
+                previous = status
+            self.given.setdefault(task_hash, last)
         return changes
 
 
@@ -233,14 +286,18 @@ async def tasks_of_block(client: InferchainClient, height: int) -> set[str]:
 
 
 async def watch_tasks(
-    client: InferchainClient, sender: str | None, poll_s: float = POLL_S
+    client: InferchainClient,
+    sender: str | None,
+    from_height: int | None = None,
+    poll_s: float = POLL_S,
 ) -> AsyncGenerator[StatusChange, None]:
-    """Every status change of a task from the next block on: of `sender`'s tasks through the
-    `tasks {sender}` subscription; of every task (or, without `/ws`, of `sender`'s) by reading
-    each new block's transactions, and the open tasks seen before, which a block may decide
-    at a deadline with no transaction of theirs."""
-    start = await client.block_number() + 1
-    watch = StatusWatch(client, sender)
+    """Every status change of a task from block `from_height` (default: the next block) on:
+    of `sender`'s tasks through the `tasks {sender}` subscription; of every task (or, without
+    `/ws`, of `sender`'s) by reading each block's transactions, and the open tasks seen
+    before, which a block may decide at a deadline with no transaction of theirs. A task is
+    read as it is at the head, so a block read late may show a later status."""
+    start = await client.block_number() + 1 if from_height is None else from_height
+    watch = StatusWatch(client, sender, start)
     if sender is not None:
         try:
             subscription = client.subscribe("tasks", sender=sender, fromHeight=start)

@@ -9,11 +9,11 @@ library (`rpc.client`), as any dApp does; `simulate` is the PoS+W simulator (sim
     inferchain blocks --count 5 --follow
     inferchain simulate --nodes 9*honest 2*lazy --tasks 100
 
-Every chain command takes `--rpc URL` (default the dev chain's, http://127.0.0.1:8545). On a
-terminal it shows rich tables and live progress; with `--json`, or whenever stdout is not a
-terminal, it prints one JSON object per line. Exit codes: 0 done (a waited-for task verified),
-1 a waited-for task failed, 2 bad input, no answer from `--rpc`, or a refusal of the chain
-(its JSON-RPC message and `data` are printed); never a traceback.
+Every chain command takes `--rpc URL` (default `$INFERCHAIN_RPC`, else the dev chain's,
+http://127.0.0.1:8545). On a terminal it shows rich tables and live progress; with `--json`,
+or whenever stdout is not a terminal, it prints one JSON object per line. Exit codes: 0 done
+(a waited-for task verified), 1 a waited-for task failed, 2 bad input, no answer from `--rpc`,
+or a refusal of the chain (its JSON-RPC message and `data` are printed); never a traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
@@ -49,6 +50,7 @@ from sim import cli as sim_cli
 log = logging.getLogger("inferchain")
 
 DEFAULT_RPC = "http://127.0.0.1:8545"  # validator 0 of `make testnet`, and `make node`
+RPC_VARIABLE = "INFERCHAIN_RPC"  # where --rpc is not given
 EXIT_OK = 0
 EXIT_FAILED = 1  # the task waited for failed
 EXIT_ERROR = 2
@@ -246,7 +248,9 @@ def show_task(console: Console, task: dict[str, Any]) -> None:
 
 async def task_watch(args: argparse.Namespace, client: InferchainClient, out: Output) -> int:
     sender = None if args.sender is None else checked_address(args.sender, "--sender")
-    async with aclosing(watch_tasks(client, sender)) as changes:
+    if args.from_height is not None and args.from_height < 0:
+        raise UsageError(f"--from-height {args.from_height}: expected 0 or more")
+    async with aclosing(watch_tasks(client, sender, args.from_height)) as changes:
         async for change in changes:
             if out.as_json:
                 out.line(change.line())
@@ -319,7 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     chain = argparse.ArgumentParser(add_help=False)
     chain.add_argument(
-        "--rpc", default=DEFAULT_RPC, metavar="URL", help=f"the validator (default {DEFAULT_RPC})"
+        "--rpc",
+        default=os.environ.get(RPC_VARIABLE, DEFAULT_RPC),
+        metavar="URL",
+        help=f"the validator (default ${RPC_VARIABLE}, else {DEFAULT_RPC})",
     )
     chain.add_argument(
         "--json", action="store_true", help="JSON lines (the default when stdout is no terminal)"
@@ -385,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
         "watch", parents=[chain], help="every task status change as it happens"
     )
     watch.add_argument("--sender", metavar="ADDRESS", help="only this sender's tasks")
+    watch.add_argument(
+        "--from-height", type=int, metavar="H", help="from block H on (default: the next block)"
+    )
     watch.set_defaults(run=task_watch)
 
     account = sub.add_parser("account", help="show an account")
