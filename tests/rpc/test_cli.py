@@ -25,7 +25,7 @@ import pytest
 from rich.console import Console
 
 from cli import render
-from cli.follow import block_line, task_events
+from cli.follow import block_line, status_history, task_events
 from cli.main import show_task
 from resource_node.backends.deterministic import DeterministicBackend
 from resource_node.worker import ResourceNode, WorkerConfig
@@ -538,3 +538,41 @@ def test_a_slash_is_a_negative_row() -> None:
     rows = render.settlement_rows(task)
     assert (NODES[0].address, "slashed: result", "", "-0.00000000000000001") in rows
     assert (NODES[1].address, "paid: verify", "1", "0.000000000000000013") in rows
+
+
+def test_a_rejected_result_opens_its_slot_again() -> None:
+    """PROTOCOL 4.3: a rejected result frees its slot, so a completed task is processing
+    again; a block shows the status it ends with."""
+    entry = {"verifications": [], "result": "x", "rank": 1}
+    task = {
+        "createdHeight": 4,
+        "targetCount": 1,
+        "finishedHeight": 9,
+        "status": "verified",
+        "executionInfo": [
+            {
+                **entry,
+                "resourceNode": NODES[0].address,
+                "height": 5,
+                "status": 3,
+                "decidedHeight": 7,
+            },
+            {
+                **entry,
+                "resourceNode": NODES[1].address,
+                "height": 7,
+                "status": 2,
+                "decidedHeight": 9,
+            },
+        ],
+    }
+    assert status_history(task) == [(4, "submitted"), (5, "completed"), (9, "verified")]
+    task["executionInfo"][1]["height"] = 8
+    assert status_history(task) == [
+        (4, "submitted"),
+        (5, "completed"),
+        (7, "processing"),
+        (8, "completed"),
+        (9, "verified"),
+    ]
+    assert status_history({**task, "createdHeight": None}) == []
