@@ -1,5 +1,5 @@
-"""`inferchain`: the project's command line. Each subcommand registers its parser in
-`COMMANDS`; today `simulate` (the PoS+W simulator).
+"""`inferchain simulate`: the PoS+W simulator's subcommand of the project's command line
+(cli/main.py adds it beside the chain's commands; `main` here runs it alone).
 
     inferchain simulate --nodes 9*honest 2*lazy 1*whale@20000 --tasks 500 --out sim-out
     inferchain simulate --population population.json --param verificationQuorum=1
@@ -275,7 +275,12 @@ def run_imperfect(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run(parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run parsed arguments: of `parse_args`, or of the `inferchain` parser (cli/main.py), to
+    which `add_simulate` adds the same subcommand."""
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s")
     console = Console()
     try:
