@@ -29,6 +29,7 @@ from cli.follow import block_line, status_history, task_events
 from cli.main import show_task
 from resource_node.backends.deterministic import DeterministicBackend
 from resource_node.worker import ResourceNode, WorkerConfig
+from rpc import subscriptions
 from rpc.client import InferchainClient, RpcError, Wallet
 from tests.helpers import REPO, LocalChain, local_chain, make_genesis
 
@@ -120,8 +121,16 @@ async def running(*args: str) -> AsyncIterator[Running]:
 async def served(tmp_path: Path) -> AsyncIterator[LocalChain]:
     """A dev chain with automine and its three resource nodes at work (no forced errors, so
     every honest result is verified)."""
+    async with serving(tmp_path) as chain:
+        yield chain
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, ws_limits: subscriptions.Limits | None = None
+) -> AsyncIterator[LocalChain]:
     genesis = make_genesis(canary_rate_bps=0)
-    async with local_chain(tmp_path / "ledger", genesis) as chain:
+    async with local_chain(tmp_path / "ledger", genesis, ws_limits=ws_limits) as chain:
         workers = [
             ResourceNode(
                 InferchainClient(chain.url, timeout=WAIT),
@@ -206,6 +215,18 @@ async def test_submit_wait_shows_the_task_moving_to_verified(served: LocalChain)
     assert lines[-1]["response"] == task["response"]
     assert lines[-1]["settlement"] == task["settlement"]
     assert lines[-1]["height"] == task["finishedHeight"]
+
+
+async def test_submit_wait_polls_a_validator_that_refuses_the_websocket(tmp_path: Path) -> None:
+    async with serving(tmp_path, subscriptions.Limits(connections=0)) as chain:
+        ran = await inferchain(
+            "task", "submit", "--rpc", chain.url, "--prompt", "Hi", "--model", "demo",
+            "--target", "2", "--wait",
+        )  # fmt: skip
+        assert ran.code == 0, ran.stderr
+        events = kinds(ran.lines())
+        assert events[:2] == ["submitted", "included"] and events[-1] == "verified"
+        assert events.count("result") == 2
 
 
 async def test_submit_prints_the_hash_of_the_task_it_signed(chain: LocalChain) -> None:
