@@ -62,6 +62,7 @@ from rpc.client import (
     Wallet,
     presign,
 )
+from rpc.errors import MEMPOOL_FULL
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,7 @@ class Sent:
     error: str | None = None
     status: str | None = None
     task: dict[str, Any] | None = None
+    refusals: int = 0  # -32007 "overloaded" answers, each followed by its retryAfterMs
 
     @property
     def task_hash(self) -> str:
@@ -434,6 +436,19 @@ class Follower:
         return None if height is None else self.seen_at.get(height)
 
 
+OVERLOAD_MAX_WAIT_MS = 2000  # a retryAfterMs is followed up to this long at once
+OVERLOAD_GIVE_UP_S = 120.0  # a task refused for this long after its time is given up
+
+
+def overloaded_retry_ms(exc: RpcError) -> int | None:
+    """The retryAfterMs of a task refused as past the network's capacity (PROTOCOL 5.11)."""
+    data = exc.data or {}
+    if exc.code != MEMPOOL_FULL or data.get("limit") != "openTasks":
+        return None
+    retry = data.get("retryAfterMs")
+    return max(int(retry), 10) if isinstance(retry, int) else None
+
+
 async def offer_load(
     clients: list[InferchainClient],
     load: list[tuple[int, PresignedTx]],
@@ -452,7 +467,16 @@ async def offer_load(
         async with locks[sent.wallet]:
             sent.sent_at = loop.time()
             try:
-                answer = await clients[sent.validator].send_presigned(sent.tx)
+                while True:
+                    try:
+                        answer = await clients[sent.validator].send_presigned(sent.tx)
+                        break
+                    except RpcError as exc:  # overloaded: back off as told, send it again
+                        retry_ms = overloaded_retry_ms(exc)
+                        if retry_ms is None or loop.time() - sent.scheduled > OVERLOAD_GIVE_UP_S:
+                            raise
+                        sent.refusals += 1
+                        await asyncio.sleep(min(retry_ms, OVERLOAD_MAX_WAIT_MS) / 1000)
             except (RpcError, TransportError) as exc:
                 sent.error = str(exc)[:300]
                 return
@@ -822,6 +846,8 @@ async def figures(
         "accepted": len(accepted),
         "rejected": len(records) - len(accepted),
         "rejectedErrors": sorted({s.error for s in records if s.error})[:5],
+        "refusedThenAccepted": sum(1 for s in accepted if s.refusals),
+        "refusals": sum(s.refusals for s in records),
         "verified": len(verified),
         "failed": len(failed),
         "undecided": len(accepted) - len(verified) - len(failed),

@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-overload-guard",
         action="store_true",
         help="admit new tasks past what the network verifies before their deadline "
-        "(PROTOCOL 5.10; by default they are refused, -32007, with when to retry)",
+        "(PROTOCOL 5.11; by default they are refused, -32007, with when to retry)",
     )
     parser.add_argument(
         "--load-state",

@@ -1,4 +1,4 @@
-"""Graceful overload (PROTOCOL 5.10): a validator refuses a client's new task, -32007 with when
+"""Graceful overload (PROTOCOL 5.11): a validator refuses a client's new task, -32007 with when
 to retry, when the tasks already open would take longer to verify than a new one may wait,
 instead of accepting a task that would fail at its deadline.
 

@@ -242,7 +242,7 @@ class MempoolFull(ChainError):
 
 
 class Overloaded(ChainError):
-    """The tasks open would take longer to verify than a new one may wait (PROTOCOL 5.10):
+    """The tasks open would take longer to verify than a new one may wait (PROTOCOL 5.11):
     the validator takes no new task now; retry after `retry_after_s`."""
 
     def __init__(self, open_tasks: int, max_open: int, verified_per_s: float, retry_s: float):

@@ -1,4 +1,4 @@
-"""Graceful overload over HTTP (PROTOCOL 5.10): on a timed chain whose nodes verify nothing,
+"""Graceful overload over HTTP (PROTOCOL 5.11): on a timed chain whose nodes verify nothing,
 the new task past the floor is refused -32007 with when to retry, and changes nothing;
 other transactions still go in; a validator told --no-overload-guard admits it."""
 

@@ -1,4 +1,4 @@
-"""The overload guard (PROTOCOL 5.10): its cap from the measured throughput, the floor while
+"""The overload guard (PROTOCOL 5.11): its cap from the measured throughput, the floor while
 nothing is verified, and its refusal, as a hypothesis model over heads seen at given times."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ steps = st.lists(st.tuples(st.floats(0.01, 3.0), st.integers(0, 50)), min_size=0
 
 
 def model_rate(seen: list[tuple[float, int]], now: float) -> float:
-    """PROTOCOL 5.10's throughput, written again: the samples of the window (the oldest one
+    """PROTOCOL 5.11's throughput, written again: the samples of the window (the oldest one
     kept while the next is still within WINDOW_S), verified over the time since the first."""
     kept = list(seen)
     while len(kept) > 2 and now - kept[1][0] > WINDOW_S:
