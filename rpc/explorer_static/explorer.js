@@ -8,6 +8,7 @@
   const HISTORY_BLOCKS = 50; // heights of a resource node's earnings chart
   const SIGNED_WINDOW = 100; // recent blocks whose commits count a validator's signatures
   const TASKS_PAGE = 50; // an account's tasks per page
+  const MAX_ROWS = 500; // of a block's transactions, and of what it did to tasks
   const MAX_BATCH = 1000; // the validator's batch limit (PROTOCOL 5)
   const DECIMALS = 18n;
   const HASH = /^0x[0-9a-fA-F]{64}$/;
@@ -234,16 +235,15 @@
 
   // ---------------------------------------------------------------- blocks
 
-  function blockRow(block, changed) {
-    const tasks = [...new Set(changed.filter((e) => e.topic === "task").map((e) => e.taskHash))];
+  // A row of the blocks list: from getBlock, or from a newBlocks event, which has it all.
+  function blockRow(height, seconds, proposer, txs) {
     return h(
       "tr",
-      { class: "block", "data-height": block.height },
-      h("td", {}, blockLink(block.height)),
-      h("td", {}, time(block.time)),
-      h("td", {}, accountLink(block.proposer)),
-      h("td", { class: "num txs" }, block.txs.length),
-      h("td", { class: "tasks" }, tasks.map((hash) => [taskLink(hash), " "])),
+      { class: "block", "data-height": height },
+      h("td", {}, blockLink(height)),
+      h("td", {}, time(seconds)),
+      h("td", {}, accountLink(proposer)),
+      h("td", { class: "num txs" }, txs),
     );
   }
 
@@ -259,13 +259,8 @@
     for (let height = top; height >= 0 && heights.length < PAGE_BLOCKS; height--) {
       heights.push(height);
     }
-    const answers = await batch(
-      heights.flatMap((height) => [
-        ["getBlock", { height }],
-        ["getBlockEvents", { height }],
-      ]),
-    );
-    const rows = heights.map((_h, i) => blockRow(ok(answers[2 * i]), ok(answers[2 * i + 1]).events));
+    const answers = await batch(heights.map((height) => ["getBlock", { height }]));
+    const rows = answers.map(ok).map((b) => blockRow(b.height, b.time, b.proposer, b.txs.length));
     const body = h("tbody", {}, rows);
     const latest = top === head;
     const pager = h(
@@ -296,7 +291,7 @@
           h(
             "thead",
             {},
-            h("tr", {}, ["Height", "Time (UTC)", "Proposer", "Txs", "Tasks changed"].map((t) => h("th", {}, t))),
+            h("tr", {}, ["Height", "Time (UTC)", "Proposer", "Transactions"].map((t) => h("th", {}, t))),
           ),
           body,
         ),
@@ -304,14 +299,9 @@
       ),
     );
     if (latest) {
-      follow(page, { topic: "newBlocks" }, head + 1, async (event) => {
-        const [block, changed] = await batch([
-          ["getBlock", { height: event.height }],
-          ["getBlockEvents", { height: event.height }],
-        ]);
-        if (block instanceof Error || changed instanceof Error) return;
+      follow(page, { topic: "newBlocks" }, head + 1, (event) => {
         if (body.querySelector(`tr[data-height="${event.height}"]`)) return;
-        const row = blockRow(block, changed.events);
+        const row = blockRow(event.height, event.time, event.proposer, event.txs);
         row.classList.add("fresh");
         // In height order, whichever of two blocks' reads comes back first.
         const below = [...body.children].find((r) => Number(r.dataset.height) < event.height);
@@ -337,8 +327,14 @@
     }
     ok(block);
     const events = ok(changed).events;
-    const txs = events.filter((e) => e.topic === "tx");
-    const tasks = events.filter((e) => e.topic === "task");
+    const allTxs = events.filter((e) => e.topic === "tx");
+    const allTasks = events.filter((e) => e.topic === "task");
+    const txs = allTxs.slice(0, MAX_ROWS);
+    const tasks = allTasks.slice(0, MAX_ROWS);
+    const more = (all, shown) =>
+      all.length > shown.length
+        ? h("p", { class: "muted" }, `The first ${shown.length} of ${all.length} are shown.`)
+        : null;
     const signers = block.commit.map((vote) => vote.validator);
     return h(
       "div",
@@ -362,7 +358,7 @@
           ["Next", height < ok(head) ? h("a", { href: `#/block/${height + 1}` }, `#${height + 1}`) : "— (the head)"],
         ]),
       ),
-      h("h2", {}, `Transactions (${txs.length})`),
+      h("h2", {}, `Transactions (${allTxs.length})`),
       h(
         "section",
         {},
@@ -384,8 +380,9 @@
               { id: "block-txs" },
             )
           : h("p", { class: "muted" }, "No transactions."),
+        more(allTxs, txs),
       ),
-      h("h2", {}, `What happened to tasks (${tasks.length})`),
+      h("h2", {}, `What happened to tasks (${allTasks.length})`),
       h(
         "section",
         {},
@@ -396,6 +393,7 @@
               { id: "block-tasks" },
             )
           : h("p", { class: "muted" }, "No task changed in this block."),
+        more(allTasks, tasks),
       ),
     );
   }
