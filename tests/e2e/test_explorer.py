@@ -200,26 +200,27 @@ def test_the_demo_task_shows_its_settlement(browser: webdriver.Chrome, testnet: 
     no_page_errors(browser)
 
 
-def top_height(browser: webdriver.Chrome) -> int:
-    row = browser.find_element(By.CSS_SELECTOR, "#blocks tbody tr")
-    return int(row.get_attribute("data-height") or -1)
+def shown_heights(browser: webdriver.Chrome) -> list[int]:
+    """The heights of the rows of the blocks page, top down, read at one moment (rows come
+    and go as blocks arrive)."""
+    heights: list[int] = browser.execute_script(
+        "return [...document.querySelectorAll('#blocks tbody tr')].map(r => +r.dataset.height)"
+    )
+    return heights
 
 
 def test_the_blocks_page_takes_each_new_block(browser: webdriver.Chrome, testnet: Explored) -> None:
     open_page(browser, testnet, "#/blocks")
-    rows = wait_for(browser, "#blocks tbody tr", "the blocks")
-    heights = [int(row.get_attribute("data-height") or -1) for row in rows]
+    wait_for(browser, "#blocks tbody tr", "the blocks")
+    heights = shown_heights(browser)
     assert heights == list(range(heights[0], heights[0] - len(heights), -1))
     first = heights[0]
     until(browser, lambda b: b.find_element(By.ID, "live").text == "live", "live badge")
     # A marker on the document: it is the same page, not a reload, that shows the new block.
     browser.execute_script("document.body.dataset.marker = 'still here'")
-    until(browser, lambda b: top_height(b) > first + 1, "new block on the page")
+    until(browser, lambda b: shown_heights(b)[0] > first + 1, "new block on the page")
     assert browser.execute_script("return document.body.dataset.marker") == "still here"
-    heights = [
-        int(row.get_attribute("data-height") or -1)
-        for row in browser.find_elements(By.CSS_SELECTOR, "#blocks tbody tr")
-    ]
+    heights = shown_heights(browser)
     page = min(20, heights[0] + 1)
     assert heights == list(range(heights[0], heights[0] - page, -1))  # one page, in order
     newest = rpc(testnet, "get_block", heights[0])
@@ -229,6 +230,21 @@ def test_the_blocks_page_takes_each_new_block(browser: webdriver.Chrome, testnet
         a.get_attribute("title") for a in row.find_elements(By.TAG_NAME, "a")
     }
     screenshot(browser, testnet, "blocks")
+
+    # A block's page, by its link: its hash, and what it did to the tasks it changed.
+    row.find_element(By.CSS_SELECTOR, "a[href^='#/block/']").click()
+    until(browser, lambda b: newest["hash"] in b.find_element(By.ID, "view").text, "block page")
+    demo = rpc(testnet, "query_task", testnet.demo_task)
+    open_page(browser, testnet, f"#/block/{demo['createdHeight']}")
+    links = wait_for(browser, "#block-tasks a[href^='#/task/']", "the tasks of the demo's block")
+    assert testnet.demo_task in {link.get_attribute("title") for link in links}
+    txs = browser.find_elements(By.CSS_SELECTOR, "#block-txs tbody tr")
+    assert demo["txHash"] in {
+        cell.get_attribute("title")
+        for r in txs
+        for cell in r.find_elements(By.CSS_SELECTOR, "td.hash")
+    }
+    screenshot(browser, testnet, "block")
     no_page_errors(browser)
 
 
