@@ -12,6 +12,7 @@ font or image from elsewhere, no inline script).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from aiohttp import web
@@ -51,6 +52,12 @@ def load_files(directory: Path = STATIC_DIR) -> dict[str, StaticFile]:
     }
 
 
+@cache
+def shipped_files() -> dict[str, StaticFile]:
+    """The files of STATIC_DIR, read once per process (every server of it serves the same)."""
+    return load_files()
+
+
 def wants_html(request: web.Request) -> bool:
     """True when the client asks for HTML, as a browser does when it opens a URL."""
     return any(
@@ -63,7 +70,7 @@ class Explorer:
     """The explorer's routes on a validator's application."""
 
     def __init__(self, files: dict[str, StaticFile] | None = None) -> None:
-        self.files = load_files() if files is None else files
+        self.files = shipped_files() if files is None else files
         if PAGE not in self.files:
             raise FileNotFoundError(f"the explorer's {PAGE} is missing from {STATIC_DIR}")
 
@@ -73,9 +80,7 @@ class Explorer:
 
     def _answer(self, name: str) -> web.Response:
         file = self.files[name]
-        return web.Response(
-            body=file.body, headers={"Content-Type": file.content_type, **HEADERS}
-        )
+        return web.Response(body=file.body, headers={"Content-Type": file.content_type, **HEADERS})
 
     async def handle_root(self, request: web.Request) -> web.Response:
         if not wants_html(request):
