@@ -347,7 +347,7 @@
           ["Hash", h("span", { class: "hash" }, block.hash)],
           ["Time (UTC)", time(block.time)],
           ["Proposer", accountLink(block.proposer, block.proposer)],
-          ["Previous", height > 0 ? h("a", { href: `#/block/${height - 1}` }, block.prevHash) : "— (genesis)"],
+          ["Previous", height > 0 ? h("a", { href: `#/block/${height - 1}`, class: "hash" }, block.prevHash) : "— (genesis)"],
           ["App hash", h("span", { class: "hash" }, block.appHash)],
           [
             "Committed by",
