@@ -1,5 +1,6 @@
 """Reads: `queryTask` and `queryPendingTasks` against a validator whose ledger holds 10
-thousand or 1 million tasks, and the validator's memory there.
+thousand or 1 million tasks, the explorer's page loads there (`bench.explorer`), and the
+validator's memory.
 
 The ledger is filled through the real rules and commit path, the way `Node.produce_block`
 makes a dev-mode block: `blocks.execute_block` over signed SubmitTasks, a signed precommit,
@@ -45,6 +46,7 @@ from typing import Any
 
 import coincurve
 
+from bench import explorer
 from bench.common import REPO, Service, Throughput, rss_bytes, validator
 from bench.ingest import Call, sequential
 from chain.node.config import load_genesis
@@ -564,11 +566,13 @@ class RoundFigures:
     rss_bytes: int
     rss_file_bytes: int  # of rss_bytes: pages of mapped files (LevelDB maps its tables)
     rss_at_start_bytes: int
+    explorer: dict[str, Throughput]  # the explorer's page loads (bench.explorer)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "queryTask": self.query_task.to_json(),
             "queryPendingTasks": self.query_pending_tasks.to_json(),
+            "explorer": {page: figure.to_json() for page, figure in self.explorer.items()},
             "rssBytes": self.rss_bytes,
             "rssFileBytes": self.rss_file_bytes,
             "rssAtStartBytes": self.rss_at_start_bytes,
@@ -590,11 +594,16 @@ class ReadFigures:
     def query_pending_tasks(self) -> Throughput:
         return _median_round([r.query_pending_tasks for r in self.rounds])
 
+    def explorer(self) -> dict[str, Throughput]:
+        pages = self.rounds[0].explorer
+        return {page: _median_round([r.explorer[page] for r in self.rounds]) for page in pages}
+
     def to_json(self) -> dict[str, Any]:
         rss = sorted(self.rounds, key=lambda r: r.rss_bytes)[(len(self.rounds) - 1) // 2]
         return {
             "queryTask": self.query_task.to_json(),
             "queryPendingTasks": self.query_pending_tasks.to_json(),
+            "explorer": {page: figure.to_json() for page, figure in self.explorer().items()},
             "rssBytes": rss.rss_bytes,
             "rssFileBytes": rss.rss_file_bytes,
             "rssAtStartBytes": rss.rss_at_start_bytes,
@@ -726,18 +735,22 @@ async def _measure_round(
             await sequential(node.url, _query_task_calls(target.sampled[round_][:WARMUP_CALLS]))
             task = await sequential(node.url, _query_task_calls(target.sampled[round_]))
             pending = await sequential(node.url, _pending_calls(target, pending_calls))
+            pages = await explorer.page_loads(node.url, target.sampled[round_], seed=round_)
             figures = RoundFigures(
-                task, pending, rss_bytes(node.pid), rss_file_bytes(node.pid), rss_at_start
+                task, pending, rss_bytes(node.pid), rss_file_bytes(node.pid), rss_at_start, pages
             )
             await _check_answers(node, target)
     finally:
         shutil.rmtree(copy, ignore_errors=True)
     log.info(
-        "reads at %d tasks, round %d: queryTask p50 %s ms, queryPendingTasks p50 %s ms",
+        "reads at %d tasks, round %d: queryTask p50 %s ms, queryPendingTasks p50 %s ms, "
+        "the explorer's task page p50 %s ms, its blocks page p50 %s ms",
         target.entry.info.tasks,
         round_ + 1,
         task.p50_ms,
         pending.p50_ms,
+        pages["taskPage"].p50_ms,
+        pages["blocksPage"].p50_ms,
     )
     return figures
 

@@ -372,6 +372,19 @@ def table(report: dict[str, Any]) -> str:
                 f"| {_rate(size['queryPendingTasks'])} | {_lat(size['queryPendingTasks'])} "
                 f"| {size['rssBytes'] / 2**20:,.0f} MiB | {size['diskBytes'] / 2**20:,.0f} MiB |"
             )
+        lines += [
+            "",
+            "The explorer's page loads (its three files, then the page's reads; p50 / p99 in ms)",
+            "",
+            "| tasks | files alone | a task's page | the blocks page | a block's page |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for size in part.get("sizes", []):
+            pages = size.get("explorer", {})
+            lines.append(
+                f"| {size['tasks']:,} | {_lat(pages.get('files'))} | {_lat(pages.get('taskPage'))} "
+                f"| {_lat(pages.get('blocksPage'))} | {_lat(pages.get('blockPage'))} |"
+            )
     part = report.get("e2e")
     if part is not None:
         lines += [

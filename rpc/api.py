@@ -34,6 +34,7 @@ GENESIS_HASH = "genesisHash"
 GET_PARAMS = "getParams"
 BLOCK_NUMBER = "blockNumber"
 GET_BLOCK = "getBlock"
+GET_BLOCK_EVENTS = "getBlockEvents"  # an extension: what a block changed (PROTOCOL 5.2)
 GET_TRANSACTION = "getTransaction"
 GET_ACCOUNT = "getAccount"
 GET_VALIDATORS = "getValidators"

@@ -546,6 +546,12 @@ class InferchainClient:
         result: dict[str, Any] = await self.call(api.GET_BLOCK, {"height": height})
         return result
 
+    async def get_block_events(self, height: int | str = "latest") -> dict[str, Any]:
+        """What block `height` changed: `{height, events}`, the events as the subscriptions
+        give them (PROTOCOL 5.6)."""
+        result: dict[str, Any] = await self.call(api.GET_BLOCK_EVENTS, {"height": height})
+        return result
+
     async def get_transaction(self, tx_hash: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.call(api.GET_TRANSACTION, {"txHash": tx_hash})
         return result

@@ -275,6 +275,13 @@ def get_block(node: Node, params: Params) -> dict[str, Any]:
     return render_block(node, parse_height(node, params.get("height", "latest"), "height"))
 
 
+def get_block_events(node: Node, params: Params) -> dict[str, Any]:
+    """What a committed block changed (an extension, PROTOCOL 5.2): the events the
+    subscriptions give for it (PROTOCOL 5.6), read from the ledger's index of the block."""
+    height = parse_height(node, params.get("height", "latest"), "height")
+    return {"height": height, "events": node.block_events(height)}
+
+
 def _tx_hash_param(params: Params) -> bytes:
     return wire.parse_hash(params["txHash"], "txHash")
 
@@ -635,6 +642,7 @@ METHODS: dict[str, MethodSpec] = {
     api.GET_PARAMS: MethodSpec(get_params),
     api.BLOCK_NUMBER: MethodSpec(block_number),
     api.GET_BLOCK: MethodSpec(get_block, ("height",)),
+    api.GET_BLOCK_EVENTS: MethodSpec(get_block_events, ("height",)),
     api.GET_TRANSACTION: MethodSpec(get_transaction, ("txHash",), frozenset({"txHash"})),
     api.GET_ACCOUNT: MethodSpec(get_account, ("address", "blockHeight"), frozenset({"address"})),
     api.GET_VALIDATORS: MethodSpec(get_validators),

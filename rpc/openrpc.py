@@ -286,6 +286,83 @@ TASK_PROPERTIES: dict[str, Schema] = {
     "settlement": nullable(ref("Settlement")),
 }
 
+# What a block changed (getBlockEvents), the events of the subscriptions (PROTOCOL 5.6)
+
+BLOCK_EVENT: Schema = obj(
+    {
+        "topic": {"enum": ["newBlocks"]},
+        "height": ref("Height"),
+        "hash": ref("Hash"),
+        "time": INTEGER,
+        "proposer": ref("Address"),
+        "txs": INTEGER,
+        "appHash": ref("Hash"),
+    }
+)
+
+TX_EVENT: Schema = obj(
+    {
+        "topic": {"enum": ["tx"]},
+        "height": ref("Height"),
+        "txHash": ref("Hash"),
+        "index": INTEGER,
+        "status": {"enum": ["committed", "late"]},
+        "type": {"enum": sorted(MESSAGE_TYPES)},
+        "sender": ref("Address"),
+        "taskHash": ref("Hash"),
+    },
+    optional=("taskHash",),
+)
+
+TASK_EVENT: Schema = obj(
+    {
+        "topic": {"enum": ["task"]},
+        "height": ref("Height"),
+        "taskHash": ref("Hash"),
+        "sender": ref("Address"),
+        "event": {"enum": ["submitted", "result", "verdict", "decided", "settled"]},
+        "model": nullable(STRING),
+        "resourceNode": ref("Address"),
+        "rank": INTEGER,
+        "result": ref("Bytes"),
+        "verifier": ref("Address"),
+        "valid": BOOLEAN,
+        "seq": INTEGER,
+        "status": {
+            "oneOf": [
+                {"enum": [int(status) for status in ResultStatus]},
+                {"enum": [str(status) for status in TaskStatus]},
+            ],
+            "description": "decided: the result's status; settled: the task's",
+        },
+        "response": nullable(STRING),
+        "verificationCount": INTEGER,
+        "settlement": nullable(ref("Settlement")),
+    },
+    optional=(
+        "model",
+        "resourceNode",
+        "rank",
+        "result",
+        "verifier",
+        "valid",
+        "seq",
+        "status",
+        "response",
+        "verificationCount",
+        "settlement",
+    ),
+)
+
+BLOCK_EVENTS: Schema = obj(
+    {
+        "height": ref("Height"),
+        "events": array(
+            {"oneOf": [ref("BlockEvent"), ref("TxEvent"), ref("TaskEvent")]},
+        ),
+    }
+)
+
 PENDING_TASK: Schema = obj(
     {
         **TASK_PROPERTIES,
@@ -404,6 +481,10 @@ SCHEMAS: dict[str, Schema] = {
     },
     "Vote": VOTE,
     "Block": BLOCK,
+    "BlockEvent": BLOCK_EVENT,
+    "TxEvent": TX_EVENT,
+    "TaskEvent": TASK_EVENT,
+    "BlockEvents": BLOCK_EVENTS,
     "Transaction": TRANSACTION,
     "Account": ACCOUNT,
     "Secrets": SECRETS,
@@ -561,6 +642,15 @@ METHOD_DOCS: dict[str, MethodDoc] = {
         "above the head is -32602 naming `height`.",
         "block",
         ref("Block"),
+        params={"height": Param(ref("BlockTag"), "the block's height; latest when left out")},
+    ),
+    api.GET_BLOCK_EVENTS: MethodDoc(
+        "What a committed block changed",
+        "The block's events as the subscriptions give them (PROTOCOL 5.6): the block, each of "
+        "its transactions, then what happened in it to each task it changed (an extension, "
+        "PROTOCOL 5.2). A height above the head is -32602 naming `height`.",
+        "blockEvents",
+        ref("BlockEvents"),
         params={"height": Param(ref("BlockTag"), "the block's height; latest when left out")},
     ),
     api.GET_TRANSACTION: MethodDoc(

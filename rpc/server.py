@@ -1,7 +1,8 @@
 """The validator's HTTP face: JSON-RPC 2.0 on POST / and /rpc, plus GET /tx/<hash>,
 GET /queryPendingTasks (the upstream shape), GET /health, GET /metrics (`rpc.metrics`), the
-WebSocket of subscriptions at GET /ws (`rpc.subscriptions`) and the routes other validators
-use (`rpc.p2p`).
+WebSocket of subscriptions at GET /ws (`rpc.subscriptions`), the block explorer at GET / for a
+browser and GET /explorer/<file> (`rpc.explorer`) and the routes other validators use
+(`rpc.p2p`).
 
 Every request shape of the JSON-RPC 2.0 specification gets its own answer (a parse error, an
 invalid request inside a batch, an empty batch, HTTP 204 when only notifications came). Each
@@ -29,7 +30,7 @@ from chain.node.node import Node
 from chain.protocol import crypto, wire
 from chain.protocol.errors import ChainError, InvalidParams
 from chain.protocol.types import Message
-from rpc import api, errors, p2p, serving, subscriptions
+from rpc import api, errors, explorer, p2p, serving, subscriptions
 from rpc.methods import (
     AWAITING_METHODS,
     METHODS,
@@ -132,6 +133,7 @@ class RpcServer:
         self.app.router.add_get("/health", self.handle_health)
         self.app.router.add_get("/metrics", self.handle_metrics)
         self.app.router.add_get("/queryPendingTasks", self.handle_get_pending)
+        explorer.Explorer().add_routes(self.app)
         p2p.add_routes(self.app, node)
         self.app.on_cleanup.append(self._close_recovery_pool)
         self._pool: ThreadPoolExecutor | None = None

@@ -416,6 +416,10 @@ class Node:
     def block(self, height: int) -> StoredBlock | None:
         return self.ledger.get_block(height)
 
+    def block_events(self, height: int) -> list[dict[str, Any]]:
+        """What block `height` changed, as the subscriptions give it (`chain.node.events`)."""
+        return self.ledger.events_at(height)
+
     def account(
         self, address: str, height: int | None = None
     ) -> tuple[Account, ResourceNodeInfo | None]:

@@ -1,8 +1,8 @@
 """The chain methods of PROTOCOL 5.2: reads (chainId, genesisHash, blockNumber, getBlock,
 getTransaction, getAccount, getValidators, getResourceNodes, taskStats), the account
 transactions (transfer, stake, unstake, registerResourceNode -> {txHash}), named and
-positional, with the encodings of PROTOCOL 1; and the getTasksBySender and rpc.discover
-extensions when the target serves them.
+positional, with the encodings of PROTOCOL 1; and the getTasksBySender, getBlockEvents and
+rpc.discover extensions when the target serves them.
 
 The chain is shared with every other test and may be old: values are compared before and
 after, never against a fresh genesis.
@@ -261,6 +261,49 @@ async def test_get_tasks_by_sender(api: Api, sender: Wallet, tasks_by_sender: No
     limited = {"address": sender.address, "fromNonce": 0, "limit": 1}
     assert await api.result("getTasksBySender", limited) == found[:1]
     assert await api.result("getTasksBySender", [fresh_wallet().address]) == []
+
+
+# getBlockEvents (an extension of this API: what a block changed, PROTOCOL 5.2)
+
+
+async def test_get_block_events_are_what_the_block_changed(api: Api, sender: Wallet) -> None:
+    """The events of the block that took a task: the block itself (as getBlock has it), the
+    SubmitTask transaction naming the task, and the task's `submitted`; named and
+    positional; a height above the head, or not a height, is -32602 naming `height`."""
+    status, answer = await api.raw(request("getBlockEvents", [0]))
+    if status == 200 and answer.get("error", {}).get("code") == -32601:
+        pytest.skip("the target does not serve getBlockEvents (-32601)")
+    receipt = await api.open_task(sender, label="block events")
+    height = (await api.committed(receipt.tx_hash))["blockHeight"]
+    changed = await api.result("getBlockEvents", {"height": height})
+    assert changed == await api.result("getBlockEvents", [height])
+    assert changed["height"] == height
+    block = await api.result("getBlock", [height])
+    first, *rest = changed["events"]
+    assert first == {
+        "topic": "newBlocks",
+        "height": height,
+        "hash": block["hash"],
+        "time": block["time"],
+        "proposer": block["proposer"],
+        "txs": len(block["txs"]),
+        "appHash": block["appHash"],
+    }
+    txs = [event for event in rest if event["topic"] == "tx"]
+    assert [event["txHash"] for event in txs] == block["txs"]
+    (ours,) = [event for event in txs if event["txHash"] == receipt.tx_hash]
+    assert ours["type"] == "SubmitTask" and ours["taskHash"] == receipt.task_hash
+    assert ours["sender"] == sender.address and ours["status"] == "committed"
+    submitted = [e for e in rest if e["topic"] == "task" and e["taskHash"] == receipt.task_hash]
+    assert submitted[0]["event"] == "submitted" and submitted[0]["sender"] == sender.address
+    assert all(event["height"] == height for event in changed["events"])
+    genesis = await api.result("getBlockEvents", [0])
+    assert [event["topic"] for event in genesis["events"]] == ["newBlocks"]
+
+    head = await api.client.block_number()
+    for bad in (head + 1000, -1, "x", 1.5):
+        await api.error("getBlockEvents", {"height": bad}, -32602, mentions=("height",))
+    await api.error("getBlockEvents", {"height": 0, "bogus": 1}, -32602, mentions=("bogus",))
 
 
 # rpc.discover (an extension of this API: OpenRPC's service discovery, PROTOCOL 5.8)

@@ -301,6 +301,7 @@ def valid_calls(target: FuzzTarget, method: str) -> list[dict[str, Any]]:
     dev_result = {"taskHash": target.task_hash, "resourceNode": DEV0.address, "result": "r"}
     calls: dict[str, list[dict[str, Any]]] = {
         "getBlock": [{"height": 1}],
+        "getBlockEvents": [{"height": 1}],
         "getTransaction": [{"txHash": target.task_tx}, {"txHash": target.result_tx}],
         "getAccount": [{"address": DEV0.address, "blockHeight": 1}],
         "queryTask": [{"taskHash": target.task_hash}],

@@ -279,6 +279,13 @@ async def test_real_results_are_valid_under_their_schemas(manual: LocalChain) ->
     check_result(api.GET_TRANSACTION, included)
     for block in ("latest", 0, height):
         check_result(api.GET_BLOCK, await client.call(api.GET_BLOCK, [block]))
+    # The blocks of the task: submitted, its result, its verdicts and settlement.
+    kinds = set()
+    for block in range(1, height + 1):
+        changed = await client.call(api.GET_BLOCK_EVENTS, [block])
+        check_result(api.GET_BLOCK_EVENTS, changed)
+        kinds |= {event["topic"] + ":" + event.get("event", "") for event in changed["events"]}
+    assert {"newBlocks:", "tx:", "task:submitted", "task:result", "task:settled"} <= kinds
     check_result(api.GET_ACCOUNT, await client.call(api.GET_ACCOUNT, [DEV0.address]))
     check_result(api.GET_ACCOUNT, await client.call(api.GET_ACCOUNT, [NODE0.address, 0]))
     check_result(api.TASK_STATS, await client.call(api.TASK_STATS))

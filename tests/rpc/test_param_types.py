@@ -89,6 +89,7 @@ RESULT_KINDS = {
 # method -> param -> kind, params in upstream (positional) order
 KINDS: dict[str, dict[str, str]] = {
     "getBlock": {"height": "height"},
+    "getBlockEvents": {"height": "height"},
     "getTransaction": {"txHash": "hash"},
     "getAccount": {"address": "address", "blockHeight": "blockHeight"},
     "queryTask": {"taskHash": "taskHash"},
@@ -260,6 +261,7 @@ _ITEM = wire.hex0x(
 PROCESS = ao.ao_id(bytes.fromhex(_SPAWN["signature"][2:]))
 BASE: dict[str, dict[str, Any]] = {
     "getBlock": {"height": 0},
+    "getBlockEvents": {"height": 0},
     "getTransaction": {"txHash": UNKNOWN_HASH},
     "getAccount": {"address": DEV0.address, "blockHeight": 0},
     "queryTask": {"taskHash": UNKNOWN_HASH},
