@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import floods, memory, run, subs  # noqa: E402
+from bench import floods, llm, llm_rates, memory, run, subs  # noqa: E402
 from bench.common import write_json  # noqa: E402
 
 
@@ -72,13 +72,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--llm-tasks",
         type=int,
-        default=run.Options.llm_tasks,
+        default=llm.DEFAULT_TASKS,
         help="llm: tasks whose latency is measured",
     )
     parser.add_argument(
         "--llm-results",
         type=int,
-        default=run.Options.llm_results,
+        default=llm_rates.DEFAULT_RESULTS,
         help="llm: honest results rated by scored (and as many faulty ones)",
     )
     parser.add_argument(
