@@ -299,7 +299,9 @@ def test_a_byzantine_result_is_shown_slashed(browser: webdriver.Chrome, testnet:
     )
     statuses = browser.execute_script("return window.statuses")
     assert statuses[0] == "none" and statuses[-1] == "verified", statuses
-    assert statuses[1] in ("submitted", "processing"), statuses  # followed, not found settled
+    # followed, not found settled (the nodes take the task from the mempool, so its results
+    # may all land in its own block: it is first seen completed)
+    assert statuses[1] in ("submitted", "processing", "completed"), statuses
     task = rpc(testnet, "query_task", task_hash)
     assert task["status"] == "verified"
     (slash,) = [s for s in task["settlement"]["slashed"] if s["address"] == BYZANTINE]
