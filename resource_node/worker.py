@@ -35,7 +35,8 @@ nothing of it is unsettled and commits the next epoch.
 
 Pushed work (PROTOCOL 5.6): besides polling, the node subscribes to `pendingTasks` over the
 validator's WebSocket and acts on each item as it is offered, a task still in the mempool
-included, so it can start one block earlier. While subscribed it polls every
+included (on a chain without forced errors: a forced error is drawn from the secret of the
+task's block), so it can start one block earlier. While subscribed it polls every
 `pushed_poll_interval` only (for its params, endpoint and secrets, and anything a push
 missed); a validator without `/ws`, or a subscription that closes, puts it back on polling
 every `poll_interval`, and it subscribes again after `push_retry`.
@@ -435,6 +436,8 @@ class ResourceNode:
         if work is None:
             self._report_once(("push",), "a pushed notification without work: %s", describe(note))
             return
+        if note.get("inMempool") is True and self.params.canary_rate_bps:
+            return  # whether a result is a forced error depends on its block: wait for it
         self._dispatch([work])
 
     def stop(self) -> None:

@@ -217,6 +217,8 @@ class Hub:
         height = self.node.ledger.head.height
         for item in items:
             key = f"{item['taskHash']}:{item['compute']}:{len(item['verify'])}:{item['reveal']}"
+            if in_mempool:  # offered again from its block, where its createdHeight is known
+                key += ":mempool"
             if key not in sub.offered:
                 sub.offered.add(key)
                 note = {"height": height, "work": item}
@@ -226,9 +228,12 @@ class Hub:
 
     def admitted(self, tx: SignedTx) -> None:
         """A transaction was admitted: a new task's work is offered to the resource nodes
-        subscribed, before its block (once per turn of the loop, for a batch's tasks)."""
+        subscribed, before its block (once per turn of the loop, for a batch's tasks), on a
+        chain of one validator, where the block it goes in is the next one."""
         if not isinstance(tx.message, SubmitTask) or not self.connections:
             return
+        if self.node.dev is None:  # under consensus the task's block, and so its
+            return  # createdHeight (the seed of its forced errors), is not known yet
         if not self._admitted:
             asyncio.get_running_loop().call_soon(self._offer_admitted)
         self._admitted.append(tx.digest)

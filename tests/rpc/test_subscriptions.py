@@ -189,13 +189,16 @@ async def test_a_resource_node_is_offered_its_work_as_it_appears(manual: LocalCh
         receipt = await manual.client.submit_task(
             DEV0, prompts="hi", model_options=json.dumps({"model": "demo"})
         )
+        (early,) = await socket.wait_notes(sub, 1)  # from the mempool, before its block
+        assert early["inMempool"] is True and early["work"]["taskHash"] == receipt.task_hash
         await blocks(manual)
-        (offer,) = await socket.wait_notes(sub, 1)
+        early, offer = await socket.wait_notes(sub, 2)  # and again from its block
+        assert "inMempool" not in offer
         assert offer["work"]["taskHash"] == receipt.task_hash and offer["work"]["compute"]
         expected = await manual.client.query_pending_tasks(NODE0)
         assert offer["work"] in expected
         await blocks(manual)  # nothing new: nothing offered again
-        assert len(socket.notes[sub]) == 1
+        assert len(socket.notes[sub]) == 2
 
 
 BAD = [
