@@ -140,6 +140,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="inferences at a time")
     parser.add_argument("--poll-interval", type=float, default=0.2, metavar="S", help="seconds")
     parser.add_argument(
+        "--pushed-poll-interval",
+        type=float,
+        metavar="S",
+        help="seconds between polls while work is pushed (default: --poll-interval)",
+    )
+    parser.add_argument(
         "--no-push",
         action="store_true",
         help="poll only: do not subscribe to the validator's pendingTasks over /ws",
@@ -252,6 +258,7 @@ def build_setup(args: argparse.Namespace) -> NodeSetup:
     config = WorkerConfig(
         poll_interval=args.poll_interval,
         push=not args.no_push,
+        pushed_poll_interval=args.pushed_poll_interval,
         concurrency=args.concurrency,
         models=models,
         state_dir=Path(args.state_dir) if args.state_dir else None,

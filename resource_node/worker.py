@@ -36,10 +36,12 @@ nothing of it is unsettled and commits the next epoch.
 Pushed work (PROTOCOL 5.6): besides polling, the node subscribes to `pendingTasks` over the
 validator's WebSocket and acts on each item as it is offered, a task still in the mempool
 included (on a chain without forced errors: a forced error is drawn from the secret of the
-task's block), so it can start one block earlier. While subscribed it polls every
-`pushed_poll_interval` only (for its params, endpoint and secrets, and anything a push
-missed); a validator without `/ws`, or a subscription that closes, puts it back on polling
-every `poll_interval`, and it subscribes again after `push_retry`.
+task's block), so it can start one block earlier. It polls as well, every
+`pushed_poll_interval` while subscribed (by default the same `poll_interval`: a multi-validator
+network with a byzantine node was seen to miss verifications with polls 2 s apart, so the
+push adds speed and the polls keep their guarantee); a validator without `/ws`, or a
+subscription that closes, puts it back on `poll_interval`, and it subscribes again after
+`push_retry`.
 
 Lifecycle as every service here: `setup()`, `run_forever()`, `stop()`, `cleanup()`;
 `run_once()` is one poll-and-act cycle for tests and scripts.
@@ -133,7 +135,7 @@ class WorkerConfig:
 
     poll_interval: float = 0.2
     push: bool = True  # subscribe to pendingTasks over /ws, polling less while subscribed
-    pushed_poll_interval: float = 2.0
+    pushed_poll_interval: float | None = None  # while subscribed; None: poll_interval
     push_retry: float = 5.0
     concurrency: int = 4
     limit: int = 100
@@ -554,8 +556,9 @@ class ResourceNode:
         """The poll interval (the longer one while work is pushed), or a jittered
         exponential backoff while the validator is away."""
         if self._failures == 0:
-            if self._pushing:
-                return max(self.config.poll_interval, self.config.pushed_poll_interval)
+            pushed = self.config.pushed_poll_interval
+            if self._pushing and pushed is not None:
+                return max(self.config.poll_interval, pushed)
             return self.config.poll_interval
         base = min(
             self.config.backoff_max,
@@ -813,9 +816,16 @@ class ResourceNode:
         results = 0
         if self._secrets_state == SECRETS_ROLLOVER:
             return 0, 0  # no new task until the next chain of secrets is committed
+        outcome = self.submissions.result_outcome(task_hash)
+        if task.compute and outcome == "accepted":  # listed again: was it taken?
+            recheck: WorkKey = ("recheck", task_hash)
+            if self._may_start(recheck):
+                self._start(recheck, partial(self._recheck_result, task_hash), bounded=False)
         if (
             task.compute
-            and not self.submissions.has_result(task_hash)
+            # A result answered closed (the slots were full), or accepted and then not taken
+            # (`_recheck_result`), is computed again when a rejected result opens its slot.
+            and outcome in (None, "closed")
             and (not self.faults.copy or self._copied(task) is not None)
             and self._may_compute(task)
         ):
@@ -833,6 +843,21 @@ class ResourceNode:
                 continue
             jobs.append(self._start(key, partial(self._verify, key, task, entry)))
         return results, len(jobs) - started - results
+
+    async def _recheck_result(self, task_hash: str) -> None:
+        """The task is listed to compute though its result was accepted: when that result
+        is not pending nor in the task any more (another node's filled the slot in the block
+        and it was dropped, or it came late), it counts as closed, so that the node computes
+        again once the slot is open. The validator's word alone changes nothing."""
+        tx_hash = self._result_txs.get(task_hash)
+        if tx_hash is None:
+            return
+        record = await self.client.get_tx(tx_hash)
+        if record is None or record.get("status") == "late":
+            log.info(
+                "result for task %s was not taken: computed again when its slot opens", task_hash
+            )
+            self.submissions.record_result(task_hash, "closed")
 
     def _serves(self, task: PendingTask) -> bool:
         model = task.inputs.model

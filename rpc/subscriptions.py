@@ -206,7 +206,8 @@ class Hub:
         task_hashes: list[bytes] | None = None,
         in_mempool: bool = False,
     ) -> None:
-        """The resource node's work (queryPendingTasks' items) not offered before; among
+        """The resource node's work (queryPendingTasks' items) not offered before (the same
+        work of a task whose results changed is new: a rejected result opens a slot); among
         `task_hashes` only when given (the tasks a block changed, or tasks just admitted to
         the mempool). A node that cannot act (jailed, unstaked) is offered nothing until it
         can."""
@@ -216,7 +217,9 @@ class Hub:
             return
         height = self.node.ledger.head.height
         for item in items:
-            key = f"{item['taskHash']}:{item['compute']}:{len(item['verify'])}:{item['reveal']}"
+            judged = ",".join(sorted(str(v["submitter"]) for v in item["verify"]))
+            results = ",".join(str(e.get("status")) for e in item["executionInfo"])
+            key = f"{item['taskHash']}:{item['compute']}:{judged}:{item['reveal']}:{results}"
             if in_mempool:  # offered again from its block, where its createdHeight is known
                 key += ":mempool"
             if key not in sub.offered:

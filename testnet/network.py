@@ -56,6 +56,7 @@ class Network:
         node_faults: Mapping[int, str] | None = None,
         request_timeout_s: float = DEFAULT_TIMEOUT,
         node_ports: Sequence[int] | None = None,
+        validator_extra: Sequence[str] = (),
     ) -> None:
         if len(ports) != len(genesis.validators):
             raise ValueError(f"{len(genesis.validators)} validators, {len(ports)} ports")
@@ -69,6 +70,7 @@ class Network:
         self.check_invariants = check_invariants
         self.node_faults = dict(node_faults or {})  # resource node -> its --fault spec
         self.request_timeout_s = request_timeout_s
+        self.validator_extra = tuple(validator_extra)  # options given to every validator
         self.node_ports = list(node_ports) if node_ports is not None else None  # None: free
         self.validators: list[Process | None] = [None] * len(ports)
         self.nodes: dict[int, Process] = {}
@@ -90,6 +92,7 @@ class Network:
             block_time_ms=self.block_time_ms,
             check_invariants=self.check_invariants,
             log_level=self.log_level,
+            extra=self.validator_extra,
         )
 
     def spawn_validator(self, k: int) -> Process:

@@ -65,8 +65,14 @@ async def eventually(
 class LocalNetwork(Network):
     """N validator processes of one genesis in `root`; `close()` kills whatever still runs."""
 
-    def __init__(self, root: Path, genesis: Genesis) -> None:
-        super().__init__(genesis, root, free_ports(len(genesis.validators)), check_invariants=True)
+    def __init__(self, root: Path, genesis: Genesis, *validator_extra: str) -> None:
+        super().__init__(
+            genesis,
+            root,
+            free_ports(len(genesis.validators)),
+            check_invariants=True,
+            validator_extra=validator_extra,
+        )
         write_genesis(self.genesis_path, genesis)
 
     def start(self, k: int) -> Process:

@@ -56,7 +56,7 @@ from resource_node.worker import (
 )
 from rpc.client import InferchainClient, Wallet
 from rpc.server import RpcServer
-from tests.helpers import LocalChain, local_chain, make_genesis
+from tests.helpers import LocalChain, local_chain, make_genesis, wait_until
 
 E18 = 10**18
 DEV0 = Wallet.dev(0)  # task sender
@@ -1607,3 +1607,29 @@ async def test_a_real_model_node_refuses_what_it_cannot_do_and_serves_its_model_
         assert node.stats().unreadable == 3
         # sent once each: the good task and the one whose top_k the server refused
         assert [b["max_tokens"] for b in model_server.bodies] == [8, 256]
+
+
+async def test_an_accepted_result_that_was_not_taken_is_computed_again(
+    manual: LocalChain, cleanups: list[ResourceNode], tmp_path: Path
+) -> None:
+    """A result accepted into the mempool and then gone (here a dev_revert took it away; on
+    a network, another node's filled the slot in the block): listed to compute again, the
+    node checks that its transaction is unknown, counts it closed and computes again."""
+    task = await open_task(manual)
+    before = await manual.client.dev_snapshot()
+    node = await started(make_node(manual.url, state_dir=tmp_path / "state"), cleanups)
+    assert (await node.run_once()).results == 1
+    assert node.submissions.result_outcome(task["taskHash"]) == "accepted"
+    assert await manual.client.dev_revert(before) is True
+    assert await mempool_size(manual) == 0  # the result is gone
+
+    await node.run_once()  # listed again: the node asks what became of its result
+
+    async def closed() -> bool:
+        return node.submissions.result_outcome(task["taskHash"]) == "closed"
+
+    await wait_until(closed, "the result counted as not taken")
+    assert (await node.run_once()).results == 1
+    mine(manual)
+    [entry] = (await entries(manual, task)).values()
+    assert entry["resourceNode"] == NODE.address
