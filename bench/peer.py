@@ -78,6 +78,7 @@ ANVIL_ACCOUNTS = HARDHAT_ACCOUNTS  # the same 100 funded accounts of the dev mne
 TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
 MINED_TIMEOUT_S = 120.0
 MINED_POLL_S = 0.01
+MINING_STALL_S = 10.0
 
 TRANSFER_GAS = 21_000
 TRANSFER_VALUE_WEI = 1
@@ -89,6 +90,7 @@ RECIPIENT = "0x000000000000000000000000000000000000dEaD"
 
 SEND_RAW_TRANSACTION = "eth_sendRawTransaction"
 TXPOOL_STATUS = "txpool_status"
+BLOCK_NUMBER = "eth_blockNumber"
 
 READY = re.compile(rb"Started HTTP and WebSocket JSON-RPC server at (http://\S+?)/?\r?\n")
 
@@ -344,7 +346,8 @@ class Anvil:
     """anvil on an ephemeral loopback port: automine (its default, no block time), chain id
     31337, ANVIL_ACCOUNTS accounts of the dev mnemonic, `--quiet` (no log of calls or blocks,
     as the validators run with `--quiet`), no state file (no `--state`, `--dump-state` or
-    `--load-state`); whatever it prints (errors) in `log_path`.
+    `--load-state`, and `--max-persisted-states 0`: no past state written to disk either);
+    whatever it prints (errors) in `log_path`, its home directory beside it.
 
     Quiet, anvil prints nothing when it serves, not even its port: the port is the kernel's
     choice (0), read from the socket the process listens on (/proc).
@@ -385,6 +388,11 @@ class Anvil:
             DEV_MNEMONIC,
             "--accounts",
             str(ANVIL_ACCOUNTS),
+            # Without it anvil writes each block's state past its in-memory history to disk as
+            # JSON (~/.foundry/anvil/tmp: 103 MB after 1,032 one-transaction blocks, when its
+            # mining stopped); with 0 it keeps its in-memory history and writes nothing.
+            "--max-persisted-states",
+            "0",
             "--quiet",
         ]
 
@@ -395,8 +403,8 @@ class Anvil:
         if not self.binary.exists():
             raise PeerUnavailable(f"no anvil in {self.project_dir}: call ensure_anvil first")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # anvil keeps its files (~/.foundry) under HOME: keep them in the cache.
-        home = self.project_dir / ".anvil-home"
+        # anvil keeps its files (~/.foundry) under HOME: keep them beside this run's log.
+        home = self.log_path.with_name(self.log_path.stem + "-home")
         home.mkdir(exist_ok=True)
         started = time.monotonic()
         with self.log_path.open("ab") as log:
@@ -441,15 +449,31 @@ class Anvil:
         self.url = ""
 
 
-async def wait_mined(url: str, timeout: float = MINED_TIMEOUT_S) -> float:
-    """Seconds until anvil's pool holds nothing (every accepted transaction mined)."""
+async def wait_mined(
+    url: str, timeout: float = MINED_TIMEOUT_S, stalled_after: float = MINING_STALL_S
+) -> float:
+    """Seconds until anvil's pool holds nothing (every accepted transaction mined);
+    TimeoutError past `timeout`, or once neither its height nor its pool has moved for
+    `stalled_after` seconds (anvil has stopped mining: it does, under load, on this machine)."""
     started = time.perf_counter()
     async with InferchainClient(url) as client:
+        seen: tuple[Any, ...] = ()
+        moved = started
         while True:
             status = await client.call(TXPOOL_STATUS, [])
-            if int(status["pending"], 16) == 0 and int(status["queued"], 16) == 0:
+            pending, queued = int(status["pending"], 16), int(status["queued"], 16)
+            if pending == 0 and queued == 0:
                 return time.perf_counter() - started
-            if time.perf_counter() - started > timeout:
+            now = time.perf_counter()
+            state = (await client.call(BLOCK_NUMBER, []), pending, queued)
+            if state != seen:
+                seen, moved = state, now
+            if now - moved > stalled_after:
+                raise TimeoutError(
+                    f"anvil stopped mining: height {int(state[0], 16)}, {pending} pending and "
+                    f"{queued} queued transactions, unchanged for {stalled_after:g} s"
+                )
+            if now - started > timeout:
                 raise TimeoutError(f"anvil's pool did not drain in {timeout:g} s: {status}")
             await asyncio.sleep(MINED_POLL_S)
 

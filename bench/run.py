@@ -168,7 +168,8 @@ def peers_of(choice: str) -> tuple[str, ...]:
 @dataclass(frozen=True, slots=True)
 class PeerRun:
     """One run of a peer in one mode: accepted per second, and for anvil (which mines behind
-    its answers) the rate until its pool was empty; or why it gave no figure."""
+    its answers) the rate until its pool was empty; `failure` says what went wrong, if anything
+    did (no figure when a call got no answer, no mined rate when only the pool did not drain)."""
 
     accepted: Throughput | None
     committed_rate: float | None = None
@@ -178,9 +179,9 @@ class PeerRun:
 async def peer_run(
     name: str, project: Path, mode: str, calls: Sequence[Sequence[ingest.Call]], log_path: Path
 ) -> PeerRun:
-    """A fresh `name` node fed `calls`. A node that does not start, or that stops answering
-    (a call or its pool's drain past their timeouts), gives no figure and says so; a refused
-    call stops the benchmark, as for the validator."""
+    """A fresh `name` node fed `calls`. A node that does not start or stops answering a call
+    gives no figure, one that stops mining no mined rate, and the run says so; a refused call
+    stops the benchmark, as for the validator."""
     from bench import peer
 
     node: peer.Hardhat | peer.Anvil
@@ -188,6 +189,7 @@ async def peer_run(
         node = peer.Hardhat(project, log_path, log_calls=mode == MODE_LOGGING)
     else:
         node = peer.Anvil(project, log_path)
+    accepted = None
     try:
         with node:
             started = time.perf_counter()
@@ -199,9 +201,11 @@ async def peer_run(
             await peer.wait_mined(node.url)
             return PeerRun(accepted, accepted.count / (time.perf_counter() - started))
     except (peer.PeerUnavailable, TransportError, TimeoutError) as exc:
-        failure = f"{name} {mode}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        # Every call answered but the pool never drained: the accepted rate stands, unmined.
+        what = "no figure" if accepted is None else "its accepted rate kept, no mined rate"
+        failure = f"{name} {mode}: {type(exc).__name__}: {str(exc).splitlines()[0]} ({what})"
         log.warning("%s (log: %s)", failure, log_path)
-        return PeerRun(None, failure=failure)
+        return PeerRun(accepted, failure=failure)
 
 
 async def ingestion(opts: Options) -> dict[str, Any]:
@@ -259,7 +263,7 @@ async def ingestion(opts: Options) -> dict[str, Any]:
     for runs in theirs.values():
         for mode_runs in runs.values():
             notes += [
-                f"{run.failure}, in round {r + 1}: no figure for that round"
+                f"round {r + 1}, {run.failure}"
                 for r, run in enumerate(mode_runs)
                 if run.failure is not None
             ]
@@ -477,7 +481,13 @@ def table(report: dict[str, Any]) -> str:
             )
         for mode in ingest.MODES:
             fig = (part["anvil"] or {}).get(mode)
-            mined = "" if fig is None else f" (mined {fig.get('committedRate', 0):,.0f})"
+            mined = (
+                ""
+                if fig is None
+                else f" (mined {fig['committedRate']:,.0f})"
+                if "committedRate" in fig
+                else " (never all mined)"
+            )
             lines.append(f"| anvil | {mode} | {_rate(fig)}{mined} | {_lat(fig)} | {_rounds(fig)} |")
         fig = part["bareAiohttp"]
         lines.append(
