@@ -1,8 +1,9 @@
 """The whole benchmark: every part in one run on one machine, the targets, the table.
 
-Ingestion runs in rounds: each round measures the bare aiohttp handler, the validator and the
-hardhat peer one after the other, so that every ratio compares figures taken a few seconds
-apart; the report gives the median over the rounds (the machine may be shared and noisy).
+Ingestion runs in rounds: each round measures the ceilings, then in each way of sending the
+validator, the hardhat peer and the anvil peer one after the other, so that every ratio compares
+figures taken a few seconds apart; the report gives the median over the rounds (the machine may
+be shared and noisy), and the targets hold the validator to anvil in each way of sending.
 Reads and the end-to-end runs follow. Every figure lands in one JSON document; `table`
 renders it for a terminal or for docs/PERFORMANCE.md.
 """
@@ -24,12 +25,31 @@ from typing import Any
 from bench import floods, ingest, llm, llm_rates, memory, subs
 from bench.common import REPO, Throughput
 from chain.protocol import crypto
+from rpc.client import TransportError
 
 log = logging.getLogger("bench")
 
 SECTIONS = ("ingest", "reads", "e2e", "floods", "memory", "llm", "subscriptions")
-PEER_NONE = "none"
 PEER_HARDHAT = "hardhat"
+PEER_ANVIL = "anvil"
+PEER_ALL = "all"
+PEER_NONE = "none"
+PEERS = (PEER_HARDHAT, PEER_ANVIL)  # what PEER_ALL measures, in this order in each mode
+PEER_CHOICES = (PEER_ALL, PEER_ANVIL, PEER_HARDHAT, PEER_NONE)
+MODE_LOGGING = "sequential, logging"  # hardhat as `hardhat node` starts: every call logged
+# The ingestion targets: the validator's accepted rate over anvil's, the median of the rounds'
+# ratios, in each way of sending.
+ANVIL_TARGETS = {"sequential": 1.0, "concurrent": 1.5, "batched": 2.0}
+# The ratios the table shows besides the targets: (row, key of `ratios` per mode).
+INFORMATION_RATIOS = (
+    ("hardhat node", "{mode}VsHardhat"),
+    ("anvil, until every transaction is in a block (committed / mined)", "{mode}CommittedVsAnvil"),
+)
+MODE_NAMES = {
+    "sequential": "sequential",
+    "concurrent": f"concurrent ({ingest.CONCURRENT_CLIENTS} clients)",
+    "batched": f"batched ({ingest.BATCH_SIZE} per batch)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +58,7 @@ class Options:
     work_dir: Path
     cache_dir: Path
     sections: tuple[str, ...] = SECTIONS
-    peer: str = PEER_HARDHAT
+    peer: str = PEER_ALL
     count: int = 3000
     rounds: int = 3
     read_sizes: tuple[int, ...] = (10_000, 1_000_000)
@@ -100,51 +120,123 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _median(figures: Sequence[Throughput]) -> dict[str, Any]:
-    """The round with the median rate, and every round's rate."""
-    ordered = sorted(figures, key=lambda f: f.rate)
+def _median(figures: Sequence[Throughput | None]) -> dict[str, Any] | None:
+    """The round with the median rate, and every round's rate (None: that round gave none)."""
+    ordered = sorted((f for f in figures if f is not None), key=lambda f: f.rate)
+    if not ordered:
+        return None
     middle = ordered[len(ordered) // 2]
-    return middle.to_json() | {"rounds": [round(f.rate, 1) for f in figures]}
+    return middle.to_json() | {"rounds": [None if f is None else round(f.rate, 1) for f in figures]}
 
 
-def _median_ratio(tops: Sequence[Throughput], bottoms: Sequence[Throughput]) -> float | None:
-    """The median over rounds of top rate / bottom rate; None when a side did not run."""
+def _median_of_all(figures: Sequence[Throughput]) -> dict[str, Any]:
+    """`_median` of figures every round gave (the validator's, the ceilings')."""
+    fig = _median(figures)
+    if fig is None:
+        raise ValueError("no rounds")
+    return fig
+
+
+def _rates(figures: Sequence[Throughput | None]) -> list[float | None]:
+    return [None if f is None else f.rate for f in figures]
+
+
+def _median_ratio(tops: Sequence[float | None], bottoms: Sequence[float | None]) -> float | None:
+    """The median over rounds of top rate / bottom rate, over the rounds where both sides gave
+    a rate; None when a side did not run."""
     if not tops or not bottoms:
         return None
-    ratios = [t.rate / b.rate for t, b in zip(tops, bottoms, strict=True) if b.rate > 0]
+    ratios = [
+        t / b
+        for t, b in zip(tops, bottoms, strict=True)
+        if t is not None and b is not None and b > 0
+    ]
     return statistics.median(ratios) if ratios else None
 
 
-async def ingestion(opts: Options) -> dict[str, Any]:
-    """Ceilings, the validator and the peer, in rounds."""
-    calls = ingest.validator_calls(opts.genesis_path, opts.count)
-    peer_note, peer_calls, hardhat_project = None, None, None
-    if opts.peer == PEER_HARDHAT:
-        from bench import peer
+def peers_of(choice: str) -> tuple[str, ...]:
+    """The peers `--peer` names, in the order each mode measures them."""
+    if choice == PEER_ALL:
+        return PEERS
+    if choice == PEER_NONE:
+        return ()
+    if choice not in PEERS:
+        raise ValueError(f"peer {choice!r}: one of {', '.join(PEER_CHOICES)}")
+    return (choice,)
 
-        try:
-            hardhat_project = peer.ensure_hardhat(opts.cache_dir)
-            per_client = opts.count // ingest.CONCURRENT_CLIENTS + 1
-            peer_calls = {
-                "sequential": [peer.transfer_calls(peer.HARDHAT_CHAIN_ID, opts.count + 1, 0)],
-                "concurrent": [
-                    peer.transfer_calls(peer.HARDHAT_CHAIN_ID, per_client, i)
-                    for i in range(ingest.CONCURRENT_CLIENTS)
-                ],
-                "batched": [peer.batch_transfer_calls(peer.HARDHAT_CHAIN_ID, opts.count + 1)],
-            }
-        except peer.PeerUnavailable as exc:
-            peer_note = f"hardhat skipped: {exc}"
-            log.warning("%s", peer_note)
+
+@dataclass(frozen=True, slots=True)
+class PeerRun:
+    """One run of a peer in one mode: accepted per second, and for anvil (which mines behind
+    its answers) the rate until its pool was empty; `failure` says what went wrong, if anything
+    did (no figure when a call got no answer, no mined rate when only the pool did not drain)."""
+
+    accepted: Throughput | None
+    committed_rate: float | None = None
+    failure: str | None = None
+
+
+async def peer_run(
+    name: str, project: Path, mode: str, calls: Sequence[Sequence[ingest.Call]], log_path: Path
+) -> PeerRun:
+    """A fresh `name` node fed `calls`. A node that does not start or stops answering a call
+    gives no figure, one that stops mining no mined rate, and the run says so; a refused call
+    stops the benchmark, as for the validator."""
+    from bench import peer
+
+    node: peer.Hardhat | peer.Anvil
+    if name == PEER_HARDHAT:
+        node = peer.Hardhat(project, log_path, log_calls=mode == MODE_LOGGING)
     else:
-        peer_note = "no peer (--peer none)"
+        node = peer.Anvil(project, log_path)
+    accepted = None
+    try:
+        with node:
+            started = time.perf_counter()
+            accepted = await ingest.drive(
+                "sequential" if mode == MODE_LOGGING else mode, node.url, calls
+            )
+            if name == PEER_HARDHAT:  # automine: every answer came after its block
+                return PeerRun(accepted)
+            await peer.wait_mined(node.url)
+            return PeerRun(accepted, accepted.count / (time.perf_counter() - started))
+    except (peer.PeerUnavailable, TransportError, TimeoutError) as exc:
+        # Every call answered but the pool never drained: the accepted rate stands, unmined.
+        what = "no figure" if accepted is None else "its accepted rate kept, no mined rate"
+        failure = f"{name} {mode}: {type(exc).__name__}: {str(exc).splitlines()[0]} ({what})"
+        log.warning("%s (log: %s)", failure, log_path)
+        return PeerRun(accepted, failure=failure)
+
+
+async def ingestion(opts: Options) -> dict[str, Any]:
+    """Ceilings, the validator and the peers, in rounds; in each mode the validator, hardhat
+    and anvil one after the other."""
+    from bench import peer
+
+    calls = ingest.validator_calls(opts.genesis_path, opts.count)
+    notes: list[str] = []
+    ready: dict[str, tuple[Path, dict[str, list[list[ingest.Call]]]]] = {}
+    wanted = peers_of(opts.peer)
+    for name in PEERS:
+        if name not in wanted:
+            notes.append(f"{name} not measured (--peer {opts.peer})")
+            continue
+        try:
+            ensure = peer.ensure_hardhat if name == PEER_HARDHAT else peer.ensure_anvil
+            project = ensure(opts.cache_dir)
+        except peer.PeerUnavailable as exc:
+            notes.append(f"{name} skipped: {exc}")
+            log.warning("%s skipped: %s", name, exc)
+            continue
+        ready[name] = (project, peer.ingestion_calls(name, opts.count, ingest.CONCURRENT_CLIENTS))
 
     recovery: list[Throughput] = []
     bare: list[Throughput] = []
     ours: dict[str, list[Throughput]] = {m: [] for m in ingest.MODES}
     committed: dict[str, list[float]] = {m: [] for m in ingest.MODES}
-    theirs: dict[str, list[Throughput]] = {m: [] for m in ingest.MODES}
-    theirs_logging: list[Throughput] = []  # hardhat as `hardhat node` starts: every call logged
+    theirs: dict[str, dict[str, list[PeerRun]]] = {
+        name: {m: [] for m in (*ingest.MODES, MODE_LOGGING)} for name in ready
+    }
     for r in range(opts.rounds):
         log.info("ingestion round %d of %d", r + 1, opts.rounds)
         recovery.append(ingest.recovery_ceiling(opts.count * 2))
@@ -157,38 +249,69 @@ async def ingestion(opts: Options) -> dict[str, Any]:
             shutil.rmtree(data_dir, ignore_errors=True)
             ours[mode].append(accepted)
             committed[mode].append(accepted.count / seconds)
-        if peer_calls is not None and hardhat_project is not None:
-            from bench import peer
-
-            for mode in ingest.MODES:
-                log_path = opts.work_dir / f"hardhat-{mode}-{r}.log"
-                with peer.Hardhat(hardhat_project, log_path) as node:
-                    theirs[mode].append(await ingest.drive(mode, node.url, peer_calls[mode]))
+            for name, (project, peer_calls) in ready.items():
+                log_path = opts.work_dir / f"{name}-{mode}-{r}.log"
+                got = await peer_run(name, project, mode, peer_calls[mode], log_path)
+                theirs[name][mode].append(got)
+        if PEER_HARDHAT in ready:  # hardhat as `hardhat node` starts: every call logged
+            project, peer_calls = ready[PEER_HARDHAT]
             log_path = opts.work_dir / f"hardhat-logging-{r}.log"
-            with peer.Hardhat(hardhat_project, log_path, log_calls=True) as node:
-                sequential = peer_calls["sequential"]
-                theirs_logging.append(await ingest.drive("sequential", node.url, sequential))
+            got = await peer_run(
+                PEER_HARDHAT, project, MODE_LOGGING, peer_calls["sequential"], log_path
+            )
+            theirs[PEER_HARDHAT][MODE_LOGGING].append(got)
+    for runs in theirs.values():
+        for mode_runs in runs.values():
+            notes += [
+                f"round {r + 1}, {run.failure}"
+                for r, run in enumerate(mode_runs)
+                if run.failure is not None
+            ]
+
+    def accepted_of(name: str, mode: str) -> list[Throughput | None]:
+        return [run.accepted for run in theirs.get(name, {}).get(mode, [])]
+
+    def committed_of(name: str, mode: str) -> list[float | None]:
+        return [run.committed_rate for run in theirs.get(name, {}).get(mode, [])]
+
     out: dict[str, Any] = {
         "count": opts.count,
         "rounds": opts.rounds,
-        "recoveryCeiling": _median(recovery),
-        "bareAiohttp": _median(bare),
+        "recoveryCeiling": _median_of_all(recovery),
+        "bareAiohttp": _median_of_all(bare),
         "validator": {
-            m: _median(ours[m]) | {"committedRate": round(statistics.median(committed[m]), 1)}
+            m: _median_of_all(ours[m])
+            | {"committedRate": round(statistics.median(committed[m]), 1)}
             for m in ingest.MODES
         },
-        "peer": {m: _median(theirs[m]) for m in ingest.MODES} if theirs["sequential"] else None,
-        "peerLogging": _median(theirs_logging) if theirs_logging else None,
-        "peerNote": peer_note,
+        "hardhat": None,
+        "hardhatLogging": None,
+        "anvil": None,
+        "peerNotes": notes,
     }
-    out["ratios"] = {
-        "sequentialVsBare": _median_ratio(ours["sequential"], bare),
-        "batchedVsRecovery": _median_ratio(ours["batched"], recovery),
-        "sequentialVsHardhat": _median_ratio(ours["sequential"], theirs["sequential"]),
-        "sequentialVsHardhatLogging": _median_ratio(ours["sequential"], theirs_logging),
-        "concurrentVsHardhat": _median_ratio(ours["concurrent"], theirs["concurrent"]),
-        "batchedVsHardhat": _median_ratio(ours["batched"], theirs["batched"]),
+    if PEER_HARDHAT in theirs:
+        out["hardhat"] = {m: _median(accepted_of(PEER_HARDHAT, m)) for m in ingest.MODES}
+        out["hardhatLogging"] = _median(accepted_of(PEER_HARDHAT, MODE_LOGGING))
+    if PEER_ANVIL in theirs:
+        out["anvil"] = {}
+        for m in ingest.MODES:
+            fig = _median(accepted_of(PEER_ANVIL, m))
+            rates = [c for c in committed_of(PEER_ANVIL, m) if c is not None]
+            if fig is not None and rates:
+                fig["committedRate"] = round(statistics.median(rates), 1)
+            out["anvil"][m] = fig
+    ratios: dict[str, float | None] = {
+        "sequentialVsBare": _median_ratio(_rates(ours["sequential"]), _rates(bare)),
+        "batchedVsRecovery": _median_ratio(_rates(ours["batched"]), _rates(recovery)),
+        "sequentialVsHardhatLogging": _median_ratio(
+            _rates(ours["sequential"]), _rates(accepted_of(PEER_HARDHAT, MODE_LOGGING))
+        ),
     }
+    for m in ingest.MODES:
+        for name, key in ((PEER_HARDHAT, "Hardhat"), (PEER_ANVIL, "Anvil")):
+            ratios[f"{m}Vs{key}"] = _median_ratio(_rates(ours[m]), _rates(accepted_of(name, m)))
+        ratios[f"{m}CommittedVsAnvil"] = _median_ratio(committed[m], committed_of(PEER_ANVIL, m))
+    out["ratios"] = ratios
     return out
 
 
@@ -238,9 +361,10 @@ def targets(report: dict[str, Any]) -> list[Target]:
     ingest_part = report.get("ingest")
     if ingest_part is not None:
         ratios = ingest_part["ratios"]
-        if ratios["sequentialVsHardhat"] is not None:
-            out.append(Target("ingestion sequential / hardhat", ratios["sequentialVsHardhat"], 3))
-        out.append(Target("ingestion sequential / bare aiohttp", ratios["sequentialVsBare"], 0.6))
+        for mode, bound in ANVIL_TARGETS.items():
+            out.append(
+                Target(f"ingestion {MODE_NAMES[mode]} / anvil", ratios[f"{mode}VsAnvil"], bound)
+            )
         out.append(Target("ingestion batched / recovery ceiling", ratios["batchedVsRecovery"], 0.5))
     reads_part = report.get("reads")
     if reads_part is not None:
@@ -308,6 +432,14 @@ def _rate(fig: dict[str, Any] | None) -> str:
     return "-" if fig is None else f"{fig['rate']:,.0f}"
 
 
+def _rounds(fig: dict[str, Any] | None) -> str:
+    return "-" if fig is None else str(fig["rounds"])
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _lat(fig: dict[str, Any] | None) -> str:
     if fig is None or fig.get("p50_ms") is None:
         return "-"
@@ -339,23 +471,49 @@ def table(report: dict[str, Any]) -> str:
                 f"(committed {fig['committedRate']:,.0f}) | {_lat(fig)} | {fig['rounds']} |"
             )
         for mode in ingest.MODES:
-            fig = (part["peer"] or {}).get(mode)
-            rounds = "-" if fig is None else fig["rounds"]
-            lines.append(f"| hardhat node | {mode} | {_rate(fig)} | {_lat(fig)} | {rounds} |")
-        fig = part.get("peerLogging")
+            fig = (part["hardhat"] or {}).get(mode)
+            lines.append(f"| hardhat node | {mode} | {_rate(fig)} | {_lat(fig)} | {_rounds(fig)} |")
+        fig = part.get("hardhatLogging")
         if fig is not None:
             lines.append(
                 f"| hardhat node, logging every call (its default) | sequential | {_rate(fig)} "
-                f"| {_lat(fig)} | {fig['rounds']} |"
+                f"| {_lat(fig)} | {_rounds(fig)} |"
             )
+        for mode in ingest.MODES:
+            fig = (part["anvil"] or {}).get(mode)
+            mined = (
+                ""
+                if fig is None
+                else f" (mined {fig['committedRate']:,.0f})"
+                if "committedRate" in fig
+                else " (never all mined)"
+            )
+            lines.append(f"| anvil | {mode} | {_rate(fig)}{mined} | {_lat(fig)} | {_rounds(fig)} |")
         fig = part["bareAiohttp"]
         lines.append(
             f"| bare aiohttp handler | sequential | {_rate(fig)} | {_lat(fig)} | {fig['rounds']} |"
         )
         fig = part["recoveryCeiling"]
         lines.append(f"| eth-keys recoveries | one core | {_rate(fig)} | - | {fig['rounds']} |")
-        if part.get("peerNote"):
-            lines += ["", f"Peer: {part['peerNote']}"]
+        ratios = part["ratios"]
+        lines += [
+            "",
+            "Ratios of the validator's rate, for information (no target; the median of the "
+            "rounds' ratios)",
+            "",
+            "| validator / | sequential | concurrent | batched |",
+            "|---|---:|---:|---:|",
+        ]
+        for label, key in INFORMATION_RATIOS:
+            cells = " | ".join(_ratio(ratios.get(key.format(mode=mode))) for mode in ingest.MODES)
+            lines.append(f"| {label} | {cells} |")
+        lines.append(
+            f"| hardhat node, logging every call | {_ratio(ratios['sequentialVsHardhatLogging'])} "
+            f"| - | - |"
+        )
+        lines.append(f"| bare aiohttp handler | {_ratio(ratios['sequentialVsBare'])} | - | - |")
+        for note in part.get("peerNotes") or []:
+            lines += ["", f"Peer: {note}"]
     part = report.get("reads")
     if part is not None:
         lines += [

@@ -1,8 +1,8 @@
-"""Measure inferchain on this machine (`make bench`): ingestion against a hardhat peer and the
-machine's ceilings, reads at 10 thousand and 1 million tasks, the default testnet end to end,
-an honest client under each flood (`--only floods`), memory over finished tasks (`--only
-memory`), and the real model (`--only llm`, with the llm extra: `scored`'s error rates and
-cost, and a task's latency on real-model nodes).
+"""Measure inferchain on this machine (`make bench`): ingestion against two peers (anvil and
+hardhat, `--peer`) and the machine's ceilings, reads at 10 thousand and 1 million tasks, the
+default testnet end to end, an honest client under each flood (`--only floods`), memory over
+finished tasks (`--only memory`), and the real model (`--only llm`, with the llm extra:
+`scored`'s error rates and cost, and a task's latency on real-model nodes).
 
 Prints the figures as Markdown tables with the targets they are held to, and writes them as
 JSON (`--json`). The method is in docs/PERFORMANCE.md.
@@ -31,9 +31,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--peer",
-        default=run.PEER_HARDHAT,
-        choices=(run.PEER_HARDHAT, run.PEER_NONE),
-        help="the node to compare ingestion with (installed with npm on first use)",
+        default=run.PEER_ALL,
+        choices=run.PEER_CHOICES,
+        help="the nodes to compare ingestion with: anvil, hardhat, all (both; the default) or "
+        "none (each installed with npm on first use)",
     )
     parser.add_argument("--count", type=int, default=3000, help="transactions per ingestion run")
     parser.add_argument("--rounds", type=int, default=3, help="ingestion rounds (median)")
@@ -89,7 +90,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--cache-dir",
         default=str(REPO / ".data" / "bench-cache"),
-        help="hardhat and the filled ledgers, kept between runs",
+        help="the peers (hardhat, anvil) and the filled ledgers, kept between runs",
     )
     parser.add_argument(
         "--json", default=str(REPO / ".data" / "bench" / "latest.json"), help="report file"
