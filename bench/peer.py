@@ -39,7 +39,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from eth_account import Account
 
@@ -234,7 +234,44 @@ def _npm_install(
     logger.info("installed %s %s in %.1f s", what, version, time.monotonic() - started)
 
 
-class Hardhat:
+class PeerNode:
+    """A peer node process of the benchmark (hardhat, anvil): a context manager that starts
+    it (`start`, its URL once it serves) and stops its process group."""
+
+    name = "peer"
+
+    def __init__(self, project_dir: Path, log_path: Path) -> None:
+        self.project_dir = project_dir.resolve()  # node runs in it: a relative path breaks
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        """The process that serves (its RSS is the peer's)."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self.proc.pid
+
+    def start(self) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """SIGTERM to the process group, SIGKILL after STOP_TIMEOUT_S; nothing is left."""
+        if self.proc is not None:
+            _stop_group(self.proc, self.name)
+        self.proc = None
+        self.url = ""
+
+
+class Hardhat(PeerNode):
     """`hardhat node` on an ephemeral loopback port, its output in `log_path`.
 
     `log_calls=True` keeps hardhat's log of every call (the default of `hardhat node`); off by
@@ -244,25 +281,8 @@ class Hardhat:
     name = "hardhat node"
 
     def __init__(self, project_dir: Path, log_path: Path, *, log_calls: bool = False) -> None:
-        self.project_dir = project_dir.resolve()  # node runs in it: a relative path breaks
-        self.log_path = log_path
+        super().__init__(project_dir, log_path)
         self.log_calls = log_calls
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def __enter__(self) -> Hardhat:
-        self.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        """The node process that serves (its RSS is hardhat's)."""
-        if self.proc is None:
-            raise RuntimeError("hardhat is not running")
-        return self.proc.pid
 
     def start(self) -> str:
         """Start `hardhat node` and return its URL once it serves."""
@@ -295,13 +315,6 @@ class Hardhat:
             time.monotonic() - started,
         )
         return self.url
-
-    def stop(self) -> None:
-        """SIGTERM to the process group, SIGKILL after STOP_TIMEOUT_S; nothing is left."""
-        if self.proc is not None:
-            _stop_group(self.proc, self.name)
-        self.proc = None
-        self.url = ""
 
     def _environment(self) -> dict[str, str]:
         # Hardhat's global dir follows the XDG variables (env-paths): keep it in the cache.
@@ -342,7 +355,7 @@ class Hardhat:
         return match.group(1).decode()
 
 
-class Anvil:
+class Anvil(PeerNode):
     """anvil on an ephemeral loopback port: automine (its default, no block time), chain id
     31337, ANVIL_ACCOUNTS accounts of the dev mnemonic, `--quiet` (no log of calls or blocks,
     as the validators run with `--quiet`), no state file (no `--state`, `--dump-state` or
@@ -356,24 +369,8 @@ class Anvil:
     name = "anvil"
 
     def __init__(self, project_dir: Path, log_path: Path) -> None:
-        self.project_dir = project_dir.resolve()
+        super().__init__(project_dir, log_path)
         self.binary = self.project_dir / ANVIL_BIN
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def __enter__(self) -> Anvil:
-        self.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise RuntimeError("anvil is not running")
-        return self.proc.pid
 
     def command(self) -> list[str]:
         return [
@@ -440,13 +437,6 @@ class Anvil:
             time.monotonic() - started,
         )
         return self.url
-
-    def stop(self) -> None:
-        """SIGTERM to the process group, SIGKILL after STOP_TIMEOUT_S; nothing is left."""
-        if self.proc is not None:
-            _stop_group(self.proc, self.name)
-        self.proc = None
-        self.url = ""
 
 
 async def wait_mined(
