@@ -1,6 +1,7 @@
 """A resource node's metrics, served by its HTTP server at GET /metrics in the Prometheus text
 format (PROTOCOL 7): the results and verdicts the node had answered by the chain, as GET
-/status counts them, the verdicts by what they said, and the time of each inference.
+/status counts them, the verdicts by what they said, the time of each inference, and the
+slashes in the settlements of the blocks it read.
 
 Each node has a registry of its own (never prometheus_client's global one: several nodes may
 run in one process).
@@ -55,6 +56,17 @@ class NodeMetrics:
             "inferchain_node_verdicts",
             "The verdicts counted in inferchain_node_tasks_verified, by what they said.",
             ["verdict"],
+            registry=self.registry,
+        )
+        self.slashes_seen = Counter(
+            "inferchain_node_slashes_seen",
+            "Slashes in the settlements of the blocks this node read (any node's), one per "
+            "slashed account of a settlement.",
+            registry=self.registry,
+        )
+        self.slashed = Counter(
+            "inferchain_node_slashed",
+            "Settlements that slashed this node.",
             registry=self.registry,
         )
         self._valid = verdicts.labels("valid")

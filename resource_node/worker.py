@@ -92,6 +92,7 @@ from resource_node.untrusted import (
     describe,
     listed_hash,
 )
+from rpc import api
 from rpc.client import (
     InferchainClient,
     RpcError,
@@ -137,6 +138,7 @@ class WorkerConfig:
     push: bool = True  # subscribe to pendingTasks over /ws, polling less while subscribed
     pushed_poll_interval: float | None = None  # while subscribed; None: poll_interval
     push_retry: float = 5.0
+    settlement_read_interval: float = 1.0  # the settlements of new blocks, for the metrics
     concurrency: int = 4
     limit: int = 100
     models: tuple[str, ...] = ("*",)
@@ -337,6 +339,8 @@ class ResourceNode:
         self._result_txs: dict[str, str] = {}  # task hash -> the txHash of the own result sent
         self._endpoint: str | None = None  # the URL to register, until the chain shows it
         self._pushing = False  # subscribed to pendingTasks
+        self._events_from: int | None = None  # the next block whose settlements are read
+        self._events_read_at = 0.0
 
     @property
     def address(self) -> str:
@@ -396,6 +400,7 @@ class ResourceNode:
                     log.exception("poll failed unexpectedly")
                     self._counters.poll_errors += 1
                     self._back_off("poll failed unexpectedly", exc)
+                await self._read_settlements()
                 if follower is None and self.config.push:  # after a first poll: params known
                     follower = asyncio.get_running_loop().create_task(self._follow_pushes())
                 delay = self.next_delay()
@@ -406,6 +411,44 @@ class ResourceNode:
                 follower.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await follower
+
+    async def _read_settlements(self) -> None:
+        """At most every `settlement_read_interval`, the settlements of the blocks since the
+        last read (up to 100 at a time, one batch of getBlockEvents): the slashes they hold,
+        for the metrics. From the head at the first read: what came before is not counted."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._events_read_at < self.config.settlement_read_interval:
+            return
+        self._events_read_at = loop.time()
+        try:
+            head = await self.client.block_number()
+            if self._events_from is None:
+                self._events_from = head + 1
+                return
+            heights = list(range(self._events_from, min(head, self._events_from + 99) + 1))
+            if not heights:
+                return
+            answers = await self.client.batch(
+                [(api.GET_BLOCK_EVENTS, {"height": h}) for h in heights]
+            )
+        except (TransportError, RpcError):
+            return  # read again later: the polls say what is wrong
+        me = self.address.lower()
+        for answer in answers:
+            events = answer.get("events") if isinstance(answer, dict) else None
+            for event in events if isinstance(events, list) else []:
+                if not isinstance(event, dict) or event.get("event") != "settled":
+                    continue
+                settlement = event.get("settlement")
+                slashed = settlement.get("slashed") if isinstance(settlement, dict) else None
+                if not isinstance(slashed, list):
+                    continue
+                self.metrics.slashes_seen.inc(len(slashed))
+                if any(
+                    isinstance(x, dict) and str(x.get("address")).lower() == me for x in slashed
+                ):
+                    self.metrics.slashed.inc()
+        self._events_from = heights[-1] + 1
 
     async def _follow_pushes(self) -> None:
         """Act on the work the validator pushes (pendingTasks) while it does; when it cannot
@@ -458,7 +501,8 @@ class ResourceNode:
         await self.client.close()
 
     async def run_once(self) -> CycleReport:
-        """One poll, then wait for all the work it started."""
+        """One poll, then wait for all the work it started; and the settlements read."""
+        await self._read_settlements()
         report, jobs = await self._poll()
         if jobs:
             await asyncio.gather(*jobs)

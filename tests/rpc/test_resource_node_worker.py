@@ -1633,3 +1633,35 @@ async def test_an_accepted_result_that_was_not_taken_is_computed_again(
     mine(manual)
     [entry] = (await entries(manual, task)).values()
     assert entry["resourceNode"] == NODE.address
+
+
+async def test_the_metrics_count_the_slashes_the_node_sees(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    """A wrong result rejected, an honest one verified: the settlement slashes the wrong node,
+    and every node's metrics count the slash; the wrong node's also that it was slashed."""
+    nodes = [
+        await started(
+            make_node(manual.url, wallet=w, faults=f, settlement_read_interval=0.0), cleanups
+        )
+        for w, f in ((NODE, Faults(wrong=1.0)), (OTHER, Faults()), (THIRD, Faults()))
+    ]
+    for node in nodes:
+        await node.run_once()  # the settlements are read from here on
+    task = await open_task(manual, prompts="Name a colour", target_count=1)
+    wrong = nodes[0]
+    await wrong.run_once()
+    for _ in range(6):  # verdicts, the slot open again, an honest result, its verdicts
+        mine(manual)
+        for node in nodes[1:] + nodes[:1]:
+            await node.run_once()
+    settled = await manual.client.query_task(task["taskHash"])
+    assert settled["status"] == "verified", settled["status"]
+    assert [s["address"] for s in settled["settlement"]["slashed"]] == [NODE.address]
+    for node in nodes:
+        await node.run_once()
+        seen = node.metrics.registry.get_sample_value("inferchain_node_slashes_seen_total")
+        assert seen == 1, (node.address, seen)
+    slashed = "inferchain_node_slashed_total"
+    assert wrong.metrics.registry.get_sample_value(slashed) == 1
+    assert nodes[1].metrics.registry.get_sample_value(slashed) == 0
