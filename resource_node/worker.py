@@ -433,6 +433,9 @@ class ResourceNode:
             )
         except (TransportError, RpcError):
             return  # read again later: the polls say what is wrong
+        except Exception as exc:  # a validator's odd answer must not touch the node's work
+            self._report_once(("settlements",), "settlements not read: %r", exc)
+            return
         me = self.address.lower()
         for answer in answers:
             events = answer.get("events") if isinstance(answer, dict) else None
