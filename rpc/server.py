@@ -185,11 +185,8 @@ class RpcServer:
             return work
         try:
             return await work
-        except ChainError as exc:
-            return errors.error_for(exc)
-        except Exception:
-            log.exception("method %s failed", name)
-            return errors.internal_error()
+        except Exception as exc:
+            return _failure(name, exc)
 
     def call(self, name: str, params: Any) -> Any:
         """The result of a method call, or the RpcFailure it is answered with."""
@@ -201,11 +198,8 @@ class RpcServer:
     def _outcome(self, name: str, run: Callable[[], Any]) -> Any:
         try:
             return run()
-        except ChainError as exc:
-            return errors.error_for(exc)
-        except Exception:
-            log.exception("method %s failed", name)
-            return errors.internal_error()
+        except Exception as exc:
+            return _failure(name, exc)
 
     def dispatch(self, payload: Any) -> Any:
         """The response object(s) for a parsed request body; None for nothing to answer."""
@@ -372,6 +366,15 @@ class RpcServer:
                 **self.node.consensus_status(),
             }
         )
+
+
+def _failure(name: str, exc: Exception) -> errors.RpcFailure:
+    """The answer to a call that raised: its row of the error table, or -32603 (logged) for
+    anything outside it."""
+    if isinstance(exc, ChainError):
+        return errors.error_for(exc)
+    log.exception("method %s failed", name, exc_info=exc)
+    return errors.internal_error()
 
 
 def _response(item: Any, outcome: Any) -> dict[str, Any] | None:
