@@ -94,28 +94,30 @@ async def follow_task(
     """The events of task `task_hash` from block `from_height` on, each once, until it is
     settled: the `task` subscription's, or polled from queryTask without it."""
     seen: set[EventKey] = set()
+
+    def new(event: dict[str, Any]) -> bool:
+        key = event_key(event)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
     try:
         subscription = client.subscribe("task", taskHash=task_hash, fromHeight=from_height)
         async with aclosing(subscription) as events:
             async for event in events:
-                key = event_key(event)
-                if key in seen:
-                    continue
-                seen.add(key)
-                yield event
-                if event["event"] == "settled":
-                    return
+                if new(event):
+                    yield event
+                    if event["event"] == "settled":
+                        return
     except TransportError as exc:
         log.info("following the task by polling queryTask: %s", exc)
     while True:
         for event in task_events(await client.query_task(task_hash)):
-            key = event_key(event)
-            if key in seen:
-                continue
-            seen.add(key)
-            yield event
-            if event["event"] == "settled":
-                return
+            if new(event):
+                yield event
+                if event["event"] == "settled":
+                    return
         await asyncio.sleep(poll_s)
 
 
