@@ -502,6 +502,7 @@ class ResourceNode:
                 await asyncio.gather(*pending, return_exceptions=True)
         await close_backend(self.backend)
         await self.client.close()
+        self.submissions.close()
 
     async def run_once(self) -> CycleReport:
         """One poll, then wait for all the work it started; and the settlements read."""
@@ -663,8 +664,7 @@ class ResourceNode:
             )
         known = self.submissions.genesis_hash
         if known is None:
-            self.submissions.genesis_hash = genesis
-            self.submissions.save()
+            self.submissions.record_genesis(genesis)
         elif known != genesis:
             log.warning(
                 "the chain was reset (genesis hash %s, was %s): forgetting %d remembered tasks",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import socket
@@ -45,7 +44,7 @@ from resource_node.backends.deterministic import DeterministicBackend
 from resource_node.backends.faults import WRONG_MARKER, Faults
 from resource_node.secrets import SecretChain
 from resource_node.server import NodeServer
-from resource_node.state import state_path
+from resource_node.state import SubmissionLog, state_path
 from resource_node.untrusted import MAX_FIELD_LENGTH
 from resource_node.worker import (
     CRASH_EXIT_CODE,
@@ -251,8 +250,10 @@ async def started(node: ResourceNode, cleanups: list[ResourceNode]) -> ResourceN
 
 
 def saved_state(state_dir: Path, wallet: Wallet = NODE) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(state_path(state_dir, wallet.address).read_text())
-    return document
+    """The submission log as a restarted node reads it: its file and its journal."""
+    saved = SubmissionLog.load(wallet.address, state_path(state_dir, wallet.address))
+    saved.close()
+    return saved.to_json()
 
 
 # Computing and submitting

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from resource_node.backends.deterministic import DeterministicBackend
-from resource_node.state import StateError, SubmissionLog, state_path
+from resource_node.state import (
+    COMPACT_MIN,
+    StateError,
+    SubmissionLog,
+    Verdict,
+    journal_path,
+    state_path,
+)
 from resource_node.worker import ResourceNode, WorkerConfig
 from rpc.client import InferchainClient, Wallet
 
@@ -24,7 +31,7 @@ THIRD = Wallet.dev(202)
 def test_submission_log_round_trip(tmp_path: Path) -> None:
     path = state_path(tmp_path, NODE.address)
     log = SubmissionLog(NODE.address, path)
-    log.genesis_hash = GENESIS
+    log.record_genesis(GENESIS)
     log.record_result("0x" + "AA" * 32, "accepted")
     log.record_result("0x" + "bb" * 32, "closed")
     log.record_verdict("0x" + "aa" * 32, OTHER.address, True, "accepted")
@@ -43,10 +50,13 @@ def test_submission_log_round_trip(tmp_path: Path) -> None:
     assert again.to_json() == log.to_json()
 
 
-def test_submission_log_writes_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_submission_log_writes_its_file_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = state_path(tmp_path, NODE.address)
     log = SubmissionLog(NODE.address, path)
     log.record_result("0x" + "aa" * 32, "accepted")
+    log.save()
     before = path.read_bytes()
 
     replaced: list[tuple[str, str]] = []
@@ -58,18 +68,85 @@ def test_submission_log_writes_atomically(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(os, "replace", recording_replace)
     log.record_result("0x" + "bb" * 32, "accepted")
+    log.save()
     [(src, dst)] = replaced
     assert dst == str(path) and src != dst and Path(src).parent == path.parent
+    assert journal_path(path).read_bytes() == b""  # the file holds everything
 
     def failing_replace(src: Any, dst: Any) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", failing_replace)
     after_first = path.read_bytes()
+    log.record_result("0x" + "cc" * 32, "accepted")  # in the journal
     with pytest.raises(StateError, match=str(path)):
-        log.record_result("0x" + "cc" * 32, "accepted")
+        log.save()
     assert path.read_bytes() == after_first != before  # the old file, whole
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted([path.name, journal_path(path).name])  # no temporary left
+    monkeypatch.setattr(os, "replace", real_replace)
+    again = SubmissionLog.load(NODE.address, path)  # the journal still has the third
+    assert again.result_outcome("0x" + "cc" * 32) == "accepted" and len(again) == 3
+
+
+def test_a_change_is_one_journal_line_until_the_file_is_rewritten(tmp_path: Path) -> None:
+    path = state_path(tmp_path, NODE.address)
+    log = SubmissionLog(NODE.address, path)
+    log.record_genesis(GENESIS)
+    file_before = path.read_bytes()
+    hashes = ["0x" + f"{i:064x}" for i in range(COMPACT_MIN)]
+    for number, task_hash in enumerate(hashes, 1):
+        log.record_result(task_hash, "accepted", number)
+        assert journal_path(path).read_bytes().count(b"\n") == number
+    assert path.read_bytes() == file_before  # the file was not written again
+    # As many lines as tasks: the next change writes the whole file and empties the journal.
+    log.record_verdict(hashes[0], OTHER.address, True, "accepted")
+    assert journal_path(path).read_bytes() == b""
+    document = json.loads(path.read_bytes())
+    assert len(document["tasks"]) == COMPACT_MIN and document["genesisHash"] == GENESIS
+    assert document["tasks"][hashes[0]]["verdicts"] == {
+        OTHER.address.lower(): {"valid": True, "outcome": "accepted"}
+    }
+    assert SubmissionLog.load(NODE.address, path).to_json() == log.to_json()
+
+
+def test_a_journal_line_cut_short_is_dropped(tmp_path: Path) -> None:
+    path = state_path(tmp_path, NODE.address)
+    log = SubmissionLog(NODE.address, path)
+    log.record_result("0x" + "aa" * 32, "accepted", 7)
+    log.record_verdict("0x" + "bb" * 32, OTHER.address, False, "accepted")
+    log.close()
+    whole = journal_path(path).read_bytes()
+    cut = b'{"result":"0x' + b"cc" * 10  # a crash in the middle of a line
+    journal_path(path).write_bytes(whole + cut)
+    again = SubmissionLog.load(NODE.address, path)
+    assert again.created_height("0x" + "aa" * 32) == 7
+    assert again.verdict("0x" + "bb" * 32, OTHER.address) == Verdict(False, "accepted")
+    assert not again.has_result("0x" + "cc" * 32) and len(again) == 2
+    assert journal_path(path).read_bytes() == b""  # written afresh, nothing glued to the cut
+    again.record_result("0x" + "dd" * 32, "duplicate")
+    assert SubmissionLog.load(NODE.address, path).result_outcome("0x" + "dd" * 32) == "duplicate"
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        (b"{not json", "line 2: cannot read it as JSON"),
+        (b"[1]", "line 2: not an object"),
+        (b'{"result": "0x1", "outcome": "maybe"}', "line 2: bad result outcome"),
+        (b'{"result": 5, "outcome": "accepted"}', "line 2: bad task hash"),
+        (b'{"verdict": "0x1", "valid": true, "outcome": "accepted"}', "needs `submitter`"),
+        (b'{"secretsEpoch": -1}', "line 2: `secretsEpoch` is not an epoch"),
+        (b'{"something": 1}', "neither a result, a verdict nor a secrets epoch"),
+    ],
+)
+def test_submission_log_refuses_a_bad_journal_line(tmp_path: Path, line: bytes, match: str) -> None:
+    path = state_path(tmp_path, NODE.address)
+    good = b'{"result": "0x' + b"aa" * 32 + b'", "outcome": "accepted"}'
+    journal_path(path).write_bytes(good + b"\n" + line + b"\n")
+    with pytest.raises(StateError, match=match) as raised:
+        SubmissionLog.load(NODE.address, path)
+    assert str(journal_path(path)) in str(raised.value)
 
 
 @pytest.mark.parametrize(
