@@ -9,7 +9,7 @@ reaches the heights `base` to `base + length`.
 Walking up from the seed costs up to `length` hashes, so the chain is walked once
 (`SecretChain.derive`, about 0.15 s for the dev length, 65536: run it in a worker thread) and a
 checkpoint kept every `CHECKPOINT_EVERY` values: the secret of any height then costs at most
-that many hashes.
+that many hashes, and the secrets asked last are remembered.
 
 The dev resource nodes of `chain.protocol.genesis.dev_genesis` commit epoch 0 of the dev length
 (`crypto.dev_secrets_head`).
@@ -75,7 +75,15 @@ class SecretChain:
             )
         depth = self.length - (height - base)  # hashes above the seed
         index, rest = divmod(depth, CHECKPOINT_EVERY)
-        return crypto.hash_steps(self.checkpoints[index], rest)
+        return _climb(self.checkpoints[index], rest)
+
+
+@functools.lru_cache(maxsize=4096)
+def _climb(checkpoint: bytes, steps: int) -> bytes:
+    """`steps` hashes above a checkpoint. The tasks of one block share their height, and a
+    node asks the secret of each task it computes and of each it reveals: remembered, each
+    height's secret is hashed once."""
+    return crypto.hash_steps(checkpoint, steps)
 
 
 def _hash32(value: object) -> bytes | None:
