@@ -174,12 +174,19 @@ class Testnet:
     every validator and resource node, stopped with SIGINT (its children with it)."""
 
     def __init__(
-        self, data_dir: Path, block_time_ms: int, *, nodes: int, log_level: str = "INFO"
+        self,
+        data_dir: Path,
+        block_time_ms: int,
+        *,
+        nodes: int,
+        log_level: str = "INFO",
+        guard: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.block_time_ms = block_time_ms
         self.nodes = nodes
         self.log_level = log_level
+        self.guard = guard  # the validators' overload guard (PROTOCOL 5.11)
         self.port = 0
         self.urls: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
@@ -204,6 +211,8 @@ class Testnet:
         ]
         args += ["--validators", str(VALIDATORS), "--nodes", str(self.nodes)]
         args += ["--log-level", self.log_level]
+        if not self.guard:
+            args.append("--no-overload-guard")
         with (self.data_dir.parent / f"{self.data_dir.name}.log").open("ab") as launcher_log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -739,6 +748,7 @@ async def end_to_end(
     nodes: int = RESOURCE_NODES,
     settle_timeout_s: float = SETTLE_TIMEOUT_S,
     log_level: str = "INFO",
+    guard: bool = True,
 ) -> dict[str, Any]:
     """One run on a fresh default testnet at `block_time_ms`: `offered_per_s` submitTask per
     second for `duration_s` seconds, open loop, then up to `settle_timeout_s` for the last
@@ -749,7 +759,11 @@ async def end_to_end(
     wallets = [Wallet.dev(i) for i in range(DEV_ACCOUNTS)]
     inference = measure_inference_ms()
     testnet = Testnet(
-        work_dir / f"e2e-{block_time_ms}ms", block_time_ms, nodes=nodes, log_level=log_level
+        work_dir / f"e2e-{block_time_ms}ms",
+        block_time_ms,
+        nodes=nodes,
+        log_level=log_level,
+        guard=guard,
     )
     wall_started = time.perf_counter()
     clients: list[InferchainClient] = []
@@ -782,6 +796,7 @@ async def end_to_end(
             "blockTimeMs": block_time_ms,
             "validators": VALIDATORS,
             "resourceNodes": nodes,
+            "overloadGuard": guard,
             "offeredPerS": offered_per_s,
             "durationS": duration_s,
             **await figures(records, follower, clients[0], block_time_ms, inference),
@@ -878,11 +893,15 @@ async def end_to_end_both(
     work_dir: Path,
     loads: dict[int, float] | None = None,
     duration_s: float = DURATION_S,
+    *,
+    guard: bool = True,
 ) -> list[dict[str, Any]]:
     """`end_to_end` at each block time of `loads` (default LOADS: 1000 and 200 ms), one
     after the other, each on a fresh testnet."""
     return [
-        await end_to_end(work_dir, block_time_ms, offered_per_s=rate, duration_s=duration_s)
+        await end_to_end(
+            work_dir, block_time_ms, offered_per_s=rate, duration_s=duration_s, guard=guard
+        )
         for block_time_ms, rate in (loads or LOADS).items()
     ]
 
@@ -897,6 +916,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=DURATION_S, metavar="S")
     parser.add_argument("--work-dir", default=str(REPO / ".data" / "bench"))
     parser.add_argument("--log-level", default="WARNING", type=str.upper)
+    parser.add_argument(
+        "--no-overload-guard",
+        action="store_true",
+        help="the validators admit every task (to measure the capacity past its knee)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     loads = dict(LOADS)
@@ -904,7 +928,9 @@ def main(argv: list[str] | None = None) -> int:
         loads = {args.block_time: args.rate or LOADS.get(args.block_time, 5.0)}
     elif args.rate is not None:
         loads = dict.fromkeys(loads, args.rate)
-    reports = asyncio.run(end_to_end_both(Path(args.work_dir), loads, args.duration))
+    reports = asyncio.run(
+        end_to_end_both(Path(args.work_dir), loads, args.duration, guard=not args.no_overload_guard)
+    )
     sys.stdout.write(json.dumps(reports if len(reports) > 1 else reports[0], indent=2) + "\n")
     return 0
 

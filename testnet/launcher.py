@@ -146,6 +146,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-demo", action="store_true", help="do not submit the demo task")
     parser.add_argument(
+        "--no-overload-guard",
+        action="store_true",
+        help="validators admit new tasks past what the network verifies in time (PROTOCOL 5.11)",
+    )
+    parser.add_argument(
         "--restart",
         action="store_true",
         help="start a process that exits again, after a backoff of 1 s doubling up to 30 s",
@@ -301,6 +306,7 @@ class Testnet:
             node_faults=args.node_faults,
             node_ports=node_ports(args),
             request_timeout_s=REQUEST_TIMEOUT_S,
+            validator_extra=["--no-overload-guard"] if args.no_overload_guard else [],
         )
         self.stop = asyncio.Event()
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
