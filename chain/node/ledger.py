@@ -164,7 +164,9 @@ class Ledger:
         self.view = HeadView(store.snapshot())
         # The open tasks, kept in memory: a scan of their index walks every deleted entry
         # LevelDB has not compacted away yet, that is every recently finished task.
-        self._open_tasks = {key[len(OPEN_TASK) :] for key, _ in self.view.iterate(OPEN_TASK)}
+        self._open_tasks: set[bytes] = set()
+        self._opened: dict[bytes, int] = {}  # open task -> its createdHeight, oldest first
+        self._read_open_tasks()
 
     @classmethod
     def open(cls, path: str | Path, genesis: Genesis) -> Ledger:
@@ -205,7 +207,7 @@ class Ledger:
         self.head = self._load_head()
         self._head_commit = None
         self.view.move_to(self.store.snapshot())
-        self._open_tasks = {key[len(OPEN_TASK) :] for key, _ in self.view.iterate(OPEN_TASK)}
+        self._read_open_tasks()
 
     def write_state(
         self,
@@ -363,7 +365,21 @@ class Ledger:
         self.view.move_to(self.store.snapshot())
         self._open_tasks.difference_update(prepared.closed)
         self._open_tasks.update(prepared.opened)
+        for task_hash in prepared.closed:
+            self._opened.pop(task_hash, None)
+        for task_hash in prepared.opened:  # after every open task: the order stays by height
+            self._opened.setdefault(task_hash, prepared.head.height)
         return self.head
+
+    def _read_open_tasks(self) -> None:
+        """The open tasks of the head, from their index, and when each was created."""
+        self._open_tasks = {key[len(OPEN_TASK) :] for key, _ in self.view.iterate(OPEN_TASK)}
+        created: list[tuple[int, bytes]] = []
+        for task_hash in self._open_tasks:
+            task = self.get_task(task_hash)
+            height = None if task is None else task.created_height
+            created.append((self.head.height if height is None else height, task_hash))
+        self._opened = {task_hash: height for height, task_hash in sorted(created)}
 
     def commit_block(
         self,
@@ -452,6 +468,18 @@ class Ledger:
 
     def open_task_count(self) -> int:
         return len(self._open_tasks)
+
+    def open_tasks_created_by(self, slow: int, late: int) -> tuple[int, int]:
+        """How many open tasks were created at or below height `slow`, and how many of them
+        at or below `late` (`late` <= `slow`): read from the oldest on, so the cost is the
+        count."""
+        at_slow = at_late = 0
+        for height in self._opened.values():
+            if height > slow:
+                break
+            at_slow += 1
+            at_late += height <= late
+        return at_slow, at_late
 
     def supply_check(self) -> tuple[int, int]:
         """(held, expected) of the supply invariant over the committed state (PROTOCOL 4.10)."""

@@ -46,6 +46,7 @@ from chain.protocol.types import (
     SignedTx,
     SubmitTask,
     Task,
+    TaskStatus,
     ValidatorInfo,
     signer_of,
 )
@@ -378,10 +379,15 @@ class Node:
 
     def _check_overload(self) -> None:
         assert self.overload is not None
-        height = self.ledger.head.height
-        if self.overload.needs_head(height):
-            self.overload.saw_head(height, self.task_stats())
-        self.overload.check(self.ledger.open_task_count() + self.mempool.task_count())
+        guard, height = self.overload, self.ledger.head.height
+        open_tasks = self.ledger.open_task_count() + self.mempool.task_count()
+        if guard.needs_head(height):
+            slow, late = self.ledger.open_tasks_created_by(
+                height - guard.slow_blocks, height - guard.late_blocks
+            )
+            verified = self.task_stats().get(TaskStatus.VERIFIED.value, 0)
+            guard.saw_head(height, verified, open_tasks, slow, late)
+        guard.check(open_tasks)
 
     def admitted(self, tx: SignedTx) -> None:
         """Tell whatever follows the mempool that `tx` was admitted."""

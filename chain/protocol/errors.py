@@ -247,9 +247,9 @@ class Overloaded(ChainError):
 
     def __init__(self, open_tasks: int, max_open: int, verified_per_s: float, retry_s: float):
         super().__init__(
-            f"overloaded: {open_tasks} tasks are open and this network verifies "
-            f"{verified_per_s:.1f} per second, so a new task would not be verified before its "
-            f"deadline; retry in {retry_s:.1f} s"
+            f"overloaded: {open_tasks} tasks are open, at most {max_open} may be while this "
+            f"network verifies {verified_per_s:.1f} per second, or a new task would not be "
+            f"verified before its deadline; retry in {retry_s:.1f} s"
         )
         self.open_tasks = open_tasks
         self.max_open = max_open
