@@ -9,6 +9,7 @@ keep both honest.
 from __future__ import annotations
 
 import sys
+import threading
 from functools import lru_cache
 
 import coincurve
@@ -159,11 +160,30 @@ def sign_message(msg: Message, chain_id: int, private_key: bytes) -> SignedTx:
     return SignedTx(msg, signature, msg_digest, tx_hash(msg_digest, signature), signer)
 
 
+# The transactions verified last, by signature: a validator meets each transaction at least
+# twice, gossiped (or sent by a client) and then in the proposal of the block that holds it,
+# and a proposal's transactions are checked on the event loop. The same message, signature
+# and chain are the same transaction, so the second check is a lookup and a comparison
+# instead of a digest and a secp256k1 recovery. VERIFIED_CACHE entries, the oldest dropped
+# first: more than a few blocks of a loaded network hold.
+VERIFIED_CACHE = 4096
+_verified: dict[bytes, tuple[int, SignedTx]] = {}
+_verified_lock = threading.Lock()  # the recovery threads add to it too
+
+
 def verify_message(msg: Message, chain_id: int, signature: bytes) -> SignedTx:
     """Recover the signer of `msg` and check that it is the message's own signer field."""
+    known = _verified.get(signature)
+    if known is not None and known[0] == chain_id and known[1].message == msg:
+        return known[1]
     msg_digest = digest(msg, chain_id)
     recovered = recover_digest(msg_digest, signature)
     return verified_tx(msg, signature, msg_digest, recovered, chain_id)
+
+
+def verified_cache_len() -> int:
+    """How many verified transactions `verify_message` holds (at most VERIFIED_CACHE)."""
+    return len(_verified)
 
 
 def verified_tx(
@@ -185,7 +205,12 @@ def verified_tx(
             domain=domain(chain_id),
             domain_type=DOMAIN_TYPE,
         )
-    return SignedTx(msg, signature, msg_digest, tx_hash(msg_digest, signature), expected)
+    tx = SignedTx(msg, signature, msg_digest, tx_hash(msg_digest, signature), expected)
+    with _verified_lock:
+        while len(_verified) >= VERIFIED_CACHE:
+            del _verified[next(iter(_verified))]
+        _verified[signature] = (chain_id, tx)
+    return tx
 
 
 def task_seed(task_hash: bytes, node_address: str) -> int:

@@ -4,7 +4,8 @@ Finished tasks live in LevelDB; nothing in the process may keep them. `blocks.tx
 to be an lru_cache keyed by the transaction, which kept the last 65,536 transactions alive,
 finished or not (60 MiB after 20,000 answered tasks); it now keeps at most
 `blocks.TX_SIZE_CACHE` sizes by hash. The decoded tasks `state.decode_task` keeps are at most
-`state.TASK_CACHE`. The tests finish tasks through a real validator
+`state.TASK_CACHE`, the verified transactions `crypto.verify_message` keeps at most
+`crypto.VERIFIED_CACHE`. The tests finish tasks through a real validator
 (tests.helpers.local_chain, LevelDB in a temp dir, HTTP on loopback) and count what is left.
 """
 
@@ -40,6 +41,7 @@ async def test_finished_tasks_leave_nothing_in_memory(
 ) -> None:
     monkeypatch.setattr(blocks, "TX_SIZE_CACHE", SMALL_CACHE)
     monkeypatch.setattr(state, "TASK_CACHE", SMALL_CACHE)
+    monkeypatch.setattr(crypto, "VERIFIED_CACHE", SMALL_CACHE)
     # no forced errors: a verified result settles without its submitter's secret
     genesis = make_genesis(compute_deadline_blocks=2, verify_deadline_blocks=2, canary_rate_bps=0)
     async with local_chain(tmp_path / "ledger", genesis, run=False) as chain:
@@ -68,8 +70,9 @@ async def test_finished_tasks_leave_nothing_in_memory(
         assert node.pending_count() == 0
         assert blocks.tx_size_cache_len() <= SMALL_CACHE
         assert state.task_cache_len() <= SMALL_CACHE
+        assert crypto.verified_cache_len() <= SMALL_CACHE
         # 2.5 * TASKS transactions were admitted, executed and committed: none is still held
-        assert live(SignedTx) - before_txs < 10
+        assert live(SignedTx) - before_txs < 10 + SMALL_CACHE
         assert live(Task) - before_tasks < 10 + SMALL_CACHE
         last = await client.query_task(receipts[-1].task_hash)  # still served, from LevelDB
         assert last["status"] == "failed"

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from chain.protocol import crypto, wire
 from chain.protocol.errors import InvalidSignature
-from chain.protocol.types import MESSAGE_TYPES, Message, signer_of
+from chain.protocol.types import MESSAGE_TYPES, Message, Transfer, signer_of
 from tests.strategies import wire_params
 
 VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
@@ -435,3 +435,37 @@ def test_ed25519_verify_rejects_another_key_and_malformed_input() -> None:
     assert not crypto.ed25519_verify(public[:31], signature, b"vote")
     assert not crypto.ed25519_verify(public, signature[:63], b"vote")
     assert not crypto.ed25519_verify(public, b"", b"vote")
+
+
+# The transactions verified last (crypto.verify_message's cache)
+
+
+@settings(max_examples=60, deadline=None)
+@given(amount=st.integers(1, 10**30), other=st.integers(1, 10**30), chain=st.integers(1, 10**6))
+def test_a_verified_signature_is_remembered_only_for_its_own_message_and_chain(
+    amount: int, other: int, chain: int
+) -> None:
+    key = bytes.fromhex("11" * 32)
+    sender = crypto.address_of_private_key(key)
+    message = Transfer(sender, 0, "0x" + "22" * 20, amount)
+    signed = crypto.sign_message(message, 31337, key)
+    first = crypto.verify_message(message, 31337, signed.signature)
+    assert crypto.verify_message(message, 31337, signed.signature) == first == signed
+    if other != amount:  # the same signature over another message: checked, and refused
+        with pytest.raises(InvalidSignature):
+            crypto.verify_message(
+                Transfer(sender, 0, "0x" + "22" * 20, other), 31337, signed.signature
+            )
+    if chain != 31337:  # ... or for another chain
+        with pytest.raises(InvalidSignature):
+            crypto.verify_message(message, chain, signed.signature)
+
+
+def test_the_verified_transactions_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(crypto, "VERIFIED_CACHE", 8)
+    key = bytes.fromhex("33" * 32)
+    sender = crypto.address_of_private_key(key)
+    for nonce in range(20):
+        signed = crypto.sign_message(Transfer(sender, nonce, sender, 1), 7, key)
+        crypto.verify_message(signed.message, 7, signed.signature)
+        assert crypto.verified_cache_len() <= 8
