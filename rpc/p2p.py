@@ -363,7 +363,7 @@ class SourceLimits:
 @dataclass
 class _Peer:
     url: str
-    outbox: deque[tuple[str, dict[str, Any]]] = field(default_factory=deque)
+    outbox: deque[tuple[str, bytes]] = field(default_factory=deque)  # kind, item's JSON
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     height: int = -1
     seen_at: float = -1e9
@@ -472,12 +472,15 @@ class Peers:
         return self._session
 
     def _enqueue(self, kind: str, obj: dict[str, Any]) -> None:
+        item = encoded_item(kind, obj)  # once, for every peer
+        if item is None:
+            return
         for peer in self._peers:
             if peer.drop:
                 continue
             if len(peer.outbox) >= OUTBOX_LIMIT:
                 peer.outbox.popleft()
-            peer.outbox.append((kind, obj))
+            peer.outbox.append(item)
             peer.ready.set()
 
     async def _send_loop(self, peer: _Peer) -> None:
@@ -542,11 +545,23 @@ class Peers:
             peer.seen_at = loop.time()
             if back and self._pending_txs is not None:
                 for tx in self._pending_txs():
-                    peer.outbox.append(("txs", tx))
+                    item = encoded_item("txs", tx)
+                    if item is not None:
+                        peer.outbox.append(item)
                 peer.ready.set()
 
 
-def next_batch(outbox: deque[tuple[str, dict[str, Any]]]) -> bytes:
+def encoded_item(kind: str, obj: dict[str, Any]) -> tuple[str, bytes] | None:
+    """An outgoing item as JSON, encoded once for all peers; None (and logged) when it is not
+    JSON orjson can write: nothing a peer could read."""
+    try:
+        return kind, orjson.dumps(obj)
+    except TypeError as exc:
+        log.error("dropped an outgoing %s item: %s", kind, exc)
+        return None
+
+
+def next_batch(outbox: deque[tuple[str, bytes]]) -> bytes:
     """The body of one POST /p2p/messages from the head of `outbox`: up to MAX_BATCH_ITEMS
     items and MAX_BATCH_BYTES (one item alone may be larger; the proposer keeps it under the
     server's body limit)."""
@@ -554,13 +569,7 @@ def next_batch(outbox: deque[tuple[str, dict[str, Any]]]) -> bytes:
     size = 0
     count = 0
     while outbox and count < MAX_BATCH_ITEMS:
-        kind, obj = outbox[0]
-        try:
-            encoded = orjson.dumps(obj)
-        except TypeError as exc:  # not JSON orjson can write; nothing a peer could read
-            log.error("dropped an outgoing %s item: %s", kind, exc)
-            outbox.popleft()
-            continue
+        kind, encoded = outbox[0]
         if count and size + len(encoded) > MAX_BATCH_BYTES:
             break
         outbox.popleft()

@@ -21,12 +21,14 @@ from rpc.p2p import (
     TokenBucket,
     dev_control_refusal,
     dev_token,
+    encoded_item,
     next_batch,
 )
 
 
-def outbox(items: list[tuple[str, dict[str, Any]]]) -> deque[tuple[str, dict[str, Any]]]:
-    return deque(items)
+def outbox(items: list[tuple[str, dict[str, Any]]]) -> deque[tuple[str, bytes]]:
+    encoded = (encoded_item(kind, obj) for kind, obj in items)
+    return deque(item for item in encoded if item is not None)
 
 
 def test_a_batch_keeps_order_within_each_kind_and_parses() -> None:
@@ -59,6 +61,7 @@ def test_a_batch_stops_at_the_byte_limit_but_always_carries_one_item() -> None:
 
 
 def test_an_item_that_is_not_json_is_dropped_not_sent() -> None:
+    assert encoded_item("txs", {"n": 2**70}) is None
     box = outbox([("txs", {"n": 2**70}), ("txs", {"n": 1})])
     assert orjson.loads(next_batch(box)) == {"messages": [], "txs": [{"n": 1}]}
     assert not box
