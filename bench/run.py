@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import floods, ingest, llm, llm_rates, memory, subs
+from bench import capacity, floods, ingest, llm, llm_rates, memory, subs
 from bench.common import REPO, Throughput
 from chain.protocol import crypto
 from rpc.client import TransportError
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("ingest", "reads", "e2e", "floods", "memory", "llm", "subscriptions")
+SECTIONS = ("ingest", "reads", "e2e", "capacity", "floods", "memory", "llm", "subscriptions")
 PEER_HARDHAT = "hardhat"
 PEER_ANVIL = "anvil"
 PEER_ALL = "all"
@@ -65,6 +65,8 @@ class Options:
     e2e_block_times: tuple[int, ...] = (1000, 200)
     e2e_duration_s: float = 30.0
     e2e_rates: dict[int, float] = field(default_factory=dict)  # default: bench.e2e.LOADS
+    capacity_steps: tuple[float, ...] = capacity.STEPS
+    capacity_duration_s: float = capacity.DURATION_S
     flood_sizes: floods.Sizes = field(default_factory=floods.Sizes)
     flood_attacks: tuple[str, ...] = floods.ATTACKS
     memory_tasks: int = memory.DEFAULT_TASKS
@@ -337,6 +339,14 @@ async def e2e_section(opts: Options) -> dict[str, Any]:
     return runs
 
 
+async def capacity_section(opts: Options) -> dict[str, Any]:
+    return await capacity.capacity(
+        opts.work_dir / "capacity",
+        steps=opts.capacity_steps,
+        duration_s=opts.capacity_duration_s,
+    )
+
+
 async def floods_section(opts: Options) -> dict[str, Any]:
     return await floods.floods(opts.work_dir, opts.flood_sizes, opts.flood_attacks)
 
@@ -392,6 +402,33 @@ def targets(report: dict[str, Any]) -> list[Target]:
                 True,
             )
         )
+    part = report.get("capacity")
+    if part is not None:
+        out.append(
+            Target(
+                f"verified per second at {part['blockTimeMs']} ms blocks (the most of any step)",
+                part.get("capacityPerS"),
+                capacity.CAPACITY_TARGET,
+            )
+        )
+        out.append(
+            Target(
+                f"e2e p50 at {capacity.CAPACITY_TARGET:g} offered per second, block intervals",
+                part.get("p50BlocksAtTarget"),
+                capacity.P50_TARGET_BLOCKS,
+                True,
+            )
+        )
+        over = part.get("overload")
+        if over is not None:
+            out.append(
+                Target(
+                    f"accepted tasks failed at {capacity.OVERLOAD_FACTOR:g}x the capacity, share",
+                    over.get("failedShare"),
+                    capacity.OVERLOAD_FAILED_TARGET,
+                    True,
+                )
+            )
     return out
 
 
@@ -411,6 +448,7 @@ async def run(opts: Options, progress: Callable[[str], None] = log.info) -> dict
         ("ingest", ingestion),
         ("reads", reads_section),
         ("e2e", e2e_section),
+        ("capacity", capacity_section),
         ("floods", floods_section),
         ("memory", memory_section),
         ("llm", llm_section),
@@ -560,6 +598,9 @@ def table(report: dict[str, Any]) -> str:
                 f"| {lat.get('p50_ms')} | {lat.get('p99_ms')} | {run.get('blockIntervalMs')} "
                 f"| {run.get('target', {}).get('boundMs')} | {run.get('failed')} |"
             )
+    part = report.get("capacity")
+    if part is not None:
+        lines += ["", *capacity_table(part)]
     part = report.get("floods")
     if part is not None:
         lines += ["", *flood_table(part)]
@@ -580,6 +621,38 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"| {t['name']} | {value} | {bound} | {met} |")
     lines += ["", f"Ran in {report['seconds']['total']:.0f} s ({report['seconds']})."]
     return "\n".join(lines)
+
+
+def capacity_table(part: dict[str, Any]) -> list[str]:
+    """The steps of the offered load, the knee, and the overload run."""
+    lines = [
+        f"Capacity (default testnet at {part['blockTimeMs']} ms blocks, overload guard off; "
+        f"knee {part.get('kneePerS')} per second offered, capacity "
+        f"{part.get('capacityPerS')} verified per second)",
+        "",
+        "| offered/s | verified/s | p50 ms | p99 ms | p50 blocks | block interval ms "
+        "| failed | kept up | CPU % (validators, nodes) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for row in part.get("steps", []):
+        cpu = row.get("cpuPercent") or {}
+        lines.append(
+            f"| {row['offeredPerS']:g} | {row['verifiedPerS']} | {row['p50Ms']} | {row['p99Ms']} "
+            f"| {row['p50Blocks']} | {row['blockIntervalMs']} | {row['failed']} "
+            f"| {'yes' if row['keptUp'] else 'no'} "
+            f"| {cpu.get('validators', '-')}, {cpu.get('nodes', '-')} |"
+        )
+    over = part.get("overload")
+    if over is not None:
+        share = over.get("failedShare")
+        lines += [
+            "",
+            f"Overload, guard on: {over['offeredPerS']:.0f} offered per second, "
+            f"{over.get('accepted')} accepted, {over.get('failed')} of them failed "
+            f"({'-' if share is None else f'{100 * share:.2f}%'}), {over.get('refusals')} "
+            f"refusals, {over.get('verifiedPerS')} verified per second, p50 {over.get('p50Ms')} ms",
+        ]
+    return lines
 
 
 def _ms(fig: dict[str, Any]) -> str:

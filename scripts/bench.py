@@ -1,6 +1,7 @@
 """Measure inferchain on this machine (`make bench`): ingestion against two peers (anvil and
 hardhat, `--peer`) and the machine's ceilings, reads at 10 thousand and 1 million tasks, the
-default testnet end to end, an honest client under each flood (`--only floods`), memory over
+default testnet end to end, its capacity as the offered load steps up and graceful overload past
+it (`--only capacity`), an honest client under each flood (`--only floods`), memory over
 finished tasks (`--only memory`), and the real model (`--only llm`, with the llm extra:
 `scored`'s error rates and cost, and a task's latency on real-model nodes).
 
@@ -20,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import floods, llm, llm_rates, memory, run, subs  # noqa: E402
+from bench import capacity, floods, llm, llm_rates, memory, run, subs  # noqa: E402
 from bench.common import write_json  # noqa: E402
 
 
@@ -45,6 +46,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--e2e-seconds", type=float, default=30.0, help="seconds of load per end-to-end run"
+    )
+    parser.add_argument(
+        "--capacity-steps",
+        default=",".join(f"{r:g}" for r in capacity.STEPS),
+        help="capacity: the offered loads in tasks per second, comma-separated",
     )
     parser.add_argument(
         "--attack",
@@ -116,6 +122,10 @@ def main() -> int:
             rounds=1 if args.quick else args.rounds,
             read_sizes=(10_000,) if args.quick else sizes,
             e2e_duration_s=8.0 if args.quick else args.e2e_seconds,
+            capacity_steps=(25.0,)
+            if args.quick
+            else tuple(float(r) for r in args.capacity_steps.split(",") if r),
+            capacity_duration_s=8.0 if args.quick else capacity.DURATION_S,
             flood_sizes=floods.TINY if args.flood_size == "tiny" else floods.Sizes(),
             flood_attacks=tuple(args.attack or floods.ATTACKS),
             memory_tasks=min(args.memory_tasks, 10_000) if args.quick else args.memory_tasks,
