@@ -9,7 +9,6 @@ keep both honest.
 from __future__ import annotations
 
 import sys
-import threading
 from functools import lru_cache
 
 import coincurve
@@ -167,8 +166,7 @@ def sign_message(msg: Message, chain_id: int, private_key: bytes) -> SignedTx:
 # instead of a digest and a secp256k1 recovery. VERIFIED_CACHE entries, the oldest dropped
 # first: more than a few blocks of a loaded network hold.
 VERIFIED_CACHE = 4096
-_verified: dict[bytes, tuple[int, SignedTx]] = {}
-_verified_lock = threading.Lock()  # the recovery threads add to it too
+_verified: dict[bytes, tuple[int, SignedTx]] = {}  # the recovery threads add to it too
 
 
 def verify_message(msg: Message, chain_id: int, signature: bytes) -> SignedTx:
@@ -206,10 +204,12 @@ def verified_tx(
             domain_type=DOMAIN_TYPE,
         )
     tx = SignedTx(msg, signature, msg_digest, tx_hash(msg_digest, signature), expected)
-    with _verified_lock:
-        while len(_verified) >= VERIFIED_CACHE:
-            del _verified[next(iter(_verified))]
-        _verified[signature] = (chain_id, tx)
+    while len(_verified) >= VERIFIED_CACHE:  # each step is one operation under the GIL
+        try:
+            _verified.pop(next(iter(_verified)), None)
+        except (StopIteration, RuntimeError):  # emptied or changed by another thread
+            break
+    _verified[signature] = (chain_id, tx)
     return tx
 
 
