@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import profile
 from bench.common import REPO, percentile, throughput
 from chain.protocol.types import SubmitTask
 from resource_node.backends import InferenceRequest, request_from_task
@@ -250,6 +251,17 @@ class Testnet:
     def note_children(self) -> None:
         if self.proc is not None:
             self.children.update((p.pid, p) for p in children_of(self.proc.pid))
+
+    def processes(self) -> list[tuple[str, int]]:
+        """(name, pid) of each validator and resource node, in the order they started, and
+        of this process (the load), for `bench.profile`."""
+        counts: dict[str, int] = {}
+        out = [("load", os.getpid())]
+        for info in sorted(self.children.values(), key=lambda i: i.start_ticks):
+            if info.role in ("validator", "node") and alive(info):
+                index = counts[info.role] = counts.get(info.role, -1) + 1
+                out.append((f"{info.role}-{index}", info.pid))
+        return out
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far by role (validators, resource nodes, the launcher)."""
@@ -749,6 +761,7 @@ async def end_to_end(
     settle_timeout_s: float = SETTLE_TIMEOUT_S,
     log_level: str = "INFO",
     guard: bool = True,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """One run on a fresh default testnet at `block_time_ms`: `offered_per_s` submitTask per
     second for `duration_s` seconds, open loop, then up to `settle_timeout_s` for the last
@@ -781,10 +794,16 @@ async def end_to_end(
         follower = Follower(clients)
         stop_following = asyncio.Event()
         following = asyncio.create_task(follower.run(stop_following))
+        sampler = None if profile_dir is None else profile.Sampler(profile_dir, duration_s)
+        if sampler is not None:
+            unsampled = await sampler.start(testnet.processes())
+            if unsampled:
+                log.warning("%s", unsampled)
         cpu_before, load_before = testnet.cpu(), os.getloadavg()[0]
         started = loop.time()
         records = await offer_load(clients, load, follower, offered_per_s)
         load_s = loop.time() - started
+        profiles = {} if sampler is None else await sampler.finish()
         settled = await settle(follower, settle_timeout_s)
         busy_s = loop.time() - started
         cpu_after, load_after = testnet.cpu(), os.getloadavg()[0]
@@ -814,6 +833,7 @@ async def end_to_end(
                 "queryTask": follower.query_errors,
             },
             "lastStatus": testnet.last_status,
+            "profile": None if profile_dir is None else {"dir": str(profile_dir), **profiles},
             "records": str(write_records(testnet.data_dir, records, follower)),
         }
     finally:
@@ -895,12 +915,18 @@ async def end_to_end_both(
     duration_s: float = DURATION_S,
     *,
     guard: bool = True,
+    profile_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     """`end_to_end` at each block time of `loads` (default LOADS: 1000 and 200 ms), one
     after the other, each on a fresh testnet."""
     return [
         await end_to_end(
-            work_dir, block_time_ms, offered_per_s=rate, duration_s=duration_s, guard=guard
+            work_dir,
+            block_time_ms,
+            offered_per_s=rate,
+            duration_s=duration_s,
+            guard=guard,
+            profile_dir=None if profile_dir is None else profile_dir / f"{block_time_ms}ms",
         )
         for block_time_ms, rate in (loads or LOADS).items()
     ]
@@ -917,6 +943,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", default=str(REPO / ".data" / "bench"))
     parser.add_argument("--log-level", default="WARNING", type=str.upper)
     parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="sample every process with py-spy during the load; summaries in DIR/summary.txt",
+    )
+    parser.add_argument(
         "--no-overload-guard",
         action="store_true",
         help="the validators admit every task (to measure the capacity past its knee)",
@@ -929,7 +960,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.rate is not None:
         loads = dict.fromkeys(loads, args.rate)
     reports = asyncio.run(
-        end_to_end_both(Path(args.work_dir), loads, args.duration, guard=not args.no_overload_guard)
+        end_to_end_both(
+            Path(args.work_dir),
+            loads,
+            args.duration,
+            guard=not args.no_overload_guard,
+            profile_dir=None if args.profile is None else Path(args.profile),
+        )
     )
     sys.stdout.write(json.dumps(reports if len(reports) > 1 else reports[0], indent=2) + "\n")
     return 0
