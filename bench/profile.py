@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -101,7 +102,8 @@ class Sampler:
         self.directory = directory
         self.seconds = seconds
         self.rate_hz = rate_hz
-        self.py_spy = shutil.which("py-spy")
+        beside = Path(sys.executable).parent / "py-spy"  # in the venv, if not on PATH
+        self.py_spy = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
         self._procs: list[tuple[str, asyncio.subprocess.Process]] = []
 
     async def start(self, processes: Sequence[tuple[str, int]]) -> str | None:
