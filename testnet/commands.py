@@ -21,6 +21,7 @@ def validator_args(
     data_dir: Path,
     *,
     port: int = 0,
+    host: str | None = None,
     validator: int | None = None,
     peers: Iterable[str] = (),
     block_time_ms: int | None = None,
@@ -29,11 +30,13 @@ def validator_args(
     log_level: str | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """`python -m rpc` on 127.0.0.1:`port` (0: one the OS picks), as dev validator
-    `validator` of the genesis when given, with `peers` (RPC URLs) as its `--peer`s; `extra`
-    is passed as it is, after the rest."""
+    """`python -m rpc` on `host` (None: its default, 127.0.0.1) and `port` (0: one the OS
+    picks), as dev validator `validator` of the genesis when given, with `peers` (RPC URLs) as
+    its `--peer`s; `extra` is passed as it is, after the rest."""
     args = ["-m", "rpc", "--genesis", str(genesis_path)]
     args += ["--data-dir", str(data_dir), "--port", str(port)]
+    if host is not None:
+        args += ["--host", host]
     if validator is not None:
         args += ["--validator", str(validator)]
     for peer in peers:
@@ -55,6 +58,7 @@ def resource_node_args(
     *,
     state_dir: Path | None = None,
     http_port: int | None = None,
+    host: str | None = None,
     log_level: str | None = None,
     faults: Iterable[str] = (),
     genesis_path: Path | None = None,
@@ -62,9 +66,10 @@ def resource_node_args(
     extra: Sequence[str] = (),
 ) -> list[str]:
     """`python -m resource_node` as dev resource node `dev_index`, working through the
-    validator at `rpc_url`; `faults` are `--fault` specs; `genesis_path` the chain's genesis
-    file, for its params (forced errors); `models` its `--models` (comma-separated; None: the
-    node's default, every model); `extra` is passed as it is."""
+    validator at `rpc_url`, serving on `host` (None: 127.0.0.1); `faults` are `--fault`
+    specs; `genesis_path` the chain's genesis file, for its params (forced errors); `models`
+    its `--models` (comma-separated; None: the node's default, every model); `extra` is passed
+    as it is."""
     args = ["-m", "resource_node", "--rpc", rpc_url]
     args += ["--dev-index", str(dev_index)]
     if models is not None:
@@ -75,6 +80,8 @@ def resource_node_args(
         args += ["--state-dir", str(state_dir)]
     if http_port is not None:
         args += ["--http-port", str(http_port)]
+    if host is not None:
+        args += ["--host", host]
     if log_level is not None:
         args += ["--log-level", log_level]
     for fault in faults:
@@ -83,10 +90,18 @@ def resource_node_args(
 
 
 def ao_args(
-    rpc_url: str, data_dir: Path, *, port: int = 0, log_level: str | None = None
+    rpc_url: str,
+    data_dir: Path,
+    *,
+    port: int = 0,
+    host: str | None = None,
+    log_level: str | None = None,
 ) -> list[str]:
-    """`python -m ao`, the AO unit (PROTOCOL 8), over the validator at `rpc_url`."""
+    """`python -m ao`, the AO unit (PROTOCOL 8), over the validator at `rpc_url`, on `host`
+    (None: 127.0.0.1)."""
     args = ["-m", "ao", "--rpc", rpc_url, "--data-dir", str(data_dir), "--port", str(port)]
+    if host is not None:
+        args += ["--host", host]
     if log_level is not None:
         args += ["--log-level", log_level]
     return args

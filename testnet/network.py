@@ -1,6 +1,6 @@
-"""A network of validator and resource node processes of one genesis on loopback: the
-`perturb.Cluster` both the testnet supervisor (`testnet.launcher`) and the process-level
-tests run.
+"""A network of validator and resource node processes of one genesis, on loopback or, with a
+`testnet.netns.Plan`, each process in its namespace on its own address: the `perturb.Cluster`
+both the testnet supervisor (`testnet.launcher`) and the process-level tests run.
 
 Validator k is `python -m rpc --validator k` on `ports[k]` with its ledger in
 `root/validator-k` and its log in `root/validator-k.log`, the others as its `--peer`s; resource
@@ -36,9 +36,11 @@ from testnet.commands import (
     resource_node_args,
     validator_args,
 )
+from testnet.netns import Plan, exec_prefix
 from testnet.process import START_TIMEOUT_S, LaunchError, Process, run_to_exit, stop_all
 
 HEALTH_POLL_S = 0.1
+LOOPBACK = "127.0.0.1"
 
 
 class Network:
@@ -57,6 +59,7 @@ class Network:
         request_timeout_s: float = DEFAULT_TIMEOUT,
         node_ports: Sequence[int] | None = None,
         validator_extra: Sequence[str] = (),
+        netns: Plan | None = None,
     ) -> None:
         if len(ports) != len(genesis.validators):
             raise ValueError(f"{len(genesis.validators)} validators, {len(ports)} ports")
@@ -64,7 +67,11 @@ class Network:
         self.root = root
         self.genesis_path = root / "genesis.json"
         self.ports = list(ports)
-        self.urls = [f"http://127.0.0.1:{port}" for port in ports]
+        self.netns = netns  # None: every process on loopback
+        self.urls = [
+            f"http://{self.host_of(f'validator-{k}') or LOOPBACK}:{port}"
+            for k, port in enumerate(ports)
+        ]
         self.block_time_ms = block_time_ms
         self.log_level = log_level
         self.check_invariants = check_invariants
@@ -82,11 +89,21 @@ class Network:
     def data_dir(self, k: int) -> Path:
         return self.root / f"validator-{k}"
 
+    def host_of(self, name: str) -> str | None:
+        """The address process `name` (`validator-0`, `node-1`, `ao`) listens on: its
+        namespace's, or None (its default, loopback) without namespaces."""
+        return None if self.netns is None else self.netns.host(name).address
+
+    def prefix_of(self, name: str) -> list[str]:
+        """The command that runs process `name` in its namespace ([] without namespaces)."""
+        return [] if self.netns is None else exec_prefix(self.netns.host(name))
+
     def validator_args(self, k: int, genesis_path: Path | None = None) -> list[str]:
         return validator_args(
             genesis_path or self.genesis_path,
             self.data_dir(k),
             port=self.ports[k],
+            host=self.host_of(f"validator-{k}"),
             validator=k,
             peers=[url for j, url in enumerate(self.urls) if j != k],
             block_time_ms=self.block_time_ms,
@@ -103,6 +120,7 @@ class Network:
             self.validator_args(k),
             self.root / f"validator-{k}.log",
             ready_prefix=VALIDATOR_READY,
+            prefix=self.prefix_of(f"validator-{k}"),
         )
         self.validators[k] = process
         process.spawn()
@@ -146,6 +164,7 @@ class Network:
             self.root / f"node-{i}.log",
             ready_prefix=RESOURCE_NODE_READY,
             may_exit_with=CRASH_EXIT_CODE if crashes else None,
+            prefix=self.prefix_of(f"node-{i}"),
         )
         self.nodes[i] = process
         process.spawn()
@@ -160,6 +179,7 @@ class Network:
             i,
             state_dir=self.root / f"node-{i}",
             http_port=0 if self.node_ports is None else self.node_ports[i],
+            host=self.host_of(f"node-{i}"),
             log_level=self.log_level,
             faults=[fault] if fault is not None else [],
             genesis_path=self.genesis_path,
@@ -182,9 +202,16 @@ class Network:
         """Start the AO unit over validator 0 (do not wait for it)."""
         process = Process(
             "AO unit",
-            ao_args(self.urls[0], self.root / "ao", port=port, log_level=self.log_level),
+            ao_args(
+                self.urls[0],
+                self.root / "ao",
+                port=port,
+                host=self.host_of("ao"),
+                log_level=self.log_level,
+            ),
             self.root / "ao.log",
             ready_prefix=AO_READY,
+            prefix=self.prefix_of("ao"),
         )
         self.ao = process
         process.spawn()
@@ -228,7 +255,8 @@ class Network:
         path = self.root / "foreign-genesis.json"
         path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
         args = self.validator_args(k, path)
-        exited = await asyncio.to_thread(run_to_exit, args, START_TIMEOUT_S)
+        prefix = self.prefix_of(f"validator-{k}")
+        exited = await asyncio.to_thread(run_to_exit, args, START_TIMEOUT_S, prefix)
         if exited.timed_out:
             raise AssertionError("a validator with a foreign genesis kept running")
         if exited.returncode == 0:
