@@ -11,7 +11,7 @@ out of its device in the switch, which writes it into the device of its destinat
 link's delay, or drops it with the link's loss. The kernel of each namespace runs real TCP
 over it. The devices are the switch's: they vanish with its process, whatever ends it.
 
-The model (PROTOCOL 9 of the testnet, in the README): each host sits in a region with a
+The model (the README's too): each host sits in a region with a
 one-way delay d to the core; a packet from a to b waits d(a) + d(b), plus a jitter drawn
 uniformly from [0, j] per packet (never less: the configured delay is a floor), and packets
 of one link stay in order. So rtt(a, b) = 2 (d(a) + d(b)) plus at most 2 j. The gateway's d is
@@ -41,6 +41,7 @@ import signal
 import struct
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -293,13 +294,14 @@ class Switch:
         self.by_address = {struct.unpack("!I", _packed(h.address))[0]: h for h in self.hosts}
         self.fds: dict[str, int] = {}
         self.rng = rng or random.Random()
-        self.last: dict[tuple[str, str], float] = {}  # a link's last delivery time
+        # a link's packets in flight, each with the time it is due
+        self.queues: dict[tuple[str, str], deque[tuple[float, bytes]]] = {}
         self.forwarded = 0
         self.dropped = 0
 
     def open(self) -> None:
         """The devices: each opened, moved into its namespace with its address, and up."""
-        cidr = f"/{24}"
+        cidr = "/24"
         for host in self.hosts:
             self.fds[host.name] = open_tun(host.name)
             where: list[str] = []
@@ -336,19 +338,29 @@ class Switch:
             if self.plan.jitter_ms:
                 delay += self.rng.uniform(0.0, self.plan.jitter_ms)
             link = (source.name, target.name)
-            at = max(loop.time() + delay / 1000, self.last.get(link, 0.0))
-            self.last[link] = at
-            loop.call_at(at, self.deliver, target, packet)
+            queue = self.queues.setdefault(link, deque())
+            # In order per link: a packet is never due before the one sent ahead of it.
+            at = max(loop.time() + delay / 1000, queue[-1][0] if queue else 0.0)
+            queue.append((at, packet))
+            if len(queue) == 1:
+                loop.call_at(at, self.deliver, link, target)
 
-    def deliver(self, target: Host, packet: bytes) -> None:
+    def deliver(self, link: tuple[str, str], target: Host) -> None:
+        """Write the packets of `link` that are due, and wait for the next one."""
+        loop = asyncio.get_running_loop()
+        queue = self.queues[link]
         fd = self.fds.get(target.name)
-        if fd is None:
-            return
-        try:
-            os.write(fd, packet)
-            self.forwarded += 1
-        except OSError:
-            self.dropped += 1  # its queue is full: as a wire drops it
+        while queue and queue[0][0] <= loop.time():
+            _, packet = queue.popleft()
+            if fd is None:
+                continue
+            try:
+                os.write(fd, packet)
+                self.forwarded += 1
+            except OSError:
+                self.dropped += 1  # its queue is full: as a wire drops it
+        if queue:
+            loop.call_at(queue[0][0], self.deliver, link, target)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
