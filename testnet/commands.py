@@ -24,6 +24,7 @@ def validator_args(
     host: str | None = None,
     validator: int | None = None,
     peers: Iterable[str] = (),
+    dev_control_from: Iterable[str] = (),
     block_time_ms: int | None = None,
     check_invariants: bool = False,
     quiet: bool = True,
@@ -32,7 +33,8 @@ def validator_args(
 ) -> list[str]:
     """`python -m rpc` on `host` (None: its default, 127.0.0.1) and `port` (0: one the OS
     picks), as dev validator `validator` of the genesis when given, with `peers` (RPC URLs) as
-    its `--peer`s; `extra` is passed as it is, after the rest."""
+    its `--peer`s, the addresses `dev_control_from` allowed to set its dev links besides
+    loopback; `extra` is passed as it is, after the rest."""
     args = ["-m", "rpc", "--genesis", str(genesis_path)]
     args += ["--data-dir", str(data_dir), "--port", str(port)]
     if host is not None:
@@ -41,6 +43,8 @@ def validator_args(
         args += ["--validator", str(validator)]
     for peer in peers:
         args += ["--peer", peer]
+    for address in dev_control_from:
+        args += ["--dev-control-from", address]
     if block_time_ms is not None:
         args += ["--block-time", str(block_time_ms)]
     if check_invariants:

@@ -106,6 +106,8 @@ class Network:
             host=self.host_of(f"validator-{k}"),
             validator=k,
             peers=[url for j, url in enumerate(self.urls) if j != k],
+            # the launcher sets the dev links from the gateway of the namespaces
+            dev_control_from=[] if self.netns is None else [self.netns.gateway.address],
             block_time_ms=self.block_time_ms,
             check_invariants=self.check_invariants,
             log_level=self.log_level,

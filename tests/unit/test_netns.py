@@ -215,8 +215,16 @@ def test_the_genesis_and_the_command_lines_name_the_namespaces(tmp_path: Path) -
     validator = validator_parse_args(net.validator_args(1)[2:])
     assert validator.host == hosts[1]
     assert validator.peer == [net.urls[0], net.urls[2]]
+    assert validator.dev_control_from == [plan.gateway.address]  # the launcher's address
     node = node_parse_args(net.node_args(1)[2:])
     assert node.host == plan.host("node-1").address
     assert node.rpc == net.urls[1]
     assert net.prefix_of("node-1") == ["ip", "netns", "exec", plan.host("node-1").name]
     assert Network(genesis, tmp_path, [8545, 8546, 8547]).prefix_of("node-1") == []
+
+
+def test_a_bad_dev_control_address_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        validator_parse_args(["--dev-control-from", "launcher"])
+    assert caught.value.code == 2
+    assert "--dev-control-from: expected an IP address, got 'launcher'" in capsys.readouterr().err
