@@ -40,7 +40,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -58,8 +58,8 @@ from chain.protocol.genesis import (
 )
 from resource_node.backends.faults import Faults
 from rpc.client import InferchainClient, RpcError, TransportError, Wallet
-from testnet import netns, perturb
-from testnet.network import Network, health_of
+from testnet import compose, netns, perturb
+from testnet.network import Network, Placement, health_of
 from testnet.process import REPO, LaunchError, Process, log_tail
 
 log = logging.getLogger("testnet")
@@ -83,6 +83,7 @@ FAULTS_JOIN = "+"  # --byzantine: between one node's faults (the nodes' specs ta
 ALL_MODELS = "*"  # a node's models: every model
 HONEST = "*"  # --byzantine: the spec of an honest node (as is an empty one)
 DEMO_MODEL = "demo"  # the demo task's model: it needs a node to compute and one to verify
+EMIT_FORMATS = ("compose",)
 MAX_LOSS_PERCENT = 50.0  # --loss: beyond half the packets lost TCP barely moves
 
 
@@ -175,8 +176,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="PERCENT",
         help="with --netns: each packet is lost with this probability on each link (0-50)",
     )
+    parser.add_argument(
+        "--emit",
+        nargs=2,
+        metavar=("FORMAT", "DIR"),
+        help="write the network as a project of another engine into DIR and exit, instead of "
+        "running it: FORMAT compose (a Docker Compose project; see the README)",
+    )
     parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     args = parser.parse_args(argv)
+    if args.emit is not None:
+        if args.emit[0] not in EMIT_FORMATS:
+            parser.error(f"--emit: FORMAT {', '.join(EMIT_FORMATS)}, got {args.emit[0]!r}")
+        for option, given in (
+            ("--netns", args.netns),
+            ("--perturb", args.perturb),
+            ("--restart", args.restart),
+        ):
+            if given:
+                parser.error(f"--emit writes a project and exits: {option} does not apply")
+        if args.node_port == 0 or args.ao_port == 0:
+            parser.error("--emit: the published ports are fixed: --node-port and --ao-port > 0")
     if not args.netns and (args.latency is not None or args.loss is not None):
         parser.error("--latency and --loss are the links of --netns: add --netns")
     if args.loss is not None and not 0 <= args.loss <= MAX_LOSS_PERCENT:
@@ -332,8 +352,9 @@ class Testnet:
             node_faults=args.node_faults,
             node_ports=node_ports(args),
             request_timeout_s=REQUEST_TIMEOUT_S,
-            netns=plan,
+            placement=plan,
         )
+        self.plan = plan
         self.stop = asyncio.Event()
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.status = StatusLine()
@@ -536,8 +557,8 @@ class Testnet:
         if net.ao is not None and net.apus is not None:
             for line in apus_lines(net.ao.url, net.apus):
                 print(line)
-        if net.netns is not None:
-            plan = net.netns
+        if self.plan is not None:
+            plan = self.plan
             print(
                 f"  namespaces {plan.prefix}-* on {plan.subnet}.0/24 (the launcher at "
                 f"{plan.gateway.address}); one-way delay to the core by region, rtt(a, b) = "
@@ -848,13 +869,15 @@ def network_genesis(
     port: int,
     nodes: int,
     models: Mapping[int, str],
-    plan: netns.Plan | None = None,
+    placement: Placement | None = None,
+    node_ports: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The network's genesis document: `base` with `validators` dev validators from `port`
     on, its first `nodes` resource nodes, and node i's `models` as `models[i]` says (the
     others keep theirs). Each node is started with its entry's models (`Network.node_args`).
-    With `plan` (namespaces), the validators' urls and the nodes' endpoints name their
-    namespaces' addresses, their ports kept."""
+    With a `placement` (namespaces, containers), the validators' urls and the nodes'
+    endpoints name the hosts it reaches them at, the endpoints on `node_ports` when given
+    (else their ports kept)."""
     raw = with_dev_validators(base.raw, validators, base_port=port)
     # Only the resource nodes that run are registered: a result is judged by the others
     # (PROTOCOL 4.5), and one that never answers would hold it to its verify deadline.
@@ -862,19 +885,24 @@ def network_genesis(
         {**entry, "models": models[i]} if i in models else entry
         for i, entry in enumerate(raw.get("resourceNodes", [])[:nodes])
     ]
-    if plan is not None:
+    if placement is not None:
         for k, entry in enumerate(raw["validators"]):
-            entry["url"] = with_host(entry["url"], plan.host(f"validator-{k}").address)
+            entry["url"] = with_host(entry["url"], placement.reach(f"validator-{k}"))
         for i, entry in enumerate(raw["resourceNodes"]):
             if isinstance(entry.get("endpoint"), str):
-                entry["endpoint"] = with_host(entry["endpoint"], plan.host(f"node-{i}").address)
+                node_port = None if node_ports is None else node_ports[i]
+                entry["endpoint"] = with_host(
+                    entry["endpoint"], placement.reach(f"node-{i}"), node_port
+                )
     return raw
 
 
-def with_host(url: str, host: str) -> str:
-    """`url` with its host replaced by `host` (its scheme, port and path kept)."""
+def with_host(url: str, host: str, port: int | None = None) -> str:
+    """`url` with its host replaced by `host`, and its port by `port` when given (its scheme
+    and path kept)."""
     parts = urlsplit(url)
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    kept = parts.port if port is None else port
+    netloc = host if kept is None else f"{host}:{kept}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -963,7 +991,9 @@ async def main_async(args: argparse.Namespace) -> int:
         base = read_genesis(args.genesis)
         if args.nodes > len(base.resource_nodes):
             raise LaunchError(f"--nodes: {args.genesis} has {len(base.resource_nodes)}")
-        raw = network_genesis(base, args.validators, args.port, args.nodes, args.node_models, plan)
+        raw = network_genesis(
+            base, args.validators, args.port, args.nodes, args.node_models, plan, node_ports(args)
+        )
         genesis = parse_genesis(raw)
         prepare_data_dir(data_dir, raw, args.fresh)
         if plan is not None:
@@ -995,7 +1025,54 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0
 
 
+def emit_compose(args: argparse.Namespace, out: Path) -> int:
+    """`--emit compose DIR`: the network's Compose project written into `out`; 2 with the
+    reason when it cannot be."""
+    try:
+        compose.check_dir(out)
+        base = read_genesis(args.genesis)
+        if args.nodes > len(base.resource_nodes):
+            raise ValueError(f"--nodes: {args.genesis} has {len(base.resource_nodes)}")
+        hosts = compose.ServiceHosts()
+        raw = network_genesis(
+            base,
+            args.validators,
+            args.port,
+            args.nodes,
+            args.node_models,
+            hosts,
+            [args.node_port + i for i in range(args.nodes)],
+        )
+        genesis = parse_genesis(raw)
+        ports = [args.port + k for k in range(args.validators)]
+        net = compose.network_of(
+            genesis,
+            ports,
+            [args.node_port + i for i in range(args.nodes)],
+            block_time_ms=args.block_time,
+            log_level=args.log_level,
+            node_faults=args.node_faults,
+        )
+        document = compose.project(
+            net, ao_port=None if args.no_ao else args.ao_port, build_context=REPO
+        )
+        keys = compose.key_files(genesis, args.nodes, not args.no_ao)
+        compose.write(out, document, raw, keys)
+    except (GenesisError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    print(
+        f"a Docker Compose project of {_count(args.validators, 'validator')} and "
+        f"{_count(args.nodes, 'resource node')}{'' if args.no_ao else ' and the AO unit'} in "
+        f"{out}: docker compose -f {out / compose.COMPOSE_FILE} up --build",
+        flush=True,
+    )
+    return 0
+
+
 def main() -> int:
     args = parse_args()
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(message)s")
+    if args.emit is not None:
+        return emit_compose(args, Path(args.emit[1]).resolve())
     return asyncio.run(main_async(args))

@@ -114,6 +114,20 @@ class Plan:
                 return host
         raise KeyError(name)
 
+    # testnet.network.Placement
+
+    def bind(self, name: str) -> str:
+        return self.host(name).address
+
+    def reach(self, name: str) -> str:
+        return self.host(name).address
+
+    def command_prefix(self, name: str) -> list[str]:
+        return exec_prefix(self.host(name))
+
+    def dev_control_from(self) -> list[str]:
+        return [self.gateway.address]  # the launcher sets the dev links from there
+
     def rtt_floor_ms(self, a: Host, b: Host) -> float:
         """The least RTT the links give between `a` and `b` (the model above)."""
         return 2 * (a.delay_ms + b.delay_ms)

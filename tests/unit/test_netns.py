@@ -210,7 +210,7 @@ def test_the_genesis_and_the_command_lines_name_the_namespaces(tmp_path: Path) -
         f"http://{plan.host(f'node-{i}').address}:{9100 + i}" for i in range(2)
     ]
 
-    net = Network(genesis, tmp_path, [8545, 8546, 8547], netns=plan)
+    net = Network(genesis, tmp_path, [8545, 8546, 8547], placement=plan)
     assert net.urls == [v.url for v in genesis.validators]
     validator = validator_parse_args(net.validator_args(1)[2:])
     assert validator.host == hosts[1]
