@@ -3,8 +3,8 @@ Compose Specification's JSON schema, has one service per process running the com
 launcher's network builds, with the options it honours (--validators, --nodes, --block-time,
 --models, --byzantine, --no-ao); the genesis names the services; every key is a file of the
 right account, mounted read-only; a directory that holds something else is refused, a
-previous emit is written over; bad options exit 2. Where a Docker engine answers, the project
-is brought up and its validator 0 answers on the published port.
+previous emit is written over; bad options exit 2. (tests/e2e/test_compose.py brings the
+project up where a Docker engine answers.)
 
 The schema is the Compose Specification's `schema/compose-spec.json`, vendored in
 tests/vectors (its origin and licence in `compose-spec.NOTICE`)."""
@@ -12,11 +12,6 @@ tests/vectors (its origin and licence in `compose-spec.NOTICE`)."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +28,6 @@ from testnet.launcher import emit_compose, parse_args
 from tests.helpers import REPO
 
 SCHEMA = json.loads((REPO / "tests" / "vectors" / "compose-spec.json").read_text())
-UP_TIMEOUT_S = 600.0
 
 
 def emit(out: Path, *argv: str) -> dict[str, Any]:
@@ -182,58 +176,3 @@ def test_bad_emit_options_exit_2_naming_them(
         parse_args(argv)
     assert caught.value.code == 2
     assert message in capsys.readouterr().err
-
-
-def docker_engine() -> str | None:
-    """Why no Docker engine can run the project here, or None."""
-    if shutil.which("docker") is None:
-        return "no docker client"
-    try:
-        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return "docker info did not answer in 20 s"
-    if info.returncode != 0:
-        return f"no Docker engine answers (docker info: {info.stderr.strip()[:200]})"
-    compose_version = subprocess.run(
-        ["docker", "compose", "version"], capture_output=True, text=True, timeout=20
-    )
-    if compose_version.returncode != 0:
-        return "docker compose is not installed"
-    return None
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
-    out = tmp_path / "net"
-    yield out
-    if (out / compose.COMPOSE_FILE).exists():
-        subprocess.run(
-            ["docker", "compose", "-f", str(out / compose.COMPOSE_FILE), "down", "-v"],
-            capture_output=True,
-            timeout=120,
-        )
-
-
-@pytest.mark.slow
-@pytest.mark.skipif((engine := docker_engine()) is not None, reason=str(engine))
-def test_the_project_comes_up_under_docker_compose(project: Path) -> None:
-    emit(project, "--validators", "2", "--nodes", "2", "--no-ao", "--port", "18645")
-    up = subprocess.run(
-        ["docker", "compose", "-f", str(project / compose.COMPOSE_FILE), "up", "-d", "--build"],
-        capture_output=True,
-        text=True,
-        timeout=UP_TIMEOUT_S,
-    )
-    assert up.returncode == 0, up.stderr
-    deadline = time.monotonic() + 120
-    height = -1
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:18645/health", timeout=5) as answer:
-                height = json.loads(answer.read())["height"]
-        except OSError:
-            height = -1
-        if height >= 2:
-            break
-        time.sleep(0.5)  # polling an outside engine's containers, each answer checked
-    assert height >= 2, "validator 0 of the project did not commit 2 blocks"
