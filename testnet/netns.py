@@ -38,9 +38,11 @@ import os
 import random
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -59,6 +61,7 @@ PARENT_POLL_S = 1.0  # the link process exits when its parent is gone
 IP_TIMEOUT_S = 10.0
 MTU = 1500
 STOP_TIMEOUT_S = 10.0
+PROBE_TIMEOUT_S = 10.0
 
 # (region, one-way delay to the core in ms): rtt(a, b) = 2 (d(a) + d(b)), 52..144 ms here
 WAN_REGIONS: tuple[tuple[str, float], ...] = (
@@ -406,14 +409,51 @@ def links_args(plan_path: Path, log_level: str | None = None) -> list[str]:
     return args if log_level is None else [*args, "--log-level", log_level]
 
 
+def connect_times(address: str, port: int, count: int) -> list[float]:
+    """The times of `count` TCP connects to address:port in ms (a connect is one round trip);
+    OSError when one fails."""
+    times = []
+    for _ in range(count):
+        started = time.monotonic()
+        with socket.create_connection((address, port), timeout=PROBE_TIMEOUT_S):
+            times.append((time.monotonic() - started) * 1000)
+    return times
+
+
+def probe(target: str, count: int) -> int:
+    """`--probe ADDRESS:PORT`: print the least and the median connect time, in ms; 1 when a
+    connect fails (saying why)."""
+    address, _, port = target.rpartition(":")
+    try:
+        times = sorted(connect_times(address, int(port), count))
+    except ValueError:
+        print(f"--probe: ADDRESS:PORT, got {target!r}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cannot connect to {target}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"min {times[0]:.1f} ms  median {times[len(times) // 2]:.1f} ms  ({count} connects)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m testnet.netns", description="The links of a network in namespaces"
+        prog="python -m testnet.netns",
+        description="The links of a network in namespaces; or, with --probe, the RTT to a port "
+        "(run it in a namespace with ip netns exec)",
     )
-    parser.add_argument("plan", help="the plan (JSON) the launcher wrote")
+    parser.add_argument("plan", nargs="?", help="the plan (JSON) the launcher wrote")
+    parser.add_argument("--probe", metavar="ADDRESS:PORT", help="time TCP connects to it")
+    parser.add_argument("--count", type=int, default=20, metavar="N", help="connects to time")
     parser.add_argument("--log-level", default="INFO", type=str.upper)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if args.probe is not None:
+        if args.count < 1:
+            parser.error("--count: 1 or more")
+        return probe(args.probe, args.count)
+    if args.plan is None:
+        parser.error("the plan, or --probe")
     try:
         plan = Plan.from_json(Path(args.plan).read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError, TypeError) as exc:
