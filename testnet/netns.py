@@ -11,13 +11,16 @@ out of its device in the switch, which writes it into the device of its destinat
 link's delay, or drops it with the link's loss. The kernel of each namespace runs real TCP
 over it. The devices are the switch's: they vanish with its process, whatever ends it.
 
-The model (the README's too): each host sits in a region with a
-one-way delay d to the core; a packet from a to b waits d(a) + d(b), plus a jitter drawn
-uniformly from [0, j] per packet (never less: the configured delay is a floor), and packets
-of one link stay in order. So rtt(a, b) = 2 (d(a) + d(b)) plus at most 2 j. The gateway's d is
-0. `wan` puts the hosts round-robin in four regions whose RTTs fall in 52-146 ms, as the
-regions of CometBFT's QA latency tables do; `lan` is 0.25 ms each (RTT 1 ms); `none` is no
-delay. A loss P drops each packet with probability P, once per link.
+The model (the README's too): each host sits in a region with a one-way delay d to the core;
+a packet from a to b waits d(a) + d(b), plus a jitter drawn uniformly from [0, j] per packet
+(never less: the configured delay is a floor), and packets of one link stay in order. So
+rtt(a, b) = 2 (d(a) + d(b)) plus at most 2 j. The gateway's d is 0. `wan` puts the hosts
+round-robin in four regions whose RTTs fall in 52-146 ms, as the regions of CometBFT's QA
+latency tables do; `lan` is 0.25 ms each (RTT 1 ms); `none` is no delay. A loss P drops each
+packet with probability P, once per link.
+
+`python -m testnet.netns --probe ADDRESS:PORT` times TCP connects, for the RTT between two
+namespaces (run in one with `ip netns exec`).
 
 Names: a run's prefix (`ic` and four hex digits) and its subnet (10.77.X.0/24) derive from its
 data directory, so two runs on two data directories do not collide, and a run finds the
