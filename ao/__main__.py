@@ -1,4 +1,5 @@
-"""Run an AO unit: `python -m ao --rpc URL --port P --data-dir DIR`.
+"""Run an AO unit: `python -m ao --rpc URL --port P --data-dir DIR` (on 127.0.0.1 unless
+`--host` says another address).
 
 One port serves the scheduler, compute, messenger and cron units of PROTOCOL 8 over the
 chain at URL. DIR holds the unit's store (results, memory hashes, relays, monitored
@@ -11,7 +12,7 @@ their bridge's key is `DIR/bridge.key` (first start: `--bridge-key FILE`, `--bri
 I`, else dev account 8), and it must hold funds for the tasks' fees.
 
 When ready it prints `AO unit <address> ready`, the token's and the router's ids, and `AO on
-http://127.0.0.1:PORT`; it stops cleanly on SIGINT and SIGTERM. Bad options exit 2 with a
+http://HOST:PORT`; it stops cleanly on SIGINT and SIGTERM. Bad options exit 2 with a
 message that names the option.
 """
 
@@ -53,6 +54,7 @@ READY = "AO on "
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ao", description="An inferchain AO unit")
     parser.add_argument("--rpc", required=True, metavar="URL", help="validator RPC base URL")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="HTTP port (0: a free one)")
     parser.add_argument("--data-dir", required=True, metavar="DIR", help="store and key")
     keys = parser.add_mutually_exclusive_group()
@@ -172,7 +174,7 @@ async def serve(
     app.add_routes(PatchApi(client, cu, mu, store).routes())
     if apus is not None:
         app.add_routes(apus.routes())
-    service = serving.HttpService(app, "127.0.0.1", args.port)
+    service = serving.HttpService(app, args.host, args.port)
     try:
         serving.prepare_process(asyncio.get_running_loop())
         await mu.resend_pending()

@@ -1,11 +1,11 @@
 """Run a resource node: `python -m resource_node --rpc URL (--key FILE | --dev-index I)`.
 
 It polls the validator for tasks, computes results with its backend, verifies other nodes'
-results, and serves on its HTTP port (loopback) the Infernet node API and Ocean's
-compute-to-data over its containers (`--config`, `--container`), and its status. When ready
-it prints `Resource node 0x... ready` and `Serving on http://127.0.0.1:PORT` on stdout; it
-stops cleanly on SIGINT and SIGTERM (exit 0). Bad options exit 2 with a message that names
-the option.
+results, and serves on its HTTP port (on 127.0.0.1 unless `--host` names another address)
+the Infernet node API and Ocean's compute-to-data over its containers (`--config`,
+`--container`), and its status. When ready it prints `Resource node 0x... ready` and
+`Serving on http://HOST:PORT` on stdout; it stops cleanly on SIGINT and SIGTERM (exit 0).
+Bad options exit 2 with a message that names the option.
 
 The node registers that URL as its `endpoint` on the chain (a RegisterResourceNode with its
 registered models, sent once when the chain shows another endpoint), unless `--endpoint`
@@ -63,7 +63,7 @@ from resource_node.infernet import InfernetApi
 from resource_node.jobs import JobEngine
 from resource_node.jobstore import JobStore, StorageError
 from resource_node.ocean import OceanConfig, OceanProvider
-from resource_node.server import NodeServer
+from resource_node.server import DEFAULT_HOST, NodeServer
 from resource_node.state import StateError
 from resource_node.worker import ResourceNode, WorkerConfig
 from rpc import serving
@@ -90,6 +90,7 @@ class NodeSetup:
     max_running_jobs: int
     ocean: OceanConfig
     http_port: int
+    host: str
     endpoint: str | None  # None: off; "" : the server's own URL
     rpc_timeout: float
 
@@ -168,6 +169,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         metavar="P",
         help="the HTTP port: Infernet, Ocean and status routes (0: a free one)",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"the address the HTTP server listens on (default {DEFAULT_HOST})",
     )
     parser.add_argument(
         "--config",
@@ -298,6 +304,7 @@ def build_setup(args: argparse.Namespace) -> NodeSetup:
         max_running_jobs=running,
         ocean=OceanConfig.parse(node_config.ocean, "--config ocean"),
         http_port=args.http_port,
+        host=args.host,
         endpoint=endpoint,
         rpc_timeout=args.rpc_timeout,
     )
@@ -334,6 +341,7 @@ async def serve(setup: NodeSetup) -> int:
             node.info,
             routes=[*infernet.routes(), *ocean.routes()],
             rate_limit=setup.rate_limit,
+            host=setup.host,
             port=setup.http_port,
             metrics=node.metrics.registry,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import sys
@@ -46,6 +47,13 @@ def _non_negative(text: str) -> int:
     return int(digits)
 
 
+def _ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IP address, got {text!r}") from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rpc", description="An inferchain validator")
     parser.add_argument("--genesis", default="genesis.json", help="genesis file")
@@ -70,6 +78,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="URL",
         help="RPC URL of another validator (repeat; default: the genesis validators' urls)",
+    )
+    parser.add_argument(
+        "--dev-control-from",
+        action="append",
+        default=[],
+        type=_ip_address,
+        metavar="ADDR",
+        help="an address besides loopback that may set the dev links (POST /p2p/dev/links, "
+        "with the dev token; repeat): a launcher's, when the validators run on other addresses",
     )
     parser.add_argument(
         "--automine-interval",
@@ -222,7 +239,7 @@ async def serve(args: argparse.Namespace) -> int:
     ws_limits = subscriptions.Limits(
         queue=args.ws_queue, subscriptions=args.ws_subscriptions, connections=args.ws_connections
     )
-    server = RpcServer(node, ws_limits)
+    server = RpcServer(node, ws_limits, args.dev_control_from)
     cors = serving.cors_from(args, dev=genesis.dev is not None)
     service = serving.HttpService(
         server.app, args.host, args.port, limits=limits, cors=cors, refuse=server.refuse

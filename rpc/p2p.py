@@ -43,7 +43,7 @@ import os
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,8 +78,10 @@ UNSIGNED_BYTES_PER_S = 256 * 1024.0
 MAX_SOURCES = 4096  # remote addresses with a budget kept; the idle ones are forgotten first
 
 
-def add_routes(app: web.Application, node: Node) -> None:
-    """Serve the validator-to-validator routes on `app`."""
+def add_routes(app: web.Application, node: Node, dev_control_from: Iterable[str] = ()) -> None:
+    """Serve the validator-to-validator routes on `app`; `dev_control_from` are the addresses
+    besides loopback that may set the dev links (with the token)."""
+    allowed = frozenset(dev_control_from)
 
     limits = SourceLimits()
 
@@ -173,7 +175,7 @@ def add_routes(app: web.Application, node: Node) -> None:
 
     async def set_links(request: web.Request) -> web.Response:
         refusal = dev_control_refusal(
-            request.remote, request.headers.get(gossip.DEV_TOKEN_HEADER), token
+            request.remote, request.headers.get(gossip.DEV_TOKEN_HEADER), token, allowed
         )
         if refusal is not None:
             log.warning("dev control: refused a link setting from %s: %s", request.remote, refusal)
@@ -239,15 +241,19 @@ def dev_token(data_dir: Path) -> str:
     return text
 
 
-def dev_control_refusal(remote: str | None, sent: str | None, token: str) -> str | None:
+def dev_control_refusal(
+    remote: str | None, sent: str | None, token: str, allowed: frozenset[str] = frozenset()
+) -> str | None:
     """Why a caller at `remote` sending `sent` may not set the dev links, or None if it may:
-    only loopback callers with the data directory's token."""
+    only loopback callers, and those at the `allowed` addresses (`--dev-control-from`), with
+    the data directory's token."""
     try:
-        loopback = remote is not None and ipaddress.ip_address(remote).is_loopback
+        address = None if remote is None else ipaddress.ip_address(remote)
     except ValueError:
-        loopback = False
-    if not loopback:
-        return f"the dev link control answers loopback callers only, not {remote}"
+        address = None
+    if address is None or not (address.is_loopback or str(address) in allowed):
+        also = f" and {', '.join(sorted(allowed))}" if allowed else ""
+        return f"the dev link control answers loopback callers{also} only, not {remote}"
     if not sent:
         return (
             f"no dev token: send the contents of the validator's <data-dir>/"

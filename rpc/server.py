@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +121,12 @@ def _recover_all(calls: deque[SignedAhead]) -> None:
 class RpcServer:
     """The aiohttp application around one node."""
 
-    def __init__(self, node: Node, ws_limits: subscriptions.Limits | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        ws_limits: subscriptions.Limits | None = None,
+        dev_control_from: Iterable[str] = (),
+    ) -> None:
         self.node = node
         self.metrics = ValidatorMetrics(node)
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -134,7 +139,7 @@ class RpcServer:
         self.app.router.add_get("/metrics", self.handle_metrics)
         self.app.router.add_get("/queryPendingTasks", self.handle_get_pending)
         explorer.Explorer().add_routes(self.app)
-        p2p.add_routes(self.app, node)
+        p2p.add_routes(self.app, node, dev_control_from)
         self.app.on_cleanup.append(self._close_recovery_pool)
         self._pool: ThreadPoolExecutor | None = None
 

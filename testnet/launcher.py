@@ -40,10 +40,11 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from chain.protocol import wire
 from chain.protocol.errors import GenesisError
@@ -57,8 +58,8 @@ from chain.protocol.genesis import (
 )
 from resource_node.backends.faults import Faults
 from rpc.client import InferchainClient, RpcError, TransportError, Wallet
-from testnet import perturb
-from testnet.network import Network, health_of
+from testnet import compose, netns, perturb
+from testnet.network import Network, Placement, health_of
 from testnet.process import REPO, LaunchError, Process, log_tail
 
 log = logging.getLogger("testnet")
@@ -82,6 +83,8 @@ FAULTS_JOIN = "+"  # --byzantine: between one node's faults (the nodes' specs ta
 ALL_MODELS = "*"  # a node's models: every model
 HONEST = "*"  # --byzantine: the spec of an honest node (as is an empty one)
 DEMO_MODEL = "demo"  # the demo task's model: it needs a node to compute and one to verify
+EMIT_FORMATS = ("compose",)
+MAX_LOSS_PERCENT = 50.0  # --loss: beyond half the packets lost TCP barely moves
 
 
 class Stopped(Exception):
@@ -160,8 +163,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="inject faults in a loop and report whether the network recovers each time",
     )
+    parser.add_argument(
+        "--netns",
+        action="store_true",
+        help="run every process in its own network namespace, on its own address of a "
+        "private subnet, the links between them delayed as --latency says (root only)",
+    )
+    parser.add_argument(
+        "--latency",
+        choices=netns.LATENCIES,
+        help="with --netns: the links' delay: none (the default), lan (RTT 1 ms) or wan "
+        "(four regions, RTTs of 52-146 ms)",
+    )
+    parser.add_argument(
+        "--loss",
+        type=float,
+        metavar="PERCENT",
+        help="with --netns: each packet is lost with this probability on each link (0-50)",
+    )
+    parser.add_argument(
+        "--emit",
+        nargs=2,
+        metavar=("FORMAT", "DIR"),
+        help="write the network as a project of another engine into DIR and exit, instead of "
+        "running it: FORMAT compose (a Docker Compose project; see the README)",
+    )
     parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     args = parser.parse_args(argv)
+    if args.emit is not None:
+        if args.emit[0] not in EMIT_FORMATS:
+            parser.error(f"--emit: FORMAT {', '.join(EMIT_FORMATS)}, got {args.emit[0]!r}")
+        for option, given in (
+            ("--netns", args.netns),
+            ("--perturb", args.perturb),
+            ("--restart", args.restart),
+        ):
+            if given:
+                parser.error(f"--emit writes a project and exits: {option} does not apply")
+        if args.node_port == 0 or args.ao_port == 0:
+            parser.error("--emit: the published ports are fixed: --node-port and --ao-port > 0")
+    if not args.netns and (args.latency is not None or args.loss is not None):
+        parser.error("--latency and --loss are the links of --netns: add --netns")
+    if args.loss is not None and not 0 <= args.loss <= MAX_LOSS_PERCENT:
+        parser.error(f"--loss: a percentage between 0 and {MAX_LOSS_PERCENT:g}")
+    if args.netns and (why := netns.unusable()) is not None:
+        parser.error(why)
     if not 1 <= args.validators <= MAX_VALIDATORS:
         parser.error(f"--validators: between 1 and {MAX_VALIDATORS}")
     if not 1 <= args.port <= 65536 - args.validators:
@@ -292,7 +338,12 @@ class Testnet:
     processes."""
 
     def __init__(
-        self, args: argparse.Namespace, genesis: Genesis, data_dir: Path, lock: DataDirLock
+        self,
+        args: argparse.Namespace,
+        genesis: Genesis,
+        data_dir: Path,
+        lock: DataDirLock,
+        plan: netns.Plan | None = None,
     ) -> None:
         self.args = args
         self.genesis = genesis
@@ -307,7 +358,9 @@ class Testnet:
             node_ports=node_ports(args),
             request_timeout_s=REQUEST_TIMEOUT_S,
             validator_extra=["--no-overload-guard"] if args.no_overload_guard else [],
+            placement=plan,
         )
+        self.plan = plan
         self.stop = asyncio.Event()
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.status = StatusLine()
@@ -510,6 +563,19 @@ class Testnet:
         if net.ao is not None and net.apus is not None:
             for line in apus_lines(net.ao.url, net.apus):
                 print(line)
+        if self.plan is not None:
+            plan = self.plan
+            print(
+                f"  namespaces {plan.prefix}-* on {plan.subnet}.0/24 (the launcher at "
+                f"{plan.gateway.address}); one-way delay to the core by region, rtt(a, b) = "
+                "2 (d(a) + d(b))"
+                + (f", jitter up to {plan.jitter_ms:g} ms" if plan.jitter_ms else "")
+                + (f", loss {100 * plan.loss:g}% per link" if plan.loss else "")
+            )
+            for host in plan.hosts:
+                print(
+                    f"    {host.name:<12} {host.address:<14} {host.region} ({host.delay_ms:g} ms)"
+                )
         print(f"  launcher pid {os.getpid()} (recorded in {self.lock.pid_path})")
         dev_keys = genesis.dev_keys()
         if dev_keys:
@@ -804,11 +870,20 @@ async def _describe_listener(url: str) -> str:
 
 
 def network_genesis(
-    base: Genesis, validators: int, port: int, nodes: int, models: Mapping[int, str]
+    base: Genesis,
+    validators: int,
+    port: int,
+    nodes: int,
+    models: Mapping[int, str],
+    placement: Placement | None = None,
+    node_ports: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The network's genesis document: `base` with `validators` dev validators from `port`
     on, its first `nodes` resource nodes, and node i's `models` as `models[i]` says (the
-    others keep theirs). Each node is started with its entry's models (`Network.node_args`)."""
+    others keep theirs). Each node is started with its entry's models (`Network.node_args`).
+    With a `placement` (namespaces, containers), the validators' urls and the nodes'
+    endpoints name the hosts it reaches them at, the endpoints on `node_ports` when given
+    (else their ports kept)."""
     raw = with_dev_validators(base.raw, validators, base_port=port)
     # Only the resource nodes that run are registered: a result is judged by the others
     # (PROTOCOL 4.5), and one that never answers would hold it to its verify deadline.
@@ -816,7 +891,32 @@ def network_genesis(
         {**entry, "models": models[i]} if i in models else entry
         for i, entry in enumerate(raw.get("resourceNodes", [])[:nodes])
     ]
+    if placement is not None:
+        for k, entry in enumerate(raw["validators"]):
+            entry["url"] = with_host(entry["url"], placement.reach(f"validator-{k}"))
+        for i, entry in enumerate(raw["resourceNodes"]):
+            if isinstance(entry.get("endpoint"), str):
+                node_port = None if node_ports is None else node_ports[i]
+                entry["endpoint"] = with_host(
+                    entry["endpoint"], placement.reach(f"node-{i}"), node_port
+                )
     return raw
+
+
+def with_host(url: str, host: str, port: int | None = None) -> str:
+    """`url` with its host replaced by `host`, and its port by `port` when given (its scheme
+    and path kept)."""
+    parts = urlsplit(url)
+    kept = parts.port if port is None else port
+    netloc = host if kept is None else f"{host}:{kept}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def process_names(args: argparse.Namespace) -> list[str]:
+    """The processes of the run, as `testnet.netns` names their hosts."""
+    names = [f"validator-{k}" for k in range(args.validators)]
+    names += [f"node-{i}" for i in range(args.nodes)]
+    return names if args.no_ao else [*names, "ao"]
 
 
 def read_genesis(path: str) -> Genesis:
@@ -876,27 +976,41 @@ async def main_async(args: argparse.Namespace) -> int:
     except (LaunchError, OSError) as exc:
         log.error("%s", exc)
         return 2
+    plan = None
+    namespaces = None
     try:
-        await check_nothing_runs(
-            data_dir,
-            [args.port + k for k in range(args.validators)],
-            [
-                *(node_ports(args) or []),
-                *([] if args.no_ao or not args.ao_port else [args.ao_port]),
-            ],
-        )
+        if args.netns:
+            # Each process has its namespace's address: nothing of loopback's ports is used.
+            plan = netns.make_plan(
+                data_dir, process_names(args), args.latency or "none", (args.loss or 0.0) / 100
+            )
+            await check_nothing_runs(data_dir, [])
+        else:
+            await check_nothing_runs(
+                data_dir,
+                [args.port + k for k in range(args.validators)],
+                [
+                    *(node_ports(args) or []),
+                    *([] if args.no_ao or not args.ao_port else [args.ao_port]),
+                ],
+            )
         base = read_genesis(args.genesis)
         if args.nodes > len(base.resource_nodes):
             raise LaunchError(f"--nodes: {args.genesis} has {len(base.resource_nodes)}")
-        raw = network_genesis(base, args.validators, args.port, args.nodes, args.node_models)
+        raw = network_genesis(
+            base, args.validators, args.port, args.nodes, args.node_models, plan, node_ports(args)
+        )
         genesis = parse_genesis(raw)
         prepare_data_dir(data_dir, raw, args.fresh)
-    except (GenesisError, LaunchError, OSError) as exc:
+        if plan is not None:
+            namespaces = netns.Namespaces(plan, data_dir, args.log_level)
+            namespaces.up()
+    except (GenesisError, LaunchError, netns.NetnsError, OSError) as exc:
         lock.release()
         log.error("%s", exc)
         return 2
 
-    testnet = Testnet(args, genesis, data_dir, lock)
+    testnet = Testnet(args, genesis, data_dir, lock, plan)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, testnet.stop.set)
@@ -910,12 +1024,61 @@ async def main_async(args: argparse.Namespace) -> int:
         return 1
     finally:
         await testnet.close()
+        if namespaces is not None:
+            namespaces.down()
         lock.release()
         print("stopped", flush=True)
+    return 0
+
+
+def emit_compose(args: argparse.Namespace, out: Path) -> int:
+    """`--emit compose DIR`: the network's Compose project written into `out`; 2 with the
+    reason when it cannot be."""
+    try:
+        compose.check_dir(out)
+        base = read_genesis(args.genesis)
+        if args.nodes > len(base.resource_nodes):
+            raise ValueError(f"--nodes: {args.genesis} has {len(base.resource_nodes)}")
+        hosts = compose.ServiceHosts()
+        raw = network_genesis(
+            base,
+            args.validators,
+            args.port,
+            args.nodes,
+            args.node_models,
+            hosts,
+            [args.node_port + i for i in range(args.nodes)],
+        )
+        genesis = parse_genesis(raw)
+        ports = [args.port + k for k in range(args.validators)]
+        net = compose.network_of(
+            genesis,
+            ports,
+            [args.node_port + i for i in range(args.nodes)],
+            block_time_ms=args.block_time,
+            log_level=args.log_level,
+            node_faults=args.node_faults,
+        )
+        document = compose.project(
+            net, ao_port=None if args.no_ao else args.ao_port, build_context=REPO
+        )
+        keys = compose.key_files(genesis, args.nodes, not args.no_ao)
+        compose.write(out, document, raw, keys)
+    except (GenesisError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    print(
+        f"a Docker Compose project of {_count(args.validators, 'validator')} and "
+        f"{_count(args.nodes, 'resource node')}{'' if args.no_ao else ' and the AO unit'} in "
+        f"{out}: docker compose -f {out / compose.COMPOSE_FILE} up --build",
+        flush=True,
+    )
     return 0
 
 
 def main() -> int:
     args = parse_args()
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(message)s")
+    if args.emit is not None:
+        return emit_compose(args, Path(args.emit[1]).resolve())
     return asyncio.run(main_async(args))

@@ -1,6 +1,8 @@
-"""A network of validator and resource node processes of one genesis on loopback: the
-`perturb.Cluster` both the testnet supervisor (`testnet.launcher`) and the process-level
-tests run.
+"""A network of validator and resource node processes of one genesis, on loopback or where a
+`Placement` puts them (a `testnet.netns.Plan`: each process in its namespace on its own
+address; `testnet.compose`: a container each, reached by its service's name): the
+`perturb.Cluster` both the testnet supervisor (`testnet.launcher`) and the process-level tests
+run, and whose command lines a Compose project runs.
 
 Validator k is `python -m rpc --validator k` on `ports[k]` with its ledger in
 `root/validator-k` and its log in `root/validator-k.log`, the others as its `--peer`s; resource
@@ -18,7 +20,7 @@ import asyncio
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -39,6 +41,27 @@ from testnet.commands import (
 from testnet.process import START_TIMEOUT_S, LaunchError, Process, run_to_exit, stop_all
 
 HEALTH_POLL_S = 0.1
+LOOPBACK = "127.0.0.1"
+
+
+class Placement(Protocol):
+    """Where each process (`validator-0`, `node-1`, `ao`) listens and how the others reach it."""
+
+    def bind(self, name: str) -> str:
+        """The address it listens on."""
+        ...
+
+    def reach(self, name: str) -> str:
+        """The host the others' URLs of it name."""
+        ...
+
+    def command_prefix(self, name: str) -> list[str]:
+        """The command that runs it there ([]: none)."""
+        ...
+
+    def dev_control_from(self) -> list[str]:
+        """The addresses besides loopback the validators let set their dev links."""
+        ...
 
 
 class Network:
@@ -57,6 +80,8 @@ class Network:
         request_timeout_s: float = DEFAULT_TIMEOUT,
         node_ports: Sequence[int] | None = None,
         validator_extra: Sequence[str] = (),
+        placement: Placement | None = None,
+        keys: Path | None = None,
     ) -> None:
         if len(ports) != len(genesis.validators):
             raise ValueError(f"{len(genesis.validators)} validators, {len(ports)} ports")
@@ -64,7 +89,11 @@ class Network:
         self.root = root
         self.genesis_path = root / "genesis.json"
         self.ports = list(ports)
-        self.urls = [f"http://127.0.0.1:{port}" for port in ports]
+        self.placement = placement  # None: every process on loopback
+        self.keys = keys  # a directory of key files (`key_file`); None: the dev keys by index
+        self.urls = [
+            f"http://{self.reach(f'validator-{k}')}:{port}" for k, port in enumerate(ports)
+        ]
         self.block_time_ms = block_time_ms
         self.log_level = log_level
         self.check_invariants = check_invariants
@@ -82,13 +111,34 @@ class Network:
     def data_dir(self, k: int) -> Path:
         return self.root / f"validator-{k}"
 
+    def host_of(self, name: str) -> str | None:
+        """The address process `name` (`validator-0`, `node-1`, `ao`) listens on; None (its
+        default, loopback) without a placement."""
+        return None if self.placement is None else self.placement.bind(name)
+
+    def reach(self, name: str) -> str:
+        """The host of process `name` in the URLs of it."""
+        return LOOPBACK if self.placement is None else self.placement.reach(name)
+
+    def prefix_of(self, name: str) -> list[str]:
+        """The command that runs process `name` where it is placed ([]: none)."""
+        return [] if self.placement is None else self.placement.command_prefix(name)
+
+    def key_file(self, name: str) -> Path | None:
+        """The key file of process `name` (`KEYS/<name>.key`, the AO unit's bridge's
+        `KEYS/ao-bridge.key`), or None when the processes take the dev keys by index."""
+        return None if self.keys is None else self.keys / f"{name}.key"
+
     def validator_args(self, k: int, genesis_path: Path | None = None) -> list[str]:
         return validator_args(
             genesis_path or self.genesis_path,
             self.data_dir(k),
             port=self.ports[k],
+            host=self.host_of(f"validator-{k}"),
             validator=k,
+            key_file=self.key_file(f"validator-{k}"),
             peers=[url for j, url in enumerate(self.urls) if j != k],
+            dev_control_from=[] if self.placement is None else self.placement.dev_control_from(),
             block_time_ms=self.block_time_ms,
             check_invariants=self.check_invariants,
             log_level=self.log_level,
@@ -103,6 +153,7 @@ class Network:
             self.validator_args(k),
             self.root / f"validator-{k}.log",
             ready_prefix=VALIDATOR_READY,
+            prefix=self.prefix_of(f"validator-{k}"),
         )
         self.validators[k] = process
         process.spawn()
@@ -146,6 +197,7 @@ class Network:
             self.root / f"node-{i}.log",
             ready_prefix=RESOURCE_NODE_READY,
             may_exit_with=CRASH_EXIT_CODE if crashes else None,
+            prefix=self.prefix_of(f"node-{i}"),
         )
         self.nodes[i] = process
         process.spawn()
@@ -155,11 +207,19 @@ class Network:
         """Resource node i's command line: dev node i through validator i mod N, with its
         `--fault` and the models of its genesis entry."""
         fault = self.node_faults.get(i)
+        name = f"node-{i}"
+        port = 0 if self.node_ports is None else self.node_ports[i]
+        host = self.host_of(name)
+        # A node that listens on every address registers the URL the others reach it at.
+        wildcard = host is not None and host != self.reach(name) and port
         return resource_node_args(
             self.urls[i % len(self.urls)],
             i,
-            state_dir=self.root / f"node-{i}",
-            http_port=0 if self.node_ports is None else self.node_ports[i],
+            key_file=self.key_file(name),
+            state_dir=self.root / name,
+            http_port=port,
+            host=host,
+            endpoint=f"http://{self.reach(name)}:{port}" if wildcard else None,
             log_level=self.log_level,
             faults=[fault] if fault is not None else [],
             genesis_path=self.genesis_path,
@@ -178,13 +238,26 @@ class Network:
         found = [*(p for p in self.validators if p is not None), *self.nodes.values()]
         return found if self.ao is None else [*found, self.ao]
 
+    def ao_args(self, port: int = 0) -> list[str]:
+        """The AO unit's command line: over validator 0, its store in `root/ao`."""
+        return ao_args(
+            self.urls[0],
+            self.root / "ao",
+            port=port,
+            host=self.host_of("ao"),
+            key_file=self.key_file("ao"),
+            bridge_key_file=self.key_file("ao-bridge"),
+            log_level=self.log_level,
+        )
+
     def spawn_ao(self, port: int = 0) -> Process:
         """Start the AO unit over validator 0 (do not wait for it)."""
         process = Process(
             "AO unit",
-            ao_args(self.urls[0], self.root / "ao", port=port, log_level=self.log_level),
+            self.ao_args(port),
             self.root / "ao.log",
             ready_prefix=AO_READY,
+            prefix=self.prefix_of("ao"),
         )
         self.ao = process
         process.spawn()
@@ -228,7 +301,8 @@ class Network:
         path = self.root / "foreign-genesis.json"
         path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
         args = self.validator_args(k, path)
-        exited = await asyncio.to_thread(run_to_exit, args, START_TIMEOUT_S)
+        prefix = self.prefix_of(f"validator-{k}")
+        exited = await asyncio.to_thread(run_to_exit, args, START_TIMEOUT_S, prefix)
         if exited.timed_out:
             raise AssertionError("a validator with a foreign genesis kept running")
         if exited.returncode == 0:

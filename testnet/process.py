@@ -30,7 +30,8 @@ class LaunchError(Exception):
 
 
 class Process:
-    """One process, `python *args`: `spawn()` starts it, `wait_ready()` reads its stdout up to
+    """One process, `python *args` (after `prefix`, a command that runs it, such as `ip netns
+    exec NS`): `spawn()` starts it, `wait_ready()` reads its stdout up to
     the line that starts with `ready_prefix` and keeps what follows (its URL) in `url`."""
 
     def __init__(
@@ -41,9 +42,10 @@ class Process:
         *,
         ready_prefix: str,
         may_exit_with: int | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.name = name
-        self.command = [sys.executable, *args]
+        self.command = [*prefix, sys.executable, *args]
         self.log_path = log_path
         self.ready_prefix = ready_prefix
         self.may_exit_with = may_exit_with  # an exit code that is not a failure (a crash fault)
@@ -214,11 +216,11 @@ class Exited:
     timed_out: bool = False  # it still ran after the timeout and was killed
 
 
-def run_to_exit(args: Sequence[str], timeout: float) -> Exited:
-    """Run `python *args`, which should exit by itself (a refused start), and collect its
-    output; killed if it still runs after `timeout` seconds."""
+def run_to_exit(args: Sequence[str], timeout: float, prefix: Sequence[str] = ()) -> Exited:
+    """Run `python *args` (after `prefix`, as `Process` does), which should exit by itself (a
+    refused start), and collect its output; killed if it still runs after `timeout` seconds."""
     proc = subprocess.Popen(
-        [sys.executable, *args],
+        [*prefix, sys.executable, *args],
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -8,7 +8,8 @@ import pytest
 from bench.profile import frame_name, render, summarize
 
 STACKS = [
-    "main (rpc/__main__.py:10);run (asyncio/runners.py:190);EpollSelector.select (selectors.py:468) 50",
+    "main (rpc/__main__.py:10);run (asyncio/runners.py:190);"
+    "EpollSelector.select (selectors.py:468) 50",
     "main (rpc/__main__.py:10);handle (rpc/server.py:40);get_task (chain/protocol/state.py:455) 30",
     "main (rpc/__main__.py:10);handle (rpc/server.py:41);decode (chain/protocol/state.py:384) 10",
     "main (rpc/__main__.py:10);handle (rpc/server.py:41) 5",

@@ -164,6 +164,20 @@ def test_the_dev_link_control_refuses_any_other_token(sent: str) -> None:
         assert refusal is not None and refusal.startswith("wrong dev token")
 
 
+@given(st.ip_addresses(v=4))
+def test_the_dev_link_control_also_answers_the_addresses_allowed(
+    address: ipaddress.IPv4Address,
+) -> None:
+    allowed = frozenset({"10.77.3.1"})
+    refusal = dev_control_refusal(str(address), TOKEN, TOKEN, allowed)
+    if address.is_loopback or str(address) == "10.77.3.1":
+        assert refusal is None
+        assert dev_control_refusal(str(address), "", TOKEN, allowed) is not None  # the token
+    else:
+        assert refusal is not None
+        assert f"loopback callers and 10.77.3.1 only, not {address}" in refusal
+
+
 def test_the_dev_link_control_refuses_an_unknown_caller() -> None:
     assert dev_control_refusal(None, TOKEN, TOKEN) is not None
     assert dev_control_refusal("not an address", TOKEN, TOKEN) is not None
