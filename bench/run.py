@@ -382,6 +382,14 @@ def targets(report: dict[str, Any]) -> list[Target]:
                 True,
             )
         )
+        out.append(
+            Target(
+                "queryPendingTasks p50 / queryTask p50 (the same rounds, the worst size)",
+                ratios.get("pendingOverTaskP50"),
+                2.0,
+                True,
+            )
+        )
     for block_time, run in (report.get("e2e") or {}).items():
         target = run.get("target", {})
         out.append(
@@ -521,13 +529,14 @@ def table(report: dict[str, Any]) -> str:
             "Reads (sequential client; latency p50 / p99 in ms)",
             "",
             "| tasks | queryTask rps | queryTask latency | queryPendingTasks rps "
-            "| queryPendingTasks latency | validator RSS | ledger on disk |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            "| queryPendingTasks latency | pending / task p50 | validator RSS | ledger on disk |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for size in part.get("sizes", []):
             lines.append(
                 f"| {size['tasks']:,} | {_rate(size['queryTask'])} | {_lat(size['queryTask'])} "
                 f"| {_rate(size['queryPendingTasks'])} | {_lat(size['queryPendingTasks'])} "
+                f"| {_ratio(size.get('pendingOverTaskP50'))} "
                 f"| {size['rssBytes'] / 2**20:,.0f} MiB | {size['diskBytes'] / 2**20:,.0f} MiB |"
             )
         lines += [
