@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import floods, ingest, llm, llm_rates, memory, subs
+from bench import floods, ingest, llm, llm_rates, memory, nodes, subs
 from bench.common import REPO, Throughput
 from chain.protocol import crypto
 from rpc.client import TransportError
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("ingest", "reads", "e2e", "floods", "memory", "llm", "subscriptions")
+SECTIONS = ("ingest", "reads", "e2e", "floods", "memory", "llm", "subscriptions", "nodes")
 PEER_HARDHAT = "hardhat"
 PEER_ANVIL = "anvil"
 PEER_ALL = "all"
@@ -72,6 +72,9 @@ class Options:
     llm_tasks: int = llm.DEFAULT_TASKS
     llm_results: int = llm_rates.DEFAULT_RESULTS
     subs_blocks: int = subs.BLOCKS
+    node_count: int = nodes.NODES
+    nodes_block_times: tuple[int, ...] | None = None  # default: 200 ms and the genesis'
+    nodes_duration_s: float = nodes.DURATION_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +358,15 @@ async def subscriptions_section(opts: Options) -> dict[str, Any]:
     )
 
 
+async def nodes_section(opts: Options) -> dict[str, Any]:
+    return await nodes.nodes_per_validator(
+        opts.work_dir / "nodes",
+        opts.node_count,
+        opts.nodes_block_times,
+        duration_s=opts.nodes_duration_s,
+    )
+
+
 def targets(report: dict[str, Any]) -> list[Target]:
     """The issue's targets, from whatever sections ran."""
     out = []
@@ -390,6 +402,10 @@ def targets(report: dict[str, Any]) -> list[Target]:
                 True,
             )
         )
+    nodes_part = report.get("nodes")
+    if nodes_part is not None:
+        for name, value, bound in nodes.targets_of(nodes_part):
+            out.append(Target(name, value, bound, True))
     for block_time, run in (report.get("e2e") or {}).items():
         target = run.get("target", {})
         out.append(
@@ -423,6 +439,7 @@ async def run(opts: Options, progress: Callable[[str], None] = log.info) -> dict
         ("memory", memory_section),
         ("llm", llm_section),
         ("subscriptions", subscriptions_section),
+        ("nodes", nodes_section),
     ):
         if section not in opts.sections:
             continue
@@ -581,6 +598,9 @@ def table(report: dict[str, Any]) -> str:
     part = report.get("subscriptions")
     if part is not None:
         lines += ["", *subs.subscriptions_table(part)]
+    part = report.get("nodes")
+    if part is not None:
+        lines += ["", *nodes.table(part)]
     lines += ["", "Targets", "", "| target | value | bound | met |", "|---|---:|---:|---|"]
     for t in report.get("targets", []):
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
