@@ -86,8 +86,10 @@ WARMUP_CALLS = 200
 CHECKED_TASKS = 50
 ROUNDS = 3
 # the targets of the issue: queryTask p50 at the largest size within 1.5x of the smallest;
-# queryPendingTasks independent of the finished tasks (held to the same tolerance)
+# queryPendingTasks independent of the finished tasks (held to the same tolerance); and
+# queryPendingTasks at most twice queryTask (p50, the same rounds), at every size
 TARGET_RATIO = 1.5
+PENDING_OVER_TASK_TARGET = 2.0
 
 FILL_JSON = "fill.json"
 GENESIS_JSON = "genesis.json"
@@ -831,11 +833,14 @@ async def reads(
             | {"cached": entry.cached, "lookupSeconds": round(entry.lookup_seconds, 3)},
             "diskBytes": entry.disk_bytes(),
             **read.to_json(),
+            "pendingOverTaskP50": pending_over_task(read),
         }
         for entry, read in zip(ledgers, figures, strict=True)
     ]
     low, high = figures[0], figures[-1]
     compared = len(figures) > 1
+    per_size = [r for r in (pending_over_task(f) for f in figures) if r is not None]
+    pending_over = max(per_size, default=None)  # the worst size
     task_ratio = _ratio(high.query_task.p50_ms, low.query_task.p50_ms) if compared else None
     pending_ratio = (
         _ratio(high.query_pending_tasks.p50_ms, low.query_pending_tasks.p50_ms)
@@ -850,6 +855,7 @@ async def reads(
             "sizes": [low.tasks, high.tasks] if compared else None,
             "queryTaskP50": task_ratio,
             "queryPendingTasksP50": pending_ratio,
+            "pendingOverTaskP50": pending_over,
             "medianOfRoundRatios": {
                 "queryTaskP50": _round_ratio(low, high, pending=False) if compared else None,
                 "queryPendingTasksP50": _round_ratio(low, high, pending=True) if compared else None,
@@ -861,8 +867,25 @@ async def reads(
             "queryPendingTasksP50": None
             if pending_ratio is None
             else pending_ratio <= TARGET_RATIO,
+            "pendingOverTask": PENDING_OVER_TASK_TARGET,
+            "pendingOverTaskP50": None
+            if pending_over is None
+            else pending_over <= PENDING_OVER_TASK_TARGET,
         },
     }
+
+
+def pending_over_task(figures: ReadFigures) -> float | None:
+    """queryPendingTasks p50 over queryTask p50 at one size: the median of the rounds' ratios,
+    each of the two measured on the same validator a second apart."""
+    ratios = [
+        ratio
+        for ratio in (
+            _ratio(r.query_pending_tasks.p50_ms, r.query_task.p50_ms) for r in figures.rounds
+        )
+        if ratio is not None
+    ]
+    return round(statistics.median(ratios), 3) if ratios else None
 
 
 def _round_ratio(low: ReadFigures, high: ReadFigures, *, pending: bool) -> float | None:

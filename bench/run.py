@@ -22,14 +22,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import capacity, floods, ingest, llm, llm_rates, memory, subs
+from bench import capacity, floods, ingest, llm, llm_rates, memory, nodes, subs
 from bench.common import REPO, Throughput
 from chain.protocol import crypto
 from rpc.client import TransportError
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("ingest", "reads", "e2e", "capacity", "floods", "memory", "llm", "subscriptions")
+SECTIONS = (
+    "ingest",
+    "reads",
+    "e2e",
+    "capacity",
+    "floods",
+    "memory",
+    "llm",
+    "subscriptions",
+    "nodes",
+)
 PEER_HARDHAT = "hardhat"
 PEER_ANVIL = "anvil"
 PEER_ALL = "all"
@@ -74,6 +84,9 @@ class Options:
     llm_tasks: int = llm.DEFAULT_TASKS
     llm_results: int = llm_rates.DEFAULT_RESULTS
     subs_blocks: int = subs.BLOCKS
+    node_count: int = nodes.NODES
+    nodes_block_times: tuple[int, ...] | None = None  # default: 200 ms and the genesis'
+    nodes_duration_s: float = nodes.DURATION_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +378,15 @@ async def subscriptions_section(opts: Options) -> dict[str, Any]:
     )
 
 
+async def nodes_section(opts: Options) -> dict[str, Any]:
+    return await nodes.nodes_per_validator(
+        opts.work_dir / "nodes",
+        opts.node_count,
+        opts.nodes_block_times,
+        duration_s=opts.nodes_duration_s,
+    )
+
+
 def targets(report: dict[str, Any]) -> list[Target]:
     """The issue's targets, from whatever sections ran."""
     out = []
@@ -392,6 +414,18 @@ def targets(report: dict[str, Any]) -> list[Target]:
                 True,
             )
         )
+        out.append(
+            Target(
+                "queryPendingTasks p50 / queryTask p50 (the same rounds, the worst size)",
+                ratios.get("pendingOverTaskP50"),
+                2.0,
+                True,
+            )
+        )
+    nodes_part = report.get("nodes")
+    if nodes_part is not None:
+        for name, value, bound in nodes.targets_of(nodes_part):
+            out.append(Target(name, value, bound, True))
     for block_time, run in (report.get("e2e") or {}).items():
         target = run.get("target", {})
         out.append(
@@ -453,6 +487,7 @@ async def run(opts: Options, progress: Callable[[str], None] = log.info) -> dict
         ("memory", memory_section),
         ("llm", llm_section),
         ("subscriptions", subscriptions_section),
+        ("nodes", nodes_section),
     ):
         if section not in opts.sections:
             continue
@@ -559,13 +594,14 @@ def table(report: dict[str, Any]) -> str:
             "Reads (sequential client; latency p50 / p99 in ms)",
             "",
             "| tasks | queryTask rps | queryTask latency | queryPendingTasks rps "
-            "| queryPendingTasks latency | validator RSS | ledger on disk |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            "| queryPendingTasks latency | pending / task p50 | validator RSS | ledger on disk |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for size in part.get("sizes", []):
             lines.append(
                 f"| {size['tasks']:,} | {_rate(size['queryTask'])} | {_lat(size['queryTask'])} "
                 f"| {_rate(size['queryPendingTasks'])} | {_lat(size['queryPendingTasks'])} "
+                f"| {_ratio(size.get('pendingOverTaskP50'))} "
                 f"| {size['rssBytes'] / 2**20:,.0f} MiB | {size['diskBytes'] / 2**20:,.0f} MiB |"
             )
         lines += [
@@ -613,6 +649,9 @@ def table(report: dict[str, Any]) -> str:
     part = report.get("subscriptions")
     if part is not None:
         lines += ["", *subs.subscriptions_table(part)]
+    part = report.get("nodes")
+    if part is not None:
+        lines += ["", *nodes.table(part)]
     lines += ["", "Targets", "", "| target | value | bound | met |", "|---|---:|---:|---|"]
     for t in report.get("targets", []):
         value = "-" if t["value"] is None else f"{t['value']:.2f}"

@@ -12,6 +12,7 @@ coroutine that does the work, between two blocks, which the server awaits.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -462,13 +463,61 @@ def pending_tasks_answer(node: Node, params: Params) -> PendingTasksAnswer:
     return PendingTasksAnswer(out, deprecation)
 
 
+# queryPendingTasks' answers kept per validator, at most this many (address, limit) pairs
+# under one read version; a task's rendering is kept while the task is open, and all of them
+# are forgotten once they are many more than the open tasks.
+MAX_KEPT_ANSWERS = 4096
+RENDERED_SLACK = 1024
+
+
+@dataclass(slots=True)
+class PendingReads:
+    """What queryPendingTasks keeps of its answers for one validator: the items per (address,
+    limit) computed under `version` (`Node.read_version`), all dropped once it changes (a
+    block, an admission, a dev control); and each task's `render_task`, kept while its task
+    is the same decoded value (`Node.pending_work` decodes a task again only when its stored
+    bytes change). The answers kept are shared: their callers never change them."""
+
+    version: tuple[int, ...] = ()
+    answers: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    rendered: dict[bytes, tuple[Task, dict[str, Any]]] = field(default_factory=dict)
+
+    def render(self, task: Task) -> dict[str, Any]:
+        seen = self.rendered.get(task.task_hash)
+        if seen is not None and seen[0] is task:
+            return seen[1]
+        out = render_task(task)
+        self.rendered[task.task_hash] = (task, out)
+        return out
+
+
+_pending_reads: weakref.WeakKeyDictionary[Node, PendingReads] = weakref.WeakKeyDictionary()
+
+
 def work_items(
     node: Node, address: str, limit: int, task_hashes: list[bytes] | None = None
 ) -> list[dict[str, Any]]:
-    """queryPendingTasks' items: the node's work (among `task_hashes` only, when given)."""
+    """queryPendingTasks' items: the node's work (among `task_hashes` only, when given).
+
+    The answer over every open task is kept until the node's read version changes, and
+    given again as it is (the same list: not to be changed); each item is the task's
+    rendering, kept while the task stays the same, with the node's own members added."""
+    reads = _pending_reads.get(node)
+    if reads is None:
+        reads = _pending_reads[node] = PendingReads()
+    if task_hashes is None:
+        version = node.read_version()
+        if version != reads.version:
+            reads.version = version
+            reads.answers.clear()
+        kept = reads.answers.get((address, limit))
+        if kept is not None:
+            return kept
+    if len(reads.rendered) > 2 * node.ledger.open_task_count() + RENDERED_SLACK:
+        reads.rendered.clear()
     out = []
     for work in node.pending_work(address, task_hashes)[:limit]:
-        item = render_task(work.task)
+        item = dict(reads.render(work.task))  # its own members added to a copy
         item["seed"] = str(crypto.task_seed(work.task.task_hash, address))
         item["compute"] = work.compute
         item["verify"] = [
@@ -477,6 +526,10 @@ def work_items(
         ]
         item["reveal"] = work.reveal
         out.append(item)
+    if task_hashes is None:
+        if len(reads.answers) >= MAX_KEPT_ANSWERS:
+            reads.answers.clear()
+        reads.answers[(address, limit)] = out
     return out
 
 

@@ -2,7 +2,8 @@
 hardhat, `--peer`) and the machine's ceilings, reads at 10 thousand and 1 million tasks, the
 default testnet end to end, its capacity as the offered load steps up and graceful overload past
 it (`--only capacity`), an honest client under each flood (`--only floods`), memory over
-finished tasks (`--only memory`), and the real model (`--only llm`, with the llm extra:
+finished tasks (`--only memory`), resource nodes on one validator (`--only nodes`: the block
+interval with 30 of them and with none), and the real model (`--only llm`, with the llm extra:
 `scored`'s error rates and cost, and a task's latency on real-model nodes).
 
 Prints the figures as Markdown tables with the targets they are held to, and writes them as
@@ -21,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import capacity, floods, llm, llm_rates, memory, run, subs  # noqa: E402
+from bench import capacity, floods, llm, llm_rates, memory, nodes, run, subs  # noqa: E402
 from bench.common import write_json  # noqa: E402
 
 
@@ -89,6 +90,15 @@ def parse_args() -> argparse.Namespace:
         help="llm: honest results rated by scored (and as many faulty ones)",
     )
     parser.add_argument(
+        "--nodes", type=int, default=nodes.NODES, help="nodes: resource nodes on one validator"
+    )
+    parser.add_argument(
+        "--nodes-seconds",
+        type=float,
+        default=nodes.DURATION_S,
+        help="nodes: seconds of each run's window",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: small counts, one round, a 10k ledger, short end-to-end runs",
@@ -133,6 +143,9 @@ def main() -> int:
             llm_tasks=min(args.llm_tasks, 4) if args.quick else args.llm_tasks,
             llm_results=min(args.llm_results, 10) if args.quick else args.llm_results,
             subs_blocks=10 if args.quick else subs.BLOCKS,
+            node_count=min(args.nodes, 5) if args.quick else args.nodes,
+            nodes_block_times=(nodes.FAST_BLOCK_TIME_MS,) if args.quick else None,
+            nodes_duration_s=5.0 if args.quick else args.nodes_seconds,
         )
         report = asyncio.run(run.run(opts))
     write_json(Path(args.json), report)

@@ -22,6 +22,7 @@ Key layout (big-endian integers, raw 20-byte addresses and 32-byte hashes):
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -70,6 +71,7 @@ SENDER_TASK = b"sender/"
 HISTORY = b"hist/"
 OWN_VOTE = b"vote/"
 VERSIONED_PREFIXES = (ACCOUNT, NODE)
+_VIEW_VERSIONS = itertools.count(1)
 
 
 def h8(height: int) -> bytes:
@@ -100,10 +102,15 @@ class HeadView:
     A snapshot of the store, replaced when the ledger publishes a new head: while a block's
     batch is being written (possibly in another thread), every read still sees the state, the
     blocks and the transactions of the head that clients know, never half of a new one.
+
+    `version` changes with every move (a new head, a dev control's write): a read cached under
+    one version answers as the view does until it changes. Versions are never reused, by any
+    view of the process.
     """
 
     def __init__(self, reader: KeyValueReader) -> None:
         self._reader = reader
+        self.version = next(_VIEW_VERSIONS)
 
     def get(self, key: bytes) -> bytes | None:
         return self._reader.get(key)
@@ -115,6 +122,7 @@ class HeadView:
 
     def move_to(self, reader: KeyValueReader) -> None:
         self._reader = reader
+        self.version = next(_VIEW_VERSIONS)
 
 
 @dataclass(frozen=True, slots=True)

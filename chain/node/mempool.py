@@ -24,6 +24,7 @@ records than the pool (`chain.node.journal`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable
 
@@ -44,6 +45,8 @@ DEFAULT_MAX_PER_SENDER = 1000
 # The journal is rewritten after a block once it holds more than this many records beyond
 # twice the transactions held: rewrites cost O(1) per admitted transaction on average.
 JOURNAL_SLACK_RECORDS = 1024
+# The versions of every mempool's pending state: a new mempool never repeats an old one's.
+_VERSIONS = itertools.count(1)
 
 
 class Mempool:
@@ -70,6 +73,9 @@ class Mempool:
         self._sealed: dict[bytes, SignedTx] = {}  # in a block being written
         self._pending = State(committed)
         self._journal_stale = False  # it holds a dropped transaction
+        # Changes whenever `pending_state` may read otherwise (an admission, a block sealed,
+        # released or committed): what was read under one version holds until it changes.
+        self.version = next(_VERSIONS)
 
     def __len__(self) -> int:
         """Transactions held: admitted, or in a block not yet written."""
@@ -121,6 +127,7 @@ class Mempool:
         self._admit(tx, ctx, self.journal)
 
     def _admit(self, tx: SignedTx, ctx: BlockContext, journal: Journal | None) -> None:
+        self.version = next(_VERSIONS)
         size = blocks.tx_size(tx)
         held = len(self)
         if held >= self.capacity or self._bytes + size > self.capacity_bytes:
@@ -181,6 +188,7 @@ class Mempool:
     def seal(self, included: Iterable[bytes], state_after: Reader, ctx: BlockContext) -> None:
         """Set aside the transactions of a block about to be written, and admit from now on
         onto `state_after` (the state after that block) with `ctx` (the next block's)."""
+        self.version = next(_VERSIONS)
         for tx_hash in included:
             tx = self._txs.pop(tx_hash, None)
             if tx is not None:
@@ -191,6 +199,7 @@ class Mempool:
     def release(self, included: Iterable[bytes]) -> None:
         """The sealed block is written: forget its transactions, and read the committed
         state (which now holds the block) instead of the block's state in memory."""
+        self.version = next(_VERSIONS)
         for tx_hash in included:
             tx = self._sealed.pop(tx_hash, None)
             if tx is not None:
@@ -203,6 +212,7 @@ class Mempool:
 
         Returns the transactions that no longer apply and were dropped.
         """
+        self.version = next(_VERSIONS)
         for tx_hash in included:
             tx = self._txs.pop(tx_hash, None)
             if tx is not None:
@@ -229,6 +239,7 @@ class Mempool:
     def _readmit(self, pending: State, ctx: BlockContext) -> list[SignedTx]:
         """Apply every admitted transaction again, in order, onto `pending`; drop those
         that no longer apply (and return them). They are in the journal already."""
+        self.version = next(_VERSIONS)
         self._pending = pending
         if not self._txs:
             return []

@@ -610,3 +610,49 @@ async def test_a_jailed_node_is_refused(tmp_path: Path) -> None:
         await pending_error(chain, unsigned, -32005)
         # its peers still query
         assert await chain.client.query_pending_tasks(NODE0) == []
+
+
+# Kept answers: the answer is kept until a block, an admission or a dev control changes it
+
+
+async def test_a_kept_answer_changes_at_the_admission_and_the_block_that_change_it(
+    manual: LocalChain,
+) -> None:
+    (task_hash,) = await open_tasks(manual, 1, target_count=2)
+    created = manual.node.head.height
+    for _ in range(2):  # the second answer is the kept one
+        assert (await offered(manual, NODE1))[task_hash]["compute"] is True
+
+    await accept(manual, result_tx(NODE1, task_hash, "b"))  # admitted: no block yet
+    assert task_hash not in await offered(manual, NODE1)
+    assert task_hash not in await offered(manual, NODE1)
+    item = (await offered(manual, NODE0))[task_hash]
+    assert item["compute"] is True and item["verify"] == []  # verifiers come with its block
+
+    mine(manual)
+    for _ in range(2):
+        item = (await offered(manual, NODE0))[task_hash]
+        assert item["verify"] == [verify_entry(task_hash, NODE1, "b", 1)]
+    while manual.node.head.height < created + CDB - 1:  # the next block still takes results
+        assert (await offered(manual, NODE0))[task_hash]["compute"] is True
+        mine(manual)
+        assert (await offered(manual, NODE0))[task_hash]["compute"] is True
+    assert mine(manual) == created + CDB  # the last block that took results
+    for _ in range(2):
+        item = (await offered(manual, NODE0))[task_hash]
+        assert item["compute"] is False
+        assert item["verify"] == [verify_entry(task_hash, NODE1, "b", 1)]
+
+
+async def test_a_kept_answer_changes_when_a_dev_revert_moves_the_head_back(
+    manual: LocalChain,
+) -> None:
+    client = manual.client
+    (task_hash,) = await open_tasks(manual, 1, target_count=2)
+    snap = await client.dev_snapshot()
+    await accept(manual, result_tx(NODE1, task_hash, "b"))
+    mine(manual)
+    assert task_hash not in await offered(manual, NODE1)
+    assert task_hash not in await offered(manual, NODE1)
+    assert await client.dev_revert(snap) is True  # the result is gone with its block
+    assert (await offered(manual, NODE1))[task_hash]["compute"] is True
