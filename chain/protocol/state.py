@@ -247,6 +247,12 @@ def get_awaiting(state: Reader, address: str) -> list[bytes]:
     return [] if raw is None else [raw[i : i + 32] for i in range(0, len(raw), 32)]
 
 
+def add_awaiting(state: State, address: str, task_hash: bytes) -> None:
+    """Append a task to the node's unsettled ones: the value `put_awaiting` would write for
+    the list with it at the end, without splitting the list."""
+    state.put(await_key(address), (state.get(await_key(address)) or b"") + task_hash)
+
+
 def put_awaiting(state: State, address: str, task_hashes: list[bytes]) -> None:
     if task_hashes:
         state.put(await_key(address), b"".join(task_hashes))

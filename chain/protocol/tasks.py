@@ -38,6 +38,7 @@ from chain.protocol.genesis import Params
 from chain.protocol.state import (
     Reader,
     State,
+    add_awaiting,
     add_busy,
     add_due,
     add_to_assign,
@@ -347,9 +348,7 @@ def apply_result(
     )
     add_busy(state, msg.resource_node, 1)
     add_to_assign(state, task.task_hash, msg.resource_node)
-    put_awaiting(
-        state, msg.resource_node, [*get_awaiting(state, msg.resource_node), task.task_hash]
-    )
+    add_awaiting(state, msg.resource_node, task.task_hash)
     stored_status = task.status
     task = _with_results(task, (*task.execution_info, entry))
     task = maybe_decide_task(state, params, ctx, task, compute_closed=False)
