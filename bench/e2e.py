@@ -174,11 +174,18 @@ class Testnet:
     every validator and resource node, stopped with SIGINT (its children with it)."""
 
     def __init__(
-        self, data_dir: Path, block_time_ms: int, *, nodes: int, log_level: str = "INFO"
+        self,
+        data_dir: Path,
+        block_time_ms: int,
+        *,
+        nodes: int,
+        log_level: str = "INFO",
+        validators: int = VALIDATORS,
     ) -> None:
         self.data_dir = data_dir
         self.block_time_ms = block_time_ms
         self.nodes = nodes
+        self.validators = validators
         self.log_level = log_level
         self.port = 0
         self.urls: list[str] = []
@@ -188,10 +195,10 @@ class Testnet:
         self._ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port_block(VALIDATORS)
-        self.urls = [f"http://127.0.0.1:{self.port + k}" for k in range(VALIDATORS)]
+        self.port = free_port_block(self.validators)
+        self.urls = [f"http://127.0.0.1:{self.port + k}" for k in range(self.validators)]
         args = [str(TESTNET), "--fresh", "--no-demo", "--block-time", str(self.block_time_ms)]
         args += [
             "--data-dir",
@@ -202,7 +209,7 @@ class Testnet:
             "0",
             "--no-ao",
         ]
-        args += ["--validators", str(VALIDATORS), "--nodes", str(self.nodes)]
+        args += ["--validators", str(self.validators), "--nodes", str(self.nodes)]
         args += ["--log-level", self.log_level]
         with (self.data_dir.parent / f"{self.data_dir.name}.log").open("ab") as launcher_log:
             self.proc = await asyncio.create_subprocess_exec(
@@ -216,10 +223,10 @@ class Testnet:
             )
         self._reader = asyncio.create_task(self._read_stdout())
         try:
-            await asyncio.wait_for(self._ready.wait(), START_TIMEOUT_S)
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
         except TimeoutError:
             raise RuntimeError(
-                f"the testnet was not ready in {START_TIMEOUT_S:g} s; last status "
+                f"the testnet was not ready in {timeout_s:g} s; last status "
                 f"{self.last_status!r}; logs in {self.data_dir}"
             ) from None
         if self.proc.returncode is not None:
@@ -229,7 +236,10 @@ class Testnet:
     async def _read_stdout(self) -> None:
         """Keep the pipe drained; the status line says when every process runs."""
         assert self.proc is not None and self.proc.stdout is not None
-        want = (f"validators {VALIDATORS}/{VALIDATORS}", f"nodes {self.nodes}/{self.nodes}")
+        want = (
+            f"validators {self.validators}/{self.validators}",
+            f"nodes {self.nodes}/{self.nodes}",
+        )
         while line := await self.proc.stdout.readline():
             text = line.decode(errors="replace").strip()
             if text.startswith("height "):

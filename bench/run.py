@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import floods, ingest, llm, llm_rates, memory, subs
+from bench import floods, ingest, llm, llm_rates, memory, subs, validators
 from bench.common import REPO, Throughput
 from chain.protocol import crypto
 from rpc.client import TransportError
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("ingest", "reads", "e2e", "floods", "memory", "llm", "subscriptions")
+SECTIONS = ("ingest", "reads", "e2e", "floods", "memory", "llm", "subscriptions", "validators")
 PEER_HARDHAT = "hardhat"
 PEER_ANVIL = "anvil"
 PEER_ALL = "all"
@@ -72,20 +72,24 @@ class Options:
     llm_tasks: int = llm.DEFAULT_TASKS
     llm_results: int = llm_rates.DEFAULT_RESULTS
     subs_blocks: int = subs.BLOCKS
+    validator_counts: tuple[int, ...] = validators.VALIDATOR_COUNTS
+    validators_duration_s: float = validators.DURATION_S
+    validators_rate: float = validators.OFFERED_PER_S
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One target of the issue: a measured value against its bound."""
+    """One target of the issue: a measured value against its bound (None: a figure the issue
+    asks for without a bound, shown for information)."""
 
     name: str
     value: float | None
-    bound: float
+    bound: float | None
     at_most: bool = False  # the value must not exceed the bound (else: reach it)
 
     @property
     def met(self) -> bool | None:
-        if self.value is None:
+        if self.value is None or self.bound is None:
             return None
         return self.value <= self.bound if self.at_most else self.value >= self.bound
 
@@ -355,6 +359,15 @@ async def subscriptions_section(opts: Options) -> dict[str, Any]:
     )
 
 
+async def validators_section(opts: Options) -> dict[str, Any]:
+    return await validators.validators_per_machine(
+        opts.work_dir,
+        opts.validator_counts,
+        offered_per_s=opts.validators_rate,
+        duration_s=opts.validators_duration_s,
+    )
+
+
 def targets(report: dict[str, Any]) -> list[Target]:
     """The issue's targets, from whatever sections ran."""
     out = []
@@ -392,6 +405,43 @@ def targets(report: dict[str, Any]) -> list[Target]:
                 True,
             )
         )
+    part = report.get("validators")
+    if part is not None:
+        out += validator_targets(part)
+    return out
+
+
+# The growth per added validator (target 5 of the scale issue): figures without a bound.
+VALIDATOR_GROWTH_TARGETS = (
+    ("blockIntervalMs", "validators: block interval per added validator, ms"),
+    ("validatorCpuMsPerBlock", "validators: their CPU per block per added validator, ms"),
+    ("commitLatencyP50Ms", "validators: commit latency p50 per added validator, ms"),
+    ("e2eP50Ms", "validators: e2e p50 per added validator, ms"),
+)
+
+
+def validator_targets(part: dict[str, Any]) -> list[Target]:
+    """The growth of `bench.validators` and, at each count, the block interval, the commit
+    latency and the e2e p50: for information."""
+    out = []
+    fits = part.get("growth") or {}
+    for key, name in VALIDATOR_GROWTH_TARGETS:
+        fit = fits.get(key)
+        out.append(Target(name, None if fit is None else fit["perValidator"], None))
+    for run_ in part.get("runs", []):
+        n = run_["validators"]
+        if "error" in run_:
+            out.append(Target(f"validators: {n}, block interval mean, ms", None, None))
+            continue
+        out += [
+            Target(
+                f"validators: {n}, block interval mean, ms", run_["blockIntervalMs"]["mean"], None
+            ),
+            Target(
+                f"validators: {n}, commit latency p50, ms", run_["commitLatencyMs"]["p50"], None
+            ),
+            Target(f"validators: {n}, e2e p50, ms", run_["e2e"]["latency"].get("p50_ms"), None),
+        ]
     return out
 
 
@@ -415,6 +465,7 @@ async def run(opts: Options, progress: Callable[[str], None] = log.info) -> dict
         ("memory", memory_section),
         ("llm", llm_section),
         ("subscriptions", subscriptions_section),
+        ("validators", validators_section),
     ):
         if section not in opts.sections:
             continue
@@ -572,10 +623,13 @@ def table(report: dict[str, Any]) -> str:
     part = report.get("subscriptions")
     if part is not None:
         lines += ["", *subs.subscriptions_table(part)]
+    part = report.get("validators")
+    if part is not None:
+        lines += ["", *validators.validators_table(part)]
     lines += ["", "Targets", "", "| target | value | bound | met |", "|---|---:|---:|---|"]
     for t in report.get("targets", []):
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
-        bound = ("<= " if t["atMost"] else ">= ") + f"{t['bound']:g}"
+        bound = "-" if t["bound"] is None else ("<= " if t["atMost"] else ">= ") + f"{t['bound']:g}"
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
         lines.append(f"| {t['name']} | {value} | {bound} | {met} |")
     lines += ["", f"Ran in {report['seconds']['total']:.0f} s ({report['seconds']})."]

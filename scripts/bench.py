@@ -1,8 +1,9 @@
 """Measure inferchain on this machine (`make bench`): ingestion against two peers (anvil and
 hardhat, `--peer`) and the machine's ceilings, reads at 10 thousand and 1 million tasks, the
 default testnet end to end, an honest client under each flood (`--only floods`), memory over
-finished tasks (`--only memory`), and the real model (`--only llm`, with the llm extra:
-`scored`'s error rates and cost, and a task's latency on real-model nodes).
+finished tasks (`--only memory`), the real model (`--only llm`, with the llm extra:
+`scored`'s error rates and cost, and a task's latency on real-model nodes), and networks of 4,
+8 and 16 validators on this machine (`--only validators`: the cost of each added validator).
 
 Prints the figures as Markdown tables with the targets they are held to, and writes them as
 JSON (`--json`). The method is in docs/PERFORMANCE.md.
@@ -20,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import floods, llm, llm_rates, memory, run, subs  # noqa: E402
+from bench import floods, llm, llm_rates, memory, run, subs, validators  # noqa: E402
 from bench.common import write_json  # noqa: E402
 
 
@@ -83,6 +84,23 @@ def parse_args() -> argparse.Namespace:
         help="llm: honest results rated by scored (and as many faulty ones)",
     )
     parser.add_argument(
+        "--validator-counts",
+        metavar="N,N,...",
+        help="validators: the network sizes, comma-separated (default 4,8,16; --quick: 4)",
+    )
+    parser.add_argument(
+        "--validators-seconds",
+        type=float,
+        default=validators.DURATION_S,
+        help="validators: seconds of load per network size",
+    )
+    parser.add_argument(
+        "--validators-rate",
+        type=float,
+        default=validators.OFFERED_PER_S,
+        help="validators: submitTask per second offered (well under capacity)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: small counts, one round, a 10k ledger, short end-to-end runs",
@@ -105,6 +123,17 @@ def main() -> int:
         level=args.log_level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
     )
     sizes = tuple(int(s) for s in args.read_sizes.split(",") if s)
+    try:
+        counts = (
+            validators.parse_counts(args.validator_counts)
+            if args.validator_counts is not None
+            else (4,)
+            if args.quick
+            else validators.VALIDATOR_COUNTS
+        )
+    except ValueError as exc:
+        print(f"bench.py: --{exc}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="inferchain-bench-") as work:
         opts = run.Options(
             genesis_path=REPO / "genesis.json",
@@ -123,6 +152,9 @@ def main() -> int:
             llm_tasks=min(args.llm_tasks, 4) if args.quick else args.llm_tasks,
             llm_results=min(args.llm_results, 10) if args.quick else args.llm_results,
             subs_blocks=10 if args.quick else subs.BLOCKS,
+            validator_counts=counts,
+            validators_duration_s=5.0 if args.quick else args.validators_seconds,
+            validators_rate=args.validators_rate,
         )
         report = asyncio.run(run.run(opts))
     write_json(Path(args.json), report)
