@@ -24,7 +24,10 @@ Each run reports:
 - the e2e figures of `bench.e2e.figures` (submit to verified p50 and p99, verified per second);
 - the validators' CPU seconds (user + system from /proc) over the measured window (the
   load's start until every task was decided), per validator and in total, the total per
-  block, and their RSS at its end.
+  block, and their RSS at its end; the machine's busy share over the window (/proc/stat, every
+  core, whoever used it) and this process's own CPU (the load, the follower, the WebSockets);
+- before the load, the same network idle for a few seconds: its blocks and the validators'
+  CPU per block with no task (empty blocks, the status polls, the messages sent again).
 
 `growth` then fits a straight line (least squares) over the counts to the block interval,
 the validators' CPU per block, the commit latency and the e2e p50: its slope is what each
@@ -61,12 +64,14 @@ OFFERED_PER_S = 10.0
 DURATION_S = 20.0
 RESOURCE_NODES = 3
 SUBSCRIBE_TIMEOUT_S = 30.0
+IDLE_S = 3.0  # without load, before it: the cost of the network alone
 START_S_PER_VALIDATOR = 5.0  # more time to start, per validator, than the e2e testnet's
 COMMIT_METRIC = "inferchain_block_commit_seconds"
 # What `growth` fits against the validator count: (key, the figure's path in a run).
 GROWTH_FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("blockIntervalMs", ("blockIntervalMs", "mean")),
     ("validatorCpuMsPerBlock", ("cpu", "validatorsMsPerBlock")),
+    ("idleValidatorCpuMsPerBlock", ("idle", "validatorsMsPerBlock")),
     ("commitLatencyP50Ms", ("commitLatencyMs", "p50")),
     ("e2eP50Ms", ("e2e", "latency", "p50_ms")),
     ("heightToCommitMs", ("heightToCommitMs", "mean")),
@@ -294,6 +299,7 @@ def validators_table(part: dict[str, Any]) -> list[str]:
             ("commitLatencyP50Ms", "commit latency p50", "ms"),
             ("e2eP50Ms", "e2e p50", "ms"),
             ("heightToCommitMs", "height to commit", "ms"),
+            ("idleValidatorCpuMsPerBlock", "validator CPU per block without load", "ms"),
             ("validatorRssMiB", "RSS of a validator", "MiB"),
         )
         if (fit := fits.get(key)) is not None
@@ -422,6 +428,29 @@ class CommitWatch:
         self._tasks = []
 
 
+async def idle_cost(
+    procs: dict[int, e2e.ProcInfo], watch: CommitWatch, seconds: float
+) -> dict[str, Any]:
+    """The validators' CPU and blocks over `seconds` with no load (empty blocks, the status
+    polls, the messages sent again each second): what the network costs before any task."""
+    loop = asyncio.get_running_loop()
+    before = {k: e2e.cpu_seconds(p) for k, p in procs.items()}
+    started = loop.time()
+    await asyncio.sleep(seconds)
+    ended = loop.time()
+    cpu_s = sum(e2e.cpu_seconds(p) - before[k] for k, p in procs.items())
+    commits = first_commits(watch.seen)
+    blocks = sum(1 for t in commits.values() if started <= t <= ended)
+    return {
+        "seconds": round(ended - started, 2),
+        "blocks": blocks,
+        "blockIntervalMs": summary_ms(intervals_s(commits, started, ended))["mean"],
+        "validatorsSeconds": round(cpu_s, 2),
+        "validatorsPercentOfOneCore": round(100 * cpu_s / (ended - started), 1),
+        "validatorsMsPerBlock": round(cpu_s * 1000 / blocks, 1) if blocks else None,
+    }
+
+
 async def scrape_commits(clients: list[InferchainClient]) -> list[dict[str, Any]]:
     """Each validator's commit histogram now."""
     texts = await asyncio.gather(*(client.metrics_text() for client in clients))
@@ -469,8 +498,10 @@ async def per_validator_count(
     nodes: int = RESOURCE_NODES,
     inference: dict[str, Any] | None = None,
     log_level: str = "WARNING",
+    idle_s: float | None = None,
 ) -> dict[str, Any]:
-    """One fresh network of `validators` validators under the load; its report (ms)."""
+    """One fresh network of `validators` validators, `idle_s` without load (IDLE_S, or half
+    of `duration_s` if that is shorter), then under the load; its report (ms)."""
     if offered_per_s <= 0 or duration_s <= 0:
         raise ValueError("offered_per_s and duration_s must be positive")
     inference = inference or e2e.measure_inference_ms()
@@ -499,6 +530,9 @@ async def per_validator_count(
 
         procs = validator_processes(testnet)
         loop = asyncio.get_running_loop()
+        idle = await idle_cost(
+            procs, watch, min(IDLE_S, duration_s / 2) if idle_s is None else idle_s
+        )
         follower = e2e.Follower(clients)
         stop_following = asyncio.Event()
         following = asyncio.create_task(follower.run(stop_following))
@@ -530,6 +564,7 @@ async def per_validator_count(
             "settled": settled,
             "windowSeconds": round(ended - started, 2),
             "blocks": blocks,
+            "idle": idle,
             "blockIntervalMs": summary_ms(intervals_s(commits, started, ended)),
             "commitSpreadMs": summary_ms(commit_spreads_s(watch.seen, window)),
             "commitLatencyMs": summary_ms(commit_latencies_s(records, watch.seen)),

@@ -88,6 +88,7 @@ def run_at(n: int, interval: float, cpu: float, **extra: Any) -> dict[str, Any]:
             "cores": 2,
         },
         "rssMiB": {"mean": 78.0 + n / 4, "max": 80.0},
+        "idle": {"blocks": 15, "validatorsMsPerBlock": cpu / 2},
     } | extra
 
 
@@ -104,6 +105,7 @@ def test_the_growth_is_the_slope_of_each_figure_over_the_counts() -> None:
     assert fits["e2eP50Ms"]["perValidator"] == 40.0
     assert fits["heightToCommitMs"]["perValidator"] == 10.0
     assert fits["validatorRssMiB"]["perValidator"] == 0.25
+    assert fits["idleValidatorCpuMsPerBlock"]["perValidator"] == 25.0
     assert growth_sentence(fits) == (
         "Each added validator adds 10.0 ms to the block interval and 50.0 ms of CPU per block "
         "(the validators' total; least squares over 3 counts)."
@@ -281,5 +283,6 @@ def test_a_short_run_of_four_validators_reports_every_figure(tmp_path: Path) -> 
     assert all(seconds > 0 for seconds in fig["cpu"]["perValidatorSeconds"])
     assert len(fig["rssMiB"]["perValidator"]) == 4 and fig["rssMiB"]["mean"] > 0
     assert fig["subscriptionErrors"] == 0
+    assert fig["idle"]["blocks"] >= 1 and fig["idle"]["validatorsSeconds"] > 0
     assert part["growth"]["blockIntervalMs"] is None  # one count: no slope
     assert "| 4 | " in run.stdout and "Too few validator counts" in run.stdout
