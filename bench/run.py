@@ -75,6 +75,7 @@ class Options:
     validator_counts: tuple[int, ...] = validators.VALIDATOR_COUNTS
     validators_duration_s: float = validators.DURATION_S
     validators_rate: float = validators.OFFERED_PER_S
+    validators_rounds: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +366,7 @@ async def validators_section(opts: Options) -> dict[str, Any]:
         opts.validator_counts,
         offered_per_s=opts.validators_rate,
         duration_s=opts.validators_duration_s,
+        rounds=opts.validators_rounds,
     )
 
 
@@ -418,30 +420,26 @@ VALIDATOR_GROWTH_TARGETS = (
     ("commitLatencyP50Ms", "validators: commit latency p50 per added validator, ms"),
     ("e2eP50Ms", "validators: e2e p50 per added validator, ms"),
 )
+VALIDATOR_COUNT_TARGETS = (  # keys of bench.validators.MEDIAN_FIGURES
+    ("blockIntervalMs", "block interval mean"),
+    ("commitLatencyP50Ms", "commit latency p50"),
+    ("e2eP50Ms", "e2e p50"),
+)
 
 
 def validator_targets(part: dict[str, Any]) -> list[Target]:
     """The growth of `bench.validators` and, at each count, the block interval, the commit
-    latency and the e2e p50: for information."""
+    latency and the e2e p50 (the median of its rounds): for information."""
     out = []
     fits = part.get("growth") or {}
     for key, name in VALIDATOR_GROWTH_TARGETS:
         fit = fits.get(key)
         out.append(Target(name, None if fit is None else fit["perValidator"], None))
-    for run_ in part.get("runs", []):
-        n = run_["validators"]
-        if "error" in run_:
-            out.append(Target(f"validators: {n}, block interval mean, ms", None, None))
-            continue
-        out += [
-            Target(
-                f"validators: {n}, block interval mean, ms", run_["blockIntervalMs"]["mean"], None
-            ),
-            Target(
-                f"validators: {n}, commit latency p50, ms", run_["commitLatencyMs"]["p50"], None
-            ),
-            Target(f"validators: {n}, e2e p50, ms", run_["e2e"]["latency"].get("p50_ms"), None),
-        ]
+    medians = part.get("medians") or {}
+    for n in part.get("counts", []):
+        figures = medians.get(str(n), {})
+        for key, name in VALIDATOR_COUNT_TARGETS:
+            out.append(Target(f"validators: {n}, {name}, ms", figures.get(key), None))
     return out
 
 

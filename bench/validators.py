@@ -187,7 +187,7 @@ def growth_sentence(fits: dict[str, Any]) -> str:
     return (
         f"Each added validator adds {interval['perValidator']:.1f} ms to the block interval "
         f"and {cpu['perValidator']:.1f} ms of CPU per block (the validators' total; "
-        f"least squares over {interval['points']} counts)."
+        f"least squares over {interval['points']} runs)."
     )
 
 
@@ -284,13 +284,14 @@ def validators_table(part: dict[str, Any]) -> list[str]:
         f"Validators per machine ({part['resourceNodes']} resource nodes, "
         f"{part['blockTimeMs']} ms blocks, {part['offeredPerS']:g} tasks/s for "
         f"{part['durationS']:g} s; times in ms; CPU over the load and until every task was "
-        f"decided)",
+        f"decided)"
+        + (f"; {part['rounds']} rounds of every count" if part.get("rounds", 1) > 1 else ""),
         "",
         TABLE_HEADER,
         "|" + "---:|" * TABLE_COLUMNS,
     ]
     for run in part["runs"]:
-        lines.append(validators_row(run))
+        lines.append(validators_row(run, with_round=part.get("rounds", 1) > 1))
     fits = part.get("growth") or {}
     lines += ["", growth_sentence(fits)]
     extra = [
@@ -315,10 +316,11 @@ def _num(value: Any, digits: int = 1) -> str:
     return "-" if not isinstance(value, int | float) else f"{value:.{digits}f}"
 
 
-def validators_row(run: dict[str, Any]) -> str:
-    """One run's row of `validators_table`."""
+def validators_row(run: dict[str, Any], *, with_round: bool = False) -> str:
+    """One run's row of `validators_table`; its round beside its count `with_round`."""
+    count = f"{run['validators']} (round {run.get('round')})" if with_round else run["validators"]
     if "error" in run:
-        return f"| {run['validators']} | failed: {run['error']} |" + " - |" * (TABLE_COLUMNS - 2)
+        return f"| {count} | failed: {run['error']} |" + " - |" * (TABLE_COLUMNS - 2)
     interval, commit = run["blockIntervalMs"], run["commitLatencyMs"]
     e2e_part = run["e2e"]
     lat = e2e_part.get("latency", {})
@@ -328,7 +330,7 @@ def validators_row(run: dict[str, Any]) -> str:
     busy = cpu.get("machineBusyPercent")
     machine = "-" if busy is None else f"{busy:.0f}% of {cpu.get('cores')} cores"
     return (
-        f"| {run['validators']} "
+        f"| {count} "
         f"| {_num(interval['mean'])} / {_num(interval['p50'])} / {_num(interval['p99'])} "
         f"| {_num(commit['p50'])} / {_num(commit['p99'])} "
         f"| {_num(run['acceptedToCommitMs']['p50'])} "
@@ -499,15 +501,17 @@ async def per_validator_count(
     inference: dict[str, Any] | None = None,
     log_level: str = "WARNING",
     idle_s: float | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """One fresh network of `validators` validators, `idle_s` without load (IDLE_S, or half
-    of `duration_s` if that is shorter), then under the load; its report (ms)."""
+    of `duration_s` if that is shorter), then under the load; its report (ms). The network,
+    its logs and its records stay in `work_dir` under `name`."""
     if offered_per_s <= 0 or duration_s <= 0:
         raise ValueError("offered_per_s and duration_s must be positive")
     inference = inference or e2e.measure_inference_ms()
     wallets = [Wallet.dev(i) for i in range(e2e.DEV_ACCOUNTS)]
     testnet = e2e.Testnet(
-        work_dir / f"validators-{validators}",
+        work_dir / (name or f"validators-{validators}"),
         block_time_ms,
         nodes=nodes,
         log_level=log_level,
@@ -623,18 +627,23 @@ async def validators_per_machine(
     offered_per_s: float = OFFERED_PER_S,
     duration_s: float = DURATION_S,
     nodes: int = RESOURCE_NODES,
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    """`per_validator_count` at each of `counts`, one after the other, and the growth. A count
-    whose network did not start or keep up is reported as such and the others still run."""
+    """`per_validator_count` at each of `counts`, one after the other, `rounds` times over
+    (4, 8, 16, 4, 8, 16, ...: a noisy neighbour then weighs on every count), and the growth
+    fitted over every run. A count whose network did not start or keep up is reported as
+    such and the others still run."""
     if not counts or any(n < 1 for n in counts):
         raise ValueError(f"validator counts must be positive, got {counts}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
     inference = e2e.measure_inference_ms()
     runs: list[dict[str, Any]] = []
     notes: list[str] = []
-    for n in counts:
-        try:
-            runs.append(
-                await per_validator_count(
+    for round_ in range(1, rounds + 1):
+        for n in counts:
+            try:
+                run = await per_validator_count(
                     work_dir,
                     n,
                     block_time_ms=block_time_ms,
@@ -642,27 +651,57 @@ async def validators_per_machine(
                     duration_s=duration_s,
                     nodes=nodes,
                     inference=inference,
+                    name=f"validators-{n}-round-{round_}",
                 )
-            )
-        except (RuntimeError, TransportError, RpcError, TimeoutError) as exc:
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            log.warning("%d validators: %s", n, first_line)
-            runs.append({"validators": n, "error": first_line[:200]})
-            notes.append(f"{n} validators: {type(exc).__name__}: {first_line[:300]}")
+            except (RuntimeError, TransportError, RpcError, TimeoutError) as exc:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.warning("%d validators, round %d: %s", n, round_, first_line)
+                run = {"validators": n, "error": first_line[:200]}
+                notes.append(
+                    f"{n} validators, round {round_}: {type(exc).__name__}: {first_line[:300]}"
+                )
+            runs.append({"round": round_} | run)
     measured = [r for r in runs if "error" not in r]
     for run in measured:
         if not run["settled"]:
-            notes.append(f"{run['validators']} validators: not every task was decided in time")
+            notes.append(
+                f"{run['validators']} validators, round {run['round']}: not every task was "
+                f"decided in time"
+            )
     return {
         "blockTimeMs": block_time_ms,
         "offeredPerS": offered_per_s,
         "durationS": duration_s,
         "resourceNodes": nodes,
         "counts": list(counts),
+        "rounds": rounds,
         "runs": runs,
         "growth": growth(measured),
+        "medians": medians_by_count(measured),
         "notes": notes,
     }
+
+
+# What the targets table shows at each count: (key, the figure's path in a run).
+MEDIAN_FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("blockIntervalMs", ("blockIntervalMs", "mean")),
+    ("commitLatencyP50Ms", ("commitLatencyMs", "p50")),
+    ("e2eP50Ms", ("e2e", "latency", "p50_ms")),
+)
+
+
+def medians_by_count(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Per validator count, the median over its rounds of each of MEDIAN_FIGURES (the lower
+    middle of an even number)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for n in sorted({int(r["validators"]) for r in runs}):
+        of_n = [r for r in runs if r["validators"] == n]
+        figures: dict[str, float | None] = {}
+        for key, path in MEDIAN_FIGURES:
+            values = sorted(v for r in of_n if (v := _dig(r, path)) is not None)
+            figures[key] = values[(len(values) - 1) // 2] if values else None
+        out[str(n)] = figures
+    return out
 
 
 def parse_counts(text: str) -> tuple[int, ...]:
@@ -683,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-time", type=int, default=BLOCK_TIME_MS, metavar="MS")
     parser.add_argument("--rate", type=float, default=OFFERED_PER_S, help="submitTask per second")
     parser.add_argument("--duration", type=float, default=DURATION_S, metavar="S")
+    parser.add_argument("--rounds", type=int, default=1, help="every count, this many times")
     parser.add_argument("--work-dir", default=str(REPO / ".data" / "bench"))
     parser.add_argument("--log-level", default="WARNING", type=str.upper)
     args = parser.parse_args(argv)
@@ -698,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             block_time_ms=args.block_time,
             offered_per_s=args.rate,
             duration_s=args.duration,
+            rounds=args.rounds,
         )
     )
     sys.stdout.write(json.dumps(report, indent=2) + "\n")

@@ -101,6 +101,12 @@ def parse_args() -> argparse.Namespace:
         help="validators: submitTask per second offered (well under capacity)",
     )
     parser.add_argument(
+        "--validators-rounds",
+        type=int,
+        default=1,
+        help="validators: every network size this many times, in turn (4, 8, 16, 4, ...)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: small counts, one round, a 10k ledger, short end-to-end runs",
@@ -134,6 +140,12 @@ def main() -> int:
     except ValueError as exc:
         print(f"bench.py: --{exc}", file=sys.stderr)
         return 2
+    if args.validators_rounds < 1:
+        print(
+            f"bench.py: --validators-rounds: at least 1, got {args.validators_rounds}",
+            file=sys.stderr,
+        )
+        return 2
     with tempfile.TemporaryDirectory(prefix="inferchain-bench-") as work:
         opts = run.Options(
             genesis_path=REPO / "genesis.json",
@@ -155,6 +167,7 @@ def main() -> int:
             validator_counts=counts,
             validators_duration_s=5.0 if args.quick else args.validators_seconds,
             validators_rate=args.validators_rate,
+            validators_rounds=1 if args.quick else args.validators_rounds,
         )
         report = asyncio.run(run.run(opts))
     write_json(Path(args.json), report)

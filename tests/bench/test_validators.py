@@ -30,6 +30,7 @@ from bench.validators import (
     histogram_delta,
     intervals_s,
     least_squares,
+    medians_by_count,
     parse_counts,
     summary_ms,
     validators_table,
@@ -108,7 +109,7 @@ def test_the_growth_is_the_slope_of_each_figure_over_the_counts() -> None:
     assert fits["idleValidatorCpuMsPerBlock"]["perValidator"] == 25.0
     assert growth_sentence(fits) == (
         "Each added validator adds 10.0 ms to the block interval and 50.0 ms of CPU per block "
-        "(the validators' total; least squares over 3 counts)."
+        "(the validators' total; least squares over 3 runs)."
     )
 
 
@@ -198,16 +199,39 @@ def canned_part() -> dict[str, Any]:
         "durationS": 20.0,
         "resourceNodes": 3,
         "counts": [4, 8, 16],
-        "runs": runs,
+        "rounds": 1,
+        "runs": [{"round": 1} | run for run in runs],
         "growth": growth(runs),
+        "medians": medians_by_count(runs),
         "notes": [],
     }
+
+
+def test_each_count_s_median_is_over_its_rounds() -> None:
+    runs = [
+        run_at(4, 240.0, 100.0),
+        run_at(4, 250.0, 100.0),
+        run_at(4, 300.0, 100.0),
+        run_at(8, 280.0, 300.0),
+        run_at(8, 290.0, 300.0),
+    ]
+    runs[2]["e2e"]["latency"]["p50_ms"] = None
+    medians = medians_by_count(runs)
+    assert list(medians) == ["4", "8"]
+    assert medians["4"] == {
+        "blockIntervalMs": 250.0,
+        "commitLatencyP50Ms": 500.0,
+        "e2eP50Ms": 960.0,  # of 960 and 1000: the lower middle
+    }
+    assert medians["8"]["blockIntervalMs"] == 280.0
+    # the fit takes every run, repeated counts included
+    assert growth(runs)["blockIntervalMs"]["points"] == 5
 
 
 def test_the_table_gives_a_row_per_count_and_the_growth() -> None:
     part = canned_part()
     part["runs"].append({"validators": 32, "error": "the testnet was not ready in 220 s"})
-    part["notes"] = ["32 validators: RuntimeError: the testnet was not ready in 220 s"]
+    part["notes"] = ["32 validators, round 1: RuntimeError: the testnet was not ready in 220 s"]
     lines = validators_table(part)
     header = lines[2]
     columns = header.count("|") - 1
@@ -224,7 +248,13 @@ def test_the_table_gives_a_row_per_count_and_the_growth() -> None:
     assert "Per added validator also: commit latency p50 +20.0 ms, e2e p50 +40.0 ms" in (
         "\n".join(lines)
     )
-    assert lines[-1] == "Note: 32 validators: RuntimeError: the testnet was not ready in 220 s"
+    assert lines[-1] == (
+        "Note: 32 validators, round 1: RuntimeError: the testnet was not ready in 220 s"
+    )
+    part["rounds"] = 2
+    lines = validators_table(part)
+    assert "; 2 rounds of every count" in lines[0]
+    assert any(line.startswith("| 16 (round 1) | 360.0 / ") for line in lines)
 
 
 def test_the_target_rows_are_information_without_a_bound() -> None:
@@ -269,8 +299,9 @@ def test_a_short_run_of_four_validators_reports_every_figure(tmp_path: Path) -> 
     )
     assert run.returncode == 0, run.stderr[-3000:]
     part = json.loads(out.read_text())["validators"]
-    assert part["counts"] == [4] and part["notes"] == []
+    assert part["counts"] == [4] and part["rounds"] == 1 and part["notes"] == []
     (fig,) = part["runs"]
+    assert fig["round"] == 1
     accepted = fig["e2e"]["accepted"]
     assert fig["settled"] is True and accepted == fig["e2e"]["sent"] == 20
     assert fig["blocks"] >= 2 and fig["blockIntervalMs"]["samples"] >= 1
