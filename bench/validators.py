@@ -43,6 +43,7 @@ import itertools
 import json
 import logging
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -691,15 +692,15 @@ MEDIAN_FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def medians_by_count(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """Per validator count, the median over its rounds of each of MEDIAN_FIGURES (the lower
-    middle of an even number)."""
+    """Per validator count, the median over its rounds of each of MEDIAN_FIGURES (of two
+    rounds, their mean)."""
     out: dict[str, dict[str, float | None]] = {}
     for n in sorted({int(r["validators"]) for r in runs}):
         of_n = [r for r in runs if r["validators"] == n]
         figures: dict[str, float | None] = {}
         for key, path in MEDIAN_FIGURES:
-            values = sorted(v for r in of_n if (v := _dig(r, path)) is not None)
-            figures[key] = values[(len(values) - 1) // 2] if values else None
+            values = [v for r in of_n if (v := _dig(r, path)) is not None]
+            figures[key] = round(statistics.median(values), 1) if values else None
         out[str(n)] = figures
     return out
 
