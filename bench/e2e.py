@@ -182,10 +182,12 @@ class Testnet:
         nodes: int,
         log_level: str = "INFO",
         guard: bool = True,
+        validators: int = VALIDATORS,
     ) -> None:
         self.data_dir = data_dir
         self.block_time_ms = block_time_ms
         self.nodes = nodes
+        self.validators = validators
         self.log_level = log_level
         self.guard = guard  # the validators' overload guard (PROTOCOL 5.11)
         self.port = 0
@@ -196,10 +198,10 @@ class Testnet:
         self._ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port_block(VALIDATORS)
-        self.urls = [f"http://127.0.0.1:{self.port + k}" for k in range(VALIDATORS)]
+        self.port = free_port_block(self.validators)
+        self.urls = [f"http://127.0.0.1:{self.port + k}" for k in range(self.validators)]
         args = [str(TESTNET), "--fresh", "--no-demo", "--block-time", str(self.block_time_ms)]
         args += [
             "--data-dir",
@@ -210,7 +212,7 @@ class Testnet:
             "0",
             "--no-ao",
         ]
-        args += ["--validators", str(VALIDATORS), "--nodes", str(self.nodes)]
+        args += ["--validators", str(self.validators), "--nodes", str(self.nodes)]
         args += ["--log-level", self.log_level]
         if not self.guard:
             args.append("--no-overload-guard")
@@ -226,10 +228,10 @@ class Testnet:
             )
         self._reader = asyncio.create_task(self._read_stdout())
         try:
-            await asyncio.wait_for(self._ready.wait(), START_TIMEOUT_S)
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
         except TimeoutError:
             raise RuntimeError(
-                f"the testnet was not ready in {START_TIMEOUT_S:g} s; last status "
+                f"the testnet was not ready in {timeout_s:g} s; last status "
                 f"{self.last_status!r}; logs in {self.data_dir}"
             ) from None
         if self.proc.returncode is not None:
@@ -239,7 +241,10 @@ class Testnet:
     async def _read_stdout(self) -> None:
         """Keep the pipe drained; the status line says when every process runs."""
         assert self.proc is not None and self.proc.stdout is not None
-        want = (f"validators {VALIDATORS}/{VALIDATORS}", f"nodes {self.nodes}/{self.nodes}")
+        want = (
+            f"validators {self.validators}/{self.validators}",
+            f"nodes {self.nodes}/{self.nodes}",
+        )
         while line := await self.proc.stdout.readline():
             text = line.decode(errors="replace").strip()
             if text.startswith("height "):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import capacity, floods, ingest, llm, llm_rates, memory, nodes, subs
+from bench import capacity, floods, ingest, llm, llm_rates, memory, nodes, subs, validators
 from bench.common import REPO, Throughput
 from chain.protocol import crypto
 from rpc.client import TransportError
@@ -39,6 +39,7 @@ SECTIONS = (
     "llm",
     "subscriptions",
     "nodes",
+    "validators",
 )
 PEER_HARDHAT = "hardhat"
 PEER_ANVIL = "anvil"
@@ -87,20 +88,25 @@ class Options:
     node_count: int = nodes.NODES
     nodes_block_times: tuple[int, ...] | None = None  # default: 200 ms and the genesis'
     nodes_duration_s: float = nodes.DURATION_S
+    validator_counts: tuple[int, ...] = validators.VALIDATOR_COUNTS
+    validators_duration_s: float = validators.DURATION_S
+    validators_rate: float = validators.OFFERED_PER_S
+    validators_rounds: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One target of the issue: a measured value against its bound."""
+    """One target of the issue: a measured value against its bound (None: a figure the issue
+    asks for without a bound, shown for information)."""
 
     name: str
     value: float | None
-    bound: float
+    bound: float | None
     at_most: bool = False  # the value must not exceed the bound (else: reach it)
 
     @property
     def met(self) -> bool | None:
-        if self.value is None:
+        if self.value is None or self.bound is None:
             return None
         return self.value <= self.bound if self.at_most else self.value >= self.bound
 
@@ -387,6 +393,16 @@ async def nodes_section(opts: Options) -> dict[str, Any]:
     )
 
 
+async def validators_section(opts: Options) -> dict[str, Any]:
+    return await validators.validators_per_machine(
+        opts.work_dir,
+        opts.validator_counts,
+        offered_per_s=opts.validators_rate,
+        duration_s=opts.validators_duration_s,
+        rounds=opts.validators_rounds,
+    )
+
+
 def targets(report: dict[str, Any]) -> list[Target]:
     """The issue's targets, from whatever sections ran."""
     out = []
@@ -463,6 +479,39 @@ def targets(report: dict[str, Any]) -> list[Target]:
                     True,
                 )
             )
+    part = report.get("validators")
+    if part is not None:
+        out += validator_targets(part)
+    return out
+
+
+# The growth per added validator (target 5 of the scale issue): figures without a bound.
+VALIDATOR_GROWTH_TARGETS = (
+    ("blockIntervalMs", "validators: block interval per added validator, ms"),
+    ("validatorCpuMsPerBlock", "validators: their CPU per block per added validator, ms"),
+    ("commitLatencyP50Ms", "validators: commit latency p50 per added validator, ms"),
+    ("e2eP50Ms", "validators: e2e p50 per added validator, ms"),
+)
+VALIDATOR_COUNT_TARGETS = (  # keys of bench.validators.MEDIAN_FIGURES
+    ("blockIntervalMs", "block interval mean"),
+    ("commitLatencyP50Ms", "commit latency p50"),
+    ("e2eP50Ms", "e2e p50"),
+)
+
+
+def validator_targets(part: dict[str, Any]) -> list[Target]:
+    """The growth of `bench.validators` and, at each count, the block interval, the commit
+    latency and the e2e p50 (the median of its rounds): for information."""
+    out = []
+    fits = part.get("growth") or {}
+    for key, name in VALIDATOR_GROWTH_TARGETS:
+        fit = fits.get(key)
+        out.append(Target(name, None if fit is None else fit["perValidator"], None))
+    medians = part.get("medians") or {}
+    for n in part.get("counts", []):
+        figures = medians.get(str(n), {})
+        for key, name in VALIDATOR_COUNT_TARGETS:
+            out.append(Target(f"validators: {n}, {name}, ms", figures.get(key), None))
     return out
 
 
@@ -488,6 +537,7 @@ async def run(opts: Options, progress: Callable[[str], None] = log.info) -> dict
         ("llm", llm_section),
         ("subscriptions", subscriptions_section),
         ("nodes", nodes_section),
+        ("validators", validators_section),
     ):
         if section not in opts.sections:
             continue
@@ -652,10 +702,13 @@ def table(report: dict[str, Any]) -> str:
     part = report.get("nodes")
     if part is not None:
         lines += ["", *nodes.table(part)]
+    part = report.get("validators")
+    if part is not None:
+        lines += ["", *validators.validators_table(part)]
     lines += ["", "Targets", "", "| target | value | bound | met |", "|---|---:|---:|---|"]
     for t in report.get("targets", []):
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
-        bound = ("<= " if t["atMost"] else ">= ") + f"{t['bound']:g}"
+        bound = "-" if t["bound"] is None else ("<= " if t["atMost"] else ">= ") + f"{t['bound']:g}"
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
         lines.append(f"| {t['name']} | {value} | {bound} | {met} |")
     lines += ["", f"Ran in {report['seconds']['total']:.0f} s ({report['seconds']})."]

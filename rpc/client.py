@@ -681,6 +681,14 @@ class InferchainClient:
             raise TransportError(status, "GET /health did not return an object")
         return result
 
+    async def metrics_text(self) -> str:
+        """GET /metrics: the validator's metrics in the Prometheus text format (PROTOCOL 5.7)."""
+        status, body = await self._get("/metrics")
+        text = body.decode("utf-8", errors="replace")
+        if status != 200:
+            raise TransportError(status, f"GET /metrics: {text[:500]}")
+        return text
+
     async def p2p_links(self) -> dict[str, dict[str, Any]]:
         """GET /p2p/dev/links: this validator's links to its peers (dev chains only)."""
         status, body = await self._get("/p2p/dev/links")

@@ -3,8 +3,9 @@ hardhat, `--peer`) and the machine's ceilings, reads at 10 thousand and 1 millio
 default testnet end to end, its capacity as the offered load steps up and graceful overload past
 it (`--only capacity`), an honest client under each flood (`--only floods`), memory over
 finished tasks (`--only memory`), resource nodes on one validator (`--only nodes`: the block
-interval with 30 of them and with none), and the real model (`--only llm`, with the llm extra:
-`scored`'s error rates and cost, and a task's latency on real-model nodes).
+interval with 30 of them and with none), the real model (`--only llm`, with the llm extra:
+`scored`'s error rates and cost, and a task's latency on real-model nodes), and networks of 4,
+8 and 16 validators on this machine (`--only validators`: the cost of each added validator).
 
 Prints the figures as Markdown tables with the targets they are held to, and writes them as
 JSON (`--json`). The method is in docs/PERFORMANCE.md.
@@ -22,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import capacity, floods, llm, llm_rates, memory, nodes, run, subs  # noqa: E402
+from bench import capacity, floods, llm, llm_rates, memory, nodes, run, subs, validators  # noqa: E402
 from bench.common import write_json  # noqa: E402
 
 
@@ -99,6 +100,29 @@ def parse_args() -> argparse.Namespace:
         help="nodes: seconds of each run's window",
     )
     parser.add_argument(
+        "--validator-counts",
+        metavar="N,N,...",
+        help="validators: the network sizes, comma-separated (default 4,8,16; --quick: 4)",
+    )
+    parser.add_argument(
+        "--validators-seconds",
+        type=float,
+        default=validators.DURATION_S,
+        help="validators: seconds of load per network size",
+    )
+    parser.add_argument(
+        "--validators-rate",
+        type=float,
+        default=validators.OFFERED_PER_S,
+        help="validators: submitTask per second offered (well under capacity)",
+    )
+    parser.add_argument(
+        "--validators-rounds",
+        type=int,
+        default=1,
+        help="validators: every network size this many times, in turn (4, 8, 16, 4, ...)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: small counts, one round, a 10k ledger, short end-to-end runs",
@@ -121,6 +145,23 @@ def main() -> int:
         level=args.log_level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
     )
     sizes = tuple(int(s) for s in args.read_sizes.split(",") if s)
+    try:
+        counts = (
+            validators.parse_counts(args.validator_counts)
+            if args.validator_counts is not None
+            else (4,)
+            if args.quick
+            else validators.VALIDATOR_COUNTS
+        )
+    except ValueError as exc:
+        print(f"bench.py: --{exc}", file=sys.stderr)
+        return 2
+    if args.validators_rounds < 1:
+        print(
+            f"bench.py: --validators-rounds: at least 1, got {args.validators_rounds}",
+            file=sys.stderr,
+        )
+        return 2
     with tempfile.TemporaryDirectory(prefix="inferchain-bench-") as work:
         opts = run.Options(
             genesis_path=REPO / "genesis.json",
@@ -146,6 +187,10 @@ def main() -> int:
             node_count=min(args.nodes, 5) if args.quick else args.nodes,
             nodes_block_times=(nodes.FAST_BLOCK_TIME_MS,) if args.quick else None,
             nodes_duration_s=5.0 if args.quick else args.nodes_seconds,
+            validator_counts=counts,
+            validators_duration_s=5.0 if args.quick else args.validators_seconds,
+            validators_rate=args.validators_rate,
+            validators_rounds=1 if args.quick else args.validators_rounds,
         )
         report = asyncio.run(run.run(opts))
     write_json(Path(args.json), report)
