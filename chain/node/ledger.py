@@ -172,7 +172,6 @@ class Ledger:
         self.view = HeadView(store.snapshot())
         # The open tasks, kept in memory: a scan of their index walks every deleted entry
         # LevelDB has not compacted away yet, that is every recently finished task.
-        self._open_tasks: set[bytes] = set()
         self._opened: dict[bytes, int] = {}  # open task -> its createdHeight, oldest first
         self._read_open_tasks()
 
@@ -371,8 +370,6 @@ class Ledger:
         self.head = prepared.head
         self._head_commit = prepared.commit
         self.view.move_to(self.store.snapshot())
-        self._open_tasks.difference_update(prepared.closed)
-        self._open_tasks.update(prepared.opened)
         for task_hash in prepared.closed:
             self._opened.pop(task_hash, None)
         for task_hash in prepared.opened:  # after every open task: the order stays by height
@@ -381,9 +378,9 @@ class Ledger:
 
     def _read_open_tasks(self) -> None:
         """The open tasks of the head, from their index, and when each was created."""
-        self._open_tasks = {key[len(OPEN_TASK) :] for key, _ in self.view.iterate(OPEN_TASK)}
         created: list[tuple[int, bytes]] = []
-        for task_hash in self._open_tasks:
+        for key, _ in self.view.iterate(OPEN_TASK):
+            task_hash = key[len(OPEN_TASK) :]
             task = self.get_task(task_hash)
             height = None if task is None else task.created_height
             created.append((self.head.height if height is None else height, task_hash))
@@ -469,13 +466,13 @@ class Ledger:
 
     def open_task_hashes(self) -> Iterator[bytes]:
         """The tasks not yet verified or failed at the head, in key order."""
-        return iter(sorted(self._open_tasks))
+        return iter(sorted(self._opened))
 
     def has_open_tasks(self) -> bool:
-        return bool(self._open_tasks)
+        return bool(self._opened)
 
     def open_task_count(self) -> int:
-        return len(self._open_tasks)
+        return len(self._opened)
 
     def open_tasks_created_by(self, slow: int, late: int) -> tuple[int, int]:
         """How many open tasks were created at or below height `slow`, and how many of them
