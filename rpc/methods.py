@@ -475,8 +475,8 @@ class PendingReads:
     """What queryPendingTasks keeps of its answers for one validator: the items per (address,
     limit) computed under `version` (`Node.read_version`), all dropped once it changes (a
     block, an admission, a dev control); and each task's `render_task`, kept while its task
-    is the same decoded value (`Node.pending_work` decodes a task again only when its stored
-    bytes change). The answers kept are shared: their callers never change them."""
+    is the same decoded value (`state.decode_task` gives the same Task for the same stored
+    bytes while it keeps them). The answers kept are shared: their callers never change them."""
 
     version: tuple[int, ...] = ()
     answers: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)

@@ -56,8 +56,6 @@ __all__ = ["Network", "Node", "ValidatorKey", "dev_validator_key", "resource_nod
 log = logging.getLogger(__name__)
 
 TIME_OFFSET = b"meta/dev/timeOffset"  # in the ledger, outside the state (PROTOCOL 5.9)
-# Decoded tasks kept beyond twice the open ones before those no longer open are forgotten.
-DECODED_SLACK = 1024
 
 
 def dev_validator_key(genesis: Genesis, index: int | None) -> ValidatorKey:
@@ -131,7 +129,6 @@ class Node:
         self.dev_keys: dict[str, bytes] = genesis.dev_keys()
         self._ledger: Ledger | None = None
         self._mempool: Mempool | None = None
-        self._decoded: dict[bytes, tuple[bytes, Task]] = {}  # task hash -> (bytes, task)
         self._priv: PrivValidator | None = None
         self.stopping = asyncio.Event()
         self._new_block = asyncio.Condition()
@@ -492,34 +489,15 @@ class Node:
     ) -> list[tasks.Work]:
         """The open tasks `address` may act on at the next block (queryPendingTasks), on the
         state the mempool would produce; with `task_hashes`, among those only (a task still
-        in the mempool included). Tasks are decoded once for as long as their stored bytes
-        stay the same (`_read_task`)."""
-        if task_hashes is None:
-            task_hashes = list(self.ledger.open_task_hashes())
-            if len(self._decoded) > 2 * len(task_hashes) + DECODED_SLACK:
-                kept = set(task_hashes)  # forget the tasks that are no longer open
-                self._decoded = {h: v for h, v in self._decoded.items() if h in kept}
+        in the mempool included). A task's stored bytes decode to the same Task as long as
+        `state.decode_task` keeps them."""
         return tasks.pending_work(
             self.mempool.pending_state,
             self.params,
             address,
             self.next_context().height,
-            task_hashes,
-            self._read_task,
+            list(self.ledger.open_task_hashes()) if task_hashes is None else task_hashes,
         )
-
-    def _read_task(self, state: st.Reader, task_hash: bytes) -> Task | None:
-        """`state.get_task`, decoding a task's bytes only when they differ from the last
-        read's (the same bytes decode to the same task)."""
-        raw = state.get(st.task_key(task_hash))
-        if raw is None:
-            return None
-        seen = self._decoded.get(task_hash)
-        if seen is not None and seen[0] == raw:
-            return seen[1]
-        task = st.decode_task(raw)
-        self._decoded[task_hash] = (raw, task)
-        return task
 
     def read_version(self) -> tuple[int, int, int]:
         """A value that changes whenever the reads on the state the mempool would produce,

@@ -387,8 +387,9 @@ def encode_task(task: Task) -> bytes:
 
 
 # TASK_CACHE decoded tasks by their ledger value, the oldest dropped first: more than the
-# tasks a loaded network has open.
-TASK_CACHE = 2048
+# tasks a loaded network has open (each resource node's queryPendingTasks reads every open
+# task: the overload guard's cap holds a few hundred near the capacity).
+TASK_CACHE = 4096
 _tasks: dict[bytes, Task] = {}
 
 

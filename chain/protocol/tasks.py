@@ -18,7 +18,6 @@ and the appHashes of the golden chain (tests/vectors/chain.json).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -923,13 +922,11 @@ def pending_work(
     address: str,
     height: int,
     task_hashes: list[bytes],
-    read_task: Callable[[Reader, bytes], Task | None] = get_task,
 ) -> list[Work]:
     """For each open task, the node's work at block `height`, in the node's own order,
     keccak256(node || taskHash) (each node starts on other tasks).
 
     Raises NotEligible when the node cannot act at all (not registered, stake, jailed).
-    `read_task` reads a task as `state.get_task` does (a caller may keep decoded tasks).
 
     Twins: `Reference.work` in tests/property/test_settlement_machine.py and PROTOCOL 5.1
     (queryPendingTasks) must change with it.
@@ -940,7 +937,7 @@ def pending_work(
         raise NotEligible(address, reason or "not a registered resource node")
     work = []
     for task_hash in task_hashes:
-        task = read_task(state, task_hash)
+        task = get_task(state, task_hash)
         if task is None or task.status in FINAL_STATUSES or not node.serves(task.model):
             continue
         own = next((e for e in task.execution_info if e.resource_node == address), None)
