@@ -223,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wallet = load_wallet(args, data_dir)
         if args.no_apus:
-            return asyncio.run(serve(args, wallet, data_dir, None))
+            return serving.run(serve(args, wallet, data_dir, None))
         bridge = load_bridge_wallet(args, data_dir)
-        return asyncio.run(serve(args, wallet, data_dir, bridge, router_config(args)))
+        return serving.run(serve(args, wallet, data_dir, bridge, router_config(args)))
     except (ValueError, OSError, StorageError) as exc:
         log.error("%s", exc)
         return BAD_CONFIG_EXIT

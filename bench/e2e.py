@@ -53,7 +53,7 @@ from bench.common import REPO, percentile, throughput
 from chain.protocol.types import SubmitTask
 from resource_node.backends import InferenceRequest, request_from_task
 from resource_node.backends.deterministic import DeterministicBackend
-from rpc import api
+from rpc import api, serving
 from rpc.client import (
     TASK_DONE_STATUSES,
     InferchainClient,
@@ -183,6 +183,7 @@ class Testnet:
         log_level: str = "INFO",
         guard: bool = True,
         validators: int = VALIDATORS,
+        event_loop: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.block_time_ms = block_time_ms
@@ -190,6 +191,7 @@ class Testnet:
         self.validators = validators
         self.log_level = log_level
         self.guard = guard  # the validators' overload guard (PROTOCOL 5.11)
+        self.event_loop = event_loop  # INFERCHAIN_EVENT_LOOP of every process; None: default
         self.port = 0
         self.urls: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
@@ -197,6 +199,12 @@ class Testnet:
         self.last_status = ""
         self._ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.event_loop is not None:
+            env[serving.EVENT_LOOP_ENV] = self.event_loop
+        return env
 
     async def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +232,7 @@ class Testnet:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=launcher_log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=self._env(),
             )
         self._reader = asyncio.create_task(self._read_stdout())
         try:
@@ -782,6 +790,9 @@ async def end_to_end(
         nodes=nodes,
         log_level=log_level,
         guard=guard,
+        # py-spy sees no Python frame while uvloop's loop waits or does its I/O in C, so
+        # waiting and working would look alike: a profiled network runs on asyncio's loop
+        event_loop=None if profile_dir is None else "asyncio",
     )
     wall_started = time.perf_counter()
     clients: list[InferchainClient] = []
@@ -838,7 +849,9 @@ async def end_to_end(
                 "queryTask": follower.query_errors,
             },
             "lastStatus": testnet.last_status,
-            "profile": None if profile_dir is None else {"dir": str(profile_dir), **profiles},
+            "profile": None
+            if profile_dir is None
+            else {"dir": str(profile_dir), "eventLoop": "asyncio", **profiles},
             "records": str(write_records(testnet.data_dir, records, follower)),
         }
     finally:

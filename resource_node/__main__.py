@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return BAD_CONFIG_EXIT
     try:
-        return asyncio.run(serve(setup))
+        return serving.run(serve(setup))
     except (StateError, StorageError, OSError, BackendError) as exc:
         log.error("%s", exc)
         return BAD_CONFIG_EXIT

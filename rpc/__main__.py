@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.repair:
             return repair(args)
-        return asyncio.run(serve(args))
+        return serving.run(serve(args))
     except ChainError as exc:
         log.error("%s", exc)
         return 2
