@@ -11,11 +11,14 @@ coroutine that does the work, between two blocks, which the server awaits.
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import orjson
 
 from chain.node.devmode import DevProducer
 from chain.node.ledger import TxRecord
@@ -378,13 +381,49 @@ PENDING_TIMESTAMP_WINDOW_S = 300
 MAX_PENDING_LIMIT = 1000
 
 
+def json_bytes(obj: Any) -> bytes:
+    """A value as compact JSON: orjson's, or the standard library's for what orjson refuses
+    (an integer beyond 64 bits, e.g. in a postprocessed result). `Encoded` values inside are
+    written as their text."""
+    try:
+        return orjson.dumps(obj, default=_fragment)
+    except TypeError:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_value).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A result kept together with its JSON text, for an answer given again and again: the
+    server writes `text` as it is instead of encoding `value` once more (`json_bytes`)."""
+
+    value: Any
+    text: bytes
+
+    @classmethod
+    def of(cls, value: Any) -> Encoded:
+        return cls(value, json_bytes(value))
+
+
+def _fragment(obj: Any) -> orjson.Fragment:
+    if isinstance(obj, Encoded):
+        return orjson.Fragment(obj.text)
+    raise TypeError(f"{type(obj).__name__} is not JSON")
+
+
+def _value(obj: Any) -> Any:
+    if isinstance(obj, Encoded):
+        return obj.value
+    raise TypeError(f"{type(obj).__name__} is not JSON")
+
+
 @dataclass(frozen=True, slots=True)
 class PendingTasksAnswer:
-    """What queryPendingTasks answers: the task objects, and the deprecation warning of a call
-    signed over the previous release's text (None otherwise), which the GET route carries in
-    its `data` member (PROTOCOL 5.1)."""
+    """What queryPendingTasks answers: the task objects (with their JSON text, kept while the
+    node's state is the same), and the deprecation warning of a call signed over the previous
+    release's text (None otherwise), which the GET route carries in its `data` member
+    (PROTOCOL 5.1)."""
 
-    tasks: list[dict[str, Any]]
+    tasks: Encoded
     deprecation: dict[str, Any] | None = None
 
 
@@ -456,7 +495,7 @@ def pending_tasks_answer(node: Node, params: Params) -> PendingTasksAnswer:
     deprecation = None
     if params.get("Signature") is not None:
         deprecation = check_pending_signature(node, address, timestamp, params["Signature"])
-    out = work_items(node, address, limit)
+    out = kept_work(node, address, limit)
     if deprecation is not None and address not in _warned_legacy_signers:
         _warned_legacy_signers.add(address)
         log.warning("queryPendingTasks from %s: %s", address, deprecation["warning"])
@@ -474,12 +513,13 @@ RENDERED_SLACK = 1024
 class PendingReads:
     """What queryPendingTasks keeps of its answers for one validator: the items per (address,
     limit) computed under `version` (`Node.read_version`), all dropped once it changes (a
-    block, an admission, a dev control); and each task's `render_task`, kept while its task
-    is the same decoded value (`state.decode_task` gives the same Task for the same stored
-    bytes while it keeps them). The answers kept are shared: their callers never change them."""
+    block, an admission, a dev control), each with its JSON text; and each task's
+    `render_task`, kept while its task is the same decoded value (`state.decode_task` gives
+    the same Task for the same stored bytes while it keeps them). The answers kept are shared:
+    their callers never change them."""
 
     version: tuple[int, ...] = ()
-    answers: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    answers: dict[tuple[str, int], Encoded] = field(default_factory=dict)
     rendered: dict[bytes, tuple[Task, dict[str, Any]]] = field(default_factory=dict)
 
     def render(self, task: Task) -> dict[str, Any]:
@@ -494,25 +534,50 @@ class PendingReads:
 _pending_reads: weakref.WeakKeyDictionary[Node, PendingReads] = weakref.WeakKeyDictionary()
 
 
-def work_items(
-    node: Node, address: str, limit: int, task_hashes: list[bytes] | None = None
-) -> list[dict[str, Any]]:
-    """queryPendingTasks' items: the node's work (among `task_hashes` only, when given).
-
-    The answer over every open task is kept until the node's read version changes, and
-    given again as it is (the same list: not to be changed); each item is the task's
-    rendering, kept while the task stays the same, with the node's own members added."""
+def _reads_of(node: Node) -> PendingReads:
     reads = _pending_reads.get(node)
     if reads is None:
         reads = _pending_reads[node] = PendingReads()
-    if task_hashes is None:
-        version = node.read_version()
-        if version != reads.version:
-            reads.version = version
+    return reads
+
+
+def kept_work(node: Node, address: str, limit: int) -> Encoded:
+    """queryPendingTasks' items over every open task, with their JSON text: kept until the
+    node's read version changes, and given again as they are (the same list: not to be
+    changed)."""
+    reads = _reads_of(node)
+    version = node.read_version()
+    if version != reads.version:
+        reads.version = version
+        reads.answers.clear()
+    kept = reads.answers.get((address, limit))
+    if kept is None:
+        if len(reads.answers) >= MAX_KEPT_ANSWERS:
             reads.answers.clear()
-        kept = reads.answers.get((address, limit))
-        if kept is not None:
-            return kept
+        kept = Encoded.of(_work_items(reads, node, address, limit))
+        reads.answers[(address, limit)] = kept
+    return kept
+
+
+def work_items(
+    node: Node, address: str, limit: int, task_hashes: list[bytes] | None = None
+) -> list[dict[str, Any]]:
+    """queryPendingTasks' items: the node's work (among `task_hashes` only, when given; the
+    kept answer, `kept_work`, otherwise)."""
+    if task_hashes is None:
+        return kept_work(node, address, limit).value  # type: ignore[no-any-return]
+    return _work_items(_reads_of(node), node, address, limit, task_hashes)
+
+
+def _work_items(
+    reads: PendingReads,
+    node: Node,
+    address: str,
+    limit: int,
+    task_hashes: list[bytes] | None = None,
+) -> list[dict[str, Any]]:
+    """Each item is the task's rendering, kept while the task stays the same, with the
+    node's own members added."""
     if len(reads.rendered) > 2 * node.ledger.open_task_count() + RENDERED_SLACK:
         reads.rendered.clear()
     out = []
@@ -526,14 +591,10 @@ def work_items(
         ]
         item["reveal"] = work.reveal
         out.append(item)
-    if task_hashes is None:
-        if len(reads.answers) >= MAX_KEPT_ANSWERS:
-            reads.answers.clear()
-        reads.answers[(address, limit)] = out
     return out
 
 
-def query_pending_tasks(node: Node, params: Params) -> list[dict[str, Any]]:
+def query_pending_tasks(node: Node, params: Params) -> Encoded:
     """The JSON-RPC method: the task objects only. A JSON-RPC response has no member for a
     warning and the result stays the list it was (PROTOCOL 5.1, Ambiguity), so the
     deprecation warning of the previous release's text goes to the node's log."""

@@ -14,7 +14,6 @@ docs/PERFORMANCE.md, "Why the server is built this way".
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
@@ -23,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from chain.node.node import Node
@@ -35,6 +33,7 @@ from rpc.methods import (
     AWAITING_METHODS,
     METHODS,
     MethodSpec,
+    json_bytes,
     pending_tasks_answer,
     render_tx,
     signed_call,
@@ -418,8 +417,4 @@ def _query_int(text: str, name: str) -> int:
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
-    try:
-        body = orjson.dumps(obj)
-    except TypeError:  # an integer beyond 64 bits (e.g. in a postprocessed result)
-        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-    return web.Response(body=body, status=status, headers=JSON_HEADERS)
+    return web.Response(body=json_bytes(obj), status=status, headers=JSON_HEADERS)

@@ -11,6 +11,7 @@ every step the answer for every node and limit must be exactly, byte for byte, w
 from __future__ import annotations
 
 import asyncio
+import json
 import functools
 import tempfile
 from pathlib import Path
@@ -31,7 +32,7 @@ from chain.protocol.types import (
     SubmitTask,
     SubmitVerification,
 )
-from rpc.methods import render_task, work_items
+from rpc.methods import Encoded, json_bytes, kept_work, render_task, work_items
 from tests.helpers import make_genesis
 
 SENDERS = (0, 1)  # dev accounts
@@ -87,8 +88,10 @@ def check_every_answer(node: Node) -> None:
             expected = answer(reference_items, node, address, limit)
             first = answer(work_items, node, address, limit)
             again = answer(work_items, node, address, limit)  # kept
+            text = answer(lambda *a: orjson.Fragment(kept_work(*a).text), node, address, limit)
             assert first == expected, (address, limit)
             assert again == expected, (address, limit)
+            assert text == expected, (address, limit)  # the JSON the server writes
 
 
 OPS = hs.one_of(
@@ -172,3 +175,21 @@ def test_the_kept_answer_is_the_computed_one(ops: list[tuple[Any, ...]], canary:
                 check_every_answer(node)
         finally:
             asyncio.run(node.cleanup())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    hs.recursive(
+        hs.none() | hs.booleans() | hs.integers(-(2**70), 2**70) | hs.text(max_size=8),
+        lambda inner: (
+            hs.lists(inner, max_size=4) | hs.dictionaries(hs.text(max_size=4), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+def test_an_encoded_result_is_written_as_its_value_would_be(value: Any) -> None:
+    """A kept answer's text stands for its value inside any response, the standard
+    library's fallback (for integers beyond 64 bits elsewhere in it) included."""
+    body = {"jsonrpc": "2.0", "result": Encoded.of(value), "id": 1, "other": 2**65}
+    assert orjson.loads(json_bytes(body)) == {**body, "result": orjson.loads(json_bytes(value))}
+    assert json.loads(json_bytes(body)) == {**body, "result": value}
