@@ -78,6 +78,8 @@ MAX_CANDIDATES = 64
 MAX_VOTES = 50_000
 # how many rounds of own messages are sent again: the current one and the one before
 REBROADCAST_ROUNDS = 2
+# gossiped transactions recovered on the recovery thread from this many on, on the loop below
+RECOVER_THREAD_MIN = 8
 
 
 class Network(Protocol):
@@ -179,18 +181,23 @@ class Consensus:
     async def receive_txs(self, items: list[Any]) -> None:
         """Transactions another validator admitted: verify and admit them here too.
 
-        Their signers are recovered on a thread of their own (libsecp256k1 runs without the
-        GIL), so the event loop serves meanwhile; the first badly signed or malformed one
-        stops the batch with InvalidPeerMessage naming it, and then none is admitted (an
-        honest validator only relays what it admitted). Admission runs on the loop."""
+        From RECOVER_THREAD_MIN new ones on, their signers are recovered on a thread of their
+        own (libsecp256k1 runs without the GIL), so the event loop serves meanwhile; fewer are
+        recovered on the loop, where handing them to the thread would cost about as much. The
+        first badly signed or malformed one stops the batch with InvalidPeerMessage naming
+        it, and then none is admitted (an honest validator only relays what it admitted).
+        Admission runs on the loop."""
         fresh = [(i, item) for i, item in enumerate(items) if not self._claims_known_tx(item)]
         if not fresh:
             return
-        loop = asyncio.get_running_loop()
         chain_id = self.node.genesis.chain_id
-        txs = await loop.run_in_executor(self._recovery_pool(), _decode_txs, fresh, chain_id)
-        if self.node.stopping.is_set():
-            return
+        if len(fresh) < RECOVER_THREAD_MIN:
+            txs = _decode_txs(fresh, chain_id)
+        else:
+            loop = asyncio.get_running_loop()
+            txs = await loop.run_in_executor(self._recovery_pool(), _decode_txs, fresh, chain_id)
+            if self.node.stopping.is_set():
+                return
         for tx in txs:
             if self._knows_tx(tx.hash):
                 continue

@@ -24,6 +24,7 @@ import orjson
 import pytest
 
 from chain.node.node import dev_validator_key
+from chain.node.validators import RECOVER_THREAD_MIN
 from chain.protocol import crypto, gossip, wire
 from chain.protocol.consensus import PREVOTE, VoteMsg
 from chain.protocol.genesis import DEV_MNEMONIC
@@ -159,6 +160,17 @@ async def test_bad_requests_are_refused_naming_what_is_wrong_and_change_nothing(
         assert status == 204, answer
         assert (await network.client(0).get_account(sender))["pendingNonce"] == 1
 
+        # the same in a batch large enough to be recovered on the recovery thread
+        many = RECOVER_THREAD_MIN
+        goods = [transfer_wire(chain_id, 5, n, bad=False) for n in range(1, many + 1)]
+        bad = transfer_wire(chain_id, 5, many + 1, bad=True)
+        status, answer = await post(session, url, request(txs=[*goods, bad]))
+        assert status == 400 and answer["error"].startswith(f"txs[{many}]: a bad "), answer
+        assert (await network.client(0).get_account(sender))["pendingNonce"] == 1
+        status, answer = await post(session, url, request(txs=goods))
+        assert status == 204, answer
+        assert (await network.client(0).get_account(sender))["pendingNonce"] == 1 + many
+
         # votes of a non-validator: its own address, or a validator's with its own key
         height = max((await network.heights([0])).values()) + 1
         message = VoteMsg(height, 0, PREVOTE, None, OUTSIDER.address)
@@ -184,14 +196,14 @@ async def test_bad_requests_are_refused_naming_what_is_wrong_and_change_nothing(
         ):
             status, answer = await post(session, url, body, headers)
             assert status == 401 and why in answer["error"], answer
-    # the network went on: the one good transfer is committed everywhere
+    # the network went on: the good transfers are committed everywhere
     await network.wait_heights([0, 1, 2, 3], height + 2, WAIT_S)
     for k in range(4):
         await eventually(
             lambda k=k: network.client(k).get_account(sender),  # type: ignore[misc]
-            lambda account: account["nonce"] == 1,
+            lambda account: account["nonce"] == 1 + RECOVER_THREAD_MIN,
             WAIT_S,
-            f"the good transfer committed on validator {k}",
+            f"the good transfers committed on validator {k}",
         )
 
 
