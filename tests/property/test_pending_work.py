@@ -11,8 +11,8 @@ every step the answer for every node and limit must be exactly, byte for byte, w
 from __future__ import annotations
 
 import asyncio
-import json
 import functools
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
