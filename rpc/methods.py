@@ -391,13 +391,18 @@ def json_bytes(obj: Any) -> bytes:
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_value).encode()
 
 
-@dataclass(frozen=True, slots=True)
 class Encoded:
     """A result kept together with its JSON text, for an answer given again and again: the
-    server writes `text` as it is instead of encoding `value` once more (`json_bytes`)."""
+    server writes `text` as it is instead of encoding `value` once more (`json_bytes`).
 
-    value: Any
-    text: bytes
+    Not a dataclass: orjson writes a dataclass as an object of its fields, without asking
+    `default`."""
+
+    __slots__ = ("text", "value")
+
+    def __init__(self, value: Any, text: bytes) -> None:
+        self.value = value
+        self.text = text
 
     @classmethod
     def of(cls, value: Any) -> Encoded:

@@ -190,6 +190,9 @@ def test_the_kept_answer_is_the_computed_one(ops: list[tuple[Any, ...]], canary:
 def test_an_encoded_result_is_written_as_its_value_would_be(value: Any) -> None:
     """A kept answer's text stands for its value inside any response, the standard
     library's fallback (for integers beyond 64 bits elsewhere in it) included."""
+    text = json_bytes(value)
+    assert json_bytes({"result": Encoded(value, b"[2]")}) == b'{"result":[2]}'  # as it is
+    assert json_bytes({"result": Encoded.of(value)}) == b'{"result":' + text + b"}"
     body = {"jsonrpc": "2.0", "result": Encoded.of(value), "id": 1, "other": 2**65}
     assert orjson.loads(json_bytes(body)) == {**body, "result": orjson.loads(json_bytes(value))}
     assert json.loads(json_bytes(body)) == {**body, "result": value}
