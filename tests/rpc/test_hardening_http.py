@@ -137,6 +137,25 @@ def test_parse_json_refuses_nesting_past_the_limit_before_either_parser(long_num
     assert sys.getrecursionlimit() == before
 
 
+def test_orjson_refuses_nesting_past_the_limit_by_itself() -> None:
+    """parse_json scans the depth only of a text orjson refuses: orjson's own limit must be
+    MAX_JSON_DEPTH, arrays and objects alike."""
+    limit = wire.MAX_JSON_DEPTH
+    for opening, closing in ((b"[", b"]"), (b'{"k":', b"}")):
+        at_limit = opening * limit + b"1" + closing * limit
+        orjson.loads(at_limit)
+        with pytest.raises(orjson.JSONDecodeError):
+            orjson.loads(opening + at_limit + closing)
+
+
+def reference_parse(body: bytes) -> Any:
+    """parse_json as it was: the depth scanned first, then one of the two parsers."""
+    wire.check_json_depth(body)
+    if not wire.has_long_number(body):
+        return orjson.loads(body)
+    return wire.parse_json(body)  # this path is as it was: the scan, then the other parser
+
+
 def test_brackets_in_strings_do_not_count_towards_the_limit() -> None:
     text = orjson.dumps({"prompt": "[" * 5000 + '\\"' + "{" * 5000})
     assert wire.json_depth(text) == 1
@@ -462,3 +481,18 @@ def test_the_depth_check_refuses_exactly_what_the_full_count_finds_too_deep(body
                 orjson.loads(body)
     else:
         assert not too_deep
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LIMIT_PIECES | st.just(b"123456789012345678901234567890"), max_size=12))
+def test_parse_json_answers_as_the_depth_scan_first_would(pieces: list[bytes]) -> None:
+    body = b"".join(pieces)
+    try:
+        expected: Any = ("ok", reference_parse(body))
+    except ValueError as exc:
+        expected = ("refused", "nested" in str(exc))
+    try:
+        got: Any = ("ok", wire.parse_json(body))
+    except ValueError as exc:
+        got = ("refused", "nested" in str(exc))
+    assert got == expected
