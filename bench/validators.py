@@ -556,7 +556,8 @@ async def per_validator_count(
         rss = {k: rss_bytes(p.pid) / 2**20 for k, p in procs.items() if e2e.alive(p)}
         stop_following.set()
         await following
-        await follower.refresh()  # the last word on every task
+        await follower.refresh()
+        await follower.query_open()  # the last word on every task left undecided
 
         commits = first_commits(watch.seen)
         window = sorted(h for h, t in commits.items() if started <= t <= ended)

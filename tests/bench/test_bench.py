@@ -189,6 +189,33 @@ def test_a_short_ingestion_run_reports_every_figure(tmp_path: Path) -> None:
     assert {t.name for t in targets(report)} == set(names)
 
 
+@pytest.mark.slow
+def test_a_short_end_to_end_run_follows_every_task_to_its_end(tmp_path: Path) -> None:
+    """bench.e2e on the default testnet: the follower learns of every task's end from the
+    blocks' events and reads each task once, so every figure comes from the chain."""
+    args = ["--block-time", "200", "--rate", "10", "--duration", "2", "--work-dir", str(tmp_path)]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.e2e", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout)
+    assert report["sent"] == report["accepted"] == 20
+    assert report["settled"] is True and report["undecided"] == 0
+    assert report["verified"] + report["failed"] == 20
+    assert report["latency"]["count"] == report["verified"] > 0
+    assert report["followerErrors"] == {"health": 0, "reads": 0}
+    blocks = report["breakdown"]["blocks"]
+    # each task's result came in a block after it, and its verdicts in a block after that
+    for step in ("createdToResult", "resultToVerdict"):
+        assert all(int(gap) >= 1 for gap in blocks[step]), (step, blocks[step])
+    assert sum(blocks["createdToDecided"].values()) >= report["verified"]
+    assert report["breakdown"]["ms"]["submitToCreatedBlock"]["p50"] > 0
+
+
 def test_the_flood_bodies_are_what_the_table_says() -> None:
     body = floods.deep_nesting_body(1_000)
     assert body == b"[" * 1_000 + b"123456789012345678901234567890" + b"]" * 1_000
