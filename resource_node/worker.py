@@ -4,7 +4,9 @@ Every poll interval the node asks `queryPendingTasks` (signed, PROTOCOL 5.1) for
 can act on, in its privilege order. For a task marked `compute` it runs the backend with its
 own seed (PROTOCOL 4.4) and submits the signed result; for each entry of `verify` it recomputes
 the submitter's result with the submitter's seed and submits `valid = (keccak(own output) ==
-keccak(result))` (PROTOCOL 4.5). Work runs concurrently, bounded by a semaphore.
+keccak(result))` (PROTOCOL 4.5). Work runs concurrently: at most `concurrency` calls of the
+backend at once (a semaphore), while the submissions to the validator are not bounded by it, so
+that slow answers do not hold inferences back.
 
 Every field of a listed task is untrusted (`resource_node.untrusted`): a task the node cannot
 read within its bounds is skipped and logged once, a verify entry it cannot read likewise,
@@ -112,6 +114,7 @@ INPUTS_BUDGET = 64 << 20  # characters of the task inputs kept, at most (oldest 
 FORCED_MARKER = " [forced error]"  # appended to the output of a forced error (PROTOCOL 4.13)
 ROLLOVER_MARGIN = 64  # heights kept in hand past the deadlines before a chain of secrets ends
 COMMIT_PATIENCE = 100  # polls a sent CommitSecrets may take to show on chain, then sent again
+DECIDED_BATCH = 100  # own results read in one batch when a reveal looks for its limit
 REVEAL_PATIENCE = 10  # polls a sent RevealSecret may take to show on chain, then sent again
 # A scored result identical to an earlier one is a copy unless an independent sample would be
 # this text with probability at least e^COPY_LOG_CHANCE (about one in a million).
@@ -780,7 +783,7 @@ class ResourceNode:
                 )
                 skipped += 1
         if reveals and ("reveal",) not in self._active:
-            jobs.append(self._start(("reveal",), partial(self._reveal, reveals), bounded=False))
+            jobs.append(self._start(("reveal",), partial(self._reveal, reveals)))
         report = CycleReport(
             tasks=len(listing), results=results, verdicts=verdicts, skipped=skipped
         )
@@ -867,7 +870,7 @@ class ResourceNode:
         if task.compute and outcome == "accepted":  # listed again: was it taken?
             recheck: WorkKey = ("recheck", task_hash)
             if self._may_start(recheck):
-                self._start(recheck, partial(self._recheck_result, task_hash), bounded=False)
+                self._start(recheck, partial(self._recheck_result, task_hash))
         if (
             task.compute
             # A result answered closed (the slots were full), or accepted and then not taken
@@ -919,20 +922,16 @@ class ResourceNode:
         cooling = self._cooldown.get(key)
         return cooling is None or asyncio.get_running_loop().time() >= cooling[1]
 
-    def _start(self, key: WorkKey, work: Work, *, bounded: bool = True) -> asyncio.Task[None]:
+    def _start(self, key: WorkKey, work: Work) -> asyncio.Task[None]:
         self._active.add(key)
-        job = asyncio.create_task(self._guarded(key, work, bounded))
+        job = asyncio.create_task(self._guarded(key, work))
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
         return job
 
-    async def _guarded(self, key: WorkKey, work: Work, bounded: bool = True) -> None:
+    async def _guarded(self, key: WorkKey, work: Work) -> None:
         try:
-            if bounded:
-                async with self._semaphore:
-                    await work()
-            else:
-                await work()
+            await work()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not stop the node: count it, keep going
@@ -1000,9 +999,10 @@ class ResourceNode:
     # Work
 
     async def _infer(self, backend: Backend, key: WorkKey, request: InferenceRequest) -> str | None:
-        started = time.perf_counter()
         try:
-            output = await backend.infer(request)
+            async with self._semaphore:  # the backend's calls, not the sends, are bounded
+                started = time.perf_counter()
+                output = await backend.infer(request)
         except TaskError as exc:
             self._refuse(key, exc)
             return None
@@ -1154,7 +1154,8 @@ class ResourceNode:
                 return False, f"own output differs: {describe_output(own)}, exact"
         assert score is not None
         try:
-            judgement = await score(request, result, own)
+            async with self._semaphore:
+                judgement = await score(request, result, own)
         except TaskError as exc:
             self._refuse(key, exc)
             return None
@@ -1428,21 +1429,40 @@ class ResourceNode:
     async def _reveal_limit(self, revealed: int, top: int, decided: set[str]) -> float:
         """The lowest createdHeight above `revealed`, up to `top`, of an own result that may
         still be undecided (in the works, in the mempool, or on chain undecided): a reveal
-        must stay below it. `decided` are the tasks listed as waiting for a reveal."""
+        must stay below it. `decided` are the tasks listed as waiting for a reveal.
+
+        The own results not known to be decided are read lowest first, DECIDED_BATCH tasks
+        in one batch of queryTask, until one is found undecided: a higher one cannot lower
+        the limit. Under load a node has a few hundred results since its last reveal; read
+        one call at a time they held its reveals back by seconds."""
         heights = [h for h in self._computing.values() if revealed < h <= top]
-        for task_hash, height in self.submissions.results_since(revealed).items():
-            if height > top or task_hash in decided or task_hash in self._decided_own:
-                continue
-            if await self._own_result_decided(task_hash):
-                self._remember(self._decided_own, task_hash, None)
-            else:
-                heights.append(height)
+        unknown = sorted(
+            (height, task_hash)
+            for task_hash, height in self.submissions.results_since(revealed).items()
+            if height <= top and task_hash not in decided and task_hash not in self._decided_own
+        )
+        for start in range(0, len(unknown), DECIDED_BATCH):
+            chunk = unknown[start : start + DECIDED_BATCH]
+            if heights and chunk[0][0] >= min(heights):
+                break  # none of these can lower the limit
+            answers = await self.client.batch(
+                [(api.QUERY_TASK, {"taskHash": task_hash}) for _, task_hash in chunk]
+            )
+            undecided = False
+            for (height, task_hash), answer in zip(chunk, answers, strict=True):
+                if await self._own_result_decided(task_hash, answer):
+                    self._remember(self._decided_own, task_hash, None)
+                else:
+                    heights.append(height)
+                    undecided = True
+            if undecided:
+                break
         return min(heights, default=float("inf"))
 
-    async def _own_result_decided(self, task_hash: str) -> bool:
-        try:
-            task = await self.client.query_task(task_hash)
-        except RpcError:
+    async def _own_result_decided(self, task_hash: str, task: Any) -> bool:
+        """Whether the node's result for `task_hash` is decided, from its queryTask answer
+        `task` (the RpcError it got, or the task)."""
+        if isinstance(task, RpcError):
             return True  # not on this chain: nothing of it to tell
         if not isinstance(task, dict):
             return False

@@ -39,6 +39,7 @@ from chain.node.journal import JOURNAL_FILE
 from chain.node.node import Node
 from chain.protocol import crypto
 from chain.protocol.genesis import Params, dev_genesis, parse_genesis
+from resource_node import worker
 from resource_node.backends import BackendError, InferenceRequest, request_from_task
 from resource_node.backends.deterministic import DeterministicBackend
 from resource_node.backends.faults import WRONG_MARKER, Faults
@@ -527,6 +528,42 @@ async def test_concurrency_is_bounded(manual: LocalChain, cleanups: list[Resourc
     await asyncio.wait_for(run, WAIT)
     assert (held.most, held.entered, node.stats().results_accepted) == (2, 5, 5)
     assert node.stats().in_flight == 0
+    mine(manual)
+    for task in tasks:
+        assert NODE.address in await entries(manual, task)
+
+
+@dataclass
+class OrderBackend:
+    """The deterministic model, noting how many results its node had submitted when each
+    inference began."""
+
+    name: str = "order"
+    node: ResourceNode | None = None
+    accepted_at_start: list[int] = field(default_factory=list)
+
+    async def infer(self, request: InferenceRequest) -> str:
+        assert self.node is not None
+        self.accepted_at_start.append(self.node.stats().results_accepted)
+        return await DeterministicBackend().infer(request)
+
+
+async def test_the_bound_is_on_inferences_not_on_submissions(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    """With one inference at a time, the next task's inference begins as soon as the one
+    before has its output, while that output is still on its way to the validator."""
+    tasks = [
+        await open_task(manual, prompts=f"prompt {n}", target_count=1, mined=False)
+        for n in range(3)
+    ]
+    mine(manual)
+    backend = OrderBackend()
+    node = await started(make_node(manual.url, backend=backend, concurrency=1), cleanups)
+    backend.node = node
+    await asyncio.wait_for(node.run_once(), WAIT)
+    assert node.stats().results_accepted == 3
+    assert backend.accepted_at_start[:2] == [0, 0], backend.accepted_at_start
     mine(manual)
     for task in tasks:
         assert NODE.address in await entries(manual, task)
@@ -1346,11 +1383,13 @@ async def test_a_node_that_does_not_reveal_is_slashed_at_the_reveal_deadline(
         assert slashes(current) == {NODE.address: ["result"]}
 
 
+@pytest.mark.parametrize("batch", [1, worker.DECIDED_BATCH])
 async def test_an_unrevealed_height_waits_for_the_nodes_undecided_results(
-    tmp_path: Path, cleanups: list[ResourceNode]
+    tmp_path: Path, cleanups: list[ResourceNode], monkeypatch: pytest.MonkeyPatch, batch: int
 ) -> None:
     # Revealing the secret of a height tells every earlier one: a node reveals none above
-    # a result of its own still undecided.
+    # a result of its own still undecided (its results read `batch` at a time).
+    monkeypatch.setattr(worker, "DECIDED_BATCH", batch)
     async with forced_chain(tmp_path) as (chain, params):
         node = await started(make_node(chain.url, params=params), cleanups)
         first = await open_task(chain, prompts="first", target_count=1)
