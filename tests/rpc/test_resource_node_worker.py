@@ -111,6 +111,18 @@ async def open_task(
     return await chain.client.query_task(receipt.task_hash)
 
 
+async def open_tasks(
+    chain: LocalChain, count: int, *, target_count: int = 2
+) -> list[dict[str, Any]]:
+    """`count` tasks of prompts `prompt 0`, `prompt 1`, ..., committed in one block."""
+    tasks = [
+        await open_task(chain, prompts=f"prompt {n}", target_count=target_count, mined=False)
+        for n in range(count)
+    ]
+    mine(chain)
+    return tasks
+
+
 def honest_output(task: dict[str, Any], address: str) -> str:
     """What the deterministic model answers for `address` (its PROTOCOL 4.4 seed)."""
     seed = crypto.task_seed(bytes.fromhex(task["taskHash"][2:]), address)
@@ -512,11 +524,7 @@ async def test_models_filter(manual: LocalChain, cleanups: list[ResourceNode]) -
 
 
 async def test_concurrency_is_bounded(manual: LocalChain, cleanups: list[ResourceNode]) -> None:
-    tasks = [
-        await open_task(manual, prompts=f"prompt {n}", target_count=1, mined=False)
-        for n in range(5)
-    ]
-    mine(manual)
+    tasks = await open_tasks(manual, 5, target_count=1)
     held = HeldBackend()
     node = await started(make_node(manual.url, backend=held, concurrency=2), cleanups)
     run = asyncio.create_task(node.run_once())
@@ -553,11 +561,7 @@ async def test_the_bound_is_on_inferences_not_on_submissions(
 ) -> None:
     """With one inference at a time, the next task's inference begins as soon as the one
     before has its output, while that output is still on its way to the validator."""
-    tasks = [
-        await open_task(manual, prompts=f"prompt {n}", target_count=1, mined=False)
-        for n in range(3)
-    ]
-    mine(manual)
+    tasks = await open_tasks(manual, 3, target_count=1)
     backend = OrderBackend()
     node = await started(make_node(manual.url, backend=backend, concurrency=1), cleanups)
     backend.node = node
@@ -787,9 +791,7 @@ async def test_verify_entries_it_cannot_read_are_skipped_and_logged_once(
 async def test_a_listing_longer_than_asked_for_is_cut_to_the_limit(
     manual: LocalChain, cleanups: list[ResourceNode], caplog: pytest.LogCaptureFixture
 ) -> None:
-    for n in range(2):
-        await open_task(manual, prompts=f"prompt {n}", mined=False)
-    mine(manual)
+    await open_tasks(manual, 2)
     listing = await manual.client.query_pending_tasks(NODE)
     node = await started(make_node(manual.url, limit=1), cleanups)
     with caplog.at_level(logging.WARNING, logger="resource_node"):
@@ -997,9 +999,7 @@ async def test_a_validator_that_comes_back_with_another_chain_id(
 async def test_crash_fault_exits_after_n_results(
     manual: LocalChain, cleanups: list[ResourceNode], tmp_path: Path
 ) -> None:
-    for n in range(2):
-        await open_task(manual, prompts=f"prompt {n}", mined=False)
-    mine(manual)
+    await open_tasks(manual, 2)
     exits: list[int] = []
     remembered_at_exit: list[int] = []
 
