@@ -12,10 +12,9 @@ Latency is measured from a task's scheduled send time to the moment the block th
 was first seen: a follower asks the validators' `GET /health` in turn every few milliseconds
 and notes when each height appears, and at each new height reads what the heights since
 settled (`getBlockEvents`) and each task settled (queryTask, once). A task's `finishedHeight`
-then gives its time, and
-its `createdHeight`, result height, verdict height and the height that decided the result
-(`decidedHeight`) say where the time went (the `breakdown`): the figures come from the chain,
-the follower only supplies the clock.
+then gives its time, and its `createdHeight`, result height, verdict height and the height
+that decided the result (`decidedHeight`) say where the time went (the `breakdown`): the
+figures come from the chain, the follower only supplies the clock.
 
 The target: p50 at most 4 block intervals plus the simulated inference time of the backend.
 It was 3 (submit, result, verdict) before forced errors; they add a block: a task is settled
@@ -480,8 +479,10 @@ class Follower:
                 return events
         return None
 
-    async def query_open(self) -> None:
-        """The last word on every accepted task not yet decided (queryTask)."""
+    async def last_word(self) -> None:
+        """Once the load is over: the heights not read yet, then every accepted task still
+        undecided (queryTask)."""
+        await self.refresh()
         await self.query([s for s in self.open() if s.accepted])
 
     async def query(self, tasks: list[Sent]) -> None:
@@ -868,8 +869,7 @@ async def end_to_end(
         cpu_after, load_after = testnet.cpu(), os.getloadavg()[0]
         stop_following.set()
         await following
-        await follower.refresh()
-        await follower.query_open()  # the last word on every task left undecided
+        await follower.last_word()
 
         report = {
             "blockTimeMs": block_time_ms,
@@ -895,7 +895,7 @@ async def end_to_end(
             "lastStatus": testnet.last_status,
             "profile": None
             if profile_dir is None
-            else {"dir": str(profile_dir), "eventLoop": "asyncio", **profiles},
+            else {"dir": str(profile_dir), "eventLoop": testnet.event_loop, **profiles},
             "records": str(write_records(testnet.data_dir, records, follower)),
         }
     finally:

@@ -556,8 +556,7 @@ async def per_validator_count(
         rss = {k: rss_bytes(p.pid) / 2**20 for k, p in procs.items() if e2e.alive(p)}
         stop_following.set()
         await following
-        await follower.refresh()
-        await follower.query_open()  # the last word on every task left undecided
+        await follower.last_word()
 
         commits = first_commits(watch.seen)
         window = sorted(h for h, t in commits.items() if started <= t <= ended)
