@@ -2,12 +2,17 @@
 of what peers gossip, and block sync.
 
 - The proposer builds a block from its mempool and proposes it with its transactions; every
-  validator checks it (`blocks.validate_block`) and executes it before it prevotes for it, so
-  a block whose appHash differs from the local state is never voted for.
+  validator checks it (`blocks.validate_block`) before it prevotes for it, so a block whose
+  appHash differs from the local state is never voted for. Nothing in that check needs the
+  block executed (its appHash is the state before it, and a transaction that no longer
+  applies stays in it as late), so a validator executes a block once it is decided, on the
+  way to committing it: the votes of a large block never wait for its execution.
 - Votes and proposals are written to disk before they are signed out (`chain.node.signer`);
   a restarted validator resumes in the last round it signed in (the others may wait there
   for it).
-- After a commit the next height starts one block time later (Tendermint's timeout_commit).
+- The next height starts one block time after the decision (Tendermint's timeout_commit,
+  counted as CometBFT counts it, from the moment the precommits were in): the commit itself
+  (execution, the write, the mempool's re-admission) runs within that time.
 - Each validator sends its own messages of the current height again every second, so a peer
   that missed them (restarted, partitioned) still gets them.
 - A validator whose peers are ahead fetches their committed blocks, checks the commit of each
@@ -101,23 +106,16 @@ class Network(Protocol):
         """Committed blocks from `from_height` on, with commits and transactions (JSON)."""
 
 
-WriteSet = list[tuple[bytes, bytes | None]]
-
-
 @dataclass(slots=True)
 class Candidate:
-    """A block proposed at the current height, executed once, when first asked about."""
+    """A block proposed at the current height: checked once against the head it was first
+    asked about on (`checked_on`, that head's hash), and executed once it is decided."""
 
     block: Block
     hash: bytes
     txs: tuple[SignedTx, ...]
-    records: list[tuple[SignedTx, str]] | None = None
-    write_set: WriteSet | None = None
+    checked_on: bytes | None = None
     problem: str | None = None
-
-    @property
-    def executed(self) -> bool:
-        return self.records is not None
 
 
 @dataclass(slots=True)
@@ -412,8 +410,9 @@ class Consensus:
         except InvalidPeerMessage as exc:  # only if a vote of this node was refused
             log.error("decided block %d but cannot prove it: %s", decision.height, exc)
             return
-        self._commit(candidate, commit)
         loop = asyncio.get_running_loop()
+        decided_at = loop.time()
+        self._commit(candidate, commit)
         started_height, started = self._height_started
         if started_height == decision.height:  # not for a block that came by block sync
             self.node.observe_commit(loop.time() - started)
@@ -424,18 +423,21 @@ class Consensus:
             self._timers.discard(timer)
             self._start_height()
 
-        timer = loop.call_later(self.node.block_time_ms / 1000, next_height)
+        timer = loop.call_at(decided_at + self.node.block_time_ms / 1000, next_height)
         self._timers.add(timer)
 
     def _commit(self, candidate: Candidate, commit: tuple[Vote, ...]) -> None:
-        assert candidate.records is not None and candidate.write_set is not None
-        block = candidate.block
-        stale: dict[bytes, bytes | None] = {
-            key: None for key in self.node.ledger.stale_own_keys(block.height)
-        }
-        new_head = self.node.ledger.commit_block(
-            block, commit, candidate.records, candidate.write_set, stale
+        """Execute a decided block (checked already) on the head and commit it."""
+        block, node = candidate.block, self.node
+        state = State(node.ledger.view)
+        signers = [v.validator for v in block.last_commit]
+        records = blocks.execute_block(
+            state, node.params, blocks.context_of(block), candidate.txs, signers, log_late
         )
+        stale: dict[bytes, bytes | None] = {
+            key: None for key in node.ledger.stale_own_keys(block.height)
+        }
+        new_head = node.ledger.commit_block(block, commit, records, state.write_set(), stale)
         self.node.mempool.after_commit(block.txs, self.node.next_context())
         self._candidates = {
             h: c for h, c in self._candidates.items() if c.block.height > new_head.height
@@ -555,13 +557,14 @@ class Consensus:
         return False
 
     def _check_block(self, candidate: Candidate) -> str | None:
-        """Why the candidate cannot be the next block, or None; executes it the first time.
-        A problem with its contents is kept: that block never becomes valid."""
+        """Why the candidate cannot be the next block, or None. A problem with its contents
+        is kept: that block never becomes valid; once it passed on a head, only its place
+        after that head (height, prevHash, time) is checked again."""
         if candidate.problem is not None:
             return candidate.problem
         node = self.node
         block, head, now = candidate.block, node.head, node.now()
-        if candidate.executed:
+        if candidate.checked_on == head.hash:
             return blocks.follows(block, head, now)
         problem = blocks.validate_block(
             block,
@@ -578,13 +581,7 @@ class Consensus:
                 candidate.problem = problem
                 self._warn_app_hash(block, head)
             return problem
-        state = State(node.ledger.view)
-        ctx = blocks.context_of(block)
-        signers = [v.validator for v in block.last_commit]
-        candidate.records = blocks.execute_block(
-            state, node.params, ctx, candidate.txs, signers, log_late
-        )
-        candidate.write_set = state.write_set()
+        candidate.checked_on = head.hash
         return None
 
     def _warn_app_hash(self, block: Block, head: Head) -> None:
