@@ -24,8 +24,11 @@ and consensus messages too, but within a budget per remote address (`SourceLimit
 bytes), and past it is answered 429. Every request holds at most MAX_BATCH_ITEMS items; a
 badly signed item refuses the request (400) at the first one.
 
-`Peers` is the sending side. Each peer has an outbox drained by one task that posts what
-accumulated as one request, so messages to a peer keep their order. Delivery is best effort:
+`Peers` is the sending side. Each peer has two lanes, one for consensus messages and one for
+transactions, each an outbox drained by a task of its own that posts what accumulated as one
+request, so the items of a lane keep their order. A proposal or a vote never waits behind a
+request of transactions (which the peer answers only once it has admitted them): the lanes
+post side by side. Delivery is best effort:
 when a peer is down its messages are dropped (the outbox is bounded), and consensus recovers
 through its timeouts and the node's periodic re-sending of its own messages. A poll of every
 peer's status tells the node who is ahead, for block sync.
@@ -366,11 +369,27 @@ class SourceLimits:
         return response
 
 
-@dataclass
-class _Peer:
-    url: str
+@dataclass(slots=True)
+class _Lane:
+    """What waits to be posted to a peer of one kind ("messages" or "txs")."""
+
     outbox: deque[tuple[str, bytes]] = field(default_factory=deque)  # kind, item's JSON
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def put(self, item: tuple[str, bytes]) -> None:
+        if len(self.outbox) >= OUTBOX_LIMIT:
+            self.outbox.popleft()
+        self.outbox.append(item)
+        self.ready.set()
+
+
+LANES = ("messages", "txs")
+
+
+@dataclass(slots=True)
+class _Peer:
+    url: str
+    lanes: dict[str, _Lane] = field(default_factory=lambda: {kind: _Lane() for kind in LANES})
     height: int = -1
     seen_at: float = -1e9
     failing: bool = False
@@ -402,7 +421,8 @@ class Peers:
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S))
         for peer in self._peers:
-            self._tasks.append(asyncio.create_task(self._send_loop(peer)))
+            for lane in peer.lanes.values():
+                self._tasks.append(asyncio.create_task(self._send_loop(peer, lane)))
         self._tasks.append(asyncio.create_task(self._status_loop()))
 
     async def stop(self) -> None:
@@ -461,7 +481,8 @@ class Peers:
         for link in chosen:
             link.drop, link.delay_ms = drop, delay_ms
             if drop:
-                link.outbox.clear()
+                for lane in link.lanes.values():
+                    lane.outbox.clear()
         log.warning("dev control: links to %s set to drop=%s delayMs=%d", peer, drop, delay_ms)
 
     def _peer(self, url: str) -> _Peer:
@@ -482,26 +503,24 @@ class Peers:
         if item is None:
             return
         for peer in self._peers:
-            if peer.drop:
-                continue
-            if len(peer.outbox) >= OUTBOX_LIMIT:
-                peer.outbox.popleft()
-            peer.outbox.append(item)
-            peer.ready.set()
+            if not peer.drop:
+                peer.lanes[kind].put(item)
 
-    async def _send_loop(self, peer: _Peer) -> None:
+    async def _send_loop(self, peer: _Peer, lane: _Lane) -> None:
         session = self._get_session()
         while True:
-            await peer.ready.wait()
-            peer.ready.clear()
-            while peer.outbox:
-                body = next_batch(peer.outbox)
+            await lane.ready.wait()
+            lane.ready.clear()
+            while lane.outbox:
+                body = next_batch(lane.outbox)
                 if peer.delay_ms:  # dev control: a slow link
                     await asyncio.sleep(peer.delay_ms / 1000)
                 if not peer.drop:
-                    await self._post(session, peer, body)
+                    await self._post(session, peer, lane, body)
 
-    async def _post(self, session: aiohttp.ClientSession, peer: _Peer, body: bytes) -> None:
+    async def _post(
+        self, session: aiohttp.ClientSession, peer: _Peer, lane: _Lane, body: bytes
+    ) -> None:
         try:
             url = f"{peer.url}/p2p/messages"
             headers = JSON_HEADERS
@@ -519,7 +538,7 @@ class Peers:
                 log.info("peer %s unreachable (%s); dropping messages to it", peer.url, exc)
                 peer.failing = True
             # what was not delivered is dropped: consensus re-sends what still matters
-            peer.outbox.clear()
+            lane.outbox.clear()
 
     async def _status_loop(self) -> None:
         session = self._get_session()
@@ -550,11 +569,12 @@ class Peers:
             peer.height = height
             peer.seen_at = loop.time()
             if back and self._pending_txs is not None:
+                lane = peer.lanes["txs"]
                 for tx in self._pending_txs():
                     item = encoded_item("txs", tx)
                     if item is not None:
-                        peer.outbox.append(item)
-                peer.ready.set()
+                        lane.outbox.append(item)
+                lane.ready.set()
 
 
 def encoded_item(kind: str, obj: dict[str, Any]) -> tuple[str, bytes] | None:

@@ -3,6 +3,7 @@ validator signed, and the check of the dev link control (PROTOCOL 6.8)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 from collections import deque
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +19,7 @@ from chain.protocol.gossip import DEV_TOKEN_FILE
 from rpc.p2p import (
     MAX_BATCH_BYTES,
     MAX_BATCH_ITEMS,
+    Peers,
     SourceLimits,
     TokenBucket,
     dev_control_refusal,
@@ -65,6 +68,56 @@ def test_an_item_that_is_not_json_is_dropped_not_sent() -> None:
     box = outbox([("txs", {"n": 2**70}), ("txs", {"n": 1})])
     assert orjson.loads(next_batch(box)) == {"messages": [], "txs": [{"n": 1}]}
     assert not box
+
+
+# Two lanes to each peer: consensus messages never wait behind transactions
+
+
+async def test_a_vote_reaches_a_peer_that_is_still_admitting_transactions() -> None:
+    """A peer answers a request of transactions only once it has admitted them: the request
+    of a vote sent meanwhile is not queued behind it, and each lane keeps its order."""
+    received: list[tuple[str, Any]] = []
+    admitting = asyncio.Event()
+    release = asyncio.Event()
+    arrived = asyncio.Condition()
+
+    async def messages(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        async with arrived:
+            received.extend(("txs", tx["n"]) for tx in body["txs"])
+            received.extend(("messages", m["n"]) for m in body["messages"])
+            arrived.notify_all()
+        if body["txs"]:
+            admitting.set()
+            await release.wait()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/p2p/messages", messages)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    peers = Peers([f"http://127.0.0.1:{port}"], b"\x00" * 32)
+    await peers.start()
+    try:
+        peers.gossip_tx({"n": 0})
+        await asyncio.wait_for(admitting.wait(), 10)
+        peers.gossip_tx({"n": 1})  # waits for the request of tx 0: one request at a time
+        peers.broadcast({"n": 2})
+        peers.broadcast({"n": 3})
+        async with arrived:
+            await asyncio.wait_for(arrived.wait_for(lambda: ("messages", 3) in received), 10)
+        assert received == [("txs", 0), ("messages", 2), ("messages", 3)]
+        release.set()
+        async with arrived:
+            await asyncio.wait_for(arrived.wait_for(lambda: ("txs", 1) in received), 10)
+        assert received[-1] == ("txs", 1)
+    finally:
+        release.set()
+        await peers.stop()
+        await runner.cleanup()
 
 
 # The budget of requests not signed by a validator (PROTOCOL 6.8)
