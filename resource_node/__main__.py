@@ -40,6 +40,7 @@ from chain.protocol.genesis import (
     Params,
     parse_genesis_file,
 )
+from resource_node import turns
 from resource_node.backends import (
     BACKEND_NAMES,
     Backend,
@@ -140,6 +141,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", type=int, default=4, help="inferences at a time")
     parser.add_argument("--poll-interval", type=float, default=0.2, metavar="S", help="seconds")
+    parser.add_argument(
+        "--standby-blocks",
+        type=int,
+        default=turns.STANDBY_BLOCKS,
+        metavar="N",
+        help="block times this node leaves a task to the nodes before it in the task's order "
+        "before computing it too; 0: compute every task at once (default: %(default)s)",
+    )
     parser.add_argument(
         "--pushed-poll-interval",
         type=float,
@@ -260,12 +269,15 @@ def build_setup(args: argparse.Namespace) -> NodeSetup:
         raise ValueError(f"--poll-interval must be positive, got {args.poll_interval}")
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.standby_blocks < 0:
+        raise ValueError(f"--standby-blocks cannot be negative, got {args.standby_blocks}")
     genesis = load_genesis(args.genesis)
     config = WorkerConfig(
         poll_interval=args.poll_interval,
         push=not args.no_push,
         pushed_poll_interval=args.pushed_poll_interval,
         concurrency=args.concurrency,
+        standby_blocks=args.standby_blocks,
         models=models,
         state_dir=Path(args.state_dir) if args.state_dir else None,
         params=Params() if genesis is None else genesis.params,

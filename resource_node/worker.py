@@ -69,6 +69,7 @@ from chain.protocol.genesis import Params
 from chain.protocol.schema import JSON, postprocess, schema_kind
 from chain.protocol.tasks import MAX_REVEAL_STEPS
 from chain.protocol.types import Secrets, SubmitInferenceResult
+from resource_node import turns
 from resource_node.backends import (
     Backend,
     BackendError,
@@ -114,6 +115,8 @@ INPUTS_BUDGET = 64 << 20  # characters of the task inputs kept, at most (oldest 
 FORCED_MARKER = " [forced error]"  # appended to the output of a forced error (PROTOCOL 4.13)
 ROLLOVER_MARGIN = 64  # heights kept in hand past the deadlines before a chain of secrets ends
 COMMIT_PATIENCE = 100  # polls a sent CommitSecrets may take to show on chain, then sent again
+# The length of a block, for the standby of turns, on an automine chain (blocks of no length).
+STANDBY_BLOCK_S = 0.2
 DECIDED_BATCH = 100  # own results read in one batch when a reveal looks for its limit
 REVEAL_PATIENCE = 10  # polls a sent RevealSecret may take to show on chain, then sent again
 # A scored result identical to an earlier one is a copy unless an independent sample would be
@@ -154,6 +157,9 @@ class WorkerConfig:
     params: Params = field(default_factory=Params)  # the chain's params (genesis)
     genesis_hash: str | None = None  # of the genesis the params were read from
     secret_chain_length: int = crypto.SECRET_CHAIN_LENGTH  # of the epochs it commits
+    # Block times a node leaves a task to the nodes before it in the task's order before it
+    # computes it too (`resource_node.turns`); 0: every node computes at once.
+    standby_blocks: int = turns.STANDBY_BLOCKS
 
     def __post_init__(self) -> None:
         if not self.poll_interval > 0:
@@ -168,6 +174,8 @@ class WorkerConfig:
             raise ValueError(
                 f"secret chain length must be positive, got {self.secret_chain_length}"
             )
+        if self.standby_blocks < 0:
+            raise ValueError(f"standby blocks cannot be negative, got {self.standby_blocks}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +201,7 @@ class NodeStats:
     reveals_refused: int = 0
     secrets_commits: int = 0
     pushes: int = 0
+    standby: int = 0  # listings of a task left to a node before this one in its order
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +232,7 @@ class _Counters:
     polls: int = 0
     poll_errors: int = 0
     pushes: int = 0
+    standby: int = 0
     results_sent: int = 0
     forced_errors: int = 0
     reveals: int = 0
@@ -338,6 +348,7 @@ class ResourceNode:
         self._reveal_sent = -1  # the highest height of a reveal the validator admitted
         self._reveal_polls = 0
         self._computing: dict[str, int] = {}  # task hash -> createdHeight, results in the works
+        self._turns = turns.Turns(wallet.address, 0.0)  # its standby set by _standby_s
         self._decided_own: dict[str, None] = {}  # tasks whose own result is known decided
         self._result_txs: dict[str, str] = {}  # task hash -> the txHash of the own result sent
         self._endpoint: str | None = None  # the URL to register, until the chain shows it
@@ -549,6 +560,7 @@ class ResourceNode:
             polls=c.polls,
             poll_errors=c.poll_errors,
             pushes=c.pushes,
+            standby=c.standby,
             forced_errors=c.forced_errors,
             reveals=c.reveals,
             reveals_refused=c.reveals_refused,
@@ -584,6 +596,7 @@ class ResourceNode:
             "pollErrors": s.poll_errors,
             "push": "subscribed" if self._pushing else ("polling" if self.config.push else "off"),
             "pushes": s.pushes,
+            "standby": s.standby,
             "lastError": self.last_error,
             "forcedErrors": s.forced_errors,
             "reveals": {"sent": s.reveals, "refused": s.reveals_refused},
@@ -864,6 +877,10 @@ class ResourceNode:
         task_hash = task.task_hash
         started = len(jobs)
         results = 0
+        now = asyncio.get_running_loop().time()
+        submitters = {r.submitter for r in task.results} | {v.submitter for v in task.verify}
+        for submitter in submitters:  # they compute this model
+            self._turns.saw(submitter, task.inputs.model, now)
         if self._secrets_state == SECRETS_ROLLOVER:
             return 0, 0  # no new task until the next chain of secrets is committed
         outcome = self.submissions.result_outcome(task_hash)
@@ -878,6 +895,7 @@ class ResourceNode:
             and outcome in (None, "closed")
             and (not self.faults.copy or self._copied(task) is not None)
             and self._may_compute(task)
+            and self._my_turn(task)
         ):
             key: WorkKey = ("result", task_hash)
             if self._may_start(key):
@@ -893,6 +911,23 @@ class ResourceNode:
                 continue
             jobs.append(self._start(key, partial(self._verify, key, task, entry)))
         return results, len(jobs) - started - results
+
+    def _my_turn(self, task: PendingTask) -> bool:
+        """Whether the nodes before this one in the task's order had their time
+        (`resource_node.turns`); the task is listed again at the next poll if not."""
+        now = asyncio.get_running_loop().time()
+        self._turns.standby_s = self._standby_s()
+        taken = [r.submitter for r in task.results]
+        free = task.inputs.target_count - len(taken)
+        if self._turns.wait(task.task_hash, task.inputs.model, taken, free, now) <= 0:
+            return True
+        self._counters.standby += 1
+        return False
+
+    def _standby_s(self) -> float:
+        """The standby period: `standby_blocks` block times (automine: of STANDBY_BLOCK_S)."""
+        block_ms = self.params.block_time_ms
+        return self.config.standby_blocks * (block_ms / 1000 if block_ms > 0 else STANDBY_BLOCK_S)
 
     async def _recheck_result(self, task_hash: str) -> None:
         """The task is listed to compute though its result was accepted: when that result

@@ -39,7 +39,7 @@ from chain.node.journal import JOURNAL_FILE
 from chain.node.node import Node
 from chain.protocol import crypto
 from chain.protocol.genesis import Params, dev_genesis, parse_genesis
-from resource_node import worker
+from resource_node import turns, worker
 from resource_node.backends import BackendError, InferenceRequest, request_from_task
 from resource_node.backends.deterministic import DeterministicBackend
 from resource_node.backends.faults import WRONG_MARKER, Faults
@@ -309,6 +309,56 @@ async def test_computes_with_the_seed_the_validator_reports(
     request = request_from_task(offered, int(offered["seed"]))
     assert entry["result"] == DeterministicBackend().compute(request)[0]
     assert not [r for r in caplog.records if "seed" in r.getMessage()]
+
+
+async def test_a_node_leaves_a_task_to_the_node_before_it_in_its_order_for_a_standby(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    """Turns (PROTOCOL 4.3): once NODE has seen OTHER compute the model, it computes a task of
+    one slot at once only where it comes first in the task's order; the others it leaves to
+    OTHER for a standby period, and then computes them too while they are still listed."""
+    seen = await open_task(manual, prompts="seen", target_count=1)
+    await submit_result(manual, OTHER, seen, honest_output(seen, OTHER.address))
+    mine(manual)  # assigns OTHER's result to NODE and THIRD: NODE's listing shows OTHER
+    node = await started(make_node(manual.url, standby_blocks=1), cleanups)
+    assert (await node.run_once()).verdicts == 1
+
+    pair = [NODE.address.lower(), OTHER.address.lower()]
+    mine_first = other_first = None
+    for n in range(64):
+        task = await open_task(manual, prompts=f"turn {n}", target_count=1, mined=False)
+        if turns.order(task["taskHash"].lower(), pair)[0] == pair[0]:
+            mine_first = mine_first or task
+        else:
+            other_first = other_first or task
+        if mine_first and other_first:
+            break
+    assert mine_first is not None and other_first is not None
+    mine(manual)
+    report = await node.run_once()
+    assert (report.results, node.stats().standby) == (1, 1)
+    assert node.submissions.result_outcome(mine_first["taskHash"]) == "accepted"
+    assert node.submissions.result_outcome(other_first["taskHash"]) is None
+
+    async def taken_over() -> bool:  # OTHER never comes: NODE computes it once it waited
+        await node.run_once()
+        return node.submissions.result_outcome(other_first["taskHash"]) == "accepted"
+
+    await wait_until(taken_over, "NODE computes the task OTHER was first for")
+
+
+async def test_a_node_with_no_standby_computes_every_task_at_once(
+    manual: LocalChain, cleanups: list[ResourceNode]
+) -> None:
+    seen = await open_task(manual, prompts="seen", target_count=1)
+    await submit_result(manual, OTHER, seen, honest_output(seen, OTHER.address))
+    mine(manual)
+    node = await started(make_node(manual.url, standby_blocks=0), cleanups)
+    await node.run_once()
+    tasks = await open_tasks(manual, 6, target_count=1)
+    report = await node.run_once()
+    assert (report.results, node.stats().standby) == (6, 0)
+    assert all(node.submissions.result_outcome(t["taskHash"]) == "accepted" for t in tasks)
 
 
 async def test_a_wrong_reported_seed_is_logged_and_ignored(
