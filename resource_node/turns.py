@@ -11,7 +11,7 @@ and with a real model each of them costs the inference. So the nodes take turns:
   results its listings show (`saw`), for ACTIVE_S seconds after it last saw each one. It
   counts itself among them for every model it is listed.
 - For a task, those nodes, less the ones with a result in it already, are ordered by
-  keccak256(taskHash || address) (20 bytes): the same order at every node that has seen the
+  keccak256(taskHash || address) (32 bytes and 20): the same order at every node that has seen the
   same nodes, and each node first for its share of the tasks.
 - The first `free` of them (the task's open slots, at least one) compute at once; the k-th
   after them once k standby periods have passed since this node first saw the task. A node
@@ -33,7 +33,7 @@ from chain.protocol import crypto
 STANDBY_BLOCKS = 3
 # How long a node counts as computing a model after the last result of it this node saw.
 ACTIVE_S = 60.0
-# Tasks whose first sighting is kept (the oldest forgotten first), and models per node.
+# Tasks whose first sighting is kept, and (node, model) pairs seen: the oldest forgotten first.
 MAX_TASKS = 20_000
 MAX_NODES = 4096
 

@@ -4,7 +4,9 @@ Every poll interval the node asks `queryPendingTasks` (signed, PROTOCOL 5.1) for
 can act on, in its privilege order. For a task marked `compute` it runs the backend with its
 own seed (PROTOCOL 4.4) and submits the signed result; for each entry of `verify` it recomputes
 the submitter's result with the submitter's seed and submits `valid = (keccak(own output) ==
-keccak(result))` (PROTOCOL 4.5). Work runs concurrently: at most `concurrency` calls of the
+keccak(result))` (PROTOCOL 4.5). A task that other nodes compute too is left first to the
+nodes whose turn comes before this one's (`resource_node.turns`, PROTOCOL 4.3), and computed
+here after a standby if it is still open. Work runs concurrently: at most `concurrency` calls of the
 backend at once (a semaphore), while the submissions to the validator are not bounded by it, so
 that slow answers do not hold inferences back.
 
