@@ -897,7 +897,7 @@ class ResourceNode:
             and outcome in (None, "closed")
             and (not self.faults.copy or self._copied(task) is not None)
             and self._may_compute(task)
-            and self._my_turn(task)
+            and self._my_turn(task, now)
         ):
             key: WorkKey = ("result", task_hash)
             if self._may_start(key):
@@ -914,10 +914,9 @@ class ResourceNode:
             jobs.append(self._start(key, partial(self._verify, key, task, entry)))
         return results, len(jobs) - started - results
 
-    def _my_turn(self, task: PendingTask) -> bool:
-        """Whether the nodes before this one in the task's order had their time
+    def _my_turn(self, task: PendingTask, now: float) -> bool:
+        """Whether the nodes before this one in the task's order had their time by `now`
         (`resource_node.turns`); the task is listed again at the next poll if not."""
-        now = asyncio.get_running_loop().time()
         self._turns.standby_s = self._standby_s()
         taken = [r.submitter for r in task.results]
         free = task.inputs.target_count - len(taken)
