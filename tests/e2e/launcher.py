@@ -27,19 +27,34 @@ EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 def free_ports(count: int) -> int:
     """A port p such that p .. p + count - 1 are free on 127.0.0.1 right now, below the
     kernel's ephemeral range: the ports the OS hands out for port 0 (every other test's
-    servers and clients) never take them between this check and the launcher's bind."""
+    servers and clients) never take them between this check and the launcher's bind.
+
+    Each pytest-xdist worker draws from its own slice of that span, and a process never
+    hands out a port twice: two launchers, of one test or of two workers, never share one."""
     low = int(EPHEMERAL_RANGE.read_text().split()[0]) if EPHEMERAL_RANGE.exists() else 32768
+    start = max(1024, low - 12000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    width = (low - start) // max(1, workers)
+    start += width * (int(worker) % max(1, workers) if worker.isdigit() else 0)
     for _ in range(50):
-        base = random.randrange(max(1024, low - 12000), low - count)
+        base = random.randrange(start, start + width - count)
+        ports = range(base, base + count)
+        if any(port in _HANDED_OUT for port in ports):
+            continue
         try:
-            for port in range(base, base + count):
+            for port in ports:
                 with socket.socket() as probe:
                     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     probe.bind(("127.0.0.1", port))
         except OSError:
             continue
+        _HANDED_OUT.update(ports)
         return base
     raise RuntimeError(f"no {count} consecutive free ports")
+
+
+_HANDED_OUT: set[int] = set()
 
 
 def pids_using(data_dir: Path) -> list[int]:
