@@ -30,8 +30,10 @@ request, so the items of a lane keep their order. A proposal or a vote never wai
 request of transactions (which the peer answers only once it has admitted them): the lanes
 post side by side. Delivery is best effort:
 when a peer is down its messages are dropped (the outbox is bounded), and consensus recovers
-through its timeouts and the node's periodic re-sending of its own messages. A poll of every
-peer's status tells the node who is ahead, for block sync.
+through its timeouts and the node's periodic re-sending of its own messages. A peer's height
+tells the node who is ahead, for block sync: each answer to a request of messages carries it
+(HEIGHT_HEADER), and a status poll asks it of a peer that said nothing for STATUS_INTERVAL_S,
+and of every peer every STATUS_CHECK_S, which also checks its genesis.
 """
 
 from __future__ import annotations
@@ -66,7 +68,13 @@ MAX_BATCH_BYTES = 1024 * 1024
 OUTBOX_LIMIT = 10_000
 SEND_TIMEOUT_S = 2.0
 STATUS_INTERVAL_S = 0.5
-# a peer counts as reachable if it answered a status poll within this many seconds
+# a peer that answered a request of this validator's within STATUS_INTERVAL_S is polled only
+# once in this many seconds: the answer carries its height (HEIGHT_HEADER)
+STATUS_CHECK_S = 5.0
+HEIGHT_HEADER = "X-Inferchain-Height"
+NEVER = -1e9
+# a peer counts as reachable if it told its height within this many seconds (a status poll
+# or an answer)
 REACHABLE_S = 3.0
 MAX_SYNC_BLOCKS = 100
 MAX_SYNC_BYTES = 8 * 1024 * 1024  # a sync answer stops after the block that passes this
@@ -139,7 +147,7 @@ def add_routes(app: web.Application, node: Node, dev_control_from: Iterable[str]
         except InvalidPeerMessage as exc:
             log.info("refused a /p2p/messages request from %s: %s", source, exc)
             return _error(400, str(exc))
-        return web.Response(status=204)
+        return web.Response(status=204, headers={HEIGHT_HEADER: str(node.head.height)})
 
     async def status(_request: web.Request) -> web.Response:
         head = node.head
@@ -391,7 +399,8 @@ class _Peer:
     url: str
     lanes: dict[str, _Lane] = field(default_factory=lambda: {kind: _Lane() for kind in LANES})
     height: int = -1
-    seen_at: float = -1e9
+    seen_at: float = NEVER  # when it last told its height (a status poll or an answer)
+    polled_at: float = NEVER  # when a status poll last showed it on this chain
     failing: bool = False
     foreign: bool = False
     drop: bool = False
@@ -530,6 +539,9 @@ class Peers:
                 answer = await response.read()
                 if response.status >= 400:
                     log.warning("peer %s answered %d: %s", peer.url, response.status, answer[:300])
+                elif not peer.foreign and peer.polled_at > NEVER:  # a poll has checked its genesis
+                    with contextlib.suppress(ValueError):
+                        self._heard(peer, int(response.headers.get(HEIGHT_HEADER, "")))
             if peer.failing:
                 log.info("peer %s is reachable again", peer.url)
                 peer.failing = False
@@ -552,6 +564,8 @@ class Peers:
     ) -> None:
         if peer.drop:
             return
+        if not needs_poll(peer.seen_at, peer.polled_at, loop.time()):
+            return
         try:
             async with session.get(f"{peer.url}/p2p/status") as response:
                 status = wire.parse_json(await response.read())
@@ -565,16 +579,30 @@ class Peers:
         peer.foreign = False
         height = status.get("height")
         if isinstance(height, int):
-            back = loop.time() - peer.seen_at >= REACHABLE_S
-            peer.height = height
-            peer.seen_at = loop.time()
-            if back and self._pending_txs is not None:
-                lane = peer.lanes["txs"]
-                for tx in self._pending_txs():
-                    item = encoded_item("txs", tx)
-                    if item is not None:
-                        lane.outbox.append(item)
-                lane.ready.set()
+            peer.polled_at = loop.time()
+            self._heard(peer, height)
+
+    def _heard(self, peer: _Peer, height: int) -> None:
+        """`peer` told its height, by a status poll or in an answer: a peer back after
+        REACHABLE_S or more of silence gets this validator's mempool."""
+        now = asyncio.get_running_loop().time()
+        back = now - peer.seen_at >= REACHABLE_S
+        peer.height = height
+        peer.seen_at = now
+        if back and self._pending_txs is not None:
+            lane = peer.lanes["txs"]
+            for tx in self._pending_txs():
+                item = encoded_item("txs", tx)
+                if item is not None:
+                    lane.outbox.append(item)
+            lane.ready.set()
+
+
+def needs_poll(seen_at: float, polled_at: float, now: float) -> bool:
+    """Whether a peer's status is asked at `now`: unless it told its height within
+    STATUS_INTERVAL_S (`seen_at`: its answers carry it) and a poll showed it on this chain
+    within STATUS_CHECK_S (`polled_at`)."""
+    return now - seen_at >= STATUS_INTERVAL_S or now - polled_at >= STATUS_CHECK_S
 
 
 def encoded_item(kind: str, obj: dict[str, Any]) -> tuple[str, bytes] | None:

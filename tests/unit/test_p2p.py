@@ -1,12 +1,15 @@
-"""rpc.p2p: how the outbox to a peer becomes request bodies, the budget of requests no
-validator signed, and the check of the dev link control (PROTOCOL 6.8)."""
+"""rpc.p2p: how the outbox to a peer becomes request bodies, what a peer's answers tell of
+its height and when its status is polled, the budget of requests no validator signed, and
+the check of the dev link control (PROTOCOL 6.8)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import math
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +20,45 @@ from hypothesis import strategies as st
 
 from chain.protocol.gossip import DEV_TOKEN_FILE
 from rpc.p2p import (
+    HEIGHT_HEADER,
     MAX_BATCH_BYTES,
     MAX_BATCH_ITEMS,
+    NEVER,
+    STATUS_CHECK_S,
+    STATUS_INTERVAL_S,
     Peers,
     SourceLimits,
     TokenBucket,
     dev_control_refusal,
     dev_token,
     encoded_item,
+    needs_poll,
     next_batch,
 )
+
+GENESIS_HASH = b"\x00" * 32
+WAIT_S = 10.0
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """`app` on an ephemeral loopback port: its URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for `condition`, checked every few milliseconds, for at most WAIT_S."""
+    async with asyncio.timeout(WAIT_S):
+        while not condition():
+            await asyncio.sleep(0.005)
+    assert condition(), what
 
 
 def outbox(items: list[tuple[str, dict[str, Any]]]) -> deque[tuple[str, bytes]]:
@@ -94,30 +126,120 @@ async def test_a_vote_reaches_a_peer_that_is_still_admitting_transactions() -> N
 
     app = web.Application()
     app.router.add_post("/p2p/messages", messages)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    peers = Peers([f"http://127.0.0.1:{port}"], b"\x00" * 32)
-    await peers.start()
-    try:
-        peers.gossip_tx({"n": 0})
-        await asyncio.wait_for(admitting.wait(), 10)
-        peers.gossip_tx({"n": 1})  # waits for the request of tx 0: one request at a time
-        peers.broadcast({"n": 2})
-        peers.broadcast({"n": 3})
-        async with arrived:
-            await asyncio.wait_for(arrived.wait_for(lambda: ("messages", 3) in received), 10)
-        assert received == [("txs", 0), ("messages", 2), ("messages", 3)]
-        release.set()
-        async with arrived:
-            await asyncio.wait_for(arrived.wait_for(lambda: ("txs", 1) in received), 10)
-        assert received[-1] == ("txs", 1)
-    finally:
-        release.set()
-        await peers.stop()
-        await runner.cleanup()
+    async with serving(app) as url:
+        peers = Peers([url], GENESIS_HASH)
+        await peers.start()
+        try:
+            peers.gossip_tx({"n": 0})
+            await asyncio.wait_for(admitting.wait(), WAIT_S)
+            peers.gossip_tx({"n": 1})  # waits for the request of tx 0: one request at a time
+            peers.broadcast({"n": 2})
+            peers.broadcast({"n": 3})
+            async with arrived:
+                await asyncio.wait_for(
+                    arrived.wait_for(lambda: ("messages", 3) in received), WAIT_S
+                )
+            assert received == [("txs", 0), ("messages", 2), ("messages", 3)]
+            release.set()
+            async with arrived:
+                await asyncio.wait_for(arrived.wait_for(lambda: ("txs", 1) in received), WAIT_S)
+            assert received[-1] == ("txs", 1)
+        finally:
+            release.set()
+            await peers.stop()
+
+
+# What a peer's answers tell, and when its status is polled (PROTOCOL 6.8)
+
+
+def fake_peer(
+    genesis_hash: bytes, polled_height: int, answers: list[int]
+) -> tuple[web.Application, list[bytes]]:
+    """A peer whose status says `polled_height` on the chain of `genesis_hash`, and whose
+    answer to the n-th request of messages says its height is answers[n] (the last one
+    after that); and the bodies of the requests it answered."""
+    bodies: list[bytes] = []
+
+    async def status(_request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "height": polled_height,
+                "round": 0,
+                "validator": "0x" + "11" * 20,
+                "genesisHash": "0x" + genesis_hash.hex(),
+            }
+        )
+
+    async def messages(request: web.Request) -> web.Response:
+        height = answers[min(len(bodies), len(answers) - 1)]
+        bodies.append(await request.read())
+        return web.Response(status=204, headers={HEIGHT_HEADER: str(height)})
+
+    app = web.Application()
+    app.router.add_get("/p2p/status", status)
+    app.router.add_post("/p2p/messages", messages)
+    return app, bodies
+
+
+async def test_a_peer_tells_its_height_in_its_answers() -> None:
+    """Once a poll has shown a peer on this chain, each answer to a request of messages
+    tells its height as well: block sync learns that a peer is ahead from the traffic."""
+    app, _bodies = fake_peer(GENESIS_HASH, polled_height=5, answers=[9, 12])
+    async with serving(app) as url:
+        peers = Peers([url], GENESIS_HASH)
+        await peers.start()
+        try:
+            await until(lambda: peers.best_peer() == (url, 5), "the poll's height")
+            peers.broadcast({"n": 1})
+            await until(lambda: peers.best_peer() == (url, 9), "the first answer's height")
+            peers.broadcast({"n": 2})
+            await until(lambda: peers.best_peer() == (url, 12), "the second answer's height")
+            assert peers.reachable() == 1
+        finally:
+            await peers.stop()
+
+
+async def test_the_answers_of_a_peer_on_another_chain_tell_nothing() -> None:
+    """A peer whose status names another genesis is ignored, whatever its answers say."""
+    app, bodies = fake_peer(b"\x01" * 32, polled_height=5, answers=[9])
+    async with serving(app) as url:
+        peers = Peers([url], GENESIS_HASH)
+        await peers.start()
+        try:
+            # a request goes only once the answer before it was read: after the second has
+            # arrived, the first answer has been taken in (or not)
+            peers.broadcast({"n": 1})
+            await until(lambda: len(bodies) == 1, "the first request")
+            peers.broadcast({"n": 2})
+            await until(lambda: len(bodies) == 2, "the second request")
+            assert peers.best_peer() is None
+            assert peers.reachable() == 0
+        finally:
+            await peers.stop()
+
+
+def test_a_peer_never_heard_from_is_polled() -> None:
+    assert needs_poll(NEVER, NEVER, 0.0)
+    assert needs_poll(NEVER, NEVER, 1e6)
+
+
+@given(
+    now=st.floats(0, 1e6, allow_nan=False),
+    seen_ago=st.floats(0, 100, allow_nan=False),
+    polled_ago=st.floats(0, 100, allow_nan=False),
+)
+def test_a_peer_is_polled_when_silent_or_unchecked_for_too_long(
+    now: float, seen_ago: float, polled_ago: float
+) -> None:
+    """A peer that told its height within STATUS_INTERVAL_S is not polled, unless no poll
+    has checked its genesis for STATUS_CHECK_S: however busy the traffic, a poll at least
+    every STATUS_CHECK_S; with none, a poll every STATUS_INTERVAL_S, as before answers told
+    heights."""
+    polls = needs_poll(now - seen_ago, now - polled_ago, now)
+    if polled_ago >= STATUS_CHECK_S or seen_ago >= STATUS_INTERVAL_S:
+        assert polls
+    else:
+        assert not polls
 
 
 # The budget of requests not signed by a validator (PROTOCOL 6.8)
