@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import json
 import shutil
 import subprocess
@@ -221,19 +222,34 @@ def settlement_values(task: Task, *, height: bool = True) -> dict[str, Any]:
     return out
 
 
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """`app` served on 127.0.0.1:<ephemeral>: its URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 WAIT_S = 30.0
 POLL_S = 0.02
 
 
 async def wait_until(
-    probe: Callable[[], Awaitable[Any]], what: str, timeout: float = WAIT_S
+    probe: Callable[[], Awaitable[Any]] | Callable[[], Any], what: str, timeout: float = WAIT_S
 ) -> Any:
-    """`await probe()` until it answers something true, and that answer; TimeoutError naming
-    `what` after `timeout` seconds."""
+    """`probe()` (awaited when it answers an awaitable) until it answers something true, and
+    that answer; TimeoutError naming `what` after `timeout` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        value = await probe()
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if loop.time() > deadline:

@@ -5,11 +5,9 @@ the check of the dev link control (PROTOCOL 6.8)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,30 +33,10 @@ from rpc.p2p import (
     needs_poll,
     next_batch,
 )
+from tests.helpers import serving, wait_until
 
 GENESIS_HASH = b"\x00" * 32
 WAIT_S = 10.0
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """`app` on an ephemeral loopback port: its URL."""
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    """Wait for `condition`, checked every few milliseconds, for at most WAIT_S."""
-    async with asyncio.timeout(WAIT_S):
-        while not condition():
-            await asyncio.sleep(0.005)
-    assert condition(), what
 
 
 def outbox(items: list[tuple[str, dict[str, Any]]]) -> deque[tuple[str, bytes]]:
@@ -189,11 +167,11 @@ async def test_a_peer_tells_its_height_in_its_answers() -> None:
         peers = Peers([url], GENESIS_HASH)
         await peers.start()
         try:
-            await until(lambda: peers.best_peer() == (url, 5), "the poll's height")
+            await wait_until(lambda: peers.best_peer() == (url, 5), "the poll's height")
             peers.broadcast({"n": 1})
-            await until(lambda: peers.best_peer() == (url, 9), "the first answer's height")
+            await wait_until(lambda: peers.best_peer() == (url, 9), "the first answer's height")
             peers.broadcast({"n": 2})
-            await until(lambda: peers.best_peer() == (url, 12), "the second answer's height")
+            await wait_until(lambda: peers.best_peer() == (url, 12), "the second answer's height")
             assert peers.reachable() == 1
         finally:
             await peers.stop()
@@ -209,9 +187,9 @@ async def test_the_answers_of_a_peer_on_another_chain_tell_nothing() -> None:
             # a request goes only once the answer before it was read: after the second has
             # arrived, the first answer has been taken in (or not)
             peers.broadcast({"n": 1})
-            await until(lambda: len(bodies) == 1, "the first request")
+            await wait_until(lambda: len(bodies) == 1, "the first request")
             peers.broadcast({"n": 2})
-            await until(lambda: len(bodies) == 2, "the second request")
+            await wait_until(lambda: len(bodies) == 2, "the second request")
             assert peers.best_peer() is None
             assert peers.reachable() == 0
         finally:
