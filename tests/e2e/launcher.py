@@ -34,9 +34,9 @@ def free_ports(count: int) -> int:
     low = int(EPHEMERAL_RANGE.read_text().split()[0]) if EPHEMERAL_RANGE.exists() else 32768
     start = max(1024, low - 12000)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    width = (low - start) // max(1, workers)
-    start += width * (int(worker) % max(1, workers) if worker.isdigit() else 0)
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    width = (low - start) // workers
+    start += width * (int(worker) % workers if worker.isdigit() else 0)
     for _ in range(50):
         base = random.randrange(start, start + width - count)
         ports = range(base, base + count)
