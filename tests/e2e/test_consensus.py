@@ -251,12 +251,17 @@ async def test_each_validator_times_the_blocks_it_decides(network: LocalNetwork)
             if not sample.labels
         }
 
+    # A validator started after the others may take its first blocks by block sync (it
+    # learns their heights from their first answers) before it decides one itself.
     for k in range(4):
         samples = await eventually(
             lambda k=k: scrape(k),
-            lambda seen: seen.get("inferchain_peers_up") == 3,
+            lambda seen: (
+                seen.get("inferchain_peers_up") == 3
+                and seen.get("inferchain_block_commit_seconds_count", 0) >= 1
+            ),
             30,
-            f"validator {k} with its three peers up",
+            f"validator {k} with its three peers up, having decided a block",
         )
         height = samples["inferchain_height"]
         committed = samples["inferchain_block_commit_seconds_count"]
